@@ -1,0 +1,64 @@
+"""Model families, all behind the interface of :mod:`engine.models.base`.
+
+``FAMILIES`` maps a family name to its class; :func:`build_model` rebuilds a model from the
+family name, a config dict and an ordering (what a checkpoint stores).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..ordering import Ordering
+from .base import ARModel, ModelConfig, SampleStep, Stepper, UnsupportedOrdering
+from .fvsbn import FVSBN, FVSBNConfig
+from .made import MADE, MADEConfig
+from .mlp import MLPConfig, PixelMLP
+from .nade import NADE, NADEConfig
+
+FAMILIES: dict[str, type[ARModel]] = {
+    "fvsbn": FVSBN,
+    "mlp": PixelMLP,
+    "nade": NADE,
+    "made": MADE,
+}
+
+
+class UnknownFamily(ValueError):
+    pass
+
+
+def family_class(family: str) -> type[ARModel]:
+    try:
+        return FAMILIES[family]
+    except KeyError:
+        raise UnknownFamily(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}") from None
+
+
+def build_model(family: str, config: dict[str, Any] | ModelConfig | None = None, ordering: Ordering | None = None) -> ARModel:
+    cls = family_class(family)
+    if config is None:
+        config = cls.config_class()
+    elif isinstance(config, dict):
+        config = cls.config_class.from_dict(config)
+    return cls(config, ordering)
+
+
+__all__ = [
+    "ARModel",
+    "ModelConfig",
+    "SampleStep",
+    "Stepper",
+    "UnsupportedOrdering",
+    "UnknownFamily",
+    "FAMILIES",
+    "family_class",
+    "build_model",
+    "FVSBN",
+    "FVSBNConfig",
+    "PixelMLP",
+    "MLPConfig",
+    "NADE",
+    "NADEConfig",
+    "MADE",
+    "MADEConfig",
+]

@@ -1,0 +1,362 @@
+"""The one interface every autoregressive family answers.
+
+Images are float tensors of shape ``(B, D)`` with ``D = height * width`` pixels in raster order and
+values 0 or 1 (``(B, H, W)`` is accepted and flattened). A model factorises
+
+    log p(x) = sum_t log p(x_{o_t} | x_{o_<t})
+
+along an :class:`~engine.ordering.Ordering` ``o``. What the app and the command line use:
+
+* :meth:`ARModel.logits` -- the logit of ``p(x_i = 1 | x_<i)`` for every pixel of a batch of
+  complete images, in one teacher-forced pass, indexed by raster position;
+* :meth:`ARModel.log_prob` / :meth:`ARModel.log_prob_per_pixel` -- the log-likelihood in nats;
+* :meth:`ARModel.supports` -- whether an ordering can be used, and why not;
+* :meth:`ARModel.sample_steps` -- sampling and inpainting as a generator of steps that the caller
+  may stop between any two steps; ``fast=False`` runs the reference sampler (one full pass per
+  pixel) against which each family's fast :class:`Stepper` is tested.
+
+A family subclasses :class:`ARModel`, implements :meth:`ARModel._logits` and optionally
+:meth:`ARModel.stepper` (its fast incremental sampler).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..ordering import Ordering, known_first, make_ordering
+
+__all__ = [
+    "ARModel",
+    "ModelConfig",
+    "SampleStep",
+    "Stepper",
+    "ReferenceStepper",
+    "UnsupportedOrdering",
+]
+
+LOG2 = math.log(2.0)
+
+
+class UnsupportedOrdering(ValueError):
+    """The model cannot compute conditionals in the requested ordering."""
+
+
+@dataclass
+class ModelConfig:
+    """Fields every family shares; each family adds its own in a subclass."""
+
+    height: int = 28
+    width: int = 28
+
+    @property
+    def size(self) -> int:
+        return self.height * self.width
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+        kwargs = {}
+        for k, v in d.items():
+            # JSON turns tuples into lists; keep the declared kind.
+            if isinstance(v, list):
+                v = tuple(v)
+            kwargs[k] = v
+        return cls(**kwargs)
+
+
+@dataclass
+class SampleStep:
+    """One generated pixel, shared by every image of the batch.
+
+    ``x`` is the batch as it stands after this step (the model's own tensor: copy it to keep it).
+    """
+
+    index: int  #: how many pixels have been generated before this one
+    total: int  #: how many pixels this run generates
+    step: int  #: position of ``pixel`` in the ordering in use
+    pixel: int  #: raster index of the pixel drawn
+    prob: Tensor  #: (B,) probability of a 1 used for the draw (after temperature)
+    value: Tensor  #: (B,) the drawn values
+    x: Tensor  #: (B, D) the images so far
+
+
+class Stepper:
+    """Incremental conditionals for sampling: ask for a pixel's logits, then tell its value.
+
+    Pixels are visited in the order of the ordering the stepper was made with. The base class is
+    the protocol; :class:`ReferenceStepper` implements it with a full forward pass per pixel.
+    """
+
+    def logits(self, pixel: int) -> Tensor:  # (B,)
+        raise NotImplementedError
+
+    def observe(self, pixel: int, value: Tensor) -> None:
+        raise NotImplementedError
+
+
+class ReferenceStepper(Stepper):
+    """One full teacher-forced pass per pixel: slow, simple, and the reference for fast paths."""
+
+    def __init__(self, model: "ARModel", x: Tensor, ordering: Ordering):
+        self.model, self.x, self.ordering = model, x, ordering
+
+    def logits(self, pixel: int) -> Tensor:
+        return self.model._logits(self.x, self.ordering)[:, pixel]
+
+    def observe(self, pixel: int, value: Tensor) -> None:
+        self.x[:, pixel] = value
+
+
+class ARModel(nn.Module):
+    """Base class of all families. Subclasses set ``family``, ``config_class`` and ``any_order``."""
+
+    family: ClassVar[str] = "base"
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    #: True when one trained network computes conditionals in any ordering (order-agnostic).
+    any_order: ClassVar[bool] = False
+    #: Short human explanation of the model, shown in the app.
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: ModelConfig, ordering: Ordering | None = None):
+        super().__init__()
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+        if ordering is None:
+            ordering = make_ordering("raster", config.height, config.width)
+        if (ordering.height, ordering.width) != (config.height, config.width):
+            raise UnsupportedOrdering(
+                f"ordering is for {ordering.height}x{ordering.width} images, model for {config.height}x{config.width}"
+            )
+        self.ordering = ordering
+
+    # ---------------------------------------------------------------------------------------
+    # what a family implements
+    def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
+        """(B, D) logits of p(x_i = 1 | pixels before i in ``ordering``), raster-indexed."""
+        raise NotImplementedError
+
+    def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
+        """The fast incremental sampler; families override it. ``x`` is updated in place."""
+        return ReferenceStepper(self, x, ordering)
+
+    def training_loss(self, x: Tensor) -> Tensor:
+        """Mean negative log-likelihood (nats per image) minimised in training."""
+        return -self.log_prob(x).mean()
+
+    # ---------------------------------------------------------------------------------------
+    # shared behaviour
+    @property
+    def size(self) -> int:
+        return self.config.size
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def supports(self, ordering: Ordering) -> tuple[bool, str]:
+        """Whether conditionals can be computed in ``ordering``; if not, the reason."""
+        if (ordering.height, ordering.width) != (self.config.height, self.config.width):
+            return False, f"the model is for {self.config.height}x{self.config.width} images"
+        if self.any_order or ordering == self.ordering:
+            return True, ""
+        return False, f"this {self.family.upper()} was trained for the {self.ordering.label} ordering only"
+
+    def resolve_ordering(self, ordering: Ordering | None) -> Ordering:
+        if ordering is None:
+            return self.ordering
+        ok, why = self.supports(ordering)
+        if not ok:
+            raise UnsupportedOrdering(why)
+        return ordering
+
+    def _as_batch(self, x: Tensor | np.ndarray) -> Tensor:
+        x = torch.as_tensor(x)
+        if x.dim() == 3 or (x.dim() == 2 and x.shape[-1] != self.size and x.shape == (self.config.height, self.config.width)):
+            x = x.reshape(-1 if x.dim() == 3 else 1, self.size)
+        if x.dim() == 1:
+            x = x.reshape(1, -1)
+        if x.dim() != 2 or x.shape[1] != self.size:
+            raise ValueError(f"expected images of {self.size} pixels, got shape {tuple(x.shape)}")
+        return x.to(device=self.device, dtype=self._dtype())
+
+    def _dtype(self) -> torch.dtype:
+        for p in self.parameters():
+            return p.dtype
+        return torch.get_default_dtype()
+
+    def logits(self, x: Tensor | np.ndarray, ordering: Ordering | None = None) -> Tensor:
+        """(B, D) logits of every pixel's conditional, teacher-forced on ``x``."""
+        return self._logits(self._as_batch(x), self.resolve_ordering(ordering))
+
+    def conditionals(self, x: Tensor | np.ndarray, ordering: Ordering | None = None) -> Tensor:
+        """(B, D) p(x_i = 1 | x_<i) for every pixel."""
+        return torch.sigmoid(self.logits(x, ordering))
+
+    def log_prob_per_pixel(self, x: Tensor | np.ndarray, ordering: Ordering | None = None) -> Tensor:
+        """(B, D) log p(x_i | x_<i) in nats of the values in ``x``."""
+        x = self._as_batch(x)
+        return -F.binary_cross_entropy_with_logits(self._logits(x, self.resolve_ordering(ordering)), x, reduction="none")
+
+    def log_prob(self, x: Tensor | np.ndarray, ordering: Ordering | None = None) -> Tensor:
+        """(B,) log p(x) in nats."""
+        return self.log_prob_per_pixel(x, ordering).sum(dim=1)
+
+    # ---------------------------------------------------------------------------------------
+    # sampling and inpainting
+    def inpaint_is_exact(self, known: np.ndarray, ordering: Ordering | None = None) -> bool:
+        """Whether conditioning on ``known`` is exact: every known pixel precedes every unknown one."""
+        known = np.asarray(known, dtype=bool).reshape(-1)
+        if self.any_order or not known.any() or known.all():
+            return True
+        order = self.resolve_ordering(ordering)
+        in_order = known[order.perm]
+        first_unknown = int(np.argmin(in_order))
+        return not in_order[first_unknown:].any()
+
+    def sampling_ordering(self, known: np.ndarray | None, ordering: Ordering | None = None) -> Ordering:
+        """The ordering in which a run visits pixels: known pixels first where the model allows it."""
+        order = self.resolve_ordering(ordering)
+        if known is not None and self.any_order and np.any(known):
+            return known_first(order, known)
+        return order
+
+    @torch.no_grad()
+    def sample_steps(
+        self,
+        n: int = 1,
+        *,
+        known: np.ndarray | Tensor | None = None,
+        values: np.ndarray | Tensor | None = None,
+        ordering: Ordering | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        fast: bool = True,
+    ) -> Iterator[SampleStep]:
+        """Generate ``n`` images pixel by pixel, yielding after each generated pixel.
+
+        ``known`` (D,) marks pixels that are given; their values come from ``values`` ((D,) or
+        (n, D)) and never change. Unknown pixels are drawn in ``ordering`` (for an order-agnostic
+        model: after all known pixels, so the completion is exact; for a model tied to one ordering,
+        known pixels that come after an unknown one cannot influence it -- see
+        :meth:`inpaint_is_exact`). Random numbers come from ``generator`` (a CPU generator; one
+        uniform per image per generated pixel), so the fast and reference samplers draw the same
+        images for the same seed. Stop the run by no longer iterating.
+        """
+        if temperature <= 0 or not math.isfinite(temperature):
+            raise ValueError(f"temperature must be a positive number, got {temperature}")
+        if n < 1:
+            raise ValueError(f"number of samples must be at least 1, got {n}")
+        d = self.size
+        known_np = np.zeros(d, dtype=bool) if known is None else np.asarray(torch.as_tensor(known).cpu(), dtype=bool).reshape(-1)
+        if known_np.shape[0] != d:
+            raise ValueError(f"known mask has {known_np.shape[0]} pixels, expected {d}")
+        x = torch.zeros(n, d, device=self.device, dtype=self._dtype())
+        if known_np.any():
+            if values is None:
+                raise ValueError("known pixels need values")
+            v = self._as_batch(values)
+            if v.shape[0] not in (1, n):
+                raise ValueError(f"values hold {v.shape[0]} images, expected 1 or {n}")
+            kn = torch.as_tensor(known_np, device=self.device)
+            x[:, kn] = v.expand(n, d)[:, kn]
+        order = self.sampling_ordering(known_np, ordering)
+        if generator is None:
+            generator = torch.Generator()
+        stepper = self.stepper(x, order) if fast else ReferenceStepper(self, x, order)
+        total = int((~known_np).sum())
+        index = 0
+        for t, pixel in enumerate(order.perm.tolist()):
+            if known_np[pixel]:
+                stepper.observe(pixel, x[:, pixel])
+                continue
+            logit = stepper.logits(pixel)
+            prob = torch.sigmoid(logit.float() / temperature)
+            u = torch.rand(n, generator=generator, device=generator.device).to(prob.device)
+            value = (u < prob).to(x.dtype)
+            stepper.observe(pixel, value)
+            x[:, pixel] = value
+            yield SampleStep(index=index, total=total, step=t, pixel=pixel, prob=prob, value=value, x=x)
+            index += 1
+
+    def sample(self, n: int = 1, **kwargs: Any) -> Tensor:
+        """Run :meth:`sample_steps` to the end; returns (n, D) images."""
+        x = None
+        for step in self.sample_steps(n, **kwargs):
+            x = step.x
+        if x is None:  # nothing to generate: every pixel known
+            known = kwargs.get("known")
+            values = kwargs.get("values")
+            if known is None or values is None:
+                raise ValueError("nothing to sample")
+            return self._as_batch(values).expand(n, self.size).clone()
+        return x.clone()
+
+    def inpaint(self, known: np.ndarray | Tensor, values: np.ndarray | Tensor, n: int = 1, **kwargs: Any) -> Tensor:
+        """Fill the pixels not in ``known``; returns (n, D) completions."""
+        return self.sample(n, known=known, values=values, **kwargs)
+
+    # ---------------------------------------------------------------------------------------
+    # ensembles
+    def member_log_prob(self, x: Tensor | np.ndarray, k: int) -> Tensor:
+        """(B,) log p(x) under ensemble member ``k``: member 0 is the model in its own ordering,
+        other members (order-agnostic models only) use other orderings."""
+        if k == 0:
+            return self.log_prob(x)
+        if not self.any_order:
+            raise UnsupportedOrdering("an ensemble over orderings needs an order-agnostic model")
+        c = self.config
+        return self.log_prob(x, make_ordering("random", c.height, c.width, seed=k))
+
+    def ensemble_log_prob(self, x: Tensor | np.ndarray, n: int) -> Tensor:
+        """(B,) log of the mean probability over ``n`` members: log-mean-exp of joint log-likelihoods."""
+        if n < 1:
+            raise ValueError("an ensemble needs at least one member")
+        return log_mean_exp(torch.stack([self.member_log_prob(x, k) for k in range(n)]), 0)
+
+    def init_output_bias(self, marginals: Tensor) -> None:
+        """Start the output biases at the pixel marginals (a family may ignore this)."""
+
+    def register_ordering_buffers(self) -> None:
+        """``perm`` (step -> pixel) and ``inv`` (pixel -> step) of the model's own ordering."""
+        self.register_buffer("perm", torch.tensor(np.array(self.ordering.perm)), persistent=False)
+        self.register_buffer("inv", torch.tensor(np.array(self.ordering.inverse)), persistent=False)
+
+    # ---------------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "config": self.config.to_dict(),
+            "ordering": self.ordering.to_dict(),
+            "any_order": self.any_order,
+            "parameters": self.num_parameters(),
+        }
+
+
+def log_mean_exp(values: Tensor, dim: int = 0) -> Tensor:
+    return torch.logsumexp(values, dim) - math.log(values.shape[dim])
+
+
+def nats_to_bits_per_dim(nats: float, d: int) -> float:
+    return nats / (d * LOG2)

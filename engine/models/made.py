@@ -1,0 +1,177 @@
+"""MADE: masked autoencoder for distribution estimation (Germain, Gregor, Murray, Larochelle 2015).
+
+An MLP whose weight matrices are multiplied by binary masks so that output ``i`` depends only on
+inputs before ``i`` in the ordering. Every unit gets a *degree*: input pixel ``p`` has the step at
+which it is generated, a hidden unit a number drawn in ``[min degree of the layer below, D-2]``;
+a hidden unit sees units below of degree ``<=`` its own, an output sees hidden units of degree
+strictly below its step. Masks are registered buffers applied inside the forward pass
+(``F.linear(h, W * M, b)``); the weights themselves are never overwritten.
+
+Order- and connectivity-agnostic training: with ``num_masks = K > 1`` each minibatch uses one of
+K connectivity patterns (hidden degrees), and with ``order_agnostic`` also one of K orderings
+(``num_masks = 0``: a fresh pair every minibatch). Such a model accepts any ordering at inference,
+and an ensemble over K members averages their *probabilities* (log-mean-exp of joint
+log-likelihoods). Sampling keeps the first layer's pre-activation and adds one column per pixel.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..ordering import Ordering, make_ordering
+from .base import ARModel, ModelConfig, Stepper
+
+
+@dataclass
+class MADEConfig(ModelConfig):
+    hidden: tuple[int, ...] = (500,)
+    #: connectivity patterns (and orderings, if order-agnostic) cycled in training; 0 = fresh every minibatch
+    num_masks: int = 1
+    #: train over many orderings so that any ordering can be used at inference
+    order_agnostic: bool = False
+    #: direct (masked) connections from inputs to outputs
+    direct: bool = False
+    seed: int = 0
+
+
+def _member_seed(seed: int, k: int) -> int:
+    return int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
+
+
+class MADE(ARModel):
+    family = "made"
+    config_class = MADEConfig
+    description = "Masked autoencoder (MADE): a masked MLP, optionally order- and connectivity-agnostic."
+
+    def __init__(self, config: MADEConfig, ordering: Ordering | None = None):
+        super().__init__(config, ordering)
+        d = config.size
+        if not config.hidden or any(int(h) < 1 for h in config.hidden):
+            raise ValueError("MADE needs at least one hidden layer of at least one unit")
+        if config.num_masks < 0:
+            raise ValueError("num_masks must be >= 0")
+        self.any_order = bool(config.order_agnostic)
+        sizes = [d, *[int(h) for h in config.hidden]]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.out = nn.Linear(sizes[-1], d)
+        self.direct = nn.Linear(d, d, bias=False) if config.direct else None
+        if self.direct is not None:
+            nn.init.zeros_(self.direct.weight)
+        self._mask_cache: OrderedDict[tuple[int, int], list[Tensor]] = OrderedDict()
+        for i, m in enumerate(self._build_masks(self.ordering, 0)):
+            self.register_buffer(f"mask{i}", m, persistent=False)
+
+    # -- masks -------------------------------------------------------------------------------
+    def _degrees(self, k: int) -> list[np.ndarray]:
+        d = self.config.size
+        rng = np.random.default_rng(_member_seed(self.config.seed, k))
+        degs, low = [], 0
+        for h in self.config.hidden:
+            m = rng.integers(low, max(low, d - 2) + 1, size=int(h))
+            degs.append(m)
+            low = int(m.min())
+        return degs
+
+    def _build_masks(self, ordering: Ordering, k: int) -> list[Tensor]:
+        step = ordering.inverse  # degree of each input/output pixel
+        degs = self._degrees(k)
+        masks = [degs[0][:, None] >= step[None, :]]
+        masks += [b[:, None] >= a[None, :] for a, b in zip(degs[:-1], degs[1:])]
+        masks.append(step[:, None] > degs[-1][None, :])
+        if self.direct is not None:
+            masks.append(step[:, None] > step[None, :])
+        return [torch.as_tensor(m, dtype=torch.float32) for m in masks]
+
+    def _masks(self, ordering: Ordering, k: int = 0) -> list[Tensor]:
+        if k == 0 and ordering == self.ordering:
+            n = len(self.layers) + 1 + (self.direct is not None)
+            return [getattr(self, f"mask{i}") for i in range(n)]
+        key = (hash(ordering), k)
+        masks = self._mask_cache.get(key)
+        if masks is None or masks[0].device != self.out.weight.device:
+            masks = [m.to(self.out.weight.device) for m in self._build_masks(ordering, k)]
+            self._mask_cache[key] = masks
+            while len(self._mask_cache) > 16:
+                self._mask_cache.popitem(last=False)
+        return masks
+
+    def member(self, k: int) -> tuple[Ordering, int]:
+        """Ordering and connectivity index of ensemble member ``k`` (member 0 is the model's own)."""
+        if k == 0 or not self.config.order_agnostic:
+            return self.ordering, k
+        c = self.config
+        return make_ordering("random", c.height, c.width, seed=_member_seed(c.seed + 1, k)), k
+
+    # -- density -------------------------------------------------------------------------------
+    def _forward(self, x: Tensor, masks: list[Tensor]) -> Tensor:
+        h = x
+        for layer, m in zip(self.layers, masks):
+            h = torch.relu(F.linear(h, layer.weight * m, layer.bias))
+        out = F.linear(h, self.out.weight * masks[len(self.layers)], self.out.bias)
+        if self.direct is not None:
+            out = out + F.linear(x, self.direct.weight * masks[-1])
+        return out
+
+    def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
+        return self._forward(x, self._masks(ordering, 0))
+
+    def member_log_prob(self, x: Tensor, k: int) -> Tensor:
+        x = self._as_batch(x)
+        ordering, conn = self.member(k)
+        logits = self._forward(x, self._masks(ordering, conn))
+        return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
+
+    def training_loss(self, x: Tensor) -> Tensor:
+        c = self.config
+        if c.num_masks == 1 and not c.order_agnostic:
+            return super().training_loss(x)
+        if c.num_masks == 0:  # a fresh ordering and connectivity for every minibatch
+            k = 1 + int(torch.randint(2**62, ()))
+            ordering, _ = self.member(k) if c.order_agnostic else (self.ordering, k)
+            masks = [m.to(x.device) for m in self._build_masks(ordering, k)]
+            logits = self._forward(x, masks)
+            return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1).mean()
+        k = int(torch.randint(c.num_masks, ()))
+        return -self.member_log_prob(x, k).mean()
+
+    def init_output_bias(self, marginals: Tensor) -> None:
+        with torch.no_grad():
+            self.out.bias.copy_(torch.logit(marginals.to(self.out.bias), eps=1e-3))
+
+    def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
+        return _MADEStepper(self, x, self._masks(ordering, 0))
+
+
+class _MADEStepper(Stepper):
+    """Keeps the first layer's pre-activation; the layers above are recomputed per pixel."""
+
+    def __init__(self, m: MADE, x: Tensor, masks: list[Tensor]):
+        n = len(m.layers)
+        self.w1 = m.layers[0].weight * masks[0]  # (H1, D)
+        self.pre = (m.layers[0].bias + 0 * x[:, :1]).clone()  # (B, H1)
+        self.rest = [(layer.weight * mk, layer.bias) for layer, mk in zip(list(m.layers)[1:], masks[1:n])]
+        self.wout = m.out.weight * masks[n]  # (D, H_L)
+        self.bout = m.out.bias
+        self.wdir = m.direct.weight * masks[-1] if m.direct is not None else None
+        self.dacc = torch.zeros_like(x) if self.wdir is not None else None
+
+    def logits(self, pixel: int) -> Tensor:
+        h = torch.relu(self.pre)
+        for w, b in self.rest:
+            h = torch.relu(F.linear(h, w, b))
+        out = h @ self.wout[pixel] + self.bout[pixel]
+        if self.dacc is not None:
+            out = out + self.dacc[:, pixel]
+        return out
+
+    def observe(self, pixel: int, value: Tensor) -> None:
+        self.pre.addcmul_(value[:, None], self.w1[:, pixel][None, :])
+        if self.dacc is not None:
+            self.dacc.addcmul_(value[:, None], self.wdir[:, pixel][None, :])
+
