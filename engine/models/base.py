@@ -183,6 +183,20 @@ class ARModel(nn.Module):
             return True, ""
         return False, f"this {self.family.upper()} was trained for the {self.ordering.label} ordering only"
 
+    def set_ordering(self, ordering: Ordering) -> None:
+        """Make ``ordering`` the model's default (order-agnostic models only, or the same ordering)."""
+        ok, why = self.supports(ordering)
+        if not ok:
+            raise UnsupportedOrdering(why)
+        self.ordering = ordering
+        self._ordering_changed()
+
+    def _ordering_changed(self) -> None:
+        if hasattr(self, "perm"):
+            self.register_ordering_buffers()
+            self.perm = self.perm.to(self.device)
+            self.inv = self.inv.to(self.device)
+
     def resolve_ordering(self, ordering: Ordering | None) -> Ordering:
         if ordering is None:
             return self.ordering

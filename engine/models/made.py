@@ -67,6 +67,10 @@ class MADE(ARModel):
         for i, m in enumerate(self._build_masks(self.ordering, 0)):
             self.register_buffer(f"mask{i}", m, persistent=False)
 
+    def _ordering_changed(self) -> None:
+        for i, m in enumerate(self._build_masks(self.ordering, 0)):
+            setattr(self, f"mask{i}", m.to(self.out.weight.device))
+
     # -- masks -------------------------------------------------------------------------------
     def _degrees(self, k: int) -> list[np.ndarray]:
         d = self.config.size

@@ -1,0 +1,252 @@
+"""Checkpoints: safetensors weights with JSON metadata in the same file. Never pickle.
+
+A checkpoint holds the model's tensors under ``model.*`` (and, for a resumable training state,
+the optimizer's under ``optim.*``), and in the safetensors header's ``__metadata__`` the keys
+``format`` (``pixelchain``), ``format_version`` and ``pixelchain`` -- a JSON object with the family,
+its config, the ordering, training history, data checksums and measured NLLs. The model is
+rebuilt from the config and then receives the weights, so loading runs no code from the file.
+
+The header is parsed and checked here before safetensors reads any tensor: a file that is too
+large, truncated, not safetensors, from a newer format version, of an unknown family or with
+tensors of the wrong shape or dtype gives a :class:`CheckpointError` naming the file and the
+problem. Saving writes a temporary file in the same folder and renames it over the target, so a
+crash or a full disk mid-save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from .models import ARModel, build_model
+from .models import UnknownFamily
+from .ordering import Ordering, OrderingError
+
+__all__ = [
+    "CheckpointError",
+    "Checkpoint",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MAX_CHECKPOINT_BYTES",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_metadata",
+]
+
+FORMAT = "pixelchain"
+FORMAT_VERSION = 1
+#: Files above this size are refused before anything is read (override per call).
+MAX_CHECKPOINT_BYTES = 1 << 30
+MAX_HEADER_BYTES = 64 << 20
+_ALLOWED_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64, "I64": torch.int64, "U8": torch.uint8}
+_DTYPE_SIZES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "I64": 8, "U8": 1}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded or saved; the message names the file and the problem."""
+
+
+@dataclass
+class Checkpoint:
+    model: ARModel
+    meta: dict[str, Any]
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # optimizer state etc.
+    path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name") or (self.path.stem if self.path else self.model.family)
+
+    @property
+    def test_nll(self) -> float | None:
+        v = self.meta.get("metrics", {}).get("test_nll")
+        return float(v) if isinstance(v, (int, float)) else None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise CheckpointError(f"cannot save {path}: folder {directory} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise CheckpointError(f"cannot save {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise CheckpointError(f"cannot save {path}: {exc.strerror or exc}; the previous file is unchanged") from None
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: ARModel,
+    meta: dict[str, Any] | None = None,
+    extra: dict[str, torch.Tensor] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Save ``model`` (weights optionally cast to ``dtype``) with metadata, atomically."""
+    path = Path(path)
+    tensors = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().to("cpu")
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        tensors[f"model.{k}"] = v.contiguous()
+    for k, v in (extra or {}).items():
+        tensors[f"extra.{k}"] = v.detach().to("cpu").contiguous()
+    info = dict(meta or {})
+    info.update(
+        family=model.family,
+        config=model.config.to_dict(),
+        ordering=model.ordering.to_dict(),
+        parameters=model.num_parameters(),
+    )
+    info.setdefault("saved_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    info.setdefault("torch_version", torch.__version__)
+    metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "pixelchain": json.dumps(info)}
+    _atomic_write(path, save(tensors, metadata=metadata))
+    return path
+
+
+def _read_header(path: Path, max_bytes: int) -> dict[str, Any]:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise CheckpointError(f"cannot open {path}: {exc.strerror or exc}") from None
+    if not path.is_file():
+        raise CheckpointError(f"{path} is not a file")
+    if size > max_bytes:
+        raise CheckpointError(f"{path} is {size / 2**20:.0f} MiB, larger than the {max_bytes / 2**20:.0f} MiB a checkpoint may be; refused without reading it")
+    if size < 8:
+        raise CheckpointError(f"{path} is not a pixelchain checkpoint: {'empty' if size == 0 else 'too short'} ({size} bytes)")
+    with open(path, "rb") as f:
+        first = f.read(8)
+        if first[:2] == b"\x80\x02" or first[:1] == b"\x80" or first[:2] == b"PK":
+            raise CheckpointError(f"{path} looks like a pickle/torch.save file; pixelchain only loads safetensors checkpoints and never unpickles")
+        (n,) = struct.unpack("<Q", first)
+        if n > min(MAX_HEADER_BYTES, size - 8):
+            raise CheckpointError(f"{path} is not a safetensors checkpoint or is truncated (header length {n} does not fit in {size} bytes)")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CheckpointError(f"{path} is not a safetensors checkpoint: its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} is not a safetensors checkpoint: its header is not a JSON object")
+    end = 0
+    for name, spec in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(spec, dict) or spec.get("dtype") not in _ALLOWED_DTYPES:
+            dt = spec.get("dtype") if isinstance(spec, dict) else spec
+            raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {dt!r}")
+        shape, offs = spec.get("shape"), spec.get("data_offsets")
+        if (
+            not isinstance(shape, list)
+            or not all(isinstance(s, int) and s >= 0 for s in shape)
+            or not isinstance(offs, list)
+            or len(offs) != 2
+            or not all(isinstance(o, int) for o in offs)
+        ):
+            raise CheckpointError(f"{path}: tensor {name!r} has a malformed description")
+        numel = 1
+        for s in shape:
+            numel *= s
+        if offs[1] - offs[0] != numel * _DTYPE_SIZES[spec["dtype"]] or offs[0] < 0:
+            raise CheckpointError(f"{path}: tensor {name!r} size does not match its shape")
+        end = max(end, offs[1])
+    if 8 + n + end != size:
+        raise CheckpointError(f"{path} is truncated or has trailing data: expected {8 + n + end} bytes, found {size}")
+    return header
+
+
+def read_metadata(path: str | os.PathLike, max_bytes: int = MAX_CHECKPOINT_BYTES) -> dict[str, Any]:
+    """The checkpoint's metadata (family, config, ordering, metrics, ...), reading only the header."""
+    path = Path(path)
+    header = _read_header(path, max_bytes)
+    md = header.get("__metadata__")
+    if not isinstance(md, dict) or md.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not a pixelchain checkpoint (no pixelchain metadata)")
+    try:
+        version = int(md.get("format_version", ""))
+    except ValueError:
+        raise CheckpointError(f"{path}: format_version {md.get('format_version')!r} is not a number") from None
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer pixelchain (format {version}, this one reads up to {FORMAT_VERSION}); upgrade pixelchain")
+    if version < 1:
+        raise CheckpointError(f"{path}: format_version {version} is not valid")
+    try:
+        info = json.loads(md.get("pixelchain", ""))
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path}: the pixelchain metadata is not valid JSON") from None
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{path}: the pixelchain metadata is not a JSON object")
+    for key, kind in (("family", str), ("config", dict), ("ordering", dict)):
+        if not isinstance(info.get(key), kind):
+            raise CheckpointError(f"{path}: metadata lacks a valid {key!r}")
+    return info
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", max_bytes: int = MAX_CHECKPOINT_BYTES) -> Checkpoint:
+    """Rebuild the model from the file's config and load its weights (on any device)."""
+    path = Path(path)
+    info = read_metadata(path, max_bytes)
+    try:
+        ordering = Ordering.from_dict(info["ordering"])
+        model = build_model(info["family"], info["config"], ordering)
+    except UnknownFamily as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except (OrderingError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild the model from its metadata: {exc}") from None
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot read the tensors: {exc}") from None
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:5])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:5])}")
+        raise CheckpointError(f"{path}: the tensors do not match a {info['family']} model ({'; '.join(parts)})")
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise CheckpointError(f"{path}: tensor {k!r} has shape {tuple(v.shape)}, the config implies {tuple(expected[k].shape)}")
+        if v.is_floating_point() != expected[k].is_floating_point():
+            raise CheckpointError(f"{path}: tensor {k!r} has dtype {v.dtype}, expected {expected[k].dtype}")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{path}: tensor {k!r} holds NaN or infinite values")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    model.to(device)
+    model.eval()
+    return Checkpoint(model=model, meta=info, extra=extra, path=path)

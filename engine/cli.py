@@ -1,0 +1,320 @@
+"""``pixelchain`` on the command line.
+
+    pixelchain                      start the desktop app (options: --model, --ordering, --screenshot)
+    pixelchain train --model made --ordering raster --epochs 20 --out made.safetensors
+    pixelchain eval CKPT [--json] [--ensemble K] [--split test] [--record]
+    pixelchain sample CKPT --n 16 --out grid.png [--temperature T] [--seed S]
+    pixelchain info CKPT            print a checkpoint's metadata
+
+Errors print one line ``pixelchain: error: ...`` and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main", "build_parser"]
+
+APP_COMMANDS = {"train", "eval", "sample", "info"}
+
+
+def _fmt_time(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(s)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def _parse_hidden(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--hidden takes whole numbers separated by commas, got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError("--hidden needs at least one positive size")
+    return vals
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .models import FAMILIES
+    from .ordering import ORDERING_NAMES
+
+    p = argparse.ArgumentParser(prog="pixelchain", description="Autoregressive models of binarized MNIST.")
+    sub = p.add_subparsers(dest="command")
+
+    t = sub.add_parser("train", help="train a model; keeps the best checkpoint on validation")
+    t.add_argument("--model", required=True, choices=sorted(FAMILIES), help="model family")
+    t.add_argument("--ordering", default="raster", help=f"pixel ordering: {', '.join(ORDERING_NAMES)} (random:SEED)")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=100)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr-min-factor", type=float, default=1.0, help="cosine-decay the learning rate to lr * this (1: constant)")
+    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--grad-clip", type=float, default=None)
+    t.add_argument("--patience", type=int, default=None, help="stop after this many epochs without validation improvement")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    t.add_argument("--amp", action="store_true", help="bf16 mixed precision on CUDA (evaluation stays float32)")
+    t.add_argument("--hidden", type=_parse_hidden, default=None, help="hidden size(s), e.g. 500 or 500,500")
+    t.add_argument("--num-masks", type=int, default=None, help="MADE: connectivity/ordering sets (0: new every batch)")
+    t.add_argument("--order-agnostic", action="store_true", help="MADE: train over orderings; any ordering at inference")
+    t.add_argument("--direct", action="store_true", help="MADE: direct input-to-output connections")
+    t.add_argument("--config", default=None, help="JSON object of further config fields of the family")
+    t.add_argument("--max-train", type=int, default=None, help="use only the first N training images")
+    t.add_argument("--max-valid", type=int, default=None, help="use only the first N validation images")
+    t.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    t.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
+    t.add_argument("--resume", action="store_true", help="continue the run saved next to --out")
+    t.add_argument("--data", default=None, help="folder with binarized_mnist_*.amat (default: PIXELCHAIN_DATA or the cache)")
+    t.add_argument("--quiet", action="store_true")
+
+    e = sub.add_parser("eval", help="test NLL of a checkpoint")
+    e.add_argument("checkpoint")
+    e.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    e.add_argument("--ensemble", type=int, default=1, help="log-mean-exp over K orderings/masks (order-agnostic models)")
+    e.add_argument("--ordering", default=None, help="evaluate in another ordering (order-agnostic models)")
+    e.add_argument("--max-images", type=int, default=None)
+    e.add_argument("--batch-size", type=int, default=500)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--data", default=None)
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--record", action="store_true", help="store the measured NLL in the checkpoint's metadata")
+
+    s = sub.add_parser("sample", help="draw samples into a PNG grid")
+    s.add_argument("checkpoint")
+    s.add_argument("--n", type=int, default=16)
+    s.add_argument("--out", required=True)
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--ordering", default=None)
+    s.add_argument("--scale", type=int, default=4, help="pixels per image pixel in the PNG")
+    s.add_argument("--device", default="cpu")
+
+    i = sub.add_parser("info", help="print a checkpoint's metadata as JSON")
+    i.add_argument("checkpoint")
+    return p
+
+
+class _Bar:
+    """A one-line progress bar on a terminal; a line per epoch otherwise."""
+
+    def __init__(self, quiet: bool = False):
+        self.tty = sys.stderr.isatty() and not quiet
+        self.quiet = quiet
+        self.last = 0.0
+
+    def batch(self, ev) -> None:
+        if not self.tty:
+            return
+        now = time.perf_counter()
+        if now - self.last < 0.2 and ev.batch != ev.batches:
+            return
+        self.last = now
+        frac = ev.batch / ev.batches
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(
+            f"\repoch {ev.epoch}/{ev.epochs} [{bar:<30}] {ev.batch}/{ev.batches} loss {ev.loss:7.2f}  "
+            f"elapsed {_fmt_time(ev.elapsed)} eta {_fmt_time(ev.eta)} "
+        )
+        sys.stderr.flush()
+
+    def epoch(self, ev) -> None:
+        if self.quiet:
+            return
+        if self.tty:
+            sys.stderr.write("\r" + " " * 110 + "\r")
+        star = " *" if ev.improved else ""
+        print(
+            f"epoch {ev.epoch}/{ev.epochs}  train {ev.train_nll:.3f}  valid {ev.valid_nll:.3f}  best {ev.best_valid_nll:.3f}  "
+            f"({ev.epoch_seconds:.1f}s, eta {_fmt_time(ev.eta)}){star}",
+            flush=True,
+        )
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    import torch
+
+    from .data import CHECKSUMS, load_split
+    from .models import build_model, family_class
+    from .ordering import parse_ordering
+    from .train import BatchEnd, EpochEnd, Finished, TrainConfig, device_name, resolve_device, train
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cls = family_class(a.model)
+    cfg: dict[str, Any] = {}
+    if a.config:
+        try:
+            cfg = json.loads(a.config)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--config is not valid JSON: {exc}") from None
+        if not isinstance(cfg, dict):
+            raise ValueError("--config must be a JSON object")
+    fields = set(cls.config_class.__dataclass_fields__)
+    if a.hidden is not None:
+        if "hidden" not in fields:
+            raise ValueError(f"{a.model} has no hidden size")
+        default = cls.config_class().hidden  # type: ignore[attr-defined]
+        cfg["hidden"] = a.hidden if isinstance(default, tuple) else a.hidden[0]
+    for flag, key in (("num_masks", "num_masks"), ("order_agnostic", "order_agnostic"), ("direct", "direct")):
+        val = getattr(a, flag)
+        if val not in (None, False):
+            if key not in fields:
+                raise ValueError(f"--{flag.replace('_', '-')} does not apply to {a.model}")
+            cfg[key] = val
+    ordering = parse_ordering(a.ordering)
+    model = build_model(a.model, cfg, ordering)
+    tc = TrainConfig(
+        epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, lr_min_factor=a.lr_min_factor, weight_decay=a.weight_decay,
+        grad_clip=a.grad_clip, seed=a.seed, device=a.device, patience=a.patience, max_train=a.max_train,
+        max_valid=a.max_valid, amp=a.amp,
+    )
+    device = resolve_device(a.device)
+    torch.manual_seed(a.seed)
+    model = build_model(a.model, cfg, ordering)  # rebuilt after seeding: same initial weights for a seed
+    train_x = load_split("train", a.data)
+    valid_x = load_split("valid", a.data)
+    out = Path(a.out)
+    if not a.quiet:
+        print(
+            f"training {a.model} ({model.num_parameters():,} parameters) in the {ordering.label} ordering on "
+            f"{device_name(device)}; best checkpoint -> {out}",
+            flush=True,
+        )
+    meta = {"data": {"name": "binarized_mnist", "checksums": {k: CHECKSUMS[k] for k in ("train", "valid")}},
+            "device": device_name(device), "command": "pixelchain " + " ".join(sys.argv[1:])}
+    bar = _Bar(a.quiet)
+    t0 = time.perf_counter()
+    for ev in train(model, train_x, valid_x, tc, out=out, resume=a.resume, meta=meta):
+        if isinstance(ev, BatchEnd):
+            bar.batch(ev)
+        elif isinstance(ev, EpochEnd):
+            bar.epoch(ev)
+        elif isinstance(ev, Finished):
+            if ev.reason == "diverged":
+                print(f"pixelchain: error: {ev.message}", file=sys.stderr)
+                return 3
+            if not a.quiet:
+                best = f"{ev.best_valid_nll:.3f}" if ev.best_valid_nll is not None else "-"
+                print(f"{ev.reason} after {ev.epochs_run} epochs in {_fmt_time(time.perf_counter() - t0)}; best valid NLL {best} nats -> {ev.best_path}")
+    return 0
+
+
+def _cmd_eval(a: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .data import load_split
+    from .models.base import nats_to_bits_per_dim
+    from .ordering import parse_ordering
+    from .train import evaluate, resolve_device
+
+    ck = load_checkpoint(a.checkpoint, device=resolve_device(a.device))
+    model = ck.model
+    if a.ordering:
+        o = parse_ordering(a.ordering, model.config.height, model.config.width)
+        model.set_ordering(o)
+    x = load_split(a.split, a.data)
+    if a.max_images:
+        x = x[: a.max_images]
+    t0 = time.perf_counter()
+    nll, se = evaluate(model, x, a.batch_size, ensemble=a.ensemble)
+    secs = time.perf_counter() - t0
+    d = model.size
+    res = {
+        "checkpoint": str(a.checkpoint),
+        "model": model.family,
+        "ordering": model.ordering.spec,
+        "split": a.split,
+        "n_images": int(len(x)),
+        "ensemble": a.ensemble,
+        f"{a.split}_nll_nats": nll,
+        "stderr_nats": se,
+        "bits_per_dim": nats_to_bits_per_dim(nll, d),
+        "parameters": model.num_parameters(),
+        "seconds": secs,
+    }
+    if a.split == "test":
+        res["test_nll_nats"] = nll
+    if a.record:
+        metrics = dict(ck.meta.get("metrics", {}))
+        key = f"{a.split}_nll" + (f"_ensemble{a.ensemble}" if a.ensemble > 1 else "")
+        metrics[key] = nll
+        metrics[key + "_stderr"] = se
+        save_checkpoint(a.checkpoint, ck.model, dict(ck.meta, metrics=metrics))
+    if a.json:
+        print(json.dumps(res))
+    else:
+        ens = f", ensemble of {a.ensemble}" if a.ensemble > 1 else ""
+        print(
+            f"{model.family} ({model.ordering.label}{ens}): {a.split} NLL {nll:.3f} ± {se:.3f} nats per image, "
+            f"{res['bits_per_dim']:.4f} bits per dimension over {len(x)} images ({secs:.1f}s)"
+        )
+    return 0
+
+
+def _cmd_sample(a: argparse.Namespace) -> int:
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .images import save_grid
+    from .ordering import parse_ordering
+    from .train import resolve_device
+
+    ck = load_checkpoint(a.checkpoint, device=resolve_device(a.device))
+    ordering = parse_ordering(a.ordering, ck.model.config.height, ck.model.config.width) if a.ordering else None
+    if a.n < 1:
+        raise ValueError("--n must be at least 1")
+    gen = torch.Generator().manual_seed(a.seed)
+    x = ck.model.sample(a.n, ordering=ordering, temperature=a.temperature, generator=gen)
+    imgs = x.reshape(a.n, ck.model.config.height, ck.model.config.width).cpu().numpy()
+    save_grid(imgs, a.out, scale=a.scale)
+    print(f"wrote {a.n} samples to {a.out}")
+    return 0
+
+
+def _cmd_info(a: argparse.Namespace) -> int:
+    from .checkpoint import read_metadata
+
+    print(json.dumps(read_metadata(a.checkpoint), indent=2))
+    return 0
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .ordering import OrderingError
+    from .train import TrainingError
+
+    return (CheckpointError, DataError, OrderingError, TrainingError, ValueError, OSError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in APP_COMMANDS and argv[0] not in ("-h", "--help")):
+        try:
+            from app.main import main as app_main
+        except ImportError as exc:
+            print(f"pixelchain: error: the desktop app needs PySide6 and pyqtgraph ({exc})", file=sys.stderr)
+            return 2
+        return app_main(argv)
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    handlers = {"train": _cmd_train, "eval": _cmd_eval, "sample": _cmd_sample, "info": _cmd_info}
+    try:
+        return handlers[a.command](a)
+    except KeyboardInterrupt:
+        print("pixelchain: interrupted", file=sys.stderr)
+        return 130
+    except _known_errors() as exc:
+        print(f"pixelchain: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

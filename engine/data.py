@@ -1,0 +1,245 @@
+"""Static binarized MNIST (Larochelle & Murray 2011): find, download, verify, parse, cache.
+
+The three canonical files ``binarized_mnist_{train,valid,test}.amat`` (plain or ``.gz``) hold one
+image per line, 784 values 0/1 separated by white space. Where the loader looks, in order:
+
+1. an explicit directory (``--data DIR`` on the command line, ``data_dir=`` here);
+2. the ``PIXELCHAIN_DATA`` environment variable;
+3. the per-user cache (``$PIXELCHAIN_CACHE`` or ``$XDG_CACHE_HOME/pixelchain`` or
+   ``~/.cache/pixelchain``), downloading the public files into it when they are missing.
+
+Every parse is checked against the content checksum of the split (sha256 of the bit-packed
+array) and cached bit-packed in the cache directory, so later loads take milliseconds.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+__all__ = [
+    "DataError",
+    "SPLITS",
+    "SPLIT_SIZES",
+    "CHECKSUMS",
+    "IMAGE_SHAPE",
+    "cache_dir",
+    "find_data_dir",
+    "load_split",
+    "load_splits",
+    "parse_amat",
+    "download_split",
+    "content_checksum",
+]
+
+SPLITS = ("train", "valid", "test")
+SPLIT_SIZES = {"train": 50_000, "valid": 10_000, "test": 10_000}
+IMAGE_SHAPE = (28, 28)
+D = 784
+#: sha256 of ``np.packbits(X, axis=1).tobytes()`` for the (N, 784) uint8 array of each split.
+CHECKSUMS = {
+    "train": "727146c35424b019f3e350e1e69faa05644a0abaf787e3f4e1a9632220a13906",
+    "valid": "a256ac44ae26be720fad8616a05ed6ecfd1619930d9a208379bb2a4405df5b6d",
+    "test": "9fcd8da6f0fdf09b2ba30fe63a0bb784042a0de82563172530229b983e294ff2",
+}
+DEFAULT_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
+
+Progress = Callable[[int, int | None], None]  # (bytes so far, total bytes or None)
+
+
+class DataError(RuntimeError):
+    """The data set cannot be found, read or verified; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    if os.environ.get("PIXELCHAIN_CACHE"):
+        return Path(os.environ["PIXELCHAIN_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pixelchain"
+
+
+def _file_name(split: str) -> str:
+    return f"binarized_mnist_{split}.amat"
+
+
+def _source_in(directory: Path, split: str) -> Path | None:
+    for name in (_file_name(split), _file_name(split) + ".gz"):
+        p = directory / name
+        if p.is_file():
+            return p
+    return None
+
+
+def content_checksum(x: np.ndarray) -> str:
+    return hashlib.sha256(np.packbits(np.asarray(x, dtype=np.uint8), axis=1).tobytes()).hexdigest()
+
+
+def find_data_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
+    """The directory to read from and whether it is the download cache."""
+    if data_dir is not None:
+        p = Path(data_dir).expanduser()
+        if not p.is_dir():
+            raise DataError(f"data directory {p} does not exist; pass the folder that holds binarized_mnist_*.amat")
+        return p, False
+    env = os.environ.get("PIXELCHAIN_DATA")
+    if env:
+        p = Path(env).expanduser()
+        if not p.is_dir():
+            raise DataError(f"PIXELCHAIN_DATA={env} is not a directory; point it at the folder that holds binarized_mnist_*.amat")
+        return p, False
+    return cache_dir() / "binarized_mnist", True
+
+
+def parse_amat(path: str | os.PathLike, expected_rows: int | None = None) -> np.ndarray:
+    """Parse an ``.amat`` file (plain or gzip) into an (N, 784) uint8 array."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        opener = gzip.open if head == b"\x1f\x8b" else open
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"cannot read {path}: {exc}. Delete it and load again to re-download.") from None
+    lines = raw.split(b"\n")
+    rows = [ln for ln in lines if ln.strip()]
+    if not rows:
+        raise DataError(f"{path} holds no images")
+    flat = b"".join(rows).translate(None, b" \t\r\x0b\x0c")
+    arr = np.frombuffer(flat, dtype=np.uint8) - ord("0")
+    if arr.size != len(rows) * D:
+        raise DataError(
+            f"{path} is malformed or truncated: {len(rows)} lines but {arr.size} values (expected {D} per line)"
+        )
+    if arr.size and arr.max() > 1:
+        raise DataError(f"{path} holds values other than 0 and 1")
+    x = arr.reshape(len(rows), D)
+    if expected_rows is not None and x.shape[0] != expected_rows:
+        raise DataError(f"{path} holds {x.shape[0]} images, expected {expected_rows}: the file is truncated or not the right split")
+    return x
+
+
+def _verify(x: np.ndarray, split: str, source: Path) -> None:
+    got = content_checksum(x)
+    if got != CHECKSUMS[split]:
+        raise DataError(
+            f"{source} does not match the static binarized MNIST {split} split (checksum {got[:12]}..., "
+            f"expected {CHECKSUMS[split][:12]}...): the file is altered or truncated. Delete it and load again."
+        )
+
+
+def _atomic_write_bytes(dest: Path, write: Callable[[object], None]) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _parsed_cache_path(split: str) -> Path:
+    return cache_dir() / "parsed" / f"binarized_mnist_{split}.{CHECKSUMS[split][:16]}.npy"
+
+
+def download_split(split: str, dest_dir: Path, base_url: str | None = None, progress: Progress | None = None, timeout: float = 60.0) -> Path:
+    """Download one split into ``dest_dir``; verified before it is moved into place."""
+    base_url = base_url or os.environ.get("PIXELCHAIN_DATA_URL") or DEFAULT_URL
+    url = base_url.rstrip("/") + "/" + _file_name(split)
+    dest = Path(dest_dir) / _file_name(split)
+
+    def write(f) -> None:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                total = resp.headers.get("Content-Length")
+                total_n = int(total) if total and total.isdigit() else None
+                done = 0
+                while True:
+                    chunk = resp.read(1 << 20)
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total_n)
+                if total_n is not None and done != total_n:
+                    raise DataError(f"download of {url} broke off after {done} of {total_n} bytes; try again")
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            if isinstance(exc, DataError):
+                raise
+            raise DataError(
+                f"cannot download {url}: {exc}. Check the network, or put the three binarized_mnist_*.amat "
+                f"files in a folder and pass it with --data or PIXELCHAIN_DATA."
+            ) from None
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        x = parse_amat(tmp, SPLIT_SIZES[split])
+        _verify(x, split, Path(url))
+        os.replace(tmp, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return dest
+
+
+def load_split(
+    split: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """The (N, 784) uint8 images of ``split`` (``train``, ``valid`` or ``test``)."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    directory, is_cache = find_data_dir(data_dir)
+    source = _source_in(directory, split)
+    if source is None:
+        if not (is_cache and download):
+            raise DataError(
+                f"{directory} has no {_file_name(split)} (or .gz). Expected the static binarized MNIST files "
+                f"binarized_mnist_{{train,valid,test}}.amat there; download them or leave --data unset to use the cache."
+            )
+        source = download_split(split, directory, progress=progress)
+    cached = _parsed_cache_path(split)
+    try:
+        stat = source.stat()
+        if cached.is_file() and cached.stat().st_mtime >= stat.st_mtime:
+            packed = np.load(cached, allow_pickle=False)
+            if packed.shape == (SPLIT_SIZES[split], (D + 7) // 8):
+                return np.unpackbits(packed, axis=1, count=D)
+    except (OSError, ValueError):
+        pass  # a broken cache is rebuilt below
+    x = parse_amat(source, SPLIT_SIZES[split])
+    _verify(x, split, source)
+    try:
+        _atomic_write_bytes(cached, lambda f: np.save(f, np.packbits(x, axis=1), allow_pickle=False))
+    except OSError:
+        pass  # an unwritable cache only costs speed
+    return x
+
+
+def load_splits(data_dir: str | os.PathLike | None = None, splits: tuple[str, ...] = SPLITS, **kw) -> dict[str, np.ndarray]:
+    return {s: load_split(s, data_dir, **kw) for s in splits}

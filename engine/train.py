@@ -1,0 +1,297 @@
+"""Training as a plain generator of progress events: no callbacks, no threads, no Qt.
+
+``for event in train(model, train_x, valid_x, TrainConfig(...), out="m.safetensors"): ...``
+
+Events are :class:`BatchEnd` after every minibatch, :class:`EpochEnd` after each validation and
+:class:`Finished` once at the end. Whoever drives the generator stops training by no longer
+iterating (``gen.close()``); nothing half-written is left behind because every file is written
+atomically at an epoch's end. Files written when ``out`` is given:
+
+* ``out`` -- the best model on the validation split so far (what ``eval`` and the app open);
+* ``out`` with ``.resume`` before the suffix -- the latest weights with the optimizer state,
+  used by ``resume=True``. Each epoch reseeds its shuffling and the model's own randomness from
+  ``(seed, epoch)``, so a resumed run repeats an uninterrupted one.
+
+A NaN or infinite loss stops the run before the optimizer step that would spread it; the best
+checkpoint on disk is left untouched.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Union
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .models import ARModel
+
+__all__ = [
+    "TrainConfig",
+    "BatchEnd",
+    "EpochEnd",
+    "Finished",
+    "TrainingError",
+    "train",
+    "evaluate",
+    "resolve_device",
+    "resume_path",
+    "device_name",
+]
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    #: cosine decay of the learning rate to lr * lr_min_factor over ``epochs``
+    lr_min_factor: float = 1.0
+    grad_clip: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    #: stop when the validation NLL has not improved for this many epochs (None: never)
+    patience: int | None = None
+    #: use only the first N training / validation images (quick runs and tests)
+    max_train: int | None = None
+    max_valid: int | None = None
+    eval_batch_size: int = 1000
+    #: mixed precision on CUDA (bf16); evaluation stays in float32
+    amp: bool = False
+
+
+@dataclass
+class BatchEnd:
+    epoch: int  # 1-based
+    epochs: int
+    batch: int  # 1-based within the epoch
+    batches: int
+    loss: float  # nats per image on this batch
+    elapsed: float  # seconds since the run started
+    eta: float  # seconds left, estimated
+
+
+@dataclass
+class EpochEnd:
+    epoch: int
+    epochs: int
+    train_nll: float
+    valid_nll: float
+    best_valid_nll: float
+    improved: bool
+    epoch_seconds: float
+    elapsed: float
+    eta: float
+
+
+@dataclass
+class Finished:
+    reason: str  # "completed", "early-stopped", "diverged"
+    epochs_run: int
+    best_valid_nll: float | None
+    best_path: Path | None
+    message: str = ""
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+Event = Union[BatchEnd, EpochEnd, Finished]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError("CUDA was asked for but no CUDA device is available; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise TrainingError("Apple MPS was asked for but is not available; use --device cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise TrainingError(f"unknown device {name!r}: {exc}") from None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return {"mps": "Apple GPU (MPS)", "cpu": "CPU"}.get(device.type, str(device))
+
+
+def resume_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.stem + ".resume" + (out.suffix or ".safetensors"))
+
+
+@torch.no_grad()
+def evaluate(model: ARModel, x: np.ndarray | torch.Tensor, batch_size: int = 1000, ensemble: int = 1) -> tuple[float, float]:
+    """Mean NLL in nats per image and its standard error, in float32 (or the model's dtype)."""
+    was_training = model.training
+    model.eval()
+    nlls = []
+    try:
+        for i in range(0, len(x), batch_size):
+            xb = torch.as_tensor(np.asarray(x[i : i + batch_size]), dtype=torch.float32)
+            lp = model.member_log_prob(xb, 0) if ensemble == 1 else model.ensemble_log_prob(xb, ensemble)
+            nlls.append(-lp.double().cpu())
+    finally:
+        model.train(was_training)
+    v = torch.cat(nlls)
+    se = float(v.std(unbiased=True) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+    return float(v.mean()), se
+
+
+def _optim_state_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors = {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            tensors[f"optim.{idx}.{k}"] = torch.as_tensor(v)
+    groups = [{k: v for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups}
+
+
+def _load_optim_state(opt: torch.optim.Optimizer, extra: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, v in extra.items():
+        if not key.startswith("optim."):
+            continue
+        _, idx, name = key.split(".", 2)
+        state.setdefault(int(idx), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+
+
+def train(
+    model: ARModel,
+    train_x: np.ndarray,
+    valid_x: np.ndarray,
+    config: TrainConfig,
+    out: str | Path | None = None,
+    resume: bool = False,
+    meta: dict[str, Any] | None = None,
+) -> Iterator[Event]:
+    """Train ``model`` with Adam, yielding progress; keeps the best-on-validation checkpoint."""
+    cfg = config
+    device = resolve_device(cfg.device)
+    train_x = np.asarray(train_x[: cfg.max_train] if cfg.max_train else train_x)
+    valid_x = np.asarray(valid_x[: cfg.max_valid] if cfg.max_valid else valid_x)
+    if len(train_x) == 0 or len(valid_x) == 0:
+        raise TrainingError("training needs at least one training and one validation image")
+    if cfg.epochs < 1 or cfg.batch_size < 1 or not (cfg.lr > 0):
+        raise TrainingError("epochs and batch size must be at least 1 and the learning rate positive")
+    out = Path(out) if out is not None else None
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history: list[dict[str, float]] = []
+    start_epoch = 1
+    best = math.inf
+    if resume:
+        if out is None:
+            raise TrainingError("resume needs the output path of the run to continue")
+        rp = resume_path(out)
+        try:
+            ck = load_checkpoint(rp, device="cpu")
+        except CheckpointError as exc:
+            raise TrainingError(f"cannot resume: {exc}") from None
+        if ck.model.family != model.family or ck.model.config != model.config or ck.model.ordering != model.ordering:
+            raise TrainingError(f"cannot resume: {rp} holds a different model ({ck.model.family}, {ck.model.config})")
+        model.load_state_dict(ck.model.state_dict())
+        model.to(device)
+        _load_optim_state(opt, {k: v.to(device) for k, v in ck.extra.items()}, ck.meta["optimizer"])
+        history = list(ck.meta.get("history", []))
+        start_epoch = int(ck.meta["epoch"]) + 1
+        best = min([h["valid_nll"] for h in history], default=math.inf)
+    else:
+        marg = torch.as_tensor(train_x.mean(0), dtype=torch.float32, device=device)
+        model.init_output_bias(marg)
+
+    def lr_at(epoch: int) -> float:
+        if cfg.lr_min_factor >= 1.0 or cfg.epochs <= 1:
+            return cfg.lr
+        frac = (epoch - 1) / (cfg.epochs - 1)
+        return cfg.lr * (cfg.lr_min_factor + (1 - cfg.lr_min_factor) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    x_all = torch.as_tensor(train_x, dtype=torch.float32)
+    if device.type != "cpu":
+        x_all = x_all.to(device)
+    n = len(x_all)
+    batches = math.ceil(n / cfg.batch_size)
+    t0 = time.perf_counter()
+    done_batches = 0
+    total_batches = batches * (cfg.epochs - start_epoch + 1)
+    best_path = out if out is not None and out.exists() and resume else None
+    bad_epochs = 0
+    base_meta = dict(meta or {})
+    base_meta["train_config"] = asdict(cfg)
+
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        te = time.perf_counter()
+        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=gen)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(epoch)
+        model.train()
+        total, count = 0.0, 0
+        for b in range(batches):
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            xb = x_all[idx.to(x_all.device)]
+            if cfg.amp and device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    loss = model.training_loss(xb)
+            else:
+                loss = model.training_loss(xb)
+            lv = float(loss.detach())
+            if not math.isfinite(lv):
+                msg = (
+                    f"the loss became {lv} at epoch {epoch}, batch {b + 1}; training stopped before the weights changed. "
+                    f"The best checkpoint{' ' + str(best_path) if best_path else ''} is kept. Try a lower learning rate."
+                )
+                yield Finished("diverged", epoch - 1, None if math.isinf(best) else best, best_path, msg, history)
+                return
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            total += lv * len(idx)
+            count += len(idx)
+            done_batches += 1
+            elapsed = time.perf_counter() - t0
+            eta = elapsed / done_batches * (total_batches - done_batches)
+            yield BatchEnd(epoch, cfg.epochs, b + 1, batches, lv, elapsed, eta)
+        valid_nll, _ = evaluate(model, valid_x, cfg.eval_batch_size)
+        train_nll = total / max(count, 1)
+        improved = valid_nll < best
+        history.append({"epoch": epoch, "train_nll": train_nll, "valid_nll": valid_nll, "seconds": time.perf_counter() - te})
+        if improved:
+            best = valid_nll
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        if out is not None:
+            m = dict(base_meta, history=history, epoch=epoch, metrics={"valid_nll": best})
+            if improved:
+                save_checkpoint(out, model, dict(m, metrics={"valid_nll": valid_nll}))
+                best_path = out
+            opt_t, opt_info = _optim_state_tensors(opt)
+            save_checkpoint(resume_path(out), model, dict(m, optimizer=opt_info), extra=opt_t)
+        elapsed = time.perf_counter() - t0
+        eta = elapsed / max(done_batches, 1) * (total_batches - done_batches)
+        yield EpochEnd(epoch, cfg.epochs, train_nll, valid_nll, best, improved, time.perf_counter() - te, elapsed, eta)
+        if cfg.patience is not None and bad_epochs >= cfg.patience:
+            yield Finished("early-stopped", epoch, best, best_path, f"no improvement for {bad_epochs} epochs", history)
+            return
+    yield Finished("completed", cfg.epochs, None if math.isinf(best) else best, best_path, "", history)

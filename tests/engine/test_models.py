@@ -1,0 +1,189 @@
+"""The checks every family gets (GUIDE.md): autoregressive property, normalisation, sampler
+agreement, inpainting that keeps known pixels, and the shared interface."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from engine.models import FAMILIES, UnsupportedOrdering, build_model
+from engine.ordering import make_ordering
+
+from .tiny import H, W, all_tiny, make_tiny
+
+D = H * W
+TINY = all_tiny()
+IDS = [t[0] for t in TINY]
+ORDERINGS = ["raster", "snake", "spiral-out", "random"]
+
+
+def all_images() -> torch.Tensor:
+    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=D)), dtype=torch.float64)
+
+
+def test_every_registered_family_has_tiny_checks():
+    assert set(FAMILIES) == {fam for _, fam, _ in TINY}
+
+
+@pytest.mark.parametrize("label,family,cfg", TINY, ids=IDS)
+@pytest.mark.parametrize("oname", ORDERINGS)
+def test_autoregressive_property_by_gradient(label, family, cfg, oname):
+    m = make_tiny(family, cfg, oname, seed=1)
+    o = m.ordering
+    x = torch.randint(0, 2, (3, D)).double().requires_grad_(True)
+    logits = m.logits(x)
+    for pixel in range(D):
+        (g,) = torch.autograd.grad(logits[:, pixel].sum(), x, retain_graph=True)
+        later = torch.as_tensor(o.inverse >= o.inverse[pixel])
+        assert torch.all(g[:, later] == 0), f"pixel {pixel} depends on itself or later pixels"
+    # and it does depend on something earlier for most pixels (the check is not vacuous)
+    (g,) = torch.autograd.grad(logits[:, o.perm[-1]].sum(), x)
+    assert g.abs().sum() > 0
+
+
+@pytest.mark.parametrize("label,family,cfg", TINY, ids=IDS)
+@pytest.mark.parametrize("oname", ["raster", "random"])
+def test_exact_normalisation(label, family, cfg, oname):
+    m = make_tiny(family, cfg, oname, seed=2)
+    total = m.log_prob(all_images()).exp().sum().item()
+    assert total == pytest.approx(1.0, abs=1e-10)
+
+
+@pytest.mark.parametrize("label,family,cfg", TINY, ids=IDS)
+@pytest.mark.parametrize("oname", ["raster", "snake", "random"])
+def test_fast_sampler_equals_reference(label, family, cfg, oname):
+    m = make_tiny(family, cfg, oname, seed=3)
+    a = m.sample(32, generator=torch.Generator().manual_seed(7), fast=True)
+    b = m.sample(32, generator=torch.Generator().manual_seed(7), fast=False)
+    assert torch.equal(a, b)
+    # different seeds give different samples (the sampler is not degenerate)
+    c = m.sample(32, generator=torch.Generator().manual_seed(8))
+    assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("label,family,cfg", TINY, ids=IDS)
+def test_fast_stepper_matches_teacher_forced_conditionals(label, family, cfg):
+    m = make_tiny(family, cfg, "random", seed=4)
+    x = torch.randint(0, 2, (5, D)).double()
+    full = m.logits(x)
+    st = m.stepper(torch.zeros_like(x), m.ordering)
+    for pixel in m.ordering.perm.tolist():
+        torch.testing.assert_close(st.logits(pixel), full[:, pixel])
+        st.observe(pixel, x[:, pixel])
+
+
+@pytest.mark.parametrize("label,family,cfg", TINY, ids=IDS)
+@pytest.mark.parametrize("fast", [True, False])
+def test_inpainting_never_changes_known_pixels(label, family, cfg, fast):
+    m = make_tiny(family, cfg, "snake", seed=5)
+    known = np.zeros(D, bool)
+    known[[0, 3, 6]] = True
+    values = torch.tensor([1, 0, 0, 0, 0, 0, 1, 0], dtype=torch.float64)
+    out = m.inpaint(known, values, n=20, generator=torch.Generator().manual_seed(0), fast=fast)
+    assert torch.equal(out[:, known], values[known].expand(20, 3))
+    steps = list(m.sample_steps(4, known=known, values=values))
+    assert [s.pixel for s in steps] == [p for p in m.sampling_ordering(known).perm if not known[p]]
+    assert steps[-1].total == D - 3
+
+
+@pytest.mark.parametrize("label,family,cfg", TINY, ids=IDS)
+def test_inpainting_distribution_is_the_exact_conditional_when_known_come_first(label, family, cfg):
+    """Known pixels = the first steps of the ordering: the completion distribution must equal
+    p(unknown | known) computed from the joint by enumeration."""
+    m = make_tiny(family, cfg, "raster", seed=6)
+    known = np.zeros(D, bool)
+    known[:3] = True
+    values = torch.tensor([1, 0, 1, 0, 0, 0, 0, 0], dtype=torch.float64)
+    assert m.inpaint_is_exact(known)
+    imgs = all_images()
+    match = (imgs[:, :3] == values[:3]).all(1)
+    joint = m.log_prob(imgs).exp() * match
+    cond = joint / joint.sum()
+    # the stepper's probabilities along any completion multiply to the conditional probability
+    for idx in torch.nonzero(match).flatten()[:6].tolist():  # noqa: B007
+        target = imgs[idx]
+        st = m.stepper(torch.zeros(1, D, dtype=torch.float64), m.sampling_ordering(known))
+        logp = 0.0
+        torch.set_grad_enabled(False)
+        for p in m.sampling_ordering(known).perm.tolist():
+            if not known[p]:
+                pr = torch.sigmoid(st.logits(p))[0]
+                logp += float(torch.log(pr if target[p] == 1 else 1 - pr))
+            st.observe(p, target[p : p + 1])
+        torch.set_grad_enabled(True)
+        assert np.exp(logp) == pytest.approx(cond[idx].item(), rel=1e-9)
+
+
+@pytest.mark.parametrize("label,family,cfg", TINY, ids=IDS)
+def test_ordering_support_is_reported(label, family, cfg):
+    m = make_tiny(family, cfg, "raster")
+    other = make_ordering("column", H, W)
+    ok, why = m.supports(other)
+    if m.any_order:
+        assert ok and why == ""
+        m.log_prob(torch.zeros(1, D, dtype=torch.float64), other)
+    else:
+        assert not ok and "raster" in why
+        with pytest.raises(UnsupportedOrdering):
+            m.log_prob(torch.zeros(1, D, dtype=torch.float64), other)
+    assert m.supports(make_ordering("raster", 3, 3))[0] is False
+
+
+@pytest.mark.parametrize("label,family,cfg", TINY, ids=IDS)
+def test_per_pixel_log_prob_sums_and_accepts_image_shapes(label, family, cfg):
+    m = make_tiny(family, cfg, "raster")
+    x = torch.randint(0, 2, (4, H, W)).double()
+    per = m.log_prob_per_pixel(x)
+    assert per.shape == (4, D) and torch.all(per <= 0)
+    torch.testing.assert_close(per.sum(1), m.log_prob(x.reshape(4, D)))
+    torch.testing.assert_close(m.log_prob(x[0]), m.log_prob(x[:1]))
+    with pytest.raises(ValueError):
+        m.log_prob(torch.zeros(2, D + 1))
+
+
+def test_temperature_sharpens_and_validates():
+    m = make_tiny("fvsbn", {}, "raster", seed=9)
+    with pytest.raises(ValueError):
+        next(m.sample_steps(2, temperature=0))
+    cold = m.sample(400, temperature=0.05, generator=torch.Generator().manual_seed(1))
+    # near zero temperature every image follows the most likely value at each step: few distinct images
+    assert len({tuple(r.tolist()) for r in cold}) <= 3
+
+
+def test_made_ensemble_is_log_mean_exp_of_members():
+    m = make_tiny("made", {"hidden": (9,), "order_agnostic": True, "num_masks": 4}, "raster", seed=2)
+    x = all_images()
+    members = torch.stack([m.member_log_prob(x, k) for k in range(3)])
+    ens = m.ensemble_log_prob(x, 3)
+    torch.testing.assert_close(ens, torch.log(members.exp().mean(0)))
+    assert ens.exp().sum().item() == pytest.approx(1.0, abs=1e-10)  # a mixture is normalised too
+    # members differ (different orderings and connectivity)
+    assert not torch.allclose(members[0], members[1])
+
+
+def test_made_training_loss_uses_several_masks():
+    m = make_tiny("made", {"hidden": (9,), "order_agnostic": True, "num_masks": 4}, "raster", seed=2)
+    x = torch.randint(0, 2, (8, D)).double()
+    losses = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        losses.add(round(m.training_loss(x).item(), 9))
+    assert len(losses) == 4
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_full_size_smoke(family):
+    """One real-size batch through each family with default config: shapes and finiteness."""
+    torch.manual_seed(0)
+    cfg = {"hidden": 2} if family == "mlp" else {"hidden": (64,)} if family == "made" else {"hidden": 32} if family == "nade" else {}
+    m = build_model(family, cfg, make_ordering("hilbert"))
+    x = torch.randint(0, 2, (3, 784)).float()
+    lp = m.log_prob(x)
+    assert lp.shape == (3,) and torch.isfinite(lp).all()
+    loss = m.training_loss(x)
+    loss.backward()
+    s = m.sample(2, generator=torch.Generator().manual_seed(0))
+    assert s.shape == (2, 784) and set(s.unique().tolist()) <= {0.0, 1.0}
