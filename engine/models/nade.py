@@ -19,6 +19,9 @@ from ..ordering import Ordering
 from .base import ARModel, ModelConfig, Stepper
 
 
+_BLOCK = 28
+
+
 @dataclass
 class NADEConfig(ModelConfig):
     hidden: int = 500
@@ -44,11 +47,30 @@ class NADE(ARModel):
         with torch.no_grad():
             self.bias.copy_(torch.logit(marginals.to(self.bias), eps=1e-3)[self.perm])
 
+    def _pre_activations(self, xo: Tensor) -> Tensor:
+        """(B, D, H) hidden pre-activations of every step: ``c`` plus the exclusive prefix sums of
+        ``x_s W[s]``. Computed in blocks of k steps: block totals are summed across blocks, and
+        within a block a k x k strictly-lower-triangular selector (plus a column for the running
+        total) is one batched matrix product -- a few passes over the (B, D, H) tensor instead of
+        the many an elementwise cumulative sum needs."""
+        b, d = xo.shape
+        h = self.config.hidden
+        k = min(_BLOCK, d)
+        nb = -(-d // k)
+        pad = nb * k - d
+        xb = F.pad(xo, (0, pad)).view(b, nb, k)  # (B, nb, k)
+        wb = F.pad(self.w, (0, 0, 0, pad)).view(nb, k, h)  # (nb, k, H)
+        totals = torch.einsum("bnk,nkh->bnh", xb, wb)  # (B, nb, H)
+        before = F.pad(totals.cumsum(1)[:, :-1], (0, 0, 1, 0)) + self.c  # (B, nb, H)
+        tri = torch.tril(torch.ones(k, k, dtype=xo.dtype, device=xo.device), -1)
+        sel = torch.cat([xb[:, :, None, :] * tri, torch.ones(b, nb, k, 1, dtype=xo.dtype, device=xo.device)], -1)  # (B, nb, k, k+1)
+        wa = torch.cat([wb.unsqueeze(0).expand(b, nb, k, h), before[:, :, None, :]], 2)  # (B, nb, k+1, H)
+        return (sel @ wa).reshape(b, nb * k, h)[:, :d]
+
     def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
         xo = x[:, self.perm]  # (B, D)
-        contrib = xo[:, :, None] * self.w  # (B, D, H)
-        pre = F.pad(contrib[:, :-1].cumsum(1), (0, 0, 1, 0)) + self.c  # exclusive prefix sums (B, D, H)
-        lo = (torch.sigmoid(pre) * self.v).sum(-1) + self.bias  # (B, D) in step order
+        hid = torch.sigmoid(self._pre_activations(xo))  # (B, D, H)
+        lo = torch.einsum("bdh,dh->bd", hid, self.v) + self.bias  # (B, D) in step order
         return lo[:, self.inv]
 
     def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
