@@ -14,12 +14,14 @@ from .fvsbn import FVSBN, FVSBNConfig
 from .made import MADE, MADEConfig
 from .mlp import MLPConfig, PixelMLP
 from .nade import NADE, NADEConfig
+from .pixelcnn import GatedPixelCNN, PixelCNNConfig
 
 FAMILIES: dict[str, type[ARModel]] = {
     "fvsbn": FVSBN,
     "mlp": PixelMLP,
     "nade": NADE,
     "made": MADE,
+    "pixelcnn": GatedPixelCNN,
 }
 
 
@@ -61,4 +63,6 @@ __all__ = [
     "NADEConfig",
     "MADE",
     "MADEConfig",
+    "GatedPixelCNN",
+    "PixelCNNConfig",
 ]

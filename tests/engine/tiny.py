@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from engine.models import build_model
+from engine.models import UnsupportedOrdering, build_model
 from engine.ordering import make_ordering
 
 H, W = 2, 4
@@ -18,6 +19,7 @@ TINY_CONFIGS: dict[str, list[tuple[str, dict]]] = {
         ("made", {"hidden": (7, 6)}),
         ("made-agnostic", {"hidden": (9,), "order_agnostic": True, "num_masks": 4, "direct": True}),
     ],
+    "pixelcnn": [("pixelcnn", {"channels": 3, "layers": 2, "kernel": 3, "first_kernel": 3, "head": 4})],
 }
 
 
@@ -29,7 +31,10 @@ def make_tiny(family: str, cfg: dict, ordering_name: str = "raster", seed: int =
     """A tiny model with random (not trained) weights large enough to make conditionals vary."""
     torch.manual_seed(seed)
     o = make_ordering(ordering_name, H, W, seed=seed)
-    m = build_model(family, dict(cfg, height=H, width=W), o)
+    try:
+        m = build_model(family, dict(cfg, height=H, width=W), o)
+    except UnsupportedOrdering as exc:  # a family tied to its native ordering (gated PixelCNN: raster)
+        pytest.skip(f"{family} cannot be built in the {ordering_name} ordering: {exc}")
     with torch.no_grad():
         for p in m.parameters():
             p.normal_(0, std)

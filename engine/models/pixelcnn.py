@@ -1,0 +1,200 @@
+"""Gated PixelCNN (van den Oord, Kalchbrenner, Vinyals, Espeholt, Graves, Kavukcuoglu 2016,
+"Conditional Image Generation with PixelCNN Decoders").
+
+A convolutional network whose output at pixel ``(r, c)`` depends only on the pixels before it in
+raster order. Two stacks remove the blind spot of the original masked PixelCNN:
+
+* the *vertical* stack convolves with kernels that cover the rows at and above the current one
+  (``(k//2 + 1) x k``); its activation at row ``r`` depends on image rows ``<= r``, so it is
+  shifted down one row before it feeds the horizontal stack, which then sees rows ``< r`` only;
+* the *horizontal* stack convolves along the current row with ``1 x (k//2 + 1)`` kernels: the
+  first layer (mask type A) excludes the current pixel, the following ones (type B) include the
+  current position of the layer below.
+
+Every layer is gated, ``tanh(W_f * h) * sigmoid(W_g * h)``; the horizontal stack of the layers after
+the first is residual (``h + 1x1(gated)``). A 1x1 head gives one Bernoulli logit per pixel, plus a
+learned per-pixel bias started at the pixel marginals. Raster is the only ordering: the kernels'
+shapes fix it.
+
+Fast sampling (compute only what can change): when a row starts, the vertical stack is computed
+once on the rows above it (cropped to its receptive field) and its contributions to the next row
+are cached; for every pixel only the horizontal stack of the current row is recomputed, cropped
+to the columns in its receptive field. Both crops are exact, so the fast sampler reproduces the
+teacher-forced conditionals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..ordering import Ordering, make_ordering
+from .base import ARModel, ModelConfig, Stepper, UnsupportedOrdering
+
+
+@dataclass
+class PixelCNNConfig(ModelConfig):
+    channels: int = 64  #: C, feature maps of each stack
+    layers: int = 8  #: gated residual layers after the first (type A) layer
+    kernel: int = 3  #: odd kernel width of the gated layers
+    first_kernel: int = 7  #: odd kernel width of the first layer
+    head: int = 128  #: hidden units of the 1x1 output head
+
+
+def _gate(a: Tensor) -> Tensor:
+    f, g = a.chunk(2, dim=1)
+    return torch.tanh(f) * torch.sigmoid(g)
+
+
+def _down(a: Tensor) -> Tensor:
+    """Shift a (B, C, H, W) map down one row (row r receives row r-1, row 0 zeros)."""
+    return F.pad(a, (0, 0, 1, 0))[:, :, :-1]
+
+
+class _VConv(nn.Conv2d):
+    """Vertical-stack convolution: output row r sees input rows r-k//2..r, all k columns."""
+
+    def __init__(self, cin: int, cout: int, k: int):
+        super().__init__(cin, cout, (k // 2 + 1, k))
+        self.k = k
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, Cin, H, W) -> (B, Cout, H, W)
+        p = self.k // 2
+        return F.conv2d(F.pad(x, (p, p, p, 0)), self.weight, self.bias)
+
+
+class _HConv(nn.Conv2d):
+    """Horizontal-stack convolution: output column c sees input columns c-k//2..c (type B), or
+    c-1-k//2..c-1 (type A, the first layer: the current pixel is excluded)."""
+
+    def __init__(self, cin: int, cout: int, k: int, mask_a: bool):
+        super().__init__(cin, cout, (1, k // 2 + 1))
+        self.k, self.mask_a = k, mask_a
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, Cin, R, W) -> (B, Cout, R, W)
+        p = self.k // 2
+        if self.mask_a:
+            x = F.pad(x, (1, 0))[..., :-1]  # shift right: column c now holds column c-1
+        return F.conv2d(F.pad(x, (p, 0)), self.weight, self.bias)
+
+
+class GatedPixelCNN(ARModel):
+    family = "pixelcnn"
+    config_class = PixelCNNConfig
+    description = "Gated PixelCNN: vertical and horizontal convolution stacks, raster order only."
+
+    def __init__(self, config: PixelCNNConfig, ordering: Ordering | None = None):
+        raster = make_ordering("raster", config.height, config.width)
+        if ordering is not None and ordering != raster:
+            raise UnsupportedOrdering(self._why_raster(ordering))
+        super().__init__(config, raster)
+        c, k, k0 = config.channels, config.kernel, config.first_kernel
+        if c < 1 or config.layers < 0 or config.head < 1:
+            raise ValueError("channels and head must be positive, layers non-negative")
+        if k < 1 or k0 < 1 or k % 2 == 0 or k0 % 2 == 0:
+            raise ValueError("kernel sizes must be odd and positive")
+        self.v0 = _VConv(1, 2 * c, k0)
+        self.h0 = _HConv(1, 2 * c, k0, mask_a=True)
+        self.link0 = nn.Conv2d(2 * c, 2 * c, 1)
+        self.vs = nn.ModuleList(_VConv(c, 2 * c, k) for _ in range(config.layers))
+        self.hs = nn.ModuleList(_HConv(c, 2 * c, k, mask_a=False) for _ in range(config.layers))
+        self.links = nn.ModuleList(nn.Conv2d(2 * c, 2 * c, 1) for _ in range(config.layers))
+        self.res = nn.ModuleList(nn.Conv2d(c, c, 1) for _ in range(config.layers))
+        self.out1 = nn.Conv2d(c, config.head, 1)
+        self.out2 = nn.Conv2d(config.head, 1, 1)
+        self.pixel_bias = nn.Parameter(torch.zeros(config.height, config.width))
+        # rows above / columns left of a pixel that can reach it (receptive field of the crops)
+        self.reach_rows = k0 // 2 + config.layers * (k // 2)
+        self.reach_cols = k0 // 2 + 1 + config.layers * (k // 2)
+
+    @staticmethod
+    def _why_raster(ordering: Ordering) -> str:
+        return (
+            f"the gated PixelCNN computes conditionals in raster order only (its convolution masks fix the "
+            f"ordering), not {ordering.label}; use an order-agnostic model for other orderings"
+        )
+
+    def supports(self, ordering: Ordering) -> tuple[bool, str]:
+        ok, why = super().supports(ordering)
+        if not ok and (ordering.height, ordering.width) == (self.config.height, self.config.width):
+            why = self._why_raster(ordering)
+        return ok, why
+
+    def init_output_bias(self, marginals: Tensor) -> None:
+        with torch.no_grad():
+            self.pixel_bias.copy_(torch.logit(marginals.to(self.pixel_bias), eps=1e-3).view_as(self.pixel_bias))
+            self.out2.bias.zero_()
+
+    # -- the network ---------------------------------------------------------------------------
+    def _head(self, h: Tensor) -> Tensor:  # (B, C, R, W') -> (B, R, W')
+        return self.out2(torch.relu(self.out1(torch.relu(h))))[:, 0]
+
+    def _vertical(self, img: Tensor) -> list[Tensor]:
+        """Pre-activations of the vertical stack, one (B, 2C, H, W) map per layer."""
+        pre = [self.v0(img)]
+        for conv in self.vs:
+            pre.append(conv(_gate(pre[-1])))
+        return pre
+
+    def _horizontal(self, img: Tensor, links: list[Tensor]) -> Tensor:
+        """The horizontal stack given the vertical contributions (already shifted, through the
+        1x1 links), one (B, 2C, R, W) map per layer; returns the last layer (B, C, R, W)."""
+        h = _gate(self.h0(img) + links[0])
+        for conv, res, link in zip(self.hs, self.res, links[1:]):
+            h = h + res(_gate(conv(h) + link))
+        return h
+
+    def _links(self, vpre: list[Tensor]) -> list[Tensor]:
+        mods = [self.link0, *self.links]
+        return [m(_down(v)) for m, v in zip(mods, vpre)]
+
+    def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
+        b = x.shape[0]
+        img = x.view(b, 1, self.config.height, self.config.width)  # (B, 1, H, W)
+        h = self._horizontal(img, self._links(self._vertical(img)))
+        return (self._head(h) + self.pixel_bias).reshape(b, -1)
+
+    def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
+        return _PixelCNNStepper(self, x)
+
+
+class _PixelCNNStepper(Stepper):
+    """Per row: the vertical stack once (rows above, cropped); per pixel: the current row's
+    horizontal stack on the columns that reach it."""
+
+    def __init__(self, m: GatedPixelCNN, x: Tensor):
+        self.m, self.x = m, x
+        self.h, self.w = m.config.height, m.config.width
+        self.row = -1
+        self.links: list[Tensor] = []
+        self.dirty_above = True
+
+    def _row_links(self, r: int) -> list[Tensor]:
+        """(B, 2C, 1, W) vertical contributions to row r, from image rows < r."""
+        m = self.m
+        b = self.x.shape[0]
+        if r == 0:
+            zero = self.x.new_zeros(b, 2 * m.config.channels, 1, self.w)
+            return [mod(zero) for mod in [m.link0, *m.links]]
+        top = max(0, r - 1 - m.reach_rows)
+        img = self.x.view(b, 1, self.h, self.w)[:, :, top:r]  # (B, 1, rows, W)
+        vpre = m._vertical(img)
+        return [mod(v[:, :, -1:]) for mod, v in zip([m.link0, *m.links], vpre)]
+
+    def logits(self, pixel: int) -> Tensor:
+        r, c = divmod(pixel, self.w)
+        if r != self.row or self.dirty_above:
+            self.links, self.row, self.dirty_above = self._row_links(r), r, False
+        left = max(0, c - self.m.reach_cols)
+        b = self.x.shape[0]
+        img = self.x.view(b, 1, self.h, self.w)[:, :, r : r + 1, left : c + 1]  # (B, 1, 1, cols)
+        h = self.m._horizontal(img, [lk[..., left : c + 1] for lk in self.links])
+        return self.m._head(h[..., -1:])[:, 0, 0] + self.m.pixel_bias[r, c]
+
+    def observe(self, pixel: int, value: Tensor) -> None:
+        self.x[:, pixel] = value
+        if pixel // self.w < self.row:
+            self.dirty_above = True
