@@ -87,6 +87,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        try:  # mkstemp makes the file private; give it the usual (or the previous file's) mode
+            os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        except OSError:
+            pass
         os.replace(tmp, path)
     except OSError as exc:
         try:
@@ -146,15 +150,19 @@ def _read_header(path: Path, max_bytes: int) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a pixelchain checkpoint: {'empty' if size == 0 else 'too short'} ({size} bytes)")
     with open(path, "rb") as f:
         first = f.read(8)
-        if first[:2] == b"\x80\x02" or first[:1] == b"\x80" or first[:2] == b"PK":
-            raise CheckpointError(f"{path} looks like a pickle/torch.save file; pixelchain only loads safetensors checkpoints and never unpickles")
         (n,) = struct.unpack("<Q", first)
         if n > min(MAX_HEADER_BYTES, size - 8):
+            # A safetensors header length may well start with 0x80, so the pickle/zip magic is only
+            # used to explain a file that is not safetensors anyway.
+            if first[:1] == b"\x80" or first[:2] == b"PK":
+                raise CheckpointError(f"{path} looks like a pickle/torch.save file; pixelchain only loads safetensors checkpoints and never unpickles")
             raise CheckpointError(f"{path} is not a safetensors checkpoint or is truncated (header length {n} does not fit in {size} bytes)")
         raw = f.read(n)
+    if len(raw) != n:
+        raise CheckpointError(f"{path} is truncated: its header ends early")
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise CheckpointError(f"{path} is not a safetensors checkpoint: its header is not JSON") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} is not a safetensors checkpoint: its header is not a JSON object")
@@ -162,8 +170,8 @@ def _read_header(path: Path, max_bytes: int) -> dict[str, Any]:
     for name, spec in header.items():
         if name == "__metadata__":
             continue
-        if not isinstance(spec, dict) or spec.get("dtype") not in _ALLOWED_DTYPES:
-            dt = spec.get("dtype") if isinstance(spec, dict) else spec
+        dt = spec.get("dtype") if isinstance(spec, dict) else spec
+        if not isinstance(dt, str) or dt not in _ALLOWED_DTYPES:
             raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {dt!r}")
         shape, offs = spec.get("shape"), spec.get("data_offsets")
         if (
@@ -171,7 +179,7 @@ def _read_header(path: Path, max_bytes: int) -> dict[str, Any]:
             or not all(isinstance(s, int) and s >= 0 for s in shape)
             or not isinstance(offs, list)
             or len(offs) != 2
-            or not all(isinstance(o, int) for o in offs)
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)
         ):
             raise CheckpointError(f"{path}: tensor {name!r} has a malformed description")
         numel = 1
@@ -188,13 +196,16 @@ def _read_header(path: Path, max_bytes: int) -> dict[str, Any]:
 def read_metadata(path: str | os.PathLike, max_bytes: int = MAX_CHECKPOINT_BYTES) -> dict[str, Any]:
     """The checkpoint's metadata (family, config, ordering, metrics, ...), reading only the header."""
     path = Path(path)
-    header = _read_header(path, max_bytes)
+    return _metadata(path, _read_header(path, max_bytes))
+
+
+def _metadata(path: Path, header: dict[str, Any]) -> dict[str, Any]:
     md = header.get("__metadata__")
     if not isinstance(md, dict) or md.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not a pixelchain checkpoint (no pixelchain metadata)")
     try:
         version = int(md.get("format_version", ""))
-    except ValueError:
+    except (TypeError, ValueError):
         raise CheckpointError(f"{path}: format_version {md.get('format_version')!r} is not a number") from None
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer pixelchain (format {version}, this one reads up to {FORMAT_VERSION}); upgrade pixelchain")
@@ -202,7 +213,7 @@ def read_metadata(path: str | os.PathLike, max_bytes: int = MAX_CHECKPOINT_BYTES
         raise CheckpointError(f"{path}: format_version {version} is not valid")
     try:
         info = json.loads(md.get("pixelchain", ""))
-    except json.JSONDecodeError:
+    except (TypeError, ValueError, RecursionError):
         raise CheckpointError(f"{path}: the pixelchain metadata is not valid JSON") from None
     if not isinstance(info, dict):
         raise CheckpointError(f"{path}: the pixelchain metadata is not a JSON object")
@@ -212,26 +223,65 @@ def read_metadata(path: str | os.PathLike, max_bytes: int = MAX_CHECKPOINT_BYTES
     return info
 
 
+def _int_field(d: dict[str, Any], key: str, default: int) -> int:
+    v = d.get(key, default)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise ValueError(f"{key} is {v!r}, not a whole number")
+    return v
+
+
+def _check_plausible_size(info: dict[str, Any], header: dict[str, Any]) -> None:
+    """Refuse metadata that would build a model far larger than the file's tensors.
+
+    Building runs before any weight is read, so a small hostile file must not be able to ask for
+    a gigantic ordering or network. Every family's parameter count grows at most like
+    ``(pixels + sum of its size hyperparameters)**2`` times a small factor, and a genuine file holds
+    those parameters, so the bound below admits every real checkpoint and stays proportional to
+    the file's size.
+    """
+    cfg, order = info["config"], info["ordering"]
+    h, w = _int_field(cfg, "height", 28), _int_field(cfg, "width", 28)
+    oh, ow = _int_field(order, "height", h), _int_field(order, "width", w)
+    if (oh, ow) != (h, w):
+        raise ValueError(f"the ordering is for {oh}x{ow} images but the model for {h}x{w}")
+    if not (1 <= h <= 1024 and 1 <= w <= 1024):
+        raise ValueError(f"an image size of {h}x{w} is not plausible")
+    total = h * w
+    for key, v in cfg.items():
+        if "seed" in key or key in ("height", "width"):
+            continue
+        for item in v if isinstance(v, (list, tuple)) else [v]:
+            if isinstance(item, int) and not isinstance(item, bool):
+                total += abs(item)
+    numel = 0
+    for name, spec in header.items():
+        if name != "__metadata__":
+            n = 1
+            for s in spec["shape"]:
+                n *= s
+            numel += n
+    if total * total > 16 * numel + 65536:
+        raise ValueError(f"the config asks for a model far larger than the {numel:,} values stored in the file")
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", max_bytes: int = MAX_CHECKPOINT_BYTES) -> Checkpoint:
     """Rebuild the model from the file's config and load its weights (on any device)."""
     path = Path(path)
-    info = read_metadata(path, max_bytes)
+    header = _read_header(path, max_bytes)
+    info = _metadata(path, header)
     try:
+        _check_plausible_size(info, header)
         ordering = Ordering.from_dict(info["ordering"])
-        model = build_model(info["family"], info["config"], ordering)
+        with torch.device("meta"):  # shapes only: nothing is allocated yet
+            probe = build_model(info["family"], info["config"], ordering)
     except UnknownFamily as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    except (OrderingError, TypeError, ValueError) as exc:
+    except Exception as exc:  # anything the config makes our own constructors raise
         raise CheckpointError(f"{path}: cannot rebuild the model from its metadata: {exc}") from None
-    try:
-        tensors = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot read the tensors: {exc}") from None
-    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    stored = {k[len("model."):]: spec for k, spec in header.items() if k.startswith("model.")}
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
     if missing or unexpected:
         parts = []
         if missing:
@@ -239,14 +289,31 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
         if unexpected:
             parts.append(f"unexpected {', '.join(unexpected[:5])}")
         raise CheckpointError(f"{path}: the tensors do not match a {info['family']} model ({'; '.join(parts)})")
+    for k, spec in stored.items():
+        if tuple(spec["shape"]) != expected[k]:
+            raise CheckpointError(f"{path}: tensor {k!r} has shape {tuple(spec['shape'])}, the config implies {expected[k]}")
+        is_float = spec["dtype"] in ("F16", "BF16", "F32", "F64")
+        if is_float != probe.state_dict()[k].is_floating_point():
+            raise CheckpointError(f"{path}: tensor {k!r} has dtype {spec['dtype']}, expected {probe.state_dict()[k].dtype}")
+    del probe
+    try:
+        model = build_model(info["family"], info["config"], ordering)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot rebuild the model from its metadata: {exc}") from None
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except Exception as exc:  # SafetensorError, OSError, ...: the file is damaged
+        raise CheckpointError(f"{path}: cannot read the tensors: {exc}") from None
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
+    target = model.state_dict()
     for k, v in state.items():
-        if tuple(v.shape) != tuple(expected[k].shape):
-            raise CheckpointError(f"{path}: tensor {k!r} has shape {tuple(v.shape)}, the config implies {tuple(expected[k].shape)}")
-        if v.is_floating_point() != expected[k].is_floating_point():
-            raise CheckpointError(f"{path}: tensor {k!r} has dtype {v.dtype}, expected {expected[k].dtype}")
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise CheckpointError(f"{path}: tensor {k!r} holds NaN or infinite values")
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    try:
+        model.load_state_dict({k: v.to(target[k].dtype) for k, v in state.items()})
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{path}: the tensors do not fit the model: {exc}") from None
     model.to(device)
     model.eval()
     return Checkpoint(model=model, meta=info, extra=extra, path=path)

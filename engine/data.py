@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
+import time
 import tempfile
 import urllib.error
 import urllib.request
@@ -137,8 +139,14 @@ def _verify(x: np.ndarray, split: str, source: Path) -> None:
 
 
 def _atomic_write_bytes(dest: Path, write: Callable[[object], None]) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        for stale in dest.parent.glob(f".{dest.name}.*.part"):  # left by a killed download
+            if time.time() - stale.stat().st_mtime > 600:
+                stale.unlink()
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    except OSError as exc:
+        raise DataError(f"cannot write the download cache {dest.parent}: {exc.strerror or exc}; set PIXELCHAIN_CACHE to a writable folder") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -179,7 +187,7 @@ def download_split(split: str, dest_dir: Path, base_url: str | None = None, prog
                         progress(done, total_n)
                 if total_n is not None and done != total_n:
                     raise DataError(f"download of {url} broke off after {done} of {total_n} bytes; try again")
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             if isinstance(exc, DataError):
                 raise
             raise DataError(
@@ -187,13 +195,25 @@ def download_split(split: str, dest_dir: Path, base_url: str | None = None, prog
                 f"files in a folder and pass it with --data or PIXELCHAIN_DATA."
             ) from None
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        for stale in dest.parent.glob(f".{dest.name}.*.part"):  # left by a killed download
+            if time.time() - stale.stat().st_mtime > 600:
+                stale.unlink()
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    except OSError as exc:
+        raise DataError(f"cannot write the download cache {dest.parent}: {exc.strerror or exc}; set PIXELCHAIN_CACHE to a writable folder") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
-        x = parse_amat(tmp, SPLIT_SIZES[split])
-        _verify(x, split, Path(url))
+        try:
+            x = parse_amat(tmp, SPLIT_SIZES[split])
+        except DataError as exc:
+            reason = str(exc).split(": ", 1)[-1] if str(exc).startswith("cannot read") else str(exc).replace(tmp, "it")
+            raise DataError(f"the file downloaded from {url} is not the {split} split ({reason}); nothing was kept, try again") from None
+        if content_checksum(x) != CHECKSUMS[split]:
+            raise DataError(f"the file downloaded from {url} does not match the static binarized MNIST {split} split "
+                            f"(checksum mismatch); nothing was kept. Try again, or fetch the files by hand and use --data.")
         os.replace(tmp, dest)
     except BaseException:
         try:

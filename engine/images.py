@@ -10,6 +10,7 @@ decompression bomb) is refused from the header alone, and large images are reduc
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +28,16 @@ class ImageError(ValueError):
 
 def _to_gray(img: Image.Image) -> np.ndarray:
     """Grey levels in [0, 1] where 1 is ink; transparency counts as background."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(img, dtype=np.float64)
+    if img.mode.startswith("I") or img.mode == "F":  # 16/32-bit integer or float grey levels
+        a = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         span = a.max() - a.min()
         g = (a - a.min()) / span if span > 0 else np.zeros_like(a)
         alpha = None
     else:
-        if img.mode == "P":
+        if img.mode in ("P", "PA"):
             img = img.convert("RGBA")
-        if img.mode == "CMYK":
-            img = img.convert("RGB")
+        if img.mode not in ("1", "L", "LA", "RGB", "RGBA", "La", "RGBa"):
+            img = img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, ...
         alpha = np.asarray(img.getchannel("A"), dtype=np.float64) / 255 if "A" in img.getbands() else None
         g = np.asarray(img.convert("L"), dtype=np.float64) / 255
     if alpha is not None and alpha.min() < 0.99:
@@ -82,23 +83,35 @@ def import_image(path: str | os.PathLike, threshold: float = 0.5) -> np.ndarray:
     if size > MAX_FILE_BYTES:
         raise ImageError(f"{path} is {size / 2**20:.0f} MiB, too large to import")
     try:
-        with Image.open(path) as img:
-            w, h = img.size
-            if w * h > MAX_PIXELS:
-                raise ImageError(f"{path} is {w}x{h} pixels, more than the {MAX_PIXELS:,} allowed (a decompression bomb?)")
-            if getattr(img, "n_frames", 1) > 1:
-                img.seek(0)
-            if max(w, h) > 1024 and img.format == "JPEG":
-                img.draft("L", (1024, 1024))
-            img.load()
-            if max(img.size) > 1024:
-                img = img.copy()
-                img.thumbnail((1024, 1024))
-            gray = _to_gray(img)
+        with warnings.catch_warnings():
+            # pillow only warns about images between its own two bomb limits; refuse them too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > MAX_PIXELS:
+                    raise ImageError(f"{path} is {w}x{h} pixels, more than the {MAX_PIXELS:,} allowed (a decompression bomb?)")
+                if getattr(img, "n_frames", 1) > 1:
+                    img.seek(0)  # animations: the first frame
+                if max(w, h) > 1024 and img.format == "JPEG":
+                    img.draft("L", (1024, 1024))  # JPEG decodes at reduced size directly
+                img.load()
+                if max(img.size) > 1024:
+                    # reduce() makes a small new image, so only one full-size copy is ever held
+                    factor = max(1, max(img.size) // 1024)
+                    try:
+                        if img.mode in ("P", "PA"):  # averaging palette indices would be wrong
+                            raise ValueError(img.mode)
+                        img = img.reduce(factor)
+                    except ValueError:  # a mode reduce() does not handle: resample a copy
+                        img = img.copy()
+                    img.thumbnail((1024, 1024))
+                gray = _to_gray(img)
     except ImageError:
         raise
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{path} was refused as a decompression bomb: {exc}") from None
+    except MemoryError:
+        raise ImageError(f"{path} is too large to import with the memory available") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path} is not an image pillow can read") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:

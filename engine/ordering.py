@@ -157,6 +157,8 @@ class Ordering:
             raise OrderingError(f"image size must be positive, got {self.height}x{self.width}")
         if perm.ndim != 1 or perm.shape[0] != n:
             raise OrderingError(f"an ordering of {self.height}x{self.width} pixels needs {n} entries, got shape {perm.shape}")
+        if perm.dtype.kind not in "biuf":
+            raise OrderingError(f"ordering entries must be whole numbers, got {perm.dtype} values")
         if not np.issubdtype(perm.dtype, np.integer):
             if perm.size and not np.all(np.equal(np.mod(perm, 1), 0)):
                 raise OrderingError("ordering entries must be whole numbers")
@@ -210,9 +212,16 @@ class Ordering:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "height": self.height, "width": self.width}
-        if self.name == "random":
+        if self.name == "random" and self.seed is not None and self.seed >= 0:
             d["seed"] = self.seed
-        elif self.name not in _BUILDERS:
+            rebuilt = _random(self.height, self.width, int(self.seed))
+        elif self.name in _BUILDERS:
+            rebuilt = _BUILDERS[self.name](self.height, self.width)
+        else:
+            rebuilt = None
+        # an ordering made by hand under a builder's name keeps its own permutation
+        if rebuilt is None or not np.array_equal(rebuilt, self.perm):
+            d.pop("seed", None)
             d["perm"] = self.perm.tolist()
         return d
 
@@ -225,14 +234,18 @@ class Ordering:
             raise OrderingError(f"an ordering is described by a JSON object, got {type(d).__name__}")
         try:
             name, h, w = d["name"], int(d["height"]), int(d["width"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise OrderingError(f"ordering description lacks a valid name/height/width: {exc}") from None
+        if h * w > MAX_ORDERING_PIXELS:
+            raise OrderingError(f"an image of {h}x{w} pixels is larger than an ordering may be")
         if "perm" in d:
             try:
                 perm = np.asarray(d["perm"], dtype=np.int64)
             except (TypeError, ValueError, OverflowError):
                 raise OrderingError("ordering 'perm' must be a list of integers") from None
             return cls(str(name), h, w, perm)
+        if not isinstance(name, str):
+            raise OrderingError(f"ordering name must be a string, got {name!r}")
         return make_ordering(name, h, w, seed=d.get("seed"))
 
     @classmethod
@@ -244,12 +257,21 @@ class Ordering:
         return cls.from_dict(d)
 
 
+#: Largest number of pixels an ordering may have (a description asking for more is refused).
+MAX_ORDERING_PIXELS = 1 << 20
+
+
 def make_ordering(name: str, height: int = 28, width: int = 28, seed: int | None = None) -> Ordering:
     """Build a named ordering (see :data:`ORDERING_NAMES`) for a ``height x width`` image."""
     if height < 1 or width < 1:
         raise OrderingError(f"image size must be positive, got {height}x{width}")
+    if height * width > MAX_ORDERING_PIXELS:
+        raise OrderingError(f"an image of {height}x{width} pixels is larger than an ordering may be")
     if name == "random":
-        seed = 0 if seed is None else int(seed)
+        try:
+            seed = 0 if seed is None else int(seed)
+        except (TypeError, ValueError, OverflowError):
+            raise OrderingError(f"random ordering seed must be an integer, got {seed!r}") from None
         if seed < 0:
             raise OrderingError("random ordering seed must be non-negative")
         return Ordering("random", height, width, _random(height, width, seed), seed=seed)
