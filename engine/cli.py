@@ -138,6 +138,24 @@ class _Bar:
         )
 
 
+def _download_progress(split: str):
+    """A progress line on stderr for a download into the cache (only ever called when downloading)."""
+    state = {"last": 0.0}
+
+    def report(done: int, total: int | None) -> None:
+        now = time.perf_counter()
+        if now - state["last"] < 0.2 and done != total:
+            return
+        state["last"] = now
+        size = f"{done / 2**20:.1f}" + (f" of {total / 2**20:.1f}" if total else "")
+        sys.stderr.write(f"\rdownloading the binarized MNIST {split} split: {size} MiB")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return report
+
+
 def _cmd_train(a: argparse.Namespace) -> int:
     import torch
 
@@ -179,8 +197,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
     device = resolve_device(a.device)
     torch.manual_seed(a.seed)
     model = build_model(a.model, cfg, ordering)  # rebuilt after seeding: same initial weights for a seed
-    train_x = load_split("train", a.data)
-    valid_x = load_split("valid", a.data)
+    train_x = load_split("train", a.data, progress=_download_progress("train"))
+    valid_x = load_split("valid", a.data, progress=_download_progress("valid"))
     out = Path(a.out)
     if not a.quiet:
         print(
@@ -200,7 +218,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         elif isinstance(ev, Finished):
             if ev.reason == "diverged":
                 print(f"pixelchain: error: {ev.message}", file=sys.stderr)
-                return 3
+                return 2
             if not a.quiet:
                 best = f"{ev.best_valid_nll:.3f}" if ev.best_valid_nll is not None else "-"
                 print(f"{ev.reason} after {ev.epochs_run} epochs in {_fmt_time(time.perf_counter() - t0)}; best valid NLL {best} nats -> {ev.best_path}")
@@ -219,7 +237,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     if a.ordering:
         o = parse_ordering(a.ordering, model.config.height, model.config.width)
         model.set_ordering(o)
-    x = load_split(a.split, a.data)
+    x = load_split(a.split, a.data, progress=_download_progress(a.split))
     if a.max_images:
         x = x[: a.max_images]
     t0 = time.perf_counter()

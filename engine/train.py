@@ -172,6 +172,17 @@ def _load_optim_state(opt: torch.optim.Optimizer, extra: dict[str, torch.Tensor]
     opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
 
 
+def _out_of_memory(what: str, batch: int, option: str, epoch: int, b: int | None) -> TrainingError:
+    """The error for a CUDA out-of-memory: which batch size failed and what to try."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    where = f"epoch {epoch}" + (f", batch {b}" if b is not None else "")
+    return TrainingError(
+        f"the GPU ran out of memory on {what} of {batch} images ({where}); try a smaller {option} "
+        f"(e.g. {max(1, batch // 2)}), a smaller model, or --device cpu. The best checkpoint so far is kept."
+    )
+
+
 def train(
     model: ARModel,
     train_x: np.ndarray,
@@ -191,6 +202,8 @@ def train(
     if cfg.epochs < 1 or cfg.batch_size < 1 or not (cfg.lr > 0):
         raise TrainingError("epochs and batch size must be at least 1 and the learning rate positive")
     out = Path(out) if out is not None else None
+    if out is not None and not out.parent.is_dir():
+        raise TrainingError(f"cannot save to {out}: folder {out.parent} does not exist")
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -232,7 +245,8 @@ def train(
     done_batches = 0
     total_batches = batches * (cfg.epochs - start_epoch + 1)
     best_path = out if out is not None and out.exists() and resume else None
-    bad_epochs = 0
+    # epochs since the best one, so that patience counts across a resume
+    bad_epochs = len(history) - 1 - min(range(len(history)), key=lambda i: history[i]["valid_nll"]) if history else 0
     base_meta = dict(meta or {})
     base_meta["train_config"] = asdict(cfg)
 
@@ -248,12 +262,15 @@ def train(
         for b in range(batches):
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             xb = x_all[idx.to(x_all.device)]
-            if cfg.amp and device.type == "cuda":
-                with torch.autocast("cuda", dtype=torch.bfloat16):
+            try:
+                if cfg.amp and device.type == "cuda":
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        loss = model.training_loss(xb)
+                else:
                     loss = model.training_loss(xb)
-            else:
-                loss = model.training_loss(xb)
-            lv = float(loss.detach())
+                lv = float(loss.detach())
+            except torch.cuda.OutOfMemoryError:
+                raise _out_of_memory("a training batch", len(idx), "--batch-size", epoch, b + 1) from None
             if not math.isfinite(lv):
                 msg = (
                     f"the loss became {lv} at epoch {epoch}, batch {b + 1}; training stopped before the weights changed. "
@@ -262,17 +279,23 @@ def train(
                 yield Finished("diverged", epoch - 1, None if math.isinf(best) else best, best_path, msg, history)
                 return
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
+            try:
+                loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+            except torch.cuda.OutOfMemoryError:
+                raise _out_of_memory("a training batch", len(idx), "--batch-size", epoch, b + 1) from None
             total += lv * len(idx)
             count += len(idx)
             done_batches += 1
             elapsed = time.perf_counter() - t0
             eta = elapsed / done_batches * (total_batches - done_batches)
             yield BatchEnd(epoch, cfg.epochs, b + 1, batches, lv, elapsed, eta)
-        valid_nll, _ = evaluate(model, valid_x, cfg.eval_batch_size)
+        try:
+            valid_nll, _ = evaluate(model, valid_x, cfg.eval_batch_size)
+        except torch.cuda.OutOfMemoryError:
+            raise _out_of_memory("validation", cfg.eval_batch_size, "TrainConfig.eval_batch_size", epoch, None) from None
         train_nll = total / max(count, 1)
         improved = valid_nll < best
         history.append({"epoch": epoch, "train_nll": train_nll, "valid_nll": valid_nll, "seconds": time.perf_counter() - te})
