@@ -14,7 +14,9 @@ from .fvsbn import FVSBN, FVSBNConfig
 from .made import MADE, MADEConfig
 from .mlp import MLPConfig, PixelMLP
 from .nade import NADE, NADEConfig
+from .lstm import LSTMConfig, PixelLSTM
 from .pixelcnn import GatedPixelCNN, PixelCNNConfig
+from .transformer import OrderAgnosticTransformer, TransformerConfig
 
 FAMILIES: dict[str, type[ARModel]] = {
     "fvsbn": FVSBN,
@@ -22,6 +24,8 @@ FAMILIES: dict[str, type[ARModel]] = {
     "nade": NADE,
     "made": MADE,
     "pixelcnn": GatedPixelCNN,
+    "lstm": PixelLSTM,
+    "transformer": OrderAgnosticTransformer,
 }
 
 
@@ -65,4 +69,8 @@ __all__ = [
     "MADEConfig",
     "GatedPixelCNN",
     "PixelCNNConfig",
+    "PixelLSTM",
+    "LSTMConfig",
+    "OrderAgnosticTransformer",
+    "TransformerConfig",
 ]

@@ -20,6 +20,14 @@ TINY_CONFIGS: dict[str, list[tuple[str, dict]]] = {
         ("made-agnostic", {"hidden": (9,), "order_agnostic": True, "num_masks": 4, "direct": True}),
     ],
     "pixelcnn": [("pixelcnn", {"channels": 3, "layers": 2, "kernel": 3, "first_kernel": 3, "head": 4})],
+    "lstm": [
+        ("lstm", {"hidden": 5, "layers": 2, "embed": 4}),
+        ("lstm-agnostic", {"hidden": 4, "layers": 1, "embed": 3, "order_agnostic": True}),
+    ],
+    "transformer": [
+        ("transformer", {"d_model": 8, "layers": 2, "heads": 2, "mlp_ratio": 2}),
+        ("transformer-fixed-order", {"d_model": 4, "layers": 1, "heads": 1, "mlp_ratio": 1, "order_agnostic": False}),
+    ],
 }
 
 

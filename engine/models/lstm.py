@@ -1,0 +1,163 @@
+"""LSTM over the pixel sequence, in any ordering.
+
+A recurrent network reads the pixels one at a time in the chosen ordering ``o`` (Hochreiter &
+Schmidhuber 1997; pixel-sequence models as in Theis & Bethge 2015 and the Row/Diagonal LSTMs of
+van den Oord, Kalchbrenner, Kavukcuoglu 2016, here flattened to one sequence). The input of step
+``t`` describes both where the sequence has been and where it goes next, in the manner of
+sigma-GPT (Pannatier, Courdier, Fleuret 2024):
+
+    token_t = value(x_{o_{t-1}}) + where(o_{t-1}) + next(o_t)         (token_0 = start + next(o_0))
+
+so the output of step ``t`` is the logit of ``p(x_{o_t} = 1 | x_{o_<t})``. Positions are learned
+row and column embeddings; a learned per-pixel bias (started at the pixel marginals) is added to
+the logit. Because the next position is an input, one network can serve several orderings: with
+``order_agnostic`` every training image gets its own uniformly random ordering, and the model
+accepts any ordering at inference (so inpainting puts known pixels first and is exact); otherwise
+it is trained, and used, in its own ordering only.
+
+The fast sampler carries the recurrent state: O(1) work per pixel instead of a pass over the
+whole sequence. :class:`SequenceEmbedding` is shared with the Transformer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..ordering import Ordering
+from .base import ARModel, ModelConfig, Stepper
+
+
+@dataclass
+class LSTMConfig(ModelConfig):
+    hidden: int = 256  #: LSTM state size
+    layers: int = 2  #: stacked LSTM layers
+    embed: int = 64  #: size of the value/position embeddings (the LSTM input)
+    #: train over random orderings (one per image) so that any ordering can be used at inference
+    order_agnostic: bool = False
+
+
+class SequenceEmbedding(nn.Module):
+    """Token ``t`` = value and position of pixel ``o_{t-1}`` (a learned start vector at t = 0)
+    plus the position of pixel ``o_t``, the one to predict. Values enter linearly, so gradients
+    with respect to the image flow (the autoregressive checks use them)."""
+
+    def __init__(self, height: int, width: int, dim: int, std: float = 0.02):
+        super().__init__()
+        self.value = nn.Parameter(torch.randn(2, dim) * std)  # rows: value 0, value 1
+        self.start = nn.Parameter(torch.randn(dim) * std)
+        self.prev_row = nn.Parameter(torch.randn(height, dim) * std)
+        self.prev_col = nn.Parameter(torch.randn(width, dim) * std)
+        self.next_row = nn.Parameter(torch.randn(height, dim) * std)
+        self.next_col = nn.Parameter(torch.randn(width, dim) * std)
+        rows, cols = np.divmod(np.arange(height * width), width)
+        self.register_buffer("rows", torch.as_tensor(rows), persistent=False)
+        self.register_buffer("cols", torch.as_tensor(cols), persistent=False)
+
+    def prev(self, v: Tensor, pix: Tensor) -> Tensor:
+        """(..., dim): pixel ``pix`` with value ``v`` (shapes broadcast, e.g. (B, T) and (T,))."""
+        v = v[..., None]
+        return v * self.value[1] + (1 - v) * self.value[0] + self.prev_row[self.rows[pix]] + self.prev_col[self.cols[pix]]
+
+    def next(self, pix: Tensor) -> Tensor:
+        return self.next_row[self.rows[pix]] + self.next_col[self.cols[pix]]
+
+    def sequence(self, xo: Tensor, perm: Tensor) -> Tensor:
+        """(B, D, dim) tokens of images ``xo`` (B, D) given in step order of ``perm`` ((D,) or (B, D))."""
+        b = xo.shape[0]
+        perm = perm.expand(b, -1)
+        first = self.start.expand(b, 1, -1)  # (B, 1, dim)
+        return torch.cat([first, self.prev(xo[:, :-1], perm[:, :-1])], 1) + self.next(perm)
+
+    def token(self, b: int, prev: tuple[int, Tensor] | None, pixel: int) -> Tensor:
+        """(B, dim) token of one step: ``prev`` = (pixel, (B,) values) or None at the start."""
+        nxt = self.next(torch.tensor(pixel, device=self.rows.device))
+        if prev is None:
+            return (self.start + nxt).expand(b, -1)
+        p, v = prev
+        return self.prev(v, torch.tensor(p, device=self.rows.device)) + nxt
+
+
+def order_tensors(ordering: Ordering, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(perm, inverse) of ``ordering`` as long tensors on ``device``."""
+    return (torch.from_numpy(np.array(ordering.perm)).to(device), torch.from_numpy(np.array(ordering.inverse)).to(device))
+
+
+def random_orderings(b: int, d: int, device: torch.device) -> Tensor:
+    """(B, D) one uniformly random permutation per image, from the global torch RNG (so training
+    is reproducible from its seed)."""
+    return torch.argsort(torch.rand(b, d), dim=1).to(device)
+
+
+def step_nll(step_logits: Tensor, xo: Tensor) -> Tensor:
+    """Mean NLL (nats per image) of images ``xo`` in step order under ``step_logits``."""
+    return F.binary_cross_entropy_with_logits(step_logits, xo, reduction="none").sum(1).mean()
+
+
+class PixelLSTM(ARModel):
+    family = "lstm"
+    config_class = LSTMConfig
+    description = "LSTM over the pixel sequence; the next pixel's position is an input, so it can be order-agnostic."
+
+    def __init__(self, config: LSTMConfig, ordering: Ordering | None = None):
+        super().__init__(config, ordering)
+        if config.hidden < 1 or config.layers < 1 or config.embed < 1:
+            raise ValueError("hidden, layers and embed must be positive")
+        self.any_order = bool(config.order_agnostic)
+        self.embed = SequenceEmbedding(config.height, config.width, config.embed, std=0.1)
+        self.rnn = nn.LSTM(config.embed, config.hidden, config.layers, batch_first=True)
+        self.out = nn.Linear(config.hidden, 1)
+        self.pixel_bias = nn.Parameter(torch.zeros(config.size))
+
+    def init_output_bias(self, marginals: Tensor) -> None:
+        with torch.no_grad():
+            self.pixel_bias.copy_(torch.logit(marginals.to(self.pixel_bias), eps=1e-3))
+            self.out.bias.zero_()
+
+    def _step_logits(self, xo: Tensor, perm: Tensor) -> Tensor:
+        """(B, D) logits in step order for images ``xo`` (B, D) in step order of ``perm``."""
+        h, _ = self.rnn(self.embed.sequence(xo, perm))  # (B, D, hidden)
+        return self.out(h)[..., 0] + self.pixel_bias[perm]
+
+    def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
+        perm, inv = order_tensors(ordering, x.device)
+        return self._step_logits(x[:, perm], perm)[:, inv]
+
+    def training_loss(self, x: Tensor) -> Tensor:
+        if not self.config.order_agnostic:
+            return super().training_loss(x)
+        perm = random_orderings(x.shape[0], self.size, x.device)  # (B, D)
+        xo = x.gather(1, perm)
+        return step_nll(self._step_logits(xo, perm), xo)
+
+    def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
+        return _LSTMStepper(self, x.shape[0])
+
+
+class _LSTMStepper(Stepper):
+    """Carries the LSTM state (h, c) from pixel to pixel."""
+
+    def __init__(self, m: PixelLSTM, b: int):
+        self.m, self.b = m, b
+        self.state: tuple[Tensor, Tensor] | None = None  # ((layers, B, hidden), ...)
+        self.prev: tuple[int, Tensor] | None = None
+        self.pending: tuple[int, Tensor, tuple[Tensor, Tensor]] | None = None
+
+    def _advance(self, pixel: int) -> tuple[int, Tensor, tuple[Tensor, Tensor]]:
+        if self.pending is None or self.pending[0] != pixel:
+            tok = self.m.embed.token(self.b, self.prev, pixel)[:, None]  # (B, 1, E)
+            h, state = self.m.rnn(tok, self.state)  # (B, 1, hidden)
+            logit = self.m.out(h[:, 0])[:, 0] + self.m.pixel_bias[pixel]
+            self.pending = (pixel, logit, state)
+        return self.pending
+
+    def logits(self, pixel: int) -> Tensor:
+        return self._advance(pixel)[1]
+
+    def observe(self, pixel: int, value: Tensor) -> None:
+        self.state = self._advance(pixel)[2]
+        self.prev, self.pending = (pixel, value.to(self.m.pixel_bias.dtype)), None

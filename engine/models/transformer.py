@@ -1,0 +1,156 @@
+"""Order-agnostic Transformer decoder (sigma-GPT: Pannatier, Courdier, Fleuret 2024, "sigma-GPTs:
+A New Approach to Autoregressive Models"; decoder blocks as in Radford et al. 2019).
+
+The image is a sequence in an ordering ``o``. Token ``t`` carries the value and position of the
+pixel generated before (``o_{t-1}``; a learned start vector at ``t = 0``) *and the position of the
+pixel to predict* (``o_t``); see :class:`~engine.models.lstm.SequenceEmbedding`. Causal
+self-attention makes output ``t`` a function of tokens ``<= t`` only, i.e. of the pixels
+``o_{<t}``, so it is the logit of ``p(x_{o_t} = 1 | x_{o_<t})``. Because the next position is
+given, the network is not tied to one ordering: with ``order_agnostic`` (the default) every
+training image gets its own uniformly random ordering and the model accepts any ordering at
+inference, including the "known pixels first" orderings that make inpainting exact.
+
+Pre-norm blocks: ``x + attn(ln(x))``, ``x + mlp(ln(x))``, with
+:func:`torch.nn.functional.scaled_dot_product_attention`. The fast sampler keeps a key/value
+cache per layer, so each new pixel costs one token's work instead of a pass over the sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..ordering import Ordering
+from .base import ARModel, ModelConfig, Stepper
+from .lstm import SequenceEmbedding, order_tensors, random_orderings, step_nll
+
+
+@dataclass
+class TransformerConfig(ModelConfig):
+    d_model: int = 256  #: C, width of the residual stream
+    layers: int = 6
+    heads: int = 8
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    #: train over random orderings (one per image); any ordering at inference
+    order_agnostic: bool = True
+
+
+class Block(nn.Module):
+    def __init__(self, c: int, heads: int, mlp_ratio: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.ln1, self.ln2 = nn.LayerNorm(c), nn.LayerNorm(c)
+        self.qkv = nn.Linear(c, 3 * c)
+        self.proj = nn.Linear(c, c)
+        self.mlp = nn.Sequential(nn.Linear(c, mlp_ratio * c), nn.GELU(), nn.Linear(mlp_ratio * c, c), nn.Dropout(dropout))
+
+    def _split(self, t: Tensor) -> Tensor:  # (B, T, C) -> (B, nh, T, hd)
+        b, n, c = t.shape
+        return t.view(b, n, self.heads, c // self.heads).transpose(1, 2)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, T, C) -> (B, T, C), causal
+        b, n, c = x.shape
+        q, k, v = map(self._split, self.qkv(self.ln1(x)).split(c, dim=2))  # (B, nh, T, hd) each
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)  # (B, nh, T, hd)
+        x = x + F.dropout(self.proj(y.transpose(1, 2).reshape(b, n, c)), p, self.training)
+        return x + self.mlp(self.ln2(x))
+
+    def step(self, x: Tensor, cache_k: Tensor, cache_v: Tensor, t: int) -> Tensor:
+        """One token at position ``t``: x (B, 1, C); keys/values of positions < t are in the caches
+        (B, nh, D, hd), this token's are written at ``t``."""
+        b, _, c = x.shape
+        q, k, v = map(self._split, self.qkv(self.ln1(x)).split(c, dim=2))  # (B, nh, 1, hd) each
+        cache_k[:, :, t : t + 1] = k
+        cache_v[:, :, t : t + 1] = v
+        y = F.scaled_dot_product_attention(q, cache_k[:, :, : t + 1], cache_v[:, :, : t + 1])  # (B, nh, 1, hd)
+        x = x + self.proj(y.transpose(1, 2).reshape(b, 1, c))
+        return x + self.mlp(self.ln2(x))
+
+
+class OrderAgnosticTransformer(ARModel):
+    family = "transformer"
+    config_class = TransformerConfig
+    description = "Order-agnostic Transformer decoder (sigma-GPT): any ordering, exact inpainting, key/value cache."
+
+    def __init__(self, config: TransformerConfig, ordering: Ordering | None = None):
+        super().__init__(config, ordering)
+        c = config.d_model
+        if c < 1 or config.layers < 1 or config.heads < 1 or c % config.heads or config.mlp_ratio < 1:
+            raise ValueError("d_model, layers, heads and mlp_ratio must be positive, and d_model a multiple of heads")
+        if not 0.0 <= config.dropout < 1.0:
+            raise ValueError("dropout must lie in [0, 1)")
+        self.any_order = bool(config.order_agnostic)
+        self.embed = SequenceEmbedding(config.height, config.width, c)
+        self.blocks = nn.ModuleList(Block(c, config.heads, config.mlp_ratio, config.dropout) for _ in range(config.layers))
+        self.ln_f = nn.LayerNorm(c)
+        self.head = nn.Linear(c, 1)
+        self.pixel_bias = nn.Parameter(torch.zeros(config.size))
+        for name, p in self.named_parameters():
+            if p.dim() == 2 and not name.startswith("embed"):
+                nn.init.normal_(p, 0.0, 0.02)
+            elif name.endswith("bias") and "ln" not in name:
+                nn.init.zeros_(p)
+        for blk in self.blocks:  # residual projections scaled by depth (GPT-2)
+            nn.init.normal_(blk.proj.weight, 0.0, 0.02 / (2 * config.layers) ** 0.5)
+            nn.init.normal_(blk.mlp[2].weight, 0.0, 0.02 / (2 * config.layers) ** 0.5)
+
+    def init_output_bias(self, marginals: Tensor) -> None:
+        with torch.no_grad():
+            self.pixel_bias.copy_(torch.logit(marginals.to(self.pixel_bias), eps=1e-3))
+            self.head.bias.zero_()
+
+    def _step_logits(self, xo: Tensor, perm: Tensor) -> Tensor:
+        """(B, D) logits in step order for images ``xo`` (B, D) in step order of ``perm``."""
+        h = F.dropout(self.embed.sequence(xo, perm), self.config.dropout, self.training)  # (B, D, C)
+        for blk in self.blocks:
+            h = blk(h)
+        return self.head(self.ln_f(h))[..., 0] + self.pixel_bias[perm]  # (B, D)
+
+    def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
+        perm, inv = order_tensors(ordering, x.device)
+        return self._step_logits(x[:, perm], perm)[:, inv]
+
+    def training_loss(self, x: Tensor) -> Tensor:
+        if not self.config.order_agnostic:
+            return super().training_loss(x)
+        perm = random_orderings(x.shape[0], self.size, x.device)  # (B, D)
+        xo = x.gather(1, perm)
+        return step_nll(self._step_logits(xo, perm), xo)
+
+    def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
+        return _KVCacheStepper(self, x)
+
+
+class _KVCacheStepper(Stepper):
+    """Keys and values of every layer for the tokens so far; one token of work per pixel."""
+
+    def __init__(self, m: OrderAgnosticTransformer, x: Tensor):
+        c = m.config
+        self.m, self.b, self.t = m, x.shape[0], 0
+        shape = (self.b, c.heads, c.size, c.d_model // c.heads)  # (B, nh, D, hd)
+        self.k = [x.new_zeros(shape) for _ in m.blocks]
+        self.v = [x.new_zeros(shape) for _ in m.blocks]
+        self.prev: tuple[int, Tensor] | None = None
+        self.pending: tuple[int, Tensor] | None = None
+
+    def _advance(self, pixel: int) -> Tensor:
+        if self.pending is None or self.pending[0] != pixel:
+            h = self.m.embed.token(self.b, self.prev, pixel)[:, None]  # (B, 1, C)
+            for blk, k, v in zip(self.m.blocks, self.k, self.v):
+                h = blk.step(h, k, v, self.t)
+            logit = self.m.head(self.m.ln_f(h))[:, 0, 0] + self.m.pixel_bias[pixel]
+            self.pending = (pixel, logit)
+        return self.pending[1]
+
+    def logits(self, pixel: int) -> Tensor:
+        return self._advance(pixel)
+
+    def observe(self, pixel: int, value: Tensor) -> None:
+        self._advance(pixel)
+        self.t += 1
+        self.prev, self.pending = (pixel, value.to(self.m.pixel_bias.dtype)), None
