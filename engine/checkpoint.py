@@ -48,6 +48,8 @@ FORMAT_VERSION = 1
 #: Files above this size are refused before anything is read (override per call).
 MAX_CHECKPOINT_BYTES = 1 << 30
 MAX_HEADER_BYTES = 64 << 20
+#: Largest image (height * width) a checkpoint may describe.
+MAX_IMAGE_PIXELS = 4096
 _ALLOWED_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64, "I64": torch.int64, "U8": torch.uint8}
 _DTYPE_SIZES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "I64": 8, "U8": 1}
 
@@ -233,20 +235,21 @@ def _int_field(d: dict[str, Any], key: str, default: int) -> int:
 def _check_plausible_size(info: dict[str, Any], header: dict[str, Any]) -> None:
     """Refuse metadata that would build a model far larger than the file's tensors.
 
-    Building runs before any weight is read, so a small hostile file must not be able to ask for
-    a gigantic ordering or network. Every family's parameter count grows at most like
-    ``(pixels + sum of its size hyperparameters)**2`` times a small factor, and a genuine file holds
-    those parameters, so the bound below admits every real checkpoint and stays proportional to
-    the file's size.
+    The model is built (on the meta device, then for real) before any weight is read, so a small
+    hostile file must not be able to ask for a gigantic ordering or network. Images are limited
+    to ``MAX_IMAGE_PIXELS``, and the size hyperparameters of the config (their sum ``S``) must
+    fit the number ``n`` of values the file stores: ``S**2 + S * pixels <= 16 * n + 2**20``. Every
+    family stores at least that many weights for its hidden sizes, so real checkpoints pass,
+    while the memory a constructor can ask for stays proportional to the file's size.
     """
     cfg, order = info["config"], info["ordering"]
     h, w = _int_field(cfg, "height", 28), _int_field(cfg, "width", 28)
     oh, ow = _int_field(order, "height", h), _int_field(order, "width", w)
     if (oh, ow) != (h, w):
         raise ValueError(f"the ordering is for {oh}x{ow} images but the model for {h}x{w}")
-    if not (1 <= h <= 1024 and 1 <= w <= 1024):
-        raise ValueError(f"an image size of {h}x{w} is not plausible")
-    total = h * w
+    if h < 1 or w < 1 or h * w > MAX_IMAGE_PIXELS:
+        raise ValueError(f"an image size of {h}x{w} is not plausible (at most {MAX_IMAGE_PIXELS} pixels)")
+    total = 0
     for key, v in cfg.items():
         if "seed" in key or key in ("height", "width"):
             continue
@@ -260,7 +263,7 @@ def _check_plausible_size(info: dict[str, Any], header: dict[str, Any]) -> None:
             for s in spec["shape"]:
                 n *= s
             numel += n
-    if total * total > 16 * numel + 65536:
+    if total * total + total * h * w > 16 * numel + (1 << 20):
         raise ValueError(f"the config asks for a model far larger than the {numel:,} values stored in the file")
 
 
