@@ -1,0 +1,166 @@
+"""Start the desktop app: ``pixelchain [--model NAME] [--ordering NAME] [--screenshot PATH]``.
+
+``--model`` takes a bundled model's name (see File ▸ Bundled Models) or a checkpoint path.
+``--screenshot PATH`` runs offscreen: it opens the model, draws a test digit, waits for the
+heatmaps and the percentile, pins a pixel so the inspector has something to show, saves a PNG of
+the whole window and exits 0 (1 with a message if anything failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main", "build_parser", "make_app"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pixelchain", description="Desktop explorer of autoregressive models of binarized MNIST.")
+    p.add_argument("--model", default=None, help="bundled model name or path to a .safetensors checkpoint")
+    p.add_argument("--ordering", default=None, help="ordering to show, e.g. raster, snake, random:3 (if the model allows it)")
+    p.add_argument("--screenshot", default=None, metavar="PATH", help="render offscreen, save a PNG of the window, exit")
+    p.add_argument("--digit", type=int, default=0, help="test digit drawn for --screenshot (index in the test split)")
+    p.add_argument("--size", default="1600x1000", help="window size for --screenshot, WxH")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds --screenshot waits for the model")
+    return p
+
+
+def make_app(argv: Sequence[str] = ()):
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QApplication
+
+    import pyqtgraph as pg
+
+    app = QApplication.instance() or QApplication(["pixelchain", *argv])
+    app.setApplicationName("pixelchain")
+    app.setOrganizationName("pixelchain")
+    res = Path(__file__).resolve().parents[1] / "resources"
+    style = res / "style.qss"
+    if style.is_file():
+        app.setStyleSheet(style.read_text(encoding="utf-8"))
+    icon = res / "pixelchain.svg"
+    if icon.is_file():
+        app.setWindowIcon(QIcon(str(icon)))
+    pg.setConfigOptions(antialias=True, foreground="#c9d1dc")
+    return app
+
+
+def _run_window(a: argparse.Namespace) -> int:
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    from engine.ordering import parse_ordering
+    from engine.session import resolve_model_name
+
+    from .main_window import MainWindow
+
+    app = make_app()
+    win = MainWindow()
+    if a.screenshot:
+        w, _, h = a.size.partition("x")
+        win.resize(int(w), int(h))
+    else:
+        geo = win.settings.value("window/geometry")
+        if geo is not None:
+            win.restoreGeometry(geo)
+        else:
+            win.resize(1500, 940)
+    errors: list[str] = []
+    orig_error = win.show_error
+
+    def record_error(msg: str) -> None:
+        errors.append(msg)
+        orig_error(msg)
+
+    win.show_error = record_error  # type: ignore[method-assign]
+    if a.model:
+        try:
+            path = resolve_model_name(a.model, win.model_picker.entries)
+        except FileNotFoundError as exc:
+            print(f"pixelchain: error: {exc}", file=sys.stderr)
+            return 2
+        win.open_checkpoint(path, "bundled" if path.parent == win.bundled_dir else "opened")
+    else:
+        win.start_default()
+    win.show()
+
+    def wait_for(cond, seconds: float) -> bool:
+        loop = QEventLoop()
+        timer = QTimer()
+        timer.timeout.connect(lambda: (cond() or errors) and loop.quit())
+        timer.start(20)
+        QTimer.singleShot(int(seconds * 1000), loop.quit)
+        loop.exec()
+        timer.stop()
+        return bool(cond()) and not errors
+
+    if a.ordering:
+        if not wait_for(lambda: win.model is not None, a.timeout):
+            print(f"pixelchain: error: no model could be opened: {'; '.join(errors)}", file=sys.stderr)
+            return 1
+        try:
+            o = parse_ordering(a.ordering)
+        except ValueError as exc:
+            print(f"pixelchain: error: {exc}", file=sys.stderr)
+            return 2
+        ok, why = win.model.supports(o)
+        if not ok:
+            print(f"pixelchain: error: ordering {a.ordering!r}: {why}", file=sys.stderr)
+            return 2
+        win.ordering_picker.select(o)
+        win.set_ordering(o)
+    if not a.screenshot:
+        rc = app.exec()
+        return rc
+
+    out = Path(a.screenshot)
+    if not wait_for(lambda: win.model is not None, a.timeout):
+        print(f"pixelchain: error: no model could be opened: {'; '.join(errors) or 'timed out'}", file=sys.stderr)
+        win.close()
+        return 1
+    win.load_test_digit(a.digit)
+    ok = wait_for(lambda: win.session.canvas.any() and win.figures is not None
+                  and win.readout.log_p is not None and abs(win.readout.log_p - win.figures.log_p) < 1e-9
+                  and win._fig_job is None and win.session.version > 0, a.timeout)
+    ok = ok and wait_for(lambda: win.readout.percentile is not None, a.timeout)
+    if not ok:
+        print(f"pixelchain: error: the heatmaps were not computed: {'; '.join(errors) or 'timed out'}", file=sys.stderr)
+        win.close()
+        return 1
+    ink = win.session.canvas.reshape(-1).nonzero()[0]
+    if ink.size:
+        order = win.ordering.inverse[ink]
+        win.pin(int(ink[order.argsort()[len(ink) * 2 // 3]]))
+    app.processEvents()
+    pix = win.grab()
+    try:
+        if out.parent and not out.parent.is_dir():
+            out.parent.mkdir(parents=True, exist_ok=True)
+        saved = pix.save(str(out), "PNG")
+    except OSError as exc:
+        saved = False
+        errors.append(str(exc))
+    win.close()
+    if not saved:
+        print(f"pixelchain: error: cannot write {out}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} ({pix.width()}x{pix.height()})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    a = build_parser().parse_args(argv)
+    if a.screenshot and "QT_QPA_PLATFORM" not in os.environ:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    rc = _run_window(a)
+    # Leave without running Qt/pyqtgraph destructors in an arbitrary order at interpreter exit.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Live heatmaps of the model's conditionals for the drawn digit (pyqtgraph).
+
+Two maps, each a row-major :class:`pyqtgraph.ImageItem` with *fixed* levels and a
+:class:`pyqtgraph.ColorBarItem`, so colours mean the same thing from one update to the next:
+
+* ``p(x_i = 1 | x_<i)`` -- what the model expects at each pixel given the pixels before it in the
+  ordering, on a 0..1 scale;
+* ``-log p(x_i | x_<i)`` -- how surprising the drawn value is, in nats, on a 0..``NLL_MAX`` scale
+  (larger values are clipped to the top colour; the inspector shows the exact number).
+
+Hovering a map reports the pixel like hovering the canvas; clicking pins it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, QRectF, Signal
+from PySide6.QtGui import QColor, QPen
+from PySide6.QtWidgets import QGraphicsRectItem, QWidget
+
+from .colors import NLL_MAP, PROB_MAP
+
+__all__ = ["HeatmapPanel", "NLL_MAX"]
+
+NLL_MAX = 5.0
+
+
+class _Map:
+    def __init__(self, layout: pg.GraphicsLayout, row: int, title: str, cmap: str, levels: tuple[float, float], label: str):
+        self.plot = layout.addPlot(row=row, col=0, title=title)
+        self.plot.setMenuEnabled(False)
+        self.plot.setMouseEnabled(False, False)
+        self.plot.hideButtons()
+        self.plot.invertY(True)
+        self.plot.setAspectLocked(True)
+        for side in ("left", "bottom"):
+            ax = self.plot.getAxis(side)
+            ax.setTicks([[(v + 0.5, str(v)) for v in (0, 7, 14, 21, 27)]])
+            ax.setStyle(tickLength=-4)
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.levels = levels
+        self.image.setImage(np.zeros((28, 28), np.float32), levels=levels, autoLevels=False)
+        self.plot.addItem(self.image)
+        self.plot.setRange(xRange=(0, 28), yRange=(0, 28), padding=0.01)
+        self.bar = pg.ColorBarItem(values=levels, colorMap=pg.colormap.get(cmap), interactive=False, width=14, label=label)
+        self.bar.setImageItem(self.image, insert_in=self.plot)
+        self.marker = QGraphicsRectItem(QRectF(0, 0, 1, 1))
+        self.marker.setPen(pg.mkPen("#facc15", width=2, cosmetic=True))
+        self.marker.setVisible(False)
+        self.plot.addItem(self.marker)
+        self.hover = QGraphicsRectItem(QRectF(0, 0, 1, 1))
+        self.hover.setPen(QPen(QColor(255, 255, 255, 200), 0))
+        self.hover.setVisible(False)
+        self.plot.addItem(self.hover)
+
+    def set(self, data: np.ndarray) -> None:
+        self.image.setImage(np.asarray(data, np.float32), levels=self.levels, autoLevels=False)
+
+
+class HeatmapPanel(pg.GraphicsLayoutWidget):
+    hovered = Signal(int)
+    pinned = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setBackground("#14171c")
+        self.ci.setSpacing(14)
+        self.prob = _Map(self.ci, 0, "p(x<sub>i</sub> = 1 | x<sub>&lt;i</sub>)", PROB_MAP, (0.0, 1.0), "probability")
+        self.nll = _Map(self.ci, 1, "&minus;log p(x<sub>i</sub> | x<sub>&lt;i</sub>) of the drawn value", NLL_MAP, (0.0, NLL_MAX), "nats")
+        self.maps = (self.prob, self.nll)
+        self.updates = 0  #: how many results have been shown (tests and the bench watch it)
+        self.shape = (28, 28)
+        self._hover = -1
+        self.scene().sigMouseMoved.connect(self._on_move)
+        self.scene().sigMouseClicked.connect(self._on_click)
+        self.setMinimumWidth(300)
+
+    def show_figures(self, prob: np.ndarray, nll: np.ndarray) -> None:
+        self.shape = prob.shape
+        self.prob.set(prob)
+        self.nll.set(np.minimum(nll, NLL_MAX))
+        self.updates += 1
+
+    def clear_maps(self) -> None:
+        for m in self.maps:
+            m.set(np.zeros(self.shape, np.float32))
+
+    def _pixel(self, scene_pos: QPointF) -> int:
+        h, w = self.shape
+        for m in self.maps:
+            if m.plot.vb.sceneBoundingRect().contains(scene_pos):
+                pt = m.plot.vb.mapSceneToView(scene_pos)
+                r, c = int(np.floor(pt.y())), int(np.floor(pt.x()))
+                if 0 <= r < h and 0 <= c < w:
+                    return r * w + c
+        return -1
+
+    def set_marker(self, idx: int, which: str = "pin") -> None:
+        h, w = self.shape
+        for m in self.maps:
+            item = m.marker if which == "pin" else m.hover
+            if idx < 0:
+                item.setVisible(False)
+            else:
+                r, c = divmod(idx, w)
+                item.setRect(QRectF(c, r, 1, 1))
+                item.setVisible(True)
+
+    def _on_move(self, pos: QPointF) -> None:
+        idx = self._pixel(pos)
+        if idx != self._hover:
+            self._hover = idx
+            self.hovered.emit(idx)
+
+    def _on_click(self, ev) -> None:
+        idx = self._pixel(ev.scenePos())
+        if idx >= 0:
+            self.pinned.emit(idx)

@@ -1,0 +1,135 @@
+"""The pixel inspector and the likelihood read-out.
+
+:class:`Inspector` shows, for the hovered (or pinned) pixel, its coordinates, its step in the
+ordering, the drawn value, ``p(x_i = 1 | x_<i)`` and the NLL of the drawn value in nats, and how
+many pixels its conditional sees. :class:`ReadOut` is the status area under the canvas: the total
+``log p(x)`` in nats, the bits per pixel ``-log2 p(x) / D``, and the percentile of ``log p(x)``
+among the test digits under the same model and ordering.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from engine.ordering import Ordering
+from engine.session import PixelFigures
+
+__all__ = ["Inspector", "ReadOut"]
+
+
+def _value(text: str = "–") -> QLabel:
+    lab = QLabel(text)
+    lab.setObjectName("value")
+    lab.setTextInteractionFlags(Qt.TextSelectableByMouse)
+    return lab
+
+
+class Inspector(QGroupBox):
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Pixel inspector", parent)
+        lay = QVBoxLayout(self)
+        self.mode = QLabel("Hover a pixel; click it with the Inspect tool (or Ctrl+click) to pin it.")
+        self.mode.setWordWrap(True)
+        self.mode.setObjectName("hint")
+        lay.addWidget(self.mode)
+        form = QFormLayout()
+        form.setLabelAlignment(Qt.AlignRight)
+        self.fields = {k: _value() for k in ("pixel", "step", "value", "prob", "nll", "context")}
+        form.addRow("pixel (row, col)", self.fields["pixel"])
+        form.addRow("step in ordering", self.fields["step"])
+        form.addRow("drawn value x\u1d62", self.fields["value"])
+        form.addRow("p(x\u1d62 = 1 | x\u208d<\u1d62\u208e)", self.fields["prob"])
+        form.addRow("\u2212log p(x\u1d62 | x\u208d<\u1d62\u208e)", self.fields["nll"])
+        form.addRow("conditioned on", self.fields["context"])
+        lay.addLayout(form)
+        row = QHBoxLayout()
+        self.unpin = QPushButton("Unpin")
+        self.unpin.setEnabled(False)
+        row.addStretch(1)
+        row.addWidget(self.unpin)
+        lay.addLayout(row)
+        self.pixel = -1
+
+    def show_pixel(self, idx: int, figures: PixelFigures | None, canvas: np.ndarray, ordering: Ordering | None, pinned: bool) -> None:
+        self.pixel = idx
+        self.unpin.setEnabled(pinned)
+        if idx < 0:
+            for lab in self.fields.values():
+                lab.setText("–")
+            self.mode.setText("Hover a pixel; click it with the Inspect tool (or Ctrl+click) to pin it.")
+            return
+        w = canvas.shape[1]
+        r, c = divmod(idx, w)
+        self.mode.setText("<b>Pinned</b> – the pixels its conditional sees are tinted blue on the canvas." if pinned else "Hovering")
+        self.fields["pixel"].setText(f"({r}, {c})   raster index {idx}")
+        self.fields["value"].setText(str(int(canvas.reshape(-1)[idx])))
+        if ordering is not None:
+            t = int(ordering.inverse[idx])
+            self.fields["step"].setText(f"{t + 1} of {ordering.size}   ({ordering.label})")
+            self.fields["context"].setText(f"{t} earlier pixels")
+        if figures is not None:
+            p = float(figures.prob.reshape(-1)[idx])
+            nll = float(figures.nll.reshape(-1)[idx])
+            self.fields["prob"].setText(f"{p:.4f}")
+            self.fields["nll"].setText(f"{nll:.3f} nats  ({nll / math.log(2):.3f} bits)")
+        else:
+            self.fields["prob"].setText("–")
+            self.fields["nll"].setText("–")
+
+
+class ReadOut(QFrame):
+    """The likelihood of the drawn digit, large and readable."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("readout")
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(12, 8, 12, 8)
+        lay.setSpacing(28)
+        self.logp = QLabel()
+        self.bpp = QLabel()
+        self.pct = QLabel()
+        self.model = QLabel()
+        for lab in (self.logp, self.bpp, self.pct):
+            lab.setObjectName("big")
+            lab.setTextFormat(Qt.RichText)
+            lay.addWidget(lab)
+        lay.addStretch(1)
+        self.model.setObjectName("hint")
+        self.model.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
+        lay.addWidget(self.model)
+        self.log_p: float | None = None
+        self.percentile: float | None = None
+        self.set_figures(None)
+        self.set_percentile(None, "")
+
+    def set_figures(self, figures: PixelFigures | None) -> None:
+        if figures is None:
+            self.log_p = None
+            self.logp.setText("<span class='k'>log p(x)</span> –")
+            self.bpp.setText("– bits/pixel")
+            return
+        self.log_p = figures.log_p
+        self.logp.setText(f"log p(x) = <b>{figures.log_p:.2f}</b> nats")
+        self.bpp.setText(f"<b>{figures.bits_per_pixel:.4f}</b> bits/pixel")
+
+    def set_percentile(self, pct: float | None, note: str) -> None:
+        self.percentile = pct
+        if pct is None or not math.isfinite(pct):
+            self.pct.setText(f"percentile: {note or '–'}")
+        else:
+            self.pct.setText(f"<b>{_ordinal(pct)}</b> percentile {note}")
+
+    def set_model_text(self, text: str) -> None:
+        self.model.setText(text)
+
+
+def _ordinal(pct: float) -> str:
+    n = int(round(pct))
+    n = min(max(n, 0), 100)
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"

@@ -1,0 +1,49 @@
+"""A short description of the current model: family, size, ordering, what it can do, its metrics."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QGroupBox, QLabel, QVBoxLayout, QWidget
+
+from engine.models.base import ARModel
+from engine.session import ModelEntry
+
+__all__ = ["ModelInfo"]
+
+
+class ModelInfo(QGroupBox):
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Model", parent)
+        lay = QVBoxLayout(self)
+        self.text = QLabel("No model yet.")
+        self.text.setWordWrap(True)
+        self.text.setTextFormat(Qt.RichText)
+        self.text.setAlignment(Qt.AlignTop | Qt.AlignLeft)
+        self.text.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        lay.addWidget(self.text)
+        lay.addStretch(1)
+
+    def show_model(self, model: ARModel, entry: ModelEntry | None, meta: dict) -> None:
+        rows = []
+        name = entry.name if entry else "untrained default"
+        rows.append(f"<b style='font-size:14px'>{name}</b> &nbsp; <span style='color:#8b95a5'>{model.family.upper()}</span>")
+        if model.description:
+            rows.append(f"<span style='color:#aab3c0'>{model.description}</span>")
+        rows.append(f"{model.num_parameters():,} parameters · trained ordering: {model.ordering.label}")
+        if model.any_order:
+            rows.append("Order-agnostic: every ordering is available and inpainting is exact.")
+        else:
+            rows.append("Tied to its ordering: other orderings are disabled and inpainting is approximate "
+                        "unless every known pixel comes first.")
+        metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+        tn, vn = metrics.get("test_nll"), metrics.get("valid_nll")
+        if isinstance(tn, (int, float)):
+            rows.append(f"test NLL <b>{tn:.2f}</b> nats/image ({tn / (model.size * 0.6931471805599453):.4f} bits/pixel)")
+        if isinstance(vn, (int, float)):
+            rows.append(f"validation NLL {vn:.2f} nats/image")
+        hist = meta.get("history")
+        if isinstance(hist, list) and hist:
+            rows.append(f"{len(hist)} epochs trained" + (f" on {meta['device']}" if isinstance(meta.get("device"), str) else ""))
+        if entry is not None:
+            rows.append(f"<span style='color:#8b95a5'>{entry.path}</span>")
+        self.text.setText("<br><br>".join(rows))

@@ -1,0 +1,193 @@
+"""The model picker and the ordering picker of the toolbar.
+
+The model picker lists checkpoints (bundled, opened, trained) with their family and measured test
+NLL; it holds :class:`engine.session.ModelEntry` objects and emits the chosen one. The ordering
+picker offers every ordering of :data:`engine.ordering.ORDERING_NAMES` (``random`` with a seed);
+orderings the current model cannot use are disabled, with the model's reason as the tooltip
+(:meth:`engine.models.base.ARModel.supports`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QStandardItemModel
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSpinBox, QWidget
+
+from engine.models.base import ARModel
+from engine.ordering import ORDERING_DESCRIPTIONS, ORDERING_NAMES, Ordering, make_ordering
+from engine.session import ModelEntry
+
+__all__ = ["ModelPicker", "OrderingPicker"]
+
+
+class ModelPicker(QComboBox):
+    entryChosen = Signal(object)  #: a ModelEntry
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setMinimumWidth(340)
+        self.setSizeAdjustPolicy(QComboBox.AdjustToContents)
+        self.setToolTip("The model whose conditionals are shown. Bundled, opened and trained checkpoints.")
+        self._entries: list[ModelEntry] = []
+        self._placeholder: str | None = None
+        self.activated.connect(self._on_activated)
+
+    @property
+    def entries(self) -> list[ModelEntry]:
+        return list(self._entries)
+
+    def add_entry(self, entry: ModelEntry, select: bool = False) -> int:
+        """Add (or refresh) an entry; returns its row."""
+        for i, e in enumerate(self._entries):
+            if Path(e.path).resolve() == Path(entry.path).resolve():
+                self._entries[i] = entry
+                row = self._row(i)
+                self.setItemText(row, entry.label)
+                self.setItemData(row, self._tip(entry), Qt.ToolTipRole)
+                if select:
+                    self.setCurrentIndex(row)
+                return row
+        self._drop_placeholder()
+        self._entries.append(entry)
+        self.addItem(entry.label)
+        row = self.count() - 1
+        self.setItemData(row, self._tip(entry), Qt.ToolTipRole)
+        if select:
+            self.setCurrentIndex(row)
+        return row
+
+    def set_placeholder(self, text: str) -> None:
+        """Show a model that is not a file (the untrained default) as the current item."""
+        self._drop_placeholder()
+        self.insertItem(0, text)
+        self._placeholder = text
+        self.setCurrentIndex(0)
+
+    def _drop_placeholder(self) -> None:
+        if self._placeholder is not None:
+            self.removeItem(0)
+            self._placeholder = None
+
+    def _row(self, i: int) -> int:
+        return i + (1 if self._placeholder is not None else 0)
+
+    def select_path(self, path: Path) -> None:
+        for i, e in enumerate(self._entries):
+            if Path(e.path).resolve() == Path(path).resolve():
+                self.setCurrentIndex(self._row(i))
+                return
+
+    @staticmethod
+    def _tip(e: ModelEntry) -> str:
+        parts = [f"<b>{e.name}</b> ({e.source})", f"family: {e.family}", f"ordering: {e.ordering}"]
+        if e.test_nll is not None:
+            parts.append(f"test NLL: {e.test_nll:.3f} nats")
+        if e.valid_nll is not None:
+            parts.append(f"validation NLL: {e.valid_nll:.3f} nats")
+        parts.append(str(e.path))
+        return "<br>".join(parts)
+
+    def _on_activated(self, row: int) -> None:
+        i = row - (1 if self._placeholder is not None else 0)
+        if 0 <= i < len(self._entries):
+            self.entryChosen.emit(self._entries[i])
+
+
+class OrderingPicker(QWidget):
+    """A combo box of orderings plus the seed of the random one."""
+
+    orderingChosen = Signal(object)  #: an Ordering
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(4)
+        self.combo = QComboBox()
+        self.combo.setMinimumWidth(130)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 999_999)
+        self.seed.setPrefix("seed ")
+        self.seed.setToolTip("Seed of the random ordering")
+        self.extra: Ordering | None = None  # a model's own ordering that has no name in the list
+        for name in ORDERING_NAMES:
+            self.combo.addItem(name, name)
+            self.combo.setItemData(self.combo.count() - 1, ORDERING_DESCRIPTIONS.get(name, ""), Qt.ToolTipRole)
+        lay.addWidget(QLabel("Ordering"))
+        lay.addWidget(self.combo)
+        lay.addWidget(self.seed)
+        self.height_, self.width_ = 28, 28
+        self._model: ARModel | None = None
+        self.combo.activated.connect(lambda _i: self._emit())
+        self.seed.editingFinished.connect(self._emit)
+        self._sync_seed()
+
+    def current(self) -> Ordering:
+        name = self.combo.currentData()
+        if name == "__model__" and self.extra is not None:
+            return self.extra
+        seed = self.seed.value() if name == "random" else None
+        return make_ordering(name, self.height_, self.width_, seed=seed)
+
+    def _emit(self) -> None:
+        self._sync_seed()
+        self.orderingChosen.emit(self.current())
+
+    def _sync_seed(self) -> None:
+        is_random = self.combo.currentData() == "random"
+        fixed = self._model is not None and not self._model.any_order
+        self.seed.setVisible(is_random)
+        self.seed.setEnabled(is_random and not fixed)
+
+    def set_model(self, model: ARModel) -> Ordering:
+        """Enable what ``model`` supports; select its ordering if the current one is not. Returns
+        the ordering now selected."""
+        self._model = model
+        self.height_, self.width_ = model.config.height, model.config.width
+        # the model's own ordering, when it has no entry of its own
+        idx = self.combo.findData("__model__")
+        if idx >= 0:
+            self.combo.removeItem(idx)
+        self.extra = None
+        own = model.ordering
+        if own.name not in ORDERING_NAMES:
+            self.extra = own
+            self.combo.addItem(f"{own.label} (model's own)", "__model__")
+        items: QStandardItemModel = self.combo.model()  # type: ignore[assignment]
+        for i in range(self.combo.count()):
+            name = self.combo.itemData(i)
+            if name == "__model__":
+                ok, why = True, ""
+            elif name == "random":
+                ok = model.any_order or own.name == "random"
+                why = "" if ok else model.supports(make_ordering("random", self.height_, self.width_, 0))[1]
+            else:
+                ok, why = model.supports(make_ordering(name, self.height_, self.width_))
+            item = items.item(i)
+            item.setEnabled(ok)
+            desc = ORDERING_DESCRIPTIONS.get(name, "")
+            item.setToolTip(desc if ok else f"Not available: {why}")
+        cur = self.current() if self.combo.currentIndex() >= 0 else own
+        if not model.supports(cur)[0]:
+            self.select(own)
+        self._sync_seed()
+        return self.current()
+
+    def select(self, ordering: Ordering) -> None:
+        name = ordering.name if ordering.name in ORDERING_NAMES else "__model__"
+        i = self.combo.findData(name)
+        if i >= 0:
+            self.combo.setCurrentIndex(i)
+        if ordering.name == "random" and ordering.seed is not None:
+            self.seed.setValue(int(ordering.seed))
+        self._sync_seed()
+
+    def is_enabled(self, name: str) -> bool:
+        i = self.combo.findData(name)
+        return i >= 0 and self.combo.model().item(i).isEnabled()
+
+    def tooltip(self, name: str) -> str:
+        i = self.combo.findData(name)
+        return self.combo.model().item(i).toolTip() if i >= 0 else ""

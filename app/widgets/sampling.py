@@ -1,0 +1,276 @@
+"""Sampling and inpainting, animated pixel by pixel.
+
+Both run :meth:`engine.models.base.ARModel.sample_steps` on the sampling worker thread: ``Sample``
+draws N new digits in the chosen ordering; ``Inpaint`` keeps the pixels outside the mask and
+regenerates the masked ones. For an order-agnostic model the known pixels go first in the
+ordering and the completion is exact; for a model tied to one ordering, known pixels that come
+after the first masked pixel in that ordering cannot influence the completion -- the panel says so
+and counts them. The run can be paused, single-stepped, slowed down and stopped between any two
+pixels; frames reach the GUI at most ~60 times a second at full speed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyqtgraph as pg
+import torch
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QButtonGroup, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton,
+    QRadioButton, QSlider, QSpinBox, QVBoxLayout, QWidget,
+)
+
+from engine.models.base import ARModel
+from engine.ordering import Ordering
+
+__all__ = ["SamplingPanel", "Frame", "sample_job", "SPEEDS"]
+
+#: pixels per second of the speed slider; 0 = as fast as the model goes
+SPEEDS = (2, 5, 20, 60, 200, 1000, 0)
+FRAME_INTERVAL = 1 / 60
+
+
+@dataclass
+class Frame:
+    index: int  #: pixels generated so far - 1
+    total: int
+    step: int
+    pixel: int
+    prob: float  #: p(x=1) used for the first image's draw
+    value: int
+    x: np.ndarray  #: (n, D) images so far
+    order: Ordering
+
+
+def sample_job(job, model: ARModel, n: int, known: np.ndarray | None, values: np.ndarray | None, ordering: Ordering,
+               temperature: float, seed: int):
+    """Worker-side generator: yields :class:`Frame` objects, returns the final (n, D) images."""
+    gen = torch.Generator().manual_seed(int(seed))
+    order = model.sampling_ordering(known, ordering)
+    steps = model.sample_steps(n, known=known, values=values, ordering=ordering, temperature=temperature, generator=gen)
+    last = 0.0
+    x = None
+    try:
+        for st in steps:
+            x = st.x
+            now = time.perf_counter()
+            if job.delay > 0 or job.paused or now - last >= FRAME_INTERVAL or st.index == st.total - 1:
+                last = now
+                yield Frame(st.index, st.total, st.step, st.pixel, float(st.prob[0]), int(st.value[0]), st.x.cpu().numpy().copy(), order)
+            else:
+                job.check()
+    finally:
+        steps.close()
+    if x is None:
+        return np.broadcast_to(np.asarray(values, np.float32).reshape(1, -1), (n, model.size)).copy()
+    return x.cpu().numpy().copy()
+
+
+def tile(images: np.ndarray, h: int, w: int, pending: np.ndarray | None = None, pad: int = 1) -> np.ndarray:
+    """(rows*(h+pad)+pad, cols*(w+pad)+pad) float grid: ink 1, paper 0, pending 0.35, gaps 0.15."""
+    n = len(images)
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), 0.15, np.float32)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        tile_ = images[i].reshape(h, w).astype(np.float32)
+        if pending is not None:
+            tile_ = np.where(pending.reshape(h, w), 0.3, tile_)
+        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = tile_
+    return out
+
+
+class SamplingPanel(QWidget):
+    """Controls of a sampling/inpainting run and the grid of results (the host drives the run)."""
+
+    runRequested = Signal(str)  #: "sample" or "inpaint"
+    stopRequested = Signal()
+    pauseToggled = Signal(bool)
+    stepRequested = Signal()
+    speedChanged = Signal(float)  #: seconds between pixels
+    saveGridRequested = Signal()
+    useSampleRequested = Signal(int)
+    maskToolRequested = Signal()
+    clearMaskRequested = Signal()
+    maskHalfRequested = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        mode = QGroupBox("Generate")
+        ml = QVBoxLayout(mode)
+        self.mode_sample = QRadioButton("Sample new digits")
+        self.mode_inpaint = QRadioButton("Inpaint the masked region of the canvas")
+        self.mode_sample.setChecked(True)
+        grp = QButtonGroup(self)
+        grp.addButton(self.mode_sample)
+        grp.addButton(self.mode_inpaint)
+        ml.addWidget(self.mode_sample)
+        ml.addWidget(self.mode_inpaint)
+        mrow = QHBoxLayout()
+        self.mask_tool = QPushButton("Mask brush")
+        self.mask_tool.setToolTip("Paint the region to regenerate (left: add, right: remove)")
+        self.mask_half = QPushButton("Mask lower half")
+        self.mask_clear = QPushButton("Clear mask")
+        for b in (self.mask_tool, self.mask_half, self.mask_clear):
+            mrow.addWidget(b)
+        ml.addLayout(mrow)
+        self.exactness = QLabel()
+        self.exactness.setWordWrap(True)
+        self.exactness.setObjectName("hint")
+        ml.addWidget(self.exactness)
+        lay.addWidget(mode)
+
+        opts = QGroupBox("Options")
+        form = QFormLayout(opts)
+        self.temperature = QDoubleSpinBox()
+        self.temperature.setRange(0.05, 5.0)
+        self.temperature.setSingleStep(0.05)
+        self.temperature.setValue(1.0)
+        self.temperature.setToolTip("Divides the logits: below 1 sharper, above 1 more random")
+        self.count = QSpinBox()
+        self.count.setRange(1, 64)
+        self.count.setValue(1)
+        self.count.setToolTip("Draw N samples (or completions) at once into the grid below")
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setToolTip("Seed of the random numbers: the same seed gives the same samples")
+        self.speed = QSlider(Qt.Horizontal)
+        self.speed.setRange(0, len(SPEEDS) - 1)
+        self.speed.setValue(len(SPEEDS) - 1)
+        self.speed_label = QLabel()
+        srow = QHBoxLayout()
+        srow.addWidget(self.speed, 1)
+        srow.addWidget(self.speed_label)
+        form.addRow("temperature", self.temperature)
+        form.addRow("samples N", self.count)
+        form.addRow("seed", self.seed)
+        form.addRow("speed", srow)
+        lay.addWidget(opts)
+
+        ctl = QHBoxLayout()
+        self.run_btn = QPushButton("\u25b6  Run")
+        self.run_btn.setObjectName("primary")
+        self.pause_btn = QPushButton("Pause")
+        self.pause_btn.setCheckable(True)
+        self.step_btn = QPushButton("Step")
+        self.step_btn.setToolTip("Generate one pixel (starts a paused run if none is going)")
+        self.stop_btn = QPushButton("Stop")
+        for b in (self.run_btn, self.pause_btn, self.step_btn, self.stop_btn):
+            ctl.addWidget(b)
+        lay.addLayout(ctl)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 784)
+        self.progress.setValue(0)
+        self.progress.setFormat("idle")
+        lay.addWidget(self.progress)
+        self.live = QLabel("–")
+        self.live.setObjectName("value")
+        lay.addWidget(self.live)
+
+        self.grid_view = pg.GraphicsLayoutWidget()
+        self.grid_view.setBackground("#14171c")
+        self.grid_view.setMinimumHeight(200)
+        vb = self.grid_view.addViewBox(lockAspect=True, invertY=True, enableMouse=False)
+        vb.setMenuEnabled(False)
+        self.grid_box = vb
+        self.grid_image = pg.ImageItem(axisOrder="row-major")
+        self.grid_image.setImage(np.zeros((29, 29), np.float32), levels=(0.0, 1.0), autoLevels=False)
+        vb.addItem(self.grid_image)
+        self.grid_view.scene().sigMouseClicked.connect(self._grid_clicked)
+        lay.addWidget(self.grid_view, 1)
+        grow = QHBoxLayout()
+        self.grid_note = QLabel("Results appear here; click one to put it on the canvas.")
+        self.grid_note.setObjectName("hint")
+        self.grid_note.setWordWrap(True)
+        self.save_btn = QPushButton("Save grid PNG\u2026")
+        self.save_btn.setEnabled(False)
+        grow.addWidget(self.grid_note, 1)
+        grow.addWidget(self.save_btn)
+        lay.addLayout(grow)
+
+        self.images: np.ndarray | None = None
+        self.shape = (28, 28)
+        self.set_running(False)
+        self._speed_changed(self.speed.value())
+        self.run_btn.clicked.connect(lambda: self.runRequested.emit("inpaint" if self.mode_inpaint.isChecked() else "sample"))
+        self.stop_btn.clicked.connect(self.stopRequested)
+        self.pause_btn.toggled.connect(self.pauseToggled)
+        self.step_btn.clicked.connect(self.stepRequested)
+        self.speed.valueChanged.connect(self._speed_changed)
+        self.save_btn.clicked.connect(self.saveGridRequested)
+        self.mask_tool.clicked.connect(self.maskToolRequested)
+        self.mask_clear.clicked.connect(self.clearMaskRequested)
+        self.mask_half.clicked.connect(self.maskHalfRequested)
+
+    @property
+    def mode(self) -> str:
+        return "inpaint" if self.mode_inpaint.isChecked() else "sample"
+
+    def delay(self) -> float:
+        s = SPEEDS[self.speed.value()]
+        return 0.0 if s == 0 else 1.0 / s
+
+    def _speed_changed(self, i: int) -> None:
+        s = SPEEDS[i]
+        self.speed_label.setText("max" if s == 0 else f"{s} px/s")
+        self.speedChanged.emit(self.delay())
+
+    def set_running(self, running: bool) -> None:
+        self.run_btn.setEnabled(not running)
+        self.stop_btn.setEnabled(running)
+        self.pause_btn.setEnabled(running)
+        if not running:
+            self.pause_btn.setChecked(False)
+        for w in (self.mode_sample, self.mode_inpaint, self.count, self.seed, self.temperature):
+            w.setEnabled(not running)
+
+    def show_frame(self, fr: Frame) -> None:
+        h, w = self.shape
+        self.progress.setRange(0, max(fr.total, 1))
+        self.progress.setValue(fr.index + 1)
+        self.progress.setFormat(f"pixel {fr.index + 1} / {fr.total}")
+        r, c = divmod(fr.pixel, w)
+        self.live.setText(f"drawing ({r}, {c}) · step {fr.step + 1} · p(x=1) = {fr.prob:.3f} → {fr.value}")
+        pending = np.zeros(h * w, bool)
+        pending[fr.order.perm[fr.step + 1:]] = True
+        self.show_grid(fr.x, pending & self._unknown)
+
+    def begin(self, n: int, unknown: np.ndarray, shape: tuple[int, int]) -> None:
+        self.shape = shape
+        self._unknown = np.asarray(unknown, bool)
+        self.images = None
+        self.save_btn.setEnabled(False)
+        self.progress.setRange(0, max(int(self._unknown.sum()), 1))
+        self.progress.setValue(0)
+        self.progress.setFormat("starting…")
+
+    def show_grid(self, images: np.ndarray, pending: np.ndarray | None = None) -> None:
+        h, w = self.shape
+        self.grid_image.setImage(tile(images, h, w, pending), levels=(0.0, 1.0), autoLevels=False)
+        self.grid_box.autoRange(padding=0.02)
+
+    def finish(self, images: np.ndarray | None, note: str) -> None:
+        if images is not None:
+            self.images = np.asarray(images)
+            self.show_grid(self.images)
+            self.save_btn.setEnabled(True)
+            self.progress.setValue(self.progress.maximum())
+        self.progress.setFormat(note)
+        self.grid_note.setText("Click a result to put it on the canvas." if images is not None else note)
+
+    def _grid_clicked(self, ev) -> None:
+        if self.images is None:
+            return
+        pt = self.grid_box.mapSceneToView(ev.scenePos())
+        h, w = self.shape
+        n = len(self.images)
+        cols = int(np.ceil(np.sqrt(n)))
+        c, r = int(pt.x() // (w + 1)), int(pt.y() // (h + 1))
+        i = r * cols + c
+        if 0 <= c < cols and 0 <= i < n:
+            self.useSampleRequested.emit(i)

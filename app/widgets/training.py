@@ -1,0 +1,285 @@
+"""The training panel: family, ordering, hyperparameters, device; start/stop; progress with ETA;
+live curves of the training and validation NLL per epoch.
+
+Training is :func:`engine.train.train`, a plain generator, driven on the training worker's thread
+(:mod:`app.worker`). Stopping closes the generator between two minibatches; files are only
+written atomically at an epoch's end, so a stop or a closed window never leaves a half-written
+checkpoint. A finished or stopped run that got through at least one epoch leaves its best
+checkpoint (by validation NLL) on disk; a completed run also measures its test NLL and records it
+in the checkpoint's metadata, and the panel hands the file to the model picker.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pyqtgraph as pg
+import torch
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton,
+    QSpinBox, QVBoxLayout, QWidget,
+)
+
+from engine.models import FAMILIES, build_model, family_class
+from engine.ordering import ORDERING_NAMES, make_ordering
+from engine.train import BatchEnd, EpochEnd, Finished, TrainConfig, device_name, resolve_device
+
+from ..worker import Worker
+
+__all__ = ["TrainingPanel", "training_job", "fmt_time"]
+
+
+def fmt_time(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(round(s))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def training_job(job, family: str, config: dict, ordering_spec: dict, tc: TrainConfig, out: Path, measure_test: bool = True):
+    """Worker-side generator: yields engine events (BatchEnd at most ~20 per second), returns the
+    :class:`Finished` event with, for a completed run, ``test_nll`` in its history's last entry."""
+    from engine.checkpoint import load_checkpoint, save_checkpoint
+    from engine.data import load_split
+    from engine.ordering import Ordering
+    from engine.train import evaluate, train
+
+    ordering = Ordering.from_dict(ordering_spec)
+    torch.manual_seed(tc.seed)
+    model = build_model(family, config, ordering)
+    train_x = load_split("train")
+    valid_x = load_split("valid")
+    job.check()
+    meta = {"name": out.stem, "device": device_name(resolve_device(tc.device)), "command": "pixelchain app training panel"}
+    gen = train(model, train_x, valid_x, tc, out=out, meta=meta)
+    last = 0.0
+    final = None
+    try:
+        for ev in gen:
+            job.check()
+            if isinstance(ev, BatchEnd):
+                now = time.perf_counter()
+                if now - last < 0.05 and ev.batch != ev.batches:
+                    continue
+                last = now
+            if isinstance(ev, Finished):
+                final = ev
+            yield ev
+    finally:
+        gen.close()
+    if final is not None and final.best_path is not None and measure_test and final.reason != "diverged":
+        yield "measuring the test NLL"
+        ck = load_checkpoint(final.best_path)
+        nll, se = evaluate(ck.model, load_split("test"))
+        job.check()
+        metrics = dict(ck.meta.get("metrics", {}), test_nll=nll, test_nll_stderr=se)
+        save_checkpoint(final.best_path, ck.model, dict(ck.meta, metrics=metrics))
+    return final
+
+
+class TrainingPanel(QWidget):
+    checkpointReady = Signal(object, str)  #: Path of the best checkpoint, how the run ended
+    message = Signal(str)
+
+    def __init__(self, worker: Worker, out_dir: Path, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.worker = worker
+        self.out_dir = Path(out_dir)
+        self.job = None
+        self.out: Path | None = None
+        self.epochs_done = 0
+        lay = QVBoxLayout(self)
+        box = QGroupBox("Model and data")
+        form = QFormLayout(box)
+        self.family = QComboBox()
+        for name, cls in FAMILIES.items():
+            self.family.addItem(name.upper() if len(name) <= 5 else name, name)
+            self.family.setItemData(self.family.count() - 1, cls.description, Qt.ToolTipRole)
+        self.family.setCurrentIndex(max(0, self.family.findData("made")))
+        self.ordering = QComboBox()
+        for name in ORDERING_NAMES:
+            self.ordering.addItem(name, name)
+        self.hidden = QSpinBox()
+        self.hidden.setRange(1, 4096)
+        self.hidden.setValue(500)
+        self.order_agnostic = QCheckBox("order-agnostic (MADE: any ordering at inference)")
+        self.epochs = QSpinBox()
+        self.epochs.setRange(1, 1000)
+        self.epochs.setValue(5)
+        self.batch = QSpinBox()
+        self.batch.setRange(1, 10000)
+        self.batch.setValue(100)
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(5)
+        self.lr.setRange(1e-5, 1.0)
+        self.lr.setSingleStep(1e-4)
+        self.lr.setValue(1e-3)
+        self.max_train = QSpinBox()
+        self.max_train.setRange(0, 50000)
+        self.max_train.setSingleStep(1000)
+        self.max_train.setValue(10000)
+        self.max_train.setSpecialValueText("all 50,000")
+        self.max_valid = QSpinBox()
+        self.max_valid.setRange(0, 10000)
+        self.max_valid.setSingleStep(500)
+        self.max_valid.setValue(2000)
+        self.max_valid.setSpecialValueText("all 10,000")
+        dev = resolve_device("auto")
+        self.device = QLabel(f"{device_name(dev)}  ({dev.type})")
+        self.device.setObjectName("value")
+        form.addRow("family", self.family)
+        form.addRow("ordering", self.ordering)
+        form.addRow("hidden units", self.hidden)
+        form.addRow("", self.order_agnostic)
+        form.addRow("epochs", self.epochs)
+        form.addRow("batch size", self.batch)
+        form.addRow("learning rate", self.lr)
+        form.addRow("training images", self.max_train)
+        form.addRow("validation images", self.max_valid)
+        form.addRow("device", self.device)
+        lay.addWidget(box)
+        row = QHBoxLayout()
+        self.start_btn = QPushButton("\u25b6  Start training")
+        self.start_btn.setObjectName("primary")
+        self.stop_btn = QPushButton("Stop")
+        self.stop_btn.setEnabled(False)
+        row.addWidget(self.start_btn)
+        row.addWidget(self.stop_btn)
+        lay.addLayout(row)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("idle")
+        lay.addWidget(self.progress)
+        self.status = QLabel(f"Checkpoints are saved in {self.out_dir}")
+        self.status.setWordWrap(True)
+        self.status.setObjectName("hint")
+        lay.addWidget(self.status)
+        self.plot = pg.PlotWidget(background="#14171c")
+        self.plot.setMinimumHeight(180)
+        self.plot.setLabel("bottom", "epoch")
+        self.plot.setLabel("left", "NLL (nats)")
+        self.plot.showGrid(x=True, y=True, alpha=0.2)
+        self.plot.addLegend(offset=(-10, 10))
+        self.plot.setMenuEnabled(False)
+        self.batch_curve = self.plot.plot([], [], pen=pg.mkPen((148, 163, 184, 90), width=1), name="minibatch")
+        self.train_curve = self.plot.plot([], [], pen=pg.mkPen("#38bdf8", width=2), symbol="o", symbolSize=6, symbolBrush="#38bdf8", name="train")
+        self.valid_curve = self.plot.plot([], [], pen=pg.mkPen("#f97316", width=2), symbol="s", symbolSize=6, symbolBrush="#f97316", name="validation")
+        lay.addWidget(self.plot, 1)
+        self.family.currentIndexChanged.connect(self._family_changed)
+        self._family_changed()
+        self.start_btn.clicked.connect(self.start)
+        self.stop_btn.clicked.connect(self.stop)
+        worker.progress.connect(self._on_progress)
+        worker.result.connect(self._on_result)
+        worker.error.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self._hist: dict[str, list[float]] = {}
+
+    def _family_changed(self, *_: object) -> None:
+        fields = family_class(self.family.currentData()).config_class.__dataclass_fields__
+        self.hidden.setEnabled("hidden" in fields)
+        self.order_agnostic.setEnabled("order_agnostic" in fields)
+        if "order_agnostic" not in fields:
+            self.order_agnostic.setChecked(False)
+
+    @property
+    def running(self) -> bool:
+        return self.job is not None
+
+    def config(self) -> tuple[str, dict, TrainConfig]:
+        family = self.family.currentData()
+        cls = family_class(family)
+        fields = cls.config_class.__dataclass_fields__
+        cfg: dict = {}
+        if "hidden" in fields:
+            default = cls.config_class().hidden  # type: ignore[attr-defined]
+            cfg["hidden"] = (self.hidden.value(),) if isinstance(default, tuple) else self.hidden.value()
+        if self.order_agnostic.isChecked():
+            cfg.update(order_agnostic=True, num_masks=0)
+        tc = TrainConfig(epochs=self.epochs.value(), batch_size=self.batch.value(), lr=self.lr.value(),
+                         max_train=self.max_train.value() or None, max_valid=self.max_valid.value() or None)
+        return family, cfg, tc
+
+    def start(self) -> None:
+        if self.running:
+            return
+        family, cfg, tc = self.config()
+        ordering = make_ordering(self.ordering.currentData(), 28, 28, seed=0 if self.ordering.currentData() == "random" else None)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        oa = "-oa" if cfg.get("order_agnostic") else ""
+        self.out = self.out_dir / f"{family}{oa}-{ordering.spec.replace(':', '')}-{stamp}.safetensors"
+        self._hist = {"bx": [], "by": [], "ex": [], "train": [], "valid": []}
+        for c in (self.batch_curve, self.train_curve, self.valid_curve):
+            c.setData([], [])
+        self.epochs_done = 0
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.progress.setFormat("loading data…")
+        self.status.setText(f"Training {family} in the {ordering.label} ordering → {self.out.name}")
+        self.start_btn.setEnabled(False)
+        self.stop_btn.setEnabled(True)
+        self.job = self.worker.submit(training_job, family, cfg, ordering.to_dict(), tc, self.out)
+
+    def stop(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+            self.progress.setFormat("stopping…")
+
+    # -- events from the worker ------------------------------------------------------------------
+    def _mine(self, job_id: int) -> bool:
+        return self.job is not None and job_id == self.job.id
+
+    def _on_progress(self, job_id: int, ev: object) -> None:
+        if not self._mine(job_id):
+            return
+        if isinstance(ev, BatchEnd):
+            frac = ((ev.epoch - 1) + ev.batch / ev.batches) / ev.epochs
+            self.progress.setValue(int(frac * 1000))
+            self.progress.setFormat(f"epoch {ev.epoch}/{ev.epochs} · batch {ev.batch}/{ev.batches} · loss {ev.loss:.1f} · ETA {fmt_time(ev.eta)}")
+            self._hist["bx"].append(ev.epoch - 1 + ev.batch / ev.batches)
+            self._hist["by"].append(ev.loss)
+            self.batch_curve.setData(self._hist["bx"], self._hist["by"])
+        elif isinstance(ev, EpochEnd):
+            self.epochs_done = ev.epoch
+            self._hist["ex"].append(ev.epoch)
+            self._hist["train"].append(ev.train_nll)
+            self._hist["valid"].append(ev.valid_nll)
+            self.train_curve.setData(self._hist["ex"], self._hist["train"])
+            self.valid_curve.setData(self._hist["ex"], self._hist["valid"])
+            star = " (best so far, saved)" if ev.improved else ""
+            self.status.setText(f"epoch {ev.epoch}: train {ev.train_nll:.2f}, validation {ev.valid_nll:.2f} nats{star}")
+        elif isinstance(ev, str):
+            self.progress.setFormat(ev)
+
+    def _on_result(self, job_id: int, final: object) -> None:
+        if not self._mine(job_id) or not isinstance(final, Finished):
+            return
+        if final.reason == "diverged":
+            self.message.emit(final.message)
+        best = f"{final.best_valid_nll:.2f}" if final.best_valid_nll is not None else "–"
+        self.status.setText(f"{final.reason} after {final.epochs_run} epochs; best validation NLL {best} nats")
+
+    def _on_error(self, job_id: int, msg: str) -> None:
+        if self._mine(job_id):
+            self.status.setText(f"Training failed: {msg}")
+            self.message.emit(f"Training failed: {msg}")
+
+    def _on_finished(self, job_id: int, cancelled: bool) -> None:
+        if not self._mine(job_id):
+            return
+        self.job = None
+        self.start_btn.setEnabled(True)
+        self.stop_btn.setEnabled(False)
+        how = "stopped" if cancelled else "finished"
+        self.progress.setFormat(how)
+        if self.out is not None and self.out.is_file():
+            self.checkpointReady.emit(self.out, how)
+            if cancelled:
+                self.status.setText(f"Stopped; the best checkpoint so far ({self.epochs_done} epochs) is {self.out.name}")
+        elif cancelled:
+            self.status.setText("Stopped before the first epoch ended: nothing was saved.")
