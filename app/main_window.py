@@ -517,10 +517,10 @@ class MainWindow(QMainWindow):
         s.begin(s.count.value(), unknown, (self.session.height, self.session.width))
         pending = unknown.copy()
         self.canvas.show_run(np.where(unknown, 0, self._run_base), pending)
-        job = self.sampler.submit(sample_job, self.model, s.count.value(), known, values, self.ordering, s.temperature.value(), s.seed.value())
+        job = self.sampler.submit(sample_job, self.model, s.count.value(), known, values, self.ordering, s.temperature.value(),
+                                  s.seed.value(), start_paused=paused)
         job.delay = s.delay()
         if paused:
-            job.set_paused(True)
             s.pause_btn.setChecked(True)
             job.step()
         self._run = job

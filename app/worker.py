@@ -166,12 +166,14 @@ class Worker(QObject):
         self._thread.start()
 
     # -- API ----------------------------------------------------------------------------------
-    def submit(self, fn: Callable[..., Any], *args: Any, replace: bool = True, **kwargs: Any) -> Job:
-        """Queue ``fn(job, *args, **kwargs)``; with ``replace`` every older job is cancelled."""
+    def submit(self, fn: Callable[..., Any], *args: Any, replace: bool = True, start_paused: bool = False, **kwargs: Any) -> Job:
+        """Queue ``fn(job, *args, **kwargs)``; with ``replace`` every older job is cancelled.
+        ``start_paused``: a generator job waits for :meth:`Job.step` before its first item."""
         if replace:
             self.cancel_all()
         self._next_id += 1
         job = Job(self._next_id, fn, args, kwargs)
+        job._paused = start_paused
         self._jobs[job.id] = job
         self._submit.emit(job)
         return job

@@ -62,16 +62,24 @@ def test_cancel_between_yields_and_stale_results_are_dropped(qtbot, worker):
 def test_pause_and_single_steps(qtbot, worker):
     items = []
     worker.progress.connect(lambda _i, v: items.append(v))
-    job = worker.submit(counting, 100)
-    job.set_paused(True)
+    job = worker.submit(counting, 100, start_paused=True)
     job.step(3)
-    qtbot.waitUntil(lambda: len(items) >= 1, timeout=5000)
-    # paused: the run cannot finish; at most a few items got through before the pause took hold
-    qtbot.wait(50)
-    assert worker.busy and len(items) < 100
-    seen = len(items)
+    qtbot.waitUntil(lambda: len(items) == 3, timeout=5000)
     job.step(2)
-    qtbot.waitUntil(lambda: len(items) == seen + 2, timeout=5000)
+    qtbot.waitUntil(lambda: len(items) == 5, timeout=5000)
+    assert worker.busy and job.paused
+    job.set_paused(False)
+    with qtbot.waitSignal(worker.finished, timeout=5000) as blocker:
+        pass
+    assert blocker.args[1] is False and items == list(range(100))
+
+
+def test_cancel_while_paused_ends_the_job(qtbot, worker):
+    items = []
+    worker.progress.connect(lambda _i, v: items.append(v))
+    job = worker.submit(counting, 100, start_paused=True)
+    job.step(2)
+    qtbot.waitUntil(lambda: len(items) == 2, timeout=5000)
     with qtbot.waitSignal(worker.finished, timeout=5000) as blocker:
         job.cancel()
-    assert blocker.args[1] is True and len(items) < 100
+    assert blocker.args == [job.id, True] and items == [0, 1]

@@ -1,0 +1,242 @@
+"""The main window driven as a user would: mouse strokes, pickers, hover, sampling, inpainting,
+menus. Runs offscreen (tests/conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QFileDialog
+
+from engine.ordering import make_ordering
+
+
+def _pt(canvas, r, c) -> QPoint:
+    return canvas.pixel_center(r, c).toPoint()
+
+
+def stroke(qtbot, win, points, button=Qt.LeftButton):
+    """Press at the first pixel, move through the others, release; wait for the new heatmaps."""
+    cv = win.canvas
+    with qtbot.waitSignal(win.figuresShown, timeout=10000):
+        QTest.mousePress(cv, button, Qt.NoModifier, _pt(cv, *points[0]))
+        for p in points[1:]:
+            QTest.mouseMove(cv, _pt(cv, *p))
+        QTest.mouseRelease(cv, button, Qt.NoModifier, _pt(cv, *points[-1]))
+
+
+def test_starts_on_the_best_bundled_model_and_lists_all(win):
+    assert win.entry.name == "made-raster"  # lowest test NLL of the three
+    labels = [win.model_picker.itemText(i) for i in range(win.model_picker.count())]
+    assert len(labels) == 3 and any("FVSBN" in t and "99.00" in t for t in labels)
+    assert [a.text() for a in win.bundled_menu.actions()][0].startswith("fvsbn-snake")
+
+
+def test_drawing_updates_heatmaps_and_the_readout(qtbot, win):
+    before = win.figures
+    n0 = win.heatmaps.updates
+    stroke(qtbot, win, [(8, 8), (8, 14), (14, 14), (20, 14)])
+    assert win.session.canvas[8, 8:15].all() and win.session.canvas[8:21, 14].all()
+    after = win.figures
+    assert win.heatmaps.updates > n0
+    assert not np.allclose(before.prob, after.prob)  # the conditionals depend on the drawing
+    np.testing.assert_array_equal(win.heatmaps.prob.image.image, after.prob.astype(np.float32))
+    assert win.heatmaps.prob.image.levels.tolist() == [0.0, 1.0]  # fixed levels
+    assert f"{after.log_p:.2f}" in win.readout.logp.text()
+    assert f"{after.bits_per_pixel:.4f}" in win.readout.bpp.text()
+    qtbot.waitUntil(lambda: win.readout.percentile is not None, timeout=20000)
+    assert "percentile" in win.readout.pct.text() and "10,000 test digits" in win.readout.pct.text()
+    # right button erases; Ctrl+Z brings the line back
+    stroke(qtbot, win, [(8, 8), (8, 14)], Qt.RightButton)
+    assert not win.session.canvas[8, 8:15].any()
+    with qtbot.waitSignal(win.figuresShown, timeout=10000):
+        QTest.keyClick(win, Qt.Key_Z, Qt.ControlModifier)
+    assert win.session.canvas[8, 8:15].all()
+    with qtbot.waitSignal(win.figuresShown, timeout=10000):
+        QTest.keyClick(win, Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)
+    assert not win.session.canvas[8, 8:15].any()
+    assert win.last_latency is not None and win.last_latency < 5
+
+
+def test_fixed_order_model_disables_other_orderings_with_the_reason(win):
+    picker = win.ordering_picker
+    assert picker.is_enabled("raster") and not picker.is_enabled("snake")
+    assert "raster ordering only" in picker.tooltip("snake")
+
+
+def test_switching_ordering_recomputes_the_conditionals(qtbot, win, bundled):
+    with qtbot.waitSignal(win.figuresShown, timeout=20000):
+        win.open_checkpoint(bundled / "made-any.safetensors")
+    stroke(qtbot, win, [(10, 5), (10, 22)])
+    assert all(win.ordering_picker.is_enabled(n) for n in ("raster", "snake", "hilbert", "random"))
+    raster = win.figures
+    combo = win.ordering_picker.combo
+    with qtbot.waitSignal(win.figuresShown, timeout=10000):
+        combo.setCurrentIndex(combo.findData("spiral-out"))
+        combo.activated.emit(combo.currentIndex())
+    assert win.ordering == make_ordering("spiral-out") and win.canvas.ordering == win.ordering
+    assert win.figures.ordering == win.ordering
+    assert not np.allclose(win.figures.prob, raster.prob)
+    # the overlay follows the ordering
+    win.overlay_combo.activated.emit(win.overlay_combo.findData("path"))
+    assert win.canvas.overlay == "path"
+
+
+def test_hover_and_pin_show_the_pixel_and_its_predecessors(qtbot, win):
+    stroke(qtbot, win, [(12, 12), (12, 16)])
+    cv = win.canvas
+    QTest.mouseMove(cv, _pt(cv, 12, 14))
+    qtbot.waitUntil(lambda: win.inspector.pixel == 12 * 28 + 14, timeout=5000)
+    f = win.inspector.fields
+    assert f["pixel"].text().startswith("(12, 14)")
+    assert f["step"].text().startswith(f"{12 * 28 + 14 + 1} of 784")  # raster ordering
+    assert f["prob"].text() == f"{win.figures.prob[12, 14]:.4f}"
+    win.set_tool("inspect")
+    QTest.mouseClick(cv, Qt.LeftButton, Qt.NoModifier, _pt(cv, 12, 14))
+    assert win.pinned == 12 * 28 + 14 and cv.pinned_pixel == win.pinned
+    assert win.inspector.unpin.isEnabled() and "Pinned" in win.inspector.mode.text()
+    # hovering elsewhere does not replace the pinned pixel; the canvas was not drawn on
+    QTest.mouseMove(cv, _pt(cv, 3, 3))
+    assert win.inspector.pixel == win.pinned and win.session.canvas[12, 14] == 1
+    win.inspector.unpin.click()
+    assert win.pinned == -1 and cv.pinned_pixel == -1
+
+
+def test_run_and_stop_sampling(qtbot, win):
+    stroke(qtbot, win, [(5, 5), (5, 10)])
+    before = win.session.canvas.copy()
+    s = win.sampling
+    s.speed.setValue(1)  # 5 pixels per second: the run is still going when we stop it
+    s.run_btn.click()
+    assert win.running and win.canvas.locked and s.stop_btn.isEnabled()
+    qtbot.waitUntil(lambda: s.progress.value() >= 1, timeout=10000)
+    assert win.canvas.current_pixel >= 0 and "p(x=1)" in s.live.text()
+    with qtbot.waitSignal(win.runFinished, timeout=5000) as blocker:
+        s.stop_btn.click()
+    assert blocker.args == [False]
+    assert not win.running and not win.canvas.locked and win.canvas.display is None
+    np.testing.assert_array_equal(win.session.canvas, before)
+
+
+def test_sample_a_batch_into_the_grid_and_save_it(qtbot, win, tmp_path):
+    s = win.sampling
+    s.count.setValue(4)
+    s.speed.setValue(len(s.SPEEDS) - 1 if hasattr(s, "SPEEDS") else 6)
+    with qtbot.waitSignal(win.runFinished, timeout=30000) as blocker:
+        s.run_btn.click()
+    assert blocker.args == [True]
+    assert s.images.shape == (4, 784) and set(np.unique(s.images)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(win.session.canvas.reshape(-1), s.images[0])
+    win.save_grid(str(tmp_path / "grid.png"))
+    assert (tmp_path / "grid.png").stat().st_size > 0
+    win.use_sample(2)
+    np.testing.assert_array_equal(win.session.canvas.reshape(-1), s.images[2])
+
+
+def test_single_steps_draw_one_pixel_each(qtbot, win):
+    s = win.sampling
+    s.step_btn.click()  # starts a paused run and draws one pixel
+    qtbot.waitUntil(lambda: s.progress.value() == 1, timeout=10000)
+    s.step_btn.click()
+    qtbot.waitUntil(lambda: s.progress.value() == 2, timeout=10000)
+    assert win.running and s.pause_btn.isChecked()
+    assert win.canvas.current_pixel == 1  # raster: the second pixel
+    with qtbot.waitSignal(win.runFinished, timeout=5000):
+        s.stop_btn.click()
+
+
+@pytest.mark.parametrize("name, region, exact", [("made-any", "left", True), ("made-raster", "lower", True), ("made-raster", "left", False)])
+def test_inpainting_keeps_known_pixels(qtbot, win, bundled, name, region, exact):
+    if win.entry.name != name:
+        with qtbot.waitSignal(win.figuresShown, timeout=20000):
+            win.open_checkpoint(bundled / f"{name}.safetensors")
+    stroke(qtbot, win, [(4, 14), (24, 14)])
+    stroke(qtbot, win, [(14, 6), (14, 22)])
+    original = win.session.canvas.copy()
+    if region == "lower":
+        win.sampling.mask_half.click()
+        assert win.session.mask[14:].all() and not win.session.mask[:14].any()
+    else:  # paint the left half with the mask brush
+        win.set_tool("mask")
+        win.brush.setValue(5)
+        for r in range(2, 28, 5):
+            QTest.mousePress(win.canvas, Qt.LeftButton, Qt.NoModifier, _pt(win.canvas, r, 2))
+            QTest.mouseMove(win.canvas, _pt(win.canvas, r, 11))
+            QTest.mouseRelease(win.canvas, Qt.LeftButton, Qt.NoModifier, _pt(win.canvas, r, 11))
+        assert win.session.mask[:, 2:12].all() and not win.session.mask[:, 16:].any()
+        np.testing.assert_array_equal(win.session.canvas, original)  # the mask brush leaves the ink alone
+        win.sampling.mode_inpaint.setChecked(True)
+    note = win.sampling.exactness.text()
+    assert ("Exact" in note) == exact and ("Approximate" in note) != exact
+    if not exact:
+        assert "ignored" in note
+    s = win.sampling
+    assert s.mode_inpaint.isChecked()
+    s.count.setValue(3)
+    with qtbot.waitSignal(win.runFinished, timeout=30000) as blocker:
+        s.run_btn.click()
+    assert blocker.args == [True]
+    known = ~win.session.mask.reshape(-1)
+    for img in s.images:
+        np.testing.assert_array_equal(img[known], original.reshape(-1)[known])
+    np.testing.assert_array_equal(win.session.canvas.reshape(-1)[known], original.reshape(-1)[known])
+
+
+def test_inpaint_without_a_mask_explains_instead_of_running(qtbot, win):
+    win.sampling.mode_inpaint.setChecked(True)
+    win.sampling.run_btn.click()
+    assert not win.running and "mask" in win.last_error.lower()
+
+
+def test_open_checkpoint_through_the_menu(qtbot, win, bundled, monkeypatch):
+    path = bundled / "fvsbn-snake.safetensors"
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(path), "")))
+    with qtbot.waitSignal(win.modelChanged, timeout=20000):
+        win.act_open.trigger()
+    assert win.model.family == "fvsbn" and win.ordering == make_ordering("snake")
+    assert win.ordering_picker.combo.currentData() == "snake" and not win.ordering_picker.is_enabled("raster")
+    recent = [a.text() for a in win.recent_menu.actions()]
+    assert recent[0] == path.name
+    assert Path(win.settings.value("recent/checkpoints")[0]) == path.resolve()
+
+
+def test_a_broken_checkpoint_gives_an_error_and_keeps_the_model(qtbot, win, tmp_path, monkeypatch):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x80\x02 this is a pickle, not a checkpoint")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(bad), "")))
+    model = win.model
+    win.act_open.trigger()
+    qtbot.waitUntil(lambda: hasattr(win, "last_error") and "bad.safetensors" in win.last_error, timeout=10000)
+    assert "pickle" in win.last_error and win.model is model
+
+
+def test_import_export_invert_and_test_digit(qtbot, win, tmp_path):
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (200, 200), 255)
+    ImageDraw.Draw(img).rectangle((90, 30, 110, 170), fill=0)  # a dark "1" on white
+    img.save(tmp_path / "one.png")
+    with qtbot.waitSignal(win.figuresShown, timeout=10000):
+        assert win.import_image_file(tmp_path / "one.png")
+    c = win.session.canvas
+    assert c[14, 14] == 1 and c[14, 3] == 0 and c.sum() > 20
+    assert win.export_image_file(tmp_path / "out.png", scale=2)
+    with Image.open(tmp_path / "out.png") as out:
+        assert out.size == (56, 56)
+    with qtbot.waitSignal(win.figuresShown, timeout=10000):
+        win.act_invert.trigger()
+    assert win.session.canvas[14, 3] == 1
+    assert not win.import_image_file(tmp_path / "missing.png") and "missing.png" in win.last_error
+    with qtbot.waitSignal(win.figuresShown, timeout=20000):
+        win.act_random.trigger()
+    assert 50 < win.session.canvas.sum() < 400
+
+
+def test_no_checkpoints_gives_a_usable_untrained_model(make_window, tmp_path):
+    win = make_window(tmp_path / "empty")
+    assert win.entry is None and win.model.family == "fvsbn"
+    assert "untrained" in win.model_picker.currentText()
+    assert win.figures is not None
