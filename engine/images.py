@@ -51,6 +51,7 @@ def _to_gray(img: Image.Image) -> np.ndarray:
 def to_digit(gray: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """A (28, 28) uint8 0/1 digit from a grey array with ink high, MNIST-style."""
     g = np.asarray(gray, dtype=np.float64)
+    g = np.where(np.isfinite(g), g, 0.0).clip(0.0, None)  # no NaN, infinity or negative ink
     ink = g > threshold * g.max() if g.max() > 0 else np.zeros(g.shape, bool)
     if not ink.any():
         return np.zeros((28, 28), np.uint8)
