@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QComboBox, QFileDialog, QLabel, QMessageBox, QSpinBox, QToolBar, QWidget, QSizePolicy
 
@@ -146,12 +147,14 @@ def build(win: "MainWindow") -> None:
     ct = QToolBar("Canvas")
     ct.setObjectName("canvas-toolbar")
     ct.setMovable(False)
+    ct.setOrientation(Qt.Vertical)
     for key in ("draw", "mask", "inspect"):
         ct.addAction(win.tool_actions[key])
     win.brush = QSpinBox()
     win.brush.setRange(1, 5)
     win.brush.setValue(2)
     win.brush.setPrefix("brush ")
+    win.brush.setFixedWidth(86)
     win.brush.setToolTip("Brush size in pixels")
     win.brush.valueChanged.connect(lambda v: setattr(win.canvas, "brush", v))
     win.canvas.brush = 2

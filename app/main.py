@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--screenshot", default=None, metavar="PATH", help="render offscreen, save a PNG of the window, exit")
     p.add_argument("--digit", type=int, default=0, help="test digit drawn for --screenshot (index in the test split)")
     p.add_argument("--size", default="1600x1000", help="window size for --screenshot, WxH")
+    p.add_argument("--tab", default="inspect", choices=["inspect", "sample", "train"], help="side panel shown in --screenshot")
+    p.add_argument("--overlay", default="off", choices=["off", "steps", "path"], help="ordering overlay on the canvas")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds --screenshot waits for the model")
     return p
 
@@ -129,6 +131,24 @@ def _run_window(a: argparse.Namespace) -> int:
         print(f"pixelchain: error: the heatmaps were not computed: {'; '.join(errors) or 'timed out'}", file=sys.stderr)
         win.close()
         return 1
+    from . import actions
+
+    actions.set_overlay(win, a.overlay)
+    if a.tab == "sample":
+        win.tabs.setCurrentIndex(1)
+        win.sampling.count.setValue(16)
+        done: list[bool] = []
+        win.runFinished.connect(done.append)
+        win.start_run("sample")
+        if not wait_for(lambda: bool(done), a.timeout):
+            print(f"pixelchain: error: sampling failed: {'; '.join(errors) or 'timed out'}", file=sys.stderr)
+            win.close()
+            return 1
+        version = win.session.version
+        win.undo()  # keep the test digit on the canvas
+        wait_for(lambda: win.figures is not None and win._fig_job is None and win.session.version != version, a.timeout)
+    elif a.tab == "train":
+        win.tabs.setCurrentIndex(2)
     ink = win.session.canvas.reshape(-1).nonzero()[0]
     if ink.size:
         order = win.ordering.inverse[ink]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QFileDialog, QLabel, QMainWindow, QMessageBox, QSplitter, QTabWidget, QVBoxLayout, QWidget,
+    QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QSplitter, QTabWidget, QVBoxLayout, QWidget,
 )
 
 from engine.checkpoint import Checkpoint
@@ -88,13 +88,16 @@ class MainWindow(QMainWindow):
         actions.build(self)
         left = QWidget()
         ll = QVBoxLayout(left)
-        ll.setContentsMargins(0, 0, 0, 0)
+        ll.setContentsMargins(0, 0, 8, 0)
         title = QLabel("Canvas  <span style='color:#8b95a5'>28 × 28 · left draws, right erases</span>")
         title.setObjectName("section")
         self.canvas_title = title
         ll.addWidget(title)
-        ll.addWidget(self.canvas_toolbar)
-        ll.addWidget(self.canvas, 1)
+        row = QHBoxLayout()
+        row.setSpacing(8)
+        row.addWidget(self.canvas_toolbar, 0, Qt.AlignTop)
+        row.addWidget(self.canvas, 1)
+        ll.addLayout(row, 1)
         mid = QWidget()
         ml = QVBoxLayout(mid)
         ml.setContentsMargins(0, 0, 0, 0)
@@ -119,6 +122,7 @@ class MainWindow(QMainWindow):
         split.setStretchFactor(1, 4)
         split.setStretchFactor(2, 3)
         split.setChildrenCollapsible(False)
+        self.splitter = split
         central = QWidget()
         cl = QVBoxLayout(central)
         cl.setContentsMargins(10, 6, 10, 6)
@@ -613,6 +617,13 @@ class MainWindow(QMainWindow):
         meta["name"] = Path(path).stem
         job = self.compute.submit(jobs.save_job, Path(path), self.model, meta, replace=False)
         self._pending_misc[job.id] = "save"
+
+    def showEvent(self, ev) -> None:
+        super().showEvent(ev)
+        if not getattr(self, "_sized", False):
+            self._sized = True
+            total = max(self.splitter.width(), 900)
+            self.splitter.setSizes([int(total * 0.45), int(total * 0.27), int(total * 0.28)])
 
     def closeEvent(self, ev) -> None:
         self.stop_run()

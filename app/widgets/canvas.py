@@ -26,7 +26,7 @@ INK = QColor("#f4f6fa")
 PAPER = QColor("#0b0d10")
 GRID = QColor(255, 255, 255, 28)
 MASK = QColor(236, 72, 153, 115)
-PRED = QColor(56, 189, 248, 70)
+PRED = QColor(56, 189, 248, 60)
 PIN = QColor("#facc15")
 CURRENT = QColor("#fb923c")
 

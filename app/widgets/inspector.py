@@ -39,12 +39,12 @@ class Inspector(QGroupBox):
         form = QFormLayout()
         form.setLabelAlignment(Qt.AlignRight)
         self.fields = {k: _value() for k in ("pixel", "step", "value", "prob", "nll", "context")}
-        form.addRow("pixel (row, col)", self.fields["pixel"])
-        form.addRow("step in ordering", self.fields["step"])
-        form.addRow("drawn value x\u1d62", self.fields["value"])
-        form.addRow("p(x\u1d62 = 1 | x\u208d<\u1d62\u208e)", self.fields["prob"])
-        form.addRow("\u2212log p(x\u1d62 | x\u208d<\u1d62\u208e)", self.fields["nll"])
-        form.addRow("conditioned on", self.fields["context"])
+        for key, text in (("pixel", "pixel (row, col)"), ("step", "step in ordering"), ("value", "drawn value x<sub>i</sub>"),
+                          ("prob", "p(x<sub>i</sub> = 1 | x<sub>&lt;i</sub>)"), ("nll", "&minus;log p(x<sub>i</sub> | x<sub>&lt;i</sub>)"),
+                          ("context", "conditioned on")):
+            lab = QLabel(text)
+            lab.setTextFormat(Qt.RichText)
+            form.addRow(lab, self.fields[key])
         lay.addLayout(form)
         row = QHBoxLayout()
         self.unpin = QPushButton("Unpin")

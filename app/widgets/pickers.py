@@ -27,8 +27,8 @@ class ModelPicker(QComboBox):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.setMinimumWidth(340)
-        self.setSizeAdjustPolicy(QComboBox.AdjustToContents)
+        self.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(44)
         self.setToolTip("The model whose conditionals are shown. Bundled, opened and trained checkpoints.")
         self._entries: list[ModelEntry] = []
         self._placeholder: str | None = None

@@ -174,7 +174,7 @@ class SamplingPanel(QWidget):
 
         self.grid_view = pg.GraphicsLayoutWidget()
         self.grid_view.setBackground("#14171c")
-        self.grid_view.setMinimumHeight(200)
+        self.grid_view.setMinimumHeight(140)
         vb = self.grid_view.addViewBox(lockAspect=True, invertY=True, enableMouse=False)
         vb.setMenuEnabled(False)
         self.grid_box = vb

@@ -159,7 +159,7 @@ class TrainingPanel(QWidget):
         self.status.setObjectName("hint")
         lay.addWidget(self.status)
         self.plot = pg.PlotWidget(background="#14171c")
-        self.plot.setMinimumHeight(180)
+        self.plot.setMinimumHeight(120)
         self.plot.setLabel("bottom", "epoch")
         self.plot.setLabel("left", "NLL (nats)")
         self.plot.showGrid(x=True, y=True, alpha=0.2)
