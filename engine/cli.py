@@ -23,6 +23,8 @@ from typing import Any, Sequence
 __all__ = ["main", "build_parser"]
 
 APP_COMMANDS = {"train", "eval", "sample", "info"}
+# compress, decompress, score, inpaint-eval: parsers and handlers in engine/cli_beyond.py
+APP_COMMANDS |= {"compress", "decompress", "score", "inpaint-eval"}
 
 
 def _fmt_time(s: float) -> str:
@@ -99,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="print a checkpoint's metadata as JSON")
     i.add_argument("checkpoint")
+
+    from .cli_beyond import add_parsers as _add_beyond
+
+    _add_beyond(sub)
     return p
 
 
@@ -194,13 +200,17 @@ def _cmd_train(a: argparse.Namespace) -> int:
         grad_clip=a.grad_clip, seed=a.seed, device=a.device, patience=a.patience, max_train=a.max_train,
         max_valid=a.max_valid, amp=a.amp,
     )
-    device = resolve_device(a.device)
+    from .distributed import context as dist_context
+
+    ddp = dist_context(a.device)  # under torchrun: one process per GPU/CPU share; only rank 0 prints
+    quiet = a.quiet or not ddp.is_main
+    device = ddp.device if ddp.enabled else resolve_device(a.device)
     torch.manual_seed(a.seed)
     model = build_model(a.model, cfg, ordering)  # rebuilt after seeding: same initial weights for a seed
     train_x = load_split("train", a.data, progress=_download_progress("train"))
     valid_x = load_split("valid", a.data, progress=_download_progress("valid"))
     out = Path(a.out)
-    if not a.quiet:
+    if not quiet:
         print(
             f"training {a.model} ({model.num_parameters():,} parameters) in the {ordering.label} ordering on "
             f"{device_name(device)}; best checkpoint -> {out}",
@@ -208,7 +218,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         )
     meta = {"data": {"name": "binarized_mnist", "checksums": {k: CHECKSUMS[k] for k in ("train", "valid")}},
             "device": device_name(device), "command": "pixelchain " + " ".join(sys.argv[1:])}
-    bar = _Bar(a.quiet)
+    bar = _Bar(quiet)
     t0 = time.perf_counter()
     for ev in train(model, train_x, valid_x, tc, out=out, resume=a.resume, meta=meta):
         if isinstance(ev, BatchEnd):
@@ -219,7 +229,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
             if ev.reason == "diverged":
                 print(f"pixelchain: error: {ev.message}", file=sys.stderr)
                 return 2
-            if not a.quiet:
+            if not quiet:
                 best = f"{ev.best_valid_nll:.3f}" if ev.best_valid_nll is not None else "-"
                 print(f"{ev.reason} after {ev.epochs_run} epochs in {_fmt_time(time.perf_counter() - t0)}; best valid NLL {best} nats -> {ev.best_path}")
     return 0
@@ -325,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = parser.parse_args(argv)
     handlers = {"train": _cmd_train, "eval": _cmd_eval, "sample": _cmd_sample, "info": _cmd_info}
     try:
-        return handlers[a.command](a)
+        return (handlers.get(a.command) or a.handler)(a)
     except KeyboardInterrupt:
         print("pixelchain: interrupted", file=sys.stderr)
         return 130

@@ -101,7 +101,10 @@ def model_fingerprint(model: ARModel) -> str:
 def quantise_probabilities(logits: torch.Tensor) -> np.ndarray:
     """(B,) float64 probabilities of a 1 on the ``2**-PROB_BITS`` grid, never 0 or 1."""
     l = logits.detach().to("cpu", torch.float64).numpy()
-    p = 1.0 / (1.0 + np.exp(-l))
+    if np.isnan(l).any():
+        raise CompressionError("the model produced NaN probabilities; it cannot code these images")
+    with np.errstate(over="ignore"):
+        p = 1.0 / (1.0 + np.exp(-l))
     return np.clip(np.rint(p * _GRID), 1.0, _GRID - 1.0) / _GRID
 
 

@@ -1,0 +1,247 @@
+"""How digit-like is an image? Log-likelihood percentiles and a likelihood-ratio score.
+
+Two scores for an image ``x`` under a model ``p``:
+
+* the total log-likelihood ``log p(x)``, reported as a percentile of the same quantity over the
+  test digits (0: less likely than every test digit, 100: more likely than all of them);
+* the likelihood ratio ``log p(x) - log p_bg(x)`` against a background model, here a per-pixel
+  independent Bernoulli fitted on the training split (:class:`BackgroundModel`). Raw likelihoods
+  of deep generative models are known to rank some out-of-distribution inputs (e.g. nearly blank
+  images) above real data (Nalisnick et al. 2019, "Do Deep Generative Models Know What They Don't
+  Know?"); dividing by a simple background model that captures the low-level statistics (how much
+  ink, where) keeps what the autoregressive model knows *beyond* them (Ren et al. 2019,
+  "Likelihood Ratios for Out-of-Distribution Detection"; Schirrmeister et al. 2020).
+
+The test-set distributions of both scores are summarised by 1001 sorted quantiles and cached in a
+small JSON file per model (keyed by :func:`~engine.compress.model_fingerprint` and the data's
+checksum) under the pixelchain cache folder, so the app can show percentiles live while drawing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .models.base import ARModel
+
+__all__ = ["BackgroundModel", "Reference", "Score", "Scorer", "compute_reference", "percentile_of", "auroc"]
+
+QUANTILES = 1001
+CACHE_VERSION = 1
+
+
+@dataclass
+class BackgroundModel:
+    """Independent Bernoulli pixels: ``log p(x) = sum_i x_i log m_i + (1 - x_i) log(1 - m_i)``."""
+
+    probs: np.ndarray  #: (D,) probability of ink per pixel
+    alpha: float = 1.0  #: add-alpha smoothing used in the fit
+
+    @classmethod
+    def fit(cls, x: np.ndarray, alpha: float = 1.0) -> "BackgroundModel":
+        """Smoothed per-pixel frequencies ``(count + alpha) / (n + 2 alpha)`` of (N, D) binary images."""
+        x = np.asarray(x).reshape(len(x), -1)
+        if len(x) == 0:
+            raise ValueError("the background model needs at least one image")
+        counts = x.sum(axis=0, dtype=np.float64)
+        return cls((counts + alpha) / (len(x) + 2 * alpha), alpha)
+
+    def log_prob(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        """(N,) log p_bg(x) in nats."""
+        a = np.asarray(torch.as_tensor(x).detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+        a = a.reshape(-1, self.probs.shape[0])
+        return a @ np.log(self.probs) + (1 - a) @ np.log1p(-self.probs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "probs": self.probs.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BackgroundModel":
+        p = np.asarray(d["probs"], dtype=np.float64)
+        if p.ndim != 1 or not np.all((p > 0) & (p < 1)):
+            raise ValueError("background probabilities must lie strictly between 0 and 1")
+        return cls(p, float(d.get("alpha", 1.0)))
+
+
+def percentile_of(values: np.ndarray | float, quantiles: np.ndarray) -> np.ndarray:
+    """Percent of the reference distribution (given by sorted quantiles) below each value."""
+    q = np.asarray(quantiles, dtype=np.float64)
+    return np.interp(np.asarray(values, dtype=np.float64), q, np.linspace(0.0, 100.0, len(q)), left=0.0, right=100.0)
+
+
+@dataclass
+class Reference:
+    """Test-set distributions of log p(x) and of the likelihood ratio, as sorted quantiles."""
+
+    log_prob_quantiles: np.ndarray
+    llr_quantiles: np.ndarray
+    n_images: int
+    split: str = "test"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"log_prob_quantiles": self.log_prob_quantiles.tolist(), "llr_quantiles": self.llr_quantiles.tolist(),
+                "n_images": self.n_images, "split": self.split}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Reference":
+        lq, rq = (np.asarray(d[k], dtype=np.float64) for k in ("log_prob_quantiles", "llr_quantiles"))
+        if lq.ndim != 1 or len(lq) < 2 or lq.shape != rq.shape or np.any(np.diff(lq) < 0) or np.any(np.diff(rq) < 0):
+            raise ValueError("reference quantiles must be two sorted lists of the same length")
+        return cls(lq, rq, int(d["n_images"]), str(d.get("split", "test")))
+
+
+@torch.no_grad()
+def model_log_prob(model: ARModel, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """(N,) log p(x) in nats, batched, in float64 on the CPU side."""
+    x = np.asarray(x).reshape(len(x), -1)
+    out = [model.log_prob(torch.as_tensor(x[i : i + batch_size], dtype=torch.float32)).double().cpu().numpy()
+           for i in range(0, len(x), batch_size)]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def compute_reference(model: ARModel, x: np.ndarray, background: BackgroundModel, split: str = "test",
+                      batch_size: int = 500, progress: Callable[[int, int], None] | None = None) -> Reference:
+    """The quantiles of log p and of the likelihood ratio over the images ``x`` (the test split)."""
+    x = np.asarray(x).reshape(len(x), -1)
+    lps = []
+    for i in range(0, len(x), batch_size):
+        lps.append(model_log_prob(model, x[i : i + batch_size], batch_size))
+        if progress is not None:
+            progress(min(i + batch_size, len(x)), len(x))
+    lp = np.concatenate(lps)
+    llr = lp - background.log_prob(x)
+    p = np.linspace(0.0, 1.0, QUANTILES)
+    return Reference(np.quantile(lp, p), np.quantile(llr, p), len(x), split)
+
+
+@dataclass
+class Score:
+    log_prob_nats: float
+    percentile: float  #: of log p among the reference (test) digits
+    background_log_prob_nats: float
+    llr_nats: float  #: log p_model(x) - log p_bg(x)
+    llr_percentile: float
+
+    @property
+    def bits(self) -> float:
+        return -self.log_prob_nats / np.log(2.0)
+
+    def to_dict(self) -> dict[str, float]:
+        return {"log_prob_nats": self.log_prob_nats, "bits": self.bits, "percentile": self.percentile,
+                "background_log_prob_nats": self.background_log_prob_nats, "llr_nats": self.llr_nats,
+                "llr_percentile": self.llr_percentile}
+
+
+def _cache_path(name: str) -> Path:
+    from .data import cache_dir
+
+    return cache_dir() / "scores" / name
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        d = json.loads(path.read_text())
+        return d if isinstance(d, dict) and d.get("version") == CACHE_VERSION else None
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, d: dict[str, Any]) -> None:
+    """Atomic write; an unwritable cache only costs time, so errors are ignored."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(dict(d, version=CACHE_VERSION), f)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def load_background(data_dir: str | os.PathLike | None = None, cache: bool = True) -> BackgroundModel:
+    """The background model fitted on the training split (cached by the split's checksum)."""
+    from .data import CHECKSUMS, load_split
+
+    path = _cache_path(f"background-{CHECKSUMS['train'][:16]}.json")
+    d = _read_json(path) if cache else None
+    if d is not None:
+        try:
+            return BackgroundModel.from_dict(d)
+        except (KeyError, TypeError, ValueError):
+            pass
+    bg = BackgroundModel.fit(load_split("train", data_dir))
+    if cache:
+        _write_json(path, bg.to_dict())
+    return bg
+
+
+class Scorer:
+    """Scores images under one model; hand it a background and a reference, or use :meth:`for_model`."""
+
+    def __init__(self, model: ARModel, background: BackgroundModel, reference: Reference):
+        if background.probs.shape[0] != model.size:
+            raise ValueError(f"the background model has {background.probs.shape[0]} pixels, the model {model.size}")
+        self.model, self.background, self.reference = model, background, reference
+
+    @classmethod
+    def for_model(cls, model: ARModel, data_dir: str | os.PathLike | None = None, cache: bool = True,
+                  progress: Callable[[int, int], None] | None = None) -> "Scorer":
+        """Background fitted on the training split and reference from the whole test split, cached."""
+        from .compress import model_fingerprint
+        from .data import CHECKSUMS, load_split
+
+        bg = load_background(data_dir, cache)
+        key = f"reference-{model_fingerprint(model)[:32]}-{CHECKSUMS['test'][:8]}-{CHECKSUMS['train'][:8]}.json"
+        d = _read_json(_cache_path(key)) if cache else None
+        ref = None
+        if d is not None:
+            try:
+                ref = Reference.from_dict(d)
+            except (KeyError, TypeError, ValueError):
+                ref = None
+        if ref is None:
+            ref = compute_reference(model, load_split("test", data_dir), bg, progress=progress)
+            if cache:
+                _write_json(_cache_path(key), ref.to_dict())
+        return cls(model, bg, ref)
+
+    def score(self, x: np.ndarray | torch.Tensor) -> list[Score]:
+        """One :class:`Score` per image of ``x`` ((N, D), (N, H, W) or one (H, W) image)."""
+        a = np.asarray(torch.as_tensor(x).detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+        a = a.reshape(-1, self.model.size)
+        lp = model_log_prob(self.model, a)
+        bg = self.background.log_prob(a)
+        llr = lp - bg
+        pc = percentile_of(lp, self.reference.log_prob_quantiles)
+        lpc = percentile_of(llr, self.reference.llr_quantiles)
+        return [Score(float(lp[i]), float(pc[i]), float(bg[i]), float(llr[i]), float(lpc[i])) for i in range(len(a))]
+
+    def reference_info(self) -> dict[str, Any]:
+        q = self.reference.log_prob_quantiles
+        return {"split": self.reference.split, "n_images": self.reference.n_images, "median_log_prob_nats": float(np.median(q)),
+                "median_llr_nats": float(np.median(self.reference.llr_quantiles))}
+
+
+def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Area under the ROC curve: P(score of a positive > score of a negative), ties counting half."""
+    pos, neg = np.asarray(positive, np.float64), np.asarray(negative, np.float64)
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError("AUROC needs at least one positive and one negative")
+    allv = np.concatenate([pos, neg])
+    order = np.argsort(allv, kind="mergesort")
+    ranks = np.empty(len(allv))
+    sv = allv[order]
+    # average ranks over ties (1-based)
+    starts = np.r_[0, np.flatnonzero(np.diff(sv)) + 1]
+    ends = np.r_[starts[1:], len(sv)]
+    for s, e in zip(starts, ends):
+        ranks[order[s:e]] = (s + e + 1) / 2.0
+    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0
+    return float(u / (len(pos) * len(neg)))

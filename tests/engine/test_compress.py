@@ -1,0 +1,175 @@
+"""Lossless compression: bit-exact round trips, code length close to -log2 p(x), refusals."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from engine.checkpoint import save_checkpoint
+from engine.cli import main
+from engine.compress import (
+    Codec,
+    CompressionError,
+    compress,
+    decompress,
+    model_fingerprint,
+    png_size_bytes,
+    quantise_probabilities,
+    read_container_header,
+)
+from engine.models import UnsupportedOrdering
+from engine.ordering import make_ordering
+
+from .tiny import H, W, all_tiny, make_tiny
+
+LOG2 = math.log(2.0)
+
+
+def all_images(d: int) -> np.ndarray:
+    return np.array(list(itertools.product([0, 1], repeat=d)), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("label,family,cfg", all_tiny(), ids=[t[0] for t in all_tiny()])
+def test_tiny_round_trip_every_image(label, family, cfg):
+    """Every one of the 2^8 images of a tiny model decodes bit-exactly; the code is near -log2 p."""
+    model = make_tiny(family, cfg)
+    x = all_images(H * W)
+    codec = Codec(model, chunk_size=37)  # chunks of unequal size, the last one partial
+    data, ideal = codec.encode_detailed(x)
+    y = codec.decode(data)
+    assert y.shape == (len(x), H, W)
+    np.testing.assert_array_equal(y.reshape(len(x), -1), x)
+    # the ideal length under the coded (quantised) probabilities is -log2 p(x) up to the 2^-24 grid
+    lp = model.log_prob(torch.as_tensor(x, dtype=torch.float64)).detach().numpy()
+    np.testing.assert_allclose(ideal, -lp / LOG2, atol=1e-4)
+    info = read_container_header(data)
+    payload_bits = 32 * sum(words for _, words in info.chunks)
+    assert ideal.sum() <= payload_bits <= ideal.sum() + 64 * len(info.chunks)
+
+
+def test_any_order_model_codes_in_another_ordering():
+    family, cfg = "made", dict(hidden=(9,), order_agnostic=True, num_masks=4, direct=True)
+    model = make_tiny(family, cfg)
+    other = make_ordering("random", H, W, seed=5)
+    x = all_images(H * W)
+    data = compress(model, x, ordering=other)
+    assert read_container_header(data).ordering_json  # recorded in the file
+    np.testing.assert_array_equal(decompress(model, data).reshape(len(x), -1), x)
+    fixed = make_tiny("fvsbn", {})
+    with pytest.raises(UnsupportedOrdering):
+        Codec(fixed, ordering=other)
+
+
+@pytest.mark.parametrize("family", ["fvsbn", "made"])
+def test_trained_full_size_round_trip_and_length(family, data_dir):
+    from engine.data import load_split
+
+    from .quick_models import quick_model
+
+    model = quick_model(family)
+    x = load_split("test")[:120]
+    codec = Codec(model, chunk_size=50)
+    data, ideal = codec.encode_detailed(x)
+    np.testing.assert_array_equal(codec.decode(data).reshape(len(x), -1), x)
+    nll_bits = -model.log_prob(torch.as_tensor(x, dtype=torch.float32)).detach().double().numpy() / LOG2
+    np.testing.assert_allclose(ideal, nll_bits, rtol=1e-4)
+    info = read_container_header(data)
+    payload = 32 * sum(w for _, w in info.chunks)
+    assert ideal.sum() <= payload <= ideal.sum() + 64 * len(info.chunks)
+    # the whole file, header included, is within 1% of the ideal plus a few bits per image
+    assert len(data) * 8 / len(x) < 1.01 * nll_bits.mean() + 4
+    # a 1-bit PNG of a digit is far larger than its model code
+    assert png_size_bytes(x[0].reshape(28, 28)) * 8 > 2 * nll_bits[0]
+
+
+def test_single_image_code_length_fields():
+    model = make_tiny("nade", {"hidden": 5})
+    img = np.array([[1, 0, 1, 1], [0, 0, 1, 0]], np.uint8)
+    cl = Codec(model).code_length(img)
+    assert cl.ideal_bits == pytest.approx(cl.model_bits, abs=1e-4)
+    assert cl.ideal_bits <= cl.bits <= cl.ideal_bits + 64 and cl.bits % 32 == 0
+    assert cl.png_bytes == png_size_bytes(img) > 50
+    assert cl.file_bytes > cl.bits / 8
+
+
+def test_wrong_model_is_refused():
+    a = make_tiny("fvsbn", {}, seed=0)
+    b = make_tiny("fvsbn", {}, seed=1)
+    data = compress(a, all_images(H * W)[:10])
+    with pytest.raises(CompressionError, match="another model"):
+        decompress(b, data)
+    # a float64 copy of the same weights is the same model
+    assert model_fingerprint(a) == model_fingerprint(a.float())
+    assert model_fingerprint(a) != model_fingerprint(b)
+
+
+def test_corrupt_containers_give_clear_errors():
+    model = make_tiny("made", {"hidden": (7, 6)})
+    x = all_images(H * W)
+    data = compress(model, x, chunk_size=64)
+    cases = {
+        "magic": b"XXXX" + data[4:],
+        "version": data[:4] + bytes([99]) + data[5:],
+        "truncated": data[:-3],
+        "trailing": data + b"\0\0\0\0",
+        "empty": b"",
+    }
+    for name, bad in cases.items():
+        with pytest.raises(CompressionError):
+            decompress(model, bad)
+    # flipped bits in the payload: never silently accepted
+    info = read_container_header(data)
+    for k in range(0, 4 * info.chunks[0][1], 7):
+        bad = bytearray(data)
+        bad[info.chunks[0][0] + k] ^= 0x5A
+        with pytest.raises(CompressionError):
+            decompress(model, bytes(bad))
+    # a count of images that does not match the chunks
+    bad = bytearray(data)
+    struct.pack_into("<I", bad, 4 + 1 + 16 + 4, 1000)
+    with pytest.raises(CompressionError, match="truncated|corrupt"):
+        decompress(model, bytes(bad))
+
+
+def test_non_binary_or_misshaped_images_are_refused():
+    codec = Codec(make_tiny("fvsbn", {}))
+    with pytest.raises(CompressionError, match="binary"):
+        codec.encode(np.full((1, H * W), 0.5))
+    with pytest.raises(CompressionError, match="images"):
+        codec.encode(np.zeros((3, 5)))
+
+
+def test_quantised_probabilities_stay_inside_the_grid():
+    q = quantise_probabilities(torch.tensor([-1e9, -30.0, 0.0, 30.0, 1e9, float("inf")]))
+    assert q.min() == 2.0**-24 and q.max() == 1 - 2.0**-24 and q[2] == 0.5
+    assert np.all(q * 2**24 == np.rint(q * 2**24))
+
+
+def test_cli_round_trip(tmp_path, data_dir, capsys):
+    from .quick_models import quick_model
+
+    ck = tmp_path / "fvsbn.safetensors"
+    save_checkpoint(ck, quick_model("fvsbn"))
+    out = tmp_path / "test.pxcz"
+    assert main(["compress", str(ck), "test", "--max-images", "30", "--out", str(out)]) == 0
+    assert "bits per image" in capsys.readouterr().out
+    npy = tmp_path / "back.npy"
+    assert main(["decompress", str(ck), str(out), "--out", str(npy)]) == 0
+    from engine.data import load_split
+
+    np.testing.assert_array_equal(np.load(npy).reshape(30, -1), load_split("test")[:30])
+    # a PNG round trip through the image importer's 28x28 array, and a folder of PNGs
+    img = np.load(npy)[:2]
+    np.save(tmp_path / "two.npy", img)
+    assert main(["compress", str(ck), str(tmp_path / "two.npy"), "--out", str(out)]) == 0
+    assert main(["decompress", str(ck), str(out), "--out", str(tmp_path / "pngs")]) == 0
+    assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == ["image_00000.png", "image_00001.png"]
+    other = tmp_path / "other.safetensors"
+    save_checkpoint(other, make_tiny("fvsbn", {}).float())
+    assert main(["decompress", str(other), str(out), "--out", str(npy)]) == 2
+    assert "error" in capsys.readouterr().err
