@@ -9,7 +9,8 @@ image per line, 784 values 0/1 separated by white space. Where the loader looks,
    ``~/.cache/pixelchain``), downloading the public files into it when they are missing.
 
 Every parse is checked against the content checksum of the split (sha256 of the bit-packed
-array) and cached bit-packed in the cache directory, so later loads take milliseconds.
+array) and cached bit-packed in the cache directory (keyed by the source file's path, size and
+modification time), so later loads take milliseconds.
 """
 
 from __future__ import annotations
@@ -161,8 +162,12 @@ def _atomic_write_bytes(dest: Path, write: Callable[[object], None]) -> None:
         raise
 
 
-def _parsed_cache_path(split: str) -> Path:
-    return cache_dir() / "parsed" / f"binarized_mnist_{split}.{CHECKSUMS[split][:16]}.npy"
+def _parsed_cache_path(split: str, source: Path) -> Path:
+    """The bit-packed parse of ``source``: keyed by the file's identity (path, size, mtime), so a
+    file that is replaced, altered or truncated later is parsed and verified again."""
+    st = source.stat()
+    ident = hashlib.sha256(f"{source.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_dir() / "parsed" / f"binarized_mnist_{split}.{CHECKSUMS[split][:16]}.{ident}.npy"
 
 
 def download_split(split: str, dest_dir: Path, base_url: str | None = None, progress: Progress | None = None, timeout: float = 60.0) -> Path:
@@ -243,10 +248,12 @@ def load_split(
                 f"binarized_mnist_{{train,valid,test}}.amat there; download them or leave --data unset to use the cache."
             )
         source = download_split(split, directory, progress=progress)
-    cached = _parsed_cache_path(split)
     try:
-        stat = source.stat()
-        if cached.is_file() and cached.stat().st_mtime >= stat.st_mtime:
+        cached = _parsed_cache_path(split, source)
+    except OSError as exc:
+        raise DataError(f"cannot read {source}: {exc.strerror or exc}") from None
+    try:
+        if cached.is_file():
             packed = np.load(cached, allow_pickle=False)
             if packed.shape == (SPLIT_SIZES[split], (D + 7) // 8):
                 return np.unpackbits(packed, axis=1, count=D)
