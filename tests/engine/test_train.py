@@ -1,0 +1,265 @@
+"""Training generator: progress events, stopping, best checkpoint, exact resume, and faults
+(NaN/inf loss, CUDA out-of-memory, full disk) -- on tiny 2x4 models and synthetic data."""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import engine.checkpoint as ckmod
+import engine.train as trainmod
+from engine.checkpoint import CheckpointError, load_checkpoint
+from engine.models import build_model
+from engine.ordering import make_ordering
+from engine.train import BatchEnd, EpochEnd, Finished, TrainConfig, TrainingError, resume_path, train
+
+from .tiny import H, W
+
+RNG = np.random.default_rng(0)
+_P = RNG.random(H * W) * 0.8 + 0.1
+TRAIN_X = (RNG.random((300, H * W)) < _P).astype(np.uint8)
+TRAIN_X[:, 1] = TRAIN_X[:, 0]  # some dependence to learn
+VALID_X = (RNG.random((60, H * W)) < _P).astype(np.uint8)
+VALID_X[:, 1] = VALID_X[:, 0]
+
+FAMILIES = {
+    "made-agnostic": ("made", {"hidden": (9,), "order_agnostic": True, "num_masks": 4, "direct": True}),
+    "nade": ("nade", {"hidden": 5}),
+    "fvsbn": ("fvsbn", {}),
+}
+
+
+def model(label: str = "nade", seed: int = 0):
+    fam, cfg = FAMILIES[label]
+    torch.manual_seed(seed)
+    return build_model(fam, dict(cfg, height=H, width=W), make_ordering("raster", H, W))
+
+
+def cfg(**kw) -> TrainConfig:
+    base = dict(epochs=3, batch_size=50, lr=0.02, seed=4, device="cpu", eval_batch_size=25)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_events_and_files(tmp_path):
+    out = tmp_path / "m.safetensors"
+    events = list(train(model(), TRAIN_X, VALID_X, cfg(), out=out, meta={"note": "hi"}))
+    batches = [e for e in events if isinstance(e, BatchEnd)]
+    epochs = [e for e in events if isinstance(e, EpochEnd)]
+    assert len(batches) == 3 * 6 and [e.epoch for e in epochs] == [1, 2, 3]
+    assert isinstance(events[-1], Finished) and events[-1].reason == "completed"
+    assert all(math.isfinite(b.loss) and b.eta >= 0 for b in batches)
+    assert batches[-1].eta == 0 and [b.batch for b in batches[:6]] == [1, 2, 3, 4, 5, 6]
+    assert epochs[-1].valid_nll < epochs[0].valid_nll + 1.0
+    fin = events[-1]
+    assert fin.best_path == out and len(fin.history) == 3
+    assert fin.best_valid_nll == min(h["valid_nll"] for h in fin.history)
+    ck = load_checkpoint(out)
+    assert ck.meta["note"] == "hi" and ck.meta["train_config"]["batch_size"] == 50
+    assert load_checkpoint(resume_path(out)).meta["epoch"] == 3
+
+
+def test_closing_the_generator_stops_at_once(tmp_path, monkeypatch):
+    out = tmp_path / "m.safetensors"
+    m = model()
+    calls = []
+    real = m.training_loss
+    monkeypatch.setattr(m, "training_loss", lambda x: calls.append(1) or real(x))
+    gen = train(m, TRAIN_X, VALID_X, cfg(), out=out)
+    for ev in gen:
+        if isinstance(ev, BatchEnd) and ev.batch == 3:
+            break
+    gen.close()
+    n = len(calls)
+    assert n == 3
+    with pytest.raises(StopIteration):
+        next(gen)
+    assert len(calls) == n and not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_best_on_validation_is_kept(tmp_path, monkeypatch):
+    out = tmp_path / "m.safetensors"
+    scores = iter([5.0, 3.0, 4.0])
+    monkeypatch.setattr(trainmod, "evaluate", lambda m, x, bs=1000, **k: (next(scores), 0.1))
+    snapshots = {}
+    m = model()
+    for ev in train(m, TRAIN_X, VALID_X, cfg(), out=out):
+        if isinstance(ev, EpochEnd):
+            snapshots[ev.epoch] = {k: v.clone() for k, v in m.state_dict().items()}
+            assert ev.improved == (ev.epoch in (1, 2)) and ev.best_valid_nll == min(5.0, 3.0 if ev.epoch > 1 else 5.0)
+    best = load_checkpoint(out)
+    assert best.meta["epoch"] == 2 and best.meta["metrics"]["valid_nll"] == 3.0
+    for k, v in best.model.state_dict().items():
+        assert torch.equal(v, snapshots[2][k])
+        assert torch.equal(load_checkpoint(resume_path(out)).model.state_dict()[k], snapshots[3][k])
+
+
+@pytest.mark.parametrize("label", ["made-agnostic", "nade"])
+def test_resume_after_an_interruption_repeats_an_uninterrupted_run(tmp_path, label):
+    c = cfg(epochs=3, lr_min_factor=0.1)
+    full_out, cut_out = tmp_path / "full.safetensors", tmp_path / "cut.safetensors"
+    full = model(label)
+    ref = list(train(full, TRAIN_X, VALID_X, c, out=full_out))[-1]
+    # the same run, stopped in the middle of epoch 2 (as by a kill: the files hold epoch 1)
+    gen = train(model(label), TRAIN_X, VALID_X, c, out=cut_out)
+    for ev in gen:
+        if isinstance(ev, BatchEnd) and ev.epoch == 2 and ev.batch == 2:
+            break
+    gen.close()
+    assert load_checkpoint(resume_path(cut_out)).meta["epoch"] == 1
+    resumed = model(label, seed=99)  # other initial weights: everything must come from the file
+    events = list(train(resumed, TRAIN_X, VALID_X, c, out=cut_out, resume=True))
+    assert [e.epoch for e in events if isinstance(e, EpochEnd)] == [2, 3]
+    fin = events[-1]
+    assert len(fin.history) == 3
+    for a, b in zip(ref.history, fin.history):
+        assert a["epoch"] == b["epoch"]
+        assert a["valid_nll"] == pytest.approx(b["valid_nll"], rel=1e-6, abs=1e-6)
+        assert a["train_nll"] == pytest.approx(b["train_nll"], rel=1e-6, abs=1e-6)
+    for k, v in full.state_dict().items():
+        assert torch.allclose(v, resumed.state_dict()[k], atol=1e-6), k
+    assert load_checkpoint(cut_out).meta["epoch"] == load_checkpoint(full_out).meta["epoch"]
+
+
+def test_resume_errors(tmp_path):
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(TrainingError, match="cannot resume"):
+        list(train(model(), TRAIN_X, VALID_X, cfg(), out=out, resume=True))
+    list(train(model(), TRAIN_X, VALID_X, cfg(epochs=1), out=out))
+    with pytest.raises(TrainingError, match="different model"):
+        list(train(model("fvsbn"), TRAIN_X, VALID_X, cfg(), out=out, resume=True))
+    with pytest.raises(TrainingError, match="does not exist"):
+        next(train(model(), TRAIN_X, VALID_X, cfg(), out=tmp_path / "missing" / "m.safetensors"))
+
+
+def test_patience_counts_across_a_resume(tmp_path, monkeypatch):
+    out = tmp_path / "m.safetensors"
+    scores = iter([3.0, 4.0, 5.0, 6.0])
+    monkeypatch.setattr(trainmod, "evaluate", lambda m, x, bs=1000, **k: (next(scores), 0.1))
+    gen = train(model(), TRAIN_X, VALID_X, cfg(epochs=6, patience=2), out=out)
+    for ev in gen:
+        if isinstance(ev, EpochEnd) and ev.epoch == 2:
+            break
+    gen.close()
+    fin = list(train(model(), TRAIN_X, VALID_X, cfg(epochs=6, patience=2), out=out, resume=True))[-1]
+    assert fin.reason == "early-stopped" and fin.epochs_run == 3
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_or_inf_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, bad):
+    out = tmp_path / "m.safetensors"
+    m = model()
+    real = m.training_loss
+    state = {"epoch": 0, "batch": 0}
+
+    def loss(x):
+        state["batch"] += 1
+        v = real(x)
+        return v * bad if state["epoch"] == 2 and state["batch"] == 3 else v
+
+    monkeypatch.setattr(m, "training_loss", loss)
+    saved = None
+    events = []
+    for ev in train(m, TRAIN_X, VALID_X, cfg(), out=out):
+        events.append(ev)
+        if isinstance(ev, EpochEnd):
+            saved = out.read_bytes()
+            state["epoch"], state["batch"] = ev.epoch + 1, 0
+            weights = {k: v.clone() for k, v in m.state_dict().items()}
+    fin = events[-1]
+    assert isinstance(fin, Finished) and fin.reason == "diverged"
+    assert ("nan" if bad != bad else "inf") in fin.message and "epoch 2, batch 3" in fin.message
+    assert str(out) in fin.message and "lower learning rate" in fin.message
+    assert fin.best_path == out and fin.epochs_run == 1
+    assert out.read_bytes() == saved  # the last good checkpoint, untouched
+    assert load_checkpoint(out).meta["epoch"] == 1
+    assert not any(isinstance(e, EpochEnd) and e.epoch == 2 for e in events)
+    for k, v in m.state_dict().items():  # stopped before an optimizer step: no weight has NaN
+        assert torch.isfinite(v).all()
+    assert weights  # (captured after epoch 1)
+
+
+@pytest.mark.parametrize("where", ["loss", "backward", "validation"])
+def test_cuda_out_of_memory_names_the_batch_size(tmp_path, monkeypatch, where):
+    out = tmp_path / "m.safetensors"
+    m = model()
+    real = m.training_loss
+    count = {"n": 0}
+    oom = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    class Exploding(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, v):
+            return v.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            raise oom
+
+    def loss(x):
+        count["n"] += 1
+        if count["n"] == 8:  # epoch 2, batch 2
+            if where == "loss":
+                raise oom
+            if where == "backward":
+                return Exploding.apply(real(x))
+        return real(x)
+
+    monkeypatch.setattr(m, "training_loss", loss)
+    if where == "validation":
+        real_eval = trainmod.evaluate
+        calls = {"n": 0}
+
+        def evaluate(*a, **k):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise oom
+            return real_eval(*a, **k)
+
+        monkeypatch.setattr(trainmod, "evaluate", evaluate)
+    before = None
+    with pytest.raises(TrainingError) as info:
+        for ev in train(m, TRAIN_X, VALID_X, cfg(), out=out):
+            if isinstance(ev, EpochEnd):
+                before = out.read_bytes()
+    msg = str(info.value)
+    if where == "validation":
+        assert "validation of 25 images" in msg and "eval_batch_size" in msg and "(e.g. 12)" in msg
+    else:
+        assert "training batch of 50 images (epoch 2, batch 2)" in msg and "--batch-size (e.g. 25)" in msg
+    assert "ran out of memory" in msg and "--device cpu" in msg
+    assert out.read_bytes() == before
+
+
+def test_full_disk_during_training_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    out = tmp_path / "m.safetensors"
+    before = None
+    real_fsync = os.fsync
+    with pytest.raises(CheckpointError, match="No space left on device.*previous file is unchanged"):
+        for ev in train(model(), TRAIN_X, VALID_X, cfg(), out=out):
+            if isinstance(ev, EpochEnd) and ev.epoch == 1:
+                before = out.read_bytes()
+
+                def full(fd):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+                monkeypatch.setattr(ckmod.os, "fsync", full)
+    monkeypatch.setattr(ckmod.os, "fsync", real_fsync)
+    assert out.read_bytes() == before and load_checkpoint(out).meta["epoch"] == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_bad_configs(tmp_path):
+    with pytest.raises(TrainingError, match="at least one"):
+        next(train(model(), TRAIN_X[:0], VALID_X, cfg()))
+    with pytest.raises(TrainingError, match="at least 1"):
+        next(train(model(), TRAIN_X, VALID_X, cfg(batch_size=0)))
+    with pytest.raises(TrainingError, match="CUDA"):
+        if torch.cuda.is_available():
+            raise TrainingError("CUDA present: nothing to check")
+        next(train(model(), TRAIN_X, VALID_X, cfg(device="cuda")))
