@@ -132,10 +132,12 @@ def test_to_digit_never_fails(g):
 def test_save_png_and_grid_round_trip(tmp_path):
     x = load_split("test")[:6].reshape(6, 28, 28)
     save_png(x[0], tmp_path / "one.png", scale=2)
-    back = np.asarray(Image.open(tmp_path / "one.png").convert("L"))
+    with Image.open(tmp_path / "one.png") as im:
+        back = np.asarray(im.convert("L"))
     assert back.shape == (56, 56) and np.array_equal(back[::2, ::2] < 128, x[0] == 1)
     save_grid(x, tmp_path / "grid.png", scale=1, pad=2, cols=3)
-    g = np.asarray(Image.open(tmp_path / "grid.png"))
+    with Image.open(tmp_path / "grid.png") as im:
+        g = np.asarray(im)
     assert g.shape == (2 * 30 + 2, 3 * 30 + 2)
     assert np.array_equal(g[32:60, 62:90] == 0, x[5] == 1)
     assert import_image(tmp_path / "one.png").sum() > 0

@@ -1,0 +1,178 @@
+"""The ``pixelchain`` command line: train -> eval -> sample -> info on a tiny slice of the real
+data, and every error path: exit status 2, one line on stderr, no traceback."""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import engine.checkpoint as ckmod
+from engine.checkpoint import load_checkpoint
+from engine.cli import main
+from engine.models import FVSBN
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--max-train", "500", "--max-valid", "200", "--epochs", "2", "--model", "fvsbn", "--quiet", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("cli") / "fvsbn.safetensors"
+    assert main(["train", *TINY, "--out", str(out), "--data", str(data_dir)]) == 0
+    return out
+
+
+def run_error(capsys, argv, match):
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, (rc, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pixelchain: error: "), err
+    assert "Traceback" not in err
+    assert match in lines[0], lines[0]
+    return lines[0]
+
+
+def test_train_eval_sample_info(trained, capsys, tmp_path):
+    ck = load_checkpoint(trained)
+    assert ck.model.family == "fvsbn" and ck.meta["epoch"] in (1, 2) and len(ck.meta["history"]) == 2
+    assert ck.meta["data"]["checksums"]["train"].startswith("727146c3")
+    capsys.readouterr()
+    assert main(["eval", str(trained), "--json", "--max-images", "300"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    for key in ("test_nll_nats", "bits_per_dim", "n_images", "model", "ordering"):
+        assert key in res
+    assert res["n_images"] == 300 and res["model"] == "fvsbn" and res["ordering"] == "raster"
+    assert 60 < res["test_nll_nats"] < 250  # a barely trained FVSBN: worse than 97.5, far better than 543
+    assert res["bits_per_dim"] == pytest.approx(res["test_nll_nats"] / (784 * math.log(2)))
+    assert res["stderr_nats"] > 0
+    assert main(["eval", str(trained), "--max-images", "100"]) == 0
+    assert "nats per image" in capsys.readouterr().out
+    grid = tmp_path / "grid.png"
+    assert main(["sample", str(trained), "--n", "4", "--out", str(grid), "--scale", "1"]) == 0
+    with Image.open(grid) as img:
+        assert img.size == (2 * 30 + 2, 2 * 30 + 2)
+
+
+def test_info_prints_the_metadata(trained, capsys):
+    capsys.readouterr()
+    assert main(["info", str(trained)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["family"] == "fvsbn" and info["ordering"]["name"] == "raster"
+
+
+def test_eval_record_stores_the_measurement(trained, tmp_path, capsys):
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(trained.read_bytes())
+    assert main(["eval", str(copy), "--max-images", "50", "--record", "--json"]) == 0
+    nll = json.loads(capsys.readouterr().out)["test_nll_nats"]
+    assert load_checkpoint(copy).meta["metrics"]["test_nll"] == nll
+
+
+def test_resume_continues(trained, tmp_path, data_dir):
+    out = tmp_path / "r.safetensors"
+    for name in (trained, trained.with_name("fvsbn.resume.safetensors")):
+        (tmp_path / name.name.replace("fvsbn", "r")).write_bytes(name.read_bytes())
+    argv = ["train", *TINY, "--out", str(out), "--data", str(data_dir)]
+    argv[argv.index("--epochs") + 1] = "3"
+    assert main([*argv, "--resume"]) == 0
+    assert [h["epoch"] for h in load_checkpoint(out.with_name("r.resume.safetensors")).meta["history"]] == [1, 2, 3]
+
+
+def _errors(tmp, trained):
+    missing = tmp / "no-such-folder"
+    zero = tmp / "zero.safetensors"
+    zero.write_bytes(b"")
+    pickle_file = tmp / "model.pt"
+    torch.save({"w": torch.zeros(2)}, pickle_file)
+    t = ["train", *TINY]
+    return [
+        ("missing data folder", [*t, "--data", str(missing), "--out", str(tmp / "m.safetensors")], "does not exist"),
+        ("data folder without files", [*t, "--data", str(tmp), "--out", str(tmp / "m.safetensors")], "has no binarized_mnist_train.amat"),
+        ("unknown ordering", [*t, "--ordering", "zigzag", "--out", str(tmp / "m.safetensors")], "unknown ordering 'zigzag'"),
+        ("output folder missing", [*t, "--out", str(missing / "m.safetensors")], "does not exist"),
+        ("config not JSON", [*t, "--config", "{bad", "--out", str(tmp / "m.safetensors")], "--config is not valid JSON"),
+        ("config not an object", [*t, "--config", "[1]", "--out", str(tmp / "m.safetensors")], "JSON object"),
+        ("config unknown field", [*t, "--config", '{"depth": 3}', "--out", str(tmp / "m.safetensors")], "unknown FVSBNConfig field"),
+        ("hidden for fvsbn", [*t, "--hidden", "5", "--out", str(tmp / "m.safetensors")], "has no hidden size"),
+        ("num-masks for fvsbn", [*t, "--num-masks", "3", "--out", str(tmp / "m.safetensors")], "does not apply"),
+        ("zero epochs", [*t, "--epochs", "0", "--out", str(tmp / "m.safetensors")], "at least 1"),
+        ("resume with nothing saved", [*t, "--resume", "--out", str(tmp / "nothing.safetensors")], "cannot resume"),
+        ("eval missing checkpoint", ["eval", str(tmp / "none.safetensors")], "cannot open"),
+        ("eval zero-byte checkpoint", ["eval", str(zero)], "empty"),
+        ("eval a pickle", ["eval", str(pickle_file)], "never unpickles"),
+        ("eval in an unsupported ordering", ["eval", str(trained), "--ordering", "random:3", "--max-images", "5"], "raster ordering only"),
+        ("ensemble of a fixed-order model", ["eval", str(trained), "--ensemble", "3", "--max-images", "5"], "order-agnostic"),
+        ("eval missing data", ["eval", str(trained), "--data", str(missing)], "does not exist"),
+        ("sample n=0", ["sample", str(trained), "--n", "0", "--out", str(tmp / "g.png")], "--n must be at least 1"),
+        ("sample into a missing folder", ["sample", str(trained), "--n", "1", "--out", str(missing / "g.png")], "No such file or directory"),
+        ("sample bad ordering", ["sample", str(trained), "--ordering", "spiral", "--out", str(tmp / "g.png")], "unknown ordering"),
+        ("info of a pickle", ["info", str(pickle_file)], "never unpickles"),
+    ] + ([] if torch.cuda.is_available() else [("train on missing CUDA", [*t, "--device", "cuda", "--out", str(tmp / "m.safetensors")], "no CUDA device")])
+
+
+def _error_ids():
+    return [
+        "missing data folder", "data folder without files", "unknown ordering", "output folder missing", "config not JSON",
+        "config not an object", "config unknown field", "hidden for fvsbn", "num-masks for fvsbn", "zero epochs",
+        "resume with nothing saved", "eval missing checkpoint", "eval zero-byte checkpoint", "eval a pickle",
+        "eval in an unsupported ordering", "ensemble of a fixed-order model", "eval missing data", "sample n=0",
+        "sample into a missing folder", "sample bad ordering", "info of a pickle", "train on missing CUDA",
+    ]
+
+
+@pytest.mark.parametrize("name", _error_ids())
+def test_error_paths(trained, tmp_path, capsys, name):
+    cases = {n: (argv, m) for n, argv, m in _errors(tmp_path, trained)}
+    if name not in cases:
+        pytest.skip("CUDA is available here")
+    argv, match = cases[name]
+    run_error(capsys, argv, match)
+
+
+@pytest.mark.parametrize("fault", ["nan", "oom", "full-disk"])
+def test_training_faults_on_the_command_line(trained, tmp_path, capsys, monkeypatch, fault, data_dir):
+    out = tmp_path / "m.safetensors"
+    if fault == "nan":
+        monkeypatch.setattr(FVSBN, "training_loss", lambda self, x: torch.tensor(float("nan"), requires_grad=True))
+        match = "the loss became nan"
+    elif fault == "oom":
+        def oom(self, x):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        monkeypatch.setattr(FVSBN, "training_loss", oom)
+        match = "batch of 100 images"
+    else:
+        monkeypatch.setattr(ckmod.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
+        match = "No space left on device"
+    run_error(capsys, ["train", *TINY, "--out", str(out), "--data", str(data_dir)], match)
+    assert not out.exists()
+
+
+def test_argparse_errors_exit_2_without_traceback(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--model", "resnet", "--out", "x"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice" in err and "Traceback" not in err
+
+
+def test_missing_data_in_a_real_process(tmp_path):
+    """The installed entry point, as a user runs it: one line, status 2, no traceback."""
+    env = dict(os.environ, PIXELCHAIN_DATA=str(tmp_path / "gone"), PYTHONPATH=str(ROOT))
+    r = subprocess.run(
+        [sys.executable, "-m", "engine", "train", "--model", "fvsbn", "--out", str(tmp_path / "m.safetensors")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "PIXELCHAIN_DATA" in lines[0] and "is not a directory" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
