@@ -27,6 +27,7 @@ from typing import Any, Iterator, Union
 import numpy as np
 import torch
 
+from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .models import ARModel
 
@@ -194,7 +195,8 @@ def train(
 ) -> Iterator[Event]:
     """Train ``model`` with Adam, yielding progress; keeps the best-on-validation checkpoint."""
     cfg = config
-    device = resolve_device(cfg.device)
+    ddp = distributed.context(cfg.device)  # several processes under torchrun, else a no-op
+    device = ddp.device if ddp.enabled else resolve_device(cfg.device)
     train_x = np.asarray(train_x[: cfg.max_train] if cfg.max_train else train_x)
     valid_x = np.asarray(valid_x[: cfg.max_valid] if cfg.max_valid else valid_x)
     if len(train_x) == 0 or len(valid_x) == 0:
@@ -230,6 +232,8 @@ def train(
         marg = torch.as_tensor(train_x.mean(0), dtype=torch.float32, device=device)
         model.init_output_bias(marg)
 
+    loss_fn = ddp.loss_fn(model)  # model.training_loss, gradient-synchronising under DDP
+
     def lr_at(epoch: int) -> float:
         if cfg.lr_min_factor >= 1.0 or cfg.epochs <= 1:
             return cfg.lr
@@ -260,15 +264,15 @@ def train(
         model.train()
         total, count = 0.0, 0
         for b in range(batches):
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            idx = ddp.shard(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
             xb = x_all[idx.to(x_all.device)]
             try:
                 if cfg.amp and device.type == "cuda":
                     with torch.autocast("cuda", dtype=torch.bfloat16):
-                        loss = model.training_loss(xb)
+                        loss = loss_fn(xb)
                 else:
-                    loss = model.training_loss(xb)
-                lv = float(loss.detach())
+                    loss = loss_fn(xb)
+                lv = ddp.mean(float(loss.detach()))
             except torch.cuda.OutOfMemoryError:
                 raise _out_of_memory("a training batch", len(idx), "--batch-size", epoch, b + 1) from None
             if not math.isfinite(lv):
@@ -293,7 +297,7 @@ def train(
             eta = elapsed / done_batches * (total_batches - done_batches)
             yield BatchEnd(epoch, cfg.epochs, b + 1, batches, lv, elapsed, eta)
         try:
-            valid_nll, _ = evaluate(model, valid_x, cfg.eval_batch_size)
+            valid_nll, _ = ddp.evaluate(model, valid_x, cfg.eval_batch_size)
         except torch.cuda.OutOfMemoryError:
             raise _out_of_memory("validation", cfg.eval_batch_size, "TrainConfig.eval_batch_size", epoch, None) from None
         train_nll = total / max(count, 1)
@@ -304,7 +308,7 @@ def train(
             bad_epochs = 0
         else:
             bad_epochs += 1
-        if out is not None:
+        if out is not None and ddp.is_main:
             m = dict(base_meta, history=history, epoch=epoch, metrics={"valid_nll": best})
             if improved:
                 save_checkpoint(out, model, dict(m, metrics={"valid_nll": valid_nll}))
