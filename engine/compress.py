@@ -73,7 +73,10 @@ VERSION = 1
 PROB_BITS = 24
 _GRID = float(1 << PROB_BITS)
 _HEAD = struct.Struct("<4sB16sHHIIH")
-MAX_IMAGES = 50_000_000
+MAX_IMAGES = 10_000_000
+MAX_CHUNK = 65_536
+#: a file may not claim more images per bit of coded data than this (refused before any allocation)
+MAX_IMAGES_PER_BIT = 1024
 
 Progress = Callable[[int, int], None]  # (images done, total)
 
@@ -151,7 +154,7 @@ def read_container_header(data: bytes) -> ContainerInfo:
     magic, version, fp, h, w, n, chunk, olen = _HEAD.unpack_from(data, 0)
     if version != VERSION:
         raise CompressionError(f"compressed file format version {version} is not supported (this pixelchain reads {VERSION})")
-    if h < 1 or w < 1 or chunk < 1 or n > MAX_IMAGES:
+    if h < 1 or w < 1 or not 1 <= chunk <= MAX_CHUNK or n > MAX_IMAGES:
         raise CompressionError(f"corrupt header: {h}x{w} images, {n} images, chunk size {chunk}")
     pos = _HEAD.size
     if len(data) < pos + olen + 4:
@@ -176,6 +179,9 @@ def read_container_header(data: bytes) -> ContainerInfo:
         pos += 4 * words
     if pos != len(data):
         raise CompressionError(f"corrupt file: {len(data) - pos} unexpected bytes after the last chunk")
+    bits = 32 * sum(w for _, w in chunks)
+    if n > MAX_IMAGES_PER_BIT * (bits + 64):
+        raise CompressionError(f"corrupt header: {n} images cannot be held in {bits} bits of coded data")
     return ContainerInfo(fp.hex(), h, w, n, chunk, ordering_json, crc, chunks, header_bytes, len(data))
 
 
@@ -192,8 +198,8 @@ class Codec:
     def __init__(self, model: ARModel, ordering: Ordering | None = None, chunk_size: int = 500):
         import constriction  # noqa: F401  (fail early with a clear ImportError)
 
-        if chunk_size < 1:
-            raise ValueError("chunk size must be at least 1")
+        if not 1 <= chunk_size <= MAX_CHUNK:
+            raise ValueError(f"chunk size must be between 1 and {MAX_CHUNK}")
         self.fingerprint = model_fingerprint(model)
         self.model = copy.deepcopy(model).to("cpu", torch.float64).eval()
         self.ordering = self.model.resolve_ordering(ordering)

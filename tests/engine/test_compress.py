@@ -130,6 +130,13 @@ def test_corrupt_containers_give_clear_errors():
         bad[info.chunks[0][0] + k] ^= 0x5A
         with pytest.raises(CompressionError):
             decompress(model, bytes(bad))
+    # a small file claiming millions of images is refused before anything is allocated
+    info0 = read_container_header(data)
+    head = bytearray(data[: info0.header_bytes])
+    struct.pack_into("<II", head, 4 + 1 + 16 + 4, 9_000_000, 65_536)
+    tiny_chunks = b"".join(struct.pack("<II", 1, 0) for _ in range(-(-9_000_000 // 65_536)))
+    with pytest.raises(CompressionError, match="cannot be held"):
+        decompress(model, bytes(head) + tiny_chunks)
     # a count of images that does not match the chunks
     bad = bytearray(data)
     struct.pack_into("<I", bad, 4 + 1 + 16 + 4, 1000)
