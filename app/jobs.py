@@ -7,6 +7,7 @@ a generator; they only call the engine, so they are as testable as the engine it
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from engine.models.base import ARModel
 from engine.ordering import Ordering
 from engine.session import PixelFigures, pixel_figures, reference_log_probs
 
-__all__ = ["figures_job", "load_job", "reference_job", "test_digit_job", "default_model_job", "save_job", "REFERENCE_IMAGES"]
+__all__ = ["figures_job", "load_job", "reference_job", "test_digit_job", "default_model_job", "save_job", "warm_up_job", "REFERENCE_IMAGES"]
 
 #: how many test digits the percentile is measured against (the whole static test split)
 REFERENCE_IMAGES = 10_000
@@ -38,7 +39,10 @@ def split(name: str) -> np.ndarray:
 
 
 def figures_job(job, model: ARModel, image: np.ndarray, ordering: Ordering, key: tuple) -> tuple[tuple, PixelFigures]:
-    return key, pixel_figures(model, image, ordering)
+    t0 = time.perf_counter()
+    figs = pixel_figures(model, image, ordering)
+    figs.extra["seconds"] = time.perf_counter() - t0
+    return key, figs
 
 
 def load_job(job, path: Path) -> Checkpoint:
@@ -72,6 +76,16 @@ def default_model_job(job) -> ARModel:
         pass
     model.eval()
     return model
+
+
+def warm_up_job(job) -> None:
+    """One Adam step on a dummy tensor: torch imports a lot of modules (torch._dynamo) on the first
+    optimizer step, holding the GIL for up to seconds. Done on the training worker at start-up so
+    that pressing Start later does not freeze the window."""
+    p = torch.zeros(2, requires_grad=True)
+    opt = torch.optim.Adam([p], lr=1e-3)
+    p.sum().backward()
+    opt.step()
 
 
 def save_job(job, path: Path, model: ARModel, meta: dict) -> Path:

@@ -69,9 +69,9 @@ class MainWindow(QMainWindow):
         self._hover = -1
         self.pinned = -1
 
-        self.compute = Worker("compute", self)
-        self.ref_worker = Worker("reference", self)
-        self.sampler = Worker("sample", self)
+        self.compute = Worker("compute", self, torch_threads=1)
+        self.ref_worker = Worker("reference", self, torch_threads=1)
+        self.sampler = Worker("sample", self, torch_threads=1)
         self.trainer = Worker("train", self)
 
         # -- widgets ----------------------------------------------------------------------------
@@ -174,6 +174,7 @@ class MainWindow(QMainWindow):
         self._pending_misc: dict[int, str] = {}
         self.populate_models()
         self._update_edit_actions()
+        self.trainer.submit(jobs.warm_up_job, replace=False)
 
     # ------------------------------------------------------------------------------------------
     # models

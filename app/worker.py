@@ -13,7 +13,9 @@ Every job carries an increasing request id. ``submit(..., replace=True)`` cancel
 running, and the signals of a cancelled job other than ``started``/``finished`` are dropped on the
 GUI side, so a stale result never overwrites a newer one. Jobs of one worker run one at a time;
 the app keeps separate workers for heatmaps, sampling and training so they do not wait on each
-other.
+other. ``torch_threads`` sets torch's intra-op thread count for that thread only (OpenMP keeps it
+per thread): one thread is fastest for the app's one-image passes and avoids OpenMP spinning
+against the training thread.
 """
 
 from __future__ import annotations
@@ -95,8 +97,18 @@ class _Runner(QObject):
     error = Signal(int, str)
     finished = Signal(int, bool)
 
+    def __init__(self, torch_threads: int | None):
+        super().__init__()
+        self.torch_threads = torch_threads
+
     @Slot(object)
     def run(self, job: Job) -> None:
+        if self.torch_threads:
+            # OpenMP's thread count is per calling thread: this sets it for this worker only.
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
+            self.torch_threads = None
         self.started.emit(job.id)
         if job.cancelled:
             self.finished.emit(job.id, True)
@@ -147,12 +159,12 @@ class Worker(QObject):
     finished = Signal(int, bool)
     _submit = Signal(object)
 
-    def __init__(self, name: str, parent: QObject | None = None):
+    def __init__(self, name: str, parent: QObject | None = None, torch_threads: int | None = None):
         super().__init__(parent)
         self.name = name
         self._thread = QThread()
         self._thread.setObjectName(f"pixelchain-{name}")
-        self._runner = _Runner()
+        self._runner = _Runner(torch_threads)
         self._runner.moveToThread(self._thread)
         self._submit.connect(self._runner.run)
         self._runner.started.connect(self._on_started)

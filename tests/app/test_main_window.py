@@ -240,3 +240,20 @@ def test_no_checkpoints_gives_a_usable_untrained_model(make_window, tmp_path):
     assert win.entry is None and win.model.family == "fvsbn"
     assert "untrained" in win.model_picker.currentText()
     assert win.figures is not None
+
+
+def test_rapid_strokes_end_on_the_heatmaps_of_the_final_canvas(qtbot, win):
+    """Newest request wins: after a burst of strokes the heatmaps show the last canvas exactly."""
+    from engine.session import pixel_figures
+
+    cv = win.canvas
+    for k in range(12):
+        r = 3 + 2 * k
+        QTest.mousePress(cv, Qt.LeftButton, Qt.NoModifier, _pt(cv, r, 4))
+        QTest.mouseMove(cv, _pt(cv, r, 12 + k))
+        QTest.mouseRelease(cv, Qt.LeftButton, Qt.NoModifier, _pt(cv, r, 12 + k))
+    qtbot.waitUntil(lambda: win._fig_job is None and win.figures is not None
+                    and np.array_equal(win.heatmaps.prob.image.image, pixel_figures(win.model, win.session.canvas, win.ordering).prob),
+                    timeout=10000)
+    assert win.figures.log_p == pytest.approx(pixel_figures(win.model, win.session.canvas, win.ordering).log_p, abs=1e-6)
+    assert win.session.canvas[25, 4:23].all()
