@@ -43,6 +43,31 @@ for command in sys.stdin:
 """
 
 
+def kill_one_saver(proc: subprocess.Popen, path: Path, rng: random.Random, max_sleep: float = 0.04) -> tuple[int, int]:
+    """Start a saver, SIGKILL it during save number ``target``; (target, save the file holds).
+
+    Lines of earlier, killed savers may still sit in the pipe: only the newest saver's (the one
+    that announced ``begin 0`` after this call) are read.
+    """
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    target = rng.randint(1, 3)  # after at least one complete save
+    current = None
+    for line in proc.stdout:
+        word, i, pid = line.split()
+        if word == "begin" and i == "0":
+            current = pid
+        if pid == current and word == "begin" and int(i) == target:
+            time.sleep(rng.uniform(0, max_sleep))  # somewhere inside the write, fsync or rename
+            os.kill(int(pid), signal.SIGKILL)
+            break
+    ck = load_checkpoint(path)  # the assertion of this whole file: it never raises
+    held = ck.meta["i"]
+    assert held >= target - 1, (held, target)  # never older than the last complete save
+    assert float(ck.model.out.bias.detach()[0]) == float(held)  # weights and metadata from the same save
+    return target, held
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL") or not hasattr(os, "fork"), reason="needs SIGKILL and fork")
 def test_sigkill_during_saves_always_leaves_a_loadable_checkpoint(tmp_path):
     path = tmp_path / "model.safetensors"
@@ -52,20 +77,8 @@ def test_sigkill_during_saves_always_leaves_a_loadable_checkpoint(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
         for trial in range(6):
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-            target = rng.randint(1, 3)  # kill during save number `target` (0-based), after one complete save
-            for line in proc.stdout:
-                word, i, pid = line.split()
-                if word == "begin" and int(i) == target:
-                    time.sleep(rng.uniform(0, 0.04))  # somewhere inside the write, fsync or rename
-                    os.kill(int(pid), signal.SIGKILL)
-                    break
-            ck = load_checkpoint(path)  # never raises
-            i = ck.meta["i"]
-            assert i in (target - 1, target), (i, target)
-            assert float(ck.model.out.bias.detach()[0]) == float(i)  # weights and metadata from the same save
-            outcomes.append("new" if i == target else "previous")
+            target, held = kill_one_saver(proc, path, rng)
+            outcomes.append("previous" if held < target else "new")
     finally:
         proc.kill()
         proc.wait(10)
