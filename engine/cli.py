@@ -5,6 +5,7 @@
     pixelchain eval CKPT [--json] [--ensemble K] [--split test] [--record]
     pixelchain sample CKPT --n 16 --out grid.png [--temperature T] [--seed S]
     pixelchain info CKPT            print a checkpoint's metadata
+    pixelchain compress|decompress|score|inpaint-eval ...   see engine/cli_beyond.py
 
 Errors print one line ``pixelchain: error: ...`` and exit with status 2; no traceback.
 """
