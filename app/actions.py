@@ -173,6 +173,7 @@ def build(win: "MainWindow") -> None:
 
 def set_overlay(win: "MainWindow", key: str) -> None:
     win.canvas.set_overlay(key)
+    win.legend.show_for(key, win.ordering)
     win.overlay_actions[key].setChecked(True)
     win.overlay_combo.setCurrentIndex(win.overlay_combo.findData(key))
 

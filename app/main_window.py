@@ -40,6 +40,38 @@ __all__ = ["MainWindow"]
 DEBOUNCE_MS = 12
 
 
+class _OrderLegend(QWidget):
+    """The colour key of the ordering overlay: first step to last step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(96, 2, 8, 2)
+        self.first = QLabel("step 1")
+        self.bar = QLabel()
+        self.bar.setFixedHeight(10)
+        self.last = QLabel("step 784")
+        self.note = QLabel()
+        for lab in (self.first, self.last, self.note):
+            lab.setObjectName("legend")
+        lay.addWidget(self.first)
+        lay.addWidget(self.bar, 1)
+        lay.addWidget(self.last)
+        lay.addWidget(self.note)
+        from .widgets.colors import lookup_table
+
+        lut = lookup_table(9)
+        stops = ", ".join(f"stop:{i / 8:.3f} rgb({r},{g},{b})" for i, (r, g, b) in enumerate(lut.tolist()))
+        self.bar.setStyleSheet(f"background: qlineargradient(x1:0, y1:0, x2:1, y2:0, {stops}); border-radius: 3px;")
+        self.setVisible(False)
+
+    def show_for(self, mode: str, ordering: Ordering | None) -> None:
+        self.setVisible(mode != "off" and ordering is not None)
+        if ordering is not None:
+            self.last.setText(f"step {ordering.size}")
+            self.note.setText(f"  {ordering.label}" + ("  (green dot: first, red: last)" if mode == "path" else ""))
+
+
 class MainWindow(QMainWindow):
     figuresShown = Signal()  #: heatmaps and read-out updated for the current canvas
     modelChanged = Signal()
@@ -98,6 +130,8 @@ class MainWindow(QMainWindow):
         row.addWidget(self.canvas_toolbar, 0, Qt.AlignTop)
         row.addWidget(self.canvas, 1)
         ll.addLayout(row, 1)
+        self.legend = _OrderLegend()
+        ll.addWidget(self.legend)
         mid = QWidget()
         ml = QVBoxLayout(mid)
         ml.setContentsMargins(0, 0, 0, 0)
@@ -222,6 +256,7 @@ class MainWindow(QMainWindow):
         cur = self.ordering_picker.set_model(model)
         self.ordering = cur
         self.canvas.set_ordering(cur)
+        self.legend.show_for(self.canvas.overlay, cur)
         if entry is not None:
             self.model_picker.select_path(entry.path)
         else:
@@ -257,6 +292,7 @@ class MainWindow(QMainWindow):
             self.stop_run()
         self.ordering = ordering
         self.canvas.set_ordering(ordering)
+        self.legend.show_for(self.canvas.overlay, ordering)
         self.readout.set_model_text(self._model_text())
         self._update_inpaint_note()
         self._refresh_inspector()
