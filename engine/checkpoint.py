@@ -272,16 +272,23 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     path = Path(path)
     header = _read_header(path, max_bytes)
     info = _metadata(path, header)
+    model = None
     try:
         _check_plausible_size(info, header)
         ordering = Ordering.from_dict(info["ordering"])
-        with torch.device("meta"):  # shapes only: nothing is allocated yet
-            probe = build_model(info["family"], info["config"], ordering)
+        try:
+            with torch.device("meta"):  # shapes only: nothing is allocated yet
+                probe = build_model(info["family"], info["config"], ordering)
+        except UnknownFamily:
+            raise
+        except Exception:  # a constructor that needs real tensors (the size is plausible)
+            probe = model = build_model(info["family"], info["config"], ordering)
     except UnknownFamily as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     except Exception as exc:  # anything the config makes our own constructors raise
         raise CheckpointError(f"{path}: cannot rebuild the model from its metadata: {exc}") from None
-    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    probe_state = probe.state_dict()
+    expected = {k: tuple(v.shape) for k, v in probe_state.items()}
     stored = {k[len("model."):]: spec for k, spec in header.items() if k.startswith("model.")}
     missing = sorted(set(expected) - set(stored))
     unexpected = sorted(set(stored) - set(expected))
@@ -296,13 +303,14 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
         if tuple(spec["shape"]) != expected[k]:
             raise CheckpointError(f"{path}: tensor {k!r} has shape {tuple(spec['shape'])}, the config implies {expected[k]}")
         is_float = spec["dtype"] in ("F16", "BF16", "F32", "F64")
-        if is_float != probe.state_dict()[k].is_floating_point():
-            raise CheckpointError(f"{path}: tensor {k!r} has dtype {spec['dtype']}, expected {probe.state_dict()[k].dtype}")
-    del probe
-    try:
-        model = build_model(info["family"], info["config"], ordering)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot rebuild the model from its metadata: {exc}") from None
+        if is_float != probe_state[k].is_floating_point():
+            raise CheckpointError(f"{path}: tensor {k!r} has dtype {spec['dtype']}, expected {probe_state[k].dtype}")
+    del probe, probe_state
+    if model is None:
+        try:
+            model = build_model(info["family"], info["config"], ordering)
+        except Exception as exc:
+            raise CheckpointError(f"{path}: cannot rebuild the model from its metadata: {exc}") from None
     try:
         tensors = load_file(str(path), device="cpu")
     except Exception as exc:  # SafetensorError, OSError, ...: the file is damaged
