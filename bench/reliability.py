@@ -304,20 +304,24 @@ def figures(d: Path, huge_path: Path | None) -> dict:
         finally:
             os.environ.clear()
             os.environ.update(env)
-    if huge_path is not None and huge_path.is_file():
+    for path in (huge_path, huge_path.with_suffix(".jpg")) if huge_path is not None else ():
+        if not path.is_file():
+            continue
+        # peak resident memory (VmHWM) reset just before the import: what the import itself needs
         code = (
-            "import resource, sys; from engine.images import import_image; "
-            "b = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; x = import_image(sys.argv[1]); "
-            "print(b, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, int(x.sum()))"
+            "import sys; from engine.images import import_image\n"
+            "hwm = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])\n"
+            "rss = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])\n"
+            "open('/proc/self/clear_refs', 'w').write('5'); b = rss(); x = import_image(sys.argv[1]); print(b, hwm())"
         )
-        r = subprocess.run([sys.executable, "-c", code, str(huge_path)], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
         if r.returncode == 0:
-            before, after, ink = map(int, r.stdout.split())
+            before, peak = map(int, r.stdout.split())
             from PIL import Image
 
-            with Image.open(huge_path) as im:
-                w, h = im.size
-            out[f"peak extra memory importing a {w}x{h} grey PNG, MiB"] = round((after - before) / 1024, 1)
+            with Image.open(path) as im:
+                w, h, fmt = *im.size, im.format
+            out[f"peak extra memory importing a {w}x{h} {fmt} ({w * h / 1e6:.0f} Mpx), MiB"] = round((peak - before) / 1024, 1)
     # how long can a stop request wait? the gap between progress events of a real-size model
     torch.manual_seed(0)
     m = build_model("made", {"hidden": (500,)}, make_ordering("raster"))
