@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="bundled model name or path to a .safetensors checkpoint")
     p.add_argument("--ordering", default=None, help="ordering to show, e.g. raster, snake, random:3 (if the model allows it)")
     p.add_argument("--screenshot", default=None, metavar="PATH", help="render offscreen, save a PNG of the window, exit")
-    p.add_argument("--digit", type=int, default=0, help="test digit drawn for --screenshot (index in the test split)")
+    p.add_argument("--digit", type=int, default=4010, help="test digit drawn for --screenshot (index in the test split)")
     p.add_argument("--size", default="1600x1000", help="window size for --screenshot, WxH")
     p.add_argument("--tab", default="inspect", choices=["inspect", "sample", "train"], help="side panel shown in --screenshot")
     p.add_argument("--overlay", default="off", choices=["off", "steps", "path"], help="ordering overlay on the canvas")

@@ -246,18 +246,21 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Loading {Path(path).name}…")
 
     def set_model(self, model: ARModel, entry: ModelEntry | None, meta: dict | None = None) -> None:
+        c = model.config
+        if (c.height, c.width) != (self.session.height, self.session.width):
+            raise ValueError(f"the app shows {self.session.height}x{self.session.width} digits; this model is for {c.height}x{c.width} images")
         if self._run is not None:
             self.stop_run()
         self.model = model
         self.entry = entry
         self.model_meta = dict(meta or {})
         self.model_key += 1
-        self.session_shape_check()
         cur = self.ordering_picker.set_model(model)
         self.ordering = cur
         self.canvas.set_ordering(cur)
         self.legend.show_for(self.canvas.overlay, cur)
         if entry is not None:
+            self.model_picker.drop_placeholder()
             self.model_picker.select_path(entry.path)
         else:
             self.model_picker.set_placeholder("untrained FVSBN (pixel marginals) · use Train… or File ▸ Open…")
@@ -268,11 +271,6 @@ class MainWindow(QMainWindow):
         self.modelChanged.emit()
         self.request_figures()
         self.request_reference()
-
-    def session_shape_check(self) -> None:
-        c = self.model.config
-        if (c.height, c.width) != (self.session.height, self.session.width):
-            raise ValueError(f"the app shows 28x28 digits; this model is for {c.height}x{c.width}")
 
     def _model_text(self) -> str:
         if self.model is None:
@@ -379,6 +377,10 @@ class MainWindow(QMainWindow):
             ck: Checkpoint = value  # type: ignore[assignment]
             try:
                 entry = ModelEntry.from_file(path, source)
+                c = ck.model.config
+                if (c.height, c.width) != (self.session.height, self.session.width):
+                    raise ValueError(f"the app shows {self.session.height}x{self.session.width} digits; "
+                                     f"this model is for {c.height}x{c.width} images")
                 self.model_picker.add_entry(entry)
                 self.set_model(ck.model, entry, ck.meta)
             except Exception as exc:  # noqa: BLE001
@@ -492,6 +494,9 @@ class MainWindow(QMainWindow):
         actions.update_edit_actions(self)
 
     def import_image_file(self, path: str | Path) -> bool:
+        if self.canvas.locked:
+            self.statusBar().showMessage("Stop the sampling run first", 4000)
+            return False
         try:
             img = import_image(path)
         except Exception as exc:  # noqa: BLE001 -- ImageError and anything pillow raises

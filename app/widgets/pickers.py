@@ -49,7 +49,7 @@ class ModelPicker(QComboBox):
                 if select:
                     self.setCurrentIndex(row)
                 return row
-        self._drop_placeholder()
+        self.drop_placeholder()
         self._entries.append(entry)
         self.addItem(entry.label)
         row = self.count() - 1
@@ -60,12 +60,12 @@ class ModelPicker(QComboBox):
 
     def set_placeholder(self, text: str) -> None:
         """Show a model that is not a file (the untrained default) as the current item."""
-        self._drop_placeholder()
+        self.drop_placeholder()
         self.insertItem(0, text)
         self._placeholder = text
         self.setCurrentIndex(0)
 
-    def _drop_placeholder(self) -> None:
+    def drop_placeholder(self) -> None:
         if self._placeholder is not None:
             self.removeItem(0)
             self._placeholder = None

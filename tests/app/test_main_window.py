@@ -257,3 +257,18 @@ def test_rapid_strokes_end_on_the_heatmaps_of_the_final_canvas(qtbot, win):
                     timeout=10000)
     assert win.figures.log_p == pytest.approx(pixel_figures(win.model, win.session.canvas, win.ordering).log_p, abs=1e-3)
     assert win.session.canvas[25, 4:23].all()
+
+
+def test_a_model_for_another_image_size_is_refused_and_the_current_one_kept(qtbot, win, tmp_path):
+    from engine.checkpoint import save_checkpoint
+    from engine.models import build_model
+    from engine.ordering import make_ordering as mk
+
+    tiny = build_model("fvsbn", {"height": 2, "width": 4}, mk("raster", 2, 4))
+    save_checkpoint(tmp_path / "tiny.safetensors", tiny, {"name": "tiny"})
+    model = win.model
+    win.open_checkpoint(tmp_path / "tiny.safetensors")
+    qtbot.waitUntil(lambda: "2x4" in getattr(win, "last_error", ""), timeout=10000)
+    assert win.model is model and win.ordering.size == 784
+    assert not any("tiny" in e.name for e in win.model_picker.entries)
+    stroke(qtbot, win, [(3, 3), (3, 9)])  # still working
