@@ -111,7 +111,7 @@ def parse_amat(path: str | os.PathLike, expected_rows: int | None = None) -> np.
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"cannot read {path}: {exc}. Delete it and load again to re-download.") from None
+        raise DataError(f"cannot read {path}: {exc}.") from None
     lines = raw.split(b"\n")
     rows = [ln for ln in lines if ln.strip()]
     if not rows:
@@ -135,19 +135,14 @@ def _verify(x: np.ndarray, split: str, source: Path) -> None:
     if got != CHECKSUMS[split]:
         raise DataError(
             f"{source} does not match the static binarized MNIST {split} split (checksum {got[:12]}..., "
-            f"expected {CHECKSUMS[split][:12]}...): the file is altered or truncated. Delete it and load again."
+            f"expected {CHECKSUMS[split][:12]}...): the file is altered or truncated."
         )
 
 
 def _atomic_write_bytes(dest: Path, write: Callable[[object], None]) -> None:
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        for stale in dest.parent.glob(f".{dest.name}.*.part"):  # left by a killed download
-            if time.time() - stale.stat().st_mtime > 600:
-                stale.unlink()
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    except OSError as exc:
-        raise DataError(f"cannot write the download cache {dest.parent}: {exc.strerror or exc}; set PIXELCHAIN_CACHE to a writable folder") from None
+    """Write ``dest`` through a temporary file and a rename; raises OSError."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -259,8 +254,16 @@ def load_split(
                 return np.unpackbits(packed, axis=1, count=D)
     except (OSError, ValueError):
         pass  # a broken cache is rebuilt below
-    x = parse_amat(source, SPLIT_SIZES[split])
-    _verify(x, split, source)
+    try:
+        x = parse_amat(source, SPLIT_SIZES[split])
+        _verify(x, split, source)
+    except DataError as exc:
+        hint = (
+            "Delete it and load again to download it afresh."
+            if is_cache
+            else f"Replace it with the original file (from {DEFAULT_URL}) or use another folder with --data."
+        )
+        raise DataError(f"{exc} {hint}") from None
     try:
         _atomic_write_bytes(cached, lambda f: np.save(f, np.packbits(x, axis=1), allow_pickle=False))
     except OSError:

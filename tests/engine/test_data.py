@@ -144,7 +144,7 @@ def test_altered_file_fails_the_checksum(fake, tmp_path):
     x = fake["test"].copy()
     x[3, 100] ^= 1  # one pixel flipped: the shape is right, the content is not
     write_split(tmp_path / "d", "test", x)
-    with pytest.raises(DataError, match=r"does not match the static binarized MNIST test split.*altered or truncated"):
+    with pytest.raises(DataError, match=r"does not match the static binarized MNIST test split.*altered or truncated.*Replace it"):
         load_split("test", tmp_path / "d")
     write_split(tmp_path / "e", "test", fake["test"][:7])  # truncated: fewer images
     with pytest.raises(DataError, match="holds 7 images, expected 10"):
@@ -174,8 +174,16 @@ def test_parse_cache(fake, tmp_path, monkeypatch):
 def test_unwritable_cache_only_costs_speed(fake, tmp_path, monkeypatch):
     d = tmp_path / "d"
     write_split(d, "valid", fake["valid"])
-    monkeypatch.setattr(data, "_atomic_write_bytes", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left on device")))
-    assert np.array_equal(load_split("valid", d), fake["valid"])
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(data.tempfile, "mkstemp", refuse)  # the cache folder is not writable
+        assert np.array_equal(load_split("valid", d), fake["valid"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(data.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+        assert np.array_equal(load_split("valid", d), fake["valid"])  # a full disk neither
+    assert no_leftovers(cache_dir())
 
 
 # -------------------------------------------------------------------------------- downloads
