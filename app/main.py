@@ -36,6 +36,8 @@ def make_app(argv: Sequence[str] = ()):
 
     import pyqtgraph as pg
 
+    # Hand the GIL to the GUI thread sooner when a worker runs Python code (default: every 5 ms).
+    sys.setswitchinterval(0.001)
     app = QApplication.instance() or QApplication(["pixelchain", *argv])
     app.setApplicationName("pixelchain")
     app.setOrganizationName("pixelchain")

@@ -251,8 +251,11 @@ class SamplingPanel(QWidget):
 
     def show_grid(self, images: np.ndarray, pending: np.ndarray | None = None) -> None:
         h, w = self.shape
-        self.grid_image.setImage(tile(images, h, w, pending), levels=(0.0, 1.0), autoLevels=False)
-        self.grid_box.autoRange(padding=0.02)
+        grid = tile(images, h, w, pending)
+        old = self.grid_image.image
+        self.grid_image.setImage(grid, levels=(0.0, 1.0), autoLevels=False)
+        if old is None or old.shape != grid.shape:
+            self.grid_box.autoRange(padding=0.02)
 
     def finish(self, images: np.ndarray | None, note: str) -> None:
         if images is not None:
