@@ -15,7 +15,7 @@ from .made import MADE, MADEConfig
 from .mlp import MLPConfig, PixelMLP
 from .nade import NADE, NADEConfig
 from .lstm import LSTMConfig, PixelLSTM
-from .pixelcnn import GatedPixelCNN, PixelCNNConfig
+from .pixelcnn import GatedPixelCNN, LMConvConfig, LocallyMaskedPixelCNN, PixelCNNConfig
 from .transformer import OrderAgnosticTransformer, TransformerConfig
 
 FAMILIES: dict[str, type[ARModel]] = {
@@ -24,6 +24,7 @@ FAMILIES: dict[str, type[ARModel]] = {
     "nade": NADE,
     "made": MADE,
     "pixelcnn": GatedPixelCNN,
+    "lmconv": LocallyMaskedPixelCNN,
     "lstm": PixelLSTM,
     "transformer": OrderAgnosticTransformer,
 }
@@ -69,6 +70,8 @@ __all__ = [
     "MADEConfig",
     "GatedPixelCNN",
     "PixelCNNConfig",
+    "LocallyMaskedPixelCNN",
+    "LMConvConfig",
     "PixelLSTM",
     "LSTMConfig",
     "OrderAgnosticTransformer",

@@ -183,6 +183,7 @@ def test_full_size_smoke(family):
         "made": {"hidden": (64,)},
         "nade": {"hidden": 32},
         "pixelcnn": {"channels": 8, "layers": 2},
+        "lmconv": {"channels": 8, "layers": 2, "order_agnostic": True},
         "lstm": {"hidden": 32, "embed": 16},
         "transformer": {"d_model": 32, "layers": 2, "heads": 2},
     }

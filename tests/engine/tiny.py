@@ -20,6 +20,10 @@ TINY_CONFIGS: dict[str, list[tuple[str, dict]]] = {
         ("made-agnostic", {"hidden": (9,), "order_agnostic": True, "num_masks": 4, "direct": True}),
     ],
     "pixelcnn": [("pixelcnn", {"channels": 3, "layers": 2, "kernel": 3, "first_kernel": 3, "head": 4})],
+    "lmconv": [
+        ("lmconv", {"channels": 3, "layers": 2, "kernel": 3, "first_kernel": 3, "head": 4}),
+        ("lmconv-agnostic", {"channels": 2, "layers": 1, "kernel": 3, "first_kernel": 5, "head": 3, "order_agnostic": True}),
+    ],
     "lstm": [
         ("lstm", {"hidden": 5, "layers": 2, "embed": 4}),
         ("lstm-agnostic", {"hidden": 4, "layers": 1, "embed": 3, "order_agnostic": True}),
