@@ -210,6 +210,17 @@ def run_data(t: Tally, d: Path) -> None:
                 os.environ["PIXELCHAIN_DATA_URL"] = url
                 ok, detail = expect_error(lambda: load_split("test"), DataError, pat)
             t.record("data", label, ok and clean(), detail if ok else detail + " (or a file was left)")
+        import pytest
+
+        from tests.engine.test_data import test_disk_full_during_a_download
+
+        with pytest.MonkeyPatch.context() as mp:
+            try:
+                test_disk_full_during_a_download(fake, mp)  # uses the fake split set above
+                ok, detail = True, ""
+            except Exception as exc:  # noqa: BLE001
+                ok, detail = False, repr(exc)
+        t.record("data", "disk full during a download", ok and clean(), detail)
         os.environ["PIXELCHAIN_DATA_URL"] = "http://127.0.0.1:9/"
         ok, detail = expect_error(lambda: load_split("test"), DataError, "cannot download")
         t.record("data", "connection refused", ok and clean(), detail)

@@ -181,7 +181,13 @@ def download_split(split: str, dest_dir: Path, base_url: str | None = None, prog
                     chunk = resp.read(1 << 20)
                     if not chunk:
                         break
-                    f.write(chunk)
+                    try:
+                        f.write(chunk)
+                    except OSError as exc:  # not the network's fault: say so
+                        raise DataError(
+                            f"cannot write the download into {dest.parent}: {exc.strerror or exc}; free some space "
+                            f"or set PIXELCHAIN_CACHE to another folder"
+                        ) from None
                     done += len(chunk)
                     if progress is not None:
                         progress(done, total_n)
@@ -206,6 +212,8 @@ def download_split(split: str, dest_dir: Path, base_url: str | None = None, prog
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())
         try:
             x = parse_amat(tmp, SPLIT_SIZES[split])
         except DataError as exc:

@@ -248,6 +248,33 @@ def test_bad_downloads_keep_nothing(fake, monkeypatch, case, message):
     assert no_leftovers(cache_dir()) and not (cache_dir() / "binarized_mnist" / NAMES["test"]).exists()
 
 
+def test_disk_full_during_a_download(fake, monkeypatch):
+    real_fdopen = os.fdopen
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, b):
+            raise OSError(28, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(data.os, "fdopen", lambda *a, **k: Full(real_fdopen(*a, **k)))
+    with serve({NAMES["test"]: amat_bytes(fake["test"])}) as url:
+        monkeypatch.setenv("PIXELCHAIN_DATA_URL", url)
+        with pytest.raises(DataError, match="cannot write the download into .*No space left on device.*PIXELCHAIN_CACHE"):
+            load_split("test")
+    assert no_leftovers(cache_dir())
+
+
 def test_gzip_served_under_the_plain_name(fake, monkeypatch):
     with serve({NAMES["valid"]: gzip.compress(amat_bytes(fake["valid"]))}) as url:
         monkeypatch.setenv("PIXELCHAIN_DATA_URL", url)
