@@ -67,12 +67,14 @@ class Checkpoint:
 
     @property
     def name(self) -> str:
-        return self.meta.get("name") or (self.path.stem if self.path else self.model.family)
+        n = self.meta.get("name")
+        return n if isinstance(n, str) and n else (self.path.stem if self.path else self.model.family)
 
     @property
     def test_nll(self) -> float | None:
-        v = self.meta.get("metrics", {}).get("test_nll")
-        return float(v) if isinstance(v, (int, float)) else None
+        metrics = self.meta.get("metrics")
+        v = metrics.get("test_nll") if isinstance(metrics, dict) else None
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

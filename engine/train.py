@@ -224,10 +224,13 @@ def train(
             raise TrainingError(f"cannot resume: {rp} holds a different model ({ck.model.family}, {ck.model.config})")
         model.load_state_dict(ck.model.state_dict())
         model.to(device)
-        _load_optim_state(opt, {k: v.to(device) for k, v in ck.extra.items()}, ck.meta["optimizer"])
-        history = list(ck.meta.get("history", []))
-        start_epoch = int(ck.meta["epoch"]) + 1
-        best = min([h["valid_nll"] for h in history], default=math.inf)
+        try:  # the training state in the metadata: a damaged one is an error, not a crash
+            _load_optim_state(opt, {k: v.to(device) for k, v in ck.extra.items()}, ck.meta["optimizer"])
+            history = [dict(h) for h in ck.meta.get("history", [])]
+            start_epoch = int(ck.meta["epoch"]) + 1
+            best = min([float(h["valid_nll"]) for h in history], default=math.inf)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            raise TrainingError(f"cannot resume: {rp} holds a damaged training state ({type(exc).__name__}: {exc})") from None
     else:
         marg = torch.as_tensor(train_x.mean(0), dtype=torch.float32, device=device)
         model.init_output_bias(marg)

@@ -263,3 +263,37 @@ def test_bad_configs(tmp_path):
         if torch.cuda.is_available():
             raise TrainingError("CUDA present: nothing to check")
         next(train(model(), TRAIN_X, VALID_X, cfg(device="cuda")))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"epoch": None},
+        {"epoch": "three"},
+        {"optimizer": None},
+        {"optimizer": {"param_groups": "x"}},
+        {"history": [{"epoch": 1}]},
+        {"history": 5},
+    ],
+    ids=["no-epoch", "epoch-not-a-number", "no-optimizer", "bad-param-groups", "history-without-nll", "history-not-a-list"],
+)
+def test_resume_from_a_damaged_training_state(tmp_path, damage):
+    out = tmp_path / "m.safetensors"
+    list(train(model(), TRAIN_X, VALID_X, cfg(epochs=1), out=out))
+    rp = resume_path(out)
+    ck = load_checkpoint(rp)
+    meta = {k: v for k, v in ck.meta.items() if k not in damage or damage[k] is not None}
+    meta.update({k: v for k, v in damage.items() if v is not None})
+    ckmod.save_checkpoint(rp, ck.model, meta, extra=ck.extra)
+    with pytest.raises(TrainingError, match=f"cannot resume: {rp}"):
+        list(train(model(), TRAIN_X, VALID_X, cfg(epochs=2), out=out, resume=True))
+
+
+def test_checkpoint_properties_survive_odd_metadata(tmp_path):
+    out = tmp_path / "m.safetensors"
+    ckmod.save_checkpoint(out, model(), {"name": {"not": "a string"}, "metrics": [1, 2]})
+    ck = load_checkpoint(out)
+    assert ck.name == "m" and ck.test_nll is None
+    ckmod.save_checkpoint(out, model(), {"name": "mine", "metrics": {"test_nll": True}})
+    ck = load_checkpoint(out)
+    assert ck.name == "mine" and ck.test_nll is None
