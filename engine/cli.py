@@ -343,6 +343,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _known_errors() as exc:
         print(f"pixelchain: error: {exc}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as exc:  # allocation failures only; other bugs keep their traceback
+        text = str(exc)
+        if not isinstance(exc, MemoryError) and "allocate" not in text and "out of memory" not in text:
+            raise
+        print(f"pixelchain: error: not enough memory ({text.splitlines()[0][:160] if text else 'MemoryError'}); "
+              f"try a smaller model, --batch-size or --max-images", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

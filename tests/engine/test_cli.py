@@ -176,3 +176,10 @@ def test_missing_data_in_a_real_process(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "PIXELCHAIN_DATA" in lines[0] and "is not a directory" in lines[0], r.stderr
     assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+def test_a_model_too_large_for_memory(capsys, tmp_path, data_dir):
+    """An allocation of ~1 TB fails at once: one line, status 2 (other RuntimeErrors stay bugs)."""
+    argv = ["train", "--model", "made", "--hidden", "300000000", "--max-train", "10", "--max-valid", "10",
+            "--data", str(data_dir), "--out", str(tmp_path / "m.safetensors")]
+    run_error(capsys, argv, "not enough memory")
