@@ -60,8 +60,8 @@ def test_image_case(cases, name, monkeypatch):
         assert iou(x, ref) > 0.75, f"{name}: IoU {iou(x, ref):.2f} with the 8-bit PNG import"
 
 
-def test_drawn_digit_looks_like_mnist(tmp_path):
-    test = load_split("test")
+def test_drawn_digit_looks_like_mnist(tmp_path, data_dir):
+    test = load_split("test", data_dir)
     counts = test.sum(1)
     lo, hi = np.percentile(counts, [5, 95])
     for size in (90, 280, 1500):
@@ -79,9 +79,9 @@ def test_drawn_digit_looks_like_mnist(tmp_path):
         assert lo <= x.sum() <= hi, f"{x.sum()} ink pixels, MNIST test digits have {lo:.0f}..{hi:.0f}"
 
 
-def test_real_mnist_digits_survive_an_upscaled_round_trip(tmp_path):
+def test_real_mnist_digits_survive_an_upscaled_round_trip(tmp_path, data_dir):
     """A real test digit drawn large (10x, black on white) imports back close to itself."""
-    test = load_split("test")
+    test = load_split("test", data_dir)
     scores = []
     for i in range(0, 10_000, 1000):  # one of each class (the test split is sorted by class)
         d = test[i].reshape(28, 28)
@@ -129,8 +129,8 @@ def test_to_digit_never_fails(g):
     assert x.shape == (28, 28) and x.dtype == np.uint8 and set(np.unique(x)) <= {0, 1}
 
 
-def test_save_png_and_grid_round_trip(tmp_path):
-    x = load_split("test")[:6].reshape(6, 28, 28)
+def test_save_png_and_grid_round_trip(tmp_path, data_dir):
+    x = load_split("test", data_dir)[:6].reshape(6, 28, 28)
     save_png(x[0], tmp_path / "one.png", scale=2)
     with Image.open(tmp_path / "one.png") as im:
         back = np.asarray(im.convert("L"))
