@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["COMMANDS", "add_parsers", "load_images"]
+__all__ = ["COMMANDS", "add_parsers", "load_images", "load_named_images"]
 
 COMMANDS = ("compress", "decompress", "score", "inpaint-eval")
 
@@ -64,10 +64,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def load_images(sources: list[str], data: str | None = None, max_images: int | None = None) -> np.ndarray:
     """(N, 28, 28) uint8 images from image files, .npy arrays and split names, in order."""
+    return load_named_images(sources, data, max_images)[0]
+
+
+def load_named_images(sources: list[str], data: str | None = None, max_images: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """The images of :func:`load_images` and a name for each (``file`` or ``file[k]``)."""
     from .data import SPLITS, load_split
     from .images import import_image
 
-    out = []
+    out, names = [], []
     for src in sources:
         p = Path(src)
         if src in SPLITS and not p.exists():
@@ -89,8 +94,10 @@ def load_images(sources: list[str], data: str | None = None, max_images: int | N
             a = a[:max_images] if max_images else a
         else:
             a = import_image(p)[None]
-        out.append(np.asarray(a, dtype=np.uint8).reshape(-1, 28, 28))
-    return np.concatenate(out) if out else np.zeros((0, 28, 28), np.uint8)
+        a = np.asarray(a, dtype=np.uint8).reshape(-1, 28, 28)
+        out.append(a)
+        names += [src] if len(a) == 1 and src not in SPLITS else [f"{src}[{k}]" for k in range(len(a))]
+    return (np.concatenate(out) if out else np.zeros((0, 28, 28), np.uint8)), names
 
 
 def _cmd_compress(a: argparse.Namespace) -> int:
@@ -155,9 +162,9 @@ def _cmd_score(a: argparse.Namespace) -> int:
 
     ck = load_checkpoint(a.checkpoint)
     scorer = Scorer.for_model(ck.model, data_dir=a.data)
-    x = load_images(a.images, a.data)
+    x, names = load_named_images(a.images, a.data)
     results = scorer.score(x)
-    rows = [dict(image=src, **r.to_dict()) for src, r in zip(_names(a.images, x), results)]
+    rows = [dict(image=name, **r.to_dict()) for name, r in zip(names, results)]
     if a.json:
         print(json.dumps({"checkpoint": a.checkpoint, "reference": scorer.reference_info(), "images": rows}))
     else:
@@ -166,12 +173,6 @@ def _cmd_score(a: argparse.Namespace) -> int:
                   f"test digits; likelihood ratio vs pixel-independent background {r['llr_nats']:+.1f} nats "
                   f"(percentile {r['llr_percentile']:.1f})")
     return 0
-
-
-def _names(sources: list[str], x: np.ndarray) -> list[str]:
-    if len(sources) == len(x):
-        return list(sources)
-    return [f"image {k}" for k in range(len(x))]
 
 
 def _cmd_inpaint_eval(a: argparse.Namespace) -> int:

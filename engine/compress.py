@@ -149,8 +149,10 @@ class CodeLength:
 def read_container_header(data: bytes) -> ContainerInfo:
     """Parse and check the container's framing (no model needed); :class:`CompressionError` if bad."""
     data = bytes(data)
-    if len(data) < _HEAD.size or data[:4] != MAGIC:
+    if data[:4] != MAGIC[: len(data[:4])] or len(data) < 4:
         raise CompressionError("not a pixelchain compressed file (bad magic number)")
+    if len(data) < _HEAD.size:
+        raise CompressionError(f"truncated file: {len(data)} bytes, shorter than the header")
     magic, version, fp, h, w, n, chunk, olen = _HEAD.unpack_from(data, 0)
     if version != VERSION:
         raise CompressionError(f"compressed file format version {version} is not supported (this pixelchain reads {VERSION})")

@@ -123,6 +123,8 @@ def test_corrupt_containers_give_clear_errors():
     for name, bad in cases.items():
         with pytest.raises(CompressionError):
             decompress(model, bad)
+    with pytest.raises(CompressionError, match="truncated"):
+        decompress(model, data[:20])
     # flipped bits in the payload: never silently accepted
     info = read_container_header(data)
     for k in range(0, 4 * info.chunks[0][1], 7):
