@@ -195,5 +195,6 @@ def _cmd_inpaint_eval(a: argparse.Namespace) -> int:
         exact = "exact" if r.exact else "an estimate, not exact"
         print(f"{ck.model.family} ({ck.model.ordering.label}), region {a.region} ({r.hidden_pixels} hidden pixels): "
               f"conditional NLL {r.nll:.3f} ± {r.stderr:.3f} nats per image ({r.nll / r.hidden_pixels:.4f} nats per hidden pixel) "
-              f"over {r.n_images} images\nmethod: {r.method} -- {exact}. {r.note}")
+              f"over {r.n_images} images\nmethod: {r.method} -- {exact}. {r.note}"
+              + (f"; mean effective sample size {r.mean_ess:.1f} of {r.samples}" if r.mean_ess is not None else ""))
     return 0
