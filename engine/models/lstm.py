@@ -139,25 +139,30 @@ class PixelLSTM(ARModel):
 
 
 class _LSTMStepper(Stepper):
-    """Carries the LSTM state (h, c) from pixel to pixel."""
+    """Carries the LSTM state (h, c) from pixel to pixel. Pixels observed without being asked for
+    (known pixels) are queued and run through the LSTM as one sequence when the next logits are
+    asked for."""
 
     def __init__(self, m: PixelLSTM, b: int):
         self.m, self.b = m, b
         self.state: tuple[Tensor, Tensor] | None = None  # ((layers, B, hidden), ...)
         self.prev: tuple[int, Tensor] | None = None
+        self.queue: list[Tensor] = []  # (B, E) tokens of observed pixels not yet run
         self.pending: tuple[int, Tensor, tuple[Tensor, Tensor]] | None = None
 
-    def _advance(self, pixel: int) -> tuple[int, Tensor, tuple[Tensor, Tensor]]:
-        if self.pending is None or self.pending[0] != pixel:
-            tok = self.m.embed.token(self.b, self.prev, pixel)[:, None]  # (B, 1, E)
-            h, state = self.m.rnn(tok, self.state)  # (B, 1, hidden)
-            logit = self.m.out(h[:, 0])[:, 0] + self.m.pixel_bias[pixel]
-            self.pending = (pixel, logit, state)
-        return self.pending
-
     def logits(self, pixel: int) -> Tensor:
-        return self._advance(pixel)[1]
+        if self.pending is None or self.pending[0] != pixel:
+            tokens = torch.stack([*self.queue, self.m.embed.token(self.b, self.prev, pixel)], 1)  # (B, n, E)
+            h, state = self.m.rnn(tokens, self.state)  # (B, n, hidden)
+            if self.queue:  # the queued tokens are consumed for good
+                self.queue = []
+            logit = self.m.out(h[:, -1])[:, 0] + self.m.pixel_bias[pixel]
+            self.pending = (pixel, logit, state)
+        return self.pending[1]
 
     def observe(self, pixel: int, value: Tensor) -> None:
-        self.state = self._advance(pixel)[2]
+        if self.pending is not None and self.pending[0] == pixel:
+            self.state = self.pending[2]
+        else:
+            self.queue.append(self.m.embed.token(self.b, self.prev, pixel))
         self.prev, self.pending = (pixel, value.to(self.m.pixel_bias.dtype)), None

@@ -61,14 +61,19 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
     def step(self, x: Tensor, cache_k: Tensor, cache_v: Tensor, t: int) -> Tensor:
-        """One token at position ``t``: x (B, 1, C); keys/values of positions < t are in the caches
-        (B, nh, D, hd), this token's are written at ``t``."""
-        b, _, c = x.shape
-        q, k, v = map(self._split, self.qkv(self.ln1(x)).split(c, dim=2))  # (B, nh, 1, hd) each
-        cache_k[:, :, t : t + 1] = k
-        cache_v[:, :, t : t + 1] = v
-        y = F.scaled_dot_product_attention(q, cache_k[:, :, : t + 1], cache_v[:, :, : t + 1])  # (B, nh, 1, hd)
-        x = x + self.proj(y.transpose(1, 2).reshape(b, 1, c))
+        """Tokens at positions ``t .. t+n-1``: x (B, n, C); keys/values of positions < t are in the
+        caches (B, nh, D, hd), these tokens' are written at ``t .. t+n-1``."""
+        b, n, c = x.shape
+        q, k, v = map(self._split, self.qkv(self.ln1(x)).split(c, dim=2))  # (B, nh, n, hd) each
+        cache_k[:, :, t : t + n] = k
+        cache_v[:, :, t : t + n] = v
+        keys, vals = cache_k[:, :, : t + n], cache_v[:, :, : t + n]  # (B, nh, t+n, hd)
+        if n == 1:
+            y = F.scaled_dot_product_attention(q, keys, vals)  # (B, nh, 1, hd)
+        else:  # token i sees positions <= t + i
+            mask = torch.ones(n, t + n, dtype=torch.bool, device=x.device).tril(diagonal=t)
+            y = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask)  # (B, nh, n, hd)
+        x = x + self.proj(y.transpose(1, 2).reshape(b, n, c))
         return x + self.mlp(self.ln2(x))
 
 
@@ -127,30 +132,36 @@ class OrderAgnosticTransformer(ARModel):
 
 
 class _KVCacheStepper(Stepper):
-    """Keys and values of every layer for the tokens so far; one token of work per pixel."""
+    """Keys and values of every layer for the tokens so far; one token of work per generated
+    pixel. Pixels observed without being asked for (known pixels) are queued and go through the
+    network together, as one causal chunk, when the next logits are asked for."""
 
     def __init__(self, m: OrderAgnosticTransformer, x: Tensor):
         c = m.config
-        self.m, self.b, self.t = m, x.shape[0], 0
+        self.m, self.b = m, x.shape[0]
+        self.done = 0  # tokens whose keys/values are in the caches
         shape = (self.b, c.heads, c.size, c.d_model // c.heads)  # (B, nh, D, hd)
         self.k = [x.new_zeros(shape) for _ in m.blocks]
         self.v = [x.new_zeros(shape) for _ in m.blocks]
         self.prev: tuple[int, Tensor] | None = None
-        self.pending: tuple[int, Tensor] | None = None
+        self.queue: list[Tensor] = []  # (B, C) tokens of observed pixels not yet run
+        self.pending: tuple[int, Tensor] | None = None  # pixel asked for and its logits
 
-    def _advance(self, pixel: int) -> Tensor:
+    def logits(self, pixel: int) -> Tensor:
         if self.pending is None or self.pending[0] != pixel:
-            h = self.m.embed.token(self.b, self.prev, pixel)[:, None]  # (B, 1, C)
+            tokens = torch.stack([*self.queue, self.m.embed.token(self.b, self.prev, pixel)], 1)  # (B, n, C)
+            h = tokens
             for blk, k, v in zip(self.m.blocks, self.k, self.v):
-                h = blk.step(h, k, v, self.t)
-            logit = self.m.head(self.m.ln_f(h))[:, 0, 0] + self.m.pixel_bias[pixel]
+                h = blk.step(h, k, v, self.done)
+            self.done += len(self.queue)
+            self.queue = []
+            logit = self.m.head(self.m.ln_f(h[:, -1]))[:, 0] + self.m.pixel_bias[pixel]
             self.pending = (pixel, logit)
         return self.pending[1]
 
-    def logits(self, pixel: int) -> Tensor:
-        return self._advance(pixel)
-
     def observe(self, pixel: int, value: Tensor) -> None:
-        self._advance(pixel)
-        self.t += 1
+        if self.pending is not None and self.pending[0] == pixel:
+            self.done += 1  # its token is already in the caches
+        else:
+            self.queue.append(self.m.embed.token(self.b, self.prev, pixel))
         self.prev, self.pending = (pixel, value.to(self.m.pixel_bias.dtype)), None
