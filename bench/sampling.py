@@ -4,6 +4,7 @@ full teacher-forced pass per pixel), for 16 and 64 samples, on the CPU and, when
     python bench/sampling.py                      # every family, 16 and 64 samples
     python bench/sampling.py --families transformer,pixelcnn --pixels 64 --json
     python bench/sampling.py --quick
+    python bench/sampling.py --families transformer --config transformer='{"d_model": 128, "layers": 4, "heads": 4}'
 
 Models are untrained but of the size one would bundle with the app (``BENCH_CONFIGS``). The
 reference sampler of a deep model is slow at 784 pixels, so ``--pixels N`` times only its first N
@@ -31,8 +32,9 @@ BENCH_CONFIGS: dict[str, dict] = {
     "nade": {"hidden": 500},
     "made": {"hidden": (500,)},
     "pixelcnn": {"channels": 32, "layers": 5, "head": 64},
+    "lmconv": {"channels": 16, "layers": 3, "head": 32, "order_agnostic": True},
     "lstm": {"hidden": 128, "layers": 1, "embed": 32},
-    "transformer": {"d_model": 128, "layers": 4, "heads": 4},
+    "transformer": {"d_model": 64, "layers": 2, "heads": 4},
 }
 
 
@@ -57,9 +59,9 @@ def time_sampling(model, n: int, fast: bool, pixels: int | None, device: torch.d
     return time.perf_counter() - t0, done
 
 
-def bench_family(family: str, device: torch.device, sizes: list[int], pixels: int | None, repeats: int) -> list[dict]:
+def bench_family(family: str, device: torch.device, sizes: list[int], pixels: int | None, repeats: int, config: dict) -> list[dict]:
     torch.manual_seed(0)
-    model = build_model(family, BENCH_CONFIGS.get(family, {})).to(device).eval()
+    model = build_model(family, config).to(device).eval()
     d = model.size
     time_sampling(model, 2, True, 8, device)  # warm-up (lazy initialisation, caches)
     time_sampling(model, 2, False, 2, device)
@@ -95,7 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-gpu", action="store_true", help="CPU only even when CUDA is available")
     p.add_argument("--quick", action="store_true", help="16 samples only, reference on its first 16 pixels")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--config", action="append", default=[], metavar="FAMILY=JSON",
+                   help='override a family\'s config, e.g. transformer=\'{"d_model": 128, "layers": 4, "heads": 4}\'')
     a = p.parse_args(argv)
+    configs = dict(BENCH_CONFIGS)
+    for item in a.config:
+        fam, _, text = item.partition("=")
+        try:
+            configs[fam.strip()] = json.loads(text)
+        except json.JSONDecodeError as exc:
+            p.error(f"--config {item!r}: {exc}")
     torch.set_num_threads(a.threads)
     families = [f.strip() for f in a.families.split(",")] if a.families else list(FAMILIES)
     unknown = [f for f in families if f not in FAMILIES]
@@ -109,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for dev in devices:
         for fam in families:
-            rows.extend(bench_family(fam, dev, sizes, pixels, a.repeats))
+            rows.extend(bench_family(fam, dev, sizes, pixels, a.repeats, configs.get(fam, {})))
             if not a.json:
                 for r in rows[-len(sizes) :]:
                     _print_row(r)
@@ -126,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpu": platform.processor() or platform.machine(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() and not a.no_gpu else None,
             "note": note,
-            "configs": {f: BENCH_CONFIGS.get(f, {}) for f in families},
+            "configs": {f: configs.get(f, {}) for f in families},
         }
         print(json.dumps({"info": info, "results": rows}, indent=1))
     else:

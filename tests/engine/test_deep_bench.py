@@ -1,0 +1,29 @@
+"""bench/sampling.py runs and reports what it says (figures themselves are not asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_sampling_bench_json_and_extrapolation():
+    cmd = [sys.executable, str(ROOT / "bench" / "sampling.py"), "--families", "nade,lstm", "--samples", "2", "--pixels", "5",
+           "--json", "--no-gpu", "--config", 'nade={"hidden": 8}', "--config", 'lstm={"hidden": 8, "embed": 4}']
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert "first 5 pixels" in res["info"]["note"] and res["info"]["configs"]["nade"] == {"hidden": 8}
+    rows = res["results"]
+    assert [(r["family"], r["samples"]) for r in rows] == [("nade", 2), ("lstm", 2)]
+    for r in rows:
+        assert r["reference_measured_pixels"] == 5 and r["reference_extrapolated"]
+        assert r["fast_s"] > 0 and abs(r["speedup"] - r["reference_s"] / r["fast_s"]) < 1e-9
+
+
+def test_sampling_bench_rejects_unknown_family():
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "sampling.py"), "--families", "nope"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "unknown families" in out.stderr
