@@ -15,6 +15,7 @@ crash or a full disk mid-save leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import struct
@@ -82,6 +83,12 @@ def _atomic_write(path: Path, data: bytes) -> None:
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise CheckpointError(f"cannot save {path}: folder {directory} does not exist")
+    try:  # temporary files of saves killed long ago (a fresh one may be another save in progress)
+        for stale in directory.glob(f".{glob.escape(path.name)}.*.tmp"):
+            if time.time() - stale.stat().st_mtime > 600:
+                stale.unlink()
+    except OSError:
+        pass
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:

@@ -225,3 +225,13 @@ def test_metadata_is_plain_json(tmp_path):
     info = json.loads(hdr["__metadata__"]["pixelchain"])
     assert info["note"] == "ünïcode ✓" and info["numbers"] == [1, 2.5]
     assert np.isfinite(info["parameters"])
+
+
+def test_stale_temporary_files_of_killed_saves_are_removed(tmp_path):
+    path = tmp_path / "m.safetensors"
+    old, fresh = tmp_path / ".m.safetensors.abc123.tmp", tmp_path / ".m.safetensors.def456.tmp"
+    old.write_bytes(b"half a checkpoint")
+    fresh.write_bytes(b"another save in progress")
+    os.utime(old, (1e9, 1e9))
+    save_checkpoint(path, tiny_made())
+    assert not old.exists() and fresh.exists() and load_checkpoint(path)
