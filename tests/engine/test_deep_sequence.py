@@ -116,6 +116,7 @@ def test_stepper_matches_teacher_forced_with_known_pixels(family, cfg, known_fir
         ("pixelcnn", {"channels": 4, "layers": 1}, "raster"),
         ("lstm", {"hidden": 6, "embed": 4}, "snake"),
         ("transformer", {"d_model": 8, "layers": 1, "heads": 2}, "hilbert"),
+        ("lmconv", {"channels": 4, "layers": 1, "order_agnostic": True, "train_orderings": ["snake", "random"]}, "spiral-in"),
     ],
 )
 def test_checkpoint_round_trip_is_bit_exact(tmp_path, family, cfg, oname):
