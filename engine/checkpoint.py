@@ -181,7 +181,9 @@ def _read_header(path: Path, max_bytes: int) -> dict[str, Any]:
     for name, spec in header.items():
         if name == "__metadata__":
             continue
-        dt = spec.get("dtype") if isinstance(spec, dict) else spec
+        if not isinstance(spec, dict):
+            raise CheckpointError(f"{path}: tensor {name!r} has a malformed description")
+        dt = spec.get("dtype")
         if not isinstance(dt, str) or dt not in _ALLOWED_DTYPES:
             raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {dt!r}")
         shape, offs = spec.get("shape"), spec.get("data_offsets")

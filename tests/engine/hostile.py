@@ -160,6 +160,9 @@ def checkpoint_cases(d: Path, marker: Path, big_gb: int = 5) -> list[Case]:
     add("unsupported dtype (bool)", st_save(boolean, metadata=meta), "unsupported dtype 'BOOL'")
     add("dtype field is a list", with_tensor("model.out.bias", dtype=["F32"]), "unsupported dtype")
     add("shape field is a string", with_tensor("model.out.bias", shape="8"), "malformed")
+    h = json.loads(json.dumps(header))
+    h["model.out.bias"] = "F32"  # found by the long fuzz run: once an AttributeError
+    add("tensor description is a dtype string", st_bytes(h, data), "malformed")
     add("negative data offsets", with_tensor("model.out.bias", data_offsets=[-32, 0]), "size does not match|malformed")
     add("offsets past the end", with_tensor("model.out.bias", data_offsets=[len(data), len(data) + 32]), "truncated")
     missing = {k: v for k, v in state.items() if k != "model.out.bias"}
