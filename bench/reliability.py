@@ -6,7 +6,7 @@
 Kinds (issue 6): checkpoints (pickles incl. one that runs code, truncated, random, empty, bad or
 missing metadata, unknown family, wrong shapes/dtypes, NaN, future format, several-GB file, header
 lies, ...), checkpoint fuzz (mutated bytes of a valid file: loaded or ``CheckpointError``, nothing
-else), images (non-images, truncated, bombs, 16-bit/palette/RGBA/CMYK/GIF/huge: imported to the
+else), header fuzz (one value anywhere in the header replaced by a hostile JSON value), images (non-images, truncated, bombs, 16-bit/palette/RGBA/CMYK/GIF/huge: imported to the
 same digit), image fuzz (random small images in random modes and formats), data (missing folders,
 truncated/altered files, downloads that break off or are altered, served by a loopback server;
 nothing half-written kept, a retry succeeds) and training faults (NaN/inf loss, CUDA out of memory,
@@ -109,6 +109,54 @@ def run_fuzz(t: Tally, d: Path, n: int) -> None:
         except Exception as exc:  # noqa: BLE001
             ok, detail = False, f"{type(exc).__name__}: {exc} after {ops}"
         t.record("checkpoint fuzz", f"mutation {i}", ok, detail)
+
+
+def _hostile_value(rng: random.Random, depth: int = 0):
+    choices = [
+        lambda: None, lambda: True, lambda: -1, lambda: 0, lambda: 2**70, lambda: 1e308, lambda: float("nan"),
+        lambda: "F32", lambda: "x" * rng.randrange(0, 50), lambda: [rng.randrange(-5, 10**7) for _ in range(rng.randrange(4))],
+    ]
+    if depth < 2:
+        choices += [
+            lambda: [_hostile_value(rng, depth + 1) for _ in range(rng.randrange(4))],
+            lambda: {str(rng.randrange(5)): _hostile_value(rng, depth + 1) for _ in range(rng.randrange(4))},
+        ]
+    return rng.choice(choices)()
+
+
+def run_structured_fuzz(t: Tally, d: Path, n: int) -> None:
+    """Replace one value anywhere in the header (tensor descriptions, metadata, the pixelchain JSON)."""
+    from tests.engine.hostile import st_bytes
+    from tests.engine.test_fuzz_checkpoint import DATA, HEADER
+
+    rng = random.Random(1)
+    p = d / "structured.safetensors"
+    for i in range(n):
+        h = json.loads(json.dumps(HEADER))
+        info = json.loads(h["__metadata__"]["pixelchain"])
+        where = rng.choice(["tensor", "metadata", "info", "config", "ordering"])
+        if where == "tensor":
+            name = rng.choice([k for k in h if k != "__metadata__"])
+            if rng.random() < 0.3:
+                h[name] = _hostile_value(rng)
+            else:
+                h[name][rng.choice(["dtype", "shape", "data_offsets", "extra"])] = _hostile_value(rng)
+        elif where == "metadata":
+            h["__metadata__"][rng.choice(["format", "format_version", "pixelchain", "other"])] = _hostile_value(rng)
+        else:
+            target = info if where == "info" else info[where]
+            key = rng.choice(list(target) + ["new"])
+            target[key] = _hostile_value(rng)
+            h["__metadata__"]["pixelchain"] = json.dumps(info)
+        p.write_bytes(st_bytes(h, DATA))
+        try:
+            load_checkpoint(p)
+            ok, detail = True, ""
+        except CheckpointError:
+            ok, detail = True, ""
+        except Exception as exc:  # noqa: BLE001
+            ok, detail = False, f"{type(exc).__name__}: {exc} ({where})"
+        t.record("header fuzz", f"header {i}", ok, detail)
 
 
 def run_images(t: Tally, d: Path, huge: int) -> None:
@@ -368,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             (d / sub).mkdir()
         run_checkpoints(t, d / "ck")
         run_fuzz(t, d / "fuzz", a.fuzz)
+        run_structured_fuzz(t, d / "fuzz", a.fuzz // 2)
         run_images(t, d / "img", a.huge)
         run_image_fuzz(t, d / "imgfuzz", a.image_fuzz)
         run_data(t, d / "data")
