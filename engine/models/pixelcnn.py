@@ -21,6 +21,10 @@ once on the rows above it (cropped to its receptive field) and its contributions
 are cached; for every pixel only the horizontal stack of the current row is recomputed, cropped
 to the columns in its receptive field. Both crops are exact, so the fast sampler reproduces the
 teacher-forced conditionals.
+
+The second family here, ``lmconv`` (:class:`LocallyMaskedPixelCNN`), is a convolutional model for
+any ordering: locally masked convolutions (Jain, Abbeel, Pathak 2020) give every position its own
+mask, built from the ordering's step numbers.
 """
 
 from __future__ import annotations
