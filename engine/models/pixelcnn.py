@@ -296,11 +296,13 @@ class LocallyMaskedPixelCNN(ARModel):
             self.pixel_bias.copy_(torch.logit(marginals.to(self.pixel_bias), eps=1e-3).view_as(self.pixel_bias))
             self.out2.bias.zero_()
 
-    def _net(self, img: Tensor, steps: Tensor) -> Tensor:
+    def _masks(self, steps: Tensor) -> tuple[Tensor, Tensor]:
+        """Type A (first layer) and type B masks, (B|1, k*k, L), of step maps (B|1, 1, H', W')."""
+        return _local_masks(steps, self.config.first_kernel, strict=True), _local_masks(steps, self.config.kernel, strict=False)
+
+    def _net(self, img: Tensor, steps: Tensor | None, masks: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """(B, H', W') logits of images ``img`` (B, 1, H', W') whose steps are ``steps`` (B|1, 1, H', W')."""
-        k, k0 = self.config.kernel, self.config.first_kernel
-        a = _local_masks(steps, k0, strict=True)
-        bm = _local_masks(steps, k, strict=False)
+        a, bm = self._masks(steps) if masks is None else masks
         h = _gate(self.first(torch.cat([img, torch.ones_like(img)], 1), a))  # (B, C, H', W')
         for conv, res in zip(self.convs, self.res):
             h = h + res(_gate(conv(h, bm)))
@@ -343,7 +345,10 @@ class _WindowStepper(Stepper):
         self.m, self.x = m, x
         self.h, self.w = m.config.height, m.config.width
         inv = torch.from_numpy(np.array(ordering.inverse)).to(x.device)[None]
-        self.steps = m._steps(inv, x.dtype)  # (1, 1, H, W)
+        steps = m._steps(inv, x.dtype)  # (1, 1, H, W)
+        # masks of the whole image, cropped with each window: a neighbour outside the window is
+        # zero-padded there anyway, which only affects positions too far from the centre to matter
+        self.masks = [mk.view(1, -1, self.h, self.w) for mk in m._masks(steps)]  # (1, k*k, H, W) each
 
     def logits(self, pixel: int) -> Tensor:
         r, c = divmod(pixel, self.w)
@@ -351,7 +356,8 @@ class _WindowStepper(Stepper):
         top, left = max(0, r - e), max(0, c - e)
         bottom, right = min(self.h, r + e + 1), min(self.w, c + e + 1)
         img = self.x.view(-1, 1, self.h, self.w)[:, :, top:bottom, left:right]
-        out = self.m._net(img, self.steps[:, :, top:bottom, left:right])  # (B, h', w')
+        masks = tuple(mk[:, :, top:bottom, left:right].flatten(2) for mk in self.masks)  # (1, k*k, L')
+        out = self.m._net(img, None, masks)  # (B, h', w')
         return out[:, r - top, c - left] + self.m.pixel_bias[r, c]
 
     def observe(self, pixel: int, value: Tensor) -> None:
