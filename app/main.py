@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="bundled model name or path to a .safetensors checkpoint")
     p.add_argument("--ordering", default=None, help="ordering to show, e.g. raster, snake, random:3 (if the model allows it)")
     p.add_argument("--screenshot", default=None, metavar="PATH", help="render offscreen, save a PNG of the window, exit")
-    p.add_argument("--digit", type=int, default=4010, help="test digit drawn for --screenshot (index in the test split)")
+    p.add_argument("--digit", type=int, default=3010, help="test digit drawn for --screenshot (index in the test split)")
     p.add_argument("--size", default="1600x1000", help="window size for --screenshot, WxH")
     p.add_argument("--tab", default="inspect", choices=["inspect", "sample", "train"], help="side panel shown in --screenshot")
     p.add_argument("--overlay", default="off", choices=["off", "steps", "path"], help="ordering overlay on the canvas")
@@ -128,7 +128,9 @@ def _run_window(a: argparse.Namespace) -> int:
     ok = wait_for(lambda: win.session.canvas.any() and win.figures is not None
                   and win.readout.log_p is not None and abs(win.readout.log_p - win.figures.log_p) < 1e-9
                   and win._fig_job is None and win.session.version > 0, a.timeout)
-    ok = ok and wait_for(lambda: win.readout.percentile is not None, a.timeout)
+    if ok and not wait_for(lambda: win.readout.percentile is not None, a.timeout):
+        print("pixelchain: note: the percentile among test digits was not ready in time; saving without it", file=sys.stderr)
+        ok = not errors
     if not ok:
         print(f"pixelchain: error: the heatmaps were not computed: {'; '.join(errors) or 'timed out'}", file=sys.stderr)
         win.close()

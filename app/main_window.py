@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QSplitter, QTabWidget, QVBoxLayout, QWidget,
+    QFileDialog, QHBoxLayout, QLabel, QSizePolicy, QMainWindow, QMessageBox, QSplitter, QTabWidget, QVBoxLayout, QWidget,
 )
 
 from engine.checkpoint import Checkpoint
@@ -142,6 +142,7 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         insp = QWidget()
         il = QVBoxLayout(insp)
+        self.inspector.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Fixed)
         il.addWidget(self.inspector)
         il.addWidget(self.model_info, 1)
         self.tabs.addTab(insp, "Inspect")
@@ -366,7 +367,12 @@ class MainWindow(QMainWindow):
         if ref is None or self.figures is None:
             return
         pct = percentile(self.figures.log_p, ref)
-        self.readout.set_percentile(pct, f"among {len(ref):,} test digits (median log p {np.median(ref):.1f})")
+        subset = "" if len(ref) >= jobs.REFERENCE_IMAGES else " (random subset)"
+        self.readout.set_percentile(pct, f"among {len(ref):,} test digits{subset}")
+        self.readout.pct.setToolTip(
+            f"log p(x) of the drawn digit compared with {len(ref):,} test digits under the same model and ordering: "
+            f"median {np.median(ref):.1f}, 5th–95th percentile {np.percentile(ref, 5):.1f} to {np.percentile(ref, 95):.1f} nats"
+            + ("" if not subset else ". This model is slow to score, so a fixed random subset of the test split is used."))
         self.percentileShown.emit()
 
     # ------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from engine.ordering import Ordering
 from engine.session import PixelFigures
@@ -96,12 +96,14 @@ class ReadOut(QFrame):
         self.model = QLabel()
         for lab in (self.logp, self.bpp, self.pct):
             lab.setObjectName("big")
+            lab.setMinimumWidth(10)
             lab.setTextFormat(Qt.RichText)
             lay.addWidget(lab)
-        lay.addStretch(1)
         self.model.setObjectName("hint")
         self.model.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
-        lay.addWidget(self.model)
+        self.model.setMinimumWidth(10)
+        self.model.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        lay.addWidget(self.model, 1)
         self.log_p: float | None = None
         self.percentile: float | None = None
         self.set_figures(None)

@@ -18,7 +18,7 @@ def _run(args, tmp_path, timeout=120):
                           text=True, timeout=timeout)
 
 
-def test_screenshot_of_a_model_by_path(tmp_path, bundled):
+def test_screenshot_of_a_model_by_path(tmp_path, bundled, data_dir):
     out = tmp_path / "shot.png"
     r = _run(["--screenshot", str(out), "--model", str(bundled / "made-any.safetensors"), "--ordering", "snake",
               "--size", "1500x950"], tmp_path)

@@ -35,7 +35,7 @@ def test_starts_on_the_best_bundled_model_and_lists_all(win):
     assert [a.text() for a in win.bundled_menu.actions()][0].startswith("fvsbn-snake")
 
 
-def test_drawing_updates_heatmaps_and_the_readout(qtbot, win):
+def test_drawing_updates_heatmaps_and_the_readout(qtbot, win, data_dir):
     before = win.figures
     n0 = win.heatmaps.updates
     stroke(qtbot, win, [(8, 8), (8, 14), (14, 14), (20, 14)])
@@ -213,7 +213,7 @@ def test_a_broken_checkpoint_gives_an_error_and_keeps_the_model(qtbot, win, tmp_
     assert "pickle" in win.last_error and win.model is model
 
 
-def test_import_export_invert_and_test_digit(qtbot, win, tmp_path):
+def test_import_export_invert_and_test_digit(qtbot, win, tmp_path, data_dir):
     from PIL import Image, ImageDraw
 
     img = Image.new("L", (200, 200), 255)

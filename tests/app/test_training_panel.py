@@ -17,7 +17,7 @@ def _small(panel, epochs: int, max_train: int = 300) -> None:
     panel.max_valid.setValue(200)
 
 
-def test_short_training_run_saves_and_lists_its_checkpoint(qtbot, win):
+def test_short_training_run_saves_and_lists_its_checkpoint(qtbot, win, data_dir):
     panel = win.training
     _small(panel, epochs=2)
     assert panel.device.text().endswith(("(cpu)", "(cuda)", "(mps)"))
@@ -37,7 +37,7 @@ def test_short_training_run_saves_and_lists_its_checkpoint(qtbot, win):
     load_checkpoint(path)  # a complete, loadable file
 
 
-def test_stop_takes_effect_quickly_and_keeps_the_best_epoch(qtbot, win):
+def test_stop_takes_effect_quickly_and_keeps_the_best_epoch(qtbot, win, data_dir):
     panel = win.training
     _small(panel, epochs=200, max_train=2000)
     panel.start_btn.click()
@@ -54,7 +54,7 @@ def test_stop_takes_effect_quickly_and_keeps_the_best_epoch(qtbot, win):
     assert "Stopped" in panel.status.text()
 
 
-def test_closing_the_window_mid_training_stops_cleanly(qtbot, make_window, bundled):
+def test_closing_the_window_mid_training_stops_cleanly(qtbot, make_window, bundled, data_dir):
     win = make_window(bundled)
     panel = win.training
     _small(panel, epochs=200, max_train=2000)
