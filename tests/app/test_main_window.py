@@ -272,3 +272,35 @@ def test_a_model_for_another_image_size_is_refused_and_the_current_one_kept(qtbo
     assert win.model is model and win.ordering.size == 784
     assert not any("tiny" in e.name for e in win.model_picker.entries)
     stroke(qtbot, win, [(3, 3), (3, 9)])  # still working
+
+
+def test_save_checkpoint_as_and_export_through_the_menu(qtbot, win, tmp_path, monkeypatch):
+    from engine.checkpoint import load_checkpoint
+
+    target = tmp_path / "copy"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(target), "")))
+    win.act_save.trigger()
+    saved = tmp_path / "copy.safetensors"
+    qtbot.waitUntil(lambda: saved.is_file() and win.recent_menu.actions()[0].text() == saved.name, timeout=10000)
+    ck = load_checkpoint(saved)
+    assert ck.meta["name"] == "copy" and ck.model.family == win.model.family
+    assert ck.meta["metrics"]["test_nll"] == 90.0  # the measured figures travel with the weights
+    stroke(qtbot, win, [(10, 10), (18, 10)])
+    png = tmp_path / "digit.png"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(png), "")))
+    win.act_export.trigger()
+    from PIL import Image
+
+    with Image.open(png) as im:
+        pixels = np.asarray(im.convert("L"))
+    assert pixels.shape == (280, 280)  # 10 screen pixels per image pixel
+    np.testing.assert_array_equal((pixels[5::10, 5::10] < 128).astype(np.uint8), win.session.canvas)
+
+
+def test_closing_the_window_during_a_sampling_run(qtbot, make_window, bundled):
+    win = make_window(bundled)
+    win.sampling.speed.setValue(1)
+    win.sampling.run_btn.click()
+    qtbot.waitUntil(lambda: win.sampling.progress.value() >= 1, timeout=10000)
+    win.close()
+    assert not win.sampler._thread.isRunning() and not win.compute._thread.isRunning()
