@@ -242,13 +242,15 @@ class _LMConv(nn.Conv2d):
         super().__init__(cin, cout, k)
         self.k = k
 
-    def forward(self, h: Tensor, mask: Tensor) -> Tensor:  # h (B, Cin, H, W), mask (B, k*k, L)
+    def forward(self, h: Tensor, mask: Tensor, pad: bool = True) -> Tensor:
+        """h (B, Cin, H, W), mask (B|1, k*k, L) -> (B, Cout, H, W); with ``pad`` False, the valid
+        positions only: (B, Cout, H - 2(k//2), W - 2(k//2))."""
         b, cin, hh, ww = h.shape
-        kk = self.k * self.k
-        cols = F.unfold(h, self.k, padding=self.k // 2).view(b, cin, kk, -1)  # (B, Cin, k*k, L)
+        kk, p = self.k * self.k, self.k // 2
+        cols = F.unfold(h, self.k, padding=p if pad else 0).view(b, cin, kk, -1)  # (B, Cin, k*k, L)
         cols = (cols * mask[:, None].to(h.dtype)).view(b, cin * kk, -1)
         out = self.weight.view(self.out_channels, -1) @ cols + self.bias[:, None]  # (B, Cout, L)
-        return out.view(b, self.out_channels, hh, ww)
+        return out.view(b, self.out_channels, hh if pad else hh - 2 * p, ww if pad else ww - 2 * p)
 
 
 class LocallyMaskedPixelCNN(ARModel):
@@ -339,26 +341,41 @@ class LocallyMaskedPixelCNN(ARModel):
 
 
 class _WindowStepper(Stepper):
-    """Runs the locally masked network on the (2 reach + 1)^2 window around each pixel."""
+    """Computes, for each pixel, only the cone of positions that reach it: the first layer on the
+    window of radius ``reach - first_kernel//2`` around it, each following layer on a window
+    ``kernel//2`` smaller, the head on the pixel alone. The image and the masks are zero-padded by
+    ``reach`` once, so every window is a plain crop and the result equals the full pass."""
 
     def __init__(self, m: LocallyMaskedPixelCNN, x: Tensor, ordering: Ordering):
         self.m, self.x = m, x
         self.h, self.w = m.config.height, m.config.width
+        e = m.reach
         inv = torch.from_numpy(np.array(ordering.inverse)).to(x.device)[None]
         steps = m._steps(inv, x.dtype)  # (1, 1, H, W)
-        # masks of the whole image, cropped with each window: a neighbour outside the window is
-        # zero-padded there anyway, which only affects positions too far from the centre to matter
-        self.masks = [mk.view(1, -1, self.h, self.w) for mk in m._masks(steps)]  # (1, k*k, H, W) each
+        self.masks = [F.pad(mk.to(x.dtype).view(1, -1, self.h, self.w), (e, e, e, e)) for mk in m._masks(steps)]
+        img = x.view(-1, 1, self.h, self.w)
+        self.xp = F.pad(torch.cat([img, torch.ones_like(img)], 1), (e, e, e, e))  # (B, 2, H+2e, W+2e)
 
     def logits(self, pixel: int) -> Tensor:
+        m, cfg = self.m, self.m.config
         r, c = divmod(pixel, self.w)
-        e = self.m.reach
-        top, left = max(0, r - e), max(0, c - e)
-        bottom, right = min(self.h, r + e + 1), min(self.w, c + e + 1)
-        img = self.x.view(-1, 1, self.h, self.w)[:, :, top:bottom, left:right]
-        masks = tuple(mk[:, :, top:bottom, left:right].flatten(2) for mk in self.masks)  # (1, k*k, L')
-        out = self.m._net(img, None, masks)  # (B, h', w')
-        return out[:, r - top, c - left] + self.m.pixel_bias[r, c]
+        e = m.reach
+        r, c = r + e, c + e  # in padded coordinates
+
+        def crop(t: Tensor, rad: int) -> Tensor:
+            return t[:, :, r - rad : r + rad + 1, c - rad : c + rad + 1]
+
+        rad = e - cfg.first_kernel // 2
+        h = _gate(m.first(crop(self.xp, e), crop(self.masks[0], rad).flatten(2), pad=False))  # (B, C, 2rad+1, 2rad+1)
+        q = cfg.kernel // 2
+        for conv, res in zip(m.convs, m.res):
+            rad -= q
+            inner = h[:, :, q : h.shape[2] - q, q : h.shape[3] - q]
+            h = inner + res(_gate(conv(h, crop(self.masks[1], rad).flatten(2), pad=False)))
+        out = m.out2(torch.relu(m.out1(torch.relu(h))))  # (B, 1, 1, 1)
+        return out[:, 0, 0, 0] + m.pixel_bias[r - e, c - e]
 
     def observe(self, pixel: int, value: Tensor) -> None:
         self.x[:, pixel] = value
+        r, c = divmod(pixel, self.w)
+        self.xp[:, 0, r + self.m.reach, c + self.m.reach] = value
