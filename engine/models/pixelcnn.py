@@ -167,42 +167,78 @@ class GatedPixelCNN(ARModel):
 
 
 class _PixelCNNStepper(Stepper):
-    """Per row: the vertical stack once (rows above, cropped); per pixel: the current row's
-    horizontal stack on the columns that reach it."""
+    """Per row: the vertical stack once, on the rows above that reach it. Per pixel: only the cone
+    of the current row's horizontal stack that reaches the pixel (layer l on ``layers - l`` kernel
+    steps of columns left of it), as matrix products on channel-last tensors."""
 
     def __init__(self, m: GatedPixelCNN, x: Tensor):
         self.m, self.x = m, x
-        self.h, self.w = m.config.height, m.config.width
+        cfg = m.config
+        self.h, self.w, self.b = cfg.height, cfg.width, x.shape[0]
+        self.pad = m.reach_cols + 1  # zero columns left of the row, so every window is a crop
         self.row = -1
         self.links: list[Tensor] = []
         self.dirty_above = True
+        c, q = cfg.channels, cfg.kernel // 2
+        self.w0 = m.h0.weight[:, 0, 0, :]  # (2C, k0//2 + 1)
+        self.wh = [conv.weight[:, :, 0, :].permute(0, 2, 1).reshape(2 * c, (q + 1) * c) for conv in m.hs]  # tap-major
+        self.wres = [res.weight[:, :, 0, 0] for res in m.res]  # (C, C)
+        self.w1, self.w2 = m.out1.weight[:, :, 0, 0], m.out2.weight[:, :, 0, 0]  # (head, C), (1, head)
 
     def _row_links(self, r: int) -> list[Tensor]:
-        """(B, 2C, 1, W) vertical contributions to row r, from image rows < r."""
+        """(B, pad + W, 2C) vertical contributions to row r (from image rows < r), channel-last."""
         m = self.m
-        b = self.x.shape[0]
+        mods = [m.link0, *m.links]
+        img = self.x.view(self.b, 1, self.h, self.w)
         if r == 0:
-            zero = self.x.new_zeros(b, 2 * m.config.channels, 1, self.w)
-            return [mod(zero) for mod in [m.link0, *m.links]]
-        top = max(0, r - 1 - m.reach_rows)
-        img = self.x.view(b, 1, self.h, self.w)[:, :, top:r]  # (B, 1, rows, W)
-        vpre = m._vertical(img)
-        return [mod(v[:, :, -1:]) for mod, v in zip([m.link0, *m.links], vpre)]
+            lks = [mod(self.x.new_zeros(self.b, 2 * m.config.channels, 1, self.w)) for mod in mods]
+        elif r - 1 < m.reach_rows:  # near the top: the stack on all rows above, zero-padded as in the full pass
+            lks = [mod(v[:, :, -1:]) for mod, v in zip(mods, m._vertical(img[:, :, :r]))]
+        else:  # no padding: each layer computes only the rows that still reach row r - 1
+            p0, q = m.config.first_kernel // 2, m.config.kernel // 2
+            v = F.conv2d(F.pad(img[:, :, r - 1 - m.reach_rows : r], (p0, p0, 0, 0)), m.v0.weight, m.v0.bias)
+            vpre = [v]  # (B, 2C, rows, W), rows shrinking by q per layer down to 1
+            for conv in m.vs:
+                v = F.conv2d(F.pad(_gate(v), (q, q, 0, 0)), conv.weight, conv.bias)
+                vpre.append(v)
+            lks = [mod(v[:, :, -1:]) for mod, v in zip(mods, vpre)]
+        return [F.pad(lk[:, :, 0].transpose(1, 2), (0, 0, self.pad, 0)) for lk in lks]
 
     def logits(self, pixel: int) -> Tensor:
+        m, cfg = self.m, self.m.config
         r, c = divmod(pixel, self.w)
         if r != self.row or self.dirty_above:
             self.links, self.row, self.dirty_above = self._row_links(r), r, False
-        left = max(0, c - self.m.reach_cols)
-        b = self.x.shape[0]
-        img = self.x.view(b, 1, self.h, self.w)[:, :, r : r + 1, left : c + 1]  # (B, 1, 1, cols)
-        h = self.m._horizontal(img, [lk[..., left : c + 1] for lk in self.links])
-        return self.m._head(h[..., -1:])[:, 0, 0] + self.m.pixel_bias[r, c]
+        q, p0, n_layers = cfg.kernel // 2, cfg.first_kernel // 2, cfg.layers
+        cc = c + self.pad  # column of the pixel in padded coordinates
+        lo = cc - n_layers * q  # first column layer 0 must produce
+        xr = F.pad(self.x[:, r * self.w : (r + 1) * self.w], (self.pad, 0))  # (B, pad + W)
+        win = xr[:, lo - 1 - p0 : cc].unfold(1, p0 + 1, 1).contiguous()  # (B, n, p0+1): column j sees j-1-p0 .. j-1
+        h = _gate_last(F.linear(win, self.w0, m.h0.bias) + self.links[0][:, lo : cc + 1])  # (B, n, C)
+        valid = None
+        if lo < self.pad:  # the cone reaches left of the image: those columns are zero padding
+            valid = (torch.arange(lo, cc + 1, device=h.device) >= self.pad).to(h.dtype)[:, None]  # (n, 1)
+            h = h * valid
+        for i in range(n_layers):
+            n = h.shape[1] - q
+            win = h.unfold(1, q + 1, 1).transpose(2, 3).contiguous().view(self.b, n, -1)  # (B, n, (q+1) C)
+            pre = F.linear(win, self.wh[i], m.hs[i].bias) + self.links[i + 1][:, cc + 1 - n : cc + 1]
+            h = h[:, q:] + F.linear(_gate_last(pre), self.wres[i], m.res[i].bias)  # (B, n, C)
+            if valid is not None:
+                valid = valid[q:]
+                h = h * valid
+        out = F.linear(torch.relu(F.linear(torch.relu(h[:, -1]), self.w1, m.out1.bias)), self.w2, m.out2.bias)  # (B, 1)
+        return out[:, 0] + m.pixel_bias[r, c]
 
     def observe(self, pixel: int, value: Tensor) -> None:
         self.x[:, pixel] = value
         if pixel // self.w < self.row:
             self.dirty_above = True
+
+
+def _gate_last(a: Tensor) -> Tensor:
+    f, g = a.chunk(2, dim=-1)
+    return torch.tanh(f) * torch.sigmoid(g)
 
 
 # ---------------------------------------------------------------------------------------------
