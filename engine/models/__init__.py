@@ -15,7 +15,8 @@ from .made import MADE, MADEConfig
 from .mlp import MLPConfig, PixelMLP
 from .nade import NADE, NADEConfig
 from .lstm import LSTMConfig, PixelLSTM
-from .pixelcnn import GatedPixelCNN, LMConvConfig, LocallyMaskedPixelCNN, PixelCNNConfig
+from .lmconv import LMConvConfig, LocallyMaskedPixelCNN
+from .pixelcnn import GatedPixelCNN, PixelCNNConfig
 from .transformer import OrderAgnosticTransformer, TransformerConfig
 
 FAMILIES: dict[str, type[ARModel]] = {
