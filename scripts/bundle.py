@@ -1,0 +1,67 @@
+"""Copy trained checkpoints into resources/checkpoints/ for the app, with measured test NLL.
+
+    python scripts/bundle.py runs/made1000d_wd.safetensors:made-raster [more SRC:NAME ...]
+
+For each: evaluate the test NLL in float32, store the weights in float16 when that leaves the
+reported NLL (two decimals) unchanged after reloading, else in float32, and record the name, the
+test NLL and its standard error in the checkpoint's metadata. Prints a Markdown table row each.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from engine.data import load_split  # noqa: E402
+from engine.train import evaluate  # noqa: E402
+
+DEST = ROOT / "resources" / "checkpoints"
+
+
+def bundle(src: str, name: str, test) -> str:
+    ck = load_checkpoint(src)
+    t0 = time.perf_counter()
+    nll, se = evaluate(ck.model, test)
+    secs = time.perf_counter() - t0
+    meta = dict(ck.meta, name=name)
+    meta["metrics"] = dict(ck.meta.get("metrics", {}), test_nll=nll, test_nll_stderr=se)
+    meta.pop("optimizer", None)
+    DEST.mkdir(parents=True, exist_ok=True)
+    out = DEST / f"{name}.safetensors"
+    for dtype in (torch.float16, None):
+        meta["weights_dtype"] = str(dtype or torch.float32).replace("torch.", "")
+        save_checkpoint(out, ck.model, meta, dtype=dtype)
+        nll2, _ = evaluate(load_checkpoint(out).model, test)
+        if f"{nll2:.2f}" == f"{nll:.2f}":
+            break
+    hist = ck.meta.get("history", [])
+    valid = min((h["valid_nll"] for h in hist), default=float("nan"))
+    epochs = ck.meta.get("epoch", len(hist))
+    wall = sum(h.get("seconds", 0) for h in hist)
+    m = ck.model
+    return (
+        f"| {name} | {m.family} | {m.ordering.label} | {m.num_parameters():,} | {epochs} | {wall / 60:.0f} min, {ck.meta.get('device', '?')} "
+        f"| {valid:.2f} | {nll:.2f} ± {se:.2f} | {out.stat().st_size / 2**20:.1f} MB ({meta['weights_dtype']}) | `{ck.meta.get('command', '')}` |"
+        f"  <!-- eval {secs:.1f}s -->"
+    )
+
+
+def main(argv: list[str]) -> int:
+    test = load_split("test")
+    print("| name | family | ordering | parameters | epochs | training | valid NLL | test NLL | file | command |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for arg in argv:
+        src, _, name = arg.partition(":")
+        print(bundle(src, name or Path(src).stem, test), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
