@@ -5,33 +5,37 @@ The window owns one :class:`engine.session.Session` (the drawn digit, mask and h
 digits), ``reference`` (log p of the test digits for the percentile), ``sample`` and ``train``.
 Heatmap requests are debounced while a stroke goes on, coalesced while one is in flight (the
 newest canvas wins) and tagged with the model, ordering and canvas version so a stale result is
-never shown. Menus and the toolbar are built in :mod:`app.actions`.
+never shown. Menus and the toolbar are built in :mod:`app.actions`; the live figures, the
+editing commands and sampling runs are mixins in :mod:`app.figures`, :mod:`app.editing` and
+:mod:`app.runs`.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QFileDialog, QHBoxLayout, QLabel, QSizePolicy, QMainWindow, QMessageBox, QSplitter, QTabWidget, QVBoxLayout, QWidget,
+    QHBoxLayout, QLabel, QSizePolicy, QMainWindow, QMessageBox, QSplitter, QTabWidget, QVBoxLayout, QWidget,
 )
 
 from engine.checkpoint import Checkpoint
-from engine.images import import_image, save_grid, save_png
 from engine.models.base import ARModel
 from engine.ordering import Ordering
-from engine.session import ModelEntry, PixelFigures, Session, list_checkpoints, percentile
+from engine.session import ModelEntry, PixelFigures, Session, list_checkpoints
 
 from . import actions, jobs, settings as app_settings
+from .editing import EditingMixin
+from .figures import FiguresMixin
+from .runs import RunMixin
 from .widgets.canvas import CanvasWidget
 from .widgets.heatmaps import HeatmapPanel
 from .widgets.inspector import Inspector, ReadOut
+from .widgets.legend import OrderLegend
 from .widgets.model_info import ModelInfo
 from .widgets.pickers import ModelPicker, OrderingPicker
-from .widgets.sampling import SamplingPanel, sample_job
+from .widgets.sampling import SamplingPanel
 from .widgets.training import TrainingPanel
 from .worker import Worker
 
@@ -40,39 +44,7 @@ __all__ = ["MainWindow"]
 DEBOUNCE_MS = 12
 
 
-class _OrderLegend(QWidget):
-    """The colour key of the ordering overlay: first step to last step."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(96, 2, 8, 2)
-        self.first = QLabel("step 1")
-        self.bar = QLabel()
-        self.bar.setFixedHeight(10)
-        self.last = QLabel("step 784")
-        self.note = QLabel()
-        for lab in (self.first, self.last, self.note):
-            lab.setObjectName("legend")
-        lay.addWidget(self.first)
-        lay.addWidget(self.bar, 1)
-        lay.addWidget(self.last)
-        lay.addWidget(self.note)
-        from .widgets.colors import lookup_table
-
-        lut = lookup_table(9)
-        stops = ", ".join(f"stop:{i / 8:.3f} rgb({r},{g},{b})" for i, (r, g, b) in enumerate(lut.tolist()))
-        self.bar.setStyleSheet(f"background: qlineargradient(x1:0, y1:0, x2:1, y2:0, {stops}); border-radius: 3px;")
-        self.setVisible(False)
-
-    def show_for(self, mode: str, ordering: Ordering | None) -> None:
-        self.setVisible(mode != "off" and ordering is not None)
-        if ordering is not None:
-            self.last.setText(f"step {ordering.size}")
-            self.note.setText(f"  {ordering.label}" + ("  (green dot: first, red: last)" if mode == "path" else ""))
-
-
-class MainWindow(QMainWindow):
+class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
     figuresShown = Signal()  #: heatmaps and read-out updated for the current canvas
     modelChanged = Signal()
     percentileShown = Signal()
@@ -100,6 +72,7 @@ class MainWindow(QMainWindow):
         self._run_mode = ""
         self._hover = -1
         self.pinned = -1
+        self.last_error = ""
 
         self.compute = Worker("compute", self, torch_threads=1)
         self.ref_worker = Worker("reference", self, torch_threads=1)
@@ -130,7 +103,7 @@ class MainWindow(QMainWindow):
         row.addWidget(self.canvas_toolbar, 0, Qt.AlignTop)
         row.addWidget(self.canvas, 1)
         ll.addLayout(row, 1)
-        self.legend = _OrderLegend()
+        self.legend = OrderLegend()
         ll.addWidget(self.legend)
         mid = QWidget()
         ml = QVBoxLayout(mid)
@@ -299,83 +272,6 @@ class MainWindow(QMainWindow):
         self.request_reference()
 
     # ------------------------------------------------------------------------------------------
-    # heatmaps
-    def _on_canvas_edit(self) -> None:
-        if not self._debounce.isActive():
-            self._debounce.start()
-
-    def _on_stroke_finished(self) -> None:
-        self._debounce.stop()
-        self._stroke_t0 = (self.session.version, time.perf_counter())
-        self._update_edit_actions()
-        self.request_figures()
-
-    def canvas_replaced(self) -> None:
-        """The whole canvas changed (load, clear, undo...): refresh everything that shows it."""
-        self.canvas.update()
-        self._update_edit_actions()
-        self._update_inpaint_note()
-        self.request_figures()
-
-    def request_figures(self) -> None:
-        if self.model is None or self.ordering is None:
-            return
-        if self._fig_job is not None:
-            self._fig_dirty = True
-            return
-        self._fig_dirty = False
-        key = (self.model_key, self.ordering, self.session.version)
-        self._fig_job = self.compute.submit(jobs.figures_job, self.model, self.session.flat(), self.ordering, key, replace=False)
-
-    def _show_figures(self, job_id: int, key: tuple, figs: PixelFigures) -> None:
-        if key[0] != self.model_key or key[1] != self.ordering or job_id < self._shown_id:
-            return  # stale: another model or ordering, or older than what is shown
-        self._shown_id = job_id
-        self.figures = figs
-        self.heatmaps.show_figures(figs.prob, figs.nll)
-        self.readout.set_figures(figs)
-        self._update_percentile()
-        self._refresh_inspector()
-        if key[2] == self.session.version:
-            if self._stroke_t0 is not None and self._stroke_t0[0] <= key[2]:
-                self.last_latency = time.perf_counter() - self._stroke_t0[1]
-                self._stroke_t0 = None
-            self.figuresShown.emit()
-
-    # ------------------------------------------------------------------------------------------
-    # percentile among test digits
-    def _ref_key(self) -> tuple:
-        return (self.model_key, self.ordering)
-
-    def request_reference(self) -> None:
-        if self.model is None or self._ref_key() in self.reference:
-            self._update_percentile()
-            return
-        self.readout.set_percentile(None, "computing on the test digits…")
-        self.ref_worker.submit(jobs.reference_job, self.model, self.ordering, self._ref_key())
-
-    def _on_ref_progress(self, _job_id: int, frac: object) -> None:
-        self.readout.set_percentile(None, f"measuring the test digits… {float(frac):.0%}")
-
-    def _on_ref_result(self, _job_id: int, value: object) -> None:
-        key, logp = value
-        self.reference[key] = logp
-        self._update_percentile()
-
-    def _update_percentile(self) -> None:
-        ref = self.reference.get(self._ref_key())
-        if ref is None or self.figures is None:
-            return
-        pct = percentile(self.figures.log_p, ref)
-        subset = "" if len(ref) >= jobs.REFERENCE_IMAGES else " (random subset)"
-        self.readout.set_percentile(pct, f"among {len(ref):,} test digits{subset}")
-        self.readout.pct.setToolTip(
-            f"log p(x) of the drawn digit compared with {len(ref):,} test digits under the same model and ordering: "
-            f"median {np.median(ref):.1f}, 5th–95th percentile {np.percentile(ref, 5):.1f} to {np.percentile(ref, 95):.1f} nats"
-            + ("" if not subset else ". This model is slow to score, so a fixed random subset of the test split is used."))
-        self.percentileShown.emit()
-
-    # ------------------------------------------------------------------------------------------
     # compute worker results
     def _on_compute_result(self, job_id: int, value: object) -> None:
         if job_id in self._pending_loads:
@@ -452,198 +348,6 @@ class MainWindow(QMainWindow):
     def _refresh_inspector(self) -> None:
         idx = self.pinned if self.pinned >= 0 else self._hover
         self.inspector.show_pixel(idx, self.figures, self.session.canvas, self.ordering, self.pinned >= 0)
-
-    # ------------------------------------------------------------------------------------------
-    # editing
-    def set_tool(self, tool: str) -> None:
-        self.canvas.tool = tool
-        actions.sync_tool(self, tool)
-
-    def undo(self) -> None:
-        if not self.canvas.locked and self.session.undo():
-            self.canvas_replaced()
-
-    def redo(self) -> None:
-        if not self.canvas.locked and self.session.redo():
-            self.canvas_replaced()
-
-    def clear_canvas(self) -> None:
-        if not self.canvas.locked:
-            self.session.clear()
-            self.canvas_replaced()
-
-    def invert_canvas(self) -> None:
-        if not self.canvas.locked:
-            self.session.invert()
-            self.canvas_replaced()
-
-    def clear_mask(self) -> None:
-        self.session.clear_mask()
-        self.canvas.update()
-        self._update_inpaint_note()
-
-    def mask_lower_half(self) -> None:
-        m = np.zeros_like(self.session.mask)
-        m[self.session.height // 2:] = True
-        self.session.set_mask(m)
-        self.canvas.update()
-        self.sampling.mode_inpaint.setChecked(True)
-        self._update_inpaint_note()
-
-    def load_test_digit(self, index: int | None = None) -> None:
-        if self.canvas.locked:
-            return
-        job = self.compute.submit(jobs.test_digit_job, index, replace=False)
-        self._pending_misc[job.id] = "digit"
-
-    def _update_edit_actions(self) -> None:
-        actions.update_edit_actions(self)
-
-    def import_image_file(self, path: str | Path) -> bool:
-        if self.canvas.locked:
-            self.statusBar().showMessage("Stop the sampling run first", 4000)
-            return False
-        try:
-            img = import_image(path)
-        except Exception as exc:  # noqa: BLE001 -- ImageError and anything pillow raises
-            self.show_error(str(exc))
-            return False
-        self.session.set_canvas(img)
-        self.canvas_replaced()
-        self.statusBar().showMessage(f"Imported {Path(path).name}", 4000)
-        return True
-
-    def export_image_file(self, path: str | Path, scale: int = 10) -> bool:
-        try:
-            save_png(self.session.canvas, path, scale=scale)
-        except (OSError, ValueError) as exc:
-            self.show_error(f"Cannot save {path}: {exc}")
-            return False
-        self.statusBar().showMessage(f"Saved {path}", 4000)
-        return True
-
-    # ------------------------------------------------------------------------------------------
-    # sampling and inpainting
-    def _update_inpaint_note(self, *_: object) -> None:
-        if self.model is None or self.ordering is None:
-            return
-        known = self.session.known
-        n_unknown = int((~known).sum())
-        if n_unknown == 0:
-            text = "Paint a mask (Mask brush, or “Mask lower half”) to choose the pixels to regenerate."
-        elif self.model.inpaint_is_exact(known, self.ordering):
-            if self.model.any_order:
-                text = f"<b>Exact</b>: this model takes any ordering, so the {int(known.sum())} known pixels go first and every masked pixel is conditioned on all of them."
-            else:
-                text = "<b>Exact</b>: every known pixel comes before the masked region in this ordering."
-        else:
-            perm = self.ordering.perm
-            in_order = known[perm]
-            first = int(np.argmin(in_order))
-            ignored = int(in_order[first:].sum())
-            text = (f"<b>Approximate</b>: this {self.model.family.upper()} is tied to the {self.ordering.label} ordering, so the "
-                    f"{ignored} known pixels that come after the first masked pixel in it are ignored when filling the region.")
-        self.sampling.exactness.setText(text)
-
-    @property
-    def running(self) -> bool:
-        return self._run is not None
-
-    def start_run(self, mode: str, paused: bool = False) -> None:
-        if self.model is None or self._run is not None:
-            return
-        s = self.sampling
-        known = None
-        values = None
-        if mode == "inpaint":
-            known = self.session.known.copy()
-            if known.all():
-                self.show_error("Inpainting needs a mask: paint the region to regenerate with the Mask brush first.")
-                return
-            values = self.session.flat()
-        unknown = np.ones(self.model.size, bool) if known is None else ~known
-        self._run_mode = mode
-        self._run_base = self.session.flat().copy()
-        self.canvas.locked = True
-        s.set_running(True)
-        s.begin(s.count.value(), unknown, (self.session.height, self.session.width))
-        pending = unknown.copy()
-        self.canvas.show_run(np.where(unknown, 0, self._run_base), pending)
-        job = self.sampler.submit(sample_job, self.model, s.count.value(), known, values, self.ordering, s.temperature.value(),
-                                  s.seed.value(), start_paused=paused)
-        job.delay = s.delay()
-        if paused:
-            s.pause_btn.setChecked(True)
-            job.step()
-        self._run = job
-        self.statusBar().showMessage("Inpainting…" if mode == "inpaint" else "Sampling…")
-
-    def stop_run(self) -> None:
-        if self._run is not None:
-            self._run.cancel()
-
-    def step_run(self) -> None:
-        if self._run is None:
-            self.start_run(self.sampling.mode, paused=True)
-        else:
-            if not self._run.paused:
-                self.sampling.pause_btn.setChecked(True)
-            self._run.set_paused(True)
-            self._run.step()
-
-    def _on_frame(self, job_id: int, fr: object) -> None:
-        if self._run is None or job_id != self._run.id:
-            return
-        h, w = self.session.height, self.session.width
-        unknown = self.sampling._unknown
-        pending = np.zeros(h * w, bool)
-        pending[fr.order.perm[fr.step + 1:]] = True  # type: ignore[attr-defined]
-        self.canvas.show_run(fr.x[0], pending & unknown, fr.pixel)  # type: ignore[attr-defined]
-        self.sampling.show_frame(fr)  # type: ignore[arg-type]
-
-    def _on_run_result(self, job_id: int, x: object) -> None:
-        if self._run is None or job_id != self._run.id:
-            return
-        images = np.asarray(x)
-        self.sampling.finish(images, f"done: {len(images)} {'completions' if self._run_mode == 'inpaint' else 'samples'}")
-        self.session.set_canvas(images[0])
-        if self._run_mode == "sample":
-            self.sampling.seed.setValue(self.sampling.seed.value() + 1)
-
-    def _on_run_finished(self, job_id: int, cancelled: bool) -> None:
-        if self._run is None or job_id != self._run.id:
-            return
-        self._run = None
-        self.canvas.locked = False
-        self.canvas.show_run(None)
-        self.sampling.set_running(False)
-        if cancelled:
-            self.sampling.finish(None, "stopped")
-            self.statusBar().showMessage("Stopped; the canvas is as before the run", 4000)
-        else:
-            self.statusBar().showMessage("Done", 3000)
-        self.canvas_replaced()
-        self.runFinished.emit(not cancelled)
-
-    def use_sample(self, i: int) -> None:
-        if self.sampling.images is not None and not self.canvas.locked:
-            self.session.set_canvas(self.sampling.images[i])
-            self.canvas_replaced()
-
-    def save_grid(self, path: str | None = None) -> None:
-        if self.sampling.images is None:
-            return
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Save samples as PNG", str(Path.home() / "samples.png"), "PNG images (*.png)")
-            if not path:
-                return
-        h, w = self.session.height, self.session.width
-        try:
-            save_grid(self.sampling.images.reshape(-1, h, w).astype(np.uint8), path, scale=6)
-        except (OSError, ValueError) as exc:
-            self.show_error(f"Cannot save {path}: {exc}")
-            return
-        self.statusBar().showMessage(f"Saved {path}", 4000)
 
     # ------------------------------------------------------------------------------------------
     # training and checkpoints

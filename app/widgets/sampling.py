@@ -263,6 +263,7 @@ class SamplingPanel(QWidget):
             self.show_grid(self.images)
             self.save_btn.setEnabled(True)
             self.progress.setValue(self.progress.maximum())
+            self.live.setText(f"{len(self.images)} × {self._unknown.sum()} pixels generated")
         self.progress.setFormat(note)
         self.grid_note.setText("Click a result to put it on the canvas." if images is not None else note)
 

@@ -209,7 +209,7 @@ def test_a_broken_checkpoint_gives_an_error_and_keeps_the_model(qtbot, win, tmp_
     monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(bad), "")))
     model = win.model
     win.act_open.trigger()
-    qtbot.waitUntil(lambda: hasattr(win, "last_error") and "bad.safetensors" in win.last_error, timeout=10000)
+    qtbot.waitUntil(lambda: "bad.safetensors" in win.last_error, timeout=10000)
     assert "pickle" in win.last_error and win.model is model
 
 
@@ -268,7 +268,7 @@ def test_a_model_for_another_image_size_is_refused_and_the_current_one_kept(qtbo
     save_checkpoint(tmp_path / "tiny.safetensors", tiny, {"name": "tiny"})
     model = win.model
     win.open_checkpoint(tmp_path / "tiny.safetensors")
-    qtbot.waitUntil(lambda: "2x4" in getattr(win, "last_error", ""), timeout=10000)
+    qtbot.waitUntil(lambda: "2x4" in win.last_error, timeout=10000)
     assert win.model is model and win.ordering.size == 784
     assert not any("tiny" in e.name for e in win.model_picker.entries)
     stroke(qtbot, win, [(3, 3), (3, 9)])  # still working
