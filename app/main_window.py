@@ -381,8 +381,12 @@ class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
         self.stop_run()
         if self.training.running:
             self.training.stop()
+        if any(w.busy for w in (self.sampler, self.trainer, self.ref_worker, self.compute)):
+            # A deep model's minibatch can take seconds on a CPU: vanish at once, then let the
+            # threads end (between minibatches/pixels; files are only ever written atomically).
+            self.hide()
         for w in (self.sampler, self.trainer, self.ref_worker, self.compute):
-            w.shutdown()
+            w.shutdown(600_000)
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.sync()
         super().closeEvent(ev)

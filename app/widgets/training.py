@@ -229,7 +229,8 @@ class TrainingPanel(QWidget):
     def stop(self) -> None:
         if self.job is not None:
             self.job.cancel()
-            self.progress.setFormat("stopping…")
+            self.progress.setFormat("stopping after the current minibatch…")
+            self.stop_btn.setEnabled(False)
 
     # -- events from the worker ------------------------------------------------------------------
     def _mine(self, job_id: int) -> bool:
