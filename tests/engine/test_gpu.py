@@ -18,6 +18,7 @@ SMALL = {
     "nade": {"hidden": 32},
     "made": {"hidden": (64,), "order_agnostic": True, "num_masks": 0},
     "pixelcnn": {"channels": 8, "layers": 2, "head": 16},
+    "lmconv": {"channels": 8, "layers": 2, "head": 16, "order_agnostic": True},
     "lstm": {"hidden": 32, "embed": 16, "order_agnostic": True},
     "transformer": {"d_model": 32, "layers": 2, "heads": 2},
 }
