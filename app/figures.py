@@ -30,8 +30,8 @@ class FiguresMixin:
     def _on_stroke_finished(self) -> None:
         self._debounce.stop()
         self._stroke_t0 = (self.session.version, time.perf_counter())
+        self.request_figures()  # first, so the worker computes while the GUI repaints the canvas
         self._update_edit_actions()
-        self.request_figures()
 
     def canvas_replaced(self) -> None:
         """The whole canvas changed (load, clear, undo...): refresh everything that shows it."""

@@ -6,7 +6,7 @@ For every model (default: the bundled checkpoints in resources/checkpoints, else
 the script opens the real main window offscreen and
 
 * draws ``--strokes`` mouse strokes on the canvas and times each from the mouse release to the
-  moment the updated heatmaps are on screen (``MainWindow.last_latency``);
+  end of the heatmaps' repaint with the new data (the "forward" column is the model's pass alone);
 * measures the longest stall of the GUI thread with a 5 ms heartbeat timer while a batch of 16
   samples is generated at full speed (stopped after ``--sample-seconds``), and while a short training run of the same family goes on
   (``--train-seconds``, then stopped).
@@ -34,6 +34,8 @@ if "PIXELCHAIN_DATA" not in os.environ and SHARED.is_dir():
     os.environ["PIXELCHAIN_DATA"] = str(SHARED)
 
 FAST = {"fvsbn", "nade", "made", "mlp"}
+
+from PySide6.QtCore import QEvent, QObject  # noqa: E402 -- after QT_QPA_PLATFORM is set
 
 
 class Heartbeat:
@@ -64,6 +66,25 @@ class Heartbeat:
         return self.worst
 
 
+class PaintSpy(QObject):
+    """Records when a widget has been painted (the end of its paint event)."""
+
+    def __init__(self, out: list):
+        super().__init__()
+        self.out = out
+
+    def eventFilter(self, obj, ev) -> bool:
+        if ev.type() == QEvent.Type.Paint:
+            obj.removeEventFilter(self)
+            try:
+                obj.event(ev)  # paint now, then note the time
+            finally:
+                obj.installEventFilter(self)
+            self.out.append(time.perf_counter())
+            return True
+        return False
+
+
 def wait(app, cond, timeout: float) -> bool:
     end = time.perf_counter() + timeout
     while not cond():
@@ -88,6 +109,9 @@ def bench_model(app, win, path: Path, strokes: int, train_seconds: float, sample
     wait(app, lambda: win._fig_job is None and not win.trainer.busy and not win.ref_worker.busy, 120)
     cv = win.canvas
     lat, comp = [], []
+    painted: list[float] = []
+    spy = PaintSpy(painted)
+    win.heatmaps.viewport().installEventFilter(spy)
     for k in range(strokes):
         r = 4 + (k * 5) % 20
         pts = [(r, 6), (r, 12), (r + 3, 18)]
@@ -96,10 +120,13 @@ def bench_model(app, win, path: Path, strokes: int, train_seconds: float, sample
         QTest.mousePress(cv, Qt.LeftButton if k % 4 else Qt.RightButton, Qt.NoModifier, cv.pixel_center(*pts[0]).toPoint())
         for p in pts[1:]:
             QTest.mouseMove(cv, cv.pixel_center(*p).toPoint())
+        t_release = time.perf_counter()
         QTest.mouseRelease(cv, Qt.LeftButton if k % 4 else Qt.RightButton, Qt.NoModifier, cv.pixel_center(*pts[-1]).toPoint())
         if not wait(app, lambda: win.last_latency is not None and len(shown) > n, 30):
             raise RuntimeError("heatmaps did not update")
-        lat.append(win.last_latency * 1000)
+        painted.clear()
+        wait(app, lambda: bool(painted), 5)  # the heatmaps' repaint with the new data
+        lat.append((painted[0] - t_release) * 1000 if painted else float("nan"))
         comp.append(win.figures.extra.get("seconds", float("nan")) * 1000)
     # sampling stall
     hb = Heartbeat()

@@ -11,8 +11,8 @@ pixels not generated yet and the pixel being drawn. All editing goes through
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPainterPath, QPen
+from PySide6.QtCore import QLineF, QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPainterPath, QPen, QPixmap
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from engine.ordering import Ordering
@@ -206,13 +206,7 @@ class CanvasWidget(QWidget):
         p.drawImage(rect, self._rgba_image(rgba))
         # grid
         if cell >= 6:
-            p.setPen(QPen(GRID, 1))
-            for i in range(w + 1):
-                x = x0 + i * cell
-                p.drawLine(QPointF(x, y0), QPointF(x, y0 + cell * h))
-            for j in range(h + 1):
-                y = y0 + j * cell
-                p.drawLine(QPointF(x0, y), QPointF(x0 + cell * w, y))
+            p.drawPixmap(0, 0, self._grid_pixmap(cell, x0, y0))
         if self.display is None and s.mask.any() and cell >= 6:
             self._hatch_mask(p, cell, x0, y0)
         if self.overlay == "path" and self.ordering is not None:
@@ -227,6 +221,22 @@ class CanvasWidget(QWidget):
         p.setPen(QPen(QColor(255, 255, 255, 70), 1))
         p.drawRect(rect)
         p.end()
+
+    def _grid_pixmap(self, cell: float, x0: float, y0: float) -> QPixmap:
+        """The pixel grid, drawn once per widget size (many translucent lines are slow to draw)."""
+        key = (self.width(), self.height(), cell, x0, y0)
+        if getattr(self, "_grid_key", None) != key:
+            h, w = self.session.height, self.session.width
+            pix = QPixmap(self.size())
+            pix.fill(Qt.transparent)
+            gp = QPainter(pix)
+            gp.setPen(QPen(GRID, 1))
+            lines = [QLineF(x0 + i * cell, y0, x0 + i * cell, y0 + cell * h) for i in range(w + 1)]
+            lines += [QLineF(x0, y0 + j * cell, x0 + cell * w, y0 + j * cell) for j in range(h + 1)]
+            gp.drawLines(lines)
+            gp.end()
+            self._grid_key, self._grid_cache = key, pix
+        return self._grid_cache
 
     def _hatch_mask(self, p: QPainter, cell: float, x0: float, y0: float) -> None:
         p.setPen(QPen(QColor(236, 72, 153, 170), 1))
