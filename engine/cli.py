@@ -132,6 +132,11 @@ class _Bar:
         )
         sys.stderr.flush()
 
+    def validating(self, ev) -> None:
+        if self.tty:
+            sys.stderr.write(f"\repoch {ev.epoch}/{ev.epochs} validating {ev.done}/{ev.total} images" + " " * 40)
+            sys.stderr.flush()
+
     def epoch(self, ev) -> None:
         if self.quiet:
             return
@@ -169,7 +174,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     from .data import CHECKSUMS, load_split
     from .models import build_model, family_class
     from .ordering import parse_ordering
-    from .train import BatchEnd, EpochEnd, Finished, TrainConfig, device_name, resolve_device, train
+    from .train import BatchEnd, EpochEnd, Finished, TrainConfig, Validating, device_name, resolve_device, train
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -224,6 +229,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
     for ev in train(model, train_x, valid_x, tc, out=out, resume=a.resume, meta=meta):
         if isinstance(ev, BatchEnd):
             bar.batch(ev)
+        elif isinstance(ev, Validating):
+            bar.validating(ev)
         elif isinstance(ev, EpochEnd):
             bar.epoch(ev)
         elif isinstance(ev, Finished):

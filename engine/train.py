@@ -2,7 +2,8 @@
 
 ``for event in train(model, train_x, valid_x, TrainConfig(...), out="m.safetensors"): ...``
 
-Events are :class:`BatchEnd` after every minibatch, :class:`EpochEnd` after each validation and
+Events are :class:`BatchEnd` after every minibatch, :class:`Validating` between chunks of the
+validation pass (about 0.2 s each), :class:`EpochEnd` after each validation and
 :class:`Finished` once at the end. Whoever drives the generator stops training by no longer
 iterating (``gen.close()``); nothing half-written is left behind because every file is written
 atomically at an epoch's end. Files written when ``out`` is given:
@@ -22,7 +23,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Generator, Iterator, Union
 
 import numpy as np
 import torch
@@ -34,6 +35,8 @@ from .models import ARModel
 __all__ = [
     "TrainConfig",
     "BatchEnd",
+    "Validating",
+    "evaluate_steps",
     "EpochEnd",
     "Finished",
     "TrainingError",
@@ -82,6 +85,17 @@ class BatchEnd:
 
 
 @dataclass
+class Validating:
+    """Progress of the validation pass at the end of an epoch (yielded between chunks)."""
+
+    epoch: int
+    epochs: int
+    done: int  # validation images evaluated so far
+    total: int
+    elapsed: float
+
+
+@dataclass
 class EpochEnd:
     epoch: int
     epochs: int
@@ -104,7 +118,7 @@ class Finished:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-Event = Union[BatchEnd, EpochEnd, Finished]
+Event = Union[BatchEnd, Validating, EpochEnd, Finished]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -135,22 +149,44 @@ def resume_path(out: str | Path) -> Path:
     return out.with_name(out.stem + ".resume" + (out.suffix or ".safetensors"))
 
 
-@torch.no_grad()
-def evaluate(model: ARModel, x: np.ndarray | torch.Tensor, batch_size: int = 1000, ensemble: int = 1) -> tuple[float, float]:
-    """Mean NLL in nats per image and its standard error, in float32 (or the model's dtype)."""
+def evaluate_steps(
+    model: ARModel, x: np.ndarray | torch.Tensor, batch_size: int = 1000, ensemble: int = 1, target_seconds: float | None = None
+) -> Generator[int, None, tuple[float, float]]:
+    """:func:`evaluate` as a generator that yields the number of images done after each chunk and
+    returns ``(mean NLL, standard error)``. With ``target_seconds`` the chunk size adapts so that
+    each chunk takes about that long (at most ``batch_size``), so a caller can stop between chunks."""
     was_training = model.training
     model.eval()
     nlls = []
+    chunk = min(batch_size, 16) if target_seconds else batch_size
+    i = 0
     try:
-        for i in range(0, len(x), batch_size):
-            xb = torch.as_tensor(np.asarray(x[i : i + batch_size]), dtype=torch.float32)
-            lp = model.member_log_prob(xb, 0) if ensemble == 1 else model.ensemble_log_prob(xb, ensemble)
+        while i < len(x):
+            t = time.perf_counter()
+            xb = torch.as_tensor(np.asarray(x[i : i + chunk]), dtype=torch.float32)
+            with torch.no_grad():
+                lp = model.member_log_prob(xb, 0) if ensemble == 1 else model.ensemble_log_prob(xb, ensemble)
             nlls.append(-lp.double().cpu())
+            i += len(xb)
+            if target_seconds:
+                per_image = max((time.perf_counter() - t) / len(xb), 1e-7)
+                chunk = int(min(batch_size, max(1, target_seconds / per_image)))
+            yield i
     finally:
         model.train(was_training)
     v = torch.cat(nlls)
     se = float(v.std(unbiased=True) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
     return float(v.mean()), se
+
+
+def evaluate(model: ARModel, x: np.ndarray | torch.Tensor, batch_size: int = 1000, ensemble: int = 1) -> tuple[float, float]:
+    """Mean NLL in nats per image and its standard error, in float32 (or the model's dtype)."""
+    steps = evaluate_steps(model, x, batch_size, ensemble)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 def _optim_state_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -300,7 +336,17 @@ def train(
             eta = elapsed / done_batches * (total_batches - done_batches)
             yield BatchEnd(epoch, cfg.epochs, b + 1, batches, lv, elapsed, eta)
         try:
-            valid_nll, _ = ddp.evaluate(model, valid_x, cfg.eval_batch_size)
+            if ddp.enabled:  # every process must take part: no stopping half-way
+                valid_nll, _ = ddp.evaluate(model, valid_x, cfg.eval_batch_size)
+            else:  # in chunks of about 0.2 s, so that whoever drives the run can stop it between them
+                steps = evaluate_steps(model, valid_x, cfg.eval_batch_size, target_seconds=0.2)
+                while True:
+                    try:
+                        done = next(steps)
+                    except StopIteration as result:
+                        valid_nll, _ = result.value
+                        break
+                    yield Validating(epoch, cfg.epochs, done, len(valid_x), time.perf_counter() - t0)
         except torch.cuda.OutOfMemoryError:
             raise _out_of_memory("validation", cfg.eval_batch_size, "TrainConfig.eval_batch_size", epoch, None) from None
         train_nll = total / max(count, 1)

@@ -82,10 +82,20 @@ def test_closing_the_generator_stops_at_once(tmp_path, monkeypatch):
     assert len(calls) == n and not out.exists() and not list(tmp_path.iterdir())
 
 
+def fixed_validation_scores(monkeypatch, scores):
+    """Make each epoch's validation return the next of ``scores``."""
+
+    def evaluate_steps(m, x, batch_size=1000, ensemble=1, target_seconds=None):
+        yield len(x)
+        return next(scores), 0.1
+
+    monkeypatch.setattr(trainmod, "evaluate_steps", evaluate_steps)
+
+
 def test_best_on_validation_is_kept(tmp_path, monkeypatch):
     out = tmp_path / "m.safetensors"
     scores = iter([5.0, 3.0, 4.0])
-    monkeypatch.setattr(trainmod, "evaluate", lambda m, x, bs=1000, **k: (next(scores), 0.1))
+    fixed_validation_scores(monkeypatch, scores)
     snapshots = {}
     m = model()
     for ev in train(m, TRAIN_X, VALID_X, cfg(), out=out):
@@ -140,7 +150,7 @@ def test_resume_errors(tmp_path):
 def test_patience_counts_across_a_resume(tmp_path, monkeypatch):
     out = tmp_path / "m.safetensors"
     scores = iter([3.0, 4.0, 5.0, 6.0])
-    monkeypatch.setattr(trainmod, "evaluate", lambda m, x, bs=1000, **k: (next(scores), 0.1))
+    fixed_validation_scores(monkeypatch, scores)
     gen = train(model(), TRAIN_X, VALID_X, cfg(epochs=6, patience=2), out=out)
     for ev in gen:
         if isinstance(ev, EpochEnd) and ev.epoch == 2:
@@ -212,16 +222,16 @@ def test_cuda_out_of_memory_names_the_batch_size(tmp_path, monkeypatch, where):
 
     monkeypatch.setattr(m, "training_loss", loss)
     if where == "validation":
-        real_eval = trainmod.evaluate
+        real_steps = trainmod.evaluate_steps
         calls = {"n": 0}
 
-        def evaluate(*a, **k):
+        def evaluate_steps(*a, **k):
             calls["n"] += 1
             if calls["n"] == 2:
                 raise oom
-            return real_eval(*a, **k)
+            return (yield from real_steps(*a, **k))
 
-        monkeypatch.setattr(trainmod, "evaluate", evaluate)
+        monkeypatch.setattr(trainmod, "evaluate_steps", evaluate_steps)
     before = None
     with pytest.raises(TrainingError) as info:
         for ev in train(m, TRAIN_X, VALID_X, cfg(), out=out):
@@ -297,3 +307,36 @@ def test_checkpoint_properties_survive_odd_metadata(tmp_path):
     ckmod.save_checkpoint(out, model(), {"name": "mine", "metrics": {"test_nll": True}})
     ck = load_checkpoint(out)
     assert ck.name == "mine" and ck.test_nll is None
+
+
+def test_validation_yields_between_chunks_so_a_stop_is_prompt():
+    """The validation pass is cut into chunks of about 0.2 s and the run can be closed between them."""
+    import time
+
+    from engine.models import build_model
+    from engine.train import EpochEnd, TrainConfig, Validating, evaluate, evaluate_steps, train
+
+    torch.manual_seed(0)
+    model = build_model("made", {"hidden": (64,)})
+    x = np.random.default_rng(0).integers(0, 2, (600, 784)).astype(np.uint8)
+    gen = train(model, x[:200], x[200:], TrainConfig(epochs=2, batch_size=50, eval_batch_size=400))
+    seen = []
+    for ev in gen:
+        if isinstance(ev, Validating):
+            seen.append(ev.done)
+            if len(seen) == 2:
+                t = time.perf_counter()
+                gen.close()
+                assert time.perf_counter() - t < 1.0
+                break
+        assert not isinstance(ev, EpochEnd), "the run should have been stopped during validation"
+    assert len(seen) == 2 and seen[0] < seen[1] <= 400
+    # the chunked evaluation returns exactly what the plain one does
+    steps = evaluate_steps(model, x[:300], 1000, target_seconds=0.01)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            chunked = done.value
+            break
+    assert chunked[0] == pytest.approx(evaluate(model, x[:300])[0], rel=1e-6)
