@@ -121,6 +121,10 @@ class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
         self.tabs.addTab(insp, "Inspect")
         self.tabs.addTab(self.sampling, "Sample && inpaint")
         self.tabs.addTab(self.training, "Train")
+        from .widgets.compress_panel import CompressPanel  # issue 7: code length and digit-likeness
+
+        self.compress_panel = CompressPanel(self)
+        self.tabs.addTab(self.compress_panel, "Compress && score")
         self.tabs.setMinimumWidth(380)
         split = QSplitter(Qt.Horizontal)
         split.addWidget(left)
