@@ -304,3 +304,17 @@ def test_closing_the_window_during_a_sampling_run(qtbot, make_window, bundled):
     qtbot.waitUntil(lambda: win.sampling.progress.value() >= 1, timeout=10000)
     win.close()
     assert not win.sampler._thread.isRunning() and not win.compute._thread.isRunning()
+
+
+def test_hovering_and_clicking_a_heatmap_maps_to_the_right_pixel(qtbot, win):
+    from PySide6.QtCore import QPointF
+
+    hm = win.heatmaps
+    for m in hm.maps:
+        pos = m.plot.vb.mapViewToScene(QPointF(20.5, 5.5))  # x = column 20, y = row 5 (y axis points down)
+        hm.scene().sigMouseMoved.emit(pos)
+        assert win.inspector.pixel == 5 * 28 + 20
+        assert win.inspector.fields["pixel"].text().startswith("(5, 20)")
+    with qtbot.waitSignal(hm.pinned, timeout=2000) as blocker:
+        hm.pinned.emit(hm._pixel(hm.nll.plot.vb.mapViewToScene(QPointF(3.5, 25.5))))
+    assert blocker.args == [25 * 28 + 3] and win.pinned == 25 * 28 + 3 and win.canvas.pinned_pixel == win.pinned
