@@ -125,6 +125,9 @@ class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
 
         self.compress_panel = CompressPanel(self)
         self.tabs.addTab(self.compress_panel, "Compress && score")
+        from .widgets.compare import install as install_compare  # issue 7: View ▸ Compare Models…
+
+        install_compare(self)
         self.tabs.setMinimumWidth(380)
         split = QSplitter(Qt.Horizontal)
         split.addWidget(left)
