@@ -45,7 +45,7 @@ def training_job(job, family: str, config: dict, ordering_spec: dict, tc: TrainC
     from engine.checkpoint import load_checkpoint, save_checkpoint
     from engine.data import load_split
     from engine.ordering import Ordering
-    from engine.train import evaluate, train
+    from engine.train import evaluate_steps, train
 
     ordering = Ordering.from_dict(ordering_spec)
     torch.manual_seed(tc.seed)
@@ -73,7 +73,14 @@ def training_job(job, family: str, config: dict, ordering_spec: dict, tc: TrainC
     if final is not None and final.best_path is not None and measure_test and final.reason != "diverged":
         yield "measuring the test NLL"
         ck = load_checkpoint(final.best_path)
-        nll, se = evaluate(ck.model, load_split("test"))
+        steps = evaluate_steps(ck.model, load_split("test"), target_seconds=0.2)
+        while True:  # in ~0.2 s chunks, so that a stop is honoured during the measurement too
+            job.check()
+            try:
+                next(steps)
+            except StopIteration as done:
+                nll, se = done.value
+                break
         job.check()
         metrics = dict(ck.meta.get("metrics", {}), test_nll=nll, test_nll_stderr=se)
         save_checkpoint(final.best_path, ck.model, dict(ck.meta, metrics=metrics))
