@@ -128,6 +128,9 @@ class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
         from .widgets.compare import install as install_compare  # issue 7: View ▸ Compare Models…
 
         install_compare(self)
+        from .fork import ForkController  # issue 7: fork a paused sampling run
+
+        self.fork = ForkController(self)
         self.tabs.setMinimumWidth(380)
         split = QSplitter(Qt.Horizontal)
         split.addWidget(left)

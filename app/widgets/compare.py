@@ -278,8 +278,8 @@ class CompareDialog(QDialog):
         rows = []
         for c, label, f in zip(self.columns, labels, figs):
             c.title.setText(label)
+            c.image.setVisible(not isinstance(f, str))  # no map rather than a misleading blank one
             if isinstance(f, str):
-                c.image.setImage(np.zeros((28, 28), np.float32), levels=(0.0, 1.0), autoLevels=False)
                 c.totals.setText(f"<span style='color:#f87171'>{f}</span>")
             else:
                 nats = -f.log_p
@@ -301,16 +301,17 @@ class CompareDialog(QDialog):
         fa = self.results[cols.index(a)][1] if a in cols else None
         fb = self.results[cols.index(b)][1] if b in cols else None
         self.diff_bar.setLevels((-lim, lim))
-        self.diff_bar.getAxis("left").setLabel("Δ" if what == "prob" else "Δ nats")
         if fa is None or fb is None or isinstance(fa, str) or isinstance(fb, str):
             self.diff = None
             self.diff_image.setImage(np.zeros((28, 28), np.float32), levels=(-lim, lim), autoLevels=False)
+            self.diff_image.setVisible(False)
             self.diff_title.setText("difference: choose two columns that have maps")
             self.summary.setText("<br>".join(self._summary_rows))
             return
         va, vb = (fa.prob, fb.prob) if what == "prob" else (fa.nll, fb.nll)
         self.diff = (va - vb).astype(np.float32)
         self.diff_image.setImage(np.clip(self.diff, -lim, lim), levels=(-lim, lim), autoLevels=False)
+        self.diff_image.setVisible(True)
         total = float(fa.log_p - fb.log_p)
         A, B = "ABCD"[a], "ABCD"[b]
         self.diff_title.setText(f"{A} &minus; {B}: {P_HTML if what == 'prob' else NLL_HTML}")

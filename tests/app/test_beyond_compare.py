@@ -86,6 +86,7 @@ def test_one_any_order_model_under_several_orderings(qtbot, win, bundled):
     dlg.choose(3, fixed, "raster")
     qtbot.waitUntil(lambda: dlg._shown_key == dlg.current_key() and isinstance(dlg.results[3][1], str), timeout=20000)
     assert "snake ordering only" in dlg.results[3][1] and "not available" in dlg.columns[3].totals.text
+    assert not dlg.columns[3].image.isVisible() and dlg.columns[2].image.isVisible()  # no blank map posing as p = 0
     dlg.choose(2, None)
     dlg.choose(3, None)
     qtbot.waitUntil(lambda: dlg._shown_key == dlg.current_key() and len(dlg.results) == 2, timeout=20000)

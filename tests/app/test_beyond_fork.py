@@ -1,0 +1,74 @@
+"""A fork in sampling driven as a user would: step a run, pause, fork, change a pixel on the
+canvas, continue both; the original continuation is the run's own completion (issue 7, part 4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
+
+from app.fork import continue_both
+
+from .test_main_window import stroke
+
+STEPS = 40
+
+
+def click(btn):
+    QTest.mouseClick(btn, Qt.LeftButton)
+
+
+def test_fork_a_paused_run_and_compare_both_continuations(qtbot, win):
+    s, fork = win.sampling, win.fork
+    win.tabs.setCurrentWidget(s)
+    s.seed.setValue(7)
+    s.count.setValue(2)
+    assert not fork.button.isEnabled()
+    click(s.step_btn)  # starts a paused run, one pixel
+    qtbot.waitUntil(lambda: fork._last is not None and fork._last[1].index == 0, timeout=10000)
+    for _ in range(STEPS - 1):
+        click(s.step_btn)
+    qtbot.waitUntil(lambda: fork._last[1].index == STEPS - 1, timeout=10000)
+    assert fork.button.isEnabled() and win.canvas.locked
+    prefix = fork._last[1].x[0].copy()
+    with qtbot.waitSignal(fork.forked, timeout=10000):
+        click(fork.button)
+    assert fork.dialog.isVisible() and not win.canvas.locked and win._run is None
+    # the canvas holds the image so far; the pixels still to draw are masked
+    np.testing.assert_array_equal(win.session.flat(), prefix)
+    assert win.session.mask.sum() == 784 - STEPS and not win.session.mask.reshape(-1)[:STEPS].any()
+    # change one drawn pixel (raster: row 0 and the start of row 1 are drawn)
+    win.brush.setValue(1)
+    old = win.session.canvas[0, 14]
+    stroke(qtbot, win, [(0, 14)], Qt.RightButton if old else Qt.LeftButton)
+    assert win.session.canvas[0, 14] == 1 - old and (win.session.flat() != prefix).sum() == 1
+    with qtbot.waitSignal(fork.finished, timeout=20000):
+        click(fork.dialog.continue_btn)
+    x, lp = fork.result
+    # the original continuation is exactly the run's completion (same seed, same random numbers)
+    gen = torch.Generator().manual_seed(7)
+    full = win.model.sample(2, ordering=win.ordering, temperature=1.0, generator=gen).numpy()
+    np.testing.assert_array_equal(x[0], full[0])
+    np.testing.assert_array_equal(x[0][:STEPS], prefix[:STEPS])
+    # the fork keeps the edit and the rest of what was drawn
+    assert x[1][14] == 1 - old
+    np.testing.assert_array_equal(np.delete(x[1][:STEPS], 14), np.delete(prefix[:STEPS], 14))
+    with torch.no_grad():
+        ref = win.model.log_prob(torch.as_tensor(x), win.ordering).double().numpy()
+    np.testing.assert_allclose(lp, ref, rtol=1e-5)
+    assert f"{lp[0]:.1f}" in fork.dialog.info.text() and f"{lp[1]:.1f}" in fork.dialog.info.text()
+    np.testing.assert_array_equal(fork.dialog.images[2].image.reshape(-1), (x[1] - x[0]).astype(np.float32))
+    # without an edit both continuations are the same: they share every random number
+    gen2 = continue_both(win.model, fork.point, fork.point.prefix)
+    try:
+        while True:
+            next(gen2)
+    except StopIteration as stop:
+        same = stop.value
+    np.testing.assert_array_equal(same[0], same[1])
+    np.testing.assert_array_equal(same[0], x[0])
+    # either continuation can go on the canvas
+    with qtbot.waitSignal(win.figuresShown, timeout=10000):
+        click(fork.dialog.use_b)
+    np.testing.assert_array_equal(win.session.flat(), x[1])
