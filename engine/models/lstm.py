@@ -98,7 +98,27 @@ def step_nll(step_logits: Tensor, xo: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(step_logits, xo, reduction="none").sum(1).mean()
 
 
-class PixelLSTM(ARModel):
+class SequenceARModel(ARModel):
+    """A model that reads the image as a sequence in step order: subclasses give ``_step_logits``
+    (logits in step order for images in step order); order-agnostic training draws one random
+    ordering per image from the global torch RNG."""
+
+    def _step_logits(self, xo: Tensor, perm: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
+        perm, inv = order_tensors(ordering, x.device)
+        return self._step_logits(x[:, perm], perm)[:, inv]
+
+    def training_loss(self, x: Tensor) -> Tensor:
+        if not self.config.order_agnostic:
+            return super().training_loss(x)
+        perm = random_orderings(x.shape[0], self.size, x.device)  # (B, D)
+        xo = x.gather(1, perm)
+        return step_nll(self._step_logits(xo, perm), xo)
+
+
+class PixelLSTM(SequenceARModel):
     family = "lstm"
     config_class = LSTMConfig
     description = "LSTM over the pixel sequence; the next pixel's position is an input, so it can be order-agnostic."
@@ -122,17 +142,6 @@ class PixelLSTM(ARModel):
         """(B, D) logits in step order for images ``xo`` (B, D) in step order of ``perm``."""
         h, _ = self.rnn(self.embed.sequence(xo, perm))  # (B, D, hidden)
         return self.out(h)[..., 0] + self.pixel_bias[perm]
-
-    def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
-        perm, inv = order_tensors(ordering, x.device)
-        return self._step_logits(x[:, perm], perm)[:, inv]
-
-    def training_loss(self, x: Tensor) -> Tensor:
-        if not self.config.order_agnostic:
-            return super().training_loss(x)
-        perm = random_orderings(x.shape[0], self.size, x.device)  # (B, D)
-        xo = x.gather(1, perm)
-        return step_nll(self._step_logits(xo, perm), xo)
 
     def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
         return _LSTMStepper(self, x.shape[0])

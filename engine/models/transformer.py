@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ordering import Ordering
-from .base import ARModel, ModelConfig, Stepper
-from .lstm import SequenceEmbedding, order_tensors, random_orderings, step_nll
+from .base import ModelConfig, Stepper
+from .lstm import SequenceARModel, SequenceEmbedding
 
 
 @dataclass
@@ -77,7 +77,7 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class OrderAgnosticTransformer(ARModel):
+class OrderAgnosticTransformer(SequenceARModel):
     family = "transformer"
     config_class = TransformerConfig
     description = "Order-agnostic Transformer decoder (sigma-GPT): any ordering, exact inpainting, key/value cache."
@@ -115,17 +115,6 @@ class OrderAgnosticTransformer(ARModel):
         for blk in self.blocks:
             h = blk(h)
         return self.head(self.ln_f(h))[..., 0] + self.pixel_bias[perm]  # (B, D)
-
-    def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
-        perm, inv = order_tensors(ordering, x.device)
-        return self._step_logits(x[:, perm], perm)[:, inv]
-
-    def training_loss(self, x: Tensor) -> Tensor:
-        if not self.config.order_agnostic:
-            return super().training_loss(x)
-        perm = random_orderings(x.shape[0], self.size, x.device)  # (B, D)
-        xo = x.gather(1, perm)
-        return step_nll(self._step_logits(xo, perm), xo)
 
     def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
         return _KVCacheStepper(self, x)
