@@ -26,8 +26,6 @@ import json
 import os
 import random
 import re
-import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,15 +38,13 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import engine.checkpoint as ckmod  # noqa: E402
 import engine.data as data  # noqa: E402
-import engine.train as trainmod  # noqa: E402
 from engine.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from engine.data import DataError, content_checksum, load_split, parse_amat  # noqa: E402
+from engine.data import DataError, content_checksum, load_split  # noqa: E402
 from engine.images import ImageError, import_image  # noqa: E402
 from engine.models import build_model  # noqa: E402
 from engine.ordering import make_ordering  # noqa: E402
-from engine.train import EpochEnd, BatchEnd, TrainConfig, TrainingError, train  # noqa: E402
+from engine.train import BatchEnd, EpochEnd, TrainConfig, train  # noqa: E402
 from tests.engine.hostile import amat_bytes, checkpoint_cases, image_cases, serve  # noqa: E402
 from tests.engine.test_fuzz_checkpoint import GOOD, HLEN, mutate  # noqa: E402
 

@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from .models import ARModel, build_model
 from .models import UnknownFamily
-from .ordering import Ordering, OrderingError
+from .ordering import Ordering
 
 __all__ = [
     "CheckpointError",

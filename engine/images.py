@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 __all__ = ["ImageError", "import_image", "to_digit", "save_png", "save_grid", "MAX_PIXELS"]
 

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFile
 from engine.data import load_split
 from engine.images import ImageError, import_image, save_grid, save_png, to_digit
 
-from .hostile import digit_canvas, image_cases
+from .hostile import image_cases
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
