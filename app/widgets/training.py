@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QSpinBox, QVBoxLayout, QWidget,
 )
 
-from engine.models import FAMILIES, build_model, family_class
+from engine.models import FAMILIES, QUICK_CONFIGS, build_model, family_class
 from engine.ordering import ORDERING_NAMES, make_ordering
 from engine.train import BatchEnd, EpochEnd, Finished, TrainConfig, device_name, resolve_device
 
@@ -113,7 +113,12 @@ class TrainingPanel(QWidget):
         self.hidden.setRange(1, 4096)
         self.hidden.setValue(500)
         self.order_agnostic = QCheckBox("order-agnostic")
-        self.order_agnostic.setToolTip("MADE: train over random orderings and masks, so any ordering works at inference")
+        self.order_agnostic.setToolTip("Train over random orderings (and, for MADE, masks), so any ordering works at inference")
+        self.small = QCheckBox("CPU-sized model")
+        self.small.setToolTip(
+            "Use the small configuration the bundled quick models use (trains in minutes on a CPU);\n"
+            "unchecked, deep families use their full, GPU-sized defaults"
+        )
         self.epochs = QSpinBox()
         self.epochs.setRange(1, 1000)
         self.epochs.setValue(5)
@@ -137,11 +142,13 @@ class TrainingPanel(QWidget):
         self.max_valid.setSpecialValueText("all 10,000")
         dev = resolve_device("auto")
         self.device = QLabel(f"{device_name(dev)}  ({dev.type})")
+        self.small.setChecked(dev.type == "cpu")
         self.device.setObjectName("value")
         form.addRow("family", self.family)
         form.addRow("ordering", self.ordering)
         form.addRow("hidden units", self.hidden)
         form.addRow("", self.order_agnostic)
+        form.addRow("", self.small)
         form.addRow("epochs", self.epochs)
         form.addRow("batch size", self.batch)
         form.addRow("learning rate", self.lr)
@@ -178,6 +185,7 @@ class TrainingPanel(QWidget):
         self.valid_curve = self.plot.plot([], [], pen=pg.mkPen("#f97316", width=2), symbol="s", symbolSize=6, symbolBrush="#f97316", name="validation")
         lay.addWidget(self.plot, 1)
         self.family.currentIndexChanged.connect(self._family_changed)
+        self.small.toggled.connect(self._family_changed)
         self._family_changed()
         self.start_btn.clicked.connect(self.start)
         self.stop_btn.clicked.connect(self.stop)
@@ -190,9 +198,14 @@ class TrainingPanel(QWidget):
     def _family_changed(self, *_: object) -> None:
         fields = family_class(self.family.currentData()).config_class.__dataclass_fields__
         self.hidden.setEnabled("hidden" in fields)
+        if "hidden" in fields:
+            family = self.family.currentData()
+            default = family_class(family).config_class().hidden  # type: ignore[attr-defined]
+            h = QUICK_CONFIGS.get(family, {}).get("hidden", default) if self.small.isChecked() else default
+            self.hidden.setValue(int(h[0] if isinstance(h, tuple) else h))
         self.order_agnostic.setEnabled("order_agnostic" in fields)
-        if "order_agnostic" not in fields:
-            self.order_agnostic.setChecked(False)
+        # each family starts at its own default (the Transformer is order-agnostic by design)
+        self.order_agnostic.setChecked(bool(getattr(family_class(self.family.currentData()).config_class(), "order_agnostic", False)))
 
     @property
     def running(self) -> bool:
@@ -202,12 +215,14 @@ class TrainingPanel(QWidget):
         family = self.family.currentData()
         cls = family_class(family)
         fields = cls.config_class.__dataclass_fields__
-        cfg: dict = {}
+        cfg: dict = dict(QUICK_CONFIGS.get(family, {})) if self.small.isChecked() else {}
         if "hidden" in fields:
             default = cls.config_class().hidden  # type: ignore[attr-defined]
             cfg["hidden"] = (self.hidden.value(),) if isinstance(default, tuple) else self.hidden.value()
-        if self.order_agnostic.isChecked():
-            cfg.update(order_agnostic=True, num_masks=0)
+        if "order_agnostic" in fields:
+            cfg["order_agnostic"] = self.order_agnostic.isChecked()
+            if self.order_agnostic.isChecked() and "num_masks" in fields:
+                cfg["num_masks"] = 0
         tc = TrainConfig(epochs=self.epochs.value(), batch_size=self.batch.value(), lr=self.lr.value(),
                          max_train=self.max_train.value() or None, max_valid=self.max_valid.value() or None)
         return family, cfg, tc

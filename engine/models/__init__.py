@@ -31,6 +31,20 @@ FAMILIES: dict[str, type[ARModel]] = {
 }
 
 
+#: Small configurations that train in minutes on a laptop CPU (the bundled quick models use
+#: them); the config classes' defaults are sized for a GPU.
+QUICK_CONFIGS: dict[str, dict[str, Any]] = {
+    "fvsbn": {},
+    "mlp": {"hidden": 8},
+    "nade": {"hidden": 100},
+    "made": {"hidden": (1000,), "direct": True},
+    "pixelcnn": {"channels": 16, "layers": 4, "head": 32},
+    "lmconv": {"channels": 16, "layers": 3, "head": 32},
+    "lstm": {"hidden": 96, "layers": 1, "embed": 32},
+    "transformer": {"d_model": 48, "layers": 2, "heads": 4},
+}
+
+
 class UnknownFamily(ValueError):
     pass
 
@@ -59,6 +73,7 @@ __all__ = [
     "UnsupportedOrdering",
     "UnknownFamily",
     "FAMILIES",
+    "QUICK_CONFIGS",
     "family_class",
     "build_model",
     "FVSBN",
