@@ -1,6 +1,6 @@
 """``pixelchain`` on the command line.
 
-    pixelchain                      start the desktop app (options: --model, --ordering, --screenshot)
+    pixelchain                      start the desktop app (app.launcher; options: --model, --ordering, --screenshot)
     pixelchain train --model made --ordering raster --epochs 20 --out made.safetensors
     pixelchain eval CKPT [--json] [--ensemble K] [--split test] [--record]
     pixelchain sample CKPT --n 16 --out grid.png [--temperature T] [--seed S]
@@ -22,9 +22,9 @@ from typing import Any, Sequence
 
 __all__ = ["main", "build_parser"]
 
-APP_COMMANDS = {"train", "eval", "sample", "info"}
+ENGINE_COMMANDS = {"train", "eval", "sample", "info"}
 # compress, decompress, score, inpaint-eval: parsers and handlers in engine/cli_beyond.py
-APP_COMMANDS |= {"compress", "decompress", "score", "inpaint-eval"}
+ENGINE_COMMANDS |= {"compress", "decompress", "score", "inpaint-eval"}
 
 
 def _fmt_time(s: float) -> str:
@@ -331,14 +331,11 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in APP_COMMANDS and argv[0] not in ("-h", "--help")):
-        try:
-            from app.main import main as app_main
-        except ImportError as exc:
-            print(f"pixelchain: error: the desktop app needs PySide6 and pyqtgraph ({exc})", file=sys.stderr)
-            return 2
-        return app_main(argv)
     parser = build_parser()
+    if not argv:
+        parser.print_help()
+        print("\nWith no subcommand, the installed `pixelchain` command (app.launcher) starts the desktop app.")
+        return 2
     a = parser.parse_args(argv)
     handlers = {"train": _cmd_train, "eval": _cmd_eval, "sample": _cmd_sample, "info": _cmd_info}
     try:

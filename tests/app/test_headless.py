@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _run(args, tmp_path, timeout=120):
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PIXELCHAIN_SETTINGS=str(tmp_path / "s.ini"))
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 

@@ -49,6 +49,5 @@ def test_no_engine_source_names_qt_or_the_app():
             else:
                 continue
             for n in names:
-                # engine/cli.py starts the app lazily inside main(); that is the one allowed reference
-                if n.split(".")[0] in FORBIDDEN and not (path.name == "cli.py" and n == "app.main"):
+                if n.split(".")[0] in FORBIDDEN:
                     raise AssertionError(f"{path.relative_to(ROOT)} imports {n}")
