@@ -102,17 +102,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
         except OSError:
             pass
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:  # leave no temporary file behind, whatever stopped the save
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        raise CheckpointError(f"cannot save {path}: {exc.strerror or exc}; the previous file is unchanged") from None
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        if isinstance(exc, OSError):
+            raise CheckpointError(f"cannot save {path}: {exc.strerror or exc}; the previous file is unchanged") from None
         raise
 
 
