@@ -20,6 +20,7 @@ from .base import ARModel, ModelConfig, Stepper
 
 
 _BLOCK = 28
+_FUSED_BLOCK = 8
 
 
 @dataclass
@@ -69,9 +70,16 @@ class NADE(ARModel):
 
     def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
         xo = x[:, self.perm]  # (B, D)
-        hid = torch.sigmoid(self._pre_activations(xo))  # (B, D, H)
-        lo = torch.einsum("bdh,dh->bd", hid, self.v) + self.bias  # (B, D) in step order
+        if xo.requires_grad:  # gradients with respect to the pixels (the autoregressive-property checks)
+            lo = self._logits_plain(xo)
+        else:
+            lo = _FusedLogits.apply(xo, self.w, self.c, self.v, self.bias, _FUSED_BLOCK)
         return lo[:, self.inv]
+
+    def _logits_plain(self, xo: Tensor) -> Tensor:
+        """Step-order logits through ordinary autograd; keeps the whole (B, D, H) hidden tensor."""
+        hid = torch.sigmoid(self._pre_activations(xo))  # (B, D, H)
+        return torch.einsum("bdh,dh->bd", hid, self.v) + self.bias
 
     def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
         return _NADEStepper(self, x)
@@ -89,3 +97,68 @@ class _NADEStepper(Stepper):
 
     def observe(self, pixel: int, value: Tensor) -> None:
         self.a.addcmul_(value[:, None], self.m.w[self.inv[pixel]][None, :])
+
+
+class _FusedLogits(torch.autograd.Function):
+    """Step-order logits of NADE, computed block by block of ``k`` steps in the layout (k, B, H).
+
+    The plain path materialises the (B, D, H) hidden tensor several times over (pre-activation,
+    sigmoid, their gradients), which is memory-bound: ~0.8 s per batch of 100 at H = 500 on one CPU
+    core. Here each block's tensors stay small enough to live in cache; the forward keeps only the
+    running pre-activation at each block start, and the backward recomputes the block's hidden
+    units, then sends the gradient of the running sum back to earlier blocks through a carried
+    (B, H) total. ~5x faster. Gradients flow to the parameters only (the input is data)."""
+
+    @staticmethod
+    def forward(ctx, xo, w, c, v, bias, k):
+        b, d = xo.shape
+        h = w.shape[1]
+        xt = xo.t().contiguous()  # (D, B)
+        tri = torch.tril(torch.ones(k, k, dtype=xo.dtype, device=xo.device), -1)
+        out = torch.empty(d, b, dtype=xo.dtype, device=xo.device)
+        run = c.expand(b, h).clone()  # pre-activation before the block
+        starts = range(0, d, k)
+        befores = torch.empty(len(starts), b, h, dtype=xo.dtype, device=xo.device)
+        for i, s in enumerate(starts):
+            e = min(s + k, d)
+            hid = _block_hidden(xt[s:e], tri, w[s:e], run)
+            befores[i] = run
+            out[s:e] = torch.bmm(hid, v[s:e, :, None]).squeeze(2)
+            run.addmm_(xt[s:e].t(), w[s:e])
+        ctx.k = k
+        ctx.save_for_backward(xt, w, v, befores)
+        return out.t() + bias
+
+    @staticmethod
+    def backward(ctx, g):
+        xt, w, v, befores = ctx.saved_tensors
+        k = ctx.k
+        d, b = xt.shape
+        h = w.shape[1]
+        gt = g.t().contiguous()
+        tri = torch.tril(torch.ones(k, k, dtype=xt.dtype, device=xt.device), -1)
+        dw, dv = torch.empty_like(w), torch.empty_like(v)
+        later = torch.zeros(b, h, dtype=xt.dtype, device=xt.device)  # d loss / d running sum, from later blocks
+        starts = list(range(0, d, k))
+        for i in reversed(range(len(starts))):
+            s = starts[i]
+            e = min(s + k, d)
+            n = e - s
+            xb, gb = xt[s:e], gt[s:e]  # (n, B)
+            dw[s:e] = xb @ later  # this block's pixels feed every later block's running sum
+            hid = _block_hidden(xb, tri, w[s:e], befores[i])
+            dv[s:e] = torch.bmm(gb[:, None, :], hid).squeeze(1)
+            da = hid.mul_(1 - hid).mul_(gb[:, :, None] * v[s:e, None, :])  # (n, B, H), in place
+            sel = tri[:n, :n, None] * xb[None, :, :]  # (j, i, B): x_i where i < j
+            dw[s:e] += sel.permute(1, 0, 2).reshape(n, n * b) @ da.reshape(n * b, h)
+            later += da.sum(0)
+        return None, dw, later.sum(0), dv, g.sum(0), None
+
+
+def _block_hidden(xb: Tensor, tri: Tensor, wb: Tensor, run: Tensor) -> Tensor:
+    """Hidden units (n, B, H) of one block of n steps: ``run`` plus the exclusive prefix sums of
+    ``x_i W[i]`` inside the block, as one batched product, then the sigmoid (in place)."""
+    n, b = xb.shape
+    sel = (tri[:n, :n, None] * xb[None, :, :]).transpose(1, 2)  # (j, B, i)
+    a = torch.baddbmm(run.expand(n, b, run.shape[1]), sel, wb.expand(n, n, wb.shape[1]))
+    return torch.sigmoid_(a)
