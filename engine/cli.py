@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--lr-min-factor", type=float, default=1.0, help="cosine-decay the learning rate to lr * this (1: constant)")
     t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--l1", type=float, default=0.0, help="L1 penalty on weight matrices (nats per image per unit of |w|)")
+    t.add_argument("--ema", type=float, default=0.0, help="validate and keep a moving average of the weights with this decay (e.g. 0.999)")
     t.add_argument("--grad-clip", type=float, default=None)
     t.add_argument("--patience", type=int, default=None, help="stop after this many epochs without validation improvement")
     t.add_argument("--seed", type=int, default=0)
@@ -201,7 +203,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     ordering = parse_ordering(a.ordering)
     model = build_model(a.model, cfg, ordering)
     tc = TrainConfig(
-        epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, lr_min_factor=a.lr_min_factor, weight_decay=a.weight_decay,
+        epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, lr_min_factor=a.lr_min_factor, weight_decay=a.weight_decay, l1=a.l1, ema=a.ema,
         grad_clip=a.grad_clip, seed=a.seed, device=a.device, patience=a.patience, max_train=a.max_train,
         max_valid=a.max_valid, amp=a.amp,
     )

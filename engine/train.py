@@ -71,6 +71,12 @@ class TrainConfig:
     eval_batch_size: int = 1000
     #: mixed precision on CUDA (bf16); evaluation stays in float32
     amp: bool = False
+    #: L1 penalty on the weight matrices (parameters of two or more dimensions), added to the loss
+    #: in nats per image; the reported training NLL leaves it out
+    l1: float = 0.0
+    #: exponential moving average of the weights with this decay (0: off); validation, the best
+    #: checkpoint and early stopping use the averaged weights, training goes on from the raw ones
+    ema: float = 0.0
 
 
 @dataclass
@@ -239,12 +245,16 @@ def train(
         raise TrainingError("training needs at least one training and one validation image")
     if cfg.epochs < 1 or cfg.batch_size < 1 or not (cfg.lr > 0):
         raise TrainingError("epochs and batch size must be at least 1 and the learning rate positive")
+    if not (0.0 <= cfg.ema < 1.0) or not (cfg.l1 >= 0.0):
+        raise TrainingError("ema must be in [0, 1) and l1 at least 0")
     out = Path(out) if out is not None else None
     if out is not None and not out.parent.is_dir():
         raise TrainingError(f"cannot save to {out}: folder {out.parent} does not exist")
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    matrices = [p for p in params if p.dim() >= 2]
+    avg = _WeightAverage(params, cfg.ema) if cfg.ema > 0 else None
     history: list[dict[str, float]] = []
     start_epoch = 1
     best = math.inf
@@ -262,6 +272,10 @@ def train(
         model.to(device)
         try:  # the training state in the metadata: a damaged one is an error, not a crash
             _load_optim_state(opt, {k: v.to(device) for k, v in ck.extra.items()}, ck.meta["optimizer"])
+            if avg is not None:  # the average as saved; a run that had none starts one from here
+                avg = _WeightAverage(params, cfg.ema)
+                if "ema.0" in ck.extra:
+                    avg.load({k: v.to(device) for k, v in ck.extra.items()}, int(ck.meta.get("ema_steps", 0)))
             history = [dict(h) for h in ck.meta.get("history", [])]
             start_epoch = int(ck.meta["epoch"]) + 1
             best = min([float(h["valid_nll"]) for h in history], default=math.inf)
@@ -321,6 +335,8 @@ def train(
                 )
                 yield Finished("diverged", epoch - 1, None if math.isinf(best) else best, best_path, msg, history)
                 return
+            if cfg.l1 > 0:
+                loss = loss + cfg.l1 * sum(w.abs().sum() for w in matrices)
             opt.zero_grad(set_to_none=True)
             try:
                 loss.backward()
@@ -329,41 +345,52 @@ def train(
                 opt.step()
             except torch.cuda.OutOfMemoryError:
                 raise _out_of_memory("a training batch", len(idx), "--batch-size", epoch, b + 1) from None
+            if avg is not None:
+                avg.update()
             total += lv * len(idx)
             count += len(idx)
             done_batches += 1
             elapsed = time.perf_counter() - t0
             eta = elapsed / done_batches * (total_batches - done_batches)
             yield BatchEnd(epoch, cfg.epochs, b + 1, batches, lv, elapsed, eta)
+        if avg is not None:
+            avg.swap()  # validate and keep the averaged weights
         try:
-            if ddp.enabled:  # every process must take part: no stopping half-way
-                valid_nll, _ = ddp.evaluate(model, valid_x, cfg.eval_batch_size)
-            else:  # in chunks of about 0.2 s, so that whoever drives the run can stop it between them
-                steps = evaluate_steps(model, valid_x, cfg.eval_batch_size, target_seconds=0.2)
-                while True:
-                    try:
-                        done = next(steps)
-                    except StopIteration as result:
-                        valid_nll, _ = result.value
-                        break
-                    yield Validating(epoch, cfg.epochs, done, len(valid_x), time.perf_counter() - t0)
-        except torch.cuda.OutOfMemoryError:
-            raise _out_of_memory("validation", cfg.eval_batch_size, "TrainConfig.eval_batch_size", epoch, None) from None
-        train_nll = total / max(count, 1)
-        improved = valid_nll < best
-        history.append({"epoch": epoch, "train_nll": train_nll, "valid_nll": valid_nll, "seconds": time.perf_counter() - te})
-        if improved:
-            best = valid_nll
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-        if out is not None and ddp.is_main:
-            m = dict(base_meta, history=history, epoch=epoch, metrics={"valid_nll": best})
+            try:
+                if ddp.enabled:  # every process must take part: no stopping half-way
+                    valid_nll, _ = ddp.evaluate(model, valid_x, cfg.eval_batch_size)
+                else:  # in chunks of about 0.2 s, so that whoever drives the run can stop it between them
+                    steps = evaluate_steps(model, valid_x, cfg.eval_batch_size, target_seconds=0.2)
+                    while True:
+                        try:
+                            done = next(steps)
+                        except StopIteration as result:
+                            valid_nll, _ = result.value
+                            break
+                        yield Validating(epoch, cfg.epochs, done, len(valid_x), time.perf_counter() - t0)
+            except torch.cuda.OutOfMemoryError:
+                raise _out_of_memory("validation", cfg.eval_batch_size, "TrainConfig.eval_batch_size", epoch, None) from None
+            train_nll = total / max(count, 1)
+            improved = valid_nll < best
+            history.append({"epoch": epoch, "train_nll": train_nll, "valid_nll": valid_nll, "seconds": time.perf_counter() - te})
             if improved:
-                save_checkpoint(out, model, dict(m, metrics={"valid_nll": valid_nll}))
-                best_path = out
+                best = valid_nll
+                bad_epochs = 0
+            else:
+                bad_epochs += 1
+            if out is not None and ddp.is_main:
+                m = dict(base_meta, history=history, epoch=epoch, metrics={"valid_nll": best})
+                if improved:
+                    save_checkpoint(out, model, dict(m, metrics={"valid_nll": valid_nll}))
+                    best_path = out
+        finally:
+            if avg is not None:
+                avg.swap()  # back to the raw weights that training continues from
+        if out is not None and ddp.is_main:
             opt_t, opt_info = _optim_state_tensors(opt)
-            save_checkpoint(resume_path(out), model, dict(m, optimizer=opt_info), extra=opt_t)
+            extra = dict(opt_t, **(avg.tensors() if avg is not None else {}))
+            info = dict(optimizer=opt_info, **({"ema_steps": avg.steps} if avg is not None else {}))
+            save_checkpoint(resume_path(out), model, dict(m, **info), extra=extra)
         elapsed = time.perf_counter() - t0
         eta = elapsed / max(done_batches, 1) * (total_batches - done_batches)
         yield EpochEnd(epoch, cfg.epochs, train_nll, valid_nll, best, improved, time.perf_counter() - te, elapsed, eta)
@@ -371,3 +398,36 @@ def train(
             yield Finished("early-stopped", epoch, best, best_path, f"no improvement for {bad_epochs} epochs", history)
             return
     yield Finished("completed", cfg.epochs, None if math.isinf(best) else best, best_path, "", history)
+
+
+class _WeightAverage:
+    """Exponential moving average of parameters, with the usual warm-up of the decay
+    (``min(decay, (1 + t) / (10 + t))``) so that the first steps do not drag the average
+    towards the initial weights."""
+
+    def __init__(self, params: list[torch.Tensor], decay: float):
+        self.params = params
+        self.decay = decay
+        self.avg = [p.detach().clone() for p in params]
+        self.steps = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.steps += 1
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        torch._foreach_lerp_(self.avg, [p.detach() for p in self.params], 1.0 - d)
+
+    @torch.no_grad()
+    def swap(self) -> None:
+        for p, a in zip(self.params, self.avg):
+            tmp = p.detach().clone()
+            p.copy_(a)
+            a.copy_(tmp)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f"ema.{i}": a for i, a in enumerate(self.avg)}
+
+    def load(self, extra: dict[str, torch.Tensor], steps: int) -> None:
+        for i, a in enumerate(self.avg):
+            a.copy_(extra[f"ema.{i}"])
+        self.steps = steps

@@ -109,9 +109,9 @@ def test_best_on_validation_is_kept(tmp_path, monkeypatch):
         assert torch.equal(load_checkpoint(resume_path(out)).model.state_dict()[k], snapshots[3][k])
 
 
-@pytest.mark.parametrize("label", ["made-agnostic", "nade"])
-def test_resume_after_an_interruption_repeats_an_uninterrupted_run(tmp_path, label):
-    c = cfg(epochs=3, lr_min_factor=0.1)
+@pytest.mark.parametrize("label,extra", [("made-agnostic", {}), ("nade", {}), ("fvsbn", {"ema": 0.9, "l1": 1e-3})])
+def test_resume_after_an_interruption_repeats_an_uninterrupted_run(tmp_path, label, extra):
+    c = cfg(epochs=3, lr_min_factor=0.1, **extra)
     full_out, cut_out = tmp_path / "full.safetensors", tmp_path / "cut.safetensors"
     full = model(label)
     ref = list(train(full, TRAIN_X, VALID_X, c, out=full_out))[-1]
@@ -340,3 +340,55 @@ def test_validation_yields_between_chunks_so_a_stop_is_prompt():
             chunked = done.value
             break
     assert chunked[0] == pytest.approx(evaluate(model, x[:300])[0], rel=1e-6)
+
+
+def test_weight_average_is_what_is_validated_and_kept(tmp_path):
+    """With ``ema``, the best checkpoint holds the moving average of the weights (as validated),
+    the training goes on from the raw weights, and the average differs from both ends of the run."""
+    out = tmp_path / "m.safetensors"
+    m = model("fvsbn")
+    raw_start = {k: v.clone() for k, v in m.state_dict().items()}
+    seen = []
+    orig = trainmod.evaluate_steps
+
+    def spy(mdl, *a, **kw):
+        seen.append(mdl.weight.detach().clone())
+        return orig(mdl, *a, **kw)
+
+    trainmod.evaluate_steps = spy
+    try:
+        fin = list(train(m, TRAIN_X, VALID_X, cfg(epochs=2, ema=0.95), out=out))[-1]
+    finally:
+        trainmod.evaluate_steps = orig
+    assert fin.reason == "completed" and len(seen) == 2
+    kept = load_checkpoint(out).model.weight.detach()
+    best_epoch = min(fin.history, key=lambda h: h["valid_nll"])["epoch"]
+    torch.testing.assert_close(kept, seen[best_epoch - 1])  # the validated weights are the saved ones
+    assert not torch.allclose(seen[-1], m.weight.detach())  # the model itself keeps the raw weights
+    assert not torch.allclose(seen[-1], raw_start["weight"])
+    resume = load_checkpoint(resume_path(out))
+    assert any(k.startswith("ema.") for k in resume.extra)
+    torch.testing.assert_close(resume.model.weight.detach(), m.weight.detach())
+
+
+def test_l1_penalty_shrinks_the_weights_but_not_the_reported_nll():
+    def run(label, l1, lr):
+        m = model(label)
+        fin = list(train(m, TRAIN_X, VALID_X, cfg(epochs=2, l1=l1, lr=lr)))[-1]
+        return m, fin.history[-1]["train_nll"]
+
+    m0, _ = run("fvsbn", 0.0, 0.01)
+    m1, _ = run("fvsbn", 0.02, 0.01)
+    assert (m1.weight * m1.mask).abs().sum() < 0.6 * (m0.weight * m0.mask).abs().sum()
+    # the reported training NLL is the data term only: with weights that barely move, it is the
+    # model's NLL on the training images, not that plus the (here large) penalty
+    m2, reported = run("nade", 1.0, 1e-9)
+    penalty = sum(p.abs().sum().item() for p in m2.parameters() if p.dim() >= 2)
+    assert penalty > 0.5
+    assert reported == pytest.approx(trainmod.evaluate(m2, TRAIN_X)[0], abs=1e-3)
+
+
+def test_bad_ema_or_l1_is_refused():
+    for kw in ({"ema": 1.0}, {"ema": -0.1}, {"l1": -1.0}):
+        with pytest.raises(TrainingError, match="ema|l1"):
+            next(train(model(), TRAIN_X, VALID_X, cfg(**kw)))
