@@ -101,7 +101,7 @@ class MADE(ARModel):
         if masks is None or masks[0].device != self.out.weight.device:
             masks = [m.to(self.out.weight.device) for m in self._build_masks(ordering, k)]
             self._mask_cache[key] = masks
-            while len(self._mask_cache) > 16:
+            while len(self._mask_cache) > 64:
                 self._mask_cache.popitem(last=False)
         return masks
 
