@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     t.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
     t.add_argument("--resume", action="store_true", help="continue the run saved next to --out")
+    t.add_argument("--init-from", default=None, metavar="CKPT", help="start from the weights of a checkpoint of the same family and sizes (fine-tuning)")
     t.add_argument("--data", default=None, help="folder with binarized_mnist_*.amat (default: PIXELCHAIN_DATA or the cache)")
     t.add_argument("--quiet", action="store_true")
 
@@ -214,6 +215,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
     device = ddp.device if ddp.enabled else resolve_device(a.device)
     torch.manual_seed(a.seed)
     model = build_model(a.model, cfg, ordering)  # rebuilt after seeding: same initial weights for a seed
+    if a.init_from:
+        _init_from(model, a.init_from)
     train_x = load_split("train", a.data, progress=_download_progress("train"))
     valid_x = load_split("valid", a.data, progress=_download_progress("valid"))
     out = Path(a.out)
@@ -227,7 +230,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
             "device": device_name(device), "command": "pixelchain " + " ".join(sys.argv[1:])}
     bar = _Bar(quiet)
     t0 = time.perf_counter()
-    for ev in train(model, train_x, valid_x, tc, out=out, resume=a.resume, meta=meta):
+    if a.init_from:
+        meta["init_from"] = str(a.init_from)
+    for ev in train(model, train_x, valid_x, tc, out=out, resume=a.resume, meta=meta, init_output_bias=not a.init_from):
         if isinstance(ev, BatchEnd):
             bar.batch(ev)
         elif isinstance(ev, Validating):
@@ -242,6 +247,20 @@ def _cmd_train(a: argparse.Namespace) -> int:
                 best = f"{ev.best_valid_nll:.3f}" if ev.best_valid_nll is not None else "-"
                 print(f"{ev.reason} after {ev.epochs_run} epochs in {_fmt_time(time.perf_counter() - t0)}; best valid NLL {best} nats -> {ev.best_path}")
     return 0
+
+
+def _init_from(model, path: str) -> None:
+    """Copy the weights of checkpoint ``path`` into ``model``: same family, same tensor shapes."""
+    from .checkpoint import load_checkpoint
+
+    src = load_checkpoint(path).model
+    if src.family != model.family:
+        raise ValueError(f"--init-from {path}: it holds a {src.family} model, not a {model.family} one")
+    mine, theirs = model.state_dict(), src.state_dict()
+    diff = sorted(k for k in set(mine) | set(theirs) if k not in mine or k not in theirs or mine[k].shape != theirs[k].shape)
+    if diff:
+        raise ValueError(f"--init-from {path}: the sizes differ from this model's ({', '.join(diff[:4])}{', ...' if len(diff) > 4 else ''})")
+    model.load_state_dict(theirs)
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:

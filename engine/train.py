@@ -234,8 +234,12 @@ def train(
     out: str | Path | None = None,
     resume: bool = False,
     meta: dict[str, Any] | None = None,
+    init_output_bias: bool = True,
 ) -> Iterator[Event]:
-    """Train ``model`` with Adam, yielding progress; keeps the best-on-validation checkpoint."""
+    """Train ``model`` with Adam, yielding progress; keeps the best-on-validation checkpoint.
+
+    A fresh run first sets the output biases to the training marginals; ``init_output_bias=False``
+    keeps the model's own (when it starts from trained weights)."""
     cfg = config
     ddp = distributed.context(cfg.device)  # several processes under torchrun, else a no-op
     device = ddp.device if ddp.enabled else resolve_device(cfg.device)
@@ -281,7 +285,7 @@ def train(
             best = min([float(h["valid_nll"]) for h in history], default=math.inf)
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
             raise TrainingError(f"cannot resume: {rp} holds a damaged training state ({type(exc).__name__}: {exc})") from None
-    else:
+    elif init_output_bias:
         marg = torch.as_tensor(train_x.mean(0), dtype=torch.float32, device=device)
         model.init_output_bias(marg)
 

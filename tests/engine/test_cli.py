@@ -18,7 +18,7 @@ from PIL import Image
 import engine.checkpoint as ckmod
 from engine.checkpoint import load_checkpoint
 from engine.cli import main
-from engine.models import FVSBN
+from engine.models import FVSBN, build_model
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--max-train", "500", "--max-valid", "200", "--epochs", "2", "--model", "fvsbn", "--quiet", "--threads", "1"]
@@ -29,6 +29,21 @@ def trained(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("cli") / "fvsbn.safetensors"
     assert main(["train", *TINY, "--out", str(out), "--data", str(data_dir)]) == 0
     return out
+
+
+def test_init_from_starts_at_the_checkpoint_weights(trained, tmp_path, data_dir):
+    """--init-from copies every weight (output biases included) before training: with a learning
+    rate too small to move them, the result holds the source's weights."""
+    out = tmp_path / "ft.safetensors"
+    argv = ["train", *TINY, "--epochs", "1", "--lr", "1e-12", "--init-from", str(trained), "--out", str(out), "--data", str(data_dir)]
+    assert main(argv) == 0
+    src, ft = load_checkpoint(trained), load_checkpoint(out)
+    for k, v in src.model.state_dict().items():
+        torch.testing.assert_close(ft.model.state_dict()[k], v, atol=1e-6, rtol=0)
+    assert ft.meta["init_from"] == str(trained)
+    fresh = tmp_path / "fresh.safetensors"
+    assert main(["train", *TINY, "--epochs", "1", "--lr", "1e-12", "--out", str(fresh), "--data", str(data_dir)]) == 0
+    assert not torch.allclose(load_checkpoint(fresh).model.weight, src.model.weight)
 
 
 def run_error(capsys, argv, match):
@@ -95,6 +110,8 @@ def _errors(tmp, trained):
     pickle_file = tmp / "model.pt"
     torch.save({"w": torch.zeros(2)}, pickle_file)
     t = ["train", *TINY]
+    nade7 = tmp / "nade7.safetensors"
+    ckmod.save_checkpoint(nade7, build_model("nade", {"hidden": 7}), {})
     return [
         ("missing data folder", [*t, "--data", str(missing), "--out", str(tmp / "m.safetensors")], "does not exist"),
         ("data folder without files", [*t, "--data", str(tmp), "--out", str(tmp / "m.safetensors")], "has no binarized_mnist_train.amat"),
@@ -117,6 +134,9 @@ def _errors(tmp, trained):
         ("sample into a missing folder", ["sample", str(trained), "--n", "1", "--out", str(missing / "g.png")], "No such file or directory"),
         ("sample bad ordering", ["sample", str(trained), "--ordering", "spiral", "--out", str(tmp / "g.png")], "unknown ordering"),
         ("info of a pickle", ["info", str(pickle_file)], "never unpickles"),
+        ("init-from another family", ["train", *TINY, "--model", "nade", "--init-from", str(trained), "--out", str(tmp / "m.safetensors")], "holds a fvsbn model"),
+        ("init-from other sizes", ["train", *TINY, "--model", "nade", "--hidden", "5", "--init-from", str(nade7), "--out", str(tmp / "m.safetensors")], "sizes differ"),
+        ("init-from a pickle", ["train", *TINY, "--init-from", str(pickle_file), "--out", str(tmp / "m.safetensors")], "never unpickles"),
     ] + ([] if torch.cuda.is_available() else [("train on missing CUDA", [*t, "--device", "cuda", "--out", str(tmp / "m.safetensors")], "no CUDA device")])
 
 
@@ -127,6 +147,7 @@ def _error_ids():
         "resume with nothing saved", "eval missing checkpoint", "eval zero-byte checkpoint", "eval a pickle",
         "eval in an unsupported ordering", "ensemble of a fixed-order model", "eval missing data", "sample n=0",
         "sample into a missing folder", "sample bad ordering", "info of a pickle", "train on missing CUDA",
+        "init-from another family", "init-from other sizes", "init-from a pickle",
     ]
 
 
