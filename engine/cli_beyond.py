@@ -50,7 +50,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser("inpaint-eval", help="conditional NLL of a hidden region given the rest, on the test split")
     i.add_argument("checkpoint")
     i.add_argument("--region", required=True, choices=["top", "bottom", "left", "right", "centre", "random50"])
-    i.add_argument("--max-images", type=int, default=None)
+    i.add_argument("--max-images", type=int, default=None, help="use N images: the first N, or a random N with --random-subset")
+    i.add_argument("--random-subset", action="store_true",
+                   help="draw the --max-images images at random (with --seed): the splits are sorted by digit class")
     i.add_argument("--samples", type=int, default=64, help="importance samples per image where the exact method is not available")
     i.add_argument("--method", default="auto", choices=["auto", "exact", "importance", "ignore-later"],
                    help="auto: exact where the model allows it, importance sampling otherwise")
@@ -183,18 +185,23 @@ def _cmd_inpaint_eval(a: argparse.Namespace) -> int:
     ck = load_checkpoint(a.checkpoint)
     c = ck.model.config
     x = load_split(a.split, a.data)
-    if a.max_images:
+    subset = None
+    if a.max_images and a.random_subset:
+        subset = np.sort(np.random.default_rng(a.seed).choice(len(x), size=min(a.max_images, len(x)), replace=False))
+        x = x[subset]
+    elif a.max_images:
         x = x[: a.max_images]
     hidden = region_mask(a.region, c.height, c.width, seed=a.seed)
     t0 = time.perf_counter()
     r = evaluate_inpainting(ck.model, x, hidden, method=a.method, samples=a.samples, seed=a.seed, batch_size=a.batch_size)
-    res = dict(checkpoint=a.checkpoint, region=a.region, split=a.split, **r.to_dict(), seconds=time.perf_counter() - t0)
+    res = dict(checkpoint=a.checkpoint, region=a.region, split=a.split, **r.to_dict(), seconds=time.perf_counter() - t0,
+               subset=("random" if subset is not None else "first") if a.max_images else "all")
     if a.json:
         print(json.dumps(res))
     else:
         exact = "exact" if r.exact else "an estimate, not exact"
         print(f"{ck.model.family} ({ck.model.ordering.label}), region {a.region} ({r.hidden_pixels} hidden pixels): "
               f"conditional NLL {r.nll:.3f} ± {r.stderr:.3f} nats per image ({r.nll / r.hidden_pixels:.4f} nats per hidden pixel) "
-              f"over {r.n_images} images\nmethod: {r.method} -- {exact}. {r.note}"
+              f"over {r.n_images} {'randomly drawn ' if subset is not None else ''}images\nmethod: {r.method} -- {exact}. {r.note}"
               + (f"; mean effective sample size {r.mean_ess:.1f} of {r.samples}" if r.mean_ess is not None else ""))
     return 0
