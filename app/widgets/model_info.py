@@ -39,6 +39,11 @@ class ModelInfo(QGroupBox):
         tn, vn = metrics.get("test_nll"), metrics.get("valid_nll")
         if isinstance(tn, (int, float)):
             rows.append(f"test NLL <b>{tn:.2f}</b> nats/image ({tn / (model.size * 0.6931471805599453):.4f} bits/pixel)")
+        for key, val in sorted(metrics.items()):  # e.g. test_nll_ensemble32 of an order-agnostic MADE
+            k = key.removeprefix("test_nll_ensemble")
+            if key.startswith("test_nll_ensemble") and k.isdigit() and isinstance(val, (int, float)):
+                rows.append(f"test NLL of an ensemble of {k} orderings <b>{val:.2f}</b> nats/image "
+                            "(log-mean-exp of their joint likelihoods; the heatmaps show one ordering)")
         if isinstance(vn, (int, float)):
             rows.append(f"validation NLL {vn:.2f} nats/image")
         hist = meta.get("history")
