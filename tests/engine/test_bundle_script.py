@@ -1,0 +1,44 @@
+"""scripts/bundle.py: measured test NLL (and ensemble NLL) recorded in the bundled checkpoint."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.models import build_model
+from engine.train import evaluate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bundle_module(dest: Path):
+    spec = importlib.util.spec_from_file_location("bundle_script", ROOT / "scripts" / "bundle.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.DEST = dest
+    return mod
+
+
+def test_bundle_records_single_and_ensemble_nll(tmp_path):
+    torch.manual_seed(0)
+    m = build_model("made", {"hidden": (16,), "order_agnostic": True, "num_masks": 4, "direct": True})
+    src = tmp_path / "run.safetensors"
+    save_checkpoint(src, m, {"history": [{"epoch": 1, "valid_nll": 500.0, "seconds": 1.0}], "epoch": 1, "optimizer": {"x": 1}})
+    x = (np.random.default_rng(0).random((50, 784)) < 0.2).astype(np.uint8)
+    mod = _bundle_module(tmp_path / "out")
+    row = mod.bundle(str(src), "made-any", x, ensemble=4)
+    ck = load_checkpoint(tmp_path / "out" / "made-any.safetensors")
+    met = ck.meta["metrics"]
+    assert ck.meta["name"] == "made-any" and "optimizer" not in ck.meta
+    assert met["test_nll"] == pytest.approx(evaluate(m, x)[0], abs=0.01)
+    assert met["test_nll_ensemble4"] == pytest.approx(evaluate(m, x, ensemble=4)[0], abs=0.01)
+    assert met["test_nll_ensemble4"] != pytest.approx(met["test_nll"], abs=0.01)
+    assert f"ensemble of 4: {met['test_nll_ensemble4']:.2f}" in row and "| made-any | made |" in row
+    # stored in float16 only when the two reported decimals stay the same
+    if ck.meta["weights_dtype"] == "float16":
+        assert f"{evaluate(ck.model, x)[0]:.2f}" == f"{met['test_nll']:.2f}"
