@@ -130,6 +130,15 @@ class TrainingPanel(QWidget):
         self.lr.setRange(1e-5, 1.0)
         self.lr.setSingleStep(1e-4)
         self.lr.setValue(1e-3)
+        self.l1 = QDoubleSpinBox()
+        self.l1.setDecimals(6)
+        self.l1.setRange(0.0, 0.01)
+        self.l1.setSingleStep(1e-5)
+        self.l1.setValue(0.0)
+        self.l1.setSpecialValueText("off")
+        self.l1.setToolTip("L1 penalty on the weight matrices (the bundled FVSBN and MADE use 1e-4)")
+        self.ema = QCheckBox("average the weights (EMA 0.999)")
+        self.ema.setToolTip("Validate and keep a moving average of the weights instead of the last ones")
         self.max_train = QSpinBox()
         self.max_train.setRange(0, 50000)
         self.max_train.setSingleStep(1000)
@@ -152,6 +161,8 @@ class TrainingPanel(QWidget):
         form.addRow("epochs", self.epochs)
         form.addRow("batch size", self.batch)
         form.addRow("learning rate", self.lr)
+        form.addRow("L1 penalty", self.l1)
+        form.addRow("", self.ema)
         form.addRow("training images", self.max_train)
         form.addRow("validation images", self.max_valid)
         form.addRow("device", self.device)
@@ -224,6 +235,7 @@ class TrainingPanel(QWidget):
             if self.order_agnostic.isChecked() and "num_masks" in fields:
                 cfg["num_masks"] = 0
         tc = TrainConfig(epochs=self.epochs.value(), batch_size=self.batch.value(), lr=self.lr.value(),
+                         l1=self.l1.value(), ema=0.999 if self.ema.isChecked() else 0.0,
                          max_train=self.max_train.value() or None, max_valid=self.max_valid.value() or None)
         return family, cfg, tc
 

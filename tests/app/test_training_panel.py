@@ -37,6 +37,23 @@ def test_short_training_run_saves_and_lists_its_checkpoint(qtbot, win, data_dir)
     load_checkpoint(path)  # a complete, loadable file
 
 
+def test_regularisation_options_reach_the_run(qtbot, win, data_dir):
+    """The L1 penalty and weight averaging set in the panel are the ones the run trains with."""
+    panel = win.training
+    _small(panel, epochs=1)
+    assert panel.config()[2].l1 == 0.0 and panel.config()[2].ema == 0.0
+    panel.l1.setValue(1e-4)
+    panel.ema.setChecked(True)
+    tc = panel.config()[2]
+    assert tc.l1 == 1e-4 and tc.ema == 0.999
+    with qtbot.waitSignal(panel.checkpointReady, timeout=60000) as blocker:
+        panel.start_btn.click()
+    meta = read_metadata(blocker.args[0])
+    assert meta["train_config"]["l1"] == 1e-4 and meta["train_config"]["ema"] == 0.999
+    panel.l1.setValue(0.0)
+    panel.ema.setChecked(False)
+
+
 def test_stop_takes_effect_quickly_and_keeps_the_best_epoch(qtbot, win, data_dir):
     panel = win.training
     _small(panel, epochs=200, max_train=2000)
