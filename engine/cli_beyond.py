@@ -53,9 +53,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--max-images", type=int, default=None, help="use N images: the first N, or a random N with --random-subset")
     i.add_argument("--random-subset", action="store_true",
                    help="draw the --max-images images at random (with --seed): the splits are sorted by digit class")
-    i.add_argument("--samples", type=int, default=64, help="importance samples per image where the exact method is not available")
-    i.add_argument("--method", default="auto", choices=["auto", "exact", "importance", "ignore-later"],
-                   help="auto: exact where the model allows it, importance sampling otherwise")
+    i.add_argument("--samples", type=int, default=64, help="particles / importance samples per image where the exact method is not available")
+    i.add_argument("--method", default="auto", choices=["auto", "exact", "smc", "importance", "ignore-later"],
+                   help="auto: exact where the model allows it, else sequential Monte Carlo (importance sampling with "
+                        "resampling) where its sampler can reorder particles, else plain importance sampling")
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--batch-size", type=int, default=500)
     i.add_argument("--split", default="test", choices=["train", "valid", "test"])

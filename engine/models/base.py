@@ -107,6 +107,17 @@ class Stepper:
     def observe(self, pixel: int, value: Tensor) -> None:
         raise NotImplementedError
 
+    def select(self, index: Tensor) -> None:
+        """Continue with batch rows ``index`` (a (B,) long tensor, repeats allowed): row i of the
+        state becomes old row ``index[i]``. Used to resample particles in sequential Monte Carlo
+        inpainting; a stepper that cannot raises NotImplementedError (plain importance sampling
+        is used then)."""
+        raise NotImplementedError
+
+
+def _take(t: Tensor | None, index: Tensor, dim: int = 0) -> Tensor | None:
+    return None if t is None else t.index_select(dim, index.to(t.device))
+
 
 class ReferenceStepper(Stepper):
     """One full teacher-forced pass per pixel: slow, simple, and the reference for fast paths."""
@@ -119,6 +130,9 @@ class ReferenceStepper(Stepper):
 
     def observe(self, pixel: int, value: Tensor) -> None:
         self.x[:, pixel] = value
+
+    def select(self, index: Tensor) -> None:
+        self.x = _take(self.x, index)
 
 
 class ARModel(nn.Module):

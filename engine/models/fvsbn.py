@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ordering import Ordering
-from .base import ARModel, ModelConfig, Stepper
+from .base import ARModel, ModelConfig, Stepper, _take
 
 
 @dataclass
@@ -59,3 +59,6 @@ class _FVSBNStepper(Stepper):
 
     def observe(self, pixel: int, value: Tensor) -> None:
         self.acc.addcmul_(value[:, None], self.w[:, self.inv[pixel]][None, :])
+
+    def select(self, index: Tensor) -> None:
+        self.acc = _take(self.acc, index)

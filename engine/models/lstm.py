@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ordering import Ordering
-from .base import ARModel, ModelConfig, Stepper
+from .base import ARModel, ModelConfig, Stepper, _take
 
 
 @dataclass
@@ -175,3 +175,13 @@ class _LSTMStepper(Stepper):
         else:
             self.queue.append(self.m.embed.token(self.b, self.prev, pixel))
         self.prev, self.pending = (pixel, value.to(self.m.pixel_bias.dtype)), None
+
+    def select(self, index: Tensor) -> None:
+        if self.state is not None:
+            self.state = (_take(self.state[0], index, 1), _take(self.state[1], index, 1))
+        if self.prev is not None:
+            self.prev = (self.prev[0], _take(self.prev[1], index))
+        self.queue = [_take(q, index) for q in self.queue]
+        if self.pending is not None:
+            p, logit, (h, c) = self.pending
+            self.pending = (p, _take(logit, index), (_take(h, index, 1), _take(c, index, 1)))

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ordering import Ordering, make_ordering
-from .base import ARModel, ModelConfig, Stepper
+from .base import ARModel, ModelConfig, Stepper, _take
 
 
 @dataclass
@@ -178,4 +178,7 @@ class _MADEStepper(Stepper):
         self.pre.addcmul_(value[:, None], self.w1[:, pixel][None, :])
         if self.dacc is not None:
             self.dacc.addcmul_(value[:, None], self.wdir[:, pixel][None, :])
+
+    def select(self, index: Tensor) -> None:
+        self.pre, self.dacc = _take(self.pre, index), _take(self.dacc, index)
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ordering import Ordering
-from .base import ARModel, ModelConfig, Stepper
+from .base import ARModel, ModelConfig, Stepper, _take
 
 
 @dataclass
@@ -69,3 +69,6 @@ class _MLPStepper(Stepper):
 
     def observe(self, pixel: int, value: Tensor) -> None:
         self.pre.addcmul_(value[:, None, None], self.w[None, :, :, self.inv[pixel]])
+
+    def select(self, index: Tensor) -> None:
+        self.pre = _take(self.pre, index)

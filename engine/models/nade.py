@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ordering import Ordering
-from .base import ARModel, ModelConfig, Stepper
+from .base import ARModel, ModelConfig, Stepper, _take
 
 
 _BLOCK = 28
@@ -97,6 +97,9 @@ class _NADEStepper(Stepper):
 
     def observe(self, pixel: int, value: Tensor) -> None:
         self.a.addcmul_(value[:, None], self.m.w[self.inv[pixel]][None, :])
+
+    def select(self, index: Tensor) -> None:
+        self.a = _take(self.a, index)
 
 
 class _FusedLogits(torch.autograd.Function):

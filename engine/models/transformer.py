@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ordering import Ordering
-from .base import ModelConfig, Stepper
+from .base import ModelConfig, Stepper, _take
 from .lstm import SequenceARModel, SequenceEmbedding
 
 
@@ -154,3 +154,12 @@ class _KVCacheStepper(Stepper):
         else:
             self.queue.append(self.m.embed.token(self.b, self.prev, pixel))
         self.prev, self.pending = (pixel, value.to(self.m.pixel_bias.dtype)), None
+
+    def select(self, index: Tensor) -> None:
+        self.k = [_take(k, index) for k in self.k]
+        self.v = [_take(v, index) for v in self.v]
+        if self.prev is not None:
+            self.prev = (self.prev[0], _take(self.prev[1], index))
+        self.queue = [_take(q, index) for q in self.queue]
+        if self.pending is not None:
+            self.pending = (self.pending[0], _take(self.pending[1], index))
