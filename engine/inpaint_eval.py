@@ -97,8 +97,8 @@ def _notes(model: ARModel, method: str, samples: int) -> str:
     if method == "smc":
         return (f"sequential Monte Carlo, {samples} particles per image drawn from the model's own conditionals in the "
                 f"{model.ordering.label} ordering, reweighted at each known pixel and resampled when the effective "
-                "sample size falls below half; consistent, far less biased than plain importance sampling, still "
-                "towards a lower NLL for finite samples")
+                "sample size falls below half while hidden pixels remain; consistent, less biased than plain "
+                "importance sampling where hidden and known pixels alternate, still towards a lower NLL for finite samples")
     return f"each hidden pixel ignores the known pixels after it in the {model.ordering.label} ordering (an approximation)"
 
 
@@ -118,18 +118,19 @@ def _importance(model: ARModel, x: torch.Tensor, hidden: np.ndarray, samples: in
     truth = x.repeat_interleave(s, 0)  # (B*S, D)
     work = torch.where(known_t, truth, torch.zeros_like(truth))
     stepper = model.stepper(work, model.ordering)
-    logw = torch.zeros(b, s, dtype=torch.float64)
-    log_z = torch.zeros(b, dtype=torch.float64)
+    dev = x.device
+    logw = torch.zeros(b, s, dtype=torch.float64, device=dev)
+    log_z = torch.zeros(b, dtype=torch.float64, device=dev)
     first_hidden = int(np.argmax(hidden[model.ordering.perm]))
     last_hidden = d - 1 - int(np.argmax(hidden[model.ordering.perm][::-1]))
-    base = torch.arange(b)[:, None] * s  # (B, 1) first particle of each image
+    base = torch.arange(b, device=dev)[:, None] * s  # (B, 1) first particle of each image
     for t, pixel in enumerate(model.ordering.perm.tolist()):
         logit = stepper.logits(pixel)
         if not hidden[pixel]:
             v = truth[:, pixel]
             if t > first_hidden:  # known pixels before the first hidden one: the same factor in every weight
                 ll = -F.binary_cross_entropy_with_logits(logit.double(), v.double(), reduction="none")
-                logw += ll.cpu().view(b, s)
+                logw += ll.view(b, s)
         else:
             u = torch.rand(b * s, generator=gen).to(x.device)
             v = (u < torch.sigmoid(logit.float())).to(x.dtype)
@@ -143,12 +144,12 @@ def _importance(model: ARModel, x: torch.Tensor, hidden: np.ndarray, samples: in
             if low.any():
                 log_z[low] += lse[low] - math.log(s)
                 w = torch.softmax(logw[low], 1)  # (n, S)
-                u0 = torch.rand(int(low.sum()), 1, generator=gen, dtype=torch.float64)
-                pos = (torch.arange(s, dtype=torch.float64)[None, :] + u0) / s
-                anc = torch.searchsorted(torch.cumsum(w, 1), pos).clamp_(max=s - 1)  # (n, S)
-                index = (base + torch.arange(s)[None, :]).clone()  # identity for the other images
+                u0 = torch.rand(int(low.sum()), 1, generator=gen, dtype=torch.float64).to(dev)
+                pos = (torch.arange(s, dtype=torch.float64, device=dev)[None, :] + u0) / s
+                anc = torch.searchsorted(torch.cumsum(w, 1).contiguous(), pos).clamp_(max=s - 1)  # (n, S)
+                index = base + torch.arange(s, device=dev)[None, :]  # identity for the other images
                 index[low] = base[low] + anc
-                index = index.reshape(-1).to(x.device)
+                index = index.reshape(-1)
                 logw[low] = 0.0
                 stepper.select(index)
                 work = work[index]
@@ -156,15 +157,16 @@ def _importance(model: ARModel, x: torch.Tensor, hidden: np.ndarray, samples: in
     log_mean = log_z + lse - math.log(s)
     ess = torch.exp(2 * lse - torch.logsumexp(2 * logw, 1))
     # add back the factors shared by every sample: the known pixels before the first hidden one
-    lpp = model.log_prob_per_pixel(x).double().cpu()
-    before = torch.zeros(d, dtype=torch.bool)
-    before[torch.as_tensor(np.array(model.ordering.perm[:first_hidden]))] = True
-    return (log_mean + lpp[:, before].sum(1)).to(x.device), ess.to(x.device)
+    lpp = model.log_prob_per_pixel(x).double()
+    before = torch.zeros(d, dtype=torch.bool, device=dev)
+    before[torch.as_tensor(np.array(model.ordering.perm[:first_hidden]), device=dev)] = True
+    return log_mean + lpp[:, before].sum(1), ess
 
 
 def supports_resampling(model: ARModel) -> bool:
     """Whether the model's fast stepper can reorder its particles (sequential Monte Carlo)."""
-    st = model.stepper(torch.zeros(1, model.size), model.ordering)
+    p = next(model.parameters())
+    st = model.stepper(torch.zeros(1, model.size, dtype=p.dtype, device=p.device), model.ordering)
     try:
         st.select(torch.zeros(1, dtype=torch.long))
     except NotImplementedError:
@@ -187,7 +189,7 @@ def conditional_log_prob(model: ARModel, x: np.ndarray | torch.Tensor, hidden: n
     h = torch.as_tensor(hidden, device=xb.device)
     exact = exact_available(model, hidden)
     if method == "auto":
-        method = "exact" if exact else ("smc" if supports_resampling(model) else "importance")
+        method = "exact" if exact else "smc"
     if method == "smc" and not supports_resampling(model):
         method = "importance"  # this family's sampler cannot reorder its particles
     if method == "exact":

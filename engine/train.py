@@ -258,7 +258,7 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     matrices = [p for p in params if p.dim() >= 2]
-    avg = _WeightAverage(params, cfg.ema) if cfg.ema > 0 else None
+    avg: _WeightAverage | None = None
     history: list[dict[str, float]] = []
     start_epoch = 1
     best = math.inf
@@ -276,7 +276,7 @@ def train(
         model.to(device)
         try:  # the training state in the metadata: a damaged one is an error, not a crash
             _load_optim_state(opt, {k: v.to(device) for k, v in ck.extra.items()}, ck.meta["optimizer"])
-            if avg is not None:  # the average as saved; a run that had none starts one from here
+            if cfg.ema > 0:  # the average as saved; a run that had none starts one from here
                 avg = _WeightAverage(params, cfg.ema)
                 if "ema.0" in ck.extra:
                     avg.load({k: v.to(device) for k, v in ck.extra.items()}, int(ck.meta.get("ema_steps", 0)))
@@ -288,6 +288,8 @@ def train(
     elif init_output_bias:
         marg = torch.as_tensor(train_x.mean(0), dtype=torch.float32, device=device)
         model.init_output_bias(marg)
+    if cfg.ema > 0 and avg is None:  # from the starting weights, output biases included
+        avg = _WeightAverage(params, cfg.ema)
 
     loss_fn = ddp.loss_fn(model)  # model.training_loss, gradient-synchronising under DDP
 

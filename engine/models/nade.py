@@ -70,7 +70,10 @@ class NADE(ARModel):
 
     def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
         xo = x[:, self.perm]  # (B, D)
-        if xo.requires_grad:  # gradients with respect to the pixels (the autoregressive-property checks)
+        # the fused path is for the CPU, where the plain one is memory-bound; on a GPU the plain one
+        # is a few large kernels instead of ~100 small ones per block loop. Gradients with respect to
+        # the pixels (the autoregressive-property checks) need the plain path too.
+        if xo.requires_grad or xo.device.type != "cpu":
             lo = self._logits_plain(xo)
         else:
             lo = _FusedLogits.apply(xo, self.w, self.c, self.v, self.bias, _FUSED_BLOCK)
