@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-masks", type=int, default=None, help="MADE: connectivity/ordering sets (0: new every batch)")
     t.add_argument("--order-agnostic", action="store_true", help="MADE: train over orderings; any ordering at inference")
     t.add_argument("--direct", action="store_true", help="MADE: direct input-to-output connections")
+    t.add_argument("--order-set", default=None, choices=["random", "scans"], help="MADE order-agnostic: random permutations or the 16 line scans")
     t.add_argument("--config", default=None, help="JSON object of further config fields of the family")
     t.add_argument("--max-train", type=int, default=None, help="use only the first N training images")
     t.add_argument("--max-valid", type=int, default=None, help="use only the first N validation images")
@@ -195,7 +196,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
             raise ValueError(f"{a.model} has no hidden size")
         default = cls.config_class().hidden  # type: ignore[attr-defined]
         cfg["hidden"] = a.hidden if isinstance(default, tuple) else a.hidden[0]
-    for flag, key in (("num_masks", "num_masks"), ("order_agnostic", "order_agnostic"), ("direct", "direct")):
+    for flag, key in (("num_masks", "num_masks"), ("order_agnostic", "order_agnostic"), ("order_set", "order_set"), ("direct", "direct")):
         val = getattr(a, flag)
         if val not in (None, False):
             if key not in fields:

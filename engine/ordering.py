@@ -23,6 +23,7 @@ __all__ = [
     "make_ordering",
     "parse_ordering",
     "known_first",
+    "scan_orderings",
 ]
 
 
@@ -295,6 +296,23 @@ def parse_ordering(spec: str, height: int = 28, width: int = 28) -> Ordering:
     if arg:
         raise OrderingError(f"ordering {name!r} takes no argument")
     return make_ordering(name, height, width)
+
+
+def scan_orderings(height: int = 28, width: int = 28) -> list[Ordering]:
+    """The 16 line scans of an image: raster, column, snake and column-snake, each started from
+    every corner (as is, mirrored left-right, mirrored top-bottom, turned half a turn).
+
+    They are the orderings a "scans" order-agnostic MADE trains over; the first is ``raster``.
+    """
+    grid = np.arange(height * width).reshape(height, width)
+    flips = {"": grid, "/mirror": grid[:, ::-1], "/flip": grid[::-1, :], "/turn": grid[::-1, ::-1]}
+    out: list[Ordering] = []
+    for base in ("raster", "column", "snake", "column-snake"):
+        steps = _BUILDERS[base](height, width)
+        for suffix, g in flips.items():
+            perm = g.reshape(-1)[steps]  # the base scan walked over the transformed grid
+            out.append(Ordering(base + suffix, height, width, perm) if suffix else make_ordering(base, height, width))
+    return out
 
 
 def known_first(ordering: Ordering, known: np.ndarray) -> Ordering:

@@ -9,7 +9,9 @@ strictly below its step. Masks are registered buffers applied inside the forward
 
 Order- and connectivity-agnostic training: with ``num_masks = K > 1`` each minibatch uses one of
 K connectivity patterns (hidden degrees), and with ``order_agnostic`` also one of K orderings
-(``num_masks = 0``: a fresh pair every minibatch). Such a model accepts any ordering at inference,
+(``num_masks = 0``: a fresh pair every minibatch). The orderings are random permutations, or with
+``order_set = "scans"`` the 16 line scans (raster, column, snake, column-snake from each corner),
+member ``k`` taking the ``k``-th scan after the model's own ordering. Such a model accepts any ordering at inference,
 and an ensemble over K members averages their *probabilities* (log-mean-exp of joint
 log-likelihoods). Sampling keeps the first layer's pre-activation and adds one column per pixel.
 """
@@ -24,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ordering import Ordering, make_ordering
+from ..ordering import Ordering, make_ordering, scan_orderings
 from .base import ARModel, ModelConfig, Stepper, _take
 
 
@@ -35,6 +37,9 @@ class MADEConfig(ModelConfig):
     num_masks: int = 1
     #: train over many orderings so that any ordering can be used at inference
     order_agnostic: bool = False
+    #: orderings of an order-agnostic model: "random" (any permutation) or "scans" (the 16 line
+    #: scans of ``scan_orderings``: raster, column, snake, column-snake from each corner)
+    order_set: str = "random"
     #: direct (masked) connections from inputs to outputs
     direct: bool = False
     seed: int = 0
@@ -56,6 +61,9 @@ class MADE(ARModel):
             raise ValueError("MADE needs at least one hidden layer of at least one unit")
         if config.num_masks < 0:
             raise ValueError("num_masks must be >= 0")
+        if config.order_set not in ("random", "scans"):
+            raise ValueError(f"order_set must be 'random' or 'scans', got {config.order_set!r}")
+        self._scans: list[Ordering] | None = None
         self.any_order = bool(config.order_agnostic)
         sizes = [d, *[int(h) for h in config.hidden]]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
@@ -110,6 +118,13 @@ class MADE(ARModel):
         if k == 0 or not self.config.order_agnostic:
             return self.ordering, k
         c = self.config
+        if c.order_set == "scans":
+            if self._scans is None:
+                self._scans = scan_orderings(c.height, c.width)
+            scans = self._scans
+            # the model's own ordering is member 0; the others follow it round the list
+            start = next((i for i, o in enumerate(scans) if o == self.ordering), 0)
+            return scans[(start + k) % len(scans)], k
         return make_ordering("random", c.height, c.width, seed=_member_seed(c.seed + 1, k)), k
 
     # -- density -------------------------------------------------------------------------------

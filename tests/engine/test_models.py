@@ -174,6 +174,32 @@ def test_made_training_loss_uses_several_masks():
     assert len(losses) == 4
 
 
+@pytest.mark.parametrize("own", ["raster", "snake", "column-snake"])
+def test_made_scans_members_walk_the_sixteen_scans_from_the_models_own(own):
+    from engine.ordering import scan_orderings
+
+    m = build_model("made", {"hidden": (32,), "order_agnostic": True, "order_set": "scans", "num_masks": 32}, make_ordering(own))
+    members = [m.member(k) for k in range(32)]
+    assert members[0] == (m.ordering, 0)
+    orderings = [o for o, _ in members]
+    assert set(orderings[:16]) == set(scan_orderings()) and len(set(orderings[:16])) == 16
+    assert orderings[16:] == orderings[:16]  # then round again, with other connectivities
+    assert len({k for _, k in members}) == 32
+    # each member is autoregressive in its own scan: output i ignores pixels at or after step i
+    x = torch.randint(0, 2, (1, 784)).float().requires_grad_(True)
+    o, k = members[5]
+    logits = m._forward(x, m._masks(o, k))
+    pixel = int(o.perm[300])
+    (g,) = torch.autograd.grad(logits[0, pixel], x)
+    later, earlier = torch.from_numpy(o.perm[300:].copy()), torch.from_numpy(o.perm[:300].copy())
+    assert torch.all(g[0, later] == 0) and torch.any(g[0, earlier] != 0)
+
+
+def test_made_order_set_is_checked():
+    with pytest.raises(ValueError, match="order_set"):
+        build_model("made", {"hidden": (8,), "order_agnostic": True, "order_set": "zigzag"})
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_full_size_smoke(family):
     """One real-size batch through each family with default config: shapes and finiteness."""

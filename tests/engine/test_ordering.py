@@ -18,6 +18,7 @@ from engine.ordering import (
     known_first,
     make_ordering,
     parse_ordering,
+    scan_orderings,
 )
 
 sizes = st.tuples(st.integers(1, 12), st.integers(1, 12))
@@ -186,3 +187,27 @@ def test_random_is_rebuilt_from_its_seed():
     a, b = make_ordering("random", seed=7), make_ordering("random", seed=7)
     assert a == b and a != make_ordering("random", seed=8)
     assert a.label == "random (seed 7)" and a.spec == "random:7"
+
+
+@pytest.mark.parametrize("hw", [(28, 28), (5, 7), (4, 3)])
+def test_scan_orderings_are_sixteen_line_scans_from_the_corners(hw):
+    h, w = hw
+    scans = scan_orderings(h, w)
+    assert len(scans) == 16 and len(set(scans)) == 16
+    assert scans[0] == make_ordering("raster", h, w)
+    for name in ("column", "snake", "column-snake"):
+        assert make_ordering(name, h, w) in scans
+    corners = {0, w - 1, (h - 1) * w, h * w - 1}
+    for o in scans:
+        assert int(o.perm[0]) in corners, o.name
+        r, c = np.divmod(o.perm, w)
+        by_rows = o.name.split("/")[0] in ("raster", "snake")
+        line, pos, length = (r, c, w) if by_rows else (c, r, h)
+        # the image is walked one whole line (row or column) at a time
+        lines = line.reshape(-1, length)
+        assert np.all(lines == lines[:, :1]) and len(set(lines[:, 0].tolist())) == lines.shape[0]
+        assert np.all(np.abs(np.diff(pos.reshape(-1, length), axis=1)) == 1)
+        if "snake" in o.name:
+            assert np.all(_steps(o) == 1)
+        # JSON keeps it exactly
+        assert Ordering.from_json(o.to_json()) == o
