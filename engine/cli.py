@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patience", type=int, default=None, help="stop after this many epochs without validation improvement")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
-    t.add_argument("--amp", action="store_true", help="bf16 mixed precision on CUDA (evaluation stays float32)")
+    t.add_argument("--amp", action="store_true", help="bf16 mixed precision on CUDA or the CPU (evaluation stays float32)")
     t.add_argument("--hidden", type=_parse_hidden, default=None, help="hidden size(s), e.g. 500 or 500,500")
     t.add_argument("--num-masks", type=int, default=None, help="MADE: connectivity/ordering sets (0: new every batch)")
     t.add_argument("--order-agnostic", action="store_true", help="MADE: train over orderings; any ordering at inference")

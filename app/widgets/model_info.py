@@ -30,7 +30,11 @@ class ModelInfo(QGroupBox):
         if model.description:
             rows.append(f"<span style='color:#aab3c0'>{model.description}</span>")
         rows.append(f"{model.num_parameters():,} parameters · trained ordering: {model.ordering.label}")
-        if model.any_order:
+        if model.any_order and getattr(model.config, "order_set", "random") == "scans":
+            rows.append("Trained over the 16 line scans (raster, column, snake and column-snake from every corner): "
+                        "every ordering is available and inpainting conditions exactly, but other orderings, including "
+                        "the known-pixels-first orderings of inpainting, were never trained and fit less well.")
+        elif model.any_order:
             rows.append("Order-agnostic: every ordering is available and inpainting is exact.")
         else:
             rows.append("Tied to its ordering: other orderings are disabled and inpainting is approximate "

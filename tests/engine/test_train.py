@@ -392,3 +392,29 @@ def test_bad_ema_or_l1_is_refused():
     for kw in ({"ema": 1.0}, {"ema": -0.1}, {"l1": -1.0}):
         with pytest.raises(TrainingError, match="ema|l1"):
             next(train(model(), TRAIN_X, VALID_X, cfg(**kw)))
+
+
+def test_amp_on_the_cpu_trains_in_bf16_and_validates_in_float32(tmp_path):
+    m = model("made-agnostic")
+    seen: list[tuple[str, bool]] = []
+    inner_loss, inner_log_prob = m.training_loss, m.member_log_prob
+
+    def spy_loss(x):
+        seen.append(("train", torch.is_autocast_enabled("cpu")))
+        return inner_loss(x)
+
+    def spy_log_prob(*a, **k):
+        if not torch.is_grad_enabled():  # validation (training calls it too, with gradients)
+            seen.append(("valid", torch.is_autocast_enabled("cpu")))
+        return inner_log_prob(*a, **k)
+
+    m.training_loss, m.member_log_prob = spy_loss, spy_log_prob
+    out = tmp_path / "amp.safetensors"
+    events = list(train(m, TRAIN_X, VALID_X, cfg(amp=True, epochs=2), out=out))
+    fin = events[-1]
+    assert fin.reason == "completed" and math.isfinite(fin.best_valid_nll)
+    assert {on for kind, on in seen if kind == "train"} == {True}
+    assert {on for kind, on in seen if kind == "valid"} == {False}
+    assert ("valid", False) in seen
+    ck = load_checkpoint(out)
+    assert all(p.dtype == torch.float32 for p in ck.model.parameters())
