@@ -114,3 +114,30 @@ def test_every_family_and_option_gives_a_buildable_config(win):
     assert panel.hidden.value() == QUICK_CONFIGS["lstm"]["hidden"]
     panel.small.setChecked(False)
     assert panel.hidden.value() == 256  # the GPU-sized default
+
+
+def test_made_order_set_and_bf16_options_reach_the_config(win):
+    from engine.models import build_model
+    from engine.ordering import make_ordering, scan_orderings
+
+    panel = win.training
+    panel.family.setCurrentIndex(panel.family.findData("made"))
+    panel.order_agnostic.setChecked(False)
+    assert not panel.order_set.isEnabled()
+    assert "order_set" not in panel.config()[1]
+    panel.order_agnostic.setChecked(True)
+    assert panel.order_set.isEnabled()
+    panel.order_set.setCurrentIndex(panel.order_set.findData("scans"))
+    family, cfg, tc = panel.config()
+    assert cfg["order_set"] == "scans" and cfg["num_masks"] == 32 and not tc.amp
+    model = build_model(family, dict(cfg, hidden=(16,)), make_ordering("raster"))
+    assert {model.member(k)[0] for k in range(16)} == set(scan_orderings())
+    panel.amp.setChecked(True)
+    assert panel.config()[2].amp
+    panel.amp.setChecked(False)
+    panel.order_set.setCurrentIndex(panel.order_set.findData("random"))
+    assert panel.config()[1]["num_masks"] == 0 and panel.config()[1]["order_set"] == "random"
+    # families without orderings sets leave it off
+    panel.family.setCurrentIndex(panel.family.findData("lstm"))
+    panel.order_agnostic.setChecked(True)
+    assert not panel.order_set.isEnabled() and "order_set" not in panel.config()[1]
