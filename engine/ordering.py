@@ -140,6 +140,26 @@ ORDERING_DESCRIPTIONS: dict[str, str] = {
 #: Names accepted by :func:`make_ordering` (``explicit`` needs a permutation).
 ORDERING_NAMES: tuple[str, ...] = tuple(_BUILDERS) + ("random",)
 
+#: The line scans and the ways of starting them from another corner (see :func:`scan_orderings`).
+SCAN_BASES = ("raster", "column", "snake", "column-snake")
+SCAN_CORNERS = ("mirror", "flip", "turn")  # left-right, top-bottom, half a turn
+
+
+def _builder(name: str) -> Callable[[int, int], np.ndarray] | None:
+    """The builder of a named ordering, including corner variants such as ``snake/turn``."""
+    if name in _BUILDERS:
+        return _BUILDERS[name]
+    base, _, corner = name.partition("/")
+    if base not in SCAN_BASES or corner not in SCAN_CORNERS:
+        return None
+
+    def build(h: int, w: int) -> np.ndarray:
+        grid = np.arange(h * w).reshape(h, w)
+        grid = {"mirror": grid[:, ::-1], "flip": grid[::-1, :], "turn": grid[::-1, ::-1]}[corner]
+        return grid.reshape(-1)[_BUILDERS[base](h, w)]  # the base scan walked over the turned grid
+
+    return build
+
 
 @dataclass(frozen=True, eq=False)
 class Ordering:
@@ -216,8 +236,8 @@ class Ordering:
         if self.name == "random" and self.seed is not None and self.seed >= 0:
             d["seed"] = self.seed
             rebuilt = _random(self.height, self.width, int(self.seed))
-        elif self.name in _BUILDERS:
-            rebuilt = _BUILDERS[self.name](self.height, self.width)
+        elif _builder(self.name) is not None:
+            rebuilt = _builder(self.name)(self.height, self.width)  # type: ignore[misc]
         else:
             rebuilt = None
         # an ordering made by hand under a builder's name keeps its own permutation
@@ -276,9 +296,13 @@ def make_ordering(name: str, height: int = 28, width: int = 28, seed: int | None
         if seed < 0:
             raise OrderingError("random ordering seed must be non-negative")
         return Ordering("random", height, width, _random(height, width, seed), seed=seed)
-    if name not in _BUILDERS:
-        raise OrderingError(f"unknown ordering {name!r}; choose one of: {', '.join(ORDERING_NAMES)}")
-    return Ordering(name, height, width, _BUILDERS[name](height, width))
+    build = _builder(name) if isinstance(name, str) else None
+    if build is None:
+        raise OrderingError(
+            f"unknown ordering {name!r}; choose one of: {', '.join(ORDERING_NAMES)}; or one of "
+            f"{', '.join(SCAN_BASES)} followed by /{', /'.join(SCAN_CORNERS)} for that scan from another corner"
+        )
+    return Ordering(name, height, width, build(height, width))
 
 
 def parse_ordering(spec: str, height: int = 28, width: int = 28) -> Ordering:
@@ -304,15 +328,7 @@ def scan_orderings(height: int = 28, width: int = 28) -> list[Ordering]:
 
     They are the orderings a "scans" order-agnostic MADE trains over; the first is ``raster``.
     """
-    grid = np.arange(height * width).reshape(height, width)
-    flips = {"": grid, "/mirror": grid[:, ::-1], "/flip": grid[::-1, :], "/turn": grid[::-1, ::-1]}
-    out: list[Ordering] = []
-    for base in ("raster", "column", "snake", "column-snake"):
-        steps = _BUILDERS[base](height, width)
-        for suffix, g in flips.items():
-            perm = g.reshape(-1)[steps]  # the base scan walked over the transformed grid
-            out.append(Ordering(base + suffix, height, width, perm) if suffix else make_ordering(base, height, width))
-    return out
+    return [make_ordering(name, height, width) for base in SCAN_BASES for name in (base, *(f"{base}/{c}" for c in SCAN_CORNERS))]
 
 
 def known_first(ordering: Ordering, known: np.ndarray) -> Ordering:

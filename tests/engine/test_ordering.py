@@ -211,3 +211,17 @@ def test_scan_orderings_are_sixteen_line_scans_from_the_corners(hw):
             assert np.all(_steps(o) == 1)
         # JSON keeps it exactly
         assert Ordering.from_json(o.to_json()) == o
+
+
+def test_corner_variants_of_the_scans_are_named_orderings():
+    o = parse_ordering("snake/turn")
+    assert o.name == "snake/turn" and "perm" not in o.to_dict()  # rebuilt from its name
+    assert Ordering.from_json(o.to_json()) == o
+    assert o == parse_ordering("snake/turn", 28, 28) and o in scan_orderings()
+    # half a turn of the snake: the bottom-right pixel comes first
+    assert int(o.perm[0]) == 28 * 28 - 1
+    m = parse_ordering("column/mirror", 3, 4)
+    assert m.perm[:3].tolist() == [3, 7, 11]  # the rightmost column, top to bottom
+    for bad in ("hilbert/turn", "raster/spin", "raster/"):
+        with pytest.raises(OrderingError, match="unknown ordering"):
+            parse_ordering(bad)
