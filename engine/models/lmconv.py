@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ordering import Ordering, make_ordering
-from .base import ARModel, ModelConfig, Stepper
+from .base import ARModel, ModelConfig, Stepper, _take
 from .pixelcnn import _gate
 
 
@@ -185,3 +185,6 @@ class _WindowStepper(Stepper):
         self.x[:, pixel] = value
         r, c = divmod(pixel, self.w)
         self.xp[:, 0, r + self.m.reach, c + self.m.reach] = value
+
+    def select(self, index: Tensor) -> None:
+        self.x, self.xp = _take(self.x, index), _take(self.xp, index)

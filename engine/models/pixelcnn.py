@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ordering import Ordering, make_ordering
-from .base import ARModel, ModelConfig, Stepper, UnsupportedOrdering
+from .base import ARModel, ModelConfig, Stepper, _take, UnsupportedOrdering
 
 
 @dataclass
@@ -230,6 +230,11 @@ class _PixelCNNStepper(Stepper):
         self.x[:, pixel] = value
         if pixel // self.w < self.row:
             self.dirty_above = True
+
+    def select(self, index: Tensor) -> None:
+        self.x = _take(self.x, index)
+        self.links = [_take(lk, index) for lk in self.links]
+        self.b = int(index.numel())
 
 
 def _gate_last(a: Tensor) -> Tensor:

@@ -69,8 +69,7 @@ def test_importance_sampling_converges_to_the_conditional(family, cfg, method):
     truth = brute_force(model, hidden)
     pick = np.arange(0, 256, 23)
     got, used, ess = conditional_log_prob(model, ALL[pick], hidden, method=method, samples=4000, generator=torch.Generator().manual_seed(0))
-    # the gated PixelCNN's cached sampler cannot reorder particles: plain importance sampling instead
-    assert used == ("importance" if family == "pixelcnn" else method)
+    assert used == method  # every family's cached sampler can reorder its particles
     assert ess is not None and bool((ess > 100).all())
     np.testing.assert_allclose(got.numpy(), truth[pick], atol=0.05)
     # the "ignore later known pixels" number is a different quantity, and is labelled so
@@ -148,7 +147,7 @@ def test_cli_inpaint_eval_random_subset(tmp_path, data_dir, capsys):
 @pytest.mark.parametrize("label,family,cfg", all_tiny(), ids=[t[0] for t in all_tiny()])
 def test_stepper_select_reorders_the_particles(label, family, cfg):
     """After ``select(index)``, a stepper gives the conditionals of a fresh stepper that was fed the
-    reindexed histories (or it declares it cannot, and then SMC falls back to importance sampling)."""
+    reindexed histories (every family's stepper can: sequential Monte Carlo works for all)."""
     model = make_tiny(family, cfg, ordering_name="snake" if model_any(family, cfg) else "raster")
     gen = torch.Generator().manual_seed(5)
     x = (torch.rand(6, H * W, generator=gen) < 0.5).to(next(model.parameters()).dtype)
@@ -159,11 +158,7 @@ def test_stepper_select_reorders_the_particles(label, family, cfg):
         st.logits(p) if p != perm[1] else None  # pixel 1 observed without being asked: queued paths too
         st.observe(p, x[:, p])
     index = torch.tensor([5, 5, 0, 2, 1, 1])
-    try:
-        st.select(index)
-    except NotImplementedError:
-        assert family in ("pixelcnn", "lmconv")
-        return
+    st.select(index)
     y = x[index]
     ref = model.stepper(y.clone(), model.ordering)
     for p in perm[:cut]:
