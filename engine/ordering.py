@@ -24,6 +24,7 @@ __all__ = [
     "parse_ordering",
     "known_first",
     "scan_orderings",
+    "SCAN_VARIANT_NAMES",
 ]
 
 
@@ -143,6 +144,12 @@ ORDERING_NAMES: tuple[str, ...] = tuple(_BUILDERS) + ("random",)
 #: The line scans and the ways of starting them from another corner (see :func:`scan_orderings`).
 SCAN_BASES = ("raster", "column", "snake", "column-snake")
 SCAN_CORNERS = ("mirror", "flip", "turn")  # left-right, top-bottom, half a turn
+_CORNER_WORDS = {"mirror": "top-right", "flip": "bottom-left", "turn": "bottom-right"}
+#: The corner variants of the line scans, ``raster/mirror`` ... ``column-snake/turn``.
+SCAN_VARIANT_NAMES: tuple[str, ...] = tuple(f"{b}/{c}" for b in SCAN_BASES for c in SCAN_CORNERS)
+ORDERING_DESCRIPTIONS.update(
+    {f"{b}/{c}": f"{b}, started from the {_CORNER_WORDS[c]} corner" for b in SCAN_BASES for c in SCAN_CORNERS}
+)
 
 
 def _builder(name: str) -> Callable[[int, int], np.ndarray] | None:

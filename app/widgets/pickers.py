@@ -2,8 +2,9 @@
 
 The model picker lists checkpoints (bundled, opened, trained) with their family and measured test
 NLL; it holds :class:`engine.session.ModelEntry` objects and emits the chosen one. The ordering
-picker offers every ordering of :data:`engine.ordering.ORDERING_NAMES` (``random`` with a seed);
-orderings the current model cannot use are disabled, with the model's reason as the tooltip
+picker offers every ordering of :data:`engine.ordering.ORDERING_NAMES` (``random`` with a seed)
+and the line scans started from the other corners; orderings the current model cannot use are
+disabled, with the model's reason as the tooltip
 (:meth:`engine.models.base.ARModel.supports`).
 """
 
@@ -16,8 +17,11 @@ from PySide6.QtGui import QStandardItemModel
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSpinBox, QWidget
 
 from engine.models.base import ARModel
-from engine.ordering import ORDERING_DESCRIPTIONS, ORDERING_NAMES, Ordering, make_ordering
+from engine.ordering import ORDERING_DESCRIPTIONS, ORDERING_NAMES, SCAN_VARIANT_NAMES, Ordering, make_ordering
 from engine.session import ModelEntry
+
+#: what the ordering picker lists: the named orderings, then the line scans from the other corners
+PICKER_NAMES: tuple[str, ...] = ORDERING_NAMES + SCAN_VARIANT_NAMES
 
 __all__ = ["ModelPicker", "OrderingPicker"]
 
@@ -112,7 +116,9 @@ class OrderingPicker(QWidget):
         self.seed.setPrefix("seed ")
         self.seed.setToolTip("Seed of the random ordering")
         self.extra: Ordering | None = None  # a model's own ordering that has no name in the list
-        for name in ORDERING_NAMES:
+        for i, name in enumerate(PICKER_NAMES):
+            if name == SCAN_VARIANT_NAMES[0]:
+                self.combo.insertSeparator(i)
             self.combo.addItem(name, name)
             self.combo.setItemData(self.combo.count() - 1, ORDERING_DESCRIPTIONS.get(name, ""), Qt.ToolTipRole)
         lay.addWidget(QLabel("Ordering"))
@@ -152,12 +158,14 @@ class OrderingPicker(QWidget):
             self.combo.removeItem(idx)
         self.extra = None
         own = model.ordering
-        if own.name not in ORDERING_NAMES:
+        if own.name not in PICKER_NAMES:
             self.extra = own
             self.combo.addItem(f"{own.label} (model's own)", "__model__")
         items: QStandardItemModel = self.combo.model()  # type: ignore[assignment]
         for i in range(self.combo.count()):
             name = self.combo.itemData(i)
+            if name is None:  # the separator
+                continue
             if name == "__model__":
                 ok, why = True, ""
             elif name == "random":
@@ -176,7 +184,7 @@ class OrderingPicker(QWidget):
         return self.current()
 
     def select(self, ordering: Ordering) -> None:
-        name = ordering.name if ordering.name in ORDERING_NAMES else "__model__"
+        name = ordering.name if ordering.name in PICKER_NAMES else "__model__"
         i = self.combo.findData(name)
         if i >= 0:
             self.combo.setCurrentIndex(i)

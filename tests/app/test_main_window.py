@@ -65,6 +65,7 @@ def test_fixed_order_model_disables_other_orderings_with_the_reason(win):
     picker = win.ordering_picker
     assert picker.is_enabled("raster") and not picker.is_enabled("snake")
     assert "raster ordering only" in picker.tooltip("snake")
+    assert not picker.is_enabled("raster/turn") and "raster ordering only" in picker.tooltip("raster/turn")
 
 
 def test_switching_ordering_recomputes_the_conditionals(qtbot, win, bundled):
@@ -80,6 +81,13 @@ def test_switching_ordering_recomputes_the_conditionals(qtbot, win, bundled):
     assert win.ordering == make_ordering("spiral-out") and win.canvas.ordering == win.ordering
     assert win.figures.ordering == win.ordering
     assert not np.allclose(win.figures.prob, raster.prob)
+    # the line scans from the other corners are offered too, after a separator
+    assert win.ordering_picker.is_enabled("snake/turn")
+    assert win.ordering_picker.tooltip("snake/turn") == "snake, started from the bottom-right corner"
+    with qtbot.waitSignal(win.figuresShown, timeout=10000):
+        combo.setCurrentIndex(combo.findData("snake/turn"))
+        combo.activated.emit(combo.currentIndex())
+    assert win.ordering == make_ordering("snake/turn") and win.ordering.perm[0] == 28 * 28 - 1
     # the overlay follows the ordering
     win.overlay_combo.activated.emit(win.overlay_combo.findData("path"))
     assert win.canvas.overlay == "path"
