@@ -177,7 +177,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     from .data import CHECKSUMS, load_split
     from .models import build_model, family_class
     from .ordering import parse_ordering
-    from .train import BatchEnd, EpochEnd, Finished, TrainConfig, Validating, device_name, resolve_device, train
+    from .train import BatchEnd, EpochEnd, Finished, TrainConfig, Validating, amp_warning, device_name, resolve_device, train
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -227,6 +227,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
             f"{device_name(device)}; best checkpoint -> {out}",
             flush=True,
         )
+    warning = amp_warning(device) if a.amp else None
+    if warning and ddp.is_main:
+        print(f"pixelchain: warning: {warning}; drop --amp to train in float32", file=sys.stderr, flush=True)
     meta = {"data": {"name": "binarized_mnist", "checksums": {k: CHECKSUMS[k] for k in ("train", "valid")}},
             "device": device_name(device), "command": "pixelchain " + " ".join(sys.argv[1:])}
     bar = _Bar(quiet)

@@ -145,6 +145,48 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise TrainingError(f"unknown device {name!r}: {exc}") from None
 
 
+def _cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (Linux), or None where they cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return None
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, val = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):  # x86 / aarch64
+            flags.update(val.split())
+    return flags or None
+
+
+def bf16_is_native(device: torch.device, flags: set[str] | None = None) -> bool | None:
+    """Whether ``device`` computes in bfloat16 natively (so ``amp`` speeds training up); None if unknown.
+
+    CUDA devices of compute capability 8.0 and later do; a CPU does when it has AVX-512 BF16 or AMX
+    (x86) or the BF16 extension (aarch64). Elsewhere bf16 is emulated: on an AVX2 CPU a masked MLP
+    trains 6-10 times *slower* under autocast than in float32 (measured here).
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type != "cpu":
+        return None
+    flags = _cpu_flags() if flags is None else flags
+    if flags is None:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def amp_warning(device: torch.device, flags: set[str] | None = None) -> str | None:
+    """A one-line warning when bf16 autocast would be emulated (slow) on ``device``, else None."""
+    if bf16_is_native(device, flags) is not False:
+        return None
+    if device.type == "cpu":
+        what = f"this CPU ({torch.backends.cpu.get_cpu_capability()}) has no bf16 instructions"
+    else:
+        what = f"{device_name(device)} has no native bf16"
+    return f"{what}: bf16 mixed precision is emulated and trains several times slower than float32 here"
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 
 from engine.models import FAMILIES, QUICK_CONFIGS, build_model, family_class
 from engine.ordering import ORDERING_NAMES, make_ordering
-from engine.train import BatchEnd, EpochEnd, Finished, TrainConfig, device_name, resolve_device
+from engine.train import BatchEnd, EpochEnd, Finished, TrainConfig, amp_warning, device_name, resolve_device
 
 from ..worker import Worker
 
@@ -161,6 +161,10 @@ class TrainingPanel(QWidget):
         self.max_valid.setValue(2000)
         self.max_valid.setSpecialValueText("all 10,000")
         dev = resolve_device("auto")
+        slow_bf16 = amp_warning(dev)
+        if slow_bf16:  # emulated bf16 would only slow training down: say so instead of offering it
+            self.amp.setEnabled(False)
+            self.amp.setToolTip(slow_bf16[0].upper() + slow_bf16[1:] + ";\nit is offered on GPUs and on CPUs with AVX-512 BF16 or AMX")
         self.device = QLabel(f"{device_name(dev)}  ({dev.type})")
         self.small.setChecked(dev.type == "cpu")
         self.device.setObjectName("value")
@@ -258,7 +262,7 @@ class TrainingPanel(QWidget):
                 if cfg["order_set"] == "scans":
                     cfg["num_masks"] = 32  # each scan with two connectivities, as the bundled made-scans
         tc = TrainConfig(epochs=self.epochs.value(), batch_size=self.batch.value(), lr=self.lr.value(),
-                         l1=self.l1.value(), ema=0.999 if self.ema.isChecked() else 0.0, amp=self.amp.isChecked(),
+                         l1=self.l1.value(), ema=0.999 if self.ema.isChecked() else 0.0, amp=self.amp.isChecked() and self.amp.isEnabled(),
                          max_train=self.max_train.value() or None, max_valid=self.max_valid.value() or None)
         return family, cfg, tc
 

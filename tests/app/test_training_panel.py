@@ -133,7 +133,7 @@ def test_made_order_set_and_bf16_options_reach_the_config(win):
     model = build_model(family, dict(cfg, hidden=(16,)), make_ordering("raster"))
     assert {model.member(k)[0] for k in range(16)} == set(scan_orderings())
     panel.amp.setChecked(True)
-    assert panel.config()[2].amp
+    assert panel.config()[2].amp == panel.amp.isEnabled()  # offered only where bf16 is native
     panel.amp.setChecked(False)
     panel.order_set.setCurrentIndex(panel.order_set.findData("random"))
     assert panel.config()[1]["num_masks"] == 0 and panel.config()[1]["order_set"] == "random"
@@ -141,3 +141,22 @@ def test_made_order_set_and_bf16_options_reach_the_config(win):
     panel.family.setCurrentIndex(panel.family.findData("lstm"))
     panel.order_agnostic.setChecked(True)
     assert not panel.order_set.isEnabled() and "order_set" not in panel.config()[1]
+
+
+def test_bf16_is_offered_only_where_it_is_native(qtbot, tmp_path, monkeypatch):
+    import engine.train as tr
+    from app.widgets.training import TrainingPanel
+    from app.worker import Worker
+
+    for flags, offered in (({"sse2", "avx2"}, False), ({"avx2", "avx512_bf16"}, True)):
+        monkeypatch.setattr(tr, "_cpu_flags", lambda flags=flags: flags)
+        monkeypatch.setattr("app.widgets.training.resolve_device", lambda name="auto": tr.torch.device("cpu"))
+        worker = Worker("test-training")
+        panel = TrainingPanel(worker, tmp_path)
+        qtbot.addWidget(panel)
+        assert panel.amp.isEnabled() == offered
+        panel.amp.setChecked(True)
+        assert panel.config()[2].amp == offered
+        if not offered:
+            assert "no bf16 instructions" in panel.amp.toolTip()
+        worker.shutdown()

@@ -204,3 +204,16 @@ def test_a_model_too_large_for_memory(capsys, tmp_path, data_dir):
     argv = ["train", "--model", "made", "--hidden", "300000000", "--max-train", "10", "--max-valid", "10",
             "--data", str(data_dir), "--out", str(tmp_path / "m.safetensors")]
     run_error(capsys, argv, "not enough memory")
+
+
+def test_amp_on_a_cpu_without_bf16_warns(monkeypatch, capsys, tmp_path, data_dir):
+    import engine.train as tr
+
+    monkeypatch.setattr(tr, "_cpu_flags", lambda: {"sse2", "avx2"})
+    out = tmp_path / "amp.safetensors"
+    assert main(["train", *TINY, "--epochs", "1", "--amp", "--device", "cpu", "--out", str(out), "--data", str(data_dir)]) == 0
+    err = capsys.readouterr().err
+    assert "pixelchain: warning: this CPU" in err and "drop --amp" in err
+    monkeypatch.setattr(tr, "_cpu_flags", lambda: {"avx512_bf16"})
+    assert main(["train", *TINY, "--epochs", "1", "--amp", "--device", "cpu", "--out", str(out), "--data", str(data_dir)]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -418,3 +418,31 @@ def test_amp_on_the_cpu_trains_in_bf16_and_validates_in_float32(tmp_path):
     assert ("valid", False) in seen
     ck = load_checkpoint(out)
     assert all(p.dtype == torch.float32 for p in ck.model.parameters())
+
+
+def test_bf16_is_native_reads_the_cpu_flags(monkeypatch):
+    from engine import train as tr
+
+    cpu = torch.device("cpu")
+    assert tr.bf16_is_native(cpu, {"sse2", "avx2", "fma"}) is False
+    assert tr.bf16_is_native(cpu, {"avx2", "avx512f", "avx512_bf16"}) is True
+    assert tr.bf16_is_native(cpu, {"amx_tile", "amx_bf16"}) is True
+    assert tr.bf16_is_native(cpu, {"fp", "asimd", "bf16"}) is True  # aarch64 "Features"
+    monkeypatch.setattr(tr, "_cpu_flags", lambda: None)  # not Linux, or /proc unreadable
+    assert tr.bf16_is_native(cpu) is None and tr.amp_warning(cpu) is None
+    assert tr.bf16_is_native(torch.device("meta")) is None
+    warning = tr.amp_warning(cpu, {"avx2"})
+    assert "no bf16 instructions" in warning and "slower" in warning
+    assert tr.amp_warning(cpu, {"avx512_bf16"}) is None
+
+
+def test_cpu_flags_parse_proc_cpuinfo(monkeypatch, tmp_path):
+    from engine import train as tr
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2\n\nprocessor\t: 1\nflags\t\t: fpu avx512_bf16\n")
+    real_path = tr.Path
+    monkeypatch.setattr(tr, "Path", lambda p: info if p == "/proc/cpuinfo" else real_path(p))
+    assert tr._cpu_flags() == {"fpu", "sse2", "avx2", "avx512_bf16"}
+    info.write_text("")
+    assert tr._cpu_flags() is None
