@@ -86,7 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=["train", "valid", "test"])
     e.add_argument("--ensemble", type=int, default=1, help="log-mean-exp over K orderings/masks (order-agnostic models)")
     e.add_argument("--ordering", default=None, help="evaluate in another ordering (order-agnostic models)")
-    e.add_argument("--max-images", type=int, default=None)
+    e.add_argument("--max-images", type=int, default=None, help="use N images: the first N, or a random N with --random-subset")
+    e.add_argument("--random-subset", action="store_true",
+                   help="draw the --max-images images at random (with --seed): the splits are sorted by digit class")
+    e.add_argument("--seed", type=int, default=0)
     e.add_argument("--batch-size", type=int, default=500)
     e.add_argument("--device", default="cpu")
     e.add_argument("--data", default=None)
@@ -269,19 +272,20 @@ def _init_from(model, path: str) -> None:
 
 def _cmd_eval(a: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint, save_checkpoint
-    from .data import load_split
+    from .data import load_split, subset
     from .models.base import nats_to_bits_per_dim
     from .ordering import parse_ordering
     from .train import evaluate, resolve_device
 
+    if a.record and a.max_images:
+        raise ValueError("--record stores the NLL of the whole split: leave out --max-images")
     ck = load_checkpoint(a.checkpoint, device=resolve_device(a.device))
     model = ck.model
     if a.ordering:
         o = parse_ordering(a.ordering, model.config.height, model.config.width)
         model.set_ordering(o)
     x = load_split(a.split, a.data, progress=_download_progress(a.split))
-    if a.max_images:
-        x = x[: a.max_images]
+    x, drawn = subset(x, a.max_images, a.random_subset, a.seed)
     t0 = time.perf_counter()
     nll, se = evaluate(model, x, a.batch_size, ensemble=a.ensemble)
     secs = time.perf_counter() - t0
@@ -292,6 +296,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         "ordering": model.ordering.spec,
         "split": a.split,
         "n_images": int(len(x)),
+        "subset": ("random" if drawn is not None else "first") if a.max_images else "all",
         "ensemble": a.ensemble,
         f"{a.split}_nll_nats": nll,
         "stderr_nats": se,

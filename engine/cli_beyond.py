@@ -180,23 +180,18 @@ def _cmd_score(a: argparse.Namespace) -> int:
 
 def _cmd_inpaint_eval(a: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
-    from .data import load_split
+    from .data import load_split, subset
     from .inpaint_eval import evaluate_inpainting, region_mask
 
     ck = load_checkpoint(a.checkpoint)
     c = ck.model.config
     x = load_split(a.split, a.data)
-    subset = None
-    if a.max_images and a.random_subset:
-        subset = np.sort(np.random.default_rng(a.seed).choice(len(x), size=min(a.max_images, len(x)), replace=False))
-        x = x[subset]
-    elif a.max_images:
-        x = x[: a.max_images]
+    x, drawn = subset(x, a.max_images, a.random_subset, a.seed)
     hidden = region_mask(a.region, c.height, c.width, seed=a.seed)
     t0 = time.perf_counter()
     r = evaluate_inpainting(ck.model, x, hidden, method=a.method, samples=a.samples, seed=a.seed, batch_size=a.batch_size)
     res = dict(checkpoint=a.checkpoint, region=a.region, split=a.split, **r.to_dict(), seconds=time.perf_counter() - t0,
-               subset=("random" if subset is not None else "first") if a.max_images else "all")
+               subset=("random" if drawn is not None else "first") if a.max_images else "all")
     if a.json:
         print(json.dumps(res))
     else:

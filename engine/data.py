@@ -38,6 +38,7 @@ __all__ = [
     "find_data_dir",
     "load_split",
     "load_splits",
+    "subset",
     "parse_amat",
     "download_split",
     "content_checksum",
@@ -281,3 +282,17 @@ def load_split(
 
 def load_splits(data_dir: str | os.PathLike | None = None, splits: tuple[str, ...] = SPLITS, **kw) -> dict[str, np.ndarray]:
     return {s: load_split(s, data_dir, **kw) for s in splits}
+
+
+def subset(x: np.ndarray, n: int | None, random: bool = False, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """The first ``n`` images of ``x``, or with ``random`` ``n`` drawn without replacement (in split
+    order) by ``seed``; ``n`` None or 0: all of them. Returns the images and the indices drawn at
+    random (None otherwise). The splits are sorted by digit class, so the first ``n`` are not typical."""
+    if not n:
+        return x, None
+    if n < 0:
+        raise ValueError(f"the number of images must be positive, got {n}")
+    if not random:
+        return x[:n], None
+    index = np.sort(np.random.default_rng(seed).choice(len(x), size=min(n, len(x)), replace=False))
+    return x[index], index

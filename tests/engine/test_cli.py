@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -88,9 +89,35 @@ def test_info_prints_the_metadata(trained, capsys):
 def test_eval_record_stores_the_measurement(trained, tmp_path, capsys):
     copy = tmp_path / "copy.safetensors"
     copy.write_bytes(trained.read_bytes())
-    assert main(["eval", str(copy), "--max-images", "50", "--record", "--json"]) == 0
-    nll = json.loads(capsys.readouterr().out)["test_nll_nats"]
-    assert load_checkpoint(copy).meta["metrics"]["test_nll"] == nll
+    assert main(["eval", str(copy), "--record", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n_images"] == 10000 and res["subset"] == "all"
+    assert load_checkpoint(copy).meta["metrics"]["test_nll"] == res["test_nll_nats"]
+    # a part of the split is never recorded as the split's NLL
+    run_error(capsys, ["eval", str(copy), "--max-images", "50", "--record"], "leave out --max-images")
+    assert load_checkpoint(copy).meta["metrics"]["test_nll"] == res["test_nll_nats"]
+
+
+def test_eval_random_subset_draws_across_the_split(trained, capsys):
+    """The test split is sorted by digit class: --random-subset draws a seeded sample across it."""
+    from engine.data import load_split, subset
+
+    x = load_split("test")
+    capsys.readouterr()
+    results = {}
+    for extra in ([], ["--random-subset"], ["--random-subset", "--seed", "1"]):
+        assert main(["eval", str(trained), "--json", "--max-images", "200", *extra]) == 0
+        results[tuple(extra)] = json.loads(capsys.readouterr().out)
+    first, rand, rand1 = results.values()
+    assert first["subset"] == "first" and rand["subset"] == "random" and rand["n_images"] == 200
+    assert len({first["test_nll_nats"], rand["test_nll_nats"], rand1["test_nll_nats"]}) == 3
+    m = load_checkpoint(trained).model
+    imgs, index = subset(x, 200, random=True, seed=0)
+    assert index is not None and len(set(index)) == 200 and index.max() > 5000  # across the classes
+    nll = -m.log_prob(torch.as_tensor(imgs, dtype=torch.float32)).mean().item()
+    assert rand["test_nll_nats"] == pytest.approx(nll, rel=1e-5)
+    assert subset(x, 200)[0] is not None and np.array_equal(subset(x, 200)[0], x[:200])
+    assert subset(x, None)[0] is x
 
 
 def test_resume_continues(trained, tmp_path, data_dir):
