@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from engine.session import PixelFigures, percentile
+from engine.session import PixelFigures, ensemble_size, percentile
 
 from . import jobs
 
@@ -58,12 +58,41 @@ class FiguresMixin:
         self.heatmaps.show_figures(figs.prob, figs.nll)
         self.readout.set_figures(figs)
         self._update_percentile()
+        self.request_ensemble(key)
         self._refresh_inspector()
         if key[2] == self.session.version:
             if self._stroke_t0 is not None and self._stroke_t0[0] <= key[2]:
                 self.last_latency = time.perf_counter() - self._stroke_t0[1]
                 self._stroke_t0 = None
             self.figuresShown.emit()
+
+    # ------------------------------------------------------------------------------------------
+    # log p under an ensemble of orderings (order-agnostic models), on its own worker: it costs
+    # n passes, and the heatmaps of the next stroke must not wait for it
+    def request_ensemble(self, key: tuple) -> None:
+        n = ensemble_size(self.model, self.model_meta) if self.model is not None else 0
+        if n == 0 or key[2] != self.session.version:
+            self.readout.set_ensemble(None, n)
+            return
+        ens_key = (self.model_key, self.session.version)
+        if self._ens_shown == ens_key:
+            self._show_ensemble_text()  # same canvas and model, another ordering: only the tooltip changes
+            return
+        self.readout.set_ensemble(None, n)
+        self.ens_worker.submit(jobs.ensemble_job, self.model, self.session.flat(), n, ens_key)  # replaces older ones
+
+    def _on_ensemble_result(self, _job_id: int, value: object) -> None:
+        key, ens = value
+        if key != (self.model_key, self.session.version):
+            return  # another model, or an older canvas
+        self._ens_shown, self._ens_figures = key, ens
+        self._show_ensemble_text()
+        self.ensembleShown.emit()
+
+    def _show_ensemble_text(self) -> None:
+        ens = self._ens_figures
+        shown = self.figures.log_p if self.figures is not None else None
+        self.readout.set_ensemble(ens, len(ens.members) if ens is not None else 0, shown)
 
     # ------------------------------------------------------------------------------------------
     # percentile among test digits

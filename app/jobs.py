@@ -17,9 +17,9 @@ from engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from engine.models import build_model
 from engine.models.base import ARModel
 from engine.ordering import Ordering
-from engine.session import PixelFigures, pixel_figures, reference_log_probs
+from engine.session import EnsembleFigures, PixelFigures, ensemble_figures_steps, pixel_figures, reference_log_probs
 
-__all__ = ["figures_job", "load_job", "reference_job", "test_digit_job", "default_model_job", "save_job", "warm_up_job", "REFERENCE_IMAGES"]
+__all__ = ["figures_job", "ensemble_job", "load_job", "reference_job", "test_digit_job", "default_model_job", "save_job", "warm_up_job", "REFERENCE_IMAGES"]
 
 #: how many test digits the percentile is measured against (the whole static test split) ...
 REFERENCE_IMAGES = 10_000
@@ -46,6 +46,12 @@ def figures_job(job, model: ARModel, image: np.ndarray, ordering: Ordering, key:
     t0 = time.perf_counter()
     figs = pixel_figures(model, image, ordering)
     figs.extra["seconds"] = time.perf_counter() - t0
+    return key, figs
+
+
+def ensemble_job(job, model: ARModel, image: np.ndarray, n: int, key: tuple):
+    """Yields the fraction of members done; returns (key, :class:`EnsembleFigures`)."""
+    figs: EnsembleFigures = yield from ensemble_figures_steps(model, image, n)
     return key, figs
 
 

@@ -131,6 +131,8 @@ def _run_window(a: argparse.Namespace) -> int:
     if ok and not wait_for(lambda: win.readout.percentile is not None, a.timeout):
         print("pixelchain: note: the percentile among test digits was not ready in time; saving without it", file=sys.stderr)
         ok = not errors
+    if ok and not win.readout.ens.isHidden() and not wait_for(lambda: win._ens_shown == (win.model_key, win.session.version), a.timeout):
+        print("pixelchain: note: the ensemble log p was not ready in time; saving without it", file=sys.stderr)
     if not ok:
         print(f"pixelchain: error: the heatmaps were not computed: {'; '.join(errors) or 'timed out'}", file=sys.stderr)
         win.close()

@@ -48,6 +48,7 @@ class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
     figuresShown = Signal()  #: heatmaps and read-out updated for the current canvas
     modelChanged = Signal()
     percentileShown = Signal()
+    ensembleShown = Signal()
     runFinished = Signal(bool)  #: a sampling run ended (True: completed)
 
     def __init__(self, bundled: Path | None = None, parent: QWidget | None = None):
@@ -76,6 +77,9 @@ class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
 
         self.compute = Worker("compute", self, torch_threads=1)
         self.ref_worker = Worker("reference", self, torch_threads=1)
+        self.ens_worker = Worker("ensemble", self, torch_threads=1)
+        self._ens_shown: tuple | None = None  #: (model key, canvas version) of the ensemble shown
+        self._ens_figures = None
         self.sampler = Worker("sample", self, torch_threads=1)
         self.trainer = Worker("train", self)
 
@@ -167,6 +171,8 @@ class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
         self.compute.result.connect(self._on_compute_result)
         self.compute.error.connect(self._on_compute_error)
         self.compute.finished.connect(self._on_compute_finished)
+        self.ens_worker.result.connect(self._on_ensemble_result)
+        self.ens_worker.error.connect(lambda _i, m: self.readout.ens.setText(f"ensemble: unavailable ({m})"))
         self.ref_worker.progress.connect(self._on_ref_progress)
         self.ref_worker.result.connect(self._on_ref_result)
         self.ref_worker.error.connect(lambda _i, m: self.readout.set_percentile(None, f"unavailable ({m})"))
@@ -391,11 +397,11 @@ class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
         self.stop_run()
         if self.training.running:
             self.training.stop()
-        if any(w.busy for w in (self.sampler, self.trainer, self.ref_worker, self.compute)):
+        if any(w.busy for w in (self.sampler, self.trainer, self.ref_worker, self.ens_worker, self.compute)):
             # A deep model's minibatch can take seconds on a CPU: vanish at once, then let the
             # threads end (between minibatches/pixels; files are only ever written atomically).
             self.hide()
-        for w in (self.sampler, self.trainer, self.ref_worker, self.compute):
+        for w in (self.sampler, self.trainer, self.ref_worker, self.ens_worker, self.compute):
             w.shutdown(600_000)
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.sync()

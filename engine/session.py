@@ -30,6 +30,9 @@ __all__ = [
     "pixel_figures",
     "reference_log_probs",
     "percentile",
+    "EnsembleFigures",
+    "ensemble_size",
+    "ensemble_figures_steps",
     "brush_offsets",
     "ModelEntry",
     "list_checkpoints",
@@ -233,6 +236,63 @@ def percentile(value: float, reference: np.ndarray) -> float:
     below = np.count_nonzero(ref < value)
     ties = np.count_nonzero(ref == value)
     return 100.0 * (below + 0.5 * ties) / ref.size
+
+
+@dataclass
+class EnsembleFigures:
+    """log p(x) of one image under an ensemble of orderings (and masks) of an order-agnostic model."""
+
+    log_p: float  #: log of the mean probability over the members (log-mean-exp), nats
+    members: list[tuple[str, float]]  #: (label, log p) of each member, member 0 first
+
+    @property
+    def best(self) -> tuple[str, float]:
+        return max(self.members, key=lambda m: m[1])
+
+    @property
+    def worst(self) -> tuple[str, float]:
+        return min(self.members, key=lambda m: m[1])
+
+
+def ensemble_size(model: ARModel, meta: dict | None = None) -> int:
+    """How many members the app's ensemble read-out uses: the size of the largest ensemble whose
+    test NLL the checkpoint records, else a MADE's cycled mask count, else 8; 0 for a model tied to
+    one ordering (it has no ensemble)."""
+    if not model.any_order:
+        return 0
+    metrics = (meta or {}).get("metrics")
+    sizes = []
+    if isinstance(metrics, dict):
+        for key in metrics:
+            k = str(key).removeprefix("test_nll_ensemble")
+            if str(key).startswith("test_nll_ensemble") and k.isdigit() and 1 < int(k) <= 1024:
+                sizes.append(int(k))
+    if sizes:
+        return max(sizes)
+    masks = getattr(model.config, "num_masks", 0)
+    return int(masks) if isinstance(masks, int) and masks > 1 else 8
+
+
+@torch.no_grad()
+def ensemble_figures_steps(model: ARModel, image: np.ndarray, n: int):
+    """Generator yielding the fraction of members done; returns :class:`EnsembleFigures` of
+    ``image`` under members ``0..n-1`` (so a worker can stop it between members)."""
+    from .models.base import log_mean_exp
+
+    if n < 1:
+        raise ValueError("an ensemble needs at least one member")
+    model.eval()
+    x = torch.as_tensor(np.asarray(image, dtype=np.float32).reshape(1, -1))
+    members, logps = [], []
+    multi_mask = getattr(model.config, "num_masks", 1) != 1  # MADE: members differ in connectivity too
+    for k in range(n):
+        order, conn = model.member(k)
+        lp = model.member_log_prob(x, k).double()
+        logps.append(lp)
+        label = order.label + (f" · mask {conn}" if multi_mask else "")
+        members.append((label, float(lp[0])))
+        yield (k + 1) / n
+    return EnsembleFigures(float(log_mean_exp(torch.stack(logps), 0)[0]), members)
 
 
 # -- checkpoints the app lists -------------------------------------------------------------------

@@ -16,7 +16,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from engine.ordering import Ordering
-from engine.session import PixelFigures
+from engine.session import EnsembleFigures, PixelFigures
 
 __all__ = ["Inspector", "ReadOut"]
 
@@ -93,8 +93,9 @@ class ReadOut(QFrame):
         self.logp = QLabel()
         self.bpp = QLabel()
         self.pct = QLabel()
+        self.ens = QLabel()  #: log p under an ensemble of orderings (order-agnostic models)
         self.model = QLabel()
-        for lab in (self.logp, self.bpp, self.pct):
+        for lab in (self.logp, self.bpp, self.pct, self.ens):
             lab.setObjectName("big")
             lab.setMinimumWidth(10)
             lab.setTextFormat(Qt.RichText)
@@ -106,8 +107,10 @@ class ReadOut(QFrame):
         lay.addWidget(self.model, 1)
         self.log_p: float | None = None
         self.percentile: float | None = None
+        self.ensemble: EnsembleFigures | None = None
         self.set_figures(None)
         self.set_percentile(None, "")
+        self.set_ensemble(None, 0)
 
     def set_figures(self, figures: PixelFigures | None) -> None:
         if figures is None:
@@ -125,6 +128,30 @@ class ReadOut(QFrame):
             self.pct.setText(f"percentile: {note or '–'}")
         else:
             self.pct.setText(f"<b>{_ordinal(pct)}</b> percentile {note}")
+
+    def set_ensemble(self, figures: EnsembleFigures | None, n: int, ordering_log_p: float | None = None) -> None:
+        """Show log p under an ensemble of ``n`` members; ``n == 0`` hides it (no ensemble),
+        ``figures`` None with ``n > 0`` says it is being computed."""
+        self.ensemble = figures
+        self.ens.setVisible(n > 0)
+        if n <= 0:
+            self.ens.setToolTip("")
+            return
+        if figures is None:
+            self.ens.setText(f"<span class='k'>ensemble of {n}</span> …")
+            return
+        self.ens.setText(f"ensemble of {n} orderings: <b>{figures.log_p:.2f}</b> nats")
+        (bl, bv), (wl, wv) = figures.best, figures.worst
+        lines = [
+            f"log p(x) under the mixture of {n} orderings{' and masks' if '· mask' in bl else ''} of this order-agnostic "
+            "model: the log of the mean of their probabilities (log-mean-exp), one distribution whatever ordering "
+            "the heatmaps show. It is at least the mean of the members' log p and at most the best one's.",
+            f"best member: {bl}, {bv:.2f} nats",
+            f"worst member: {wl}, {wv:.2f} nats",
+        ]
+        if ordering_log_p is not None:
+            lines.append(f"the ordering shown: {ordering_log_p:.2f} nats")
+        self.ens.setToolTip("\n".join(lines))
 
     def set_model_text(self, text: str) -> None:
         self.model.setText(text)

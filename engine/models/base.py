@@ -347,15 +347,20 @@ class ARModel(nn.Module):
 
     # ---------------------------------------------------------------------------------------
     # ensembles
-    def member_log_prob(self, x: Tensor | np.ndarray, k: int) -> Tensor:
-        """(B,) log p(x) under ensemble member ``k``: member 0 is the model in its own ordering,
-        other members (order-agnostic models only) use other orderings."""
+    def member(self, k: int) -> tuple[Ordering, int]:
+        """Ordering and connectivity index of ensemble member ``k``: member 0 is the model in its
+        own ordering, member ``k > 0`` of an order-agnostic model the random ordering of seed ``k``
+        (families with connectivity patterns, MADE, override this)."""
         if k == 0:
-            return self.log_prob(x)
+            return self.ordering, 0
         if not self.any_order:
             raise UnsupportedOrdering("an ensemble over orderings needs an order-agnostic model")
         c = self.config
-        return self.log_prob(x, make_ordering("random", c.height, c.width, seed=k))
+        return make_ordering("random", c.height, c.width, seed=k), 0
+
+    def member_log_prob(self, x: Tensor | np.ndarray, k: int) -> Tensor:
+        """(B,) log p(x) under ensemble member ``k`` (see :meth:`member`)."""
+        return self.log_prob(x) if k == 0 else self.log_prob(x, self.member(k)[0])
 
     def ensemble_log_prob(self, x: Tensor | np.ndarray, n: int) -> Tensor:
         """(B,) log of the mean probability over ``n`` members: log-mean-exp of joint log-likelihoods."""
