@@ -78,16 +78,25 @@ class FiguresMixin:
         if self._ens_shown == ens_key:
             self._show_ensemble_text()  # same canvas and model, another ordering: only the tooltip changes
             return
+        if self._ens_pending == ens_key:
+            return  # already being computed (the figures came again, for another ordering)
         self.readout.set_ensemble(None, n)
+        self._ens_pending = ens_key
         self.ens_worker.submit(jobs.ensemble_job, self.model, self.session.flat(), n, ens_key)  # replaces older ones
 
     def _on_ensemble_result(self, _job_id: int, value: object) -> None:
         key, ens = value
+        if self._ens_pending == key:
+            self._ens_pending = None
         if key != (self.model_key, self.session.version):
             return  # another model, or an older canvas
         self._ens_shown, self._ens_figures = key, ens
         self._show_ensemble_text()
         self.ensembleShown.emit()
+
+    def _on_ensemble_error(self, _job_id: int, message: str) -> None:
+        self._ens_pending = None
+        self.readout.ens.setText(f"ensemble: unavailable ({message})")
 
     def _show_ensemble_text(self) -> None:
         ens = self._ens_figures

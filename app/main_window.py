@@ -80,6 +80,7 @@ class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
         self.ens_worker = Worker("ensemble", self, torch_threads=1)
         self._ens_shown: tuple | None = None  #: (model key, canvas version) of the ensemble shown
         self._ens_figures = None
+        self._ens_pending: tuple | None = None  #: the key of the ensemble being computed
         self.sampler = Worker("sample", self, torch_threads=1)
         self.trainer = Worker("train", self)
 
@@ -172,7 +173,7 @@ class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
         self.compute.error.connect(self._on_compute_error)
         self.compute.finished.connect(self._on_compute_finished)
         self.ens_worker.result.connect(self._on_ensemble_result)
-        self.ens_worker.error.connect(lambda _i, m: self.readout.ens.setText(f"ensemble: unavailable ({m})"))
+        self.ens_worker.error.connect(self._on_ensemble_error)
         self.ref_worker.progress.connect(self._on_ref_progress)
         self.ref_worker.result.connect(self._on_ref_result)
         self.ref_worker.error.connect(lambda _i, m: self.readout.set_percentile(None, f"unavailable ({m})"))
