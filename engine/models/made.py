@@ -72,6 +72,8 @@ class MADE(ARModel):
         if self.direct is not None:
             nn.init.zeros_(self.direct.weight)
         self._mask_cache: OrderedDict[tuple[int, int], list[Tensor]] = OrderedDict()
+        self._conn_cache: dict[int, tuple[Ordering, int]] = {}
+        self._anchor = self.ordering  #: the ordering built in (trained in): member pairs hang on it
         for i, m in enumerate(self._build_masks(self.ordering, 0)):
             self.register_buffer(f"mask{i}", m, persistent=False)
 
@@ -113,19 +115,45 @@ class MADE(ARModel):
                 self._mask_cache.popitem(last=False)
         return masks
 
-    def member(self, k: int) -> tuple[Ordering, int]:
-        """Ordering and connectivity index of ensemble member ``k`` (member 0 is the model's own)."""
-        if k == 0 or not self.config.order_agnostic:
-            return self.ordering, k
+    def _pair_ordering(self, k: int) -> Ordering:
+        """The ordering that training paired with connectivity ``k`` (anchored on the ordering the
+        model was built in, so that :meth:`set_ordering` does not re-pair them)."""
         c = self.config
+        if k == 0 or not c.order_agnostic:
+            return self._anchor
         if c.order_set == "scans":
             if self._scans is None:
                 self._scans = scan_orderings(c.height, c.width)
             scans = self._scans
             # the model's own ordering is member 0; the others follow it round the list
-            start = next((i for i, o in enumerate(scans) if o == self.ordering), 0)
-            return scans[(start + k) % len(scans)], k
-        return make_ordering("random", c.height, c.width, seed=_member_seed(c.seed + 1, k)), k
+            start = next((i for i, o in enumerate(scans) if o == self._anchor), 0)
+            return scans[(start + k) % len(scans)]
+        return make_ordering("random", c.height, c.width, seed=_member_seed(c.seed + 1, k))
+
+    def member(self, k: int) -> tuple[Ordering, int]:
+        """Ordering and connectivity index of ensemble member ``k`` (member 0 is the model's own
+        ordering, with the connectivity it was trained with in it)."""
+        if k == 0:
+            return self.ordering, self.connectivity_for(self.ordering)
+        if not self.config.order_agnostic:
+            return self.ordering, k
+        return self._pair_ordering(k), k
+
+    def connectivity_for(self, ordering: Ordering) -> int:
+        """The connectivity pattern to use in ``ordering``: that of the first trained member with this
+        ordering (an order-agnostic model learned each of its orderings with one pattern; another
+        pattern in the same ordering was never trained), else pattern 0."""
+        c = self.config
+        if not c.order_agnostic or c.num_masks <= 1 or ordering == self._anchor:
+            return 0
+        key = hash(ordering)
+        hit = self._conn_cache.get(key)
+        if hit is None or hit[0] != ordering:
+            k = next((k for k in range(1, c.num_masks) if self._pair_ordering(k) == ordering), 0)
+            if len(self._conn_cache) > 256:
+                self._conn_cache.clear()
+            hit = self._conn_cache[key] = (ordering, k)
+        return hit[1]
 
     # -- density -------------------------------------------------------------------------------
     def _forward(self, x: Tensor, masks: list[Tensor]) -> Tensor:
@@ -138,7 +166,7 @@ class MADE(ARModel):
         return out
 
     def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
-        return self._forward(x, self._masks(ordering, 0))
+        return self._forward(x, self._masks(ordering, self.connectivity_for(ordering)))
 
     def member_log_prob(self, x: Tensor, k: int) -> Tensor:
         x = self._as_batch(x)
@@ -164,7 +192,7 @@ class MADE(ARModel):
             self.out.bias.copy_(torch.logit(marginals.to(self.out.bias), eps=1e-3))
 
     def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
-        return _MADEStepper(self, x, self._masks(ordering, 0))
+        return _MADEStepper(self, x, self._masks(ordering, self.connectivity_for(ordering)))
 
 
 class _MADEStepper(Stepper):

@@ -97,3 +97,26 @@ def test_fixed_order_models_have_no_other_members():
     assert t.member(3)[0] == make_ordering("random", 2, 4, seed=3)
     with pytest.raises(ValueError):
         _run(ensemble_figures_steps(t, np.zeros(8, np.uint8), 0))
+
+
+@torch.no_grad()
+def test_a_member_ordering_uses_the_connectivity_it_was_trained_with():
+    """An order-agnostic MADE learned each of its orderings with one connectivity pattern: asked for
+    that ordering (as the app and ``eval --ordering`` do), it uses that pattern, also after
+    ``set_ordering``; pattern 0 in another member's ordering was never trained."""
+    m = make_tiny(*_cfg("made-scans"))
+    x = torch.as_tensor(np.random.default_rng(0).integers(0, 2, (5, 8)), dtype=torch.float64)
+    members = [m.member_log_prob(x, k) for k in range(6)]
+    for k in range(6):
+        order, conn = m.member(k)
+        assert conn == k and m.connectivity_for(order) == k
+        torch.testing.assert_close(m.log_prob(x, order), members[k])
+    other = m.member(2)[0]
+    pattern0 = m._forward(x, m._masks(other, 0))
+    assert not torch.allclose(m.logits(x, other), pattern0)
+    m.set_ordering(other)
+    torch.testing.assert_close(m.log_prob(x), members[2])
+    assert m.member(0) == (other, 2)
+    torch.testing.assert_close(m.member_log_prob(x, 1), members[1])  # the pairs stay as trained
+    # an ordering no member had: pattern 0
+    assert m.connectivity_for(make_ordering("spiral-in", 2, 4)) == 0
