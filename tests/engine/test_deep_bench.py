@@ -27,3 +27,15 @@ def test_sampling_bench_json_and_extrapolation():
 def test_sampling_bench_rejects_unknown_family():
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "sampling.py"), "--families", "nope"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "unknown families" in out.stderr
+
+
+def test_training_step_bench_reports_both_precisions():
+    cmd = [sys.executable, str(ROOT / "bench" / "training_step.py"), "--hidden", "8", "--batch", "4,10", "--threads", "1",
+           "--steps", "1", "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    rows = [r for r in json.loads(out.stdout) if r["device"] == "cpu"]
+    assert [(r["threads"], r["batch"]) for r in rows] == [(1, 4), (1, 10)]
+    for r in rows:
+        assert r["hidden"] == [8] and r["float32_ms_per_100"] > 0 and r["bf16_ms_per_100"] > 0
+        assert r["bf16_native"] in (True, False, None)
