@@ -42,6 +42,9 @@ class MADEConfig(ModelConfig):
     order_set: str = "random"
     #: direct (masked) connections from inputs to outputs
     direct: bool = False
+    #: a learned bias per training member (ordering/mask pair) on every hidden layer, so hidden units
+    #: can be switched on and off per ordering; needs ``num_masks >= 1`` (a fixed set of members)
+    member_bias: bool = False
     seed: int = 0
 
 
@@ -71,6 +74,12 @@ class MADE(ARModel):
         self.direct = nn.Linear(d, d, bias=False) if config.direct else None
         if self.direct is not None:
             nn.init.zeros_(self.direct.weight)
+        if config.member_bias and config.num_masks < 1:
+            raise ValueError("member_bias needs a fixed set of members (num_masks >= 1)")
+        self.member_biases = (
+            nn.ParameterList(nn.Parameter(torch.zeros(config.num_masks, int(h))) for h in config.hidden)
+            if config.member_bias else None
+        )
         self._mask_cache: OrderedDict[tuple[int, int], list[Tensor]] = OrderedDict()
         self._conn_cache: dict[int, tuple[Ordering, int]] = {}
         self._anchor = self.ordering  #: the ordering built in (trained in): member pairs hang on it
@@ -156,22 +165,30 @@ class MADE(ARModel):
         return hit[1]
 
     # -- density -------------------------------------------------------------------------------
-    def _forward(self, x: Tensor, masks: list[Tensor]) -> Tensor:
+    def _hidden_biases(self, k: int) -> list[Tensor]:
+        """The hidden layers' biases for member ``k`` (with its own bias when ``member_bias``)."""
+        if self.member_biases is None:
+            return [layer.bias for layer in self.layers]
+        k = k if 0 <= k < self.config.num_masks else 0
+        return [layer.bias + mb[k] for layer, mb in zip(self.layers, self.member_biases)]
+
+    def _forward(self, x: Tensor, masks: list[Tensor], k: int = 0) -> Tensor:
         h = x
-        for layer, m in zip(self.layers, masks):
-            h = torch.relu(F.linear(h, layer.weight * m, layer.bias))
+        for layer, m, b in zip(self.layers, masks, self._hidden_biases(k)):
+            h = torch.relu(F.linear(h, layer.weight * m, b))
         out = F.linear(h, self.out.weight * masks[len(self.layers)], self.out.bias)
         if self.direct is not None:
             out = out + F.linear(x, self.direct.weight * masks[-1])
         return out
 
     def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
-        return self._forward(x, self._masks(ordering, self.connectivity_for(ordering)))
+        k = self.connectivity_for(ordering)
+        return self._forward(x, self._masks(ordering, k), k)
 
     def member_log_prob(self, x: Tensor, k: int) -> Tensor:
         x = self._as_batch(x)
         ordering, conn = self.member(k)
-        logits = self._forward(x, self._masks(ordering, conn))
+        logits = self._forward(x, self._masks(ordering, conn), conn)
         return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
 
     def training_loss(self, x: Tensor) -> Tensor:
@@ -192,17 +209,18 @@ class MADE(ARModel):
             self.out.bias.copy_(torch.logit(marginals.to(self.out.bias), eps=1e-3))
 
     def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
-        return _MADEStepper(self, x, self._masks(ordering, self.connectivity_for(ordering)))
+        k = self.connectivity_for(ordering)
+        return _MADEStepper(self, x, self._masks(ordering, k), self._hidden_biases(k))
 
 
 class _MADEStepper(Stepper):
     """Keeps the first layer's pre-activation; the layers above are recomputed per pixel."""
 
-    def __init__(self, m: MADE, x: Tensor, masks: list[Tensor]):
+    def __init__(self, m: MADE, x: Tensor, masks: list[Tensor], biases: list[Tensor]):
         n = len(m.layers)
         self.w1 = m.layers[0].weight * masks[0]  # (H1, D)
-        self.pre = (m.layers[0].bias + 0 * x[:, :1]).clone()  # (B, H1)
-        self.rest = [(layer.weight * mk, layer.bias) for layer, mk in zip(list(m.layers)[1:], masks[1:n])]
+        self.pre = (biases[0] + 0 * x[:, :1]).clone()  # (B, H1)
+        self.rest = [(layer.weight * mk, b) for layer, mk, b in zip(list(m.layers)[1:], masks[1:n], biases[1:])]
         self.wout = m.out.weight * masks[n]  # (D, H_L)
         self.bout = m.out.bias
         self.wdir = m.direct.weight * masks[-1] if m.direct is not None else None

@@ -120,3 +120,20 @@ def test_a_member_ordering_uses_the_connectivity_it_was_trained_with():
     torch.testing.assert_close(m.member_log_prob(x, 1), members[1])  # the pairs stay as trained
     # an ordering no member had: pattern 0
     assert m.connectivity_for(make_ordering("spiral-in", 2, 4)) == 0
+
+
+@torch.no_grad()
+def test_member_biases_belong_to_their_member():
+    m = make_tiny(*_cfg("made-member-bias"))
+    x = torch.as_tensor(np.random.default_rng(1).integers(0, 2, (4, 8)), dtype=torch.float64)
+    before = [m.member_log_prob(x, k) for k in range(4)]
+    for k in range(4):
+        torch.testing.assert_close(m.log_prob(x, m.member(k)[0]), before[k])
+    for mb in m.member_biases:
+        mb[2].zero_()
+    after = [m.member_log_prob(x, k) for k in range(4)]
+    assert not torch.allclose(after[2], before[2])
+    for k in (0, 1, 3):
+        torch.testing.assert_close(after[k], before[k])
+    with pytest.raises(ValueError, match="member_bias"):
+        make_tiny("made", {"hidden": (4,), "order_agnostic": True, "num_masks": 0, "member_bias": True})
