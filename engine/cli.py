@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model; keeps the best checkpoint on validation")
     t.add_argument("--model", required=True, choices=sorted(FAMILIES), help="model family")
-    t.add_argument("--ordering", default="raster", help=f"pixel ordering: {', '.join(ORDERING_NAMES)} (random:SEED)")
+    t.add_argument("--ordering", default="raster", help=f"pixel ordering: {', '.join(ORDERING_NAMES)} (random:SEED, random-rows:SEED)")
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--batch-size", type=int, default=100)
     t.add_argument("--lr", type=float, default=1e-3)
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-masks", type=int, default=None, help="MADE: connectivity/ordering sets (0: new every batch)")
     t.add_argument("--order-agnostic", action="store_true", help="MADE: train over orderings; any ordering at inference")
     t.add_argument("--direct", action="store_true", help="MADE: direct input-to-output connections")
-    t.add_argument("--order-set", default=None, choices=["random", "scans"], help="MADE order-agnostic: random permutations or the 16 line scans")
+    t.add_argument("--order-set", default=None, choices=["random", "scans", "rows"], help="MADE order-agnostic: random permutations, the 16 line scans, or rows from the top with random directions")
     t.add_argument("--config", default=None, help="JSON object of further config fields of the family")
     t.add_argument("--max-train", type=int, default=None, help="use only the first N training images")
     t.add_argument("--max-valid", type=int, default=None, help="use only the first N validation images")

@@ -114,6 +114,18 @@ def _random(h: int, w: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(h * w)
 
 
+def _random_rows(h: int, w: int, seed: int) -> np.ndarray:
+    """Rows from top to bottom, each walked left-to-right or right-to-left as the seed draws."""
+    grid = np.arange(h * w).reshape(h, w)
+    flip = np.random.default_rng(seed).random(h) < 0.5
+    return np.where(flip[:, None], grid[:, ::-1], grid).reshape(-1)
+
+
+#: Orderings rebuilt from a seed (``NAME:SEED``).
+_SEEDED: dict[str, Callable[[int, int, int], np.ndarray]] = {"random": _random, "random-rows": _random_rows}
+SEEDED_NAMES: tuple[str, ...] = tuple(_SEEDED)
+
+
 _BUILDERS: dict[str, Callable[[int, int], np.ndarray]] = {
     "raster": _raster,
     "column": _column,
@@ -135,11 +147,12 @@ ORDERING_DESCRIPTIONS: dict[str, str] = {
     "spiral-out": "a spiral from the centre to the border",
     "hilbert": "a Hilbert curve (cropped to the image)",
     "random": "a random permutation, rebuilt from its seed",
+    "random-rows": "rows top to bottom, each row's direction drawn from the seed",
     "explicit": "an explicit permutation",
 }
 
 #: Names accepted by :func:`make_ordering` (``explicit`` needs a permutation).
-ORDERING_NAMES: tuple[str, ...] = tuple(_BUILDERS) + ("random",)
+ORDERING_NAMES: tuple[str, ...] = tuple(_BUILDERS) + SEEDED_NAMES
 
 #: The line scans and the ways of starting them from another corner (see :func:`scan_orderings`).
 SCAN_BASES = ("raster", "column", "snake", "column-snake")
@@ -222,12 +235,16 @@ class Ordering:
 
     @property
     def label(self) -> str:
-        return f"random (seed {self.seed})" if self.name == "random" else self.name
+        return f"{self.name} (seed {self.seed})" if self._seeded else self.name
+
+    @property
+    def _seeded(self) -> bool:
+        return self.name in _SEEDED and self.seed is not None
 
     @property
     def spec(self) -> str:
         """Short string that :func:`parse_ordering` turns back into this ordering."""
-        return f"random:{self.seed}" if self.name == "random" else self.name
+        return f"{self.name}:{self.seed}" if self._seeded else self.name
 
     # -- comparison and serialisation --------------------------------------------------------
     def __eq__(self, other: object) -> bool:
@@ -240,9 +257,9 @@ class Ordering:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "height": self.height, "width": self.width}
-        if self.name == "random" and self.seed is not None and self.seed >= 0:
+        if self.name in _SEEDED and self.seed is not None and self.seed >= 0:
             d["seed"] = self.seed
-            rebuilt = _random(self.height, self.width, int(self.seed))
+            rebuilt = _SEEDED[self.name](self.height, self.width, int(self.seed))
         elif _builder(self.name) is not None:
             rebuilt = _builder(self.name)(self.height, self.width)  # type: ignore[misc]
         else:
@@ -295,14 +312,14 @@ def make_ordering(name: str, height: int = 28, width: int = 28, seed: int | None
         raise OrderingError(f"image size must be positive, got {height}x{width}")
     if height * width > MAX_ORDERING_PIXELS:
         raise OrderingError(f"an image of {height}x{width} pixels is larger than an ordering may be")
-    if name == "random":
+    if name in _SEEDED:
         try:
             seed = 0 if seed is None else int(seed)
         except (TypeError, ValueError, OverflowError):
-            raise OrderingError(f"random ordering seed must be an integer, got {seed!r}") from None
+            raise OrderingError(f"{name} ordering seed must be an integer, got {seed!r}") from None
         if seed < 0:
-            raise OrderingError("random ordering seed must be non-negative")
-        return Ordering("random", height, width, _random(height, width, seed), seed=seed)
+            raise OrderingError(f"{name} ordering seed must be non-negative")
+        return Ordering(name, height, width, _SEEDED[name](height, width, seed), seed=seed)
     build = _builder(name) if isinstance(name, str) else None
     if build is None:
         raise OrderingError(
@@ -318,12 +335,12 @@ def parse_ordering(spec: str, height: int = 28, width: int = 28) -> Ordering:
     if spec.startswith("{"):
         return Ordering.from_json(spec)
     name, _, arg = spec.partition(":")
-    if name == "random":
+    if name in _SEEDED:
         try:
             seed = int(arg) if arg else 0
         except ValueError:
-            raise OrderingError(f"random ordering seed must be an integer, got {arg!r}") from None
-        return make_ordering("random", height, width, seed=seed)
+            raise OrderingError(f"{name} ordering seed must be an integer, got {arg!r}") from None
+        return make_ordering(name, height, width, seed=seed)
     if arg:
         raise OrderingError(f"ordering {name!r} takes no argument")
     return make_ordering(name, height, width)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .models.base import ARModel
-from .ordering import Ordering
+from .ordering import SEEDED_NAMES, Ordering
 
 __all__ = [
     "Session",
@@ -320,7 +320,7 @@ class ModelEntry:
             return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
         o = info.get("ordering", {})
-        label = f"random:{o.get('seed')}" if o.get("name") == "random" else str(o.get("name", ""))
+        label = f"{o.get('name')}:{o.get('seed')}" if o.get("name") in SEEDED_NAMES and "seed" in o else str(o.get("name", ""))
         return cls(
             name=str(info.get("name") or path.stem),
             path=path,

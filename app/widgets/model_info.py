@@ -34,6 +34,11 @@ class ModelInfo(QGroupBox):
             rows.append("Trained over the 16 line scans (raster, column, snake and column-snake from every corner): "
                         "every ordering is available and inpainting conditions exactly, but other orderings, including "
                         "the known-pixels-first orderings of inpainting, were never trained and fit less well.")
+        elif model.any_order and getattr(model.config, "order_set", "random") == "rows":
+            rows.append("Trained over row scans from the top, each row walked left or right at random "
+                        "(random-rows): every ordering is available and inpainting conditions exactly, but only "
+                        "top-down row orderings were trained; others, including the known-pixels-first orderings "
+                        "of inpainting, fit less well.")
         elif model.any_order:
             rows.append("Order-agnostic: every ordering is available and inpainting is exact.")
         else:

@@ -17,7 +17,7 @@ from PySide6.QtGui import QStandardItemModel
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSpinBox, QWidget
 
 from engine.models.base import ARModel
-from engine.ordering import ORDERING_DESCRIPTIONS, ORDERING_NAMES, SCAN_VARIANT_NAMES, Ordering, make_ordering
+from engine.ordering import ORDERING_DESCRIPTIONS, ORDERING_NAMES, SCAN_VARIANT_NAMES, SEEDED_NAMES, Ordering, make_ordering
 from engine.session import ModelEntry
 
 #: what the ordering picker lists: the named orderings, then the line scans from the other corners
@@ -114,7 +114,7 @@ class OrderingPicker(QWidget):
         self.seed = QSpinBox()
         self.seed.setRange(0, 999_999)
         self.seed.setPrefix("seed ")
-        self.seed.setToolTip("Seed of the random ordering")
+        self.seed.setToolTip("Seed of the random ordering (or of the random row directions)")
         self.extra: Ordering | None = None  # a model's own ordering that has no name in the list
         for i, name in enumerate(PICKER_NAMES):
             if name == SCAN_VARIANT_NAMES[0]:
@@ -134,7 +134,7 @@ class OrderingPicker(QWidget):
         name = self.combo.currentData()
         if name == "__model__" and self.extra is not None:
             return self.extra
-        seed = self.seed.value() if name == "random" else None
+        seed = self.seed.value() if name in SEEDED_NAMES else None
         return make_ordering(name, self.height_, self.width_, seed=seed)
 
     def _emit(self) -> None:
@@ -142,7 +142,7 @@ class OrderingPicker(QWidget):
         self.orderingChosen.emit(self.current())
 
     def _sync_seed(self) -> None:
-        is_random = self.combo.currentData() == "random"
+        is_random = self.combo.currentData() in SEEDED_NAMES
         fixed = self._model is not None and not self._model.any_order
         self.seed.setVisible(is_random)
         self.seed.setEnabled(is_random and not fixed)
@@ -168,9 +168,9 @@ class OrderingPicker(QWidget):
                 continue
             if name == "__model__":
                 ok, why = True, ""
-            elif name == "random":
-                ok = model.any_order or own.name == "random"
-                why = "" if ok else model.supports(make_ordering("random", self.height_, self.width_, 0))[1]
+            elif name in SEEDED_NAMES:
+                ok = model.any_order or own.name == name
+                why = "" if ok else model.supports(make_ordering(name, self.height_, self.width_, 0))[1]
             else:
                 ok, why = model.supports(make_ordering(name, self.height_, self.width_))
             item = items.item(i)
@@ -188,7 +188,7 @@ class OrderingPicker(QWidget):
         i = self.combo.findData(name)
         if i >= 0:
             self.combo.setCurrentIndex(i)
-        if ordering.name == "random" and ordering.seed is not None:
+        if ordering.name in SEEDED_NAMES and ordering.seed is not None:
             self.seed.setValue(int(ordering.seed))
         self._sync_seed()
 

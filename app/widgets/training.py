@@ -117,10 +117,12 @@ class TrainingPanel(QWidget):
         self.order_set = QComboBox()
         self.order_set.addItem("any ordering (random permutations)", "random")
         self.order_set.addItem("the 16 line scans", "scans")
+        self.order_set.addItem("rows from the top, random directions", "rows")
         self.order_set.setToolTip(
             "MADE only: which orderings order-agnostic training draws from. The 16 line scans are raster,\n"
             "column, snake and column-snake started from every corner: easier to learn, and an ensemble\n"
-            "over them scores better, but other orderings stay untrained"
+            "over them scores better, but other orderings stay untrained. Rows from the top walk each row\n"
+            "left or right at random: closest to raster, the best-scoring ensemble, the narrowest choice"
         )
         self.small = QCheckBox("CPU-sized model")
         self.small.setToolTip(

@@ -11,7 +11,9 @@ Order- and connectivity-agnostic training: with ``num_masks = K > 1`` each minib
 K connectivity patterns (hidden degrees), and with ``order_agnostic`` also one of K orderings
 (``num_masks = 0``: a fresh pair every minibatch). The orderings are random permutations, or with
 ``order_set = "scans"`` the 16 line scans (raster, column, snake, column-snake from each corner),
-member ``k`` taking the ``k``-th scan after the model's own ordering. Such a model accepts any ordering at inference,
+member ``k`` taking the ``k``-th scan after the model's own ordering, or with ``order_set = "rows"``
+row scans from the top with a random direction per row (``random-rows``), orderings that share the
+coarse top-down structure of raster and differ in which neighbours of a row come first. Such a model accepts any ordering at inference,
 and an ensemble over K members averages their *probabilities* (log-mean-exp of joint
 log-likelihoods). Sampling keeps the first layer's pre-activation and adds one column per pixel.
 """
@@ -38,7 +40,8 @@ class MADEConfig(ModelConfig):
     #: train over many orderings so that any ordering can be used at inference
     order_agnostic: bool = False
     #: orderings of an order-agnostic model: "random" (any permutation) or "scans" (the 16 line
-    #: scans of ``scan_orderings``: raster, column, snake, column-snake from each corner)
+    #: scans of ``scan_orderings``: raster, column, snake, column-snake from each corner) or "rows"
+    #: (``random-rows``: rows from the top, each row's direction drawn per member)
     order_set: str = "random"
     #: direct (masked) connections from inputs to outputs
     direct: bool = False
@@ -46,6 +49,10 @@ class MADEConfig(ModelConfig):
     #: can be switched on and off per ordering; needs ``num_masks >= 1`` (a fixed set of members)
     member_bias: bool = False
     seed: int = 0
+
+
+#: The order sets of an order-agnostic MADE.
+ORDER_SETS = ("random", "scans", "rows")
 
 
 def _member_seed(seed: int, k: int) -> int:
@@ -64,8 +71,8 @@ class MADE(ARModel):
             raise ValueError("MADE needs at least one hidden layer of at least one unit")
         if config.num_masks < 0:
             raise ValueError("num_masks must be >= 0")
-        if config.order_set not in ("random", "scans"):
-            raise ValueError(f"order_set must be 'random' or 'scans', got {config.order_set!r}")
+        if config.order_set not in ORDER_SETS:
+            raise ValueError(f"order_set must be one of {', '.join(map(repr, ORDER_SETS))}, got {config.order_set!r}")
         self._scans: list[Ordering] | None = None
         self.any_order = bool(config.order_agnostic)
         sizes = [d, *[int(h) for h in config.hidden]]
@@ -137,7 +144,8 @@ class MADE(ARModel):
             # the model's own ordering is member 0; the others follow it round the list
             start = next((i for i, o in enumerate(scans) if o == self._anchor), 0)
             return scans[(start + k) % len(scans)]
-        return make_ordering("random", c.height, c.width, seed=_member_seed(c.seed + 1, k))
+        name = "random-rows" if c.order_set == "rows" else "random"
+        return make_ordering(name, c.height, c.width, seed=_member_seed(c.seed + 1, k))
 
     def member(self, k: int) -> tuple[Ordering, int]:
         """Ordering and connectivity index of ensemble member ``k`` (member 0 is the model's own

@@ -88,6 +88,12 @@ def test_switching_ordering_recomputes_the_conditionals(qtbot, win, bundled):
         combo.setCurrentIndex(combo.findData("snake/turn"))
         combo.activated.emit(combo.currentIndex())
     assert win.ordering == make_ordering("snake/turn") and win.ordering.perm[0] == 28 * 28 - 1
+    # a seeded family takes its seed from the spin box next to the list
+    win.ordering_picker.seed.setValue(5)
+    with qtbot.waitSignal(win.figuresShown, timeout=10000):
+        combo.setCurrentIndex(combo.findData("random-rows"))
+        combo.activated.emit(combo.currentIndex())
+    assert win.ordering == make_ordering("random-rows", seed=5) and win.ordering_picker.seed.isVisible()
     # the overlay follows the ordering
     win.overlay_combo.activated.emit(win.overlay_combo.findData("path"))
     assert win.canvas.overlay == "path"

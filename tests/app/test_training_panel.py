@@ -135,6 +135,11 @@ def test_made_order_set_and_bf16_options_reach_the_config(win):
     panel.amp.setChecked(True)
     assert panel.config()[2].amp == panel.amp.isEnabled()  # offered only where bf16 is native
     panel.amp.setChecked(False)
+    panel.order_set.setCurrentIndex(panel.order_set.findData("rows"))
+    family, cfg, _tc = panel.config()
+    assert cfg["order_set"] == "rows"
+    rows = build_model(family, dict(cfg, hidden=(16,)), make_ordering("raster"))
+    assert {rows.member(k)[0].name for k in range(1, 8)} == {"random-rows"}
     panel.order_set.setCurrentIndex(panel.order_set.findData("random"))
     assert panel.config()[1]["num_masks"] == 0 and panel.config()[1]["order_set"] == "random"
     # families without orderings sets leave it off

@@ -195,6 +195,25 @@ def test_made_scans_members_walk_the_sixteen_scans_from_the_models_own(own):
     assert torch.all(g[0, later] == 0) and torch.any(g[0, earlier] != 0)
 
 
+def test_made_rows_members_are_distinct_row_scans_each_autoregressive_in_its_own():
+    m = build_model("made", {"hidden": (32,), "order_agnostic": True, "order_set": "rows", "num_masks": 16})
+    members = [m.member(k) for k in range(16)]
+    assert members[0] == (m.ordering, 0) and m.ordering.name == "raster"
+    orderings = [o for o, _ in members]
+    assert len(set(orderings)) == 16 and all(o.name == "random-rows" for o in orderings[1:])
+    for o in orderings:  # every member walks whole rows from the top
+        assert np.array_equal(o.perm // 28, np.repeat(np.arange(28), 28))
+    # a rows ordering the model trained in is scored with that member's connectivity
+    assert m.connectivity_for(orderings[7]) == 7
+    x = torch.randint(0, 2, (1, 784)).float().requires_grad_(True)
+    o, k = members[7]
+    logits = m._forward(x, m._masks(o, k))
+    pixel = int(o.perm[400])
+    (g,) = torch.autograd.grad(logits[0, pixel], x)
+    later, earlier = torch.from_numpy(o.perm[400:].copy()), torch.from_numpy(o.perm[:400].copy())
+    assert torch.all(g[0, later] == 0) and torch.any(g[0, earlier] != 0)
+
+
 def test_made_order_set_is_checked():
     with pytest.raises(ValueError, match="order_set"):
         build_model("made", {"hidden": (8,), "order_agnostic": True, "order_set": "zigzag"})

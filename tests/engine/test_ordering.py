@@ -189,6 +189,26 @@ def test_random_is_rebuilt_from_its_seed():
     assert a.label == "random (seed 7)" and a.spec == "random:7"
 
 
+@pytest.mark.parametrize("hw", [(28, 28), (5, 7), (1, 6)])
+def test_random_rows_walk_whole_rows_from_the_top_in_a_seeded_direction(hw):
+    h, w = hw
+    o = parse_ordering("random-rows:11", h, w)
+    assert o == make_ordering("random-rows", h, w, seed=11) and o.spec == "random-rows:11"
+    assert o.label == "random-rows (seed 11)" and "perm" not in o.to_dict()
+    assert Ordering.from_json(o.to_json()) == o
+    r, c = np.divmod(o.perm, w)
+    assert np.array_equal(r, np.repeat(np.arange(h), w))  # row after row, top to bottom
+    steps = np.diff(c.reshape(h, w), axis=1)
+    assert np.all((steps == 1).all(axis=1) | (steps == -1).all(axis=1)) if w > 1 else True
+    # the seed draws the directions: among a few seeds, rows go both ways and orderings differ
+    many = [make_ordering("random-rows", 28, 28, seed=s) for s in range(8)]
+    assert len(set(many)) == 8
+    firsts = {int(x.perm[0]) for x in many}
+    assert firsts == {0, 27}
+    with pytest.raises(OrderingError, match="non-negative"):
+        parse_ordering("random-rows:-1")
+
+
 @pytest.mark.parametrize("hw", [(28, 28), (5, 7), (4, 3)])
 def test_scan_orderings_are_sixteen_line_scans_from_the_corners(hw):
     h, w = hw
