@@ -154,6 +154,10 @@ class MADE(ARModel):
             return self.ordering, self.connectivity_for(self.ordering)
         if not self.config.order_agnostic:
             return self.ordering, k
+        if k == self.connectivity_for(self.ordering):
+            # the model now shows trained member k's ordering, which member 0 already is: member k
+            # stands in for the pair that member 0 was before (the anchor's), so none is counted twice
+            return self._anchor, 0
         return self._pair_ordering(k), k
 
     def connectivity_for(self, ordering: Ordering) -> int:

@@ -214,6 +214,21 @@ def test_made_rows_members_are_distinct_row_scans_each_autoregressive_in_its_own
     assert torch.all(g[0, later] == 0) and torch.any(g[0, earlier] != 0)
 
 
+@pytest.mark.parametrize("order_set", ["scans", "rows"])
+def test_made_ensemble_in_a_trained_ordering_counts_every_pair_once(order_set):
+    m = build_model("made", {"hidden": (16,), "order_agnostic": True, "order_set": order_set, "num_masks": 20})
+    trained = [m.member(k) for k in range(20)]
+    assert len(set((hash(o), k) for o, k in trained)) == 20
+    o5, k5 = trained[5]
+    m.set_ordering(o5)
+    now = [m.member(k) for k in range(20)]
+    assert now[0] == (o5, k5)
+    assert {(hash(o), k) for o, k in now} == {(hash(o), k) for o, k in trained}
+    # an ordering never trained is member 0 with pattern 0, the trained pairs follow it
+    m.set_ordering(make_ordering("spiral-in"))
+    assert m.member(0) == (make_ordering("spiral-in"), 0) and m.member(5) == (o5, k5)
+
+
 def test_made_order_set_is_checked():
     with pytest.raises(ValueError, match="order_set"):
         build_model("made", {"hidden": (8,), "order_agnostic": True, "order_set": "zigzag"})
