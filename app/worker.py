@@ -30,6 +30,22 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 __all__ = ["Job", "Worker", "Cancelled"]
 
 
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors about the user's input or machine (a missing data file, a bad checkpoint, ...): their
+    one-line message says everything, so no traceback is printed for them."""
+    from engine.checkpoint import CheckpointError
+    from engine.compress import CompressionError
+    from engine.data import DataError
+    from engine.images import ImageError
+    from engine.models import UnknownFamily
+    from engine.models.base import UnsupportedOrdering
+    from engine.ordering import OrderingError
+    from engine.train import TrainingError
+
+    return (CheckpointError, CompressionError, DataError, ImageError, UnknownFamily, UnsupportedOrdering,
+            OrderingError, TrainingError)
+
+
 class Cancelled(Exception):
     """Raised inside a job function by :meth:`Job.check` once the job was cancelled."""
 
@@ -122,7 +138,8 @@ class _Runner(QObject):
         except Cancelled:
             pass
         except Exception as exc:  # noqa: BLE001 -- every failure is reported, the app keeps running
-            traceback.print_exc(file=sys.stderr)
+            if not isinstance(exc, _expected_errors()):  # a bug: keep its traceback for the report
+                traceback.print_exc(file=sys.stderr)
             self.error.emit(job.id, _message(exc))
         self.finished.emit(job.id, job.cancelled)
 

@@ -47,6 +47,26 @@ def test_error_is_reported_and_the_worker_keeps_going(qtbot, worker):
     assert blocker.args[1] == 42
 
 
+def test_expected_errors_give_their_message_without_a_traceback_bugs_keep_theirs(qtbot, worker, capfd):
+    from engine.data import DataError
+
+    def missing(job):
+        raise DataError("cannot download binarized_mnist_test.amat: check the network")
+
+    def bug(job):
+        return {}["no such key"]
+
+    with qtbot.waitSignal(worker.error, timeout=5000) as blocker:
+        worker.submit(missing, replace=False)
+    assert "check the network" in blocker.args[1]
+    qtbot.wait(50)
+    assert "Traceback" not in capfd.readouterr().err
+    with qtbot.waitSignal(worker.error, timeout=5000):
+        worker.submit(bug, replace=False)
+    qtbot.wait(50)
+    assert "Traceback" in capfd.readouterr().err
+
+
 def test_cancel_between_yields_and_stale_results_are_dropped(qtbot, worker):
     gate = threading.Event()
     results = []
