@@ -129,7 +129,9 @@ class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
         from .widgets.compress_panel import CompressPanel  # issue 7: code length and digit-likeness
 
         self.compress_panel = CompressPanel(self)
-        self.tabs.addTab(self.compress_panel, "Compress && score")
+        i = self.tabs.addTab(self.compress_panel, "Compress")
+        # a short label, so that the four tabs fit the panel at its usual width; the tooltip says the rest
+        self.tabs.setTabToolTip(i, "Compress & score: what the drawn digit costs to store, and how digit-like it is")
         from .widgets.compare import install as install_compare  # issue 7: View ▸ Compare Models…
 
         install_compare(self)
