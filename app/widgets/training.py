@@ -261,8 +261,8 @@ class TrainingPanel(QWidget):
                 cfg["num_masks"] = 0
             if self.order_agnostic.isChecked() and "order_set" in fields:
                 cfg["order_set"] = self.order_set.currentData()
-                if cfg["order_set"] == "scans":
-                    cfg["num_masks"] = 32  # each scan with two connectivities, as the bundled made-scans
+                if cfg["order_set"] in ("scans", "rows"):
+                    cfg["num_masks"] = 32  # a fixed set of 32 ordering/mask pairs, as the bundled MADEs
         tc = TrainConfig(epochs=self.epochs.value(), batch_size=self.batch.value(), lr=self.lr.value(),
                          l1=self.l1.value(), ema=0.999 if self.ema.isChecked() else 0.0, amp=self.amp.isChecked() and self.amp.isEnabled(),
                          max_train=self.max_train.value() or None, max_valid=self.max_valid.value() or None)

@@ -137,7 +137,7 @@ def test_made_order_set_and_bf16_options_reach_the_config(win):
     panel.amp.setChecked(False)
     panel.order_set.setCurrentIndex(panel.order_set.findData("rows"))
     family, cfg, _tc = panel.config()
-    assert cfg["order_set"] == "rows"
+    assert cfg["order_set"] == "rows" and cfg["num_masks"] == 32
     rows = build_model(family, dict(cfg, hidden=(16,)), make_ordering("raster"))
     assert {rows.member(k)[0].name for k in range(1, 8)} == {"random-rows"}
     panel.order_set.setCurrentIndex(panel.order_set.findData("random"))

@@ -19,6 +19,7 @@ TINY_CONFIGS: dict[str, list[tuple[str, dict]]] = {
         ("made", {"hidden": (7, 6)}),
         ("made-agnostic", {"hidden": (9,), "order_agnostic": True, "num_masks": 4, "direct": True}),
         ("made-scans", {"hidden": (8,), "order_agnostic": True, "order_set": "scans", "num_masks": 6, "direct": True}),
+        ("made-rows", {"hidden": (8,), "order_agnostic": True, "order_set": "rows", "num_masks": 5, "direct": True}),
         ("made-member-bias", {"hidden": (6, 5), "order_agnostic": True, "order_set": "scans", "num_masks": 4, "member_bias": True}),
     ],
     "pixelcnn": [("pixelcnn", {"channels": 3, "layers": 2, "kernel": 3, "first_kernel": 3, "head": 4})],
