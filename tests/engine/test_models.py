@@ -174,6 +174,15 @@ def test_made_training_loss_uses_several_masks():
     assert len(losses) == 4
 
 
+def _assert_member_autoregressive(m, o, k, step):
+    """Member (o, k)'s output at ``step`` of ``o`` depends on the pixels before it and on no other."""
+    x = torch.randint(0, 2, (1, 784)).float().requires_grad_(True)
+    logits = m._forward(x, m._masks(o, k))
+    (g,) = torch.autograd.grad(logits[0, int(o.perm[step])], x)
+    later, earlier = torch.from_numpy(o.perm[step:].copy()), torch.from_numpy(o.perm[:step].copy())
+    assert torch.all(g[0, later] == 0) and torch.any(g[0, earlier] != 0)
+
+
 @pytest.mark.parametrize("own", ["raster", "snake", "column-snake"])
 def test_made_scans_members_walk_the_sixteen_scans_from_the_models_own(own):
     from engine.ordering import scan_orderings
@@ -186,13 +195,7 @@ def test_made_scans_members_walk_the_sixteen_scans_from_the_models_own(own):
     assert orderings[16:] == orderings[:16]  # then round again, with other connectivities
     assert len({k for _, k in members}) == 32
     # each member is autoregressive in its own scan: output i ignores pixels at or after step i
-    x = torch.randint(0, 2, (1, 784)).float().requires_grad_(True)
-    o, k = members[5]
-    logits = m._forward(x, m._masks(o, k))
-    pixel = int(o.perm[300])
-    (g,) = torch.autograd.grad(logits[0, pixel], x)
-    later, earlier = torch.from_numpy(o.perm[300:].copy()), torch.from_numpy(o.perm[:300].copy())
-    assert torch.all(g[0, later] == 0) and torch.any(g[0, earlier] != 0)
+    _assert_member_autoregressive(m, *members[5], step=300)
 
 
 def test_made_rows_members_are_distinct_row_scans_each_autoregressive_in_its_own():
@@ -205,13 +208,7 @@ def test_made_rows_members_are_distinct_row_scans_each_autoregressive_in_its_own
         assert np.array_equal(o.perm // 28, np.repeat(np.arange(28), 28))
     # a rows ordering the model trained in is scored with that member's connectivity
     assert m.connectivity_for(orderings[7]) == 7
-    x = torch.randint(0, 2, (1, 784)).float().requires_grad_(True)
-    o, k = members[7]
-    logits = m._forward(x, m._masks(o, k))
-    pixel = int(o.perm[400])
-    (g,) = torch.autograd.grad(logits[0, pixel], x)
-    later, earlier = torch.from_numpy(o.perm[400:].copy()), torch.from_numpy(o.perm[:400].copy())
-    assert torch.all(g[0, later] == 0) and torch.any(g[0, earlier] != 0)
+    _assert_member_autoregressive(m, *members[7], step=400)
 
 
 @pytest.mark.parametrize("order_set", ["scans", "rows"])
