@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from engine.session import PixelFigures, ensemble_size, percentile
+from engine.session import PixelFigures, ensemble_kind, ensemble_size, percentile
 
 from . import jobs
 
@@ -101,7 +101,8 @@ class FiguresMixin:
     def _show_ensemble_text(self) -> None:
         ens = self._ens_figures
         shown = self.figures.log_p if self.figures is not None else None
-        self.readout.set_ensemble(ens, len(ens.members) if ens is not None else 0, shown)
+        kind = ensemble_kind(self.model) if self.model is not None else ""
+        self.readout.set_ensemble(ens, len(ens.members) if ens is not None else 0, shown, kind or "orderings")
 
     # ------------------------------------------------------------------------------------------
     # percentile among test digits

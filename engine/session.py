@@ -240,7 +240,8 @@ def percentile(value: float, reference: np.ndarray) -> float:
 
 @dataclass
 class EnsembleFigures:
-    """log p(x) of one image under an ensemble of orderings (and masks) of an order-agnostic model."""
+    """log p(x) of one image under an ensemble of orderings (and masks) of an order-agnostic model,
+    or of the masks of a connectivity-agnostic one."""
 
     log_p: float  #: log of the mean probability over the members (log-mean-exp), nats
     members: list[tuple[str, float]]  #: (label, log p) of each member, member 0 first
@@ -257,8 +258,9 @@ class EnsembleFigures:
 def ensemble_size(model: ARModel, meta: dict | None = None) -> int:
     """How many members the app's ensemble read-out uses: the size of the largest ensemble whose
     test NLL the checkpoint records, else a MADE's cycled mask count, else 8; 0 for a model tied to
-    one ordering (it has no ensemble)."""
-    if not model.any_order:
+    one ordering (it has no ensemble) unless it was trained over several connectivity patterns
+    (a connectivity-agnostic MADE: an ensemble of its masks in its one ordering)."""
+    if not model.any_order and ensemble_kind(model) != "masks":
         return 0
     metrics = (meta or {}).get("metrics")
     sizes = []
@@ -271,6 +273,16 @@ def ensemble_size(model: ARModel, meta: dict | None = None) -> int:
         return max(sizes)
     masks = getattr(model.config, "num_masks", 0)
     return int(masks) if isinstance(masks, int) and masks > 1 else 8
+
+
+def ensemble_kind(model: ARModel) -> str:
+    """What the members of ``model``'s ensemble differ in: "orderings" (an order-agnostic model,
+    whose members may also differ in masks), "masks" (a MADE tied to one ordering but trained over
+    several connectivity patterns), or "" (no ensemble)."""
+    if model.any_order:
+        return "orderings"
+    masks = getattr(model.config, "num_masks", 1)
+    return "masks" if isinstance(masks, int) and masks != 1 else ""  # 0: a fresh pattern per minibatch
 
 
 @torch.no_grad()

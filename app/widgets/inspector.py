@@ -129,9 +129,11 @@ class ReadOut(QFrame):
         else:
             self.pct.setText(f"<b>{_ordinal(pct)}</b> percentile {note}")
 
-    def set_ensemble(self, figures: EnsembleFigures | None, n: int, ordering_log_p: float | None = None) -> None:
-        """Show log p under an ensemble of ``n`` members; ``n == 0`` hides it (no ensemble),
-        ``figures`` None with ``n > 0`` says it is being computed."""
+    def set_ensemble(self, figures: EnsembleFigures | None, n: int, ordering_log_p: float | None = None,
+                     kind: str = "orderings") -> None:
+        """Show log p under an ensemble of ``n`` members that differ in ``kind`` ("orderings" or
+        "masks"); ``n == 0`` hides it (no ensemble), ``figures`` None with ``n > 0`` says it is being
+        computed."""
         self.ensemble = figures
         self.ens.setVisible(n > 0)
         if n <= 0:
@@ -140,12 +142,17 @@ class ReadOut(QFrame):
         if figures is None:
             self.ens.setText(f"<span class='k'>ensemble of {n}</span> …")
             return
-        self.ens.setText(f"ensemble of {n} orderings: <b>{figures.log_p:.2f}</b> nats")
+        self.ens.setText(f"ensemble of {n} {kind}: <b>{figures.log_p:.2f}</b> nats")
         (bl, bv), (wl, wv) = figures.best, figures.worst
+        if kind == "masks":
+            what = (f"log p(x) under the mixture of {n} connectivity patterns (masks) this model was trained over, "
+                    "all in its one ordering: the log of the mean of their probabilities (log-mean-exp).")
+        else:
+            what = (f"log p(x) under the mixture of {n} orderings{' and masks' if '· mask' in bl else ''} of this "
+                    "order-agnostic model: the log of the mean of their probabilities (log-mean-exp), one distribution "
+                    "whatever ordering the heatmaps show.")
         lines = [
-            f"log p(x) under the mixture of {n} orderings{' and masks' if '· mask' in bl else ''} of this order-agnostic "
-            "model: the log of the mean of their probabilities (log-mean-exp), one distribution whatever ordering "
-            "the heatmaps show. It is at least the mean of the members' log p and at most the best one's.",
+            what + " It is at least the mean of the members' log p and at most the best one's.",
             f"best member: {bl}, {bv:.2f} nats",
             f"worst member: {wl}, {wv:.2f} nats",
         ]

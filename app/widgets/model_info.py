@@ -6,7 +6,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QGroupBox, QLabel, QVBoxLayout, QWidget
 
 from engine.models.base import ARModel
-from engine.session import ModelEntry
+from engine.session import ModelEntry, ensemble_kind
 
 __all__ = ["ModelInfo"]
 
@@ -44,6 +44,10 @@ class ModelInfo(QGroupBox):
         else:
             rows.append("Tied to its ordering: other orderings are disabled and inpainting is approximate "
                         "unless every known pixel comes first.")
+            if ensemble_kind(model) == "masks":
+                n = model.config.num_masks  # type: ignore[attr-defined]
+                rows.append(f"Trained over {n if n > 1 else 'a fresh'} connectivity pattern{'s' if n > 1 else ' per batch'} "
+                            "(masks) in this ordering: the read-out also gives log p under the mixture of its masks.")
         metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
         tn, vn = metrics.get("test_nll"), metrics.get("valid_nll")
         if isinstance(tn, (int, float)):
@@ -51,8 +55,10 @@ class ModelInfo(QGroupBox):
         for key, val in sorted(metrics.items()):  # e.g. test_nll_ensemble32 of an order-agnostic MADE
             k = key.removeprefix("test_nll_ensemble")
             if key.startswith("test_nll_ensemble") and k.isdigit() and isinstance(val, (int, float)):
-                rows.append(f"test NLL of an ensemble of {k} orderings <b>{val:.2f}</b> nats/image "
-                            "(log-mean-exp of their joint likelihoods; the heatmaps show one ordering)")
+                kind = ensemble_kind(model) or "orderings"
+                rows.append(f"test NLL of an ensemble of {k} {kind} <b>{val:.2f}</b> nats/image "
+                            "(log-mean-exp of their joint likelihoods; the heatmaps show one "
+                            + ("mask)" if kind == "masks" else "ordering)"))
         if isinstance(vn, (int, float)):
             rows.append(f"validation NLL {vn:.2f} nats/image")
         hist = meta.get("history")

@@ -62,3 +62,21 @@ def test_recorded_ensemble_size_is_used(qtbot, make_window, tmp_path):
     assert all("· mask" in lab for lab, _ in ro.ensemble.members)
     assert ro.ensemble.log_p == pytest.approx(_ensemble_now(win, 4), abs=1e-4)
     assert np.isfinite(ro.ensemble.log_p)
+
+
+def test_a_connectivity_agnostic_made_shows_the_ensemble_of_its_masks(qtbot, make_window, tmp_path):
+    from engine.checkpoint import save_checkpoint
+    from engine.models import build_model
+
+    torch.manual_seed(0)
+    m = build_model("made", {"hidden": (24,), "num_masks": 3, "direct": True})
+    save_checkpoint(tmp_path / "made-masks.safetensors", m,
+                    {"name": "made-masks", "metrics": {"test_nll": 90.0, "test_nll_ensemble3": 89.0}})
+    win = make_window(tmp_path, start=False)
+    with qtbot.waitSignal(win.ensembleShown, timeout=20000):
+        win.start_default()
+    ro = win.readout
+    assert "ensemble of 3 masks" in ro.ens.text() and "connectivity patterns" in ro.ens.toolTip()
+    assert ro.ensemble.log_p == pytest.approx(_ensemble_now(win, 3), abs=1e-4)
+    info = win.model_info.text.text()
+    assert "ensemble of 3 masks" in info and "3 connectivity patterns" in info

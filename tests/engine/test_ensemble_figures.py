@@ -11,7 +11,7 @@ import torch
 
 from engine.models import UnsupportedOrdering
 from engine.ordering import make_ordering
-from engine.session import EnsembleFigures, ensemble_figures_steps, ensemble_size
+from engine.session import EnsembleFigures, ensemble_figures_steps, ensemble_kind, ensemble_size
 
 from .tiny import TINY_CONFIGS, make_tiny
 
@@ -86,6 +86,24 @@ def test_ensemble_size_follows_the_record_then_the_masks():
     assert ensemble_size(scans, {"metrics": {"test_nll_ensemble99999": 1.0}}) == 6  # a hostile record is ignored
     assert ensemble_size(scans, {"metrics": "not a dict"}) == 6
     assert ensemble_size(make_tiny(*_cfg("transformer")), None) == 8
+
+
+def test_a_connectivity_agnostic_made_has_an_ensemble_of_its_masks_in_its_one_ordering():
+    m = make_tiny("made", {"hidden": (7,), "num_masks": 5, "direct": True})
+    assert not m.any_order and ensemble_kind(m) == "masks" and ensemble_size(m, {}) == 5
+    assert ensemble_size(m, {"metrics": {"test_nll_ensemble3": 90.0}}) == 3
+    assert ensemble_kind(make_tiny("made", {"hidden": (7,)})) == ""
+    assert ensemble_kind(make_tiny(*_cfg("made-scans"))) == "orderings"
+    _, ens = _run(ensemble_figures_steps(m, np.ones(8, np.uint8), 5))
+    labels = [lab for lab, _ in ens.members]
+    assert all(lab.startswith(m.ordering.label) for lab in labels) and len(set(labels)) == 5
+    lps = [lp for _, lp in ens.members]
+    assert len(set(np.round(lps, 9))) > 1  # the masks differ
+    assert ens.log_p == pytest.approx(float(torch.logsumexp(torch.tensor(lps, dtype=torch.float64), 0)) - math.log(5))
+    total = 0.0  # the mixture of masks is a distribution over the 2^8 images
+    for bits in itertools.product([0, 1], repeat=8):
+        total += math.exp(_run(ensemble_figures_steps(m, np.array(bits, np.uint8), 5))[1].log_p)
+    assert total == pytest.approx(1.0, abs=1e-9)
 
 
 def test_fixed_order_models_have_no_other_members():
