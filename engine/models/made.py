@@ -48,6 +48,8 @@ class MADEConfig(ModelConfig):
     #: a learned bias per training member (ordering/mask pair) on every hidden layer, so hidden units
     #: can be switched on and off per ordering; needs ``num_masks >= 1`` (a fixed set of members)
     member_bias: bool = False
+    #: dropout on the hidden units in training (inverted: evaluation and sampling use every unit)
+    dropout: float = 0.0
     seed: int = 0
 
 
@@ -81,6 +83,8 @@ class MADE(ARModel):
         self.direct = nn.Linear(d, d, bias=False) if config.direct else None
         if self.direct is not None:
             nn.init.zeros_(self.direct.weight)
+        if not 0.0 <= float(config.dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {config.dropout!r}")
         if config.member_bias and config.num_masks < 1:
             raise ValueError("member_bias needs a fixed set of members (num_masks >= 1)")
         self.member_biases = (
@@ -184,10 +188,12 @@ class MADE(ARModel):
         k = k if 0 <= k < self.config.num_masks else 0
         return [layer.bias + mb[k] for layer, mb in zip(self.layers, self.member_biases)]
 
-    def _forward(self, x: Tensor, masks: list[Tensor], k: int = 0) -> Tensor:
+    def _forward(self, x: Tensor, masks: list[Tensor], k: int = 0, dropout: float = 0.0) -> Tensor:
         h = x
         for layer, m, b in zip(self.layers, masks, self._hidden_biases(k)):
             h = torch.relu(F.linear(h, layer.weight * m, b))
+            if dropout > 0:
+                h = F.dropout(h, dropout, training=True)
         out = F.linear(h, self.out.weight * masks[len(self.layers)], self.out.bias)
         if self.direct is not None:
             out = out + F.linear(x, self.direct.weight * masks[-1])
@@ -205,16 +211,19 @@ class MADE(ARModel):
 
     def training_loss(self, x: Tensor) -> Tensor:
         c = self.config
-        if c.num_masks == 1 and not c.order_agnostic:
+        drop = float(c.dropout)
+        if c.num_masks == 1 and not c.order_agnostic and drop == 0:
             return super().training_loss(x)
         if c.num_masks == 0:  # a fresh ordering and connectivity for every minibatch
             k = 1 + int(torch.randint(2**62, ()))
             ordering, _ = self.member(k) if c.order_agnostic else (self.ordering, k)
-            masks = [m.to(x.device) for m in self._build_masks(ordering, k)]
-            logits = self._forward(x, masks)
-            return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1).mean()
-        k = int(torch.randint(c.num_masks, ()))
-        return -self.member_log_prob(x, k).mean()
+            masks, conn = [m.to(x.device) for m in self._build_masks(ordering, k)], 0
+        else:
+            k = 0 if c.num_masks == 1 else int(torch.randint(c.num_masks, ()))
+            ordering, conn = self.member(k)
+            masks = self._masks(ordering, conn)
+        logits = self._forward(self._as_batch(x), masks, conn, dropout=drop)
+        return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1).mean()
 
     def init_output_bias(self, marginals: Tensor) -> None:
         with torch.no_grad():

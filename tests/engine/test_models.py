@@ -226,6 +226,28 @@ def test_made_ensemble_in_a_trained_ordering_counts_every_pair_once(order_set):
     assert m.member(0) == (make_ordering("spiral-in"), 0) and m.member(5) == (o5, k5)
 
 
+def test_made_dropout_acts_in_training_only_and_keeps_the_autoregressive_property():
+    torch.manual_seed(0)
+    m = build_model("made", {"hidden": (64,), "order_agnostic": True, "order_set": "scans", "num_masks": 4,
+                             "direct": True, "dropout": 0.5})
+    x = torch.randint(0, 2, (8, 784)).float()
+    losses = {round(m.training_loss(x).item(), 6) for _ in range(6)}
+    assert len(losses) > 4  # the units dropped differ from call to call
+    a, b = m.log_prob(x), m.log_prob(x)  # evaluation uses every unit: deterministic
+    assert torch.equal(a, b)
+    plain = build_model("made", {"hidden": (64,), "order_agnostic": True, "order_set": "scans", "num_masks": 4, "direct": True})
+    plain.load_state_dict(m.state_dict())
+    assert torch.allclose(plain.log_prob(x), a)
+    # with units dropped, output i still ignores the pixels at or after its step
+    o, k = m.member(2)
+    xg = x[:1].clone().requires_grad_(True)
+    logits = m._forward(xg, m._masks(o, k), k, dropout=0.5)
+    (g,) = torch.autograd.grad(logits[0, int(o.perm[500])], xg)
+    assert torch.all(g[0, torch.from_numpy(o.perm[500:].copy())] == 0)
+    with pytest.raises(ValueError, match="dropout"):
+        build_model("made", {"hidden": (8,), "dropout": 1.0})
+
+
 def test_made_order_set_is_checked():
     with pytest.raises(ValueError, match="order_set"):
         build_model("made", {"hidden": (8,), "order_agnostic": True, "order_set": "zigzag"})
