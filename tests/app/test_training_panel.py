@@ -142,10 +142,17 @@ def test_made_order_set_and_bf16_options_reach_the_config(win):
     assert {rows.member(k)[0].name for k in range(1, 8)} == {"random-rows"}
     panel.order_set.setCurrentIndex(panel.order_set.findData("random"))
     assert panel.config()[1]["num_masks"] == 0 and panel.config()[1]["order_set"] == "random"
+    # MADE trains with direct connections unless the box is cleared
+    assert panel.direct.isEnabled() and panel.config()[1]["direct"] is True
+    panel.direct.setChecked(False)
+    assert panel.config()[1]["direct"] is False
+    assert build_model("made", dict(panel.config()[1], hidden=(8,))).direct is None
+    panel.direct.setChecked(True)
     # families without orderings sets leave it off
     panel.family.setCurrentIndex(panel.family.findData("lstm"))
     panel.order_agnostic.setChecked(True)
     assert not panel.order_set.isEnabled() and "order_set" not in panel.config()[1]
+    assert not panel.direct.isEnabled() and "direct" not in panel.config()[1]
 
 
 def test_bf16_is_offered_only_where_it_is_native(qtbot, tmp_path, monkeypatch):
