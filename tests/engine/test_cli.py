@@ -86,6 +86,24 @@ def test_info_prints_the_metadata(trained, capsys):
     assert info["family"] == "fvsbn" and info["ordering"]["name"] == "raster"
 
 
+def test_a_rows_made_trains_and_evaluates_as_an_ensemble_of_row_orderings(tmp_path, capsys, data_dir):
+    out = tmp_path / "rows.safetensors"
+    argv = ["train", "--model", "made", "--hidden", "16", "--direct", "--order-agnostic", "--order-set", "rows",
+            "--num-masks", "4", "--config", '{"dropout": 0.1}', "--epochs", "1", "--max-train", "300",
+            "--max-valid", "100", "--quiet", "--threads", "1", "--out", str(out), "--data", str(data_dir)]
+    assert main(argv) == 0
+    model = load_checkpoint(out).model
+    assert model.config.order_set == "rows" and model.config.dropout == 0.1
+    assert [model.member(k)[0].name for k in range(4)] == ["raster"] + ["random-rows"] * 3
+    capsys.readouterr()
+    assert main(["eval", str(out), "--json", "--ensemble", "4", "--max-images", "50", "--data", str(data_dir)]) == 0
+    ens = json.loads(capsys.readouterr().out)
+    assert main(["eval", str(out), "--json", "--max-images", "50", "--ordering", "random-rows:3", "--data", str(data_dir)]) == 0
+    other = json.loads(capsys.readouterr().out)
+    assert other["ordering"].startswith("random-rows") and math.isfinite(other["test_nll_nats"])
+    assert math.isfinite(ens["test_nll_nats"]) and ens["test_nll_nats"] != other["test_nll_nats"]
+
+
 def test_eval_record_stores_the_measurement(trained, tmp_path, capsys):
     copy = tmp_path / "copy.safetensors"
     copy.write_bytes(trained.read_bytes())
