@@ -46,17 +46,22 @@ def test_order_agnostic_model_shows_the_ensemble_log_p(qtbot, win, bundled):
     assert ro.ens.isHidden()
 
 
-def test_recorded_ensemble_size_is_used(qtbot, make_window, tmp_path):
+def _window_on(qtbot, make_window, folder, name: str, config: dict, recorded: int):
+    """A window started on one MADE checkpoint whose metadata records an ensemble of ``recorded``."""
     from engine.checkpoint import save_checkpoint
     from engine.models import build_model
 
     torch.manual_seed(0)
-    m = build_model("made", {"hidden": (32,), "order_agnostic": True, "order_set": "scans", "num_masks": 6, "direct": True})
-    save_checkpoint(tmp_path / "made-scans.safetensors", m,
-                    {"name": "made-scans", "metrics": {"test_nll": 90.0, "test_nll_ensemble4": 89.0}})
-    win = make_window(tmp_path, start=False)
+    save_checkpoint(folder / f"{name}.safetensors", build_model("made", config),
+                    {"name": name, "metrics": {"test_nll": 90.0, f"test_nll_ensemble{recorded}": 89.0}})
+    win = make_window(folder, start=False)
     with qtbot.waitSignal(win.ensembleShown, timeout=20000):
         win.start_default()
+    return win
+
+
+def test_recorded_ensemble_size_is_used(qtbot, make_window, tmp_path):
+    win = _window_on(qtbot, make_window, tmp_path, "made-scans", {"hidden": (32,), "order_agnostic": True, "order_set": "scans", "num_masks": 6, "direct": True}, 4)
     ro = win.readout
     assert "ensemble of 4 orderings" in ro.ens.text() and len(ro.ensemble.members) == 4
     assert all("· mask" in lab for lab, _ in ro.ensemble.members)
@@ -65,16 +70,7 @@ def test_recorded_ensemble_size_is_used(qtbot, make_window, tmp_path):
 
 
 def test_a_connectivity_agnostic_made_shows_the_ensemble_of_its_masks(qtbot, make_window, tmp_path):
-    from engine.checkpoint import save_checkpoint
-    from engine.models import build_model
-
-    torch.manual_seed(0)
-    m = build_model("made", {"hidden": (24,), "num_masks": 3, "direct": True})
-    save_checkpoint(tmp_path / "made-masks.safetensors", m,
-                    {"name": "made-masks", "metrics": {"test_nll": 90.0, "test_nll_ensemble3": 89.0}})
-    win = make_window(tmp_path, start=False)
-    with qtbot.waitSignal(win.ensembleShown, timeout=20000):
-        win.start_default()
+    win = _window_on(qtbot, make_window, tmp_path, "made-masks", {"hidden": (24,), "num_masks": 3, "direct": True}, 3)
     ro = win.readout
     assert "ensemble of 3 masks" in ro.ens.text() and "connectivity patterns" in ro.ens.toolTip()
     assert ro.ensemble.log_p == pytest.approx(_ensemble_now(win, 3), abs=1e-4)
