@@ -46,6 +46,7 @@ def _parse_hidden(text: str) -> tuple[int, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     from .models import FAMILIES
+    from .models.made import ORDER_SETS
     from .ordering import ORDERING_NAMES
 
     p = argparse.ArgumentParser(prog="pixelchain", description="Autoregressive models of binarized MNIST.")
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-masks", type=int, default=None, help="MADE: connectivity/ordering sets (0: new every batch)")
     t.add_argument("--order-agnostic", action="store_true", help="MADE: train over orderings; any ordering at inference")
     t.add_argument("--direct", action="store_true", help="MADE: direct input-to-output connections")
-    t.add_argument("--order-set", default=None, choices=["random", "scans", "rows"], help="MADE order-agnostic: random permutations, the 16 line scans, or rows from the top with random directions")
+    t.add_argument("--order-set", default=None, choices=list(ORDER_SETS), help="MADE order-agnostic: random permutations, the 16 line scans, or rows from the top with random directions")
     t.add_argument("--config", default=None, help="JSON object of further config fields of the family")
     t.add_argument("--max-train", type=int, default=None, help="use only the first N training images")
     t.add_argument("--max-valid", type=int, default=None, help="use only the first N validation images")

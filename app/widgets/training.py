@@ -129,7 +129,7 @@ class TrainingPanel(QWidget):
             "MADE only: which orderings order-agnostic training draws from. The 16 line scans are raster,\n"
             "column, snake and column-snake started from every corner: easier to learn, and an ensemble\n"
             "over them scores better, but other orderings stay untrained. Rows from the top walk each row\n"
-            "left or right at random: closest to raster, the best-scoring ensemble, the narrowest choice"
+            "left or right at random: closest to raster, better single orderings, a weaker ensemble"
         )
         self.small = QCheckBox("CPU-sized model")
         self.small.setToolTip(
