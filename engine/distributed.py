@@ -23,6 +23,7 @@ How :func:`engine.train.train` uses this module (a no-op in a single process):
 from __future__ import annotations
 
 import atexit
+import datetime
 import math
 import os
 from dataclasses import dataclass
@@ -154,5 +155,13 @@ def shutdown() -> None:
     """Leave the process group (end of a distributed run)."""
     global _CONTEXT
     if dist.is_available() and dist.is_initialized():
+        if dist.get_backend() == "gloo":
+            # leave together: a rank that tears gloo down while its peer still talks to it can abort
+            # the peer at exit ("terminate called without an active exception"); a dead peer is
+            # waited for 30 s at most
+            try:
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=30))
+            except Exception:  # noqa: BLE001 -- a peer gone already: leave anyway
+                pass
         dist.destroy_process_group()
     _CONTEXT = None
