@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QHBoxLayout, QLabel, QSizePolicy, QMainWindow, QMessageBox, QSplitter, QTabWidget, QVBoxLayout, QWidget,
+    QFrame, QHBoxLayout, QLabel, QSizePolicy, QMainWindow, QMessageBox, QScrollArea, QSplitter, QTabWidget, QVBoxLayout,
+    QWidget,
 )
 
 from engine.checkpoint import Checkpoint
@@ -123,13 +124,13 @@ class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
         self.inspector.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Fixed)
         il.addWidget(self.inspector)
         il.addWidget(self.model_info, 1)
-        self.tabs.addTab(insp, "Inspect")
-        self.tabs.addTab(self.sampling, "Sample && inpaint")
-        self.tabs.addTab(self.training, "Train")
+        self.tabs.addTab(_scrolling(insp), "Inspect")
+        self.tabs.addTab(_scrolling(self.sampling), "Sample && inpaint")
+        self.tabs.addTab(_scrolling(self.training), "Train")
         from .widgets.compress_panel import CompressPanel  # issue 7: code length and digit-likeness
 
         self.compress_panel = CompressPanel(self)
-        i = self.tabs.addTab(self.compress_panel, "Compress")
+        i = self.tabs.addTab(_scrolling(self.compress_panel), "Compress")
         # a short label, so that the four tabs fit the panel at its usual width; the tooltip says the rest
         self.tabs.setTabToolTip(i, "Compress & score: what the drawn digit costs to store, and how digit-like it is")
         from .widgets.compare import install as install_compare  # issue 7: View ▸ Compare Models…
@@ -138,7 +139,7 @@ class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
         from .fork import ForkController  # issue 7: fork a paused sampling run
 
         self.fork = ForkController(self)
-        self.tabs.setMinimumWidth(380)
+        self.tabs.setMinimumWidth(380)  # raised to the tab bar's width once styled (showEvent)
         split = QSplitter(Qt.Horizontal)
         split.addWidget(left)
         split.addWidget(mid)
@@ -389,8 +390,27 @@ class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
         job = self.compute.submit(jobs.save_job, Path(path), self.model, meta, replace=False)
         self._pending_misc[job.id] = "save"
 
+    def show_panel(self, panel: QWidget) -> None:
+        """Bring the tab holding ``panel`` (the sampling, training or compress panel) to the front."""
+        self.tabs.setCurrentIndex(self.panel_tab(panel))
+
+    def panel_tab(self, panel: QWidget) -> int:
+        """The index of the tab holding ``panel`` (each page sits in a scroll area), -1 if none."""
+        for i in range(self.tabs.count()):
+            page = self.tabs.widget(i)
+            if page is panel or page.isAncestorOf(panel):
+                return i
+        return -1
+
     def showEvent(self, ev) -> None:
         super().showEvent(ev)
+        # wide enough for every tab's label and every panel (known once the style sheet has been
+        # applied): a narrow window shrinks the canvas column instead of hiding tabs behind scroll
+        # arrows or cutting a panel off; a short one scrolls the panel (_scrolling)
+        pages = [self.tabs.widget(i) for i in range(self.tabs.count())]
+        widest = max((p.widget().minimumSizeHint().width() + p.verticalScrollBar().sizeHint().width()
+                      for p in pages if isinstance(p, QScrollArea)), default=0)
+        self.tabs.setMinimumWidth(max(380, self.tabs.tabBar().sizeHint().width() + 8, widest + 4))
         if not getattr(self, "_sized", False):
             self._sized = True
             total = max(self.splitter.width(), 900)
@@ -409,3 +429,14 @@ class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.sync()
         super().closeEvent(ev)
+
+
+def _scrolling(page: QWidget) -> QScrollArea:
+    """``page`` in a vertical scroll area, so that a tall panel (training) never sets the window's
+    minimum height: on a short screen the panel scrolls instead."""
+    area = QScrollArea()
+    area.setWidget(page)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+    return area

@@ -28,7 +28,10 @@ NLL_MAX = 5.0
 
 class _Map:
     def __init__(self, layout: pg.GraphicsLayout, row: int, title: str, cmap: str, levels: tuple[float, float], label: str):
-        self.plot = layout.addPlot(row=row, col=0, title=title)
+        # the title is a row of its own across the panel, not the plot's: a plot title sits in the
+        # image's column only, and its width would then push the colour bar's ticks out of a narrow panel
+        self.title = layout.addLabel(title, row=2 * row, col=0, size="11pt")
+        self.plot = layout.addPlot(row=2 * row + 1, col=0)
         self.plot.setMenuEnabled(False)
         self.plot.setMouseEnabled(False, False)
         self.plot.hideButtons()

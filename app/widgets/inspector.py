@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFormLayout, QFrame, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from engine.ordering import Ordering
 from engine.session import EnsembleFigures, PixelFigures
@@ -82,35 +82,72 @@ class Inspector(QGroupBox):
 
 
 class ReadOut(QFrame):
-    """The likelihood of the drawn digit, large and readable."""
+    """The likelihood of the drawn digit, large and readable.
+
+    One row when the window is wide enough for every figure; below that, two rows (log p and
+    bits/pixel above, the percentile and the ensemble below), so no figure is ever cut off."""
+
+    SPACING = 28
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("readout")
-        lay = QHBoxLayout(self)
+        lay = QGridLayout(self)
         lay.setContentsMargins(12, 8, 12, 8)
-        lay.setSpacing(28)
+        lay.setHorizontalSpacing(self.SPACING)
+        lay.setVerticalSpacing(4)
         self.logp = QLabel()
         self.bpp = QLabel()
         self.pct = QLabel()
         self.ens = QLabel()  #: log p under an ensemble of orderings (order-agnostic models)
         self.model = QLabel()
-        for lab in (self.logp, self.bpp, self.pct, self.ens):
+        self.figure_labels = (self.logp, self.bpp, self.pct, self.ens)
+        for lab in self.figure_labels:
             lab.setObjectName("big")
-            lab.setMinimumWidth(10)
             lab.setTextFormat(Qt.RichText)
-            lay.addWidget(lab)
+            lab.setMinimumWidth(10)  # the read-out never sets the window's width: it wraps (_relayout)
         self.model.setObjectName("hint")
         self.model.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
         self.model.setMinimumWidth(10)
         self.model.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
-        lay.addWidget(self.model, 1)
+        self.two_rows: bool | None = None  #: how the figures are laid out now (None before the first layout)
         self.log_p: float | None = None
         self.percentile: float | None = None
         self.ensemble: EnsembleFigures | None = None
         self.set_figures(None)
         self.set_percentile(None, "")
         self.set_ensemble(None, 0)
+        self._relayout()
+
+    def one_row_width(self) -> int:
+        """The width the figures need side by side on one row (margins and spacing included)."""
+        shown = [lab for lab in self.figure_labels if not lab.isHidden()]
+        m = self.layout().contentsMargins()
+        return sum(lab.sizeHint().width() for lab in shown) + self.SPACING * len(shown) + m.left() + m.right()
+
+    def _relayout(self) -> None:
+        two = self.one_row_width() > self.width()
+        if two == self.two_rows:
+            return
+        self.two_rows = two
+        lay: QGridLayout = self.layout()
+        for w in (*self.figure_labels, self.model):
+            lay.removeWidget(w)
+        for c in range(5):
+            lay.setColumnStretch(c, 0)
+        if two:
+            places = {self.logp: (0, 0), self.bpp: (0, 1), self.pct: (1, 0), self.ens: (1, 1), self.model: (0, 2)}
+            stretch = 2
+        else:
+            places = {self.logp: (0, 0), self.bpp: (0, 1), self.pct: (0, 2), self.ens: (0, 3), self.model: (0, 4)}
+            stretch = 4
+        for w, (r, c) in places.items():
+            lay.addWidget(w, r, c)
+        lay.setColumnStretch(stretch, 1)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt)
+        super().resizeEvent(event)
+        self._relayout()
 
     def set_figures(self, figures: PixelFigures | None) -> None:
         if figures is None:
@@ -121,13 +158,21 @@ class ReadOut(QFrame):
         self.log_p = figures.log_p
         self.logp.setText(f"log p(x) = <b>{figures.log_p:.2f}</b> nats")
         self.bpp.setText(f"<b>{figures.bits_per_pixel:.4f}</b> bits/pixel")
+        self._relayout()
 
     def set_percentile(self, pct: float | None, note: str) -> None:
+        """``pct``: percent of the reference digits less likely than the drawn one; ``note`` says
+        which digits ("among 10,000 test digits")."""
         self.percentile = pct
         if pct is None or not math.isfinite(pct):
             self.pct.setText(f"percentile: {note or '–'}")
+        elif pct >= 100.0:  # more likely than every reference digit (a blank canvas, say)
+            self.pct.setText(f"<b>above every one</b> {note.replace('among ', 'of ', 1)}")
+        elif pct <= 0.0:
+            self.pct.setText(f"<b>below every one</b> {note.replace('among ', 'of ', 1)}")
         else:
             self.pct.setText(f"<b>{_ordinal(pct)}</b> percentile {note}")
+        self._relayout()
 
     def set_ensemble(self, figures: EnsembleFigures | None, n: int, ordering_log_p: float | None = None,
                      kind: str = "orderings") -> None:
@@ -138,9 +183,11 @@ class ReadOut(QFrame):
         self.ens.setVisible(n > 0)
         if n <= 0:
             self.ens.setToolTip("")
+            self._relayout()
             return
         if figures is None:
             self.ens.setText(f"<span class='k'>ensemble of {n}</span> …")
+            self._relayout()
             return
         self.ens.setText(f"ensemble of {n} {kind}: <b>{figures.log_p:.2f}</b> nats")
         (bl, bv), (wl, wv) = figures.best, figures.worst
@@ -159,6 +206,7 @@ class ReadOut(QFrame):
         if ordering_log_p is not None:
             lines.append(f"the ordering shown: {ordering_log_p:.2f} nats")
         self.ens.setToolTip("\n".join(lines))
+        self._relayout()
 
     def set_model_text(self, text: str) -> None:
         self.model.setText(text)
@@ -166,6 +214,6 @@ class ReadOut(QFrame):
 
 def _ordinal(pct: float) -> str:
     n = int(round(pct))
-    n = min(max(n, 0), 100)
+    n = min(max(n, 1), 99)  # the extremes read "above/below every one" (ReadOut.set_percentile)
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"

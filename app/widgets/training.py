@@ -125,6 +125,9 @@ class TrainingPanel(QWidget):
         self.order_set.addItem("any ordering (random permutations)", "random")
         self.order_set.addItem("the 16 line scans", "scans")
         self.order_set.addItem("rows from the top, random directions", "rows")
+        # the long names show in full in the list; closed, the box may elide them in a narrow window
+        self.order_set.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.order_set.setMinimumContentsLength(18)
         self.order_set.setToolTip(
             "MADE only: which orderings order-agnostic training draws from. The 16 line scans are raster,\n"
             "column, snake and column-snake started from every corner: easier to learn, and an ensemble\n"

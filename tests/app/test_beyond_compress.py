@@ -18,10 +18,10 @@ from .test_main_window import stroke
 def open_tab(qtbot, win):
     panel = win.compress_panel
     bar = win.tabs.tabBar()
-    i = win.tabs.indexOf(panel)
+    i = win.panel_tab(panel)
     with qtbot.waitSignal(panel.codeShown, timeout=20000):
         QTest.mouseClick(bar, Qt.LeftButton, Qt.NoModifier, bar.tabRect(i).center())
-    assert win.tabs.currentWidget() is panel
+    assert win.tabs.currentIndex() == i and panel.isVisible()
     return panel
 
 
@@ -65,7 +65,7 @@ def test_hidden_tab_computes_nothing_and_catches_up(qtbot, win):
     stroke(qtbot, win, [(10, 10), (10, 18)])
     assert panel._shown_key == shown and not panel.worker.busy
     with qtbot.waitSignal(panel.codeShown, timeout=20000):
-        win.tabs.setCurrentWidget(panel)
+        win.show_panel(panel)
     check_code(win, panel)
 
 

@@ -21,7 +21,7 @@ def click(btn):
 
 def test_fork_a_paused_run_and_compare_both_continuations(qtbot, win):
     s, fork = win.sampling, win.fork
-    win.tabs.setCurrentWidget(s)
+    win.show_panel(s)
     s.seed.setValue(7)
     s.count.setValue(2)
     assert not fork.button.isEnabled()
