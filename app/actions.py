@@ -142,6 +142,7 @@ def build(win: "MainWindow") -> None:
     tb.addWidget(win.overlay_combo)
     spacer = QWidget()
     spacer.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
+    spacer.setStyleSheet("background: transparent")  # not a dark box at the toolbar's end
     tb.addWidget(spacer)
 
     ct = QToolBar("Canvas")

@@ -52,6 +52,16 @@ def make_app(argv: Sequence[str] = ()):
     return app
 
 
+def default_size(app) -> tuple[int, int]:
+    """The first window's size: 1500 x 940, or the screen's free area where that is smaller (a
+    1280 x 720 laptop), never below the window's minimum (Qt keeps that anyway)."""
+    screen = app.primaryScreen()
+    if screen is None:
+        return 1500, 940
+    free = screen.availableGeometry()
+    return min(1500, free.width()), min(940, free.height())
+
+
 def _run_window(a: argparse.Namespace) -> int:
     from PySide6.QtCore import QEventLoop, QTimer
 
@@ -70,7 +80,7 @@ def _run_window(a: argparse.Namespace) -> int:
         if geo is not None:
             win.restoreGeometry(geo)
         else:
-            win.resize(1500, 940)
+            win.resize(*default_size(app))
     errors: list[str] = []
     orig_error = win.show_error
 

@@ -81,6 +81,28 @@ class Inspector(QGroupBox):
             self.fields["nll"].setText("–")
 
 
+class _ElidedLabel(QLabel):
+    """A one-line plain-text label that ends in "…" when it is narrower than its text (the full
+    text is its tooltip)."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.full_text = ""
+        self.setTextFormat(Qt.PlainText)
+
+    def set_full_text(self, text: str) -> None:
+        self.full_text = text
+        self.setToolTip(text)
+        self._elide()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt)
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        self.setText(self.fontMetrics().elidedText(self.full_text, Qt.ElideRight, max(self.width(), 0)))
+
+
 class ReadOut(QFrame):
     """The likelihood of the drawn digit, large and readable.
 
@@ -100,7 +122,7 @@ class ReadOut(QFrame):
         self.bpp = QLabel()
         self.pct = QLabel()
         self.ens = QLabel()  #: log p under an ensemble of orderings (order-agnostic models)
-        self.model = QLabel()
+        self.model = _ElidedLabel()
         self.figure_labels = (self.logp, self.bpp, self.pct, self.ens)
         for lab in self.figure_labels:
             lab.setObjectName("big")
@@ -209,7 +231,7 @@ class ReadOut(QFrame):
         self._relayout()
 
     def set_model_text(self, text: str) -> None:
-        self.model.setText(text)
+        self.model.set_full_text(text)
 
 
 def _ordinal(pct: float) -> str:

@@ -52,6 +52,7 @@ def test_the_readout_wraps_to_two_rows_rather_than_cut_a_figure(qtbot):
     # what an order-agnostic model on a test digit shows
     r.set_percentile(12.0, "among 10,000 test digits (random subset)")
     r.set_ensemble(EnsembleFigures(-107.97, [("raster", -120.9), ("snake", -111.0)]), 32, -120.9)
+    r.set_model_text("made-scans · MADE · 3,753,440 parameters · raster · trained over the 16 line scans")
     r.show()
     need = r.one_row_width()
     for width, two in ((need + 40, False), (need - 40, True), (need + 40, False)):
@@ -62,6 +63,12 @@ def test_the_readout_wraps_to_two_rows_rather_than_cut_a_figure(qtbot):
             if lab.isVisible():
                 assert lab.width() >= lab.sizeHint().width(), (width, lab.text())
         assert (r.pct.y() > r.logp.y()) is two  # the percentile moves to a second row and back
+        # the model's name takes what is left, cut with an ellipsis rather than mid-letter
+        m = r.model
+        assert m.fontMetrics().horizontalAdvance(m.text()) <= m.width()
+        assert m.text() == m.full_text or m.text().endswith("…")
+    r.resize(need - 40, r.sizeHint().height())
+    qtbot.waitUntil(lambda: r.model.text().endswith("…"), timeout=2000)  # two rows leave it little room
 
 
 def test_percentile_reads_above_or_below_every_digit_at_the_extremes(qtbot):
@@ -75,3 +82,11 @@ def test_percentile_reads_above_or_below_every_digit_at_the_extremes(qtbot):
     assert "99th" in r.pct.text() and "percentile among 10,000" in r.pct.text()
     r.set_percentile(0.2, "among 10,000 test digits")
     assert "1st" in r.pct.text()
+
+
+def test_the_first_window_fits_the_screen(qtbot):
+    from app.main import default_size
+
+    free = QApplication.primaryScreen().availableGeometry()
+    w, h = default_size(QApplication.instance())
+    assert (w, h) == (min(1500, free.width()), min(940, free.height()))
