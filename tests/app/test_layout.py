@@ -28,6 +28,17 @@ def test_the_window_fits_a_small_screen_and_tall_panels_scroll(qtbot, win):
     assert not page.horizontalScrollBar().isVisible()
 
 
+def test_at_an_ordinary_size_every_panel_fills_its_page_without_scrolling(qtbot, win):
+    _settle(qtbot, win, 1500, 1000)
+    for i in range(win.tabs.count()):
+        win.tabs.setCurrentIndex(i)
+        QApplication.processEvents()
+        page = win.tabs.widget(i)
+        # a page is as tall as the space (the sampling grid takes what is left), not its preferred height
+        assert not page.verticalScrollBar().isVisible(), win.tabs.tabText(i)
+        assert page.widget().height() == page.viewport().height(), win.tabs.tabText(i)
+
+
 def test_a_narrow_window_shows_every_tab_panel_and_colour_bar_whole(qtbot, win):
     _settle(qtbot, win, 600, 700)
     bar = win.tabs.tabBar()
