@@ -31,6 +31,7 @@ from PySide6.QtWidgets import QDialog, QGraphicsRectItem, QHBoxLayout, QLabel, Q
 from engine.models.base import ARModel
 from engine.ordering import Ordering
 
+from .screen import fitted_size
 from .worker import Worker
 
 __all__ = ["ForkPoint", "continue_both", "fork_job", "ForkController", "ForkDialog"]
@@ -157,7 +158,7 @@ class ForkDialog(QDialog):
         self.continue_btn.clicked.connect(self.continueRequested)
         self.use_a.clicked.connect(lambda: self.useRequested.emit(0))
         self.use_b.clicked.connect(lambda: self.useRequested.emit(1))
-        self.resize(960, 520)
+        self.resize(*fitted_size(960, 520))
         self._marks: list[QGraphicsRectItem] = []
         self.images_shown: np.ndarray | None = None
         self.set_done(False)

@@ -55,11 +55,9 @@ def make_app(argv: Sequence[str] = ()):
 def default_size(app) -> tuple[int, int]:
     """The first window's size: 1500 x 940, or the screen's free area where that is smaller (a
     1280 x 720 laptop), never below the window's minimum (Qt keeps that anyway)."""
-    screen = app.primaryScreen()
-    if screen is None:
-        return 1500, 940
-    free = screen.availableGeometry()
-    return min(1500, free.width()), min(940, free.height())
+    from .screen import fitted_size
+
+    return fitted_size(1500, 940)
 
 
 def _run_window(a: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import QComboBox, QDialog, QGridLayout, QHBoxLayout, QLab
 from engine.ordering import ORDERING_NAMES, make_ordering
 from engine.session import pixel_figures
 
+from ..screen import fitted_size
 from ..worker import Worker
 from .colors import PROB_MAP
 
@@ -130,7 +131,7 @@ class CompareDialog(QDialog):
 
         self.view = pg.GraphicsLayoutWidget()
         self.view.setBackground("#14171c")
-        self.view.setMinimumSize(900, 560)
+        self.view.setMinimumSize(900, 460)
         self.view.ci.setSpacing(10)
         self.columns: list[_Column] = []
         self._build(2)
@@ -167,7 +168,7 @@ class CompareDialog(QDialog):
         self.worker.error.connect(lambda _i, m: self.note.setText(f"Comparison failed: {m}"))
         host.installEventFilter(self)
         self.refresh_models()
-        self.resize(1180, 820)
+        self.resize(*fitted_size(1180, 820))
 
     def _build(self, n: int) -> None:
         """(Re)make the figure for ``n`` columns: maps with one shared colour bar, then the

@@ -95,9 +95,14 @@ def test_percentile_reads_above_or_below_every_digit_at_the_extremes(qtbot):
     assert "1st" in r.pct.text()
 
 
-def test_the_first_window_fits_the_screen(qtbot):
+def test_the_first_window_and_the_dialogs_fit_the_screen(qtbot, win):
     from app.main import default_size
+    from app.widgets.compare import CompareDialog
 
-    free = QApplication.primaryScreen().availableGeometry()
+    free = QApplication.primaryScreen().availableGeometry()  # offscreen: 800 x 600
     w, h = default_size(QApplication.instance())
     assert (w, h) == (min(1500, free.width()), min(940, free.height()))
+    dlg = CompareDialog(win)
+    qtbot.addWidget(dlg)
+    assert dlg.height() <= max(free.height(), dlg.minimumSizeHint().height())
+    assert dlg.minimumSizeHint().height() <= 600  # a 1280 x 720 screen shows it whole
