@@ -59,6 +59,16 @@ def export_dialog(win: "MainWindow") -> None:
         win.export_image_file(path)
 
 
+def export_conditionals_dialog(win: "MainWindow") -> None:
+    path, chosen = QFileDialog.getSaveFileName(
+        win, "Export the conditionals", str(Path.home() / "conditionals.csv"),
+        "CSV table, one row per pixel (*.csv);;PNG image of the heatmaps (*.png)")
+    if path:
+        if Path(path).suffix.lower() not in (".csv", ".png"):
+            path += ".png" if "PNG" in chosen else ".csv"
+        win.export_conditionals(path)
+
+
 def about(win: "MainWindow") -> None:
     QMessageBox.about(
         win, "About pixelchain",
@@ -80,8 +90,12 @@ def build(win: "MainWindow") -> None:
     f.addSeparator()
     win.act_import = _act(win, "&Import Image…", lambda: import_dialog(win), "Ctrl+I", "Any image: scaled, centred and binarised like MNIST")
     win.act_export = _act(win, "&Export Image…", lambda: export_dialog(win), "Ctrl+E", "Save the canvas as a PNG")
+    win.act_export_conditionals = _act(
+        win, "Export &Conditionals…", lambda: export_conditionals_dialog(win), "Ctrl+Shift+E",
+        "Save every pixel's conditional as a CSV table (step, pixel, value, p, NLL), or the heatmaps as a PNG")
     f.addAction(win.act_import)
     f.addAction(win.act_export)
+    f.addAction(win.act_export_conditionals)
     f.addSeparator()
     f.addAction(_act(win, "&Quit", win.close, QKeySequence.Quit))
 

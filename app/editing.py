@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.images import import_image, save_png
+from engine.session import conditionals_csv
 
 from . import actions, jobs
 
@@ -72,6 +73,31 @@ class EditingMixin:
         self.session.set_canvas(img)
         self.canvas_replaced()
         self.statusBar().showMessage(f"Imported {Path(path).name}", 4000)
+        return True
+
+    def export_conditionals(self, path: str | Path) -> bool:
+        """Save what the heatmaps show: a CSV table of every pixel's conditional (``.csv``), or
+        the heatmap panel as an image (``.png``). The table belongs to the canvas the heatmaps
+        were computed for, so it always agrees with what is on screen."""
+        figs = self.figures
+        if figs is None or "image" not in figs.extra:
+            self.show_error("There are no conditionals to export yet: draw a digit or open a model first.")
+            return False
+        path = Path(path)
+        try:
+            if path.suffix.lower() == ".png":
+                if not self.heatmaps.grab().save(str(path), "PNG"):
+                    raise OSError("the image could not be written")
+            else:
+                name, family = self.model_meta.get("name", ""), self.model.family
+                text = conditionals_csv(figs, figs.extra["image"].reshape(figs.prob.shape), f"{name} ({family})" if name else family)
+                tmp = path.with_name(path.name + ".part")
+                tmp.write_text(text, encoding="utf-8")
+                tmp.replace(path)
+        except (OSError, ValueError) as exc:
+            self.show_error(f"Cannot save {path}: {exc}")
+            return False
+        self.statusBar().showMessage(f"Saved {path}", 4000)
         return True
 
     def export_image_file(self, path: str | Path, scale: int = 10) -> bool:

@@ -46,6 +46,7 @@ def figures_job(job, model: ARModel, image: np.ndarray, ordering: Ordering, key:
     t0 = time.perf_counter()
     figs = pixel_figures(model, image, ordering)
     figs.extra["seconds"] = time.perf_counter() - t0
+    figs.extra["image"] = np.array(image, copy=True)  # the canvas these figures belong to (exports)
     return key, figs
 
 

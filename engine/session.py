@@ -28,6 +28,7 @@ __all__ = [
     "Session",
     "PixelFigures",
     "pixel_figures",
+    "conditionals_csv",
     "reference_log_probs",
     "percentile",
     "EnsembleFigures",
@@ -211,6 +212,31 @@ def pixel_figures(model: ARModel, image: np.ndarray, ordering: Ordering | None =
         log_p=-float(nll.double().sum()),
         ordering=order,
     )
+
+
+def conditionals_csv(figures: PixelFigures, image: np.ndarray, model_label: str = "") -> str:
+    """The figures of ``image`` as a CSV table, one row per pixel in the order the chain rule
+    visits them: step (1-based), row, col, raster index, the drawn value, p(x_i = 1 | x_<i), the
+    NLL of the drawn value in nats and bits, and the running total of log p. Comment lines (``#``)
+    first say which model and ordering, and the total log p(x)."""
+    h, w = figures.prob.shape
+    values = np.asarray(image).reshape(-1).astype(np.int64)
+    prob = figures.prob.reshape(-1).astype(np.float64)
+    nll = figures.nll.reshape(-1).astype(np.float64)
+    order = figures.ordering
+    lines = []
+    if model_label:
+        lines.append(f"# model: {model_label}")
+    lines.append(f"# ordering: {order.label}")
+    lines.append(f"# log p(x) = {figures.log_p:.6f} nats = {figures.log_p / LOG2:.6f} bits; {figures.bits_per_pixel:.6f} bits/pixel")
+    lines.append("step,row,col,raster_index,value,p_one,nll_nats,nll_bits,log_p_so_far_nats")
+    total = 0.0
+    for t in range(h * w):
+        i = int(order.perm[t])
+        total -= nll[i]
+        r, c = divmod(i, w)
+        lines.append(f"{t + 1},{r},{c},{i},{values[i]},{prob[i]:.6g},{nll[i]:.6g},{nll[i] / LOG2:.6g},{total:.6f}")
+    return "\n".join(lines) + "\n"
 
 
 @torch.no_grad()

@@ -337,3 +337,38 @@ def test_hovering_and_clicking_a_heatmap_maps_to_the_right_pixel(qtbot, win):
     with qtbot.waitSignal(hm.pinned, timeout=2000) as blocker:
         hm.pinned.emit(hm._pixel(hm.nll.plot.vb.mapViewToScene(QPointF(3.5, 25.5))))
     assert blocker.args == [25 * 28 + 3] and win.pinned == 25 * 28 + 3 and win.canvas.pinned_pixel == win.pinned
+
+
+def test_export_the_conditionals_as_a_table_and_as_an_image(qtbot, win, tmp_path):
+    import csv
+
+    from PIL import Image
+
+    stroke(qtbot, win, [(6, 8), (20, 8)])
+    qtbot.waitUntil(lambda: win.figures is not None and win._fig_job is None
+                    and np.array_equal(win.figures.extra["image"], win.session.flat()), timeout=20000)
+    figs = win.figures
+    assert win.export_conditionals(tmp_path / "c.csv")
+    text = (tmp_path / "c.csv").read_text()
+    comments = [ln for ln in text.splitlines() if ln.startswith("#")]
+    assert any(win.ordering.label in ln for ln in comments) and any(f"{figs.log_p:.6f}" in ln for ln in comments)
+    rows = list(csv.DictReader(ln for ln in text.splitlines() if not ln.startswith("#")))
+    assert len(rows) == 784
+    # one row per step of the ordering, each the pixel the ordering visits then
+    assert [int(r["step"]) for r in rows] == list(range(1, 785))
+    assert [int(r["raster_index"]) for r in rows] == [int(i) for i in win.ordering.perm]
+    flat = win.session.flat()
+    for r in rows:
+        i = int(r["raster_index"])
+        assert (int(r["row"]), int(r["col"])) == divmod(i, 28) and int(r["value"]) == int(flat[i])
+        assert float(r["p_one"]) == pytest.approx(float(figs.prob.reshape(-1)[i]), rel=1e-5, abs=1e-9)
+    nll = np.array([float(r["nll_nats"]) for r in rows])
+    assert -nll.sum() == pytest.approx(figs.log_p, abs=1e-3)
+    assert float(rows[-1]["log_p_so_far_nats"]) == pytest.approx(figs.log_p, abs=1e-3)
+    assert win.export_conditionals(tmp_path / "maps.png")
+    with Image.open(tmp_path / "maps.png") as im:
+        assert im.size[0] >= win.heatmaps.width() and im.size[1] >= win.heatmaps.height()
+    errors = []
+    win.show_error = errors.append
+    assert not win.export_conditionals(tmp_path / "missing" / "c.csv")
+    assert errors and "Cannot save" in errors[0] and win.isVisible()
