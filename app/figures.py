@@ -60,6 +60,7 @@ class FiguresMixin:
         self._update_percentile()
         self.request_ensemble(key)
         self._refresh_inspector()
+        self.request_influence()
         if key[2] == self.session.version:
             if self._stroke_t0 is not None and self._stroke_t0[0] <= key[2]:
                 self.last_latency = time.perf_counter() - self._stroke_t0[1]

@@ -17,7 +17,9 @@ from engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from engine.models import build_model
 from engine.models.base import ARModel
 from engine.ordering import Ordering
-from engine.session import EnsembleFigures, PixelFigures, ensemble_figures_steps, pixel_figures, reference_log_probs
+from engine.session import (
+    EnsembleFigures, PixelFigures, ensemble_figures_steps, pixel_figures, pixel_influence_steps, reference_log_probs,
+)
 
 __all__ = ["figures_job", "ensemble_job", "load_job", "reference_job", "test_digit_job", "default_model_job", "save_job", "warm_up_job", "REFERENCE_IMAGES"]
 
@@ -48,6 +50,12 @@ def figures_job(job, model: ARModel, image: np.ndarray, ordering: Ordering, key:
     figs.extra["seconds"] = time.perf_counter() - t0
     figs.extra["image"] = np.array(image, copy=True)  # the canvas these figures belong to (exports)
     return key, figs
+
+
+def influence_job(job, model: ARModel, image: np.ndarray, pixel: int, ordering: Ordering, key: tuple):
+    """Yields the fraction of earlier pixels done; returns (key, :class:`PixelInfluence`)."""
+    inf = yield from pixel_influence_steps(model, image, pixel, ordering)
+    return key, inf
 
 
 def ensemble_job(job, model: ARModel, image: np.ndarray, n: int, key: tuple):

@@ -167,6 +167,8 @@ def _run_window(a: argparse.Namespace) -> int:
     if ink.size:
         order = win.ordering.inverse[ink]
         win.pin(int(ink[order.argsort()[len(ink) * 2 // 3]]))
+        if not wait_for(lambda: win._influence_shown == win._influence_key(), a.timeout):
+            print("pixelchain: note: the influence map was not ready in time; saving without it", file=sys.stderr)
     app.processEvents()
     pix = win.grab()
     try:

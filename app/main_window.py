@@ -29,9 +29,11 @@ from engine.session import ModelEntry, PixelFigures, Session, list_checkpoints
 from . import actions, jobs, settings as app_settings
 from .editing import EditingMixin
 from .figures import FiguresMixin
+from .influence import InfluenceMixin
 from .runs import RunMixin
 from .widgets.canvas import CanvasWidget
 from .widgets.heatmaps import HeatmapPanel
+from .widgets.influence import InfluenceView
 from .widgets.inspector import Inspector, ReadOut
 from .widgets.legend import OrderLegend
 from .widgets.model_info import ModelInfo
@@ -45,11 +47,12 @@ __all__ = ["MainWindow"]
 DEBOUNCE_MS = 12
 
 
-class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
+class MainWindow(FiguresMixin, InfluenceMixin, EditingMixin, RunMixin, QMainWindow):
     figuresShown = Signal()  #: heatmaps and read-out updated for the current canvas
     modelChanged = Signal()
     percentileShown = Signal()
     ensembleShown = Signal()
+    influenceShown = Signal()  #: the pinned pixel's influence map is up to date
     runFinished = Signal(bool)  #: a sampling run ended (True: completed)
 
     def __init__(self, bundled: Path | None = None, parent: QWidget | None = None):
@@ -79,6 +82,9 @@ class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
         self.compute = Worker("compute", self, torch_threads=1)
         self.ref_worker = Worker("reference", self, torch_threads=1)
         self.ens_worker = Worker("ensemble", self, torch_threads=1)
+        self.influence_worker = Worker("influence", self, torch_threads=1)
+        self._influence_pending: tuple | None = None  #: the key of the influence map being computed
+        self._influence_shown: tuple | None = None
         self._ens_shown: tuple | None = None  #: (model key, canvas version) of the ensemble shown
         self._ens_figures = None
         self._ens_pending: tuple | None = None  #: the key of the ensemble being computed
@@ -92,6 +98,7 @@ class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
         self.model_picker = ModelPicker()
         self.ordering_picker = OrderingPicker()
         self.inspector = Inspector()
+        self.influence_view = InfluenceView()
         self.model_info = ModelInfo()
         self.sampling = SamplingPanel()
         self.training = TrainingPanel(self.trainer, app_settings.models_dir())
@@ -123,6 +130,7 @@ class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
         il = QVBoxLayout(insp)
         self.inspector.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Fixed)
         il.addWidget(self.inspector)
+        il.addWidget(self.influence_view)
         il.addWidget(self.model_info, 1)
         self.tabs.addTab(_scrolling(insp), "Inspect")
         self.tabs.addTab(_scrolling(self.sampling), "Sample && inpaint")
@@ -176,6 +184,9 @@ class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
         self.compute.error.connect(self._on_compute_error)
         self.compute.finished.connect(self._on_compute_finished)
         self.ens_worker.result.connect(self._on_ensemble_result)
+        self.influence_worker.progress.connect(self._on_influence_progress)
+        self.influence_worker.result.connect(self._on_influence_result)
+        self.influence_worker.error.connect(self._on_influence_error)
         self.ens_worker.error.connect(self._on_ensemble_error)
         self.ref_worker.progress.connect(self._on_ref_progress)
         self.ref_worker.result.connect(self._on_ref_result)
@@ -364,6 +375,7 @@ class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
         self.canvas.set_pinned(idx)
         self.heatmaps.set_marker(idx, "pin")
         self._refresh_inspector()
+        self.request_influence()
 
     def _refresh_inspector(self) -> None:
         idx = self.pinned if self.pinned >= 0 else self._hover
@@ -420,11 +432,12 @@ class MainWindow(FiguresMixin, EditingMixin, RunMixin, QMainWindow):
         self.stop_run()
         if self.training.running:
             self.training.stop()
-        if any(w.busy for w in (self.sampler, self.trainer, self.ref_worker, self.ens_worker, self.compute)):
+        workers = (self.sampler, self.trainer, self.ref_worker, self.ens_worker, self.influence_worker, self.compute)
+        if any(w.busy for w in workers):
             # A deep model's minibatch can take seconds on a CPU: vanish at once, then let the
             # threads end (between minibatches/pixels; files are only ever written atomically).
             self.hide()
-        for w in (self.sampler, self.trainer, self.ref_worker, self.ens_worker, self.compute):
+        for w in workers:
             w.shutdown(600_000)
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.sync()

@@ -32,12 +32,11 @@ from engine.session import pixel_figures
 
 from ..screen import fitted_size
 from ..worker import Worker
-from .colors import PROB_MAP
+from .colors import DIFF_MAP, PROB_MAP
 
 __all__ = ["CompareDialog", "compare_job", "install", "DIFF_MAP", "DIFF_LEVELS", "MAX_COLUMNS"]
 
 MAX_COLUMNS = 4
-DIFF_MAP = "CET-D1"  #: blue - white - red, perceptually uniform and symmetric
 DIFF_LEVELS = {"prob": 1.0, "nll": 5.0}  #: fixed symmetric levels (+-) of the difference map
 DEBOUNCE_MS = 120
 CURRENT = "__current__"

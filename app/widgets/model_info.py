@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QGroupBox, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QGroupBox, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from engine.models.base import ARModel
 from engine.session import ModelEntry, ensemble_kind
@@ -20,8 +20,14 @@ class ModelInfo(QGroupBox):
         self.text.setTextFormat(Qt.RichText)
         self.text.setAlignment(Qt.AlignTop | Qt.AlignLeft)
         self.text.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        lay.addWidget(self.text)
-        lay.addStretch(1)
+        # the text scrolls within the box: a long description never makes the Inspect page taller
+        self.scroll = QScrollArea()
+        self.scroll.setWidget(self.text)
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.scroll.setMinimumHeight(60)
+        lay.addWidget(self.scroll, 1)
 
     def show_model(self, model: ARModel, entry: ModelEntry | None, meta: dict) -> None:
         rows = []

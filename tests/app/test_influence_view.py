@@ -1,0 +1,81 @@
+"""The pinned pixel's influence map in the Inspect tab."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPointF
+
+from app.widgets.influence import LEVELS, scale_for
+from engine.session import pixel_influence_steps
+
+from .test_main_window import stroke
+
+
+def _expected(win, pixel):
+    gen = pixel_influence_steps(win.model, win.figures.extra["image"], pixel, win.ordering)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _shown_for(win, pixel):
+    inf = win.influence_view.influence
+    return inf is not None and inf.pixel == pixel and win._influence_shown == win._influence_key()
+
+
+def test_pinning_a_pixel_maps_what_moves_its_conditional(qtbot, win):
+    stroke(qtbot, win, [(8, 10), (8, 18), (16, 18)])
+    pixel = 17 * 28 + 18  # just below the stroke's end: its conditional sees the stroke
+    with qtbot.waitSignal(win.influenceShown, timeout=20000):
+        win.pin(pixel)
+    view = win.influence_view
+    inf = view.influence
+    assert inf.pixel == pixel and inf.step == int(win.ordering.inverse[pixel])
+    want = _expected(win, pixel)
+    np.testing.assert_allclose(inf.delta, want.delta, atol=1e-6)  # NaN where the ordering puts it later
+    after = win.ordering.inverse.reshape(28, 28) >= inf.step
+    assert np.isnan(inf.delta[after]).all() and np.isfinite(inf.delta[~after]).all()
+    assert np.abs(inf.delta[~after]).max() > 0.01  # the stroke above it moves it
+    j, v = inf.strongest(1)[0]
+    assert f"({j // 28}, {j % 28})" in view.summary.text() and f"{abs(v):.3f}" in view.summary.text()
+    assert f"{inf.p:.3f}" in view.summary.text()
+    assert view.scale == scale_for(inf.delta) and tuple(view.image.levels) == (-view.scale, view.scale)
+    # hovering the map names a pixel and what flipping it would do
+    r, c = divmod(j, 28)
+    view._on_move(view.plot.vb.mapViewToScene(QPointF(c + 0.5, r + 0.5)))
+    assert f"({r}, {c})" in view.view.toolTip() and "flipped" in view.view.toolTip()
+    # unpinning clears it
+    win.pin(-1)
+    assert view.influence is None and view.hint.isVisible()
+
+
+def test_the_map_follows_the_canvas_and_the_last_pin(qtbot, win):
+    stroke(qtbot, win, [(6, 6), (6, 20)])
+    win.pin(20 * 28 + 10)
+    win.pin(21 * 28 + 12)  # replaces the first request at once
+    qtbot.waitUntil(lambda: _shown_for(win, 21 * 28 + 12), timeout=20000)
+    first = win.influence_view.influence.delta.copy()
+    stroke(qtbot, win, [(18, 8), (18, 16)])  # new ink above the pinned pixel: the map is redone for it
+    qtbot.waitUntil(lambda: _shown_for(win, 21 * 28 + 12)
+                    and np.array_equal(win.figures.extra["image"], win.session.flat()), timeout=20000)
+    inf = win.influence_view.influence
+    np.testing.assert_allclose(inf.delta, _expected(win, 21 * 28 + 12).delta, atol=1e-6)
+    assert not np.allclose(np.nan_to_num(inf.delta), np.nan_to_num(first))
+
+
+def test_the_first_pixel_has_nothing_before_it(qtbot, win):
+    first = int(win.ordering.perm[0])
+    with qtbot.waitSignal(win.influenceShown, timeout=20000):
+        win.pin(first)
+    assert np.isnan(win.influence_view.influence.delta).all()
+    assert "nothing comes before it" in win.influence_view.summary.text()
+
+
+@pytest.mark.parametrize("top,scale", [(0.0, 0.05), (0.04, 0.05), (0.05, 0.05), (0.3, 0.5), (0.9, 1.0), (1.0, 1.0)])
+def test_the_scale_is_the_smallest_round_level_that_holds_every_change(top, scale):
+    d = np.full((2, 2), np.nan)
+    d[0, 0], d[0, 1] = -top, top / 2
+    assert scale_for(d) == scale and scale in LEVELS
