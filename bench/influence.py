@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 from engine.checkpoint import load_checkpoint  # noqa: E402
 from engine.data import load_split  # noqa: E402
 from engine.session import pixel_influence_steps  # noqa: E402
+from engine.steps import drain  # noqa: E402
 
 
 def main(paths: list[str]) -> None:
@@ -35,13 +36,7 @@ def main(paths: list[str]) -> None:
         ink = np.flatnonzero(image)
         pixel = int(ink[np.argsort(order.inverse[ink])[len(ink) * 2 // 3]])
         t0 = time.perf_counter()
-        gen = pixel_influence_steps(model, image, pixel, order)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                inf = stop.value
-                break
+        inf = drain(pixel_influence_steps(model, image, pixel, order))[1]
         secs = time.perf_counter() - t0
         d = inf.delta[np.isfinite(inf.delta)]
         print(f"| {Path(path).stem} | {inf.step} | {secs:.2f} | {np.abs(d).max():.3f} |")

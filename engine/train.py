@@ -31,6 +31,7 @@ import torch
 from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .models import ARModel
+from .steps import drain
 
 __all__ = [
     "TrainConfig",
@@ -230,12 +231,7 @@ def evaluate_steps(
 
 def evaluate(model: ARModel, x: np.ndarray | torch.Tensor, batch_size: int = 1000, ensemble: int = 1) -> tuple[float, float]:
     """Mean NLL in nats per image and its standard error, in float32 (or the model's dtype)."""
-    steps = evaluate_steps(model, x, batch_size, ensemble)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
+    return drain(evaluate_steps(model, x, batch_size, ensemble))[1]
 
 
 def _optim_state_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -8,17 +8,13 @@ from PySide6.QtCore import QPointF
 
 from app.widgets.influence import LEVELS, scale_for
 from engine.session import pixel_influence_steps
+from engine.steps import drain
 
 from .test_main_window import stroke
 
 
 def _expected(win, pixel):
-    gen = pixel_influence_steps(win.model, win.figures.extra["image"], pixel, win.ordering)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(pixel_influence_steps(win.model, win.figures.extra["image"], pixel, win.ordering))[1]
 
 
 def _shown_for(win, pixel):

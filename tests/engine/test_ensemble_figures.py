@@ -12,6 +12,7 @@ import torch
 from engine.models import UnsupportedOrdering
 from engine.ordering import make_ordering
 from engine.session import EnsembleFigures, ensemble_figures_steps, ensemble_kind, ensemble_size
+from engine.steps import drain
 
 from .tiny import TINY_CONFIGS, make_tiny
 
@@ -24,15 +25,6 @@ def _cfg(label: str) -> tuple[str, dict]:
     raise KeyError(label)
 
 
-def _run(gen):
-    fracs = []
-    while True:
-        try:
-            fracs.append(next(gen))
-        except StopIteration as stop:
-            return fracs, stop.value
-
-
 @pytest.mark.parametrize("label", ["made-scans", "made-agnostic", "transformer", "lstm-agnostic"])
 @torch.no_grad()
 def test_ensemble_figures_are_the_log_mean_exp_of_the_members(label):
@@ -40,7 +32,7 @@ def test_ensemble_figures_are_the_log_mean_exp_of_the_members(label):
     m = make_tiny(fam, cfg)
     image = np.array([1, 0, 0, 1, 1, 1, 0, 0], np.uint8)
     n = 5
-    fracs, ens = _run(ensemble_figures_steps(m, image, n))
+    fracs, ens = drain(ensemble_figures_steps(m, image, n))
     assert fracs == [pytest.approx((k + 1) / n) for k in range(n)]
     assert isinstance(ens, EnsembleFigures) and len(ens.members) == n
     x = torch.as_tensor(image, dtype=torch.float64)[None]
@@ -60,7 +52,7 @@ def test_ensemble_figures_are_the_log_mean_exp_of_the_members(label):
 def test_scans_members_are_the_line_scans_and_masks():
     fam, cfg = _cfg("made-scans")
     m = make_tiny(fam, cfg)
-    _, ens = _run(ensemble_figures_steps(m, np.zeros(8, np.uint8), 6))
+    _, ens = drain(ensemble_figures_steps(m, np.zeros(8, np.uint8), 6))
     labels = [lab for lab, _ in ens.members]
     assert labels[0].startswith(m.ordering.label) and all("· mask" in lab for lab in labels)
     assert len(set(labels)) == 6
@@ -72,7 +64,7 @@ def test_ensemble_of_an_ensemble_sums_to_one():
     m = make_tiny(fam, cfg)
     total = 0.0
     for bits in itertools.product([0, 1], repeat=8):
-        _, ens = _run(ensemble_figures_steps(m, np.array(bits, np.uint8), 4))
+        _, ens = drain(ensemble_figures_steps(m, np.array(bits, np.uint8), 4))
         total += math.exp(ens.log_p)
     assert total == pytest.approx(1.0, abs=1e-9)
 
@@ -94,7 +86,7 @@ def test_a_connectivity_agnostic_made_has_an_ensemble_of_its_masks_in_its_one_or
     assert ensemble_size(m, {"metrics": {"test_nll_ensemble3": 90.0}}) == 3
     assert ensemble_kind(make_tiny("made", {"hidden": (7,)})) == ""
     assert ensemble_kind(make_tiny(*_cfg("made-scans"))) == "orderings"
-    _, ens = _run(ensemble_figures_steps(m, np.ones(8, np.uint8), 5))
+    _, ens = drain(ensemble_figures_steps(m, np.ones(8, np.uint8), 5))
     labels = [lab for lab, _ in ens.members]
     assert all(lab.startswith(m.ordering.label) for lab in labels) and len(set(labels)) == 5
     lps = [lp for _, lp in ens.members]
@@ -102,7 +94,7 @@ def test_a_connectivity_agnostic_made_has_an_ensemble_of_its_masks_in_its_one_or
     assert ens.log_p == pytest.approx(float(torch.logsumexp(torch.tensor(lps, dtype=torch.float64), 0)) - math.log(5))
     total = 0.0  # the mixture of masks is a distribution over the 2^8 images
     for bits in itertools.product([0, 1], repeat=8):
-        total += math.exp(_run(ensemble_figures_steps(m, np.array(bits, np.uint8), 5))[1].log_p)
+        total += math.exp(drain(ensemble_figures_steps(m, np.array(bits, np.uint8), 5))[1].log_p)
     assert total == pytest.approx(1.0, abs=1e-9)
 
 
@@ -114,7 +106,7 @@ def test_fixed_order_models_have_no_other_members():
     t = make_tiny(*_cfg("transformer"))
     assert t.member(3)[0] == make_ordering("random", 2, 4, seed=3)
     with pytest.raises(ValueError):
-        _run(ensemble_figures_steps(t, np.zeros(8, np.uint8), 0))
+        drain(ensemble_figures_steps(t, np.zeros(8, np.uint8), 0))
 
 
 @torch.no_grad()

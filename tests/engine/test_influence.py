@@ -6,19 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.models import UnsupportedOrdering
 from engine.session import pixel_influence_steps
+from engine.steps import drain
 
 from .tiny import H, W, all_tiny, make_tiny
-
-
-def _run(gen):
-    fracs = []
-    while True:
-        try:
-            fracs.append(next(gen))
-        except StopIteration as stop:
-            return fracs, stop.value
 
 
 @pytest.mark.parametrize("label,family,cfg", all_tiny(), ids=[t[0] for t in all_tiny()])
@@ -30,7 +21,7 @@ def test_influence_is_the_change_of_the_conditional_when_one_earlier_pixel_flips
     rng = np.random.default_rng(3)
     image = rng.integers(0, 2, H * W).astype(np.float64)
     for pixel in (int(order.perm[0]), int(order.perm[3]), int(order.perm[-1])):
-        fracs, inf = _run(pixel_influence_steps(m, image, pixel, batch_size=2))
+        fracs, inf = drain(pixel_influence_steps(m, image, pixel, batch_size=2))
         t = int(order.inverse[pixel])
         assert inf.step == t and inf.pixel == pixel
         x = torch.as_tensor(image.reshape(1, -1))
@@ -55,7 +46,7 @@ def test_influence_is_the_change_of_the_conditional_when_one_earlier_pixel_flips
 def test_the_strongest_influences_come_first():
     m = make_tiny("fvsbn", {})
     image = np.array([1, 0, 1, 1, 0, 1, 0, 0], dtype=np.float64)
-    _, inf = _run(pixel_influence_steps(m, image, int(m.ordering.perm[-1])))
+    _, inf = drain(pixel_influence_steps(m, image, int(m.ordering.perm[-1])))
     top = inf.strongest(3)
     finite = np.abs(inf.delta.reshape(-1)[np.isfinite(inf.delta.reshape(-1))])
     assert [abs(v) for _, v in top] == sorted(finite, reverse=True)[:3]
