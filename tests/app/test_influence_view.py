@@ -75,3 +75,17 @@ def test_the_scale_is_the_smallest_round_level_that_holds_every_change(top, scal
     d = np.full((2, 2), np.nan)
     d[0, 0], d[0, 1] = -top, top / 2
     assert scale_for(d) == scale and scale in LEVELS
+
+
+def test_a_failing_influence_job_says_so_and_keeps_the_window(qtbot, win, monkeypatch):
+    from app import jobs
+
+    def broken(job, *args):
+        raise ValueError("no memory left for the flipped copies")
+        yield  # a generator, like the real job
+
+    monkeypatch.setattr(jobs, "influence_job", broken)
+    win.pin(10 * 28 + 10)
+    qtbot.waitUntil(lambda: "unavailable" in win.influence_view.hint.text(), timeout=20000)
+    assert "no memory left" in win.influence_view.hint.text() and win.influence_view.influence is None
+    assert win.isVisible() and win._influence_pending is None
