@@ -50,6 +50,11 @@ class InfluenceMixin:
         self.influence_view.show_influence(inf, self.figures.extra.get("image") if self.figures is not None else None)
         self.influenceShown.emit()
 
+    def _on_influence_hover(self, idx: int) -> None:
+        """Point at the pixel under the mouse on the influence map on the canvas and the heatmaps."""
+        self.canvas.set_hover(idx)
+        self.heatmaps.set_marker(idx, "hover")
+
     def _on_influence_error(self, _job_id: int, message: str) -> None:
         self._influence_pending = None
         self.influence_view.clear(f"The influence map is unavailable: {message}")

@@ -177,6 +177,7 @@ class MainWindow(FiguresMixin, InfluenceMixin, EditingMixin, RunMixin, QMainWind
         self.canvas.pinned.connect(self.pin)
         self.heatmaps.hovered.connect(self._on_hover)
         self.heatmaps.pinned.connect(lambda i: self.pin(-1 if i == self.pinned else i))
+        self.influence_view.hovered.connect(self._on_influence_hover)
         self.inspector.unpin.clicked.connect(lambda: self.pin(-1))
         self.model_picker.entryChosen.connect(lambda e: self.open_checkpoint(e.path, e.source))
         self.ordering_picker.orderingChosen.connect(self.set_ordering)

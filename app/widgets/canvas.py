@@ -151,6 +151,12 @@ class CanvasWidget(QWidget):
         self.pinned_pixel = idx
         self.update()
 
+    def set_hover(self, idx: int) -> None:
+        """Outline pixel ``idx`` as if hovered (another view points at it); -1: none."""
+        if idx != self.hover_pixel:
+            self.hover_pixel = idx
+            self.update()
+
     def set_ordering(self, ordering: Ordering | None) -> None:
         self.ordering = ordering
         self.update()

@@ -6,14 +6,15 @@ For the pinned pixel ``i`` the map shows, at each pixel ``j`` before it in the o
 expect more ink at ``i``, blue where it makes it expect less, white where it does not matter, on a
 symmetric scale that is the smallest of 0.05, 0.1, 0.25, 0.5 and 1 holding every change (named on
 the colour bar). Pixels at or after ``i`` cannot move it and are greyed out; the drawn digit is
-shaded. Hovering the map names a pixel and its number; the three strongest are listed below it.
+shaded. Hovering the map names a pixel and its number and outlines it on the canvas and the heatmaps; the three strongest
+are listed below it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
 from PySide6.QtWidgets import QGraphicsRectItem, QGroupBox, QLabel, QVBoxLayout, QWidget
 
 from engine.session import PixelInfluence
@@ -43,6 +44,8 @@ def scale_for(delta: np.ndarray) -> float:
 
 
 class InfluenceView(QGroupBox):
+    hovered = Signal(int)  #: raster index under the mouse on the map, -1 when off it
+
     def __init__(self, parent: QWidget | None = None):
         super().__init__("What moves its conditional", parent)
         self.setToolTip(
@@ -86,13 +89,18 @@ class InfluenceView(QGroupBox):
         self.summary.setTextFormat(Qt.RichText)
         outer.addWidget(self.summary)
         self.influence: PixelInfluence | None = None
+        self._hover = -1
         self.view.scene().sigMouseMoved.connect(self._on_move)
+        self.view.installEventFilter(self)  # the mouse leaving the map ends the hover
         self.clear()
 
     # -- states --------------------------------------------------------------------------------
     def clear(self, note: str = HINT) -> None:
         """Nothing pinned (or no model): an empty map and ``note``."""
         self.influence = None
+        if getattr(self, "_hover", -1) != -1:
+            self._hover = -1
+            self.hovered.emit(-1)
         for item in (self.image, self.ink, self.unseen):
             item.clear()
         self.marker.setVisible(False)
@@ -144,8 +152,17 @@ class InfluenceView(QGroupBox):
         r, c = int(np.floor(pt.y())), int(np.floor(pt.x()))
         return r * w + c if 0 <= r < h and 0 <= c < w else -1
 
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt)
+        if obj is self.view and event.type() == QEvent.Leave and self._hover != -1:
+            self._hover = -1
+            self.hovered.emit(-1)
+        return super().eventFilter(obj, event)
+
     def _on_move(self, pos: QPointF) -> None:
         j = self.pixel_at(pos)
+        if j != self._hover:
+            self._hover = j
+            self.hovered.emit(j)
         inf = self.influence
         if inf is None:
             return

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QPointF
+from PySide6.QtCore import QEvent, QPointF
+from PySide6.QtWidgets import QApplication
 
 from app.widgets.influence import LEVELS, scale_for
 from engine.session import pixel_influence_steps
@@ -43,6 +44,11 @@ def test_pinning_a_pixel_maps_what_moves_its_conditional(qtbot, win):
     r, c = divmod(j, 28)
     view._on_move(view.plot.vb.mapViewToScene(QPointF(c + 0.5, r + 0.5)))
     assert f"({r}, {c})" in view.view.toolTip() and "flipped" in view.view.toolTip()
+    # ... and outlines it on the canvas and the heatmaps
+    assert win.canvas.hover_pixel == j and all(m.hover.isVisible() for m in win.heatmaps.maps)
+    assert win.heatmaps.maps[0].hover.rect().topLeft() == QPointF(c, r)
+    QApplication.sendEvent(view.view, QEvent(QEvent.Leave))
+    assert win.canvas.hover_pixel == -1 and not win.heatmaps.maps[0].hover.isVisible()
     # unpinning clears it
     win.pin(-1)
     assert view.influence is None and view.hint.isVisible()
