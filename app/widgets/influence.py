@@ -6,8 +6,8 @@ For the pinned pixel ``i`` the map shows, at each pixel ``j`` before it in the o
 expect more ink at ``i``, blue where it makes it expect less, white where it does not matter, on a
 symmetric scale that is the smallest of 0.05, 0.1, 0.25, 0.5 and 1 holding every change (named on
 the colour bar). Pixels at or after ``i`` cannot move it and are greyed out; the drawn digit is
-shaded. Hovering the map names a pixel and its number and outlines it on the canvas and the heatmaps; the three strongest
-are listed below it.
+shaded. Hovering the map names a pixel and its number and outlines it on the canvas and the
+heatmaps; the three strongest are listed below it.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class InfluenceView(QGroupBox):
     def clear(self, note: str = HINT) -> None:
         """Nothing pinned (or no model): an empty map and ``note``."""
         self.influence = None
-        if getattr(self, "_hover", -1) != -1:
+        if self._hover != -1:
             self._hover = -1
             self.hovered.emit(-1)
         for item in (self.image, self.ink, self.unseen):
