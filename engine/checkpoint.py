@@ -41,6 +41,9 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "read_metadata",
+    "INT8",
+    "quantize_int8",
+    "dequantize_int8",
 ]
 
 FORMAT = "pixelchain"
@@ -50,8 +53,45 @@ MAX_CHECKPOINT_BYTES = 1 << 30
 MAX_HEADER_BYTES = 64 << 20
 #: Largest image (height * width) a checkpoint may describe.
 MAX_IMAGE_PIXELS = 4096
-_ALLOWED_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64, "I64": torch.int64, "U8": torch.uint8}
-_DTYPE_SIZES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "I64": 8, "U8": 1}
+_ALLOWED_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64, "I64": torch.int64, "U8": torch.uint8, "I8": torch.int8}
+_DTYPE_SIZES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "I64": 8, "U8": 1, "I8": 1}
+_FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+#: ``save_checkpoint(..., dtype=INT8)``: weight matrices as int8 with one float32 scale per group
+#: of ``INT8_GROUP`` consecutive values of a row (``qscale.NAME``), everything else in float32
+INT8 = "int8"
+INT8_GROUP = 64
+#: matrices smaller than this stay float32 under INT8 (their scales would cost more than they save)
+_INT8_MIN_NUMEL = 4096
+
+
+def _int8_rows(shape: tuple[int, ...]) -> tuple[int, int]:
+    """A weight tensor seen as rows x columns: the first dimension against all the others."""
+    rows = shape[0] if shape else 1
+    cols = 1
+    for n in shape[1:]:
+        cols *= n
+    return rows, cols
+
+
+def quantize_int8(w: torch.Tensor, group: int = INT8_GROUP) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 codes of ``w`` (same shape) and float32 scales ``(rows, ceil(cols / group))``:
+    each group of ``group`` consecutive values in a row maps its largest magnitude to 127."""
+    rows, cols = _int8_rows(tuple(w.shape))
+    flat = w.detach().to(torch.float32).reshape(rows, cols)
+    pad = (-cols) % group
+    grouped = torch.nn.functional.pad(flat, (0, pad)).view(rows, -1, group)
+    scale = grouped.abs().amax(2) / 127.0
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round(grouped / safe[..., None]).clamp_(-127, 127).to(torch.int8)
+    return q.view(rows, -1)[:, :cols].reshape(w.shape).contiguous(), scale.contiguous()
+
+
+def dequantize_int8(q: torch.Tensor, scale: torch.Tensor, group: int = INT8_GROUP) -> torch.Tensor:
+    """The float32 weights that :func:`quantize_int8` coded as ``q`` and ``scale``."""
+    rows, cols = _int8_rows(tuple(q.shape))
+    pad = (-cols) % group
+    grouped = torch.nn.functional.pad(q.reshape(rows, cols).to(torch.float32), (0, pad)).view(rows, -1, group)
+    return (grouped * scale.to(torch.float32)[..., None]).view(rows, -1)[:, :cols].reshape(q.shape)
 
 
 class CheckpointError(ValueError):
@@ -117,19 +157,27 @@ def save_checkpoint(
     model: ARModel,
     meta: dict[str, Any] | None = None,
     extra: dict[str, torch.Tensor] | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
 ) -> Path:
-    """Save ``model`` (weights optionally cast to ``dtype``) with metadata, atomically."""
+    """Save ``model`` (weights optionally cast to ``dtype``, or coded as int8 with ``dtype=INT8``)
+    with metadata, atomically."""
     path = Path(path)
     tensors = {}
+    info = dict(meta or {})
+    info.pop("quantization", None)
     for k, v in model.state_dict().items():
         v = v.detach().to("cpu")
-        if dtype is not None and v.is_floating_point():
+        if dtype == INT8:
+            if v.is_floating_point() and v.dim() >= 2 and v.numel() >= _INT8_MIN_NUMEL:
+                v, tensors[f"qscale.{k}"] = quantize_int8(v)
+                info["quantization"] = {"scheme": "int8-groups", "group": INT8_GROUP}
+            elif v.is_floating_point():
+                v = v.to(torch.float32)
+        elif dtype is not None and v.is_floating_point():
             v = v.to(dtype)
         tensors[f"model.{k}"] = v.contiguous()
     for k, v in (extra or {}).items():
         tensors[f"extra.{k}"] = v.detach().to("cpu").contiguous()
-    info = dict(meta or {})
     info.update(
         family=model.family,
         config=model.config.to_dict(),
@@ -273,6 +321,20 @@ def _check_plausible_size(info: dict[str, Any], header: dict[str, Any]) -> None:
         raise ValueError(f"the config asks for a model far larger than the {numel:,} values stored in the file")
 
 
+def _check_int8(path: Path, k: str, spec: dict[str, Any], header: dict[str, Any], info: dict[str, Any]) -> None:
+    """An int8-coded weight needs the file to say how it was coded and its scales of the right shape."""
+    q = info.get("quantization")
+    group = q.get("group") if isinstance(q, dict) else None
+    if not (isinstance(q, dict) and q.get("scheme") == "int8-groups" and isinstance(group, int)
+            and not isinstance(group, bool) and 1 <= group <= 1 << 16):
+        raise CheckpointError(f"{path}: tensor {k!r} is int8 but the metadata does not say how it was coded")
+    sc = header.get(f"qscale.{k}")
+    rows, cols = _int8_rows(tuple(spec["shape"]))
+    want = [rows, -(-cols // group)]
+    if not isinstance(sc, dict) or sc.get("dtype") not in _FLOAT_DTYPES or sc.get("shape") != want:
+        raise CheckpointError(f"{path}: tensor {k!r} is int8 but its scales (qscale.{k}) are missing or not of shape {tuple(want)}")
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", max_bytes: int = MAX_CHECKPOINT_BYTES) -> Checkpoint:
     """Rebuild the model from the file's config and load its weights (on any device)."""
     path = Path(path)
@@ -308,8 +370,11 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     for k, spec in stored.items():
         if tuple(spec["shape"]) != expected[k]:
             raise CheckpointError(f"{path}: tensor {k!r} has shape {tuple(spec['shape'])}, the config implies {expected[k]}")
-        is_float = spec["dtype"] in ("F16", "BF16", "F32", "F64")
-        if is_float != probe_state[k].is_floating_point():
+        if spec["dtype"] == "I8" and probe_state[k].is_floating_point():
+            _check_int8(path, k, spec, header, info)
+            continue
+        is_float = spec["dtype"] in _FLOAT_DTYPES
+        if is_float != probe_state[k].is_floating_point() or spec["dtype"] == "I8":
             raise CheckpointError(f"{path}: tensor {k!r} has dtype {spec['dtype']}, expected {probe_state[k].dtype}")
     del probe, probe_state
     if model is None:
@@ -324,8 +389,13 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
     target = model.state_dict()
-    for k, v in state.items():
-        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+    for k, v in list(state.items()):
+        scale = tensors.get(f"qscale.{k}") if v.dtype == torch.int8 else None
+        if scale is not None:
+            if not bool(torch.isfinite(scale).all()) or bool((scale < 0).any()):
+                raise CheckpointError(f"{path}: the int8 scales of {k!r} are negative, NaN or infinite")
+            state[k] = dequantize_int8(v, scale, info["quantization"]["group"])
+        elif v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise CheckpointError(f"{path}: tensor {k!r} holds NaN or infinite values")
     try:
         model.load_state_dict({k: v.to(target[k].dtype) for k, v in state.items()})

@@ -39,6 +39,23 @@ def test_bundle_records_single_and_ensemble_nll(tmp_path):
     assert met["test_nll_ensemble4"] == pytest.approx(evaluate(m, x, ensemble=4)[0], abs=0.01)
     assert met["test_nll_ensemble4"] != pytest.approx(met["test_nll"], abs=0.01)
     assert f"ensemble of 4: {met['test_nll_ensemble4']:.2f}" in row and "| made-any | made |" in row
-    # stored in float16 only when the two reported decimals stay the same
-    if ck.meta["weights_dtype"] == "float16":
-        assert f"{evaluate(ck.model, x)[0]:.2f}" == f"{met['test_nll']:.2f}"
+    # stored in int8 or float16 only when the two reported decimals stay the same
+    assert ck.meta["weights_dtype"] in ("int8", "float16", "float32")
+    assert f"{evaluate(ck.model, x)[0]:.2f}" == f"{met['test_nll']:.2f}"
+
+
+def test_bundle_picks_the_smallest_storage_that_keeps_the_reported_nll(tmp_path):
+    from engine.checkpoint import INT8
+    torch.manual_seed(1)
+    m = build_model("made", {"hidden": (32,), "direct": True})
+    src = tmp_path / "run.safetensors"
+    save_checkpoint(src, m, {"history": [], "epoch": 0})
+    x = (np.random.default_rng(1).random((40, 784)) < 0.2).astype(np.uint8)
+    probe = save_checkpoint(tmp_path / "probe.safetensors", m, dtype=INT8)
+    int8_keeps = f"{evaluate(load_checkpoint(probe).model, x)[0]:.2f}" == f"{evaluate(m, x)[0]:.2f}"
+    _bundle_module(tmp_path / "out").bundle(str(src), "m", x)
+    out = tmp_path / "out" / "m.safetensors"
+    ck = load_checkpoint(out)
+    assert (ck.meta["weights_dtype"] == "int8") == int8_keeps
+    if int8_keeps:
+        assert out.stat().st_size < 0.6 * save_checkpoint(tmp_path / "f16.safetensors", m, dtype=torch.float16).stat().st_size

@@ -235,3 +235,94 @@ def test_stale_temporary_files_of_killed_saves_are_removed(tmp_path):
     os.utime(old, (1e9, 1e9))
     save_checkpoint(path, tiny_made())
     assert not old.exists() and fresh.exists() and load_checkpoint(path)
+
+
+# ----------------------------------------------------------------------------- int8 storage
+def _made_28(seed: int = 0):
+    torch.manual_seed(seed)
+    m = build_model("made", {"hidden": (96,), "direct": True}, make_ordering("snake", 28, 28))
+    with torch.no_grad():
+        m.direct.weight.normal_(0, 0.05)
+    return m.eval()
+
+
+@pytest.mark.parametrize("shape", [(5, 200), (3, 64), (4, 1), (2, 3, 5, 7), (130,)])
+def test_int8_codes_every_value_within_half_a_step(shape):
+    w = torch.randn(*shape, generator=torch.Generator().manual_seed(1)) * torch.logspace(-3, 1, shape[0])[
+        (...,) + (None,) * (len(shape) - 1)]
+    q, scale = ckmod.quantize_int8(w, group=16)
+    assert q.dtype == torch.int8 and q.shape == w.shape and int(q.abs().max()) <= 127
+    rows = shape[0]
+    cols = w.numel() // rows
+    assert scale.shape == (rows, -(-cols // 16))
+    back = ckmod.dequantize_int8(q, scale, group=16)
+    step = scale.repeat_interleave(16, 1)[:, :cols].reshape(w.shape)
+    assert bool(((back - w).abs() <= step / 2 + 1e-7).all())
+    zero = torch.zeros(3, 40)
+    q0, s0 = ckmod.quantize_int8(zero, group=16)
+    assert torch.equal(ckmod.dequantize_int8(q0, s0, group=16), zero)  # an all-zero group stays zero
+
+
+def test_int8_storage_is_half_the_size_of_float16_and_close(tmp_path):
+    m = _made_28()
+    half, small = tmp_path / "half.safetensors", tmp_path / "int8.safetensors"
+    save_checkpoint(half, m, dtype=torch.float16)
+    save_checkpoint(small, m, {"name": "x", "quantization": "stale"}, dtype=ckmod.INT8)
+    hdr, _ = read_st(small)
+    coded = {k for k, v in hdr.items() if k != "__metadata__" and v["dtype"] == "I8"}
+    assert coded == {"model.layers.0.weight", "model.out.weight", "model.direct.weight"}
+    for k in coded:
+        rows, cols = hdr[k]["shape"][0], int(np.prod(hdr[k]["shape"][1:]))
+        assert hdr[f"qscale.{k[len('model.'):]}"]["shape"] == [rows, -(-cols // ckmod.INT8_GROUP)]
+    assert small.stat().st_size < 0.6 * half.stat().st_size
+    ck = load_checkpoint(small)
+    assert ck.meta["quantization"] == {"scheme": "int8-groups", "group": ckmod.INT8_GROUP}
+    x = torch.bernoulli(torch.full((64, 784), 0.2), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = m.log_prob(x), ck.model.log_prob(x)
+    assert next(ck.model.parameters()).dtype == torch.float32
+    # coded, not copied; off by under 0.1 % of the NLL (here ~500 nats, a random network)
+    assert not torch.equal(a, b) and float((a - b).abs().max()) < 1e-3 * float(a.abs().mean()), (a - b).abs().max()
+    # saved again in float32, the stale quantization note is gone and the file loads as before
+    again = tmp_path / "again.safetensors"
+    save_checkpoint(again, ck.model, ck.meta)
+    assert "quantization" not in read_metadata(again)
+    with torch.no_grad():
+        assert torch.equal(load_checkpoint(again).model.log_prob(x), b)
+
+
+def _crafted(src: Path, dst: Path, case: str) -> Path:
+    """``src`` (an int8 checkpoint) rewritten with one thing wrong."""
+    from safetensors.torch import load_file, save_file
+    tensors = load_file(str(src))
+    meta = read_st(src)[0]["__metadata__"]
+    info = json.loads(meta["pixelchain"])
+    if case == "no-scheme":
+        info.pop("quantization")
+    elif case == "bad-group":
+        info["quantization"]["group"] = True
+    elif case == "scale-shape":
+        tensors["qscale.out.weight"] = tensors["qscale.out.weight"][:, :1].contiguous()
+    elif case == "no-scale":
+        del tensors["qscale.out.weight"]
+    elif case == "negative-scale":
+        tensors["qscale.out.weight"][0, 0] = -1.0
+    elif case == "nan-scale":
+        tensors["qscale.out.weight"][3, 0] = float("nan")
+    save_file(tensors, str(dst), metadata=dict(meta, pixelchain=json.dumps(info)))
+    return dst
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("no-scheme", "is int8 but the metadata does not say how it was coded"),
+    ("bad-group", "is int8 but the metadata does not say how it was coded"),
+    ("scale-shape", "its scales (qscale.out.weight) are missing or not of shape (784, 2)"),
+    ("no-scale", "its scales (qscale.out.weight) are missing"),
+    ("negative-scale", "the int8 scales of 'out.weight' are negative, NaN or infinite"),
+    ("nan-scale", "the int8 scales of 'out.weight' are negative, NaN or infinite"),
+])
+def test_bad_int8_checkpoints_are_refused_clearly(tmp_path, case, expect):
+    src = save_checkpoint(tmp_path / "ok.safetensors", _made_28(), dtype=ckmod.INT8)
+    load_checkpoint(src)  # the unaltered file loads
+    with pytest.raises(CheckpointError, match=re.escape(expect)):
+        load_checkpoint(_crafted(src, tmp_path / f"{case}.safetensors", case))
