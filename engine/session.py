@@ -293,7 +293,7 @@ def pixel_influence_steps(model: ARModel, image: np.ndarray, pixel: int, orderin
     dtype = next(model.parameters()).dtype
     x = torch.as_tensor(np.asarray(image, dtype=np.float64).reshape(1, -1)).to(dtype)
     step = int(order.inverse[pixel])
-    p = float(torch.sigmoid(model.logits(x, order)[0, pixel]))
+    p = float(torch.sigmoid(model.pixel_logit(x, pixel, order)[0]))
     delta = np.full(d, np.nan)
     before = np.array(order.perm[:step], dtype=np.int64)  # a writable copy (the ordering is frozen)
     for start in range(0, len(before), batch_size):
@@ -301,7 +301,7 @@ def pixel_influence_steps(model: ARModel, image: np.ndarray, pixel: int, orderin
         xb = x.repeat(len(js), 1)
         rows = torch.arange(len(js))
         xb[rows, js] = 1 - xb[rows, js]
-        flipped = torch.sigmoid(model.logits(xb, order)[:, pixel]).double().cpu().numpy()
+        flipped = torch.sigmoid(model.pixel_logit(xb, pixel, order)).double().cpu().numpy()
         delta[js.numpy()] = p - flipped
         yield min(1.0, (start + len(js)) / len(before))
     return PixelInfluence(int(pixel), step, p, delta.reshape(c.height, c.width), order)

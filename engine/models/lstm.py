@@ -110,6 +110,12 @@ class SequenceARModel(ARModel):
         perm, inv = order_tensors(ordering, x.device)
         return self._step_logits(x[:, perm], perm)[:, inv]
 
+    def _pixel_logit(self, x: Tensor, pixel: int, ordering: Ordering) -> Tensor:
+        # the conditional at step t reads steps 0..t only: run that prefix of the sequence
+        perm = order_tensors(ordering, x.device)[0]
+        t = int(ordering.inverse[pixel]) + 1
+        return self._step_logits(x[:, perm[:t]], perm[:t])[:, -1]
+
     def training_loss(self, x: Tensor) -> Tensor:
         if not self.config.order_agnostic:
             return super().training_loss(x)

@@ -57,3 +57,19 @@ def test_a_bad_pixel_index_is_a_clear_error():
     m = make_tiny("fvsbn", {})
     with pytest.raises(ValueError, match="raster index"):
         next(pixel_influence_steps(m, np.zeros(H * W), H * W))
+
+
+@pytest.mark.parametrize("label,family,cfg", all_tiny(), ids=[t[0] for t in all_tiny()])
+@pytest.mark.parametrize("ordering", ["raster", "snake", "random"])
+@torch.no_grad()
+def test_one_pixels_logit_is_that_of_the_full_pass(label, family, cfg, ordering):
+    """``pixel_logit`` (which the sequence families compute from a prefix only) equals the full pass."""
+    m = make_tiny(family, cfg, ordering)
+    x = torch.as_tensor(np.random.default_rng(4).integers(0, 2, (3, H * W)).astype(np.float64))
+    full = m.logits(x)
+    for pixel in range(H * W):
+        one = m.pixel_logit(x, pixel)
+        assert one.shape == (3,)
+        assert torch.allclose(one, full[:, pixel], rtol=0, atol=1e-10), (label, pixel)
+    with pytest.raises(ValueError, match="raster index"):
+        m.pixel_logit(x, H * W)
