@@ -341,17 +341,25 @@ def ensemble_size(model: ARModel, meta: dict | None = None) -> int:
     (a connectivity-agnostic MADE: an ensemble of its masks in its one ordering)."""
     if not model.any_order and ensemble_kind(model) != "masks":
         return 0
-    metrics = (meta or {}).get("metrics")
-    sizes = []
-    if isinstance(metrics, dict):
-        for key in metrics:
-            k = str(key).removeprefix("test_nll_ensemble")
-            if str(key).startswith("test_nll_ensemble") and k.isdigit() and 1 < int(k) <= 1024:
-                sizes.append(int(k))
-    if sizes:
-        return max(sizes)
+    recorded = recorded_ensemble((meta or {}).get("metrics"))
+    if recorded:
+        return recorded[0]
     masks = getattr(model.config, "num_masks", 0)
     return int(masks) if isinstance(masks, int) and masks > 1 else 8
+
+
+def recorded_ensemble(metrics: Any) -> tuple[int, float] | None:
+    """(K, test NLL) of the largest ensemble whose test NLL a checkpoint's metrics record
+    (``test_nll_ensembleK``, 1 < K <= 1024), or None."""
+    best = None
+    if isinstance(metrics, dict):
+        for key, v in metrics.items():
+            k = str(key).removeprefix("test_nll_ensemble")
+            if (str(key).startswith("test_nll_ensemble") and k.isdigit() and 1 < int(k) <= 1024
+                    and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                    and (best is None or int(k) > best[0])):
+                best = (int(k), float(v))
+    return best
 
 
 def ensemble_kind(model: ARModel) -> str:
@@ -398,6 +406,8 @@ class ModelEntry:
     valid_nll: float | None = None
     ordering: str = ""
     source: str = "bundled"  #: bundled, opened or trained
+    #: (K, test NLL) of the largest ensemble of orderings or masks the checkpoint records
+    ensemble: tuple[int, float] | None = None
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, source: str = "opened") -> "ModelEntry":
@@ -420,6 +430,7 @@ class ModelEntry:
             valid_nll=num(metrics.get("valid_nll")),
             ordering=label,
             source=source,
+            ensemble=recorded_ensemble(metrics),
         )
 
     @property
@@ -430,6 +441,8 @@ class ModelEntry:
             nll = f"valid NLL {self.valid_nll:.2f}"
         else:
             nll = "NLL not measured"
+        if self.ensemble is not None:
+            nll += f"  ·  ensemble of {self.ensemble[0]}: {self.ensemble[1]:.2f}"
         return f"{self.name}  ·  {self.family.upper()}  ·  {nll}"
 
 

@@ -87,7 +87,9 @@ class ModelPicker(QComboBox):
     def _tip(e: ModelEntry) -> str:
         parts = [f"<b>{e.name}</b> ({e.source})", f"family: {e.family}", f"ordering: {e.ordering}"]
         if e.test_nll is not None:
-            parts.append(f"test NLL: {e.test_nll:.3f} nats")
+            parts.append(f"test NLL: {e.test_nll:.3f} nats" + (" (the model's own ordering)" if e.ensemble else ""))
+        if e.ensemble is not None:
+            parts.append(f"test NLL of an ensemble of {e.ensemble[0]}: {e.ensemble[1]:.3f} nats")
         if e.valid_nll is not None:
             parts.append(f"validation NLL: {e.valid_nll:.3f} nats")
         parts.append(str(e.path))
