@@ -177,6 +177,17 @@ def bf16_is_native(device: torch.device, flags: set[str] | None = None) -> bool 
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
+def bf16_hardware(device: torch.device, flags: set[str] | None = None) -> str | None:
+    """What computes bf16 natively on ``device`` when it does ("AMX", "AVX-512 BF16", "BF16",
+    or for CUDA the GPU's name), else None."""
+    if bf16_is_native(device, flags) is not True:
+        return None
+    if device.type != "cpu":
+        return device_name(device)
+    flags = _cpu_flags() if flags is None else flags
+    return next(name for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("bf16", "BF16")) if flag in flags)
+
+
 def amp_warning(device: torch.device, flags: set[str] | None = None) -> str | None:
     """A one-line warning when bf16 autocast would be emulated (slow) on ``device``, else None."""
     if bf16_is_native(device, flags) is not False:

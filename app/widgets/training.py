@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 
 from engine.models import FAMILIES, QUICK_CONFIGS, build_model, family_class
 from engine.ordering import ORDERING_NAMES, make_ordering
-from engine.train import BatchEnd, EpochEnd, Finished, TrainConfig, amp_warning, device_name, resolve_device
+from engine.train import BatchEnd, EpochEnd, Finished, TrainConfig, amp_warning, bf16_hardware, device_name, resolve_device
 
 from ..worker import Worker
 
@@ -177,7 +177,10 @@ class TrainingPanel(QWidget):
         if slow_bf16:  # emulated bf16 would only slow training down: say so instead of offering it
             self.amp.setEnabled(False)
             self.amp.setToolTip(slow_bf16[0].upper() + slow_bf16[1:] + ";\nit is offered on GPUs and on CPUs with AVX-512 BF16 or AMX")
-        self.device = QLabel(f"{device_name(dev)}  ({dev.type})")
+        native = bf16_hardware(dev) if dev.type == "cpu" else None
+        self.device = QLabel(f"{device_name(dev)}  ({dev.type})" + (f"  ·  bf16 in {native}" if native else ""))
+        if native:
+            self.amp.setToolTip(self.amp.toolTip() + f"\nThis CPU computes bf16 in {native}: a wide MADE trains about twice as fast")
         self.small.setChecked(dev.type == "cpu")
         self.device.setObjectName("value")
         form.addRow("family", self.family)

@@ -4,6 +4,7 @@ takes effect promptly, and closing the window mid-training."""
 from __future__ import annotations
 
 import math
+import re
 import time
 
 from engine.checkpoint import load_checkpoint, read_metadata
@@ -20,7 +21,7 @@ def _small(panel, epochs: int, max_train: int = 300) -> None:
 def test_short_training_run_saves_and_lists_its_checkpoint(qtbot, win, data_dir):
     panel = win.training
     _small(panel, epochs=2)
-    assert panel.device.text().endswith(("(cpu)", "(cuda)", "(mps)"))
+    assert re.search(r"\((cpu|cuda|mps)\)(  ·  bf16 in [\w -]+)?$", panel.device.text()), panel.device.text()
     with qtbot.waitSignal(panel.checkpointReady, timeout=60000) as blocker:
         panel.start_btn.click()
         assert panel.running and not panel.start_btn.isEnabled()
@@ -160,7 +161,7 @@ def test_bf16_is_offered_only_where_it_is_native(qtbot, tmp_path, monkeypatch):
     from app.widgets.training import TrainingPanel
     from app.worker import Worker
 
-    for flags, offered in (({"sse2", "avx2"}, False), ({"avx2", "avx512_bf16"}, True)):
+    for flags, offered in (({"sse2", "avx2"}, False), ({"avx2", "avx512_bf16"}, True), ({"avx512_bf16", "amx_bf16"}, True)):
         monkeypatch.setattr(tr, "_cpu_flags", lambda flags=flags: flags)
         monkeypatch.setattr("app.widgets.training.resolve_device", lambda name="auto": tr.torch.device("cpu"))
         worker = Worker("test-training")
@@ -171,4 +172,8 @@ def test_bf16_is_offered_only_where_it_is_native(qtbot, tmp_path, monkeypatch):
         assert panel.config()[2].amp == offered
         if not offered:
             assert "no bf16 instructions" in panel.amp.toolTip()
+            assert "bf16" not in panel.device.text()
+        else:  # the device row says what computes it
+            hw = "AMX" if "amx_bf16" in flags else "AVX-512 BF16"
+            assert panel.device.text().endswith(f"bf16 in {hw}") and hw in panel.amp.toolTip()
         worker.shutdown()

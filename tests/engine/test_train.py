@@ -434,6 +434,10 @@ def test_bf16_is_native_reads_the_cpu_flags(monkeypatch):
     warning = tr.amp_warning(cpu, {"avx2"})
     assert "no bf16 instructions" in warning and "slower" in warning
     assert tr.amp_warning(cpu, {"avx512_bf16"}) is None
+    assert tr.bf16_hardware(cpu, {"avx512_bf16", "amx_tile", "amx_bf16"}) == "AMX"
+    assert tr.bf16_hardware(cpu, {"avx512f", "avx512_bf16"}) == "AVX-512 BF16"
+    assert tr.bf16_hardware(cpu, {"asimd", "bf16"}) == "BF16"
+    assert tr.bf16_hardware(cpu, {"avx2"}) is None and tr.bf16_hardware(cpu) is None  # flags unreadable
 
 
 def test_cpu_flags_parse_proc_cpuinfo(monkeypatch, tmp_path):
