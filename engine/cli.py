@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ema", type=float, default=0.0, help="validate and keep a moving average of the weights with this decay (e.g. 0.999)")
     t.add_argument("--grad-clip", type=float, default=None)
     t.add_argument("--patience", type=int, default=None, help="stop after this many epochs without validation improvement")
+    t.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after the last epoch that fits in this many minutes (continue with --resume)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     t.add_argument("--amp", action="store_true", help="bf16 mixed precision on CUDA or the CPU (evaluation stays float32)")
@@ -210,7 +212,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     model = build_model(a.model, cfg, ordering)
     tc = TrainConfig(
         epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, lr_min_factor=a.lr_min_factor, weight_decay=a.weight_decay, l1=a.l1, ema=a.ema,
-        grad_clip=a.grad_clip, seed=a.seed, device=a.device, patience=a.patience, max_train=a.max_train,
+        grad_clip=a.grad_clip, seed=a.seed, device=a.device, patience=a.patience, max_minutes=a.max_minutes, max_train=a.max_train,
         max_valid=a.max_valid, amp=a.amp,
     )
     from .distributed import context as dist_context
@@ -254,6 +256,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
             if not quiet:
                 best = f"{ev.best_valid_nll:.3f}" if ev.best_valid_nll is not None else "-"
                 print(f"{ev.reason} after {ev.epochs_run} epochs in {_fmt_time(time.perf_counter() - t0)}; best valid NLL {best} nats -> {ev.best_path}")
+                if ev.reason == "time-limit":
+                    print(ev.message)
     return 0
 
 

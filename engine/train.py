@@ -66,6 +66,10 @@ class TrainConfig:
     device: str = "auto"
     #: stop when the validation NLL has not improved for this many epochs (None: never)
     patience: int | None = None
+    #: stop after the epoch past which another one would overrun this many minutes of this run's
+    #: time (None: no limit); the best checkpoint and the resumable state are kept, so ``resume``
+    #: continues it (for training in slices, e.g. on a lent GPU)
+    max_minutes: float | None = None
     #: use only the first N training / validation images (quick runs and tests)
     max_train: int | None = None
     max_valid: int | None = None
@@ -118,7 +122,7 @@ class EpochEnd:
 
 @dataclass
 class Finished:
-    reason: str  # "completed", "early-stopped", "diverged"
+    reason: str  # "completed", "early-stopped", "diverged", "time-limit"
     epochs_run: int
     best_valid_nll: float | None
     best_path: Path | None
@@ -301,6 +305,8 @@ def train(
         raise TrainingError("epochs and batch size must be at least 1 and the learning rate positive")
     if not (0.0 <= cfg.ema < 1.0) or not (cfg.l1 >= 0.0):
         raise TrainingError("ema must be in [0, 1) and l1 at least 0")
+    if cfg.max_minutes is not None and not (cfg.max_minutes > 0 and math.isfinite(cfg.max_minutes)):
+        raise TrainingError(f"max_minutes must be a positive number of minutes, got {cfg.max_minutes!r}")
     out = Path(out) if out is not None else None
     if out is not None and not out.parent.is_dir():
         raise TrainingError(f"cannot save to {out}: folder {out.parent} does not exist")
@@ -456,6 +462,14 @@ def train(
         if cfg.patience is not None and bad_epochs >= cfg.patience:
             yield Finished("early-stopped", epoch, best, best_path, f"no improvement for {bad_epochs} epochs", history)
             return
+        if cfg.max_minutes is not None and epoch < cfg.epochs:
+            spent = time.perf_counter() - t0
+            over = spent + spent / (epoch - start_epoch + 1) > 60.0 * cfg.max_minutes  # the next epoch would overrun
+            if ddp.mean(float(over)) > 0:  # all processes stop together when any would overrun
+                msg = (f"stopped after epoch {epoch} of {cfg.epochs}: another would pass the limit of "
+                       f"{cfg.max_minutes:g} minutes; continue with resume (--resume)")
+                yield Finished("time-limit", epoch, None if math.isinf(best) else best, best_path, msg, history)
+                return
     yield Finished("completed", cfg.epochs, None if math.isinf(best) else best, best_path, "", history)
 
 

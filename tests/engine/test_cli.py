@@ -262,3 +262,15 @@ def test_amp_on_a_cpu_without_bf16_warns(monkeypatch, capsys, tmp_path, data_dir
     monkeypatch.setattr(tr, "_cpu_flags", lambda: {"avx512_bf16"})
     assert main(["train", *TINY, "--epochs", "1", "--amp", "--device", "cpu", "--out", str(out), "--data", str(data_dir)]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_max_minutes_stops_a_run_between_epochs(tmp_path, data_dir, capsys):
+    out = tmp_path / "t.safetensors"
+    argv = ["train", *[a for a in TINY if a != "--quiet"], "--out", str(out), "--data", str(data_dir), "--max-minutes", "1e-6"]
+    argv[argv.index("--epochs") + 1] = "3"
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "time-limit after 1 epochs" in printed and "--resume" in printed
+    assert load_checkpoint(out.with_name("t.resume.safetensors")).meta["epoch"] == 1
+    assert main([*argv[:-2], "--resume"]) == 0  # without the limit it runs to the end
+    assert load_checkpoint(out.with_name("t.resume.safetensors")).meta["epoch"] == 3

@@ -160,6 +160,41 @@ def test_patience_counts_across_a_resume(tmp_path, monkeypatch):
     assert fin.reason == "early-stopped" and fin.epochs_run == 3
 
 
+def test_a_time_limit_stops_between_epochs_and_resume_goes_on(tmp_path, monkeypatch):
+    """With ``max_minutes`` a run stops after the last epoch that fits (judged by the epochs so
+    far), keeps the best checkpoint and the resumable state, and ``resume`` continues it."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(trainmod.time, "perf_counter", lambda: clock["now"])
+    out = tmp_path / "m.safetensors"
+    batches = -(-len(TRAIN_X) // 50)
+
+    def timed_model():
+        m = model()
+        real = m.training_loss
+
+        def loss(x):
+            clock["now"] += 10.0  # every batch takes 10 s of this fake clock
+            return real(x)
+
+        monkeypatch.setattr(m, "training_loss", loss)
+        return m
+
+    limit = 2.5 * batches * 10.0 / 60.0  # two and a half epochs
+    c = cfg(epochs=5, max_minutes=limit)
+    events = list(train(timed_model(), TRAIN_X, VALID_X, c, out=out))
+    fin = events[-1]
+    assert fin.reason == "time-limit" and fin.epochs_run == 2 and "--resume" in fin.message
+    assert [e.epoch for e in events if isinstance(e, EpochEnd)] == [1, 2]
+    assert load_checkpoint(resume_path(out)).meta["epoch"] == 2 and fin.best_path == out
+    fin = list(train(timed_model(), TRAIN_X, VALID_X, c, out=out, resume=True))[-1]
+    assert fin.reason == "time-limit" and fin.epochs_run == 4  # the limit counts this run's time only
+    fin = list(train(timed_model(), TRAIN_X, VALID_X, c, out=out, resume=True))[-1]
+    assert fin.reason == "completed" and len(fin.history) == 5  # the last epoch is never cut
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(TrainingError, match="max_minutes"):
+            next(train(model(), TRAIN_X, VALID_X, cfg(max_minutes=bad), out=tmp_path / "x.safetensors"))
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_nan_or_inf_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, bad):
     out = tmp_path / "m.safetensors"
