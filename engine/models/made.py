@@ -20,6 +20,7 @@ log-likelihoods). Sampling keeps the first layer's pre-activation and adds one c
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -55,6 +56,21 @@ class MADEConfig(ModelConfig):
 
 #: The order sets of an order-agnostic MADE.
 ORDER_SETS = ("random", "scans", "rows")
+
+
+def _mask_cache_budget() -> int:
+    """Bytes the masks of other members may hold in memory: a quarter of the machine's memory
+    (of 16 GiB where it cannot be read), at least 256 MiB. A 32-member MADE of two 8000-unit layers
+    has 10 GB of masks: beyond the budget the least recently used are rebuilt when needed."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 16 << 30
+    return max(256 << 20, int(total) // 4)
+
+
+#: see :func:`_mask_cache_budget`; at most 64 members' masks are kept whatever their size
+MASK_CACHE_BYTES = _mask_cache_budget()
 
 
 def _member_seed(seed: int, k: int) -> int:
@@ -127,12 +143,16 @@ class MADE(ARModel):
             n = len(self.layers) + 1 + (self.direct is not None)
             return [getattr(self, f"mask{i}") for i in range(n)]
         key = (hash(ordering), k)
-        masks = self._mask_cache.get(key)
+        cache = self._mask_cache
+        masks = cache.get(key)
         if masks is None or masks[0].device != self.out.weight.device:
             masks = [m.to(self.out.weight.device) for m in self._build_masks(ordering, k)]
-            self._mask_cache[key] = masks
-            while len(self._mask_cache) > 64:
-                self._mask_cache.popitem(last=False)
+            cache[key] = masks
+            size = sum(m.numel() * m.element_size() for ms in cache.values() for m in ms)
+            while len(cache) > 64 or (len(cache) > 1 and size > MASK_CACHE_BYTES):
+                _, old = cache.popitem(last=False)  # the least recently used
+                size -= sum(m.numel() * m.element_size() for m in old)
+        cache.move_to_end(key)
         return masks
 
     def _pair_ordering(self, k: int) -> Ordering:

@@ -318,3 +318,28 @@ def test_nade_training_loss_uses_the_fused_path_and_agrees_with_log_prob():
     xr = x.clone().requires_grad_(True)  # forces the plain path
     torch.testing.assert_close(m.log_prob(x), m.log_prob(xr).detach())
     torch.testing.assert_close(m.training_loss(x), -m.log_prob(xr).detach().mean())
+
+
+def test_made_mask_cache_keeps_within_its_memory_budget(monkeypatch):
+    """Other members' masks are cached up to a byte budget (least recently used dropped first,
+    rebuilt when needed), with the same likelihoods as with every mask cached."""
+    import engine.models.made as made
+
+    torch.manual_seed(0)
+    m = build_model("made", {"hidden": (40,), "order_agnostic": True, "order_set": "scans", "num_masks": 8, "direct": True})
+    x = torch.bernoulli(torch.full((5, 784), 0.3), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = [m.member_log_prob(x, k) for k in range(8)]
+    one = sum(t.numel() * t.element_size() for t in m._build_masks(*m.member(1)))
+    monkeypatch.setattr(made, "MASK_CACHE_BYTES", int(2.5 * one))
+    m._mask_cache.clear()
+    with torch.no_grad():
+        for k in [1, 2, 3, 1, 4, 5, 6, 7, 2]:
+            assert torch.equal(m.member_log_prob(x, k), ref[k])
+            assert len(m._mask_cache) <= 2
+        m.member_log_prob(x, 5)
+        m.member_log_prob(x, 7)  # 7 used last: 5 is dropped when 3 comes in
+        m.member_log_prob(x, 3)
+    kept = {k for _, k in m._mask_cache}
+    assert kept == {7, 3}
+    assert made._mask_cache_budget() >= 256 << 20  # the real budget: at least 256 MiB
