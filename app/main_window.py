@@ -222,6 +222,7 @@ class MainWindow(FiguresMixin, InfluenceMixin, EditingMixin, RunMixin, QMainWind
         entries, errors = list_checkpoints(self.bundled_dir, "bundled")
         for e in entries:
             self.model_picker.add_entry(e)
+        self.training.set_recipes(entries)
         for p in app_settings.recent_files(self.settings):
             if p.is_file():
                 try:

@@ -101,6 +101,15 @@ class TrainingPanel(QWidget):
         lay = QVBoxLayout(self)
         box = QGroupBox("Model and data")
         form = QFormLayout(box)
+        self.recipe = QComboBox()
+        self.recipe.addItem("your own settings", None)
+        self.recipe.setToolTip("Fill the form with how a bundled model was trained (its recorded configuration\n"
+                               "and hyperparameters), to train it again or to start from its recipe")
+        self.recipe.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.recipe.setMinimumContentsLength(18)
+        self._recipe_cfg: dict | None = None  #: the chosen recipe's full model config
+        self._recipe_tc: dict = {}  #: and its training settings that the form does not show
+        self._applying = False
         self.family = QComboBox()
         for name, cls in FAMILIES.items():
             self.family.addItem(name.upper() if len(name) <= 5 else name, name)
@@ -110,7 +119,7 @@ class TrainingPanel(QWidget):
         for name in ORDERING_NAMES:
             self.ordering.addItem(name, name)
         self.hidden = QSpinBox()
-        self.hidden.setRange(1, 4096)
+        self.hidden.setRange(1, 16384)
         self.hidden.setValue(500)
         self.order_agnostic = QCheckBox("order-agnostic")
         self.order_agnostic.setToolTip("Train over random orderings (and, for MADE, masks), so any ordering works at inference")
@@ -183,6 +192,7 @@ class TrainingPanel(QWidget):
             self.amp.setToolTip(self.amp.toolTip() + f"\nThis CPU computes bf16 in {native}: a wide MADE trains about twice as fast")
         self.small.setChecked(dev.type == "cpu")
         self.device.setObjectName("value")
+        form.addRow("recipe", self.recipe)
         form.addRow("family", self.family)
         form.addRow("ordering", self.ordering)
         form.addRow("hidden units", self.hidden)
@@ -196,8 +206,14 @@ class TrainingPanel(QWidget):
         form.addRow("L1 penalty", self.l1)
         form.addRow("", self.ema)
         form.addRow("", self.amp)
-        form.addRow("training images", self.max_train)
-        form.addRow("validation images", self.max_valid)
+        images = QHBoxLayout()  # one row for both, so that the form fits a 940-pixel window unscrolled
+        images.setContentsMargins(0, 0, 0, 0)
+        images.addWidget(self.max_train, 1)
+        images.addWidget(QLabel("valid"))
+        images.addWidget(self.max_valid, 1)
+        self.max_train.setToolTip("Training images: the first N of the 50,000 (0: all)")
+        self.max_valid.setToolTip("Validation images: the first N of the 10,000 (0: all)")
+        form.addRow("images: train", images)
         form.addRow("device", self.device)
         lay.addWidget(box)
         row = QHBoxLayout()
@@ -230,6 +246,7 @@ class TrainingPanel(QWidget):
         lay.addWidget(self.plot, 1)
         self.family.currentIndexChanged.connect(self._family_changed)
         self.small.toggled.connect(self._family_changed)
+        self.recipe.activated.connect(self._recipe_chosen)
         self.order_agnostic.toggled.connect(self._order_set_enabled)
         self._family_changed()
         self.start_btn.clicked.connect(self.start)
@@ -240,7 +257,72 @@ class TrainingPanel(QWidget):
         worker.finished.connect(self._on_finished)
         self._hist: dict[str, list[float]] = {}
 
+    # -- recipes of bundled models -------------------------------------------------------------
+    def set_recipes(self, entries) -> None:
+        """Offer the recipe of each checkpoint in ``entries`` (ModelEntry) that records how it was
+        trained (its model config and ``train_config``)."""
+        from engine.checkpoint import read_metadata
+
+        while self.recipe.count() > 1:
+            self.recipe.removeItem(1)
+        for e in entries:
+            try:
+                info = read_metadata(e.path)
+            except Exception:  # noqa: BLE001 -- an unreadable file offers no recipe
+                continue
+            if e.family not in FAMILIES or not isinstance(info.get("train_config"), dict):
+                continue
+            nll = e.ensemble[1] if e.ensemble else e.test_nll
+            self.recipe.addItem(e.name + (f"  ·  {nll:.2f}" if nll is not None else ""), info)
+            what = f"test NLL of an ensemble of {e.ensemble[0]}" if e.ensemble else "test NLL"
+            tip = (f"{what}: {nll:.2f} nats\n" if nll is not None else "") + str(info.get("command", ""))
+            self.recipe.setItemData(self.recipe.count() - 1, tip, Qt.ToolTipRole)
+
+    def _recipe_chosen(self, index: int) -> None:
+        info = self.recipe.itemData(index)
+        if not isinstance(info, dict):
+            self._recipe_cfg = None
+            return
+        cfg = {k: v for k, v in info.get("config", {}).items() if k not in ("height", "width")}
+        tc = info["train_config"]
+        self._applying = True
+        try:
+            self.small.setChecked(False)
+            self.family.setCurrentIndex(max(0, self.family.findData(info["family"])))
+            name = info.get("ordering", {}).get("name")
+            if self.ordering.findData(name) >= 0:
+                self.ordering.setCurrentIndex(self.ordering.findData(name))
+            hidden = cfg.get("hidden")
+            if isinstance(hidden, (list, tuple)) and hidden:
+                hidden = hidden[0]
+            if isinstance(hidden, int) and self.hidden.isEnabled():
+                self.hidden.setValue(hidden)
+            self.direct.setChecked(bool(cfg.get("direct", self.direct.isChecked())))
+            self.order_agnostic.setChecked(bool(cfg.get("order_agnostic", False)))
+            if self.order_set.findData(cfg.get("order_set")) >= 0:
+                self.order_set.setCurrentIndex(self.order_set.findData(cfg.get("order_set")))
+            for box, key in ((self.epochs, "epochs"), (self.batch, "batch_size")):
+                if isinstance(tc.get(key), int):
+                    box.setValue(tc[key])
+            for box, key in ((self.lr, "lr"), (self.l1, "l1")):
+                if isinstance(tc.get(key), (int, float)):
+                    box.setValue(float(tc[key]))
+            self.ema.setChecked(bool(tc.get("ema")))
+            self.amp.setChecked(bool(tc.get("amp")) and self.amp.isEnabled())
+            self.max_train.setValue(int(tc.get("max_train") or 0))
+            self.max_valid.setValue(int(tc.get("max_valid") or 0))
+        finally:
+            self._applying = False
+        self._recipe_cfg = cfg
+        hidden_tc = ("lr_min_factor", "weight_decay", "grad_clip", "seed", "patience", "eval_batch_size")
+        self._recipe_tc = {k: tc[k] for k in hidden_tc
+                           if k in tc and (tc[k] is None or (isinstance(tc[k], (int, float)) and not isinstance(tc[k], bool)))}
+        self.recipe.setCurrentIndex(index)
+
     def _family_changed(self, *_: object) -> None:
+        if not self._applying:  # the user chose another family: the recipe no longer applies
+            self._recipe_cfg = None
+            self.recipe.setCurrentIndex(0)
         fields = family_class(self.family.currentData()).config_class.__dataclass_fields__
         self.hidden.setEnabled("hidden" in fields)
         if "hidden" in fields:
@@ -267,20 +349,28 @@ class TrainingPanel(QWidget):
         cls = family_class(family)
         fields = cls.config_class.__dataclass_fields__
         cfg: dict = dict(QUICK_CONFIGS.get(family, {})) if self.small.isChecked() else {}
+        recipe = dict(self._recipe_cfg) if self._recipe_cfg is not None else None
+        if recipe is not None:  # the recipe's own settings, the form's visible ones on top
+            cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items() if k in fields}
         if "hidden" in fields:
             default = cls.config_class().hidden  # type: ignore[attr-defined]
-            cfg["hidden"] = (self.hidden.value(),) if isinstance(default, tuple) else self.hidden.value()
+            layers = cfg.get("hidden") if recipe is not None else None
+            if isinstance(layers, tuple) and layers and layers[0] == self.hidden.value():
+                cfg["hidden"] = layers  # deeper than the one spin box shows: kept as recorded
+            else:
+                cfg["hidden"] = (self.hidden.value(),) if isinstance(default, tuple) else self.hidden.value()
         if "direct" in fields:
             cfg["direct"] = self.direct.isChecked()
         if "order_agnostic" in fields:
             cfg["order_agnostic"] = self.order_agnostic.isChecked()
-            if self.order_agnostic.isChecked() and "num_masks" in fields:
+            if self.order_agnostic.isChecked() and "num_masks" in fields and recipe is None:
                 cfg["num_masks"] = 0
             if self.order_agnostic.isChecked() and "order_set" in fields:
                 cfg["order_set"] = self.order_set.currentData()
-                if cfg["order_set"] in ("scans", "rows"):
+                if cfg["order_set"] in ("scans", "rows") and recipe is None:
                     cfg["num_masks"] = 32  # a fixed set of 32 ordering/mask pairs, as the bundled MADEs
-        tc = TrainConfig(epochs=self.epochs.value(), batch_size=self.batch.value(), lr=self.lr.value(),
+        tc = TrainConfig(**(self._recipe_tc if recipe is not None else {}),
+                         epochs=self.epochs.value(), batch_size=self.batch.value(), lr=self.lr.value(),
                          l1=self.l1.value(), ema=0.999 if self.ema.isChecked() else 0.0, amp=self.amp.isChecked() and self.amp.isEnabled(),
                          max_train=self.max_train.value() or None, max_valid=self.max_valid.value() or None)
         return family, cfg, tc

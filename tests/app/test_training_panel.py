@@ -7,6 +7,8 @@ import math
 import re
 import time
 
+from PySide6.QtCore import Qt
+
 from engine.checkpoint import load_checkpoint, read_metadata
 
 
@@ -177,3 +179,44 @@ def test_bf16_is_offered_only_where_it_is_native(qtbot, tmp_path, monkeypatch):
             hw = "AMX" if "amx_bf16" in flags else "AVX-512 BF16"
             assert panel.device.text().endswith(f"bf16 in {hw}") and hw in panel.amp.toolTip()
         worker.shutdown()
+
+
+def test_a_bundled_models_recipe_fills_the_form_and_reaches_the_run(qtbot, tmp_path):
+    from engine.checkpoint import save_checkpoint
+    from engine.models import build_model
+    from engine.ordering import make_ordering
+    from engine.session import list_checkpoints
+    from app.widgets.training import TrainingPanel
+    from app.worker import Worker
+
+    cfg = {"hidden": (64, 48), "direct": True, "order_agnostic": True, "order_set": "scans", "num_masks": 8, "member_bias": True}
+    tc = {"epochs": 40, "batch_size": 250, "lr": 0.002, "lr_min_factor": 0.02, "weight_decay": 1e-4, "l1": 3e-5,
+          "ema": 0.999, "amp": False, "max_train": None, "max_valid": 5000, "patience": "soon", "seed": 3}
+    save_checkpoint(tmp_path / "deep.safetensors", build_model("made", cfg, make_ordering("snake")),
+                    {"name": "deep", "train_config": tc, "command": "pixelchain train --model made ...",
+                     "metrics": {"test_nll": 95.0, "test_nll_ensemble8": 91.0}})
+    save_checkpoint(tmp_path / "plain.safetensors", build_model("fvsbn"), {"name": "plain", "metrics": {"test_nll": 99.0}})
+    entries, _ = list_checkpoints(tmp_path)
+    worker = Worker("test-recipes")
+    panel = TrainingPanel(worker, tmp_path / "out")
+    qtbot.addWidget(panel)
+    panel.set_recipes(entries)
+    labels = [panel.recipe.itemText(i) for i in range(panel.recipe.count())]
+    assert labels == ["your own settings", "deep  ·  91.00"]  # plain records no training settings
+    assert "ensemble of 8: 91.00" in panel.recipe.itemData(1, Qt.ToolTipRole)
+    panel.recipe.activated.emit(1)
+    assert panel.recipe.currentIndex() == 1
+    assert panel.family.currentData() == "made" and panel.ordering.currentData() == "snake"
+    assert panel.hidden.value() == 64 and panel.epochs.value() == 40 and panel.batch.value() == 250
+    assert panel.order_set.currentData() == "scans" and panel.ema.isChecked() and not panel.small.isChecked()
+    family, got, t = panel.config()
+    assert got["hidden"] == (64, 48) and got["num_masks"] == 8 and got["member_bias"] and got["order_set"] == "scans"
+    assert (t.lr, t.lr_min_factor, t.weight_decay, t.l1, t.ema, t.seed) == (0.002, 0.02, 1e-4, 3e-5, 0.999, 3)
+    assert t.patience is None and t.max_train is None and t.max_valid == 5000  # a malformed value is not taken
+    build_model(family, got, make_ordering("snake"))  # the config builds
+    panel.hidden.setValue(100)  # the form's visible settings win over the recipe's
+    assert panel.config()[1]["hidden"] == (100,)
+    panel.family.setCurrentIndex(panel.family.findData("nade"))  # another family: the recipe is dropped
+    assert panel.recipe.currentIndex() == 0 and "num_masks" not in panel.config()[1]
+    assert panel.config()[2].lr_min_factor == 1.0
+    worker.shutdown()
