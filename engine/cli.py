@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patience", type=int, default=None, help="stop after this many epochs without validation improvement")
     t.add_argument("--max-minutes", type=float, default=None,
                    help="stop after the last epoch that fits in this many minutes (continue with --resume)")
+    t.add_argument("--fit-schedule", action="store_true",
+                   help="with --max-minutes: end the cosine schedule at the last epoch that fits the limit (re-estimated every epoch)")
+    t.add_argument("--state-every", type=int, default=1, metavar="N",
+                   help="save the resumable state every N epochs and when the run stops (0: only when it stops)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     t.add_argument("--amp", action="store_true", help="bf16 mixed precision on CUDA or the CPU (evaluation stays float32)")
@@ -212,7 +216,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
     model = build_model(a.model, cfg, ordering)
     tc = TrainConfig(
         epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, lr_min_factor=a.lr_min_factor, weight_decay=a.weight_decay, l1=a.l1, ema=a.ema,
-        grad_clip=a.grad_clip, seed=a.seed, device=a.device, patience=a.patience, max_minutes=a.max_minutes, max_train=a.max_train,
+        grad_clip=a.grad_clip, seed=a.seed, device=a.device, patience=a.patience, max_minutes=a.max_minutes, fit_schedule=a.fit_schedule,
+        state_every=a.state_every, max_train=a.max_train,
         max_valid=a.max_valid, amp=a.amp,
     )
     from .distributed import context as dist_context

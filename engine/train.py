@@ -70,6 +70,13 @@ class TrainConfig:
     #: time (None: no limit); the best checkpoint and the resumable state are kept, so ``resume``
     #: continues it (for training in slices, e.g. on a lent GPU)
     max_minutes: float | None = None
+    #: with ``max_minutes``: end the learning-rate schedule at the last epoch that fits the limit
+    #: (re-estimated after every epoch from this run's epochs so far, never beyond ``epochs``), so
+    #: that a run of unknown speed, e.g. on a lent GPU, still decays to ``lr * lr_min_factor``
+    fit_schedule: bool = False
+    #: save the resumable state (weights, optimiser moments and the average: about four times the
+    #: weights) every N epochs and whenever the run stops; 0: only when it stops
+    state_every: int = 1
     #: use only the first N training / validation images (quick runs and tests)
     max_train: int | None = None
     max_valid: int | None = None
@@ -307,6 +314,10 @@ def train(
         raise TrainingError("ema must be in [0, 1) and l1 at least 0")
     if cfg.max_minutes is not None and not (cfg.max_minutes > 0 and math.isfinite(cfg.max_minutes)):
         raise TrainingError(f"max_minutes must be a positive number of minutes, got {cfg.max_minutes!r}")
+    if cfg.fit_schedule and cfg.max_minutes is None:
+        raise TrainingError("fit_schedule needs a time limit (max_minutes) to fit the schedule to")
+    if cfg.state_every < 0:
+        raise TrainingError(f"state_every must be 0 (only when the run stops) or more, got {cfg.state_every!r}")
     out = Path(out) if out is not None else None
     if out is not None and not out.parent.is_dir():
         raise TrainingError(f"cannot save to {out}: folder {out.parent} does not exist")
@@ -352,10 +363,12 @@ def train(
 
     loss_fn = ddp.loss_fn(model)  # model.training_loss, gradient-synchronising under DDP
 
+    planned = cfg.epochs  # the schedule's last epoch: earlier when it is fitted to the time limit
+
     def lr_at(epoch: int) -> float:
-        if cfg.lr_min_factor >= 1.0 or cfg.epochs <= 1:
+        if cfg.lr_min_factor >= 1.0 or planned <= 1:
             return cfg.lr
-        frac = (epoch - 1) / (cfg.epochs - 1)
+        frac = min(1.0, (epoch - 1) / (planned - 1))
         return cfg.lr * (cfg.lr_min_factor + (1 - cfg.lr_min_factor) * 0.5 * (1 + math.cos(math.pi * frac)))
 
     x_all = torch.as_tensor(train_x, dtype=torch.float32)
@@ -365,7 +378,9 @@ def train(
     batches = math.ceil(n / cfg.batch_size)
     t0 = time.perf_counter()
     done_batches = 0
-    total_batches = batches * (cfg.epochs - start_epoch + 1)
+
+    def total_batches() -> int:
+        return batches * (planned - start_epoch + 1)
     best_path = out if out is not None and out.exists() and resume else None
     # epochs since the best one, so that patience counts across a resume
     bad_epochs = len(history) - 1 - min(range(len(history)), key=lambda i: history[i]["valid_nll"]) if history else 0
@@ -416,8 +431,8 @@ def train(
             count += len(idx)
             done_batches += 1
             elapsed = time.perf_counter() - t0
-            eta = elapsed / done_batches * (total_batches - done_batches)
-            yield BatchEnd(epoch, cfg.epochs, b + 1, batches, lv, elapsed, eta)
+            eta = elapsed / done_batches * (total_batches() - done_batches)
+            yield BatchEnd(epoch, planned, b + 1, batches, lv, elapsed, eta)
         if avg is not None:
             avg.swap()  # validate and keep the averaged weights
         try:
@@ -432,7 +447,7 @@ def train(
                         except StopIteration as result:
                             valid_nll, _ = result.value
                             break
-                        yield Validating(epoch, cfg.epochs, done, len(valid_x), time.perf_counter() - t0)
+                        yield Validating(epoch, planned, done, len(valid_x), time.perf_counter() - t0)
             except torch.cuda.OutOfMemoryError:
                 raise _out_of_memory("validation", cfg.eval_batch_size, "TrainConfig.eval_batch_size", epoch, None) from None
             train_nll = total / max(count, 1)
@@ -451,25 +466,33 @@ def train(
         finally:
             if avg is not None:
                 avg.swap()  # back to the raw weights that training continues from
-        if out is not None and ddp.is_main:
+        stop: tuple[str, str] | None = None
+        if cfg.patience is not None and bad_epochs >= cfg.patience:
+            stop = ("early-stopped", f"no improvement for {bad_epochs} epochs")
+        elif cfg.max_minutes is not None and epoch < cfg.epochs:
+            spent = time.perf_counter() - t0
+            per_epoch = spent / (epoch - start_epoch + 1)
+            if cfg.fit_schedule:  # the epochs that fit what is left of the limit, at the pace so far
+                fits = int(ddp.mean(float((60.0 * cfg.max_minutes - spent) // per_epoch)))
+                planned = max(epoch, min(cfg.epochs, epoch + fits))
+                if epoch >= planned:
+                    stop = ("time-limit", f"the learning-rate schedule was fitted to the limit of {cfg.max_minutes:g} minutes "
+                                          f"and ended at epoch {epoch} of at most {cfg.epochs}; continue with resume (--resume)")
+            elif ddp.mean(float(spent + per_epoch > 60.0 * cfg.max_minutes)) > 0:  # all processes stop together
+                stop = ("time-limit", f"stopped after epoch {epoch} of {cfg.epochs}: another would pass the limit of "
+                                      f"{cfg.max_minutes:g} minutes; continue with resume (--resume)")
+        keep_state = stop is not None or epoch == cfg.epochs or (cfg.state_every > 0 and epoch % cfg.state_every == 0)
+        if out is not None and ddp.is_main and keep_state:
             opt_t, opt_info = _optim_state_tensors(opt)
             extra = dict(opt_t, **(avg.tensors() if avg is not None else {}))
             info = dict(optimizer=opt_info, **({"ema_steps": avg.steps} if avg is not None else {}))
             save_checkpoint(resume_path(out), model, dict(m, **info), extra=extra)
         elapsed = time.perf_counter() - t0
-        eta = elapsed / max(done_batches, 1) * (total_batches - done_batches)
-        yield EpochEnd(epoch, cfg.epochs, train_nll, valid_nll, best, improved, time.perf_counter() - te, elapsed, eta)
-        if cfg.patience is not None and bad_epochs >= cfg.patience:
-            yield Finished("early-stopped", epoch, best, best_path, f"no improvement for {bad_epochs} epochs", history)
+        eta = elapsed / max(done_batches, 1) * (total_batches() - done_batches)
+        yield EpochEnd(epoch, planned, train_nll, valid_nll, best, improved, time.perf_counter() - te, elapsed, eta)
+        if stop is not None:
+            yield Finished(stop[0], epoch, None if math.isinf(best) else best, best_path, stop[1], history)
             return
-        if cfg.max_minutes is not None and epoch < cfg.epochs:
-            spent = time.perf_counter() - t0
-            over = spent + spent / (epoch - start_epoch + 1) > 60.0 * cfg.max_minutes  # the next epoch would overrun
-            if ddp.mean(float(over)) > 0:  # all processes stop together when any would overrun
-                msg = (f"stopped after epoch {epoch} of {cfg.epochs}: another would pass the limit of "
-                       f"{cfg.max_minutes:g} minutes; continue with resume (--resume)")
-                yield Finished("time-limit", epoch, None if math.isinf(best) else best, best_path, msg, history)
-                return
     yield Finished("completed", cfg.epochs, None if math.isinf(best) else best, best_path, "", history)
 
 

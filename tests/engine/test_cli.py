@@ -274,3 +274,16 @@ def test_max_minutes_stops_a_run_between_epochs(tmp_path, data_dir, capsys):
     assert load_checkpoint(out.with_name("t.resume.safetensors")).meta["epoch"] == 1
     assert main([*argv[:-2], "--resume"]) == 0  # without the limit it runs to the end
     assert load_checkpoint(out.with_name("t.resume.safetensors")).meta["epoch"] == 3
+
+
+def test_fit_schedule_and_state_every_reach_the_run(tmp_path, data_dir, capsys):
+    out = tmp_path / "f.safetensors"
+    argv = ["train", *[a for a in TINY if a != "--quiet"], "--out", str(out), "--data", str(data_dir),
+            "--max-minutes", "1e-6", "--fit-schedule", "--state-every", "0"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "fitted to the limit" in printed
+    meta = load_checkpoint(out.with_name("f.resume.safetensors")).meta
+    assert meta["epoch"] == 1 and meta["train_config"]["fit_schedule"] and meta["train_config"]["state_every"] == 0
+    assert main(["train", *TINY, "--out", str(out), "--data", str(data_dir), "--fit-schedule"]) == 2  # needs a limit
+    assert "max_minutes" in capsys.readouterr().err

@@ -195,6 +195,65 @@ def test_a_time_limit_stops_between_epochs_and_resume_goes_on(tmp_path, monkeypa
             next(train(model(), TRAIN_X, VALID_X, cfg(max_minutes=bad), out=tmp_path / "x.safetensors"))
 
 
+def _fake_clock(monkeypatch, seconds_per_batch: float = 10.0):
+    """A clock that advances ``seconds_per_batch`` per training batch, and a model builder using it."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(trainmod.time, "perf_counter", lambda: clock["now"])
+
+    def timed_model():
+        m = model()
+        real = m.training_loss
+
+        def loss(x):
+            clock["now"] += seconds_per_batch
+            return real(x)
+
+        monkeypatch.setattr(m, "training_loss", loss)
+        return m
+
+    return timed_model
+
+
+def _last_lr(out) -> float:
+    return float(load_checkpoint(resume_path(out)).meta["optimizer"]["param_groups"][0]["lr"])
+
+
+def test_a_fitted_schedule_decays_to_its_floor_within_the_time_limit(tmp_path, monkeypatch):
+    """``fit_schedule``: the cosine schedule ends at the last epoch that fits the limit, so the run
+    stops at the lowest learning rate instead of being cut at a high one."""
+    timed_model = _fake_clock(monkeypatch)
+    batches = -(-len(TRAIN_X) // 50)
+    limit = 4.5 * batches * 10.0 / 60.0  # four and a half epochs of 20 asked for
+    fitted, cut = tmp_path / "fitted.safetensors", tmp_path / "cut.safetensors"
+    c = cfg(epochs=20, lr=0.02, lr_min_factor=0.1, max_minutes=limit)
+    events = list(train(timed_model(), TRAIN_X, VALID_X, TrainConfig(**{**c.__dict__, "fit_schedule": True}), out=fitted))
+    fin = events[-1]
+    assert fin.reason == "time-limit" and fin.epochs_run == 4 and "fitted" in fin.message
+    # every event reports the schedule's end; after the first epoch it is the fitted one
+    assert [e.epochs for e in events if isinstance(e, EpochEnd)] == [4, 4, 4, 4]
+    assert _last_lr(fitted) == pytest.approx(0.02 * 0.1)
+    fin = list(train(timed_model(), TRAIN_X, VALID_X, c, out=cut))[-1]
+    assert fin.reason == "time-limit" and fin.epochs_run == 4
+    assert _last_lr(cut) > 0.9 * 0.02  # without fitting: cut early in a 20-epoch schedule
+    with pytest.raises(TrainingError, match="max_minutes"):
+        next(train(model(), TRAIN_X, VALID_X, cfg(fit_schedule=True), out=tmp_path / "x.safetensors"))
+
+
+@pytest.mark.parametrize("every, saved_after", [(0, [None, None, 3]), (2, [None, 2, 3]), (1, [1, 2, 3])])
+def test_state_every_saves_the_resumable_state_every_n_epochs_and_at_the_end(tmp_path, every, saved_after):
+    out = tmp_path / "m.safetensors"
+    seen = []
+    for e in train(model(), TRAIN_X, VALID_X, cfg(epochs=3, state_every=every), out=out):
+        if isinstance(e, EpochEnd):
+            rp = resume_path(out)
+            seen.append(load_checkpoint(rp).meta["epoch"] if rp.exists() else None)
+    assert seen == saved_after
+    fin = list(train(model(), TRAIN_X, VALID_X, cfg(epochs=4, state_every=every), out=out, resume=True))[-1]
+    assert fin.reason == "completed" and len(fin.history) == 4  # resumes from the state kept at the end
+    with pytest.raises(TrainingError, match="state_every"):
+        next(train(model(), TRAIN_X, VALID_X, cfg(state_every=-1), out=tmp_path / "x.safetensors"))
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_nan_or_inf_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, bad):
     out = tmp_path / "m.safetensors"
