@@ -158,14 +158,19 @@ def save_checkpoint(
     meta: dict[str, Any] | None = None,
     extra: dict[str, torch.Tensor] | None = None,
     dtype: torch.dtype | str | None = None,
+    state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Save ``model`` (weights optionally cast to ``dtype``, or coded as int8 with ``dtype=INT8``)
-    with metadata, atomically."""
+    with metadata, atomically; ``state``: weights to save instead of the model's own (a snapshot
+    of its ``state_dict()`` taken earlier, same keys)."""
     path = Path(path)
     tensors = {}
     info = dict(meta or {})
     info.pop("quantization", None)
-    for k, v in model.state_dict().items():
+    own = model.state_dict()
+    if state is not None and (set(state) != set(own) or any(state[k].shape != own[k].shape for k in own)):
+        raise ValueError("save_checkpoint: the state given is not a snapshot of this model's weights")
+    for k, v in (own if state is None else state).items():
         v = v.detach().to("cpu")
         if dtype == INT8:
             if v.is_floating_point() and v.dim() >= 2 and v.numel() >= _INT8_MIN_NUMEL:

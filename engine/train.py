@@ -75,7 +75,9 @@ class TrainConfig:
     #: that a run of unknown speed, e.g. on a lent GPU, still decays to ``lr * lr_min_factor``
     fit_schedule: bool = False
     #: save the resumable state (weights, optimiser moments and the average: about four times the
-    #: weights) every N epochs and whenever the run stops; 0: only when it stops
+    #: weights) every N epochs and whenever the run stops; 0: only when it stops. Above 1 or 0, a
+    #: new best checkpoint is also held in memory and written with the state (a large model on a
+    #: fast GPU would otherwise spend much of its time writing files)
     state_every: int = 1
     #: use only the first N training / validation images (quick runs and tests)
     max_train: int | None = None
@@ -386,6 +388,13 @@ def train(
     bad_epochs = len(history) - 1 - min(range(len(history)), key=lambda i: history[i]["valid_nll"]) if history else 0
     base_meta = dict(meta or {})
     base_meta["train_config"] = asdict(cfg)
+    pending_best: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None  # held until the next state save
+
+    def write_best() -> None:
+        nonlocal pending_best, best_path
+        if pending_best is not None:
+            save_checkpoint(out, model, pending_best[1], state=pending_best[0])
+            pending_best, best_path = None, out
 
     for epoch in range(start_epoch, cfg.epochs + 1):
         te = time.perf_counter()
@@ -411,8 +420,9 @@ def train(
             if not math.isfinite(lv):
                 msg = (
                     f"the loss became {lv} at epoch {epoch}, batch {b + 1}; training stopped before the weights changed. "
-                    f"The best checkpoint{' ' + str(best_path) if best_path else ''} is kept. Try a lower learning rate."
+                    f"The best checkpoint{' ' + str(out) if best_path or pending_best else ''} is kept. Try a lower learning rate."
                 )
+                write_best()
                 yield Finished("diverged", epoch - 1, None if math.isinf(best) else best, best_path, msg, history)
                 return
             if cfg.l1 > 0:
@@ -461,8 +471,12 @@ def train(
             if out is not None and ddp.is_main:
                 m = dict(base_meta, history=history, epoch=epoch, metrics={"valid_nll": best})
                 if improved:
-                    save_checkpoint(out, model, dict(m, metrics={"valid_nll": valid_nll}))
-                    best_path = out
+                    best_meta = dict(m, history=list(history), metrics={"valid_nll": valid_nll})
+                    if cfg.state_every == 1:
+                        save_checkpoint(out, model, best_meta)
+                        best_path = out
+                    else:  # the validated (averaged) weights, written with the next state
+                        pending_best = ({k: v.detach().clone() for k, v in model.state_dict().items()}, best_meta)
         finally:
             if avg is not None:
                 avg.swap()  # back to the raw weights that training continues from
@@ -483,6 +497,7 @@ def train(
                                       f"{cfg.max_minutes:g} minutes; continue with resume (--resume)")
         keep_state = stop is not None or epoch == cfg.epochs or (cfg.state_every > 0 and epoch % cfg.state_every == 0)
         if out is not None and ddp.is_main and keep_state:
+            write_best()
             opt_t, opt_info = _optim_state_tensors(opt)
             extra = dict(opt_t, **(avg.tensors() if avg is not None else {}))
             info = dict(optimizer=opt_info, **({"ema_steps": avg.steps} if avg is not None else {}))

@@ -1,6 +1,6 @@
 """Copy trained checkpoints into resources/checkpoints/ for the app, with measured test NLL.
 
-    python scripts/bundle.py runs/made1000d_wd.safetensors:made-raster [more SRC:NAME[:K] ...]
+    python scripts/bundle.py [--device cuda] [--dest DIR] runs/made1000d_wd.safetensors:made-raster [more SRC:NAME[:K] ...]
 
 For each: evaluate the test NLL in float32, store the weights in the smallest form that leaves the
 reported NLL (two decimals) unchanged after reloading -- int8 with group-wise scales (weight
@@ -28,8 +28,8 @@ from engine.train import evaluate  # noqa: E402
 DEST = ROOT / "resources" / "checkpoints"
 
 
-def bundle(src: str, name: str, test, ensemble: int = 1) -> str:
-    ck = load_checkpoint(src)
+def bundle(src: str, name: str, test, ensemble: int = 1, device: str = "cpu", dest: Path | None = None) -> str:
+    ck = load_checkpoint(src, device=device)
     t0 = time.perf_counter()
     nll, se = evaluate(ck.model, test)
     secs = time.perf_counter() - t0
@@ -41,12 +41,13 @@ def bundle(src: str, name: str, test, ensemble: int = 1) -> str:
         meta["metrics"].update({f"test_nll_ensemble{ensemble}": enll, f"test_nll_ensemble{ensemble}_stderr": ese})
         ens = f"; ensemble of {ensemble}: {enll:.2f} ± {ese:.2f}"
     meta.pop("optimizer", None)
-    DEST.mkdir(parents=True, exist_ok=True)
-    out = DEST / f"{name}.safetensors"
+    dest = dest or DEST
+    dest.mkdir(parents=True, exist_ok=True)
+    out = dest / f"{name}.safetensors"
     for dtype in (INT8, torch.float16, None):
         meta["weights_dtype"] = INT8 if dtype == INT8 else str(dtype or torch.float32).replace("torch.", "")
         save_checkpoint(out, ck.model, meta, dtype=dtype)
-        reloaded = load_checkpoint(out).model
+        reloaded = load_checkpoint(out, device=device).model
         nll2, _ = evaluate(reloaded, test)
         same = f"{nll2:.2f}" == f"{nll:.2f}"
         if same and ensemble > 1:
@@ -66,13 +67,17 @@ def bundle(src: str, name: str, test, ensemble: int = 1) -> str:
 
 
 def main(argv: list[str]) -> int:
+    opts = {"--device": "cpu", "--dest": None}  # where to evaluate (cuda for a large model); where to write
+    while argv[:1] and argv[0] in opts and len(argv) > 1:
+        opts[argv[0]], argv = argv[1], argv[2:]
+    device, dest = opts["--device"], Path(opts["--dest"]) if opts["--dest"] else None
     test = load_split("test")
     print("| name | family | ordering | parameters | epochs | training | valid NLL | test NLL | file | command |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for arg in argv:
         src, _, rest = arg.partition(":")
         name, _, k = rest.partition(":")
-        print(bundle(src, name or Path(src).stem, test, int(k or 1)), flush=True)
+        print(bundle(src, name or Path(src).stem, test, int(k or 1), device, dest), flush=True)
     return 0
 
 

@@ -326,3 +326,18 @@ def test_bad_int8_checkpoints_are_refused_clearly(tmp_path, case, expect):
     load_checkpoint(src)  # the unaltered file loads
     with pytest.raises(CheckpointError, match=re.escape(expect)):
         load_checkpoint(_crafted(src, tmp_path / f"{case}.safetensors", case))
+
+
+def test_a_snapshot_of_the_weights_is_saved_instead_of_the_current_ones(tmp_path):
+    m = tiny_made()
+    snap = {k: v.clone() for k, v in m.state_dict().items()}
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(1.0)  # training went on after the snapshot
+    save_checkpoint(tmp_path / "a.safetensors", m, state=snap)
+    back = load_checkpoint(tmp_path / "a.safetensors").model.state_dict()
+    assert all(torch.equal(back[k], v) for k, v in snap.items())
+    for bad in ({k: v for k, v in list(snap.items())[1:]}, {k: v[..., :1] if v.dim() else v for k, v in snap.items()}):
+        with pytest.raises(ValueError, match="snapshot"):
+            save_checkpoint(tmp_path / "b.safetensors", m, state=bad)
+    assert not (tmp_path / "b.safetensors").exists()

@@ -241,17 +241,44 @@ def test_a_fitted_schedule_decays_to_its_floor_within_the_time_limit(tmp_path, m
 
 @pytest.mark.parametrize("every, saved_after", [(0, [None, None, 3]), (2, [None, 2, 3]), (1, [1, 2, 3])])
 def test_state_every_saves_the_resumable_state_every_n_epochs_and_at_the_end(tmp_path, every, saved_after):
+    """``state_every``: the resumable state (and, above 1 or 0, the best checkpoint held in memory)
+    is written every N epochs and when the run stops."""
     out = tmp_path / "m.safetensors"
     seen = []
     for e in train(model(), TRAIN_X, VALID_X, cfg(epochs=3, state_every=every), out=out):
         if isinstance(e, EpochEnd):
             rp = resume_path(out)
             seen.append(load_checkpoint(rp).meta["epoch"] if rp.exists() else None)
+            assert out.exists() == (seen[-1] is not None)  # the best is written with the state
     assert seen == saved_after
+    # the best checkpoint held back until the state is saved is the one written at once otherwise
+    ref = tmp_path / "ref.safetensors"
+    list(train(model(), TRAIN_X, VALID_X, cfg(epochs=3, state_every=1), out=ref))
+    a, b = load_checkpoint(out), load_checkpoint(ref)
+    assert a.meta["metrics"] == b.meta["metrics"] and a.meta["epoch"] == b.meta["epoch"]
+    assert [h["epoch"] for h in a.meta["history"]] == [h["epoch"] for h in b.meta["history"]]
+    for k, v in b.model.state_dict().items():
+        assert torch.equal(a.model.state_dict()[k], v), k
     fin = list(train(model(), TRAIN_X, VALID_X, cfg(epochs=4, state_every=every), out=out, resume=True))[-1]
     assert fin.reason == "completed" and len(fin.history) == 4  # resumes from the state kept at the end
     with pytest.raises(TrainingError, match="state_every"):
         next(train(model(), TRAIN_X, VALID_X, cfg(state_every=-1), out=tmp_path / "x.safetensors"))
+
+
+def test_a_diverged_run_writes_the_best_checkpoint_it_held_back(tmp_path, monkeypatch):
+    out = tmp_path / "m.safetensors"
+    m = model()
+    real, calls = m.training_loss, {"n": 0}
+    batches = -(-len(TRAIN_X) // 50)
+
+    def loss(x):
+        calls["n"] += 1
+        return real(x) * (float("nan") if calls["n"] == batches + 2 else 1.0)  # epoch 2, batch 2
+
+    monkeypatch.setattr(m, "training_loss", loss)
+    fin = list(train(m, TRAIN_X, VALID_X, cfg(state_every=0), out=out))[-1]
+    assert fin.reason == "diverged" and fin.best_path == out and str(out) in fin.message
+    assert load_checkpoint(out).meta["epoch"] == 1
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
