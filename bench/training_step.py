@@ -28,6 +28,11 @@ from engine.train import amp_warning, bf16_is_native  # noqa: E402
 
 
 def step_ms(model, opt, x, amp: bool, device: torch.device, steps: int, warmup: int = 3) -> float:
+    """Median milliseconds per 100 images of a training step, after ``warmup`` steps and with the
+    masks of every member already built (a step that meets a member for the first time builds its
+    masks, which a long run does once: timing such steps measured mask building, not training)."""
+    for k in range(max(1, model.config.num_masks)):
+        model._masks(*model.member(k))
     times = []
     for i in range(warmup + steps):
         if device.type == "cuda":
@@ -48,9 +53,9 @@ def step_ms(model, opt, x, amp: bool, device: torch.device, steps: int, warmup: 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--hidden", default="1000,1000", help="MADE hidden sizes")
-    p.add_argument("--batch", default="100,250")
+    p.add_argument("--batch", default="100,250,1000")
     p.add_argument("--threads", default="2")
-    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--steps", type=int, default=12)
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     hidden = tuple(int(h) for h in a.hidden.split(","))
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                 torch.manual_seed(0)
                 cfg = {"hidden": hidden, "direct": True, "order_agnostic": True, "order_set": "scans", "num_masks": 32}
                 model = build_model("made", cfg).to(device)
-                opt = torch.optim.Adam(model.parameters(), 1e-3)
+                opt = torch.optim.Adam(model.parameters(), 1e-3, fused=True)  # as engine.train uses it
                 x = (torch.rand(bs, 784, device=device) < 0.2).float()
                 f32 = step_ms(model, opt, x, False, device, a.steps)
                 bf16 = step_ms(model, opt, x, True, device, a.steps)
