@@ -470,6 +470,8 @@ def train(
                 bad_epochs += 1
             if out is not None and ddp.is_main:
                 m = dict(base_meta, history=history, epoch=epoch, metrics={"valid_nll": best})
+                if cfg.fit_schedule:  # the schedule's length as fitted so far: what --epochs repeats it
+                    m["schedule_epochs"] = planned
                 if improved:
                     best_meta = dict(m, history=list(history), metrics={"valid_nll": valid_nll})
                     if cfg.state_every == 1:

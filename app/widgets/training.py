@@ -304,6 +304,8 @@ class TrainingPanel(QWidget):
             for box, key in ((self.epochs, "epochs"), (self.batch, "batch_size")):
                 if isinstance(tc.get(key), int):
                     box.setValue(tc[key])
+            if tc.get("fit_schedule") and isinstance(info.get("schedule_epochs"), int):
+                self.epochs.setValue(info["schedule_epochs"])  # the schedule fitted to a time limit, not the cap
             for box, key in ((self.lr, "lr"), (self.l1, "l1")):
                 if isinstance(tc.get(key), (int, float)):
                     box.setValue(float(tc[key]))

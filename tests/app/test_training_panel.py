@@ -220,3 +220,23 @@ def test_a_bundled_models_recipe_fills_the_form_and_reaches_the_run(qtbot, tmp_p
     assert panel.recipe.currentIndex() == 0 and "num_masks" not in panel.config()[1]
     assert panel.config()[2].lr_min_factor == 1.0
     worker.shutdown()
+
+
+def test_a_recipe_trained_to_a_time_limit_fills_in_the_epochs_its_schedule_was_fitted_to(qtbot, tmp_path):
+    from engine.checkpoint import save_checkpoint
+    from engine.models import build_model
+    from engine.session import list_checkpoints
+    from app.widgets.training import TrainingPanel
+    from app.worker import Worker
+
+    tc = {"epochs": 2000, "batch_size": 1000, "lr": 0.003, "max_minutes": 105.0, "fit_schedule": True}
+    save_checkpoint(tmp_path / "timed.safetensors", build_model("made", {"hidden": (32,), "direct": True}),
+                    {"name": "timed", "train_config": tc, "schedule_epochs": 480, "metrics": {"test_nll": 95.0}})
+    entries, _ = list_checkpoints(tmp_path)
+    worker = Worker("test-timed-recipe")
+    panel = TrainingPanel(worker, tmp_path / "out")
+    qtbot.addWidget(panel)
+    panel.set_recipes(entries)
+    panel.recipe.activated.emit(1)
+    assert panel.epochs.value() == 480 and panel.batch.value() == 1000  # not the cap of 2000
+    worker.shutdown()

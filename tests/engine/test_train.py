@@ -232,6 +232,7 @@ def test_a_fitted_schedule_decays_to_its_floor_within_the_time_limit(tmp_path, m
     # every event reports the schedule's end; after the first epoch it is the fitted one
     assert [e.epochs for e in events if isinstance(e, EpochEnd)] == [4, 4, 4, 4]
     assert _last_lr(fitted) == pytest.approx(0.02 * 0.1)
+    assert load_checkpoint(resume_path(fitted)).meta["schedule_epochs"] == 4  # what --epochs repeats it with
     fin = list(train(timed_model(), TRAIN_X, VALID_X, c, out=cut))[-1]
     assert fin.reason == "time-limit" and fin.epochs_run == 4
     assert _last_lr(cut) > 0.9 * 0.02  # without fitting: cut early in a 20-epoch schedule
