@@ -72,7 +72,9 @@ class TrainConfig:
     max_minutes: float | None = None
     #: with ``max_minutes``: end the learning-rate schedule at the last epoch that fits the limit
     #: (re-estimated after every epoch from this run's epochs so far, never beyond ``epochs``), so
-    #: that a run of unknown speed, e.g. on a lent GPU, still decays to ``lr * lr_min_factor``
+    #: that a run of unknown speed, e.g. on a lent GPU, still decays to ``lr * lr_min_factor``. A
+    #: resumed run starts from the full ``epochs`` schedule and refits it after its first epoch,
+    #: which amounts to a warm restart of the learning rate
     fit_schedule: bool = False
     #: save the resumable state (weights, optimiser moments and the average: about four times the
     #: weights) every N epochs and whenever the run stops; 0: only when it stops. Above 1 or 0, a
