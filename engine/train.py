@@ -214,6 +214,24 @@ def amp_warning(device: torch.device, flags: set[str] | None = None) -> str | No
     return f"{what}: bf16 mixed precision is emulated and trains several times slower than float32 here"
 
 
+#: families whose training step measured faster under bf16 autocast than in float32 on a CPU with
+#: native bf16 (bench/deep_training_step.py, bench/training_step.py): 1.3-2x. The others (FVSBN, the
+#: per-pixel MLP, NADE's fused float32 path) train in float32 unless bf16 is asked for.
+BF16_PAYS = frozenset({"made", "pixelcnn", "lmconv", "lstm", "transformer"})
+PRECISIONS = ("auto", "float32", "bf16")
+
+
+def resolve_amp(precision: str, device: torch.device, family: str, flags: set[str] | None = None) -> bool:
+    """Whether a run trains under bf16 autocast: ``"bf16"`` always, ``"float32"`` never, ``"auto"``
+    where ``device`` computes bf16 natively and the family measured faster in it. Evaluation and
+    every reported likelihood stay float32 either way."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision != "auto":
+        return precision == "bf16"
+    return family in BF16_PAYS and device.type in ("cpu", "cuda") and bf16_is_native(device, flags) is True
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
