@@ -121,7 +121,7 @@ def continue_run(model: ARModel, x: np.ndarray | Tensor, known: np.ndarray, orde
     return out.clone()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ForkPoint:
     """Where a paused run stood: all that is needed to continue it exactly."""
 
