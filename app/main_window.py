@@ -187,6 +187,7 @@ class MainWindow(FiguresMixin, InfluenceMixin, EditingMixin, RunMixin, QMainWind
         self.compute.finished.connect(self._on_compute_finished)
         self.figure_requests.result.connect(self._show_figures)
         self.figure_requests.finished.connect(self._on_figures_finished)
+        self.figure_requests.error.connect(lambda _k, m: self.show_error(m))
         self.ensemble_requests.result.connect(self._on_ensemble_result)
         self.ensemble_requests.error.connect(self._on_ensemble_error)
         self.influence_requests.progress.connect(self._on_influence_progress)
@@ -379,8 +380,9 @@ class MainWindow(FiguresMixin, InfluenceMixin, EditingMixin, RunMixin, QMainWind
         if job_id in self._pending_loads:
             path, _ = self._pending_loads[job_id]
             self.show_error(f"Cannot open {path.name}:\n{msg}")
-        else:
+        elif job_id in self._pending_misc:
             self.show_error(msg)
+        # (a failed heatmap request reports through figure_requests)
 
     def _on_compute_finished(self, job_id: int, _cancelled: bool) -> None:
         self._pending_loads.pop(job_id, None)
