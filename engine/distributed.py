@@ -96,11 +96,11 @@ class DistContext:
         dist.all_reduce(t)
         return float(t.item()) / self.world_size
 
-    def evaluate(self, model: nn.Module, x: np.ndarray, batch_size: int, evaluate) -> tuple[float, float]:
+    def evaluate(self, model: nn.Module, x: np.ndarray, batch_size: int) -> tuple[float, float]:
         """Mean NLL (nats per image) and its standard error over all of ``x``, each process
-        evaluating an interleaved shard with ``evaluate(model, shard, batch_size)`` (the trainer's
-        :func:`engine.train.evaluate`, passed in so that this module does not import the trainer
-        that imports it), reduced across processes."""
+        evaluating an interleaved shard, reduced across processes."""
+        from .train import evaluate
+
         if not self.enabled:
             return evaluate(model, x, batch_size)
         part = np.asarray(x)[self.rank :: self.world_size]

@@ -450,7 +450,7 @@ def train(
         try:
             try:
                 if ddp.enabled:  # every process must take part: no stopping half-way
-                    valid_nll, _ = ddp.evaluate(model, valid_x, cfg.eval_batch_size, evaluate)
+                    valid_nll, _ = ddp.evaluate(model, valid_x, cfg.eval_batch_size)
                 else:  # in chunks of about 0.2 s, so that whoever drives the run can stop it between them
                     steps = evaluate_steps(model, valid_x, cfg.eval_batch_size, target_seconds=0.2)
                     while True:
