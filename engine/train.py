@@ -71,7 +71,7 @@ class TrainConfig:
     #: continues it (for training in slices, e.g. on a lent GPU)
     max_minutes: float | None = None
     #: with ``max_minutes``: end the learning-rate schedule at the last epoch that fits the limit
-    #: (re-estimated after every epoch from this run's epochs so far, never beyond ``epochs``), so
+    #: (re-estimated after every epoch from this run's epochs so far, never more than ``epochs``), so
     #: that a run of unknown speed, e.g. on a lent GPU, still decays to ``lr * lr_min_factor``. A
     #: resumed run starts from the full ``epochs`` schedule and refits it after its first epoch,
     #: which amounts to a warm restart of the learning rate
@@ -450,7 +450,9 @@ def train(
         try:
             try:
                 if ddp.enabled:  # every process must take part: no stopping half-way
-                    valid_nll, _ = ddp.evaluate(model, valid_x, cfg.eval_batch_size)
+                    part = ddp.eval_shard(valid_x)
+                    mean, se = evaluate(model, part, cfg.eval_batch_size) if len(part) else (0.0, 0.0)
+                    valid_nll, _ = ddp.combine_nll(mean, se, len(part))
                 else:  # in chunks of about 0.2 s, so that whoever drives the run can stop it between them
                     steps = evaluate_steps(model, valid_x, cfg.eval_batch_size, target_seconds=0.2)
                     while True:
@@ -534,7 +536,7 @@ class _WeightAverage:
 
     @torch.no_grad()
     def swap(self) -> None:
-        for p, a in zip(self.params, self.avg):
+        for p, a in zip(self.params, self.avg, strict=True):
             tmp = p.detach().clone()
             p.copy_(a)
             a.copy_(tmp)
