@@ -190,6 +190,10 @@ class CompressPanel(QWidget):
         sform.addRow(self.status)
         lay.addWidget(sbox)
         lay.addStretch(1)
+        # the figures wrap rather than widen the panel: their text grows once computed, after the
+        # window has sized its side panel for what it showed then
+        for lab in (self.bits, self.ideal, self.overhead, self.png, self.pct, self.llr):
+            lab.setWordWrap(True)
 
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
