@@ -1,9 +1,13 @@
-"""Menus, shortcuts and the toolbar of the main window (kept apart to keep the window readable)."""
+"""Menus, shortcuts and the toolbar of the main window (kept apart to keep the window readable).
+
+The functions here are handed the window as a :class:`Host`: they know what it offers, not the
+module that defines it, so the window imports this module and never the other way round.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
@@ -11,16 +15,37 @@ from PySide6.QtWidgets import QComboBox, QFileDialog, QLabel, QMessageBox, QSpin
 
 from . import settings as app_settings
 
-if TYPE_CHECKING:
-    from .main_window import MainWindow
+__all__ = ["Host", "build", "refresh_model_menus", "update_edit_actions", "update_model_actions", "sync_tool"]
 
-__all__ = ["build", "refresh_model_menus", "update_edit_actions", "update_model_actions", "sync_tool"]
+
+class Host(Protocol):
+    """What the menus and toolbars need of the window they are built on. Besides these, the window
+    is a QMainWindow with the widgets ``model_picker``, ``ordering_picker``, ``canvas`` and
+    ``legend``; :func:`build` adds the actions (``act_open``, ``act_save``, ...) to it."""
+
+    model: Any
+    ordering: Any
+    session: Any
+    settings: Any
+
+    def open_checkpoint(self, path: Path, source: str = "opened") -> None: ...
+    def save_checkpoint_as(self, path: str | Path) -> None: ...
+    def import_image_file(self, path: str | Path) -> bool: ...
+    def export_image_file(self, path: str | Path, scale: int = 10) -> bool: ...
+    def export_conditionals(self, path: str | Path) -> bool: ...
+    def undo(self) -> None: ...
+    def redo(self) -> None: ...
+    def clear_canvas(self) -> None: ...
+    def invert_canvas(self) -> None: ...
+    def clear_mask(self) -> None: ...
+    def load_test_digit(self, index: int | None = None) -> None: ...
+    def set_tool(self, tool: str) -> None: ...
 
 CKPT_FILTER = "pixelchain checkpoints (*.safetensors);;All files (*)"
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.tif *.tiff *.webp *.pgm *.ppm);;All files (*)"
 
 
-def _act(win: "MainWindow", text: str, slot, shortcut=None, tip: str = "") -> QAction:
+def _act(win: "Host", text: str, slot, shortcut=None, tip: str = "") -> QAction:
     a = QAction(text, win)
     if shortcut is not None:
         a.setShortcut(QKeySequence(shortcut))
@@ -31,13 +56,13 @@ def _act(win: "MainWindow", text: str, slot, shortcut=None, tip: str = "") -> QA
     return a
 
 
-def open_dialog(win: "MainWindow") -> None:
+def open_dialog(win: "Host") -> None:
     path, _ = QFileDialog.getOpenFileName(win, "Open checkpoint", str(Path.home()), CKPT_FILTER)
     if path:
         win.open_checkpoint(Path(path), "opened")
 
 
-def save_dialog(win: "MainWindow") -> None:
+def save_dialog(win: "Host") -> None:
     if win.model is None:
         return
     path, _ = QFileDialog.getSaveFileName(win, "Save checkpoint as", str(Path.home() / "model.safetensors"), CKPT_FILTER)
@@ -47,19 +72,19 @@ def save_dialog(win: "MainWindow") -> None:
         win.save_checkpoint_as(path)
 
 
-def import_dialog(win: "MainWindow") -> None:
+def import_dialog(win: "Host") -> None:
     path, _ = QFileDialog.getOpenFileName(win, "Import image", str(Path.home()), IMAGE_FILTER)
     if path:
         win.import_image_file(path)
 
 
-def export_dialog(win: "MainWindow") -> None:
+def export_dialog(win: "Host") -> None:
     path, _ = QFileDialog.getSaveFileName(win, "Export canvas as PNG", str(Path.home() / "digit.png"), "PNG images (*.png)")
     if path:
         win.export_image_file(path)
 
 
-def export_conditionals_dialog(win: "MainWindow") -> None:
+def export_conditionals_dialog(win: "Host") -> None:
     path, chosen = QFileDialog.getSaveFileName(
         win, "Export the conditionals", str(Path.home() / "conditionals.csv"),
         "CSV table, one row per pixel (*.csv);;PNG image of the heatmaps (*.png)")
@@ -69,7 +94,7 @@ def export_conditionals_dialog(win: "MainWindow") -> None:
         win.export_conditionals(path)
 
 
-def about(win: "MainWindow") -> None:
+def about(win: "Host") -> None:
     QMessageBox.about(
         win, "About pixelchain",
         "<b>pixelchain</b><br>Explore autoregressive models of binarized MNIST: "
@@ -78,7 +103,7 @@ def about(win: "MainWindow") -> None:
     )
 
 
-def build(win: "MainWindow") -> None:
+def build(win: "Host") -> None:
     mb = win.menuBar()
     f = mb.addMenu("&File")
     win.act_open = _act(win, "&Open Checkpoint…", lambda: open_dialog(win), QKeySequence.Open, "Open a .safetensors checkpoint")
@@ -186,21 +211,21 @@ def build(win: "MainWindow") -> None:
     win.canvas_toolbar = ct
 
 
-def set_overlay(win: "MainWindow", key: str) -> None:
+def set_overlay(win: "Host", key: str) -> None:
     win.canvas.set_overlay(key)
     win.legend.show_for(key, win.ordering)
     win.overlay_actions[key].setChecked(True)
     win.overlay_combo.setCurrentIndex(win.overlay_combo.findData(key))
 
 
-def sync_tool(win: "MainWindow", tool: str) -> None:
+def sync_tool(win: "Host", tool: str) -> None:
     win.tool_actions[tool].setChecked(True)
     hints = {"draw": "left draws, right erases", "mask": "painting the inpainting mask (right removes)",
              "inspect": "click a pixel to pin it"}
     win.canvas_title.setText(f"Canvas  <span style='color:#8b95a5'>28 × 28 · {hints[tool]}</span>")
 
 
-def refresh_model_menus(win: "MainWindow") -> None:
+def refresh_model_menus(win: "Host") -> None:
     win.recent_menu.clear()
     recent = [p for p in app_settings.recent_files(win.settings)]
     for p in recent:
@@ -219,10 +244,10 @@ def refresh_model_menus(win: "MainWindow") -> None:
         win.bundled_menu.addAction("(none bundled)").setEnabled(False)
 
 
-def update_edit_actions(win: "MainWindow") -> None:
+def update_edit_actions(win: "Host") -> None:
     win.act_undo.setEnabled(win.session.can_undo)
     win.act_redo.setEnabled(win.session.can_redo)
 
 
-def update_model_actions(win: "MainWindow") -> None:
+def update_model_actions(win: "Host") -> None:
     win.act_save.setEnabled(win.model is not None)

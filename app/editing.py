@@ -1,6 +1,6 @@
 """Editing the canvas from the main window: tools, undo/redo, clear, invert, the inpainting
-mask, test digits, image import and export. A mixin of :class:`app.main_window.MainWindow`; the
-state itself lives in :class:`engine.session.Session`."""
+mask, test digits, image import and export. A mixin of the main window; the document itself lives
+in :class:`engine.session.Session` (``state.session``)."""
 
 from __future__ import annotations
 

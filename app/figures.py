@@ -1,12 +1,12 @@
-"""Live figures of the main window (a mixin of :class:`app.main_window.MainWindow`): the heatmaps
-and the read-out of the drawn digit, and its percentile among test digits.
+"""Live figures of the main window (a mixin of the main window): the heatmaps and the read-out of
+the drawn digit, and its percentile among test digits.
 
-Requests go to the ``compute`` worker. While a stroke goes on they are debounced; while one is
-in flight a newer canvas only marks the request dirty, and it is sent when the running one ends,
-so the worker never queues stale work and the newest canvas always wins. Every result carries
-(model key, ordering, canvas version) and is dropped when it belongs to another model or
-ordering or is older than what is shown. ``last_latency`` is the time from the end of a stroke
-to its heatmaps on screen (bench/gui_latency.py reports it).
+Requests go to the ``compute`` worker through ``figure_requests`` (:class:`app.latest.Latest`).
+While a stroke goes on they are debounced; while one is in flight a newer canvas only marks the
+request dirty, and it is sent when the running one ends, so the worker never queues stale work and
+the newest canvas always wins. Every request carries (model key, ordering, canvas version) and its
+result is dropped when it belongs to another model or ordering. ``last_latency`` is the time from
+the end of a stroke to its heatmaps on screen (bench/gui_latency.py reports it).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ __all__ = ["FiguresMixin"]
 
 class FiguresMixin:
     def _on_canvas_edit(self) -> None:
+        self.state.canvas_edited()
         if not self._debounce.isActive():
             self._debounce.start()
 
@@ -35,26 +36,37 @@ class FiguresMixin:
 
     def canvas_replaced(self) -> None:
         """The whole canvas changed (load, clear, undo...): refresh everything that shows it."""
+        self.state.canvas_replaced()
+
+    def _on_canvas_replaced(self) -> None:
         self.canvas.update()
         self._update_edit_actions()
         self._update_inpaint_note()
         self.request_figures()
 
+    @property
+    def figures_pending(self) -> bool:
+        """Heatmaps are being computed (or waiting to be, for a newer canvas)."""
+        return self.figure_requests.busy or self._fig_dirty
+
+    def _figures_fresh(self, key: tuple) -> bool:
+        return key[:2] == (self.model_key, self.ordering)
+
     def request_figures(self) -> None:
         if self.model is None or self.ordering is None:
             return
-        if self._fig_job is not None:
+        if self.figure_requests.busy:
             self._fig_dirty = True
             return
         self._fig_dirty = False
-        key = (self.model_key, self.ordering, self.session.version)
-        self._fig_job = self.compute.submit(jobs.figures_job, self.model, self.session.flat(), self.ordering, key, replace=False)
+        self.figure_requests.submit(self.state.canvas_key(), jobs.figures_job, self.model, self.session.flat(), self.ordering)
 
-    def _show_figures(self, job_id: int, key: tuple, figs: PixelFigures) -> None:
-        if key[0] != self.model_key or key[1] != self.ordering or job_id < self._shown_id:
-            return  # stale: another model or ordering, or older than what is shown
-        self._shown_id = job_id
-        self.figures = figs
+    def _on_figures_finished(self, _key: tuple, _cancelled: bool) -> None:
+        if self._fig_dirty:
+            self.request_figures()
+
+    def _show_figures(self, key: tuple, figs: PixelFigures) -> None:
+        self.state.set_figures(figs)
         self.heatmaps.show_figures(figs.prob, figs.nll)
         self.readout.set_figures(figs)
         self._update_percentile()
@@ -65,38 +77,39 @@ class FiguresMixin:
             if self._stroke_t0 is not None and self._stroke_t0[0] <= key[2]:
                 self.last_latency = time.perf_counter() - self._stroke_t0[1]
                 self._stroke_t0 = None
-            self.figuresShown.emit()
+            self.state.figures_shown()
 
     # ------------------------------------------------------------------------------------------
     # log p under an ensemble of orderings (order-agnostic models), on its own worker: it costs
     # n passes, and the heatmaps of the next stroke must not wait for it
+    def _ensemble_key(self) -> tuple:
+        return (self.model_key, self.session.version)
+
+    @property
+    def ensemble_shown(self) -> bool:
+        """The ensemble read-out belongs to the current model and canvas."""
+        return self.ensemble_requests.shown == self._ensemble_key()
+
     def request_ensemble(self, key: tuple) -> None:
         n = ensemble_size(self.model, self.model_meta) if self.model is not None else 0
         if n == 0 or key[2] != self.session.version:
             self.readout.set_ensemble(None, n)
             return
-        ens_key = (self.model_key, self.session.version)
-        if self._ens_shown == ens_key:
+        ens_key = self._ensemble_key()
+        if self.ensemble_requests.shown == ens_key:
             self._show_ensemble_text()  # same canvas and model, another ordering: only the tooltip changes
             return
-        if self._ens_pending == ens_key:
+        if not self.ensemble_requests.wanted(ens_key):
             return  # already being computed (the figures came again, for another ordering)
         self.readout.set_ensemble(None, n)
-        self._ens_pending = ens_key
-        self.ens_worker.submit(jobs.ensemble_job, self.model, self.session.flat(), n, ens_key)  # replaces older ones
+        self.ensemble_requests.submit(ens_key, jobs.ensemble_job, self.model, self.session.flat(), n)  # replaces older ones
 
-    def _on_ensemble_result(self, _job_id: int, value: object) -> None:
-        key, ens = value
-        if self._ens_pending == key:
-            self._ens_pending = None
-        if key != (self.model_key, self.session.version):
-            return  # another model, or an older canvas
-        self._ens_shown, self._ens_figures = key, ens
+    def _on_ensemble_result(self, _key: tuple, ens: object) -> None:
+        self._ens_figures = ens
         self._show_ensemble_text()
         self.ensembleShown.emit()
 
-    def _on_ensemble_error(self, _job_id: int, message: str) -> None:
-        self._ens_pending = None
+    def _on_ensemble_error(self, _key: tuple, message: str) -> None:
         self.readout.ens.setText(f"ensemble: unavailable ({message})")
 
     def _show_ensemble_text(self) -> None:
@@ -115,13 +128,12 @@ class FiguresMixin:
             self._update_percentile()
             return
         self.readout.set_percentile(None, "computing on the test digits…")
-        self.ref_worker.submit(jobs.reference_job, self.model, self.ordering, self._ref_key())
+        self.reference_requests.submit(self._ref_key(), jobs.reference_job, self.model, self.ordering)
 
-    def _on_ref_progress(self, _job_id: int, frac: object) -> None:
+    def _on_ref_progress(self, _key: tuple, frac: object) -> None:
         self.readout.set_percentile(None, f"measuring the test digits… {float(frac):.0%}")
 
-    def _on_ref_result(self, _job_id: int, value: object) -> None:
-        key, logp = value
+    def _on_ref_result(self, key: tuple, logp: object) -> None:
         self.reference[key] = logp
         self._update_percentile()
 

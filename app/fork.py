@@ -1,114 +1,65 @@
-"""A fork in sampling: pause a run, change pixels, and continue both ways (issue 7, part 4).
+"""A fork in sampling: pause a run, change pixels, and continue both ways.
 
 An autoregressive sample is a chain of draws ``x_{o_t} ~ p(x_{o_t} | x_{o_<t})``. Pausing a run at
 step ``t`` and editing a pixel that was already drawn asks "what would the rest have been, had this
-pixel come out differently?". To make the two continuations comparable they share their random
-numbers (common random numbers): the run draws ``u_t ~ U(0, 1)`` per generated pixel from a seeded
-generator and sets ``x = [u_t < p_t]`` (:meth:`engine.models.base.ARModel.sample_steps`); the fork
-re-seeds that generator, skips the draws the run already made, and feeds the *same* ``u_t`` to both
-continuations. So the unedited continuation is exactly the original run's completion, and the two
-differ only where the edit moved a probability across its ``u_t``.
+pixel come out differently?". The two continuations share their random numbers (common random
+numbers): :func:`engine.sampling.continue_fork` continues the run's image and the edited one with
+the uniforms the run itself would have used next. So the unedited continuation is exactly the
+original run's completion, and the two differ only where the edit moved a probability across its
+uniform.
 
 The edited pixels keep their values in the forked continuation. A pixel already drawn comes before
 every pending one in the run's ordering, so the fork conditions on it exactly; a pending pixel set
 by hand is fixed when the ordering reaches it (it cannot influence pixels drawn before it).
 
-:func:`continue_both` is Qt-free; :class:`ForkController` adds "Fork here" to the sampling panel and
-shows both continuations in a :class:`ForkDialog`, animated on its own worker thread.
+:class:`ForkController` adds "Fork here" to the sampling panel and shows both continuations in a
+:class:`ForkDialog`, animated on its own worker thread. It is handed the app's state
+(:class:`app.state.AppState`): the run in progress, its latest frame and the canvas.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
 import torch
-from PySide6.QtCore import QEvent, QObject, QRectF, Signal
+from PySide6.QtCore import QObject, QRectF, Signal
 from PySide6.QtWidgets import QDialog, QGraphicsRectItem, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from engine.models.base import ARModel
-from engine.ordering import Ordering
+from engine.sampling import ForkPoint, continue_fork
 
+from .latest import Latest
 from .screen import fitted_size
+from .state import AppState
+from .widgets.sampling import SamplingPanel
 from .worker import Worker
 
-__all__ = ["ForkPoint", "continue_both", "fork_job", "ForkController", "ForkDialog"]
+__all__ = ["fork_job", "ForkController", "ForkDialog"]
 
 FRAME_INTERVAL = 1 / 60
-
-
-@dataclass
-class ForkPoint:
-    """Where a paused run stood: everything needed to continue it exactly."""
-
-    prefix: np.ndarray  #: (D,) float 0/1: the first image of the run at the pause (pending pixels 0)
-    decided: np.ndarray  #: (D,) bool: pixels known from the start or generated so far
-    order: Ordering  #: the run's sampling ordering
-    draws: int  #: random draws the run has made (one per generated pixel)
-    n: int  #: images in the run's batch (each draw is of this size)
-    seed: int
-    temperature: float
-
-
-@torch.no_grad()
-def continue_both(model: ARModel, fp: ForkPoint, edited: np.ndarray):
-    """Generator: continue ``fp.prefix`` (row 0) and ``edited`` (row 1) with shared random numbers.
-
-    Yields ``(done, total, pixel, x)`` after each generated pixel (``x``: (2, D) tensor, shared;
-    copy it to keep it) and returns the final (2, D) numpy array."""
-    d = model.size
-    prefix = torch.as_tensor(np.asarray(fp.prefix, np.float32).reshape(d))
-    ed = torch.as_tensor(np.asarray(edited, np.float32).reshape(d))
-    changed = (ed != prefix).numpy()
-    decided = np.asarray(fp.decided, bool).reshape(d)
-    gen = torch.Generator().manual_seed(int(fp.seed))
-    for _ in range(fp.draws):  # the draws the run already used
-        torch.rand(fp.n, generator=gen)
-    x = torch.stack([prefix, ed]).to(model.device)
-    x[0, torch.as_tensor(~decided)] = 0.0
-    model.eval()
-    stepper = model.stepper(x, fp.order)
-    total = int((~decided).sum())
-    done = 0
-    for pixel in fp.order.perm.tolist():
-        if decided[pixel]:
-            stepper.observe(pixel, x[:, pixel])
-            continue
-        prob = torch.sigmoid(stepper.logits(pixel).float() / fp.temperature)
-        u = torch.rand(fp.n, generator=gen)[0]
-        value = (u < prob.cpu()).to(x.dtype).to(x.device)
-        if changed[pixel]:
-            value[1] = ed[pixel]
-        stepper.observe(pixel, value)
-        x[:, pixel] = value
-        done += 1
-        yield done, total, pixel, x
-    return x.cpu().numpy().copy()
 
 
 def fork_job(job, model: ARModel, fp: ForkPoint, edited: np.ndarray):
     """Worker side: yields (done, total, (2, D) images so far) at most ~60 times a second (every
     pixel when slowed down); returns (images (2, D), log p of each in the run's ordering)."""
-    gen = continue_both(model, fp, edited)
+    steps = continue_fork(model, fp, edited)
     last = 0.0
     while True:
         try:
-            done, total, _pixel, x = next(gen)
+            st = next(steps)
         except StopIteration as stop:
             out = stop.value
             break
         now = time.perf_counter()
-        if job.delay > 0 or now - last >= FRAME_INTERVAL or done == total:
+        if job.delay > 0 or now - last >= FRAME_INTERVAL or st.index == st.total - 1:
             last = now
-            yield done, total, x.cpu().numpy().copy()
+            yield st.index + 1, st.total, st.x.cpu().numpy().copy()
         else:
             job.check()
-    if out is None:  # nothing was left to generate
-        out = np.stack([np.asarray(fp.prefix, np.float32), np.asarray(edited, np.float32)])
     with torch.no_grad():
-        lp = model.log_prob(torch.as_tensor(out, dtype=torch.float32), fp.order).double().cpu().numpy()
+        lp = model.log_prob(torch.as_tensor(out, dtype=torch.float32), fp.ordering).double().cpu().numpy()
     return out, lp
 
 
@@ -188,121 +139,103 @@ class ForkDialog(QDialog):
 
 
 class ForkController(QObject):
-    """Adds "Fork here" to the host's sampling panel and runs the fork (see the module docstring)."""
+    """Adds "Fork here" to the sampling panel and runs the fork (see the module docstring)."""
 
     forked = Signal()  #: the fork point is on the canvas, ready to edit
     finished = Signal()  #: both continuations are complete
 
-    def __init__(self, host):
-        super().__init__(host)
-        self.host = host
+    def __init__(self, state: AppState, panel: SamplingPanel, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.state = state
+        self.panel = panel
         self.worker = Worker("fork", self, torch_threads=1)
+        self.requests = Latest(self.worker, parent=self)
         self.point: ForkPoint | None = None
+        self.model: ARModel | None = None
         self.result: tuple[np.ndarray, np.ndarray] | None = None
-        self._last = None
-        self._job = None
         self._await_stop = False
-        self.dialog = ForkDialog(host)
-        s = host.sampling
+        self._serial = 0  #: numbers the continuations asked for
+        self.dialog = ForkDialog(parent)
         self.button = QPushButton("Fork here")
         self.button.setToolTip("While paused: stop here, put the image so far on the canvas to change pixels, then "
                                "continue both the original and the changed image with the same random numbers")
-        ctl = next(s.layout().itemAt(i).layout() for i in range(s.layout().count())
-                   if s.layout().itemAt(i).layout() is not None and s.layout().itemAt(i).layout().indexOf(s.stop_btn) >= 0)
-        ctl.addWidget(self.button)
+        panel.add_control(self.button)
         self.button.clicked.connect(self.fork)
-        host.sampler.progress.connect(self._on_frame)
-        s.pauseToggled.connect(lambda _on: self._sync())
-        host.runFinished.connect(self._on_run_finished)
+        state.runFrame.connect(lambda _fr: self._sync())
+        state.runChanged.connect(self._sync)
+        state.runFinished.connect(self._on_run_finished)
+        state.closing.connect(lambda: self.worker.shutdown(600_000))
         self.dialog.continueRequested.connect(self.continue_both)
         self.dialog.useRequested.connect(self.use)
-        self.worker.progress.connect(self._on_progress)
-        self.worker.result.connect(self._on_result)
-        self.worker.error.connect(lambda _i, m: self.dialog.note.setText(f"The fork failed: {m}"))
-        host.installEventFilter(self)
+        self.requests.progress.connect(self._on_progress)
+        self.requests.result.connect(self._on_result)
+        self.requests.error.connect(lambda _k, m: self.dialog.note.setText(f"The fork failed: {m}"))
         self._sync()
-
-    def eventFilter(self, obj: QObject, ev: QEvent) -> bool:
-        if obj is self.host and ev.type() == QEvent.Close:
-            self.worker.shutdown(600_000)
-        return False
 
     # -- the paused run ------------------------------------------------------------------------
     def _sync(self) -> None:
-        run = self.host._run
-        self.button.setEnabled(run is not None and run.paused and self._last is not None and self._last[0] == run.id)
-
-    def _on_frame(self, job_id: int, fr: object) -> None:
-        run = self.host._run
-        if run is not None and job_id == run.id:
-            self._last = (job_id, fr)
-            self._sync()
+        run = self.state.run
+        self.button.setEnabled(run is not None and run.paused and run.frame is not None)
 
     def fork(self) -> None:
-        h = self.host
-        run = h._run
-        if run is None or self._last is None or self._last[0] != run.id:
+        run = self.state.run
+        if run is None or run.frame is None:
             return
-        fr = self._last[1]
-        s = h.sampling
-        decided = ~np.asarray(s._unknown, bool)
+        fr = run.frame
+        decided = ~np.asarray(run.unknown, bool)
         decided[fr.order.perm[: fr.step + 1]] = True
-        self.point = ForkPoint(prefix=np.asarray(fr.x[0], np.float32).copy(), decided=decided, order=fr.order,
-                               draws=fr.index + 1, n=len(fr.x), seed=s.seed.value(), temperature=s.temperature.value())
-        self.model = h.model
+        self.point = ForkPoint(prefix=np.asarray(fr.x[0], np.float32).copy(), decided=decided, ordering=fr.order,
+                               draws=fr.index + 1, batch=run.n, seed=run.seed, temperature=run.temperature)
+        self.model = self.state.model
         self.result = None
         self._await_stop = True
-        h.stop_run()
+        self.state.stop_run()
 
     def _on_run_finished(self, _completed: bool) -> None:
-        self._last = None
         self._sync()
         if not self._await_stop or self.point is None:
             return
         self._await_stop = False
-        h, fp = self.host, self.point
-        shape = (h.session.height, h.session.width)
-        h.session.set_canvas(fp.prefix.reshape(shape).astype(np.uint8))
-        h.session.set_mask((~fp.decided).reshape(shape), record=False)
-        h.canvas_replaced()
-        left = int((~fp.decided).sum())
+        st, fp = self.state, self.point
+        st.replace_canvas(fp.prefix, mask=~fp.decided)
+        left = fp.pending
         self.dialog.note.setText(
             f"Paused with {left} pixels to go. Change pixels on the canvas (the masked part is still to be drawn), "
             "then <b>Continue both</b>: the original and the changed image continue with the same random numbers.")
-        self.dialog.show_pair(np.stack([fp.prefix, fp.prefix]), ~fp.decided, np.zeros_like(fp.decided), shape)
+        self.dialog.show_pair(np.stack([fp.prefix, fp.prefix]), ~fp.decided, np.zeros_like(fp.decided), st.shape)
         self.dialog.info.setText("")
         self.dialog.set_done(False)
         self.dialog.continue_btn.setEnabled(True)
         self.dialog.show()
-        h.statusBar().showMessage(f"Forked with {left} pixels to go: change pixels on the canvas, then Continue both", 8000)
+        st.show_status(f"Forked with {left} pixels to go: change pixels on the canvas, then Continue both", 8000)
         self.forked.emit()
 
     # -- both continuations --------------------------------------------------------------------
     def continue_both(self) -> None:
         if self.point is None:
             return
-        h, fp = self.host, self.point
-        self.edited = h.session.flat().copy()
+        fp = self.point
+        self.edited = self.state.session.flat().copy()
         self.changed = self.edited != fp.prefix
         self.dialog.continue_btn.setEnabled(False)
         self.dialog.set_done(False)
-        self._job = self.worker.submit(fork_job, self.model, fp, self.edited)
-        self._job.delay = h.sampling.delay()
+        self._serial += 1
+        job = self.requests.submit(self._serial, fork_job, self.model, fp, self.edited)
+        job.delay = self.panel.delay()
 
-    def _on_progress(self, _job_id: int, item: object) -> None:
+    def _on_progress(self, _key: int, item: object) -> None:
         done, total, x = item  # type: ignore[misc]
         fp = self.point
         pending = ~fp.decided
-        todo = fp.order.perm[pending[fp.order.perm]]  # the pixels to draw, in the run's order
+        todo = fp.ordering.perm[pending[fp.ordering.perm]]  # the pixels to draw, in the run's order
         pending[todo[:done]] = False
-        self.dialog.show_pair(x, pending, self.changed, (self.host.session.height, self.host.session.width))
+        self.dialog.show_pair(x, pending, self.changed, self.state.shape)
         self.dialog.info.setText(f"pixel {done} / {total}")
 
-    def _on_result(self, _job_id: int, value: object) -> None:
+    def _on_result(self, _key: int, value: object) -> None:
         x, lp = value  # type: ignore[misc]
         self.result = (x, lp)
-        shape = (self.host.session.height, self.host.session.width)
-        self.dialog.show_pair(x, np.zeros(x.shape[1], bool), self.changed, shape)
+        self.dialog.show_pair(x, np.zeros(x.shape[1], bool), self.changed, self.state.shape)
         drawn = ~self.point.decided & ~self.changed
         differ = int((x[0] != x[1])[drawn].sum())
         self.dialog.info.setText(
@@ -314,8 +247,6 @@ class ForkController(QObject):
         self.finished.emit()
 
     def use(self, which: int) -> None:
-        if self.result is None or self.host.canvas.locked:
+        if self.result is None or self.state.running:
             return
-        h = self.host
-        h.session.set_canvas(self.result[0][which].reshape(h.session.height, h.session.width).astype(np.uint8))
-        h.canvas_replaced()
+        self.state.replace_canvas(self.result[0][which])

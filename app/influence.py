@@ -1,11 +1,12 @@
-"""The pinned pixel's influence map (a mixin of :class:`app.main_window.MainWindow`).
+"""The pinned pixel's influence map (a mixin of the main window).
 
 When a pixel is pinned, or new heatmaps arrive while one is, the influence of every earlier pixel
 on its conditional is computed on its own worker (one pass per earlier pixel, in batches: up to a
 second for the deep families on a CPU, so neither the heatmaps nor the GUI wait for it). A request
 carries (model key, ordering, heatmaps shown, pixel) and replaces the previous one; a result for
-anything else than what is shown now is dropped. It uses the canvas the heatmaps were computed
-for, so the map always belongs to the heatmaps beside it."""
+anything else than what is shown now is dropped (``influence_requests``, an
+:class:`app.latest.Latest`). It uses the canvas the heatmaps were computed for, so the map always
+belongs to the heatmaps beside it."""
 
 from __future__ import annotations
 
@@ -17,36 +18,36 @@ __all__ = ["InfluenceMixin"]
 
 
 class InfluenceMixin:
-    def _influence_key(self) -> tuple:
-        return (self.model_key, self.ordering, self._shown_id, self.pinned)
+    def influence_key(self) -> tuple:
+        """What the influence map on screen should belong to now."""
+        return (self.model_key, self.ordering, self.state.figures_serial, self.pinned)
+
+    @property
+    def influence_shown(self) -> bool:
+        """The influence map on screen belongs to the pinned pixel and the heatmaps shown."""
+        return self.influence_requests.shown == self.influence_key()
 
     def request_influence(self) -> None:
         figs = self.figures
+        req = self.influence_requests
         if self.pinned < 0 or self.model is None or figs is None or "image" not in figs.extra:
-            self.influence_worker.cancel_all()
-            self._influence_pending = self._influence_shown = None
+            req.cancel()
+            req.forget()
             if self.pinned < 0:
                 self.influence_view.clear()
             return
-        key = self._influence_key()
-        if key in (self._influence_pending, self._influence_shown):
+        key = self.influence_key()
+        if not req.wanted(key):
             return
-        self._influence_pending = key
         self.influence_view.show_progress(self.pinned, figs.prob.shape[1], 0.0)
-        self.influence_worker.submit(jobs.influence_job, self.model, figs.extra["image"], self.pinned, figs.ordering, key)
+        req.submit(key, jobs.influence_job, self.model, figs.extra["image"], self.pinned, figs.ordering)
 
-    def _on_influence_progress(self, _job_id: int, frac: object) -> None:
-        if self._influence_pending is not None and self.figures is not None:
-            self.influence_view.show_progress(self._influence_pending[3], self.figures.prob.shape[1], float(frac))
+    def _on_influence_progress(self, key: tuple, frac: object) -> None:
+        if self.figures is not None:
+            self.influence_view.show_progress(key[3], self.figures.prob.shape[1], float(frac))
 
-    def _on_influence_result(self, _job_id: int, value: object) -> None:
-        key, inf = value
-        if key == self._influence_pending:
-            self._influence_pending = None
-        if key != self._influence_key():
-            return  # another model, ordering, canvas or pixel by now
+    def _on_influence_result(self, _key: tuple, inf: object) -> None:
         assert isinstance(inf, PixelInfluence)
-        self._influence_shown = key
         self.influence_view.show_influence(inf, self.figures.extra.get("image") if self.figures is not None else None)
         self.influenceShown.emit()
 
@@ -55,6 +56,5 @@ class InfluenceMixin:
         self.canvas.set_hover(idx)
         self.heatmaps.set_marker(idx, "hover")
 
-    def _on_influence_error(self, _job_id: int, message: str) -> None:
-        self._influence_pending = None
+    def _on_influence_error(self, _key: tuple, message: str) -> None:
         self.influence_view.clear(f"The influence map is unavailable: {message}")

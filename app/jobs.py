@@ -1,7 +1,8 @@
 """Functions the app runs on its worker threads (never on the GUI thread).
 
 Each takes the :class:`app.worker.Job` first (to check for cancellation) and returns a value or is
-a generator; they only call the engine, so they are as testable as the engine itself.
+a generator; they only call the engine, so they are as testable as the engine itself. Which
+request a result answers is kept on the GUI side (:class:`app.latest.Latest`), not in the value.
 """
 
 from __future__ import annotations
@@ -44,32 +45,31 @@ def split(name: str) -> np.ndarray:
         return _split_cache[name]
 
 
-def figures_job(job, model: ARModel, image: np.ndarray, ordering: Ordering, key: tuple) -> tuple[tuple, PixelFigures]:
+def figures_job(job, model: ARModel, image: np.ndarray, ordering: Ordering) -> PixelFigures:
     t0 = time.perf_counter()
     figs = pixel_figures(model, image, ordering)
     figs.extra["seconds"] = time.perf_counter() - t0
     figs.extra["image"] = np.array(image, copy=True)  # the canvas these figures belong to (exports)
-    return key, figs
+    return figs
 
 
-def influence_job(job, model: ARModel, image: np.ndarray, pixel: int, ordering: Ordering, key: tuple):
-    """Yields the fraction of earlier pixels done; returns (key, :class:`PixelInfluence`)."""
-    inf = yield from pixel_influence_steps(model, image, pixel, ordering)
-    return key, inf
+def influence_job(job, model: ARModel, image: np.ndarray, pixel: int, ordering: Ordering):
+    """Yields the fraction of earlier pixels done; returns the :class:`PixelInfluence`."""
+    return (yield from pixel_influence_steps(model, image, pixel, ordering))
 
 
-def ensemble_job(job, model: ARModel, image: np.ndarray, n: int, key: tuple):
-    """Yields the fraction of members done; returns (key, :class:`EnsembleFigures`)."""
+def ensemble_job(job, model: ARModel, image: np.ndarray, n: int):
+    """Yields the fraction of members done; returns the :class:`EnsembleFigures`."""
     figs: EnsembleFigures = yield from ensemble_figures_steps(model, image, n)
-    return key, figs
+    return figs
 
 
 def load_job(job, path: Path) -> Checkpoint:
     return load_checkpoint(path, device="cpu")
 
 
-def reference_job(job, model: ARModel, ordering: Ordering, key: tuple, budget_seconds: float = REFERENCE_BUDGET_SECONDS):
-    """Yields the fraction done; returns (key, log p of the reference test digits).
+def reference_job(job, model: ARModel, ordering: Ordering, budget_seconds: float = REFERENCE_BUDGET_SECONDS):
+    """Yields the fraction done; returns log p of the reference test digits.
 
     All 10,000 test digits when the model is fast enough to score them within ``budget_seconds``
     (FVSBN, NADE, MADE on a CPU); otherwise a fixed random subset (at least ``MIN_REFERENCE``) so
@@ -85,7 +85,7 @@ def reference_job(job, model: ARModel, ordering: Ordering, key: tuple, budget_se
     per_image = (time.perf_counter() - t0) / len(probe)
     n = n_all if per_image * n_all <= budget_seconds else int(max(MIN_REFERENCE, min(n_all, budget_seconds / per_image)))
     rest = yield from _scaled(reference_log_probs(model, x_all[order[PROBE:n]], ordering, batch_size=250), 0.02, 1.0)
-    return key, np.concatenate([first, rest])
+    return np.concatenate([first, rest])
 
 
 def _scaled(gen, lo: float, hi: float):

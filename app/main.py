@@ -135,11 +135,11 @@ def _run_window(a: argparse.Namespace) -> int:
     win.load_test_digit(a.digit)
     ok = wait_for(lambda: win.session.canvas.any() and win.figures is not None
                   and win.readout.log_p is not None and abs(win.readout.log_p - win.figures.log_p) < 1e-9
-                  and win._fig_job is None and win.session.version > 0, a.timeout)
+                  and not win.figures_pending and win.session.version > 0, a.timeout)
     if ok and not wait_for(lambda: win.readout.percentile is not None, a.timeout):
         print("pixelchain: note: the percentile among test digits was not ready in time; saving without it", file=sys.stderr)
         ok = not errors
-    if ok and not win.readout.ens.isHidden() and not wait_for(lambda: win._ens_shown == (win.model_key, win.session.version), a.timeout):
+    if ok and not win.readout.ens.isHidden() and not wait_for(lambda: win.ensemble_shown, a.timeout):
         print("pixelchain: note: the ensemble log p was not ready in time; saving without it", file=sys.stderr)
     if not ok:
         print(f"pixelchain: error: the heatmaps were not computed: {'; '.join(errors) or 'timed out'}", file=sys.stderr)
@@ -160,14 +160,14 @@ def _run_window(a: argparse.Namespace) -> int:
             return 1
         version = win.session.version
         win.undo()  # keep the test digit on the canvas
-        wait_for(lambda: win.figures is not None and win._fig_job is None and win.session.version != version, a.timeout)
+        wait_for(lambda: win.figures is not None and not win.figures_pending and win.session.version != version, a.timeout)
     elif a.tab == "train":
         win.tabs.setCurrentIndex(2)
     ink = win.session.canvas.reshape(-1).nonzero()[0]
     if ink.size:
         order = win.ordering.inverse[ink]
         win.pin(int(ink[order.argsort()[len(ink) * 2 // 3]]))
-        if not wait_for(lambda: win._influence_shown == win._influence_key(), a.timeout):
+        if not wait_for(lambda: win.influence_shown, a.timeout):
             print("pixelchain: note: the influence map was not ready in time; saving without it", file=sys.stderr)
     app.processEvents()
     pix = win.grab()

@@ -1,12 +1,15 @@
 """The main window: canvas, live heatmaps, pickers, inspector, sampling/inpainting and training.
 
-The window owns one :class:`engine.session.Session` (the drawn digit, mask and history) and four
-:class:`app.worker.Worker` threads: ``compute`` (heatmaps, loading and saving checkpoints, test
-digits), ``reference`` (log p of the test digits for the percentile), ``sample`` and ``train``.
-Heatmap requests are debounced while a stroke goes on, coalesced while one is in flight (the
-newest canvas wins) and tagged with the model, ordering and canvas version so a stale result is
-never shown. Menus and the toolbar are built in :mod:`app.actions`; the live figures, the
-editing commands and sampling runs are mixins in :mod:`app.figures`, :mod:`app.editing` and
+What the window shows lives in one :class:`app.state.AppState` (``state``): the model, the
+ordering, the canvas document (:class:`engine.session.Session`), the heatmaps and the sampling
+run. The window changes it and reacts to its signals; the panels and dialogs built on top (fork,
+compare, compress) are handed the state, not the window. Work runs on :class:`app.worker.Worker`
+threads: ``compute`` (heatmaps, loading and saving checkpoints, test digits), ``reference`` (log p
+of the test digits for the percentile), ``ensemble``, ``influence``, ``sample`` and ``train``.
+Each kind of request goes through an :class:`app.latest.Latest`, so a stale result is never
+shown. Heatmap requests are debounced while a stroke goes on and coalesced while one is in flight
+(the newest canvas wins). Menus and the toolbar are built in :mod:`app.actions`; the live figures,
+the editing commands and sampling runs are mixins in :mod:`app.figures`, :mod:`app.editing` and
 :mod:`app.runs`.
 """
 
@@ -29,9 +32,14 @@ from engine.session import ModelEntry, PixelFigures, Session, list_checkpoints
 from . import actions, jobs, settings as app_settings
 from .editing import EditingMixin
 from .figures import FiguresMixin
+from .fork import ForkController
 from .influence import InfluenceMixin
+from .latest import Latest
 from .runs import RunMixin
+from .state import AppState
 from .widgets.canvas import CanvasWidget
+from .widgets.compare import install as install_compare
+from .widgets.compress_panel import CompressPanel
 from .widgets.heatmaps import HeatmapPanel
 from .widgets.influence import InfluenceView
 from .widgets.inspector import Inspector, ReadOut
@@ -60,21 +68,12 @@ class MainWindow(FiguresMixin, InfluenceMixin, EditingMixin, RunMixin, QMainWind
         self.setWindowTitle("pixelchain — autoregressive models of binarized MNIST")
         self.settings = app_settings.make_settings()
         self.bundled_dir = app_settings.bundled_dir() if bundled is None else Path(bundled)
-        self.session = Session()
-        self.model: ARModel | None = None
-        self.entry: ModelEntry | None = None
-        self.model_meta: dict = {}
-        self.model_key = 0
-        self.ordering: Ordering | None = None
-        self.figures: PixelFigures | None = None
+        self.state = AppState(Session(), self)
         self.reference: dict[tuple, np.ndarray] = {}
         self.last_latency: float | None = None
         self._stroke_t0: tuple[int, float] | None = None
-        self._fig_job = None
         self._fig_dirty = False
-        self._shown_id = 0
-        self._run = None
-        self._run_mode = ""
+        self._ens_figures = None
         self._hover = -1
         self.pinned = -1
         self.last_error = ""
@@ -83,13 +82,14 @@ class MainWindow(FiguresMixin, InfluenceMixin, EditingMixin, RunMixin, QMainWind
         self.ref_worker = Worker("reference", self, torch_threads=1)
         self.ens_worker = Worker("ensemble", self, torch_threads=1)
         self.influence_worker = Worker("influence", self, torch_threads=1)
-        self._influence_pending: tuple | None = None  #: the key of the influence map being computed
-        self._influence_shown: tuple | None = None
-        self._ens_shown: tuple | None = None  #: (model key, canvas version) of the ensemble shown
-        self._ens_figures = None
-        self._ens_pending: tuple | None = None  #: the key of the ensemble being computed
         self.sampler = Worker("sample", self, torch_threads=1)
         self.trainer = Worker("train", self)
+        # one "latest request wins" per kind of request (the compute worker also loads and saves)
+        self.figure_requests = Latest(self.compute, self._figures_fresh, replace=False)
+        self.reference_requests = Latest(self.ref_worker)
+        self.ensemble_requests = Latest(self.ens_worker, lambda key: key == self._ensemble_key())
+        self.influence_requests = Latest(self.influence_worker, lambda key: key == self.influence_key())
+        self.run_requests = Latest(self.sampler)
 
         # -- widgets ----------------------------------------------------------------------------
         self.canvas = CanvasWidget(self.session)
@@ -135,18 +135,10 @@ class MainWindow(FiguresMixin, InfluenceMixin, EditingMixin, RunMixin, QMainWind
         self.tabs.addTab(_scrolling(insp), "Inspect")
         self.tabs.addTab(_scrolling(self.sampling), "Sample && inpaint")
         self.tabs.addTab(_scrolling(self.training), "Train")
-        from .widgets.compress_panel import CompressPanel  # issue 7: code length and digit-likeness
-
-        self.compress_panel = CompressPanel(self)
+        self.compress_panel = CompressPanel(self.state)
         i = self.tabs.addTab(_scrolling(self.compress_panel), "Compress")
         # a short label, so that the four tabs fit the panel at its usual width; the tooltip says the rest
         self.tabs.setTabToolTip(i, "Compress & score: what the drawn digit costs to store, and how digit-like it is")
-        from .widgets.compare import install as install_compare  # issue 7: View ▸ Compare Models…
-
-        install_compare(self)
-        from .fork import ForkController  # issue 7: fork a paused sampling run
-
-        self.fork = ForkController(self)
         self.tabs.setMinimumWidth(380)  # raised to the tab bar's width once styled (showEvent)
         split = QSplitter(Qt.Horizontal)
         split.addWidget(left)
@@ -166,6 +158,15 @@ class MainWindow(FiguresMixin, InfluenceMixin, EditingMixin, RunMixin, QMainWind
         self.statusBar().showMessage("Ready")
 
         # -- wiring -----------------------------------------------------------------------------
+        st = self.state
+        st.modelChanged.connect(self._on_model_changed)
+        st.orderingChanged.connect(self._on_ordering_changed)
+        st.canvasReplaced.connect(self._on_canvas_replaced)
+        st.status.connect(lambda msg, ms: self.statusBar().showMessage(msg, ms))
+        # the window's own signals repeat the state's, for scripts and tests that watch the window
+        st.modelChanged.connect(self.modelChanged)
+        st.figuresShown.connect(self.figuresShown)
+        st.runFinished.connect(self.runFinished)
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(DEBOUNCE_MS)
@@ -184,24 +185,27 @@ class MainWindow(FiguresMixin, InfluenceMixin, EditingMixin, RunMixin, QMainWind
         self.compute.result.connect(self._on_compute_result)
         self.compute.error.connect(self._on_compute_error)
         self.compute.finished.connect(self._on_compute_finished)
-        self.ens_worker.result.connect(self._on_ensemble_result)
-        self.ens_worker.error.connect(self._on_ensemble_error)
-        self.influence_worker.progress.connect(self._on_influence_progress)
-        self.influence_worker.result.connect(self._on_influence_result)
-        self.influence_worker.error.connect(self._on_influence_error)
-        self.ref_worker.progress.connect(self._on_ref_progress)
-        self.ref_worker.result.connect(self._on_ref_result)
-        self.ref_worker.error.connect(lambda _i, m: self.readout.set_percentile(None, f"unavailable ({m})"))
-        self.sampler.progress.connect(self._on_frame)
-        self.sampler.result.connect(self._on_run_result)
-        self.sampler.error.connect(lambda _i, m: self.show_error(f"Sampling failed: {m}"))
-        self.sampler.finished.connect(self._on_run_finished)
+        self.figure_requests.result.connect(self._show_figures)
+        self.figure_requests.finished.connect(self._on_figures_finished)
+        self.figure_requests.error.connect(lambda _k, m: self.show_error(m))
+        self.ensemble_requests.result.connect(self._on_ensemble_result)
+        self.ensemble_requests.error.connect(self._on_ensemble_error)
+        self.influence_requests.progress.connect(self._on_influence_progress)
+        self.influence_requests.result.connect(self._on_influence_result)
+        self.influence_requests.error.connect(self._on_influence_error)
+        self.reference_requests.progress.connect(self._on_ref_progress)
+        self.reference_requests.result.connect(self._on_ref_result)
+        self.reference_requests.error.connect(lambda _k, m: self.readout.set_percentile(None, f"unavailable ({m})"))
+        self.run_requests.progress.connect(self._on_frame)
+        self.run_requests.result.connect(self._on_run_result)
+        self.run_requests.error.connect(lambda _k, m: self.show_error(f"Sampling failed: {m}"))
+        self.run_requests.finished.connect(self._on_run_finished)
         s = self.sampling
         s.runRequested.connect(self.start_run)
         s.stopRequested.connect(self.stop_run)
-        s.pauseToggled.connect(lambda on: self._run is not None and self._run.set_paused(on))
+        s.pauseToggled.connect(st.pause_run)
         s.stepRequested.connect(self.step_run)
-        s.speedChanged.connect(lambda d: self._run is not None and setattr(self._run, "delay", d))
+        s.speedChanged.connect(self._set_run_delay)
         s.saveGridRequested.connect(self.save_grid)
         s.useSampleRequested.connect(self.use_sample)
         s.maskToolRequested.connect(lambda: self.set_tool("mask"))
@@ -210,11 +214,43 @@ class MainWindow(FiguresMixin, InfluenceMixin, EditingMixin, RunMixin, QMainWind
         s.mode_inpaint.toggled.connect(self._update_inpaint_note)
         self.training.checkpointReady.connect(self._on_trained)
         self.training.message.connect(self.show_error)
+        # built last: they listen to the state after the window has reacted to it
+        install_compare(self, self.state, lambda: self.model_picker.entries)
+        self.fork = ForkController(self.state, self.sampling, self)
         self._pending_loads: dict[int, tuple[Path, str]] = {}
         self._pending_misc: dict[int, str] = {}
         self.populate_models()
         self._update_edit_actions()
         self.trainer.submit(jobs.warm_up_job, replace=False)
+
+    # -- what the window shows: read from the state -----------------------------------------------
+    @property
+    def session(self) -> Session:
+        return self.state.session
+
+    @property
+    def model(self) -> ARModel | None:
+        return self.state.model
+
+    @property
+    def entry(self) -> ModelEntry | None:
+        return self.state.entry
+
+    @property
+    def model_meta(self) -> dict:
+        return self.state.meta
+
+    @property
+    def model_key(self) -> int:
+        return self.state.model_key
+
+    @property
+    def ordering(self) -> Ordering | None:
+        return self.state.ordering
+
+    @property
+    def figures(self) -> PixelFigures | None:
+        return self.state.figures
 
     # ------------------------------------------------------------------------------------------
     # models
@@ -256,14 +292,12 @@ class MainWindow(FiguresMixin, InfluenceMixin, EditingMixin, RunMixin, QMainWind
         c = model.config
         if (c.height, c.width) != (self.session.height, self.session.width):
             raise ValueError(f"the app shows {self.session.height}x{self.session.width} digits; this model is for {c.height}x{c.width} images")
-        if self._run is not None:
+        if self.state.running:
             self.stop_run()
-        self.model = model
-        self.entry = entry
-        self.model_meta = dict(meta or {})
-        self.model_key += 1
-        cur = self.ordering_picker.set_model(model)
-        self.ordering = cur
+        self.state.set_model(model, entry, meta, self.ordering_picker.set_model(model))
+
+    def _on_model_changed(self) -> None:
+        cur, entry, model = self.ordering, self.entry, self.model
         self.canvas.set_ordering(cur)
         self.legend.show_for(self.canvas.overlay, cur)
         if entry is not None:
@@ -275,7 +309,6 @@ class MainWindow(FiguresMixin, InfluenceMixin, EditingMixin, RunMixin, QMainWind
         self.readout.set_model_text(self._model_text())
         actions.update_model_actions(self)
         self._update_inpaint_note()
-        self.modelChanged.emit()
         self.request_figures()
         self.request_reference()
 
@@ -293,9 +326,12 @@ class MainWindow(FiguresMixin, InfluenceMixin, EditingMixin, RunMixin, QMainWind
             self.statusBar().showMessage(why, 6000)
             self.ordering_picker.select(self.ordering)
             return
-        if self._run is not None:
+        if self.state.running:
             self.stop_run()
-        self.ordering = ordering
+        self.state.set_ordering(ordering)
+
+    def _on_ordering_changed(self) -> None:
+        ordering = self.ordering
         self.canvas.set_ordering(ordering)
         self.legend.show_for(self.canvas.overlay, ordering)
         self.readout.set_model_text(self._model_text())
@@ -332,30 +368,25 @@ class MainWindow(FiguresMixin, InfluenceMixin, EditingMixin, RunMixin, QMainWind
             self.statusBar().showMessage("No checkpoints found: showing an untrained FVSBN. Train one (Train tab) or open one (File ▸ Open Checkpoint…).")
         elif kind == "digit":
             index, img = value  # type: ignore[misc]
-            self.session.set_canvas(img)
-            self.canvas_replaced()
+            self.state.replace_canvas(img)
             self.statusBar().showMessage(f"Test digit #{index}", 4000)
         elif kind == "save":
             app_settings.add_recent(self.settings, Path(value))  # type: ignore[arg-type]
             actions.refresh_model_menus(self)
             self.statusBar().showMessage(f"Saved {value}", 6000)
-        elif isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], PixelFigures):
-            self._show_figures(job_id, value[0], value[1])
+        # the heatmaps computed on this worker reach _show_figures through figure_requests
 
     def _on_compute_error(self, job_id: int, msg: str) -> None:
         if job_id in self._pending_loads:
             path, _ = self._pending_loads[job_id]
             self.show_error(f"Cannot open {path.name}:\n{msg}")
-        else:
+        elif job_id in self._pending_misc:
             self.show_error(msg)
+        # (a failed heatmap request reports through figure_requests)
 
     def _on_compute_finished(self, job_id: int, _cancelled: bool) -> None:
         self._pending_loads.pop(job_id, None)
         self._pending_misc.pop(job_id, None)
-        if self._fig_job is not None and job_id == self._fig_job.id:
-            self._fig_job = None
-            if self._fig_dirty:
-                self.request_figures()
 
     def show_error(self, msg: str) -> None:
         self.statusBar().showMessage(msg.replace("\n", " "), 15000)
@@ -431,6 +462,7 @@ class MainWindow(FiguresMixin, InfluenceMixin, EditingMixin, RunMixin, QMainWind
             self.splitter.setSizes([int(total * 0.45), int(total * 0.27), int(total * 0.28)])
 
     def closeEvent(self, ev) -> None:
+        self.state.closing.emit()  # the panels and dialogs stop their own workers
         self.stop_run()
         if self.training.running:
             self.training.stop()

@@ -1,9 +1,11 @@
-"""Sampling and inpainting runs from the main window (a mixin of :class:`app.main_window.MainWindow`).
+"""Sampling and inpainting runs from the main window (a mixin of the main window).
 
 A run is :func:`app.widgets.sampling.sample_job` on the ``sample`` worker. While it goes the canvas
 is locked and shows the first image of the batch with the pixels not generated yet greyed and the
 current pixel outlined; pause, single steps, speed and stop act on the running
-:class:`app.worker.Job` between two pixels. A completed run puts its first image on the canvas (one
+:class:`app.worker.Job` between two pixels. The run in progress is ``state.run``
+(:class:`app.state.Run`); its frames reach the state's listeners (the fork) through
+``state.runFrame``. A completed run puts its first image on the canvas (one
 undo step); a stopped run leaves the canvas as it was.
 """
 
@@ -16,6 +18,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from engine.images import save_grid
 
+from .state import Run
 from .widgets.sampling import sample_job
 
 __all__ = ["RunMixin"]
@@ -45,10 +48,10 @@ class RunMixin:
 
     @property
     def running(self) -> bool:
-        return self._run is not None
+        return self.state.running
 
     def start_run(self, mode: str, paused: bool = False) -> None:
-        if self.model is None or self._run is not None:
+        if self.model is None or self.state.running:
             return
         s = self.sampling
         known = None
@@ -60,58 +63,61 @@ class RunMixin:
                 return
             values = self.session.flat()
         unknown = np.ones(self.model.size, bool) if known is None else ~known
-        self._run_mode = mode
-        self._run_base = self.session.flat().copy()
+        base = self.session.flat().copy()
+        n, seed, temperature = s.count.value(), s.seed.value(), s.temperature.value()
         self.canvas.locked = True
         s.set_running(True)
-        s.begin(s.count.value(), unknown, (self.session.height, self.session.width))
+        s.begin(n, unknown, (self.session.height, self.session.width))
         pending = unknown.copy()
-        self.canvas.show_run(np.where(unknown, 0, self._run_base), pending)
-        job = self.sampler.submit(sample_job, self.model, s.count.value(), known, values, self.ordering, s.temperature.value(),
-                                  s.seed.value(), start_paused=paused)
+        self.canvas.show_run(np.where(unknown, 0, base), pending)
+        job = self.run_requests.submit(mode, sample_job, self.model, n, known, values, self.ordering, temperature, seed,
+                                       start_paused=paused)
         job.delay = s.delay()
         if paused:
             s.pause_btn.setChecked(True)
             job.step()
-        self._run = job
+        self.state.start_run(Run(job, mode, n, seed, temperature, unknown, base))
         self.statusBar().showMessage("Inpainting…" if mode == "inpaint" else "Sampling…")
 
     def stop_run(self) -> None:
-        if self._run is not None:
-            self._run.cancel()
+        self.state.stop_run()
 
     def step_run(self) -> None:
-        if self._run is None:
+        run = self.state.run
+        if run is None:
             self.start_run(self.sampling.mode, paused=True)
         else:
-            if not self._run.paused:
+            if not run.job.paused:
                 self.sampling.pause_btn.setChecked(True)
-            self._run.set_paused(True)
-            self._run.step()
+            run.job.set_paused(True)
+            run.job.step()
 
-    def _on_frame(self, job_id: int, fr: object) -> None:
-        if self._run is None or job_id != self._run.id:
+    def _set_run_delay(self, delay: float) -> None:
+        if self.state.run is not None:
+            self.state.run.job.delay = delay
+
+    def _on_frame(self, _mode: str, fr: object) -> None:
+        run = self.state.run
+        if run is None:
             return
         h, w = self.session.height, self.session.width
-        unknown = self.sampling._unknown
         pending = np.zeros(h * w, bool)
         pending[fr.order.perm[fr.step + 1:]] = True  # type: ignore[attr-defined]
-        self.canvas.show_run(fr.x[0], pending & unknown, fr.pixel)  # type: ignore[attr-defined]
+        self.canvas.show_run(fr.x[0], pending & run.unknown, fr.pixel)  # type: ignore[attr-defined]
         self.sampling.show_frame(fr)  # type: ignore[arg-type]
+        self.state.show_frame(fr)
 
-    def _on_run_result(self, job_id: int, x: object) -> None:
-        if self._run is None or job_id != self._run.id:
-            return
+    def _on_run_result(self, mode: str, x: object) -> None:
         images = np.asarray(x)
-        self.sampling.finish(images, f"done: {len(images)} {'completions' if self._run_mode == 'inpaint' else 'samples'}")
+        self.sampling.finish(images, f"done: {len(images)} {'completions' if mode == 'inpaint' else 'samples'}")
         self.session.set_canvas(images[0])
-        if self._run_mode == "sample":
+        if mode == "sample":
             self.sampling.seed.setValue(self.sampling.seed.value() + 1)
 
-    def _on_run_finished(self, job_id: int, cancelled: bool) -> None:
-        if self._run is None or job_id != self._run.id:
+    def _on_run_finished(self, _mode: str, cancelled: bool) -> None:
+        if self.state.run is None:
             return
-        self._run = None
+        self.state.end_run()
         self.canvas.locked = False
         self.canvas.show_run(None)
         self.sampling.set_running(False)
@@ -121,12 +127,11 @@ class RunMixin:
         else:
             self.statusBar().showMessage("Done", 3000)
         self.canvas_replaced()
-        self.runFinished.emit(not cancelled)
+        self.state.run_finished(not cancelled)
 
     def use_sample(self, i: int) -> None:
         if self.sampling.images is not None and not self.canvas.locked:
-            self.session.set_canvas(self.sampling.images[i])
-            self.canvas_replaced()
+            self.state.replace_canvas(self.sampling.images[i])
 
     def save_grid(self, path: str | None = None) -> None:
         if self.sampling.images is None:

@@ -106,7 +106,7 @@ def bench_model(app, win, path: Path, strokes: int, train_seconds: float, sample
         raise RuntimeError(f"{path} did not open")
     # the percentile's scoring of test digits is start-up work; stop it so it does not compete
     win.ref_worker.cancel_all()
-    wait(app, lambda: win._fig_job is None and not win.trainer.busy and not win.ref_worker.busy, 120)
+    wait(app, lambda: not win.figures_pending and not win.trainer.busy and not win.ref_worker.busy, 120)
     cv = win.canvas
     lat, comp = [], []
     painted: list[float] = []

@@ -71,7 +71,7 @@ class TrainConfig:
     #: continues it (for training in slices, e.g. on a lent GPU)
     max_minutes: float | None = None
     #: with ``max_minutes``: end the learning-rate schedule at the last epoch that fits the limit
-    #: (re-estimated after every epoch from this run's epochs so far, never beyond ``epochs``), so
+    #: (re-estimated after every epoch from this run's epochs so far, never more than ``epochs``), so
     #: that a run of unknown speed, e.g. on a lent GPU, still decays to ``lr * lr_min_factor``. A
     #: resumed run starts from the full ``epochs`` schedule and refits it after its first epoch,
     #: which amounts to a warm restart of the learning rate
@@ -212,6 +212,24 @@ def amp_warning(device: torch.device, flags: set[str] | None = None) -> str | No
     else:
         what = f"{device_name(device)} has no native bf16"
     return f"{what}: bf16 mixed precision is emulated and trains several times slower than float32 here"
+
+
+#: families whose training step measured faster under bf16 autocast than in float32 on a CPU with
+#: native bf16 (bench/deep_training_step.py, bench/training_step.py): 1.3-2x. The others (FVSBN, the
+#: per-pixel MLP, NADE's fused float32 path) train in float32 unless bf16 is asked for.
+BF16_PAYS = frozenset({"made", "pixelcnn", "lmconv", "lstm", "transformer"})
+PRECISIONS = ("auto", "float32", "bf16")
+
+
+def resolve_amp(precision: str, device: torch.device, family: str, flags: set[str] | None = None) -> bool:
+    """Whether a run trains under bf16 autocast: ``"bf16"`` always, ``"float32"`` never, ``"auto"``
+    where ``device`` computes bf16 natively and the family measured faster in it. Evaluation and
+    every reported likelihood stay float32 either way."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision != "auto":
+        return precision == "bf16"
+    return family in BF16_PAYS and device.type in ("cpu", "cuda") and bf16_is_native(device, flags) is True
 
 
 def device_name(device: torch.device) -> str:
@@ -450,7 +468,9 @@ def train(
         try:
             try:
                 if ddp.enabled:  # every process must take part: no stopping half-way
-                    valid_nll, _ = ddp.evaluate(model, valid_x, cfg.eval_batch_size)
+                    part = ddp.eval_shard(valid_x)
+                    mean, se = evaluate(model, part, cfg.eval_batch_size) if len(part) else (0.0, 0.0)
+                    valid_nll, _ = ddp.combine_nll(mean, se, len(part))
                 else:  # in chunks of about 0.2 s, so that whoever drives the run can stop it between them
                     steps = evaluate_steps(model, valid_x, cfg.eval_batch_size, target_seconds=0.2)
                     while True:
@@ -534,7 +554,7 @@ class _WeightAverage:
 
     @torch.no_grad()
     def swap(self) -> None:
-        for p, a in zip(self.params, self.avg):
+        for p, a in zip(self.params, self.avg, strict=True):
             tmp = p.detach().clone()
             p.copy_(a)
             a.copy_(tmp)

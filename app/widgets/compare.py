@@ -11,26 +11,30 @@ with fixed symmetric levels, so white always means "no difference". An order-agn
 with order-agnostic training, Uria et al. 2014 / Germain et al. 2015) defines one joint distribution
 per ordering; comparing orderings shows how much ``log p(x)`` depends on it.
 
+The dialog is handed the app's state (:class:`app.state.AppState`) and the list of known models.
 Requests are debounced and every new one replaces the previous, tagged with the canvas version and
-the columns' choices, so a stale result is never shown; nothing is computed while the dialog is
-hidden. Checkpoints are loaded once (safetensors, never pickle) and kept for the dialog's life.
+the columns' choices (:class:`app.latest.Latest`), so a stale result is never shown; nothing is
+computed while the dialog is hidden. Checkpoints are loaded once (safetensors, never pickle) and kept for the dialog's life.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QComboBox, QDialog, QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QDialog, QGridLayout, QHBoxLayout, QLabel, QMainWindow, QVBoxLayout, QWidget
 
 from engine.ordering import ORDERING_NAMES, make_ordering
 from engine.session import pixel_figures
 
+from ..latest import Latest
 from ..screen import fitted_size
+from ..state import AppState
 from ..worker import Worker
 from .colors import DIFF_MAP, PROB_MAP
 
@@ -42,9 +46,9 @@ DEBOUNCE_MS = 120
 CURRENT = "__current__"
 
 
-def compare_job(job, cache: dict, specs: list, image: np.ndarray, key: tuple) -> tuple[tuple, list]:
+def compare_job(job, cache: dict, specs: list, image: np.ndarray) -> list:
     """Worker side. ``specs``: per column (model object or checkpoint path, ordering or None).
-    Returns (key, per column a PixelFigures or an error message). ``cache`` (path -> model) is
+    Returns per column a PixelFigures or an error message. ``cache`` (path -> model) is
     touched only on this worker's thread."""
     from engine.checkpoint import load_checkpoint
 
@@ -61,7 +65,7 @@ def compare_job(job, cache: dict, specs: list, image: np.ndarray, key: tuple) ->
             out.append(pixel_figures(model, image, ordering) if ok else f"not available:<br>{why}")
         except Exception as exc:  # noqa: BLE001 -- one unreadable checkpoint only blanks its column
             out.append(f"error: {exc}")
-    return key, out
+    return out
 
 
 class _Column:
@@ -97,13 +101,14 @@ def _style(plot: pg.PlotItem) -> None:
 class CompareDialog(QDialog):
     computed = Signal()  #: maps shown for the current canvas and choices
 
-    def __init__(self, host, parent: QWidget | None = None):
-        super().__init__(parent if parent is not None else host)
-        self.host = host
+    def __init__(self, state: AppState, entries: Callable[[], list] = list, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.state = state
+        self.entries = entries  #: the models to choose from (:class:`engine.session.ModelEntry` list)
         self.setWindowTitle("Compare models — pixelchain")
         self.worker = Worker("compare", self, torch_threads=1)
+        self.requests = Latest(self.worker, lambda key: key == self.current_key(), parent=self)
         self._models: dict = {}  # path -> model, only on the worker's thread
-        self._shown_key: tuple | None = None
         self.results: list = []  #: per shown column: (label, PixelFigures or message)
         self.diff: np.ndarray | None = None  #: the difference map shown
 
@@ -161,11 +166,11 @@ class CompareDialog(QDialog):
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(DEBOUNCE_MS)
         self._debounce.timeout.connect(self.request)
-        host.figuresShown.connect(self.schedule)
-        host.modelChanged.connect(self.refresh_models)
-        self.worker.result.connect(self._on_result)
-        self.worker.error.connect(lambda _i, m: self.note.setText(f"Comparison failed: {m}"))
-        host.installEventFilter(self)
+        state.figuresShown.connect(self.schedule)
+        state.modelChanged.connect(self.refresh_models)
+        state.closing.connect(lambda: self.worker.shutdown(600_000))
+        self.requests.result.connect(self._on_result)
+        self.requests.error.connect(lambda _k, m: self.note.setText(f"Comparison failed: {m}"))
         self.refresh_models()
         self.resize(*fitted_size(1180, 820))
 
@@ -194,8 +199,8 @@ class CompareDialog(QDialog):
     def refresh_models(self) -> None:
         """Fill the model boxes from the picker's list; keep choices; defaults: the current model
         and the next ones in the list (or, with one any-order model, other orderings)."""
-        entries = self.host.model_picker.entries
-        cur = self.host.entry
+        entries = self.entries()
+        cur = self.state.entry
         for i, box in enumerate(self.model_boxes):
             prev = box.currentData()
             box.clear()
@@ -227,7 +232,7 @@ class CompareDialog(QDialog):
             data = mb.currentData()
             if data is None:
                 continue
-            model = self.host.model if data == CURRENT else data
+            model = self.state.model if data == CURRENT else data
             if model is None:
                 continue
             oname = ob.currentData()
@@ -246,33 +251,30 @@ class CompareDialog(QDialog):
         super().showEvent(ev)
         self.schedule()
 
-    def eventFilter(self, obj: QObject, ev: QEvent) -> bool:
-        if obj is self.host and ev.type() == QEvent.Close:
-            self.worker.shutdown(600_000)
-        return False
-
     def current_key(self) -> tuple:
+        """(model key, canvas version, the columns' labels): what the maps on show should belong to."""
         specs, labels, _ = self._specs()
-        return (self.host.model_key, self.host.session.version, tuple(labels))
+        return (self.state.model_key, self.state.session.version, tuple(labels))
+
+    @property
+    def up_to_date(self) -> bool:
+        """The maps shown belong to the current canvas, model and choices."""
+        return self.requests.shown == self.current_key()
 
     def request(self) -> None:
         specs, labels, cols = self._specs()
-        key = (self.host.model_key, self.host.session.version, tuple(labels))
+        key = (self.state.model_key, self.state.session.version, tuple(labels))
         if not specs:
             return
         self.note.setText("computing…")
-        self.worker.submit(compare_job, self._models, specs, self.host.session.canvas.copy(), key)
-        self._pending = (key, labels, cols)
+        self._pending = (labels, cols)
+        self.requests.submit(key, compare_job, self._models, specs, self.state.session.canvas.copy())
 
-    def _on_result(self, _job_id: int, value: object) -> None:
-        key, figs = value  # type: ignore[misc]
-        if key != self.current_key():
-            return  # the canvas or the choices changed since
-        _, labels, cols = self._pending
-        self._shown_key = key
+    def _on_result(self, _key: tuple, figs: object) -> None:
+        labels, cols = self._pending
         self.results = list(zip(labels, figs))
         self.result_columns = cols
-        d = self.host.session.height * self.host.session.width
+        d = self.state.session.height * self.state.session.width
         if len(figs) != len(self.columns):
             self._build(len(figs))
         rows = []
@@ -323,8 +325,9 @@ class CompareDialog(QDialog):
             + f"<br>fixed scale &plusmn;{lim:g}{'' if what == 'prob' else ' nats (clipped)'}")
 
 
-def install(win) -> None:
-    """Add View ▸ Compare Models… to the main window; the dialog is made on first use."""
+def install(win: QMainWindow, state: AppState, entries: Callable[[], list]) -> None:
+    """Add View ▸ Compare Models… to the menu bar of ``win``; the dialog (on ``state``, choosing
+    among ``entries()``) is made on first use."""
     view = next(a.menu() for a in win.menuBar().actions() if a.menu() is not None and a.text().replace("&", "") == "View")
     act = QAction("&Compare Models…", win)
     act.setShortcut(QKeySequence("Ctrl+K"))
@@ -335,7 +338,7 @@ def install(win) -> None:
 
     def open_dialog() -> None:
         if getattr(win, "compare_dialog", None) is None:
-            win.compare_dialog = CompareDialog(win)
+            win.compare_dialog = CompareDialog(state, entries, win)
         dlg = win.compare_dialog
         if dlg.isVisible():
             dlg.raise_()  # already open (maybe behind the window): bring it forward

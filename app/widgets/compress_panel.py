@@ -3,20 +3,22 @@
 Compression. An autoregressive model is a lossless compressor: entropy-coding each pixel with its
 conditional ``p(x_{o_t} | x_{o_<t})`` costs about ``-log2 p(x)`` bits in total (Shannon 1948;
 arithmetic/range coding, Rissanen & Langdon 1979). The panel shows, for the canvas, the length of
-the actual range-coder stream (:class:`engine.compress.Codec`, the ``constriction`` library's range
+the actual range-coder stream (:class:`engine.tasks.compress.Codec`, the ``constriction`` library's range
 coder), the ideal ``-log2 p(x)``, and the size of the same image as an optimised 1-bit PNG, with
 bars on one scale next to the 784 bits of the raw bitmap.
 
-Digit-likeness (:class:`engine.score.Scorer`). The percentile of ``log p(x)`` among the 10,000 test
+Digit-likeness (:class:`engine.tasks.score.Scorer`). The percentile of ``log p(x)`` among the 10,000 test
 digits, and the likelihood ratio ``log p(x) - log p_bg(x)`` against a per-pixel independent
 background model, with its own percentile (Ren et al. 2019, "Likelihood Ratios for
 Out-of-Distribution Detection"; Nalisnick et al. 2019 for why raw likelihood can mislead).
 
-Everything runs on the panel's own worker threads: the scorer's reference (the test split's
-distribution, cached on disk per model) is built once per model and ordering on one thread, and
-the per-canvas work (a range-coder pass and one scoring pass) on another, debounced, with every
+The panel is handed the app's state (:class:`app.state.AppState`) and follows its model, ordering
+and canvas. Everything runs on the panel's own worker threads: the scorer's reference (the test
+split's distribution, cached on disk per model) is built once per model and ordering on one thread,
+and the per-canvas work (a range-coder pass and one scoring pass) on another, debounced, with every
 request replacing the previous one and results tagged (model, ordering, canvas version) so a stale
-one is never shown. Nothing is computed while the tab is hidden; showing it catches up.
+one is never shown (:class:`app.latest.Latest`). Nothing is computed while the tab is hidden;
+showing it catches up.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ import copy
 import time
 
 import numpy as np
-from PySide6.QtCore import QEvent, QObject, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPainter, QPalette
 from PySide6.QtWidgets import QFormLayout, QGroupBox, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from engine.models.base import ARModel
 from engine.ordering import Ordering
 
+from ..latest import Latest
+from ..state import AppState
 from ..worker import Worker
 
 __all__ = ["CompressPanel", "canvas_job", "scorer_job", "DEBOUNCE_MS", "LLR_CAVEAT"]
@@ -56,24 +60,24 @@ def _model_for(model: ARModel, ordering: Ordering) -> ARModel:
     return m
 
 
-def scorer_job(job, model: ARModel, ordering: Ordering, key: tuple):
-    """Worker side: the :class:`engine.score.Scorer` of ``model`` in ``ordering`` (reference cached
+def scorer_job(job, model: ARModel, ordering: Ordering):
+    """Worker side: the :class:`engine.tasks.score.Scorer` of ``model`` in ``ordering`` (reference cached
     on disk). Stops between batches once the job is cancelled."""
-    from engine.score import Scorer
+    from engine.tasks.score import Scorer
 
     def progress(_done: int, _total: int) -> None:
         job.check()
 
-    return key, Scorer.for_model(_model_for(model, ordering), progress=progress)
+    return Scorer.for_model(_model_for(model, ordering), progress=progress)
 
 
-def canvas_job(job, cache: dict, model: ARModel, ordering: Ordering, image: np.ndarray, scorer, key: tuple):
-    """Worker side: (key, CodeLength, Score or None, seconds) for one (H, W) image. ``cache`` holds
-    the float64 codecs per (model key, ordering); only this worker's thread touches it."""
-    from engine.compress import Codec
+def canvas_job(job, cache: dict, model: ARModel, ordering: Ordering, image: np.ndarray, scorer, codec_key: tuple):
+    """Worker side: (CodeLength, Score or None, seconds) for one (H, W) image. ``cache`` holds the
+    float64 codecs per ``codec_key`` (model key, ordering); only this worker's thread touches it."""
+    from engine.tasks.compress import Codec
 
     t0 = time.perf_counter()
-    ck = key[:2]
+    ck = codec_key
     codec = cache.get(ck)
     if codec is None:
         codec = Codec(model, ordering, chunk_size=1)
@@ -83,7 +87,7 @@ def canvas_job(job, cache: dict, model: ARModel, ordering: Ordering, image: np.n
     job.check()
     cl = codec.code_length(image)
     score = scorer.score(image)[0] if scorer is not None else None
-    return key, cl, score, time.perf_counter() - t0
+    return cl, score, time.perf_counter() - t0
 
 
 class SizeBars(QWidget):
@@ -123,20 +127,23 @@ class SizeBars(QWidget):
 
 
 class CompressPanel(QWidget):
-    """Code lengths and digit-likeness of the host window's canvas (see the module docstring)."""
+    """Code lengths and digit-likeness of the state's canvas (see the module docstring)."""
 
     codeShown = Signal()  #: code lengths shown for the current canvas
     scoreShown = Signal()  #: scores shown for the current canvas
 
-    def __init__(self, host, parent: QWidget | None = None):
+    def __init__(self, state: AppState, parent: QWidget | None = None):
         super().__init__(parent)
-        self.host = host
+        self.state = state
         self.worker = Worker("compress", self, torch_threads=1)
         self.ref_worker = Worker("score-reference", self, torch_threads=1)
+        # a code length is shown while it belongs to the model and ordering shown (an older canvas
+        # version is fine: the newest is on its way); a scorer is kept whatever is shown by then
+        self.requests = Latest(self.worker, self._same_model, parent=self)
+        self.scorer_requests = Latest(self.ref_worker, parent=self)
         self._codecs: dict = {}  # touched only on self.worker's thread
         self.scorers: dict[tuple, object] = {}
-        self._scorer_key: tuple | None = None
-        self._shown_key: tuple | None = None
+        self._scorer_failed: tuple | None = None  #: not asked again for this (model key, ordering)
         self.code = None  #: the CodeLength shown
         self.score = None  #: the Score shown
 
@@ -183,26 +190,39 @@ class CompressPanel(QWidget):
         sform.addRow(self.status)
         lay.addWidget(sbox)
         lay.addStretch(1)
+        # the figures wrap rather than widen the panel: their text grows once computed, after the
+        # window has sized its side panel for what it showed then
+        for lab in (self.bits, self.ideal, self.overhead, self.png, self.pct, self.llr):
+            lab.setWordWrap(True)
 
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(DEBOUNCE_MS)
         self._debounce.timeout.connect(self.request)
-        host.canvas.canvasChanged.connect(self.schedule)
-        host.figuresShown.connect(self.schedule)
-        host.modelChanged.connect(self.schedule)
-        self.worker.result.connect(self._on_result)
-        self.worker.error.connect(lambda _i, m: self._set_error(f"cannot code this image: {m}"))
-        self.ref_worker.result.connect(self._on_scorer)
-        self.ref_worker.error.connect(lambda _i, m: self.status.setText(f"Scores unavailable: {m}"))
-        host.installEventFilter(self)
+        state.canvasChanged.connect(self.schedule)
+        state.figuresShown.connect(self.schedule)
+        state.modelChanged.connect(self.schedule)
+        state.closing.connect(self.shutdown)
+        self.requests.result.connect(self._on_result)
+        self.requests.error.connect(lambda _k, m: self._set_error(f"cannot code this image: {m}"))
+        self.scorer_requests.result.connect(self._on_scorer)
+        self.scorer_requests.error.connect(self._on_scorer_error)
 
     # ------------------------------------------------------------------------------------------
     def _key(self) -> tuple | None:
-        h = self.host
-        if h.model is None or h.ordering is None:
+        st = self.state
+        if st.model is None or st.ordering is None:
             return None
-        return (h.model_key, h.ordering, h.session.version)
+        return st.canvas_key()
+
+    def _same_model(self, key: tuple) -> bool:
+        cur = self._key()
+        return cur is not None and key[:2] == cur[:2]
+
+    @property
+    def up_to_date(self) -> bool:
+        """The code length shown belongs to the current model, ordering and canvas."""
+        return self.requests.shown is not None and self.requests.shown == self._key()
 
     def schedule(self, *_: object) -> None:
         """Something changed: compute again soon (only while the panel is shown)."""
@@ -211,52 +231,45 @@ class CompressPanel(QWidget):
 
     def request(self) -> None:
         key = self._key()
-        if key is None or key == self._shown_key:
+        if key is None or key == self.requests.shown:
             return
-        h = self.host
+        st = self.state
         skey = key[:2]
-        if skey not in self.scorers and self._scorer_key != skey:
-            self._scorer_key = skey
+        if skey not in self.scorers and skey != self._scorer_failed and self.scorer_requests.pending != skey:
             self.status.setText("Measuring the test digits under this model (once per model and ordering; cached)…")
             self.pct.setText("…")
             self.llr.setText("…")
-            self.ref_worker.submit(scorer_job, h.model, h.ordering, skey)
-        self.worker.submit(canvas_job, self._codecs, h.model, h.ordering, h.session.canvas.copy(), self.scorers.get(skey), key)
+            self.scorer_requests.submit(skey, scorer_job, st.model, st.ordering)
+        self.requests.submit(key, canvas_job, self._codecs, st.model, st.ordering, st.session.canvas.copy(),
+                             self.scorers.get(skey), skey)
 
     def showEvent(self, ev) -> None:
         super().showEvent(ev)
         self.schedule()
-
-    def eventFilter(self, obj: QObject, ev: QEvent) -> bool:
-        if obj is self.host and ev.type() == QEvent.Close:
-            self.shutdown()
-        return False
 
     def shutdown(self) -> None:
         for w in (self.worker, self.ref_worker):
             w.shutdown(600_000)
 
     # ------------------------------------------------------------------------------------------
-    def _on_scorer(self, _job_id: int, value: object) -> None:
-        key, scorer = value  # type: ignore[misc]
+    def _on_scorer(self, key: tuple, scorer: object) -> None:
         self.scorers[key] = scorer
-        if self._scorer_key == key:
-            self._scorer_key = None
         n = scorer.reference.n_images
         self.status.setText(f"Percentiles among {n:,} {scorer.reference.split} digits under the same model and ordering.")
         cur = self._key()
         if cur is not None and cur[:2] == key:
-            self._shown_key = None  # the code length is shown but the scores are not: ask again
+            self.requests.forget()  # the code length is shown but the scores are not: ask again
             self.request()
 
-    def _on_result(self, _job_id: int, value: object) -> None:
-        key, cl, score, _secs = value  # type: ignore[misc]
+    def _on_scorer_error(self, key: tuple, message: str) -> None:
+        self._scorer_failed = key
+        self.status.setText(f"Scores unavailable: {message}")
+
+    def _on_result(self, key: tuple, value: object) -> None:
+        cl, score, _secs = value  # type: ignore[misc]
         cur = self._key()
-        if cur is None or key[:2] != cur[:2]:
-            return  # another model or ordering
-        self._shown_key = key
         self.code = cl
-        d = self.host.session.height * self.host.session.width
+        d = self.state.session.height * self.state.session.width
         self.bits.setText(f"{cl.bits:,} bits  ·  {cl.bits / 8:.0f} bytes  ·  {cl.bits / d:.3f} bits/pixel")
         self.ideal.setText(f"{cl.ideal_bits:,.1f} bits  ·  {cl.ideal_bits / d:.3f} bits/pixel")
         self.overhead.setText(f"{cl.bits - cl.ideal_bits:+.1f} bits")
@@ -274,7 +287,7 @@ class CompressPanel(QWidget):
                 self.scoreShown.emit()
 
     def _set_error(self, msg: str) -> None:
-        self._shown_key = self._key()
+        self.requests.shown = self._key()  # not asked again for this canvas
         self.code = None
         for lab in (self.bits, self.ideal, self.overhead, self.png):
             lab.setText("–")

@@ -163,6 +163,7 @@ class SamplingPanel(QWidget):
         for b in (self.run_btn, self.pause_btn, self.step_btn, self.stop_btn):
             ctl.addWidget(b)
         lay.addLayout(ctl)
+        self._controls = ctl
         self.progress = QProgressBar()
         self.progress.setRange(0, 784)
         self.progress.setValue(0)
@@ -206,6 +207,10 @@ class SamplingPanel(QWidget):
         self.mask_tool.clicked.connect(self.maskToolRequested)
         self.mask_clear.clicked.connect(self.clearMaskRequested)
         self.mask_half.clicked.connect(self.maskHalfRequested)
+
+    def add_control(self, button: QWidget) -> None:
+        """Put ``button`` at the end of the row of run controls (Run, Pause, Step, Stop)."""
+        self._controls.addWidget(button)
 
     @property
     def mode(self) -> str:

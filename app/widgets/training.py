@@ -27,6 +27,7 @@ from engine.models import FAMILIES, QUICK_CONFIGS, build_model, family_class
 from engine.ordering import ORDERING_NAMES, make_ordering
 from engine.train import BatchEnd, EpochEnd, Finished, TrainConfig, amp_warning, bf16_hardware, device_name, resolve_device
 
+from ..latest import Latest
 from ..worker import Worker
 
 __all__ = ["TrainingPanel", "training_job", "fmt_time"]
@@ -251,10 +252,12 @@ class TrainingPanel(QWidget):
         self._family_changed()
         self.start_btn.clicked.connect(self.start)
         self.stop_btn.clicked.connect(self.stop)
-        worker.progress.connect(self._on_progress)
-        worker.result.connect(self._on_result)
-        worker.error.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
+        # the training worker also runs the window's warm-up: only this panel's newest run counts
+        self.requests = Latest(worker, parent=self)
+        self.requests.progress.connect(self._on_progress)
+        self.requests.result.connect(self._on_result)
+        self.requests.error.connect(self._on_error)
+        self.requests.finished.connect(self._on_finished)
         self._hist: dict[str, list[float]] = {}
 
     # -- recipes of bundled models -------------------------------------------------------------
@@ -396,7 +399,7 @@ class TrainingPanel(QWidget):
         self.status.setText(f"Training {family} in the {ordering.label} ordering → {self.out.name}")
         self.start_btn.setEnabled(False)
         self.stop_btn.setEnabled(True)
-        self.job = self.worker.submit(training_job, family, cfg, ordering.to_dict(), tc, self.out)
+        self.job = self.requests.submit(self.out, training_job, family, cfg, ordering.to_dict(), tc, self.out)
 
     def stop(self) -> None:
         if self.job is not None:
@@ -405,12 +408,7 @@ class TrainingPanel(QWidget):
             self.stop_btn.setEnabled(False)
 
     # -- events from the worker ------------------------------------------------------------------
-    def _mine(self, job_id: int) -> bool:
-        return self.job is not None and job_id == self.job.id
-
-    def _on_progress(self, job_id: int, ev: object) -> None:
-        if not self._mine(job_id):
-            return
+    def _on_progress(self, _out: Path, ev: object) -> None:
         if isinstance(ev, BatchEnd):
             frac = ((ev.epoch - 1) + ev.batch / ev.batches) / ev.epochs
             self.progress.setValue(int(frac * 1000))
@@ -430,22 +428,19 @@ class TrainingPanel(QWidget):
         elif isinstance(ev, str):
             self.progress.setFormat(ev)
 
-    def _on_result(self, job_id: int, final: object) -> None:
-        if not self._mine(job_id) or not isinstance(final, Finished):
+    def _on_result(self, _out: Path, final: object) -> None:
+        if not isinstance(final, Finished):
             return
         if final.reason == "diverged":
             self.message.emit(final.message)
         best = f"{final.best_valid_nll:.2f}" if final.best_valid_nll is not None else "–"
         self.status.setText(f"{final.reason} after {final.epochs_run} epochs; best validation NLL {best} nats")
 
-    def _on_error(self, job_id: int, msg: str) -> None:
-        if self._mine(job_id):
-            self.status.setText(f"Training failed: {msg}")
-            self.message.emit(f"Training failed: {msg}")
+    def _on_error(self, _out: Path, msg: str) -> None:
+        self.status.setText(f"Training failed: {msg}")
+        self.message.emit(f"Training failed: {msg}")
 
-    def _on_finished(self, job_id: int, cancelled: bool) -> None:
-        if not self._mine(job_id):
-            return
+    def _on_finished(self, _out: Path, cancelled: bool) -> None:
         self.job = None
         self.start_btn.setEnabled(True)
         self.stop_btn.setEnabled(False)

@@ -20,6 +20,7 @@ log-likelihoods). Sampling keeps the first layer's pre-activation and adds one c
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -112,6 +113,19 @@ class MADE(ARModel):
         self._anchor = self.ordering  #: the ordering built in (trained in): member pairs hang on it
         for i, m in enumerate(self._build_masks(self.ordering, 0)):
             self.register_buffer(f"mask{i}", m, persistent=False)
+
+    #: caches rebuilt on demand, which a copy starts without
+    _CACHES = ("_mask_cache", "_conn_cache")
+
+    def __deepcopy__(self, memo: dict) -> MADE:
+        """A copy without the member caches: another thread (the app's ensemble worker) may be
+        filling them while this one copies the model (the range coder takes a float64 copy), and
+        copying a dict that changes size underneath fails."""
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        for key, value in list(self.__dict__.items()):
+            new.__dict__[key] = type(value)() if key in self._CACHES else copy.deepcopy(value, memo)
+        return new
 
     def _ordering_changed(self) -> None:
         for i, m in enumerate(self._build_masks(self.ordering, 0)):

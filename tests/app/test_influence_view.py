@@ -20,7 +20,7 @@ def _expected(win, pixel):
 
 def _shown_for(win, pixel):
     inf = win.influence_view.influence
-    return inf is not None and inf.pixel == pixel and win._influence_shown == win._influence_key()
+    return inf is not None and inf.pixel == pixel and win.influence_shown
 
 
 def test_pinning_a_pixel_maps_what_moves_its_conditional(qtbot, win):
@@ -94,4 +94,4 @@ def test_a_failing_influence_job_says_so_and_keeps_the_window(qtbot, win, monkey
     win.pin(10 * 28 + 10)
     qtbot.waitUntil(lambda: "unavailable" in win.influence_view.hint.text(), timeout=20000)
     assert "no memory left" in win.influence_view.hint.text() and win.influence_view.influence is None
-    assert win.isVisible() and win._influence_pending is None
+    assert win.isVisible() and win.influence_requests.pending is None

@@ -102,7 +102,7 @@ def test_the_first_window_and_the_dialogs_fit_the_screen(qtbot, win):
     free = QApplication.primaryScreen().availableGeometry()  # offscreen: 800 x 600
     w, h = default_size(QApplication.instance())
     assert (w, h) == (min(1500, free.width()), min(940, free.height()))
-    dlg = CompareDialog(win)
+    dlg = CompareDialog(win.state, lambda: win.model_picker.entries, win)
     qtbot.addWidget(dlg)
     assert dlg.height() <= max(free.height(), dlg.minimumSizeHint().height())
     assert dlg.minimumSizeHint().height() <= 600  # a 1280 x 720 screen shows it whole

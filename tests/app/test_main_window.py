@@ -271,7 +271,7 @@ def test_rapid_strokes_end_on_the_heatmaps_of_the_final_canvas(qtbot, win):
         QTest.mousePress(cv, Qt.LeftButton, Qt.NoModifier, _pt(cv, r, 4))
         QTest.mouseMove(cv, _pt(cv, r, 12 + k))
         QTest.mouseRelease(cv, Qt.LeftButton, Qt.NoModifier, _pt(cv, r, 12 + k))
-    qtbot.waitUntil(lambda: win._fig_job is None and win.figures is not None
+    qtbot.waitUntil(lambda: not win.figures_pending and win.figures is not None
                     and np.allclose(win.heatmaps.prob.image.image, pixel_figures(win.model, win.session.canvas, win.ordering).prob, atol=1e-5),
                     timeout=10000)
     assert win.figures.log_p == pytest.approx(pixel_figures(win.model, win.session.canvas, win.ordering).log_p, abs=1e-3)
@@ -345,7 +345,7 @@ def test_export_the_conditionals_as_a_table_and_as_an_image(qtbot, win, tmp_path
     from PIL import Image
 
     stroke(qtbot, win, [(6, 8), (20, 8)])
-    qtbot.waitUntil(lambda: win.figures is not None and win._fig_job is None
+    qtbot.waitUntil(lambda: win.figures is not None and not win.figures_pending
                     and np.array_equal(win.figures.extra["image"], win.session.flat()), timeout=20000)
     figs = win.figures
     assert win.export_conditionals(tmp_path / "c.csv")

@@ -287,3 +287,41 @@ def test_fit_schedule_and_state_every_reach_the_run(tmp_path, data_dir, capsys):
     assert meta["epoch"] == 1 and meta["train_config"]["fit_schedule"] and meta["train_config"]["state_every"] == 0
     assert main(["train", *TINY, "--out", str(out), "--data", str(data_dir), "--fit-schedule"]) == 2  # needs a limit
     assert "max_minutes" in capsys.readouterr().err
+
+
+def test_precision_auto_takes_bf16_only_where_it_is_native_and_measured_faster(monkeypatch, capsys, tmp_path, data_dir):
+    import engine.train as tr
+
+    cpu = torch.device("cpu")
+    native, emulated = {"avx512_bf16"}, {"sse2", "avx2"}
+    assert tr.resolve_amp("auto", cpu, "pixelcnn", native) and tr.resolve_amp("auto", cpu, "made", native)
+    assert not tr.resolve_amp("auto", cpu, "pixelcnn", emulated)
+    assert not tr.resolve_amp("auto", cpu, "nade", native)  # its fused float32 path: not measured faster
+    assert tr.resolve_amp("bf16", cpu, "nade", emulated) and not tr.resolve_amp("float32", cpu, "made", native)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        tr.resolve_amp("fp16", cpu, "made")
+    # the command line: the default is auto, the run says which it took and records it
+    argv = ["train", *[a for a in TINY if a not in ("--quiet", "fvsbn")], "--device", "cpu", "--data", str(data_dir)]
+    argv[argv.index("--model") + 1:argv.index("--model") + 1] = ["made"]
+    argv[argv.index("--epochs") + 1] = "1"
+    for flags, expect in ((native, "bf16 mixed precision"), (emulated, "float32")):
+        monkeypatch.setattr(tr, "_cpu_flags", lambda flags=flags: flags)
+        out = tmp_path / f"{expect[:4]}.safetensors"
+        assert main([*argv, "--out", str(out)]) == 0
+        assert f"CPU, {expect};" in capsys.readouterr().out
+        assert load_checkpoint(out).meta["train_config"]["amp"] is (expect != "float32")
+    run_error(capsys, [*argv, "--amp", "--precision", "float32", "--out", str(tmp_path / "x.safetensors")], "contradicts")
+
+
+def test_a_run_in_the_background_logs_its_progress(monkeypatch, capsys, tmp_path, data_dir):
+    """With the output in a file (no terminal), the loss is printed every LOG_EVERY seconds."""
+    import importlib
+
+    cli = importlib.import_module("engine.cli.main")  # the module; engine.cli.main is the function
+    monkeypatch.setattr(cli._Bar, "LOG_EVERY", 0.0)
+    argv = ["train", *[a for a in TINY if a != "--quiet"], "--out", str(tmp_path / "b.safetensors"), "--data", str(data_dir)]
+    argv[argv.index("--epochs") + 1] = "1"
+    assert main(argv) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "mean since the last line" in ln]
+    assert lines and all(ln.strip().startswith("epoch 1/1 batch") for ln in lines)
+    assert math.isfinite(float(lines[-1].split("loss ")[1].split()[0]))

@@ -1,5 +1,6 @@
-"""scripts/gpu-made.sh, the one-call GPU run of the order-agnostic MADE, run end to end on the CPU
-with a tiny network and a few seconds of training: a broken script would waste a GPU lease."""
+"""scripts/gpu-train.sh, the one-call GPU run that trains, measures and bundles every family, run end
+to end on the CPU with tiny networks and a second of training each: a broken script would waste a
+GPU lease."""
 
 from __future__ import annotations
 
@@ -14,35 +15,60 @@ from engine.checkpoint import load_checkpoint
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_gpu_script_trains_measures_and_bundles(tmp_path, data_dir):
-    out, dest = tmp_path / "out", tmp_path / "dest"
-    env = dict(os.environ, OUT=str(out), DEST=str(dest), DEVICE="cpu", PYTHON=sys.executable, RUNS="16 8,8",
-               MINUTES="0.05", MASKS="2", MAX_TRAIN="300", MAX_VALID="100", PIXELCHAIN_DATA=str(data_dir), OMP_NUM_THREADS="1")
-    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu-made.sh"), "run"], env=env, capture_output=True, text=True, timeout=300)
+def test_gpu_script_trains_measures_and_bundles_every_family(tmp_path, data_dir):
+    out = tmp_path / "out"
+    # one recipe of each kind the script treats apart: fixed-order, order-agnostic sequence model, MADE ensemble
+    runs = "pixelcnn-raster transformer-any made-scans"
+    env = dict(os.environ, OUT=str(out), DEVICE="cpu", PYTHON=sys.executable, SIZE="tiny", RUNS=runs,
+               MINUTES="0.02", MASKS="2", MAX_TRAIN="100", MAX_VALID="50", PIXELCHAIN_DATA=str(data_dir), OMP_NUM_THREADS="1")
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu-train.sh"), "run"], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    table = r.stdout[r.stdout.index("| run |"):].splitlines()
-    assert len(table) == 4 and table[2].startswith("| made-16 |") and table[3].startswith("| made-8x8 |")
-    for tag in ("made-16", "made-8x8"):
-        single = json.loads((out / f"eval-{tag}.json").read_text())
-        ens = json.loads((out / f"eval-{tag}-ens2.json").read_text())
-        assert single["n_images"] == ens["n_images"] == 10_000
-        assert f"{single['test_nll_nats']:.2f}" in table[2 if tag == "made-16" else 3]
-        assert f"{ens['test_nll_nats']:.2f}" in table[2 if tag == "made-16" else 3]
-        bundled = load_checkpoint(out / f"{tag}.safetensors")  # returned: small enough
-        assert bundled.meta["metrics"]["test_nll_ensemble2"] == ens["test_nll_nats"]
+    table = r.stdout[r.stdout.index("| run |"):].splitlines()[2:]
+    assert [row.split(" | ")[0] for row in table] == [f"| {name}" for name in runs.split()]
+    for name, row in zip(runs.split(), table):
+        test = json.loads((out / f"eval-{name}.json").read_text())
+        valid = json.loads((out / f"eval-{name}-valid.json").read_text())
+        assert test["n_images"] == valid["n_images"] == 10_000 and test["ordering"] == "raster"
+        assert f"| {valid['valid_nll_nats']:.2f} | {test['test_nll_nats']:.2f} |" in row
+        bundled = load_checkpoint(out / "checkpoints" / f"{name}.safetensors")  # DEST defaults into $OUT
+        assert bundled.meta["name"] == name and bundled.meta["metrics"]["test_nll"] == test["test_nll_nats"]
         cfg = bundled.meta["train_config"]
-        assert cfg["fit_schedule"] and cfg["state_every"] == 0 and bundled.model.config.order_set == "scans"
-        assert "fitted to the limit" in (out / f"train-{tag}.log").read_text()
-    assert not (ROOT / "resources" / "checkpoints" / "made-16.safetensors").exists()
+        assert cfg["fit_schedule"] and cfg["state_every"] == 0
+        assert "fitted to the limit" in (out / f"train-{name}.log").read_text()
+        if name.startswith("made-"):
+            ens = json.loads((out / f"eval-{name}-ens2.json").read_text())
+            assert bundled.meta["metrics"]["test_nll_ensemble2"] == ens["test_nll_nats"]
+            assert f"ensemble of 2: {ens['test_nll_nats']:.2f}" in row and bundled.model.config.order_set == "scans"
+        elif name.endswith("-any"):
+            other = json.loads((out / f"eval-{name}-random1.json").read_text())
+            assert other["ordering"] == "random:1" and f"random:1: {other['test_nll_nats']:.2f}" in row
+    assert not (ROOT / "resources" / "checkpoints" / "made-scans-deep.safetensors").exists()
+
+
+def test_gpu_script_knows_every_recipe_and_refuses_an_unknown_one(tmp_path):
+    script = ROOT / "scripts" / "gpu-train.sh"
+    every = "pixelcnn-raster lmconv-any lstm-raster transformer-any made-scans made-scans-deep"
+    r = subprocess.run(["bash", str(script), "run"], env=dict(os.environ, RUNS=f"{every} vae", PIXELCHAIN_DATA=str(tmp_path)),
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown recipe vae" in r.stderr and every.split()[0] not in r.stderr.split("(")[0]
+    # every recipe's flags parse as a `pixelchain train` command line
+    from engine.cli import build_parser
+
+    for size in ("full", "tiny"):
+        for name in every.split():
+            flags = subprocess.run(["bash", "-c", f'SIZE={size} MASKS=32; source <(sed -n "/^ORDERINGS=/,/^}}/p" {script}); recipe {name}'],
+                                   capture_output=True, text=True, check=True).stdout.split()
+            a = build_parser().parse_args(["train", *flags, "--out", "x.safetensors"])
+            assert a.model == name.split("-")[0] and a.ema == 0.999
 
 
 def test_gpu_script_prepare_copies_the_data_and_refuses_unknown_commands(tmp_path, data_dir):
     dest = tmp_path / "gpu-data"
-    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu-made.sh"), "prepare", str(data_dir)], env=dict(os.environ, GPU_DATA=str(dest)),
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu-train.sh"), "prepare", str(data_dir)], env=dict(os.environ, GPU_DATA=str(dest)),
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in dest.iterdir()) == sorted(p.name for p in data_dir.glob("binarized_mnist_*.amat*"))
-    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu-made.sh"), "nonsense"], capture_output=True, text=True)
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu-train.sh"), "nonsense"], capture_output=True, text=True)
     assert r.returncode == 2 and "usage" in r.stderr
     ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", ".gpu-data/x.amat.gz"])
     assert ignored.returncode == 0  # the copied data never gets committed

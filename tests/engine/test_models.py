@@ -343,3 +343,31 @@ def test_made_mask_cache_keeps_within_its_memory_budget(monkeypatch):
     kept = {k for _, k in m._mask_cache}
     assert kept == {7, 3}
     assert made._mask_cache_budget() >= 256 << 20  # the real budget: at least 256 MiB
+
+
+def test_made_copy_leaves_the_member_caches_behind_and_scores_the_same():
+    """The range coder copies the model while the app's ensemble worker may be filling the member
+    caches on another thread: the copy must not iterate over them."""
+    import copy
+    import threading
+
+    m = make_tiny("made", {"hidden": (9,), "order_agnostic": True, "num_masks": 64}, "raster", seed=2)
+    x = (torch.rand(5, H * W, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    stop = threading.Event()
+
+    def fill():  # fill and evict the mask cache as the ensemble read-out does
+        k = 0
+        while not stop.is_set():
+            m.member_log_prob(x, k % 64)
+            k += 1
+
+    t = threading.Thread(target=fill)
+    t.start()
+    try:
+        copies = [copy.deepcopy(m) for _ in range(200)]
+    finally:
+        stop.set()
+        t.join()
+    assert len(m._mask_cache) > 0 and all(len(c._mask_cache) == 0 and not c._conn_cache for c in copies)
+    assert torch.equal(copies[-1].log_prob(x), m.log_prob(x))
+    assert torch.equal(copies[-1].member_log_prob(x, 7), m.member_log_prob(x, 7))

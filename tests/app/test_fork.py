@@ -1,5 +1,5 @@
 """A fork in sampling driven as a user would: step a run, pause, fork, change a pixel on the
-canvas, continue both; the original continuation is the run's own completion (issue 7, part 4)."""
+canvas, continue both; the original continuation is the run's own completion."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
-from app.fork import continue_both
+from engine.sampling import continue_fork
 
 from .test_main_window import stroke
 
@@ -26,15 +26,16 @@ def test_fork_a_paused_run_and_compare_both_continuations(qtbot, win):
     s.count.setValue(2)
     assert not fork.button.isEnabled()
     click(s.step_btn)  # starts a paused run, one pixel
-    qtbot.waitUntil(lambda: fork._last is not None and fork._last[1].index == 0, timeout=10000)
+    qtbot.waitUntil(lambda: win.state.run is not None and win.state.run.frame is not None
+                    and win.state.run.frame.index == 0, timeout=10000)
     for _ in range(STEPS - 1):
         click(s.step_btn)
-    qtbot.waitUntil(lambda: fork._last[1].index == STEPS - 1, timeout=10000)
+    qtbot.waitUntil(lambda: win.state.run.frame.index == STEPS - 1, timeout=10000)
     assert fork.button.isEnabled() and win.canvas.locked
-    prefix = fork._last[1].x[0].copy()
+    prefix = win.state.run.frame.x[0].copy()
     with qtbot.waitSignal(fork.forked, timeout=10000):
         click(fork.button)
-    assert fork.dialog.isVisible() and not win.canvas.locked and win._run is None
+    assert fork.dialog.isVisible() and not win.canvas.locked and win.state.run is None
     # the canvas holds the image so far; the pixels still to draw are masked
     np.testing.assert_array_equal(win.session.flat(), prefix)
     assert win.session.mask.sum() == 784 - STEPS and not win.session.mask.reshape(-1)[:STEPS].any()
@@ -60,7 +61,7 @@ def test_fork_a_paused_run_and_compare_both_continuations(qtbot, win):
     assert f"{lp[0]:.1f}" in fork.dialog.info.text() and f"{lp[1]:.1f}" in fork.dialog.info.text()
     np.testing.assert_array_equal(fork.dialog.images[2].image.reshape(-1), (x[1] - x[0]).astype(np.float32))
     # without an edit both continuations are the same: they share every random number
-    gen2 = continue_both(win.model, fork.point, fork.point.prefix)
+    gen2 = continue_fork(win.model, fork.point, fork.point.prefix)
     try:
         while True:
             next(gen2)

@@ -1,5 +1,5 @@
 """View ▸ Compare Models… driven as a user would: the canvas under several models and orderings,
-maps on one colour scale, totals, and the difference map (issue 7, part 4)."""
+maps on one colour scale, totals, and the difference map."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def open_compare(qtbot, win):
     act = next(a for a in view.actions() if a.text().replace("&", "").startswith("Compare Models"))
     act.trigger()
     dlg = win.compare_dialog
-    qtbot.waitUntil(lambda: dlg._shown_key == dlg.current_key(), timeout=20000)
+    qtbot.waitUntil(lambda: dlg.up_to_date, timeout=20000)
     return dlg
 
 
@@ -60,7 +60,7 @@ def test_two_models_side_by_side_with_a_difference_map(qtbot, win, bundled):
     # drawing on the canvas updates the comparison
     with qtbot.waitSignal(dlg.computed, timeout=20000):
         stroke(qtbot, win, [(10, 4), (10, 24)])
-    qtbot.waitUntil(lambda: dlg._shown_key == dlg.current_key(), timeout=20000)
+    qtbot.waitUntil(lambda: dlg.up_to_date, timeout=20000)
     np.testing.assert_allclose(figs_of(dlg)[0].prob, win.figures.prob, atol=1e-6)
 
 
@@ -72,7 +72,7 @@ def test_one_any_order_model_under_several_orderings(qtbot, win, bundled):
     names = [None, "snake", "spiral-out", "hilbert"]
     for i, name in enumerate(names):
         dlg.choose(i, "__current__", name)
-    qtbot.waitUntil(lambda: dlg._shown_key == dlg.current_key() and len(dlg.results) == 4, timeout=20000)
+    qtbot.waitUntil(lambda: dlg.up_to_date and len(dlg.results) == 4, timeout=20000)
     assert len(dlg.columns) == 4
     figs = figs_of(dlg)
     for name, f in zip(names, figs):
@@ -84,10 +84,10 @@ def test_one_any_order_model_under_several_orderings(qtbot, win, bundled):
     # a model tied to one ordering says why instead of a map
     fixed = str(bundled / "fvsbn-snake.safetensors")
     dlg.choose(3, fixed, "raster")
-    qtbot.waitUntil(lambda: dlg._shown_key == dlg.current_key() and isinstance(dlg.results[3][1], str), timeout=20000)
+    qtbot.waitUntil(lambda: dlg.up_to_date and isinstance(dlg.results[3][1], str), timeout=20000)
     assert "snake ordering only" in dlg.results[3][1] and "not available" in dlg.columns[3].totals.text
     assert not dlg.columns[3].image.isVisible() and dlg.columns[2].image.isVisible()  # no blank map posing as p = 0
     dlg.choose(2, None)
     dlg.choose(3, None)
-    qtbot.waitUntil(lambda: dlg._shown_key == dlg.current_key() and len(dlg.results) == 2, timeout=20000)
+    qtbot.waitUntil(lambda: dlg.up_to_date and len(dlg.results) == 2, timeout=20000)
     assert len(dlg.columns) == 2

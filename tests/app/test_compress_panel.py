@@ -1,5 +1,5 @@
 """The "Compress & score" tab driven as a user would: open the tab, draw, switch models and
-orderings; the code lengths and scores follow the canvas (issue 7, parts 1 and 2)."""
+orderings; the code lengths and scores follow the canvas."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
-from engine.compress import png_size_bytes
+from engine.tasks.compress import png_size_bytes
 from engine.ordering import make_ordering
 
 from .test_main_window import stroke
@@ -52,7 +52,7 @@ def test_code_length_follows_the_canvas(qtbot, win):
         QTest.mousePress(win.canvas, Qt.LeftButton, Qt.NoModifier, win.canvas.pixel_center(r, 5).toPoint())
         QTest.mouseMove(win.canvas, win.canvas.pixel_center(r, 22).toPoint())
         QTest.mouseRelease(win.canvas, Qt.LeftButton, Qt.NoModifier, win.canvas.pixel_center(r, 22).toPoint())
-    qtbot.waitUntil(lambda: panel._shown_key == (win.model_key, win.ordering, win.session.version)
+    qtbot.waitUntil(lambda: panel.up_to_date
                     and win.figures is not None and np.isclose(win.figures.log_p, -panel.code.model_bits * math.log(2), rtol=1e-3),
                     timeout=20000)
     check_code(win, panel)
@@ -60,10 +60,10 @@ def test_code_length_follows_the_canvas(qtbot, win):
 
 def test_hidden_tab_computes_nothing_and_catches_up(qtbot, win):
     panel = open_tab(qtbot, win)
-    shown = panel._shown_key
+    shown = panel.requests.shown
     win.tabs.setCurrentIndex(0)
     stroke(qtbot, win, [(10, 10), (10, 18)])
-    assert panel._shown_key == shown and not panel.worker.busy
+    assert panel.requests.shown == shown and not panel.worker.busy
     with qtbot.waitSignal(panel.codeShown, timeout=20000):
         win.show_panel(panel)
     check_code(win, panel)
@@ -78,7 +78,7 @@ def test_other_ordering_of_an_any_order_model(qtbot, win, bundled):
     with qtbot.waitSignal(panel.codeShown, timeout=20000):
         combo.setCurrentIndex(combo.findData("snake"))
         combo.activated.emit(combo.currentIndex())
-    qtbot.waitUntil(lambda: panel._shown_key == (win.model_key, win.ordering, win.session.version), timeout=20000)
+    qtbot.waitUntil(lambda: panel.up_to_date, timeout=20000)
     assert win.ordering == make_ordering("snake")
     check_code(win, panel)
 
@@ -100,5 +100,5 @@ def test_digit_likeness_scores(qtbot, win, data_dir):
     with qtbot.waitSignal(panel.scoreShown, timeout=20000):
         win.session.set_canvas(digit)
         win.canvas_replaced()
-    qtbot.waitUntil(lambda: panel._shown_key == (win.model_key, win.ordering, win.session.version), timeout=20000)
+    qtbot.waitUntil(lambda: panel.up_to_date, timeout=20000)
     assert math.isclose(panel.score.log_prob_nats, win.figures.log_p, rel_tol=1e-4, abs_tol=1e-3)
