@@ -241,7 +241,7 @@ def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
     # average ranks over ties (1-based)
     starts = np.r_[0, np.flatnonzero(np.diff(sv)) + 1]
     ends = np.r_[starts[1:], len(sv)]
-    for s, e in zip(starts, ends):
+    for s, e in zip(starts, ends, strict=True):
         ranks[order[s:e]] = (s + e + 1) / 2.0
     u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0
     return float(u / (len(pos) * len(neg)))

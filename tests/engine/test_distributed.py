@@ -48,7 +48,7 @@ def test_two_gloo_processes_match_single_process_training(tmp_path):
     ha = read_metadata(tmp_path / "one.resume.safetensors")["history"]
     hb = read_metadata(tmp_path / "two.resume.safetensors")["history"]
     # the validation NLL of both processes' shards, reduced, equals the single-process one
-    for ea, eb in zip(ha, hb):
+    for ea, eb in zip(ha, hb, strict=True):
         assert eb["valid_nll"] == pytest.approx(ea["valid_nll"], rel=1e-6)
         assert eb["train_nll"] == pytest.approx(ea["train_nll"], rel=1e-3)
     assert ha[1]["valid_nll"] < ha[0]["valid_nll"]  # training did something
