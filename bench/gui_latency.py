@@ -39,7 +39,7 @@ from PySide6.QtCore import QEvent, QObject  # noqa: E402 -- after QT_QPA_PLATFOR
 
 
 class Heartbeat:
-    """A 5 ms timer on the GUI thread; the longest gap between ticks beyond 5 ms is a stall."""
+    """A 5 ms timer on the GUI thread; the longest gap between ticks past 5 ms is a stall."""
 
     def __init__(self, interval_ms: int = 5):
         from PySide6.QtCore import QTimer

@@ -9,7 +9,7 @@ Two scores for an image ``x`` under a model ``p``:
   of deep generative models are known to rank some out-of-distribution inputs (e.g. nearly blank
   images) above real data (Nalisnick et al. 2019, "Do Deep Generative Models Know What They Don't
   Know?"); dividing by a simple background model that captures the low-level statistics (how much
-  ink, where) keeps what the autoregressive model knows *beyond* them (Ren et al. 2019,
+  ink, where) keeps what the autoregressive model knows *besides* them (Ren et al. 2019,
   "Likelihood Ratios for Out-of-Distribution Detection"; Schirrmeister et al. 2020).
 
 The test-set distributions of both scores are summarised by 1001 sorted quantiles and cached in a
