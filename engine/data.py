@@ -19,12 +19,12 @@ import gzip
 import hashlib
 import http.client
 import os
-import time
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable
 
 import numpy as np
 
@@ -140,7 +140,7 @@ def _verify(x: np.ndarray, split: str, source: Path) -> None:
         )
 
 
-def _atomic_write_bytes(dest: Path, write: Callable[[object], None]) -> None:
+def _atomic_write_bytes(dest: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write ``dest`` through a temporary file and a rename; raises OSError."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
@@ -166,7 +166,9 @@ def _parsed_cache_path(split: str, source: Path) -> Path:
     return cache_dir() / "parsed" / f"binarized_mnist_{split}.{CHECKSUMS[split][:16]}.{ident}.npy"
 
 
-def download_split(split: str, dest_dir: Path, base_url: str | None = None, progress: Progress | None = None, timeout: float = 60.0) -> Path:
+def download_split(
+    split: str, dest_dir: Path, base_url: str | None = None, progress: Progress | None = None, timeout: float = 60.0
+) -> Path:
     """Download one split into ``dest_dir``; verified before it is moved into place."""
     base_url = base_url or os.environ.get("PIXELCHAIN_DATA_URL") or DEFAULT_URL
     url = base_url.rstrip("/") + "/" + _file_name(split)
@@ -209,7 +211,9 @@ def download_split(split: str, dest_dir: Path, base_url: str | None = None, prog
                 stale.unlink()
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     except OSError as exc:
-        raise DataError(f"cannot write the download cache {dest.parent}: {exc.strerror or exc}; set PIXELCHAIN_CACHE to a writable folder") from None
+        raise DataError(
+            f"cannot write the download cache {dest.parent}: {exc.strerror or exc}; set PIXELCHAIN_CACHE to a writable folder"
+        ) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

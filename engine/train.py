@@ -23,7 +23,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Generator, Iterator, Union
+from typing import Any, Generator, Iterator, Sequence, Union
 
 import numpy as np
 import torch
@@ -200,6 +200,8 @@ def bf16_hardware(device: torch.device, flags: set[str] | None = None) -> str | 
     if device.type != "cpu":
         return device_name(device)
     flags = _cpu_flags() if flags is None else flags
+    if flags is None:
+        return None
     return next(name for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("bf16", "BF16")) if flag in flags)
 
 
@@ -325,7 +327,7 @@ def train(
     keeps the model's own (when it starts from trained weights)."""
     cfg = config
     ddp = distributed.context(cfg.device)  # several processes under torchrun, else a no-op
-    device = ddp.device if ddp.enabled else resolve_device(cfg.device)
+    device = ddp.device if ddp.device is not None else resolve_device(cfg.device)  # set when distributed
     train_x = np.asarray(train_x[: cfg.max_train] if cfg.max_train else train_x)
     valid_x = np.asarray(valid_x[: cfg.max_valid] if cfg.max_valid else valid_x)
     if len(train_x) == 0 or len(valid_x) == 0:
@@ -412,7 +414,7 @@ def train(
 
     def write_best() -> None:
         nonlocal pending_best, best_path
-        if pending_best is not None:
+        if pending_best is not None and out is not None:  # only held when there is a file to write
             save_checkpoint(out, model, pending_best[1], state=pending_best[0])
             pending_best, best_path = None, out
 
@@ -540,7 +542,7 @@ class _WeightAverage:
     (``min(decay, (1 + t) / (10 + t))``) so that the first steps do not drag the average
     towards the initial weights."""
 
-    def __init__(self, params: list[torch.Tensor], decay: float):
+    def __init__(self, params: Sequence[torch.Tensor], decay: float):
         self.params = params
         self.decay = decay
         self.avg = [p.detach().clone() for p in params]

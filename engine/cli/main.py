@@ -81,14 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-masks", type=int, default=None, help="MADE: connectivity/ordering sets (0: new every batch)")
     t.add_argument("--order-agnostic", action="store_true", help="MADE: train over orderings; any ordering at inference")
     t.add_argument("--direct", action="store_true", help="MADE: direct input-to-output connections")
-    t.add_argument("--order-set", default=None, choices=list(ORDER_SETS), help="MADE order-agnostic: random permutations, the 16 line scans, or rows from the top with random directions")
+    t.add_argument("--order-set", default=None, choices=list(ORDER_SETS),
+                   help="MADE order-agnostic: random permutations, the 16 line scans, or rows from the top with random directions")
     t.add_argument("--config", default=None, help="JSON object of further config fields of the family")
     t.add_argument("--max-train", type=int, default=None, help="use only the first N training images")
     t.add_argument("--max-valid", type=int, default=None, help="use only the first N validation images")
     t.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     t.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
     t.add_argument("--resume", action="store_true", help="continue the run saved next to --out")
-    t.add_argument("--init-from", default=None, metavar="CKPT", help="start from the weights of a checkpoint of the same family and sizes (fine-tuning)")
+    t.add_argument("--init-from", default=None, metavar="CKPT",
+                   help="start from the weights of a checkpoint of the same family and sizes (fine-tuning)")
     t.add_argument("--data", default=None, help="folder with binarized_mnist_*.amat (default: PIXELCHAIN_DATA or the cache)")
     t.add_argument("--quiet", action="store_true")
 
@@ -120,9 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="print a checkpoint's metadata as JSON")
     i.add_argument("checkpoint")
 
-    from .tasks import add_parsers as _add_beyond
+    from .tasks import add_parsers as add_task_parsers
 
-    _add_beyond(sub)
+    add_task_parsers(sub)
     return p
 
 
@@ -242,7 +244,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
     ddp = dist_context(a.device)  # under torchrun: one process per GPU/CPU share; only rank 0 prints
     quiet = a.quiet or not ddp.is_main
-    device = ddp.device if ddp.enabled else resolve_device(a.device)
+    device = ddp.device if ddp.device is not None else resolve_device(a.device)  # set when distributed
     if a.amp and a.precision not in (None, "bf16"):
         raise ValueError(f"--amp contradicts --precision {a.precision}")
     precision = "bf16" if a.amp else (a.precision or "auto")
@@ -282,7 +284,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
                 return 2
             if not quiet:
                 best = f"{ev.best_valid_nll:.3f}" if ev.best_valid_nll is not None else "-"
-                print(f"{ev.reason} after {ev.epochs_run} epochs in {_fmt_time(time.perf_counter() - t0)}; best valid NLL {best} nats -> {ev.best_path}")
+                print(f"{ev.reason} after {ev.epochs_run} epochs in {_fmt_time(time.perf_counter() - t0)}; "
+                      f"best valid NLL {best} nats -> {ev.best_path}")
                 if ev.reason == "time-limit":
                     print(ev.message)
     return 0
@@ -298,7 +301,8 @@ def _init_from(model, path: str) -> None:
     mine, theirs = model.state_dict(), src.state_dict()
     diff = sorted(k for k in set(mine) | set(theirs) if k not in mine or k not in theirs or mine[k].shape != theirs[k].shape)
     if diff:
-        raise ValueError(f"--init-from {path}: the sizes differ from this model's ({', '.join(diff[:4])}{', ...' if len(diff) > 4 else ''})")
+        more = ", ..." if len(diff) > 4 else ""
+        raise ValueError(f"--init-from {path}: the sizes differ from this model's ({', '.join(diff[:4])}{more})")
     model.load_state_dict(theirs)
 
 

@@ -1,4 +1,4 @@
-"""Command-line front ends of compression, scoring and measured inpainting (issue 7).
+"""Command-line front ends of compression, scoring and measured inpainting.
 
     pixelchain compress CKPT IMAGE_OR_SPLIT... --out FILE [--max-images N] [--ordering O]
     pixelchain decompress CKPT FILE --out DIR | FILE.npy | FILE.png
@@ -25,7 +25,8 @@ COMMANDS = ("compress", "decompress", "score", "inpaint-eval")
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("compress", help="losslessly compress binary images with a model (entropy coding)")
     c.add_argument("checkpoint")
-    c.add_argument("sources", nargs="+", metavar="IMAGE_OR_SPLIT", help="image files, .npy arrays of 0/1 images, or a split name (test, valid, train)")
+    c.add_argument("sources", nargs="+", metavar="IMAGE_OR_SPLIT",
+                   help="image files, .npy arrays of 0/1 images, or a split name (test, valid, train)")
     c.add_argument("--out", required=True, help="compressed file to write")
     c.add_argument("--max-images", type=int, default=None, help="use only the first N images of a split or .npy")
     c.add_argument("--ordering", default=None, help="code in another ordering (order-agnostic models; stored in the file)")
@@ -53,7 +54,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--max-images", type=int, default=None, help="use N images: the first N, or a random N with --random-subset")
     i.add_argument("--random-subset", action="store_true",
                    help="draw the --max-images images at random (with --seed): the splits are sorted by digit class")
-    i.add_argument("--samples", type=int, default=64, help="particles / importance samples per image where the exact method is not available")
+    i.add_argument("--samples", type=int, default=64,
+                   help="particles / importance samples per image where the exact method is not available")
     i.add_argument("--method", default="auto", choices=["auto", "exact", "smc", "importance", "ignore-later"],
                    help="auto: exact where the model allows it, else sequential Monte Carlo (importance sampling with "
                         "resampling) where its sampler can reorder particles, else plain importance sampling")
@@ -167,7 +169,7 @@ def _cmd_score(a: argparse.Namespace) -> int:
     scorer = Scorer.for_model(ck.model, data_dir=a.data)
     x, names = load_named_images(a.images, a.data)
     results = scorer.score(x)
-    rows = [dict(image=name, **r.to_dict()) for name, r in zip(names, results)]
+    rows = [dict(image=name, **r.to_dict()) for name, r in zip(names, results, strict=True)]
     if a.json:
         print(json.dumps({"checkpoint": a.checkpoint, "reference": scorer.reference_info(), "images": rows}))
     else:
