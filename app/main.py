@@ -31,10 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_app(argv: Sequence[str] = ()):
+    import pyqtgraph as pg
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
-
-    import pyqtgraph as pg
 
     # Hand the GIL to the GUI thread sooner when a worker runs Python code (default: every 5 ms).
     sys.setswitchinterval(0.001)

@@ -162,7 +162,8 @@ def test_single_steps_draw_one_pixel_each(qtbot, win):
         s.stop_btn.click()
 
 
-@pytest.mark.parametrize("name, region, exact", [("made-any", "left", True), ("made-raster", "lower", True), ("made-raster", "left", False)])
+@pytest.mark.parametrize("name, region, exact",
+                         [("made-any", "left", True), ("made-raster", "lower", True), ("made-raster", "left", False)])
 def test_inpainting_keeps_known_pixels(qtbot, win, bundled, name, region, exact):
     if win.entry.name != name:
         with qtbot.waitSignal(win.figuresShown, timeout=20000):
@@ -272,7 +273,8 @@ def test_rapid_strokes_end_on_the_heatmaps_of_the_final_canvas(qtbot, win):
         QTest.mouseMove(cv, _pt(cv, r, 12 + k))
         QTest.mouseRelease(cv, Qt.LeftButton, Qt.NoModifier, _pt(cv, r, 12 + k))
     qtbot.waitUntil(lambda: not win.figures_pending and win.figures is not None
-                    and np.allclose(win.heatmaps.prob.image.image, pixel_figures(win.model, win.session.canvas, win.ordering).prob, atol=1e-5),
+                    and np.allclose(win.heatmaps.prob.image.image,
+                                    pixel_figures(win.model, win.session.canvas, win.ordering).prob, atol=1e-5),
                     timeout=10000)
     assert win.figures.log_p == pytest.approx(pixel_figures(win.model, win.session.canvas, win.ordering).log_p, abs=1e-3)
     assert win.session.canvas[25, 4:23].all()
