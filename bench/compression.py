@@ -8,7 +8,7 @@ in bits per image (teacher-forced, float32, as ``pixelchain eval`` reports it), 
 length under the coded (float64 stepper, 2^-24 grid) probabilities, the range coder's payload and
 the whole file (header included) in bits per image, their excess over the NLL in percent, whether
 every image decodes exactly, images per second encoded and decoded, and the mean size of each
-image as an optimised 1-bit PNG. The issue's target: payload within 1% of the NLL plus the coder's
+image as an optimised 1-bit PNG. The target: payload within 1% of the NLL plus the coder's
 overhead (a few bits per stream of ``--chunk-size`` images).
 """
 
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from engine.checkpoint import load_checkpoint
-from engine.compress import Codec, png_size_bytes, read_container_header
 from engine.data import load_split
+from engine.tasks.compress import Codec, png_size_bytes, read_container_header
 from engine.train import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]

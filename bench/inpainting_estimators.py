@@ -21,7 +21,7 @@ import torch
 
 from engine.checkpoint import load_checkpoint
 from engine.data import load_split
-from engine.inpaint_eval import evaluate_inpainting, region_mask
+from engine.tasks.inpaint_eval import evaluate_inpainting, region_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ inverted test digits, test digits shifted 6-9 pixels off-centre (zero fill), and
 checkpoint the table gives the AUROC (1: every digit scores above every negative, 0.5: chance,
 below 0.5: the score prefers the negatives) of three scores: the model's log-likelihood, the
 likelihood ratio against the per-pixel independent background model fitted on the training split
-(:mod:`engine.score`), and, as a baseline, the background model's own log-likelihood.
+(:mod:`engine.tasks.score`), and, as a baseline, the background model's own log-likelihood.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 
 from engine.checkpoint import load_checkpoint
 from engine.data import load_split
-from engine.score import auroc, load_background, model_log_prob
+from engine.tasks.score import auroc, load_background, model_log_prob
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compression import default_checkpoints  # noqa: E402

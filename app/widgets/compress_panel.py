@@ -3,11 +3,11 @@
 Compression. An autoregressive model is a lossless compressor: entropy-coding each pixel with its
 conditional ``p(x_{o_t} | x_{o_<t})`` costs about ``-log2 p(x)`` bits in total (Shannon 1948;
 arithmetic/range coding, Rissanen & Langdon 1979). The panel shows, for the canvas, the length of
-the actual range-coder stream (:class:`engine.compress.Codec`, the ``constriction`` library's range
+the actual range-coder stream (:class:`engine.tasks.compress.Codec`, the ``constriction`` library's range
 coder), the ideal ``-log2 p(x)``, and the size of the same image as an optimised 1-bit PNG, with
 bars on one scale next to the 784 bits of the raw bitmap.
 
-Digit-likeness (:class:`engine.score.Scorer`). The percentile of ``log p(x)`` among the 10,000 test
+Digit-likeness (:class:`engine.tasks.score.Scorer`). The percentile of ``log p(x)`` among the 10,000 test
 digits, and the likelihood ratio ``log p(x) - log p_bg(x)`` against a per-pixel independent
 background model, with its own percentile (Ren et al. 2019, "Likelihood Ratios for
 Out-of-Distribution Detection"; Nalisnick et al. 2019 for why raw likelihood can mislead).
@@ -57,9 +57,9 @@ def _model_for(model: ARModel, ordering: Ordering) -> ARModel:
 
 
 def scorer_job(job, model: ARModel, ordering: Ordering, key: tuple):
-    """Worker side: the :class:`engine.score.Scorer` of ``model`` in ``ordering`` (reference cached
+    """Worker side: the :class:`engine.tasks.score.Scorer` of ``model`` in ``ordering`` (reference cached
     on disk). Stops between batches once the job is cancelled."""
-    from engine.score import Scorer
+    from engine.tasks.score import Scorer
 
     def progress(_done: int, _total: int) -> None:
         job.check()
@@ -70,7 +70,7 @@ def scorer_job(job, model: ARModel, ordering: Ordering, key: tuple):
 def canvas_job(job, cache: dict, model: ARModel, ordering: Ordering, image: np.ndarray, scorer, key: tuple):
     """Worker side: (key, CodeLength, Score or None, seconds) for one (H, W) image. ``cache`` holds
     the float64 codecs per (model key, ordering); only this worker's thread touches it."""
-    from engine.compress import Codec
+    from engine.tasks.compress import Codec
 
     t0 = time.perf_counter()
     ck = key[:2]

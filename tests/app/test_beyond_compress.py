@@ -9,7 +9,7 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
-from engine.compress import png_size_bytes
+from engine.tasks.compress import png_size_bytes
 from engine.ordering import make_ordering
 
 from .test_main_window import stroke

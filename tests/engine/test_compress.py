@@ -12,7 +12,9 @@ import torch
 
 from engine.checkpoint import save_checkpoint
 from engine.cli import main
-from engine.compress import (
+from engine.models import UnsupportedOrdering
+from engine.ordering import make_ordering
+from engine.tasks.compress import (
     Codec,
     CompressionError,
     compress,
@@ -22,8 +24,6 @@ from engine.compress import (
     quantise_probabilities,
     read_container_header,
 )
-from engine.models import UnsupportedOrdering
-from engine.ordering import make_ordering
 
 from .tiny import H, W, all_tiny, make_tiny
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from engine.cli import main
-from engine.inpaint_eval import conditional_log_prob, evaluate_inpainting, exact_available, region_mask
 from engine.ordering import known_first
+from engine.tasks.inpaint_eval import conditional_log_prob, evaluate_inpainting, exact_available, region_mask
 
 from .tiny import TINY_CONFIGS, H, W, all_tiny, make_tiny
 
@@ -122,7 +122,7 @@ def test_cli_inpaint_eval_random_subset(tmp_path, data_dir, capsys):
     its result is the same as evaluating exactly those images."""
     from engine.checkpoint import save_checkpoint
     from engine.data import load_split
-    from engine.inpaint_eval import evaluate_inpainting, region_mask
+    from engine.tasks.inpaint_eval import evaluate_inpainting, region_mask
 
     from .quick_models import quick_model
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine.cli import main
-from engine.score import BackgroundModel, Reference, Scorer, auroc, compute_reference, percentile_of
+from engine.tasks.score import BackgroundModel, Reference, Scorer, auroc, compute_reference, percentile_of
 
 from .tiny import H, W, make_tiny
 
@@ -69,7 +69,7 @@ def test_trained_model_ranks_digits_above_noise_and_cli(tmp_path, data_dir, caps
     model = quick_model("fvsbn")
     valid = load_split("valid")
     bg = BackgroundModel.fit(valid[:2000])  # the training split is slower to parse; any digits will do here
-    monkeypatch.setattr("engine.score.load_background", lambda data_dir=None, cache=True: bg)
+    monkeypatch.setattr("engine.tasks.score.load_background", lambda data_dir=None, cache=True: bg)
     scorer = Scorer.for_model(model)
     digits = scorer.score(load_split("test")[-50:])
     noise = scorer.score((np.random.default_rng(0).uniform(size=(50, 784)) < 0.3).astype(np.uint8))
@@ -77,13 +77,13 @@ def test_trained_model_ranks_digits_above_noise_and_cli(tmp_path, data_dir, caps
     assert max(s.percentile for s in noise) == 0.0
     assert auroc([s.llr_nats for s in digits], [s.llr_nats for s in noise]) > 0.99
     # the reference was cached: a second scorer reads it instead of recomputing
-    import engine.score
+    import engine.tasks.score
 
-    original = engine.score.compute_reference
-    monkeypatch.setattr("engine.score.compute_reference", lambda *a, **k: pytest.fail("recomputed"))
+    original = engine.tasks.score.compute_reference
+    monkeypatch.setattr("engine.tasks.score.compute_reference", lambda *a, **k: pytest.fail("recomputed"))
     again = Scorer.for_model(model)
     assert again.reference.log_prob_quantiles.tolist() == scorer.reference.log_prob_quantiles.tolist()
-    monkeypatch.setattr("engine.score.compute_reference", original)
+    monkeypatch.setattr("engine.tasks.score.compute_reference", original)
     ck = tmp_path / "fvsbn.safetensors"
     save_checkpoint(ck, model)
     np.save(tmp_path / "digit.npy", load_split("test")[:1].reshape(1, 28, 28))

@@ -5,7 +5,7 @@
     pixelchain score CKPT IMAGE... [--json]
     pixelchain inpaint-eval CKPT --region {top,bottom,left,right,centre,random50} [--max-images N] [--json]
 
-:func:`add_parsers` registers the subcommands on :mod:`engine.cli`'s parser; each sets ``handler``.
+:func:`add_parsers` registers the subcommands on :mod:`engine.cli.main`'s parser; each sets ``handler``.
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ def load_images(sources: list[str], data: str | None = None, max_images: int | N
 
 def load_named_images(sources: list[str], data: str | None = None, max_images: int | None = None) -> tuple[np.ndarray, list[str]]:
     """The images of :func:`load_images` and a name for each (``file`` or ``file[k]``)."""
-    from .data import SPLITS, load_split
-    from .images import import_image
+    from ..data import SPLITS, load_split
+    from ..images import import_image
 
     out, names = [], []
     for src in sources:
@@ -104,9 +104,9 @@ def load_named_images(sources: list[str], data: str | None = None, max_images: i
 
 
 def _cmd_compress(a: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
-    from .compress import Codec, png_size_bytes, read_container_header
-    from .ordering import parse_ordering
+    from ..checkpoint import load_checkpoint
+    from ..ordering import parse_ordering
+    from ..tasks.compress import Codec, png_size_bytes, read_container_header
 
     ck = load_checkpoint(a.checkpoint)
     c = ck.model.config
@@ -136,9 +136,9 @@ def _cmd_compress(a: argparse.Namespace) -> int:
 
 
 def _cmd_decompress(a: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
-    from .compress import decompress
-    from .images import save_grid, save_png
+    from ..checkpoint import load_checkpoint
+    from ..images import save_grid, save_png
+    from ..tasks.compress import decompress
 
     ck = load_checkpoint(a.checkpoint)
     try:
@@ -160,8 +160,8 @@ def _cmd_decompress(a: argparse.Namespace) -> int:
 
 
 def _cmd_score(a: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
-    from .score import Scorer
+    from ..checkpoint import load_checkpoint
+    from ..tasks.score import Scorer
 
     ck = load_checkpoint(a.checkpoint)
     scorer = Scorer.for_model(ck.model, data_dir=a.data)
@@ -179,9 +179,9 @@ def _cmd_score(a: argparse.Namespace) -> int:
 
 
 def _cmd_inpaint_eval(a: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
-    from .data import load_split, subset
-    from .inpaint_eval import evaluate_inpainting, region_mask
+    from ..checkpoint import load_checkpoint
+    from ..data import load_split, subset
+    from ..tasks.inpaint_eval import evaluate_inpainting, region_mask
 
     ck = load_checkpoint(a.checkpoint)
     c = ck.model.config

@@ -51,8 +51,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .models.base import ARModel
-from .ordering import Ordering, OrderingError
+from ..models.base import ARModel
+from ..ordering import Ordering, OrderingError
 
 __all__ = [
     "CompressionError",

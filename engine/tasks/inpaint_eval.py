@@ -30,8 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .models.base import ARModel
-from .ordering import known_first
+from ..models.base import ARModel
+from ..ordering import known_first
 
 __all__ = ["REGIONS", "region_mask", "InpaintResult", "conditional_log_prob", "evaluate_inpainting", "exact_available"]
 

@@ -13,7 +13,7 @@ Two scores for an image ``x`` under a model ``p``:
   "Likelihood Ratios for Out-of-Distribution Detection"; Schirrmeister et al. 2020).
 
 The test-set distributions of both scores are summarised by 1001 sorted quantiles and cached in a
-small JSON file per model (keyed by :func:`~engine.compress.model_fingerprint` and the data's
+small JSON file per model (keyed by :func:`~engine.tasks.compress.model_fingerprint` and the data's
 checksum) under the pixelchain cache folder, so the app can show percentiles live while drawing.
 """
 
@@ -28,8 +28,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .atomic import atomic_write
-from .models.base import ARModel
+from ..atomic import atomic_write
+from ..models.base import ARModel
 
 __all__ = ["BackgroundModel", "Reference", "Score", "Scorer", "compute_reference", "percentile_of", "auroc"]
 
@@ -140,7 +140,7 @@ class Score:
 
 
 def _cache_path(name: str) -> Path:
-    from .data import cache_dir
+    from ..data import cache_dir
 
     return cache_dir() / "scores" / name
 
@@ -164,7 +164,7 @@ def _write_json(path: Path, d: dict[str, Any]) -> None:
 
 def load_background(data_dir: str | os.PathLike | None = None, cache: bool = True) -> BackgroundModel:
     """The background model fitted on the training split (cached by the split's checksum)."""
-    from .data import CHECKSUMS, load_split
+    from ..data import CHECKSUMS, load_split
 
     path = _cache_path(f"background-{CHECKSUMS['train'][:16]}.json")
     d = _read_json(path) if cache else None
@@ -191,8 +191,8 @@ class Scorer:
     def for_model(cls, model: ARModel, data_dir: str | os.PathLike | None = None, cache: bool = True,
                   progress: Callable[[int, int], None] | None = None) -> "Scorer":
         """Background fitted on the training split and reference from the whole test split, cached."""
+        from ..data import CHECKSUMS, load_split
         from .compress import model_fingerprint
-        from .data import CHECKSUMS, load_split
 
         bg = load_background(data_dir, cache)
         key = f"reference-{model_fingerprint(model)[:32]}-{CHECKSUMS['test'][:8]}-{CHECKSUMS['train'][:8]}.json"

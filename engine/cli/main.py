@@ -5,7 +5,7 @@
     pixelchain eval CKPT [--json] [--ensemble K] [--split test] [--record]
     pixelchain sample CKPT --n 16 --out grid.png [--temperature T] [--seed S]
     pixelchain info CKPT            print a checkpoint's metadata
-    pixelchain compress|decompress|score|inpaint-eval ...   see engine/cli_beyond.py
+    pixelchain compress|decompress|score|inpaint-eval ...   see engine/cli/tasks.py
 
 Errors print one line ``pixelchain: error: ...`` and exit with status 2; no traceback.
 """
@@ -23,7 +23,7 @@ from typing import Any, Sequence
 __all__ = ["main", "build_parser"]
 
 ENGINE_COMMANDS = {"train", "eval", "sample", "info"}
-# compress, decompress, score, inpaint-eval: parsers and handlers in engine/cli_beyond.py
+# compress, decompress, score, inpaint-eval: parsers and handlers in engine/cli/tasks.py
 ENGINE_COMMANDS |= {"compress", "decompress", "score", "inpaint-eval"}
 
 
@@ -45,9 +45,9 @@ def _parse_hidden(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .models import FAMILIES
-    from .models.made import ORDER_SETS
-    from .ordering import ORDERING_NAMES
+    from ..models import FAMILIES
+    from ..models.made import ORDER_SETS
+    from ..ordering import ORDERING_NAMES
 
     p = argparse.ArgumentParser(prog="pixelchain", description="Autoregressive models of binarized MNIST.")
     sub = p.add_subparsers(dest="command")
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="print a checkpoint's metadata as JSON")
     i.add_argument("checkpoint")
 
-    from .cli_beyond import add_parsers as _add_beyond
+    from .tasks import add_parsers as _add_beyond
 
     _add_beyond(sub)
     return p
@@ -184,10 +184,10 @@ def _download_progress(split: str):
 def _cmd_train(a: argparse.Namespace) -> int:
     import torch
 
-    from .data import CHECKSUMS, load_split
-    from .models import build_model, family_class
-    from .ordering import parse_ordering
-    from .train import BatchEnd, EpochEnd, Finished, TrainConfig, Validating, amp_warning, device_name, resolve_device, train
+    from ..data import CHECKSUMS, load_split
+    from ..models import build_model, family_class
+    from ..ordering import parse_ordering
+    from ..train import BatchEnd, EpochEnd, Finished, TrainConfig, Validating, amp_warning, device_name, resolve_device, train
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -220,7 +220,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         state_every=a.state_every, max_train=a.max_train,
         max_valid=a.max_valid, amp=a.amp,
     )
-    from .distributed import context as dist_context
+    from ..distributed import context as dist_context
 
     ddp = dist_context(a.device)  # under torchrun: one process per GPU/CPU share; only rank 0 prints
     quiet = a.quiet or not ddp.is_main
@@ -268,7 +268,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 def _init_from(model, path: str) -> None:
     """Copy the weights of checkpoint ``path`` into ``model``: same family, same tensor shapes."""
-    from .checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint
 
     src = load_checkpoint(path).model
     if src.family != model.family:
@@ -281,11 +281,11 @@ def _init_from(model, path: str) -> None:
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint, save_checkpoint
-    from .data import load_split, subset
-    from .models.base import nats_to_bits_per_dim
-    from .ordering import parse_ordering
-    from .train import evaluate, resolve_device
+    from ..checkpoint import load_checkpoint, save_checkpoint
+    from ..data import load_split, subset
+    from ..models.base import nats_to_bits_per_dim
+    from ..ordering import parse_ordering
+    from ..train import evaluate, resolve_device
 
     if a.record and a.max_images:
         raise ValueError("--record stores the NLL of the whole split: leave out --max-images")
@@ -336,10 +336,10 @@ def _cmd_eval(a: argparse.Namespace) -> int:
 def _cmd_sample(a: argparse.Namespace) -> int:
     import torch
 
-    from .checkpoint import load_checkpoint
-    from .images import save_grid
-    from .ordering import parse_ordering
-    from .train import resolve_device
+    from ..checkpoint import load_checkpoint
+    from ..images import save_grid
+    from ..ordering import parse_ordering
+    from ..train import resolve_device
 
     ck = load_checkpoint(a.checkpoint, device=resolve_device(a.device))
     ordering = parse_ordering(a.ordering, ck.model.config.height, ck.model.config.width) if a.ordering else None
@@ -354,17 +354,17 @@ def _cmd_sample(a: argparse.Namespace) -> int:
 
 
 def _cmd_info(a: argparse.Namespace) -> int:
-    from .checkpoint import read_metadata
+    from ..checkpoint import read_metadata
 
     print(json.dumps(read_metadata(a.checkpoint), indent=2))
     return 0
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from .checkpoint import CheckpointError
-    from .data import DataError
-    from .ordering import OrderingError
-    from .train import TrainingError
+    from ..checkpoint import CheckpointError
+    from ..data import DataError
+    from ..ordering import OrderingError
+    from ..train import TrainingError
 
     return (CheckpointError, DataError, OrderingError, TrainingError, ValueError, OSError)
 
