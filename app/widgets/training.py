@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from engine.models import FAMILIES, QUICK_CONFIGS, build_model, family_class
 from engine.ordering import ORDERING_NAMES, make_ordering
+from engine.recipes import model_config, nll_metrics, record_metrics, run_metadata, train_argv
 from engine.train import BatchEnd, EpochEnd, Finished, TrainConfig, amp_warning, bf16_hardware, device_name, resolve_device
 
 from ..worker import Worker
@@ -42,7 +43,7 @@ def fmt_time(s: float) -> str:
 def training_job(job, family: str, config: dict, ordering_spec: dict, tc: TrainConfig, out: Path, measure_test: bool = True):
     """Worker-side generator: yields engine events (BatchEnd at most ~20 per second), returns the
     :class:`Finished` event with, for a completed run, ``test_nll`` in its history's last entry."""
-    from engine.checkpoint import load_checkpoint, save_checkpoint
+    from engine.checkpoint import load_checkpoint
     from engine.data import load_split
     from engine.ordering import Ordering
     from engine.train import evaluate_steps, train
@@ -53,7 +54,7 @@ def training_job(job, family: str, config: dict, ordering_spec: dict, tc: TrainC
     train_x = load_split("train")
     valid_x = load_split("valid")
     job.check()
-    meta = {"name": out.stem, "device": device_name(resolve_device(tc.device)), "command": "pixelchain app training panel"}
+    meta = run_metadata(device_name(resolve_device(tc.device)), train_argv(family, config, ordering.spec, tc, out), name=out.stem)
     gen = train(model, train_x, valid_x, tc, out=out, meta=meta)
     last = 0.0
     final = None
@@ -82,8 +83,7 @@ def training_job(job, family: str, config: dict, ordering_spec: dict, tc: TrainC
                 nll, se = done.value
                 break
         job.check()
-        metrics = dict(ck.meta.get("metrics", {}), test_nll=nll, test_nll_stderr=se)
-        save_checkpoint(final.best_path, ck.model, dict(ck.meta, metrics=metrics))
+        record_metrics(final.best_path, nll_metrics("test", nll, se), ck)
     return final
 
 
@@ -348,29 +348,21 @@ class TrainingPanel(QWidget):
 
     def config(self) -> tuple[str, dict, TrainConfig]:
         family = self.family.currentData()
-        cls = family_class(family)
-        fields = cls.config_class.__dataclass_fields__
-        cfg: dict = dict(QUICK_CONFIGS.get(family, {})) if self.small.isChecked() else {}
+        fields = family_class(family).config_class.__dataclass_fields__
         recipe = dict(self._recipe_cfg) if self._recipe_cfg is not None else None
         if recipe is not None:  # the recipe's own settings, the form's visible ones on top
-            cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items() if k in fields}
-        if "hidden" in fields:
-            default = cls.config_class().hidden  # type: ignore[attr-defined]
-            layers = cfg.get("hidden") if recipe is not None else None
-            if isinstance(layers, tuple) and layers and layers[0] == self.hidden.value():
-                cfg["hidden"] = layers  # deeper than the one spin box shows: kept as recorded
-            else:
-                cfg["hidden"] = (self.hidden.value(),) if isinstance(default, tuple) else self.hidden.value()
-        if "direct" in fields:
-            cfg["direct"] = self.direct.isChecked()
-        if "order_agnostic" in fields:
-            cfg["order_agnostic"] = self.order_agnostic.isChecked()
-            if self.order_agnostic.isChecked() and "num_masks" in fields and recipe is None:
-                cfg["num_masks"] = 0
-            if self.order_agnostic.isChecked() and "order_set" in fields:
-                cfg["order_set"] = self.order_set.currentData()
-                if cfg["order_set"] in ("scans", "rows") and recipe is None:
-                    cfg["num_masks"] = 32  # a fixed set of 32 ordering/mask pairs, as the bundled MADEs
+            base = {k: v for k, v in recipe.items() if k in fields}
+        else:
+            base = dict(QUICK_CONFIGS.get(family, {})) if self.small.isChecked() else {}
+        layers = base.get("hidden")
+        if recipe is not None and isinstance(layers, (list, tuple)) and layers and layers[0] == self.hidden.value():
+            hidden = tuple(layers)  # deeper than the one spin box shows: kept as recorded
+        else:
+            hidden = self.hidden.value()
+        # options the family lacks are left out (their widgets are disabled), as is an order set
+        # without order-agnostic training; engine.recipes adds the MADE mask rules
+        cfg = model_config(family, base, hidden=hidden if "hidden" in fields else None, direct=self.direct.isChecked(),
+                           order_agnostic=self.order_agnostic.isChecked(), order_set=self.order_set.currentData(), strict=False)
         tc = TrainConfig(**(self._recipe_tc if recipe is not None else {}),
                          epochs=self.epochs.value(), batch_size=self.batch.value(), lr=self.lr.value(),
                          l1=self.l1.value(), ema=0.999 if self.ema.isChecked() else 0.0, amp=self.amp.isChecked() and self.amp.isEnabled(),
