@@ -24,6 +24,7 @@ error types with a message for the user.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import tempfile
@@ -83,6 +84,8 @@ def atomic_file(path: str | os.PathLike, check: Callable[[Path], None] | None = 
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():  # named here: mkstemp's error would name a temporary file
+        raise FileNotFoundError(errno.ENOENT, f"{os.strerror(errno.ENOENT)} (folder {folder})", str(path))
     _remove_stale(path)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:

@@ -85,7 +85,7 @@ bits per dimension, for the model's own ordering, another one, or an ensemble of
     e.add_argument("--random-subset", action="store_true",
                    help="draw the --max-images images at random (with --seed): the splits are sorted by digit class")
     e.add_argument("--seed", type=int, default=0, help="seed of --random-subset (default: %(default)s)")
-    e.add_argument("--batch-size", type=int, default=500, help="images per batch (default: %(default)s)")
+    e.add_argument("--batch-size", type=int, default=500, metavar="N", help="images per batch (default: %(default)s)")
     e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: %(default)s)")
     e.add_argument("--data", default=None, metavar="DIR", help=DATA_HELP)
     e.add_argument("--json", action="store_true", help="print one JSON object")

@@ -58,7 +58,7 @@ against a pixel-independent background model fitted on the training split, with 
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(handler=_cmd_score)
 
-    i = add_command(sub, "inpaint-eval", "conditional NLL of a hidden region given the rest, on the test split", """\
+    i = add_command(sub, "inpaint-eval", "conditional NLL of a hidden region given the rest of each image of a split", """\
 -log p(hidden region | the rest of the image), exact where the model and its ordering allow it,
 else estimated by sequential Monte Carlo or importance sampling (the report says which).""",
                     compute=True)
@@ -69,13 +69,13 @@ else estimated by sequential Monte Carlo or importance sampling (the report says
                    help="use N images: the first N, or a random N with --random-subset (default: all)")
     i.add_argument("--random-subset", action="store_true",
                    help="draw the --max-images images at random (with --seed): the splits are sorted by digit class")
-    i.add_argument("--samples", type=int, default=64,
+    i.add_argument("--samples", type=int, default=64, metavar="N",
                    help="particles / importance samples per image where the exact method is not available (default: %(default)s)")
     i.add_argument("--method", default="auto", choices=["auto", "exact", "smc", "importance", "ignore-later"],
                    help="auto: exact where the model allows it, else sequential Monte Carlo (importance sampling with "
                         "resampling) where its sampler can reorder particles, else plain importance sampling")
     i.add_argument("--seed", type=int, default=0, help="seed of the samples, --random-subset and the random50 region (default: %(default)s)")
-    i.add_argument("--batch-size", type=int, default=500, help="images per batch (default: %(default)s)")
+    i.add_argument("--batch-size", type=int, default=500, metavar="N", help="images per batch (default: %(default)s)")
     i.add_argument("--split", default="test", choices=["train", "valid", "test"], help="the split to measure (default: %(default)s)")
     i.add_argument("--data", default=None, metavar="DIR", help=DATA_HELP)
     i.add_argument("--json", action="store_true", help="print one JSON object")

@@ -92,9 +92,12 @@ def test_a_failed_check_replaces_nothing(tmp_path):
     assert path.read_bytes() == b"good" and _names(tmp_path) == ["f.bin"]
 
 
-def test_a_missing_folder_is_an_os_error(tmp_path):
-    with pytest.raises(FileNotFoundError):
+def test_a_missing_folder_is_an_error_that_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
         atomic_write(tmp_path / "no" / "f.bin", b"x")
+    assert str(tmp_path / "no" / "f.bin") in str(info.value) and ".tmp" not in str(info.value)
+    assert "No such file or directory" in str(info.value)
+    assert _names(tmp_path) == []
 
 
 def test_modes_new_files_readable_existing_mode_kept(tmp_path):
