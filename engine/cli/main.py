@@ -41,6 +41,7 @@ desktop app. Errors print one line `pixelchain: error: ...` and exit with status
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..models import FAMILIES
     from ..ordering import ORDERING_NAMES
     from ..recipes import add_family_options, add_train_options
     from .options import DATA_HELP, add_command
@@ -56,8 +57,6 @@ Trains on the training split and keeps the checkpoint that is best on the valida
 (OUT), with the resumable state beside it (OUT with .resume before the suffix). The family
 options make the model's config; every training option is a field of engine.train.TrainConfig.""",
                     compute=True)
-    from ..models import FAMILIES
-
     fam = t.add_argument_group("model")
     fam.add_argument("--model", required=True, choices=sorted(FAMILIES), help="model family")
     fam.add_argument("--ordering", default="raster", help=f"pixel ordering: {orderings} (default: %(default)s)")
@@ -69,7 +68,7 @@ options make the model's config; every training option is a field of engine.trai
     run.add_argument("--init-from", default=None, metavar="CKPT",
                      help="start from the weights of a checkpoint of the same family and sizes (fine-tuning)")
     run.add_argument("--data", default=None, metavar="DIR", help=DATA_HELP)
-    run.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    run.add_argument("--quiet", action="store_true", help="no progress output (errors and warnings still go to stderr)")
 
     e = add_command(sub, "eval", "measure the NLL of a checkpoint on a split", """\
 Prints the mean negative log-likelihood in nats per image (with its standard error) and in
