@@ -90,7 +90,7 @@ def atomic_file(path: str | os.PathLike, check: Callable[[Path], None] | None = 
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
-            yield f  # type: ignore[misc]
+            yield f
             f.flush()
             os.fsync(f.fileno())
         if check is not None:

@@ -27,8 +27,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from .atomic import atomic_write
-from .models import ARModel, build_model
-from .models import UnknownFamily
+from .models import ARModel, UnknownFamily, build_model
 from .ordering import Ordering
 
 __all__ = [
@@ -52,7 +51,10 @@ MAX_CHECKPOINT_BYTES = 1 << 30
 MAX_HEADER_BYTES = 64 << 20
 #: Largest image (height * width) a checkpoint may describe.
 MAX_IMAGE_PIXELS = 4096
-_ALLOWED_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64, "I64": torch.int64, "U8": torch.uint8, "I8": torch.int8}
+_ALLOWED_DTYPES = {
+    "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
+    "I64": torch.int64, "U8": torch.uint8, "I8": torch.int8,
+}
 _DTYPE_SIZES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "I64": 8, "U8": 1, "I8": 1}
 _FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 #: ``save_checkpoint(..., dtype=INT8)``: weight matrices as int8 with one float32 scale per group
@@ -179,7 +181,9 @@ def _read_header(path: Path, max_bytes: int) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path} is not a file")
     if size > max_bytes:
-        raise CheckpointError(f"{path} is {size / 2**20:.0f} MiB, larger than the {max_bytes / 2**20:.0f} MiB a checkpoint may be; refused without reading it")
+        raise CheckpointError(
+            f"{path} is {size / 2**20:.0f} MiB, larger than the {max_bytes / 2**20:.0f} MiB a checkpoint may be; refused without reading it"
+        )
     if size < 8:
         raise CheckpointError(f"{path} is not a pixelchain checkpoint: {'empty' if size == 0 else 'too short'} ({size} bytes)")
     with open(path, "rb") as f:
@@ -189,8 +193,12 @@ def _read_header(path: Path, max_bytes: int) -> dict[str, Any]:
             # A safetensors header length may well start with 0x80, so the pickle/zip magic is only
             # used to explain a file that is not safetensors anyway.
             if first[:1] == b"\x80" or first[:2] == b"PK":
-                raise CheckpointError(f"{path} looks like a pickle/torch.save file; pixelchain only loads safetensors checkpoints and never unpickles")
-            raise CheckpointError(f"{path} is not a safetensors checkpoint or is truncated (header length {n} does not fit in {size} bytes)")
+                raise CheckpointError(
+                    f"{path} looks like a pickle/torch.save file; pixelchain only loads safetensors checkpoints and never unpickles"
+                )
+            raise CheckpointError(
+                f"{path} is not a safetensors checkpoint or is truncated (header length {n} does not fit in {size} bytes)"
+            )
         raw = f.read(n)
     if len(raw) != n:
         raise CheckpointError(f"{path} is truncated: its header ends early")
@@ -244,7 +252,9 @@ def _metadata(path: Path, header: dict[str, Any]) -> dict[str, Any]:
     except (TypeError, ValueError):
         raise CheckpointError(f"{path}: format_version {md.get('format_version')!r} is not a number") from None
     if version > FORMAT_VERSION:
-        raise CheckpointError(f"{path} was written by a newer pixelchain (format {version}, this one reads up to {FORMAT_VERSION}); upgrade pixelchain")
+        raise CheckpointError(
+            f"{path} was written by a newer pixelchain (format {version}, this one reads up to {FORMAT_VERSION}); upgrade pixelchain"
+        )
     if version < 1:
         raise CheckpointError(f"{path}: format_version {version} is not valid")
     try:

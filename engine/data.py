@@ -148,7 +148,9 @@ def _parsed_cache_path(split: str, source: Path) -> Path:
     return cache_dir() / "parsed" / f"binarized_mnist_{split}.{CHECKSUMS[split][:16]}.{ident}.npy"
 
 
-def download_split(split: str, dest_dir: Path, base_url: str | None = None, progress: Progress | None = None, timeout: float = 60.0) -> Path:
+def download_split(
+    split: str, dest_dir: Path, base_url: str | None = None, progress: Progress | None = None, timeout: float = 60.0
+) -> Path:
     """Download one split into ``dest_dir``; verified before it is moved into place."""
     base_url = base_url or os.environ.get("PIXELCHAIN_DATA_URL") or DEFAULT_URL
     url = base_url.rstrip("/") + "/" + _file_name(split)
@@ -199,7 +201,9 @@ def download_split(split: str, dest_dir: Path, base_url: str | None = None, prog
         with atomic_file(dest, check=verify) as f:
             write(f)
     except OSError as exc:
-        raise DataError(f"cannot write the download cache {dest.parent}: {exc.strerror or exc}; set PIXELCHAIN_CACHE to a writable folder") from None
+        raise DataError(
+            f"cannot write the download cache {dest.parent}: {exc.strerror or exc}; set PIXELCHAIN_CACHE to a writable folder"
+        ) from None
     return dest
 
 

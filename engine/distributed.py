@@ -5,7 +5,9 @@ Accelerating Data Parallel Training"): every process holds a replica of the mode
 loss of its shard of each minibatch, and the gradients are averaged across processes during the
 backward pass, so every replica takes the same optimizer step.
 
-How :func:`engine.train.train` uses this module (a no-op in a single process):
+How :func:`engine.train.train` uses this module (a no-op in a single process). The module knows
+nothing of training (models appear in type hints only), so the dependency runs one way, from
+``train`` to here:
 
 * :func:`context` reads torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), starts
   the process group once -- NCCL when training on CUDA (one GPU per process, ``cuda:LOCAL_RANK``),
@@ -16,7 +18,8 @@ How :func:`engine.train.train` uses this module (a no-op in a single process):
   process on the same batches (up to floating-point summation order);
 * :meth:`DistContext.loss_fn` wraps the model in DDP so its ``training_loss`` synchronises
   gradients; the batch loss printed is the mean over processes;
-* the validation NLL is computed on a shard per process and reduced (sum of NLLs and counts);
+* the validation NLL is computed on a shard per process (:meth:`DistContext.eval_shard`) and
+  reduced (:meth:`DistContext.combine_nll`: sums of NLLs, of their squares, and counts);
 * only the main process (rank 0) writes checkpoints and prints progress.
 """
 
@@ -27,12 +30,15 @@ import datetime
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from .models.base import ARModel
 
 __all__ = ["DistContext", "context", "is_distributed_env", "shutdown"]
 
@@ -48,7 +54,7 @@ def is_distributed_env() -> bool:
 class _Loss(nn.Module):
     """DDP synchronises gradients of what its ``forward`` computes; ours is the training loss."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: ARModel):
         super().__init__()
         self.model = model
 
@@ -81,7 +87,7 @@ class DistContext:
             idx = idx.repeat(math.ceil(self.world_size / len(idx)))
         return idx[self.rank :: self.world_size]
 
-    def loss_fn(self, model: nn.Module) -> Callable[[Tensor], Tensor]:
+    def loss_fn(self, model: ARModel) -> Callable[[Tensor], Tensor]:
         """What to call on a minibatch for the loss to minimise (gradient-synchronising under DDP)."""
         if not self.enabled:
             return model.training_loss
@@ -96,17 +102,17 @@ class DistContext:
         dist.all_reduce(t)
         return float(t.item()) / self.world_size
 
-    def evaluate(self, model: nn.Module, x: np.ndarray, batch_size: int) -> tuple[float, float]:
-        """Mean NLL (nats per image) and its standard error over all of ``x``, each process
-        evaluating an interleaved shard, reduced across processes."""
-        from .train import evaluate
+    def eval_shard(self, x: np.ndarray) -> np.ndarray:
+        """This process's interleaved share of an evaluation set (all of it in a single process)."""
+        x = np.asarray(x)
+        return x[self.rank :: self.world_size] if self.enabled else x
 
+    def combine_nll(self, mean: float, se: float, n: int) -> tuple[float, float]:
+        """Mean NLL and its standard error over all processes, from each process's mean and standard
+        error over its ``n`` images (:meth:`eval_shard`); unchanged in a single process."""
         if not self.enabled:
-            return evaluate(model, x, batch_size)
-        part = np.asarray(x)[self.rank :: self.world_size]
-        n = len(part)
+            return mean, se
         if n:
-            mean, se = evaluate(model, part, batch_size)
             var = se * se * n if n > 1 else 0.0  # unbiased variance of the shard's NLLs
             sums = [mean * n, var * (n - 1) + n * mean * mean, float(n)]  # sum, sum of squares, count
         else:

@@ -62,7 +62,8 @@ def to_digit(gray: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     h, w = crop.shape
     s = 20.0 / max(h, w)
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
-    small = np.asarray(Image.fromarray((crop / crop.max() * 255).astype(np.uint8)).resize((nw, nh), Image.LANCZOS), np.float64) / 255
+    resized = Image.fromarray((crop / crop.max() * 255).astype(np.uint8)).resize((nw, nh), Image.Resampling.LANCZOS)
+    small = np.asarray(resized, np.float64) / 255
     field = np.zeros((28, 28))
     total = small.sum()
     if total > 0:
@@ -128,7 +129,7 @@ def save_png(image: np.ndarray, path: str | os.PathLike, scale: int = 1) -> None
     a = (1 - np.asarray(image, dtype=np.uint8).clip(0, 1)) * 255
     img = Image.fromarray(a.astype(np.uint8), mode="L")
     if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     with atomic_file(path) as f:
         img.convert("1").save(f, format="PNG")
 
@@ -147,6 +148,6 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, scale: int = 4, pad: 
         canvas[y : y + h, x : x + w] = (1 - images[i].clip(0, 1)) * 255
     img = Image.fromarray(canvas, mode="L")
     if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     with atomic_file(path) as f:
         img.save(f, format="PNG")

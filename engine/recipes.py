@@ -83,7 +83,7 @@ def _train_fields() -> list[tuple[dataclasses.Field, type, bool]]:
     return out
 
 
-def add_train_options(parser: argparse.ArgumentParser) -> None:
+def add_train_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """Add an option for every :class:`TrainConfig` field: ``--batch-size`` for ``batch_size``,
     with the field's type, default and help (``metadata["help"]``; other metadata entries are
     passed to argparse, e.g. ``metavar``)."""
@@ -191,7 +191,7 @@ def model_config(
     return cfg
 
 
-def add_family_options(parser: argparse.ArgumentParser) -> None:
+def add_family_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """The family options of ``pixelchain train`` (read back by :func:`model_config_from_args`)."""
     from .models.made import ORDER_SETS
 

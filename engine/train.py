@@ -23,7 +23,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Generator, Iterator, Union
+from typing import Any, Generator, Iterator, Sequence, Union
 
 import numpy as np
 import torch
@@ -77,7 +77,7 @@ class TrainConfig:
     #: the run (training in slices, e.g. on a lent GPU)
     max_minutes: float | None = _field(
         None, "stop after the last epoch that fits in this many minutes of this run (continue with --resume)")
-    #: re-estimated after every epoch from this run's epochs so far, never beyond ``epochs``, so that
+    #: re-estimated after every epoch from this run's epochs so far, never more than ``epochs``, so that
     #: a run of unknown speed, e.g. on a lent GPU, still decays to ``lr * lr_min_factor``. A resumed
     #: run starts from the full ``epochs`` schedule and refits it after its first epoch, which
     #: amounts to a warm restart of the learning rate
@@ -204,6 +204,8 @@ def bf16_hardware(device: torch.device, flags: set[str] | None = None) -> str | 
     if device.type != "cpu":
         return device_name(device)
     flags = _cpu_flags() if flags is None else flags
+    if flags is None:
+        return None
     return next(name for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("bf16", "BF16")) if flag in flags)
 
 
@@ -311,7 +313,7 @@ def train(
     keeps the model's own (when it starts from trained weights)."""
     cfg = config
     ddp = distributed.context(cfg.device)  # several processes under torchrun, else a no-op
-    device = ddp.device if ddp.enabled else resolve_device(cfg.device)
+    device = ddp.device if ddp.device is not None else resolve_device(cfg.device)  # set when distributed
     train_x = np.asarray(train_x[: cfg.max_train] if cfg.max_train else train_x)
     valid_x = np.asarray(valid_x[: cfg.max_valid] if cfg.max_valid else valid_x)
     if len(train_x) == 0 or len(valid_x) == 0:
@@ -398,7 +400,7 @@ def train(
 
     def write_best() -> None:
         nonlocal pending_best, best_path
-        if pending_best is not None:
+        if pending_best is not None and out is not None:  # only held when there is a file to write
             save_checkpoint(out, model, pending_best[1], state=pending_best[0])
             pending_best, best_path = None, out
 
@@ -454,7 +456,9 @@ def train(
         try:
             try:
                 if ddp.enabled:  # every process must take part: no stopping half-way
-                    valid_nll, _ = ddp.evaluate(model, valid_x, cfg.eval_batch_size)
+                    part = ddp.eval_shard(valid_x)
+                    mean, se = evaluate(model, part, cfg.eval_batch_size) if len(part) else (0.0, 0.0)
+                    valid_nll, _ = ddp.combine_nll(mean, se, len(part))
                 else:  # in chunks of about 0.2 s, so that whoever drives the run can stop it between them
                     steps = evaluate_steps(model, valid_x, cfg.eval_batch_size, target_seconds=0.2)
                     while True:
@@ -524,7 +528,7 @@ class _WeightAverage:
     (``min(decay, (1 + t) / (10 + t))``) so that the first steps do not drag the average
     towards the initial weights."""
 
-    def __init__(self, params: list[torch.Tensor], decay: float):
+    def __init__(self, params: Sequence[torch.Tensor], decay: float):
         self.params = params
         self.decay = decay
         self.avg = [p.detach().clone() for p in params]
@@ -538,7 +542,7 @@ class _WeightAverage:
 
     @torch.no_grad()
     def swap(self) -> None:
-        for p, a in zip(self.params, self.avg):
+        for p, a in zip(self.params, self.avg, strict=True):
             tmp = p.detach().clone()
             p.copy_(a)
             a.copy_(tmp)

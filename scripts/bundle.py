@@ -60,8 +60,9 @@ def bundle(src: str, name: str, test, ensemble: int = 1, device: str = "cpu", de
     wall = sum(h.get("seconds", 0) for h in hist)
     m = ck.model
     return (
-        f"| {name} | {m.family} | {m.ordering.label} | {m.num_parameters():,} | {epochs} | {wall / 60:.0f} min, {ck.meta.get('device', '?')} "
-        f"| {valid:.2f} | {nll:.2f} ± {se:.2f}{ens} | {out.stat().st_size / 2**20:.1f} MB ({meta['weights_dtype']}) | `{ck.meta.get('command', '')}` |"
+        f"| {name} | {m.family} | {m.ordering.label} | {m.num_parameters():,} | {epochs} "
+        f"| {wall / 60:.0f} min, {ck.meta.get('device', '?')} | {valid:.2f} | {nll:.2f} ± {se:.2f}{ens} "
+        f"| {out.stat().st_size / 2**20:.1f} MB ({meta['weights_dtype']}) | `{ck.meta.get('command', '')}` |"
         f"  <!-- eval {secs:.1f}s -->"
     )
 

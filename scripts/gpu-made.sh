@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The order-agnostic MADE of the foundation issue's last target, trained, measured and bundled on a
+# Large order-agnostic MADEs (8000-unit layers; the sizes in RUNS), trained, measured and bundled on a
 # lent GPU in one call of at most 10 minutes (the device machine keeps nothing between leases, and
 # its ~1.2 GB resumable state per 8000-8000 run cannot come back, so each run is whole in one call).
 #

@@ -186,7 +186,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     tc = train_config_from_args(a)
     ddp = dist_context(a.device)  # under torchrun: one process per GPU/CPU share; only rank 0 prints
     quiet = a.quiet or not ddp.is_main
-    device = ddp.device if ddp.enabled else resolve_device(a.device)
+    device = ddp.device if ddp.device is not None else resolve_device(a.device)  # set when distributed
     torch.manual_seed(a.seed)
     model = build_model(a.model, cfg, ordering)  # rebuilt after seeding: same initial weights for a seed
     if a.init_from:
@@ -219,7 +219,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
                 return 2
             if not quiet:
                 best = f"{ev.best_valid_nll:.3f}" if ev.best_valid_nll is not None else "-"
-                print(f"{ev.reason} after {ev.epochs_run} epochs in {_fmt_time(time.perf_counter() - t0)}; best valid NLL {best} nats -> {ev.best_path}")
+                print(f"{ev.reason} after {ev.epochs_run} epochs in {_fmt_time(time.perf_counter() - t0)}; "
+                      f"best valid NLL {best} nats -> {ev.best_path}")
                 if ev.reason == "time-limit":
                     print(ev.message)
     return 0
@@ -235,7 +236,8 @@ def _init_from(model, path: str) -> None:
     mine, theirs = model.state_dict(), src.state_dict()
     diff = sorted(k for k in set(mine) | set(theirs) if k not in mine or k not in theirs or mine[k].shape != theirs[k].shape)
     if diff:
-        raise ValueError(f"--init-from {path}: the sizes differ from this model's ({', '.join(diff[:4])}{', ...' if len(diff) > 4 else ''})")
+        more = ", ..." if len(diff) > 4 else ""
+        raise ValueError(f"--init-from {path}: the sizes differ from this model's ({', '.join(diff[:4])}{more})")
     model.load_state_dict(theirs)
 
 
@@ -243,8 +245,8 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
     from ..data import load_split, subset
     from ..models.base import nats_to_bits_per_dim
-    from ..recipes import nll_metrics, record_metrics
     from ..ordering import parse_ordering
+    from ..recipes import nll_metrics, record_metrics
     from ..train import evaluate, resolve_device
 
     if a.record and a.max_images:

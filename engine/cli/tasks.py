@@ -32,11 +32,13 @@ Arithmetic coding with the model's conditionals: an image costs about -log2 p(x)
 file records the checkpoint's fingerprint and the ordering; decompress needs the same checkpoint.""",
                     compute=True)
     c.add_argument("checkpoint", help="a .safetensors checkpoint")
-    c.add_argument("sources", nargs="+", metavar="IMAGE_OR_SPLIT", help="image files, .npy arrays of 0/1 images, or a split name (test, valid, train)")
+    c.add_argument("sources", nargs="+", metavar="IMAGE_OR_SPLIT",
+                   help="image files, .npy arrays of 0/1 images, or a split name (test, valid, train)")
     c.add_argument("--out", required=True, help="compressed file to write")
     c.add_argument("--max-images", type=int, default=None, metavar="N", help="use only the first N images of a split or .npy")
     c.add_argument("--ordering", default=None, help="code in another ordering (order-agnostic models; stored in the file)")
-    c.add_argument("--chunk-size", type=int, default=500, metavar="N", help="images per coder stream and stepper batch (default: %(default)s)")
+    c.add_argument("--chunk-size", type=int, default=500, metavar="N",
+                   help="images per coder stream and stepper batch (default: %(default)s)")
     c.add_argument("--data", default=None, metavar="DIR", help=DATA_HELP)
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(handler=_cmd_compress)
@@ -74,7 +76,8 @@ else estimated by sequential Monte Carlo or importance sampling (the report says
     i.add_argument("--method", default="auto", choices=["auto", "exact", "smc", "importance", "ignore-later"],
                    help="auto: exact where the model allows it, else sequential Monte Carlo (importance sampling with "
                         "resampling) where its sampler can reorder particles, else plain importance sampling")
-    i.add_argument("--seed", type=int, default=0, help="seed of the samples, --random-subset and the random50 region (default: %(default)s)")
+    i.add_argument("--seed", type=int, default=0,
+                   help="seed of the samples, --random-subset and the random50 region (default: %(default)s)")
     i.add_argument("--batch-size", type=int, default=500, metavar="N", help="images per batch (default: %(default)s)")
     i.add_argument("--split", default="test", choices=["train", "valid", "test"], help="the split to measure (default: %(default)s)")
     i.add_argument("--data", default=None, metavar="DIR", help=DATA_HELP)
@@ -185,7 +188,7 @@ def _cmd_score(a: argparse.Namespace) -> int:
     scorer = Scorer.for_model(ck.model, data_dir=a.data)
     x, names = load_named_images(a.images, a.data)
     results = scorer.score(x)
-    rows = [dict(image=name, **r.to_dict()) for name, r in zip(names, results)]
+    rows = [dict(image=name, **r.to_dict()) for name, r in zip(names, results, strict=True)]
     if a.json:
         print(json.dumps({"checkpoint": a.checkpoint, "reference": scorer.reference_info(), "images": rows}))
     else:

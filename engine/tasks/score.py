@@ -9,7 +9,7 @@ Two scores for an image ``x`` under a model ``p``:
   of deep generative models are known to rank some out-of-distribution inputs (e.g. nearly blank
   images) above real data (Nalisnick et al. 2019, "Do Deep Generative Models Know What They Don't
   Know?"); dividing by a simple background model that captures the low-level statistics (how much
-  ink, where) keeps what the autoregressive model knows *beyond* them (Ren et al. 2019,
+  ink, where) keeps what the autoregressive model knows *besides* them (Ren et al. 2019,
   "Likelihood Ratios for Out-of-Distribution Detection"; Schirrmeister et al. 2020).
 
 The test-set distributions of both scores are summarised by 1001 sorted quantiles and cached in a
@@ -238,7 +238,7 @@ def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
     # average ranks over ties (1-based)
     starts = np.r_[0, np.flatnonzero(np.diff(sv)) + 1]
     ends = np.r_[starts[1:], len(sv)]
-    for s, e in zip(starts, ends):
+    for s, e in zip(starts, ends, strict=True):
         ranks[order[s:e]] = (s + e + 1) / 2.0
     u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0
     return float(u / (len(pos) * len(neg)))

@@ -8,6 +8,7 @@ downloads the real test split.
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 import time
 
@@ -199,7 +200,7 @@ def test_download_of_the_real_test_split(data_dir, tmp_path, monkeypatch):
         x = load_split("test", progress=lambda done, total: seen.append((done, total)))
     assert content_checksum(x) == data.CHECKSUMS["test"]
     assert (tmp_path / "cache" / "binarized_mnist" / NAMES["test"]).stat().st_size == len(body)
-    assert seen and seen[-1] == (len(body), len(body)) and all(b[0] > a[0] for a, b in zip(seen, seen[1:]))
+    assert seen and seen[-1] == (len(body), len(body)) and all(b[0] > a[0] for a, b in itertools.pairwise(seen))
     assert no_leftovers(tmp_path / "cache")
 
 

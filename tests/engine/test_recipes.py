@@ -14,8 +14,15 @@ from engine.cli import build_parser
 from engine.data import CHECKSUMS
 from engine.models import QUICK_CONFIGS, build_model, family_class
 from engine.recipes import (
-    FIXED_MEMBERS, model_config, model_config_from_args, nll_metrics, record_metrics, run_metadata,
-    train_argv, train_config_from_args, with_metrics,
+    FIXED_MEMBERS,
+    model_config,
+    model_config_from_args,
+    nll_metrics,
+    record_metrics,
+    run_metadata,
+    train_argv,
+    train_config_from_args,
+    with_metrics,
 )
 from engine.train import TrainConfig
 
@@ -68,8 +75,9 @@ def test_every_train_option_reaches_the_train_config():
 def test_made_mask_rules(options, num_masks):
     cfg = model_config("made", hidden=16, direct=True, **options)
     assert build_model("made", cfg).config.num_masks == num_masks
-    argv = ["--hidden", "16", "--direct"] + [x for k, v in options.items()
-                                              for x in (["--" + k.replace("_", "-")] if v is True else ["--" + k.replace("_", "-"), str(v)])]
+    argv = ["--hidden", "16", "--direct"]
+    for key, value in options.items():
+        argv += ["--" + key.replace("_", "-")] + ([] if value is True else [str(value)])
     assert model_config_from_args("made", _train_args(*argv)) == cfg
 
 
