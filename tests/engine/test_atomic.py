@@ -121,3 +121,28 @@ def test_stale_temporary_files_are_removed_fresh_ones_kept(tmp_path):
     atomic_write(path, b"new")
     assert not old.exists() and fresh.exists() and other.exists()
     assert temporary_files(path) == [fresh]
+
+
+def test_engine_files_are_written_only_through_the_atomic_writer():
+    """No engine module renames temporary files or writes a file in place by itself."""
+    import re
+    from pathlib import Path
+
+    root = Path(atomic.__file__).parent
+    pattern = re.compile(r"os\.replace\(|os\.rename\(|mkstemp\(|NamedTemporaryFile\("
+                         r"|\.write_bytes\(|\.write_text\(|open\([^)]*['\"][wa]b?['\"]")
+    offenders = [f"{p.relative_to(root)}:{n}" for p in sorted(root.rglob("*.py")) if p.name != "atomic.py"
+                 for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert offenders == []
+
+
+def test_the_score_cache_ignores_a_failed_write_and_leaves_nothing(tmp_path, monkeypatch):
+    from engine.tasks.score import _read_json, _write_json
+
+    path = tmp_path / "cache" / "ref.json"
+    _write_json(path, {"a": 1})
+    assert _read_json(path)["a"] == 1
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    _write_json(path, {"a": 2})  # an unwritable cache only costs time
+    monkeypatch.undo()
+    assert _read_json(path)["a"] == 1 and _names(path.parent) == ["ref.json"]
