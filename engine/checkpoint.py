@@ -15,11 +15,9 @@ crash or a full disk mid-save leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import struct
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 
+from .atomic import atomic_write
 from .models import ARModel, UnknownFamily, build_model
 from .ordering import Ordering
 
@@ -124,34 +123,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise CheckpointError(f"cannot save {path}: folder {directory} does not exist")
-    try:  # temporary files of saves killed long ago (a fresh one may be another save in progress)
-        for stale in directory.glob(f".{glob.escape(path.name)}.*.tmp"):
-            if time.time() - stale.stat().st_mtime > 600:
-                stale.unlink()
-    except OSError:
-        pass
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+        atomic_write(path, data)
     except OSError as exc:
-        raise CheckpointError(f"cannot save {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:  # mkstemp makes the file private; give it the usual (or the previous file's) mode
-            os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        except OSError:
-            pass
-        os.replace(tmp, path)
-    except BaseException as exc:  # leave no temporary file behind, whatever stopped the save
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise CheckpointError(f"cannot save {path}: {exc.strerror or exc}; the previous file is unchanged") from None
-        raise
+        raise CheckpointError(f"cannot save {path}: {exc.strerror or exc}; the previous file is unchanged") from None
 
 
 def save_checkpoint(

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .atomic import atomic_file
+
 __all__ = ["ImageError", "import_image", "to_digit", "save_png", "save_grid", "MAX_PIXELS"]
 
 MAX_PIXELS = 64_000_000
@@ -122,16 +124,19 @@ def import_image(path: str | os.PathLike, threshold: float = 0.5) -> np.ndarray:
 
 
 def save_png(image: np.ndarray, path: str | os.PathLike, scale: int = 1) -> None:
-    """Save a binary (H, W) image as a 1-bit PNG (ink black on white), optionally enlarged."""
+    """Save a binary (H, W) image as a 1-bit PNG (ink black on white), optionally enlarged;
+    written atomically (:mod:`engine.atomic`)."""
     a = (1 - np.asarray(image, dtype=np.uint8).clip(0, 1)) * 255
     img = Image.fromarray(a.astype(np.uint8), mode="L")
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
-    img.convert("1").save(path, format="PNG")
+    with atomic_file(path) as f:
+        img.convert("1").save(f, format="PNG")
 
 
 def save_grid(images: np.ndarray, path: str | os.PathLike, scale: int = 4, pad: int = 2, cols: int | None = None) -> None:
-    """Save (N, H, W) binary images as one PNG grid with a grey gap between images."""
+    """Save (N, H, W) binary images as one PNG grid with a grey gap between images; written
+    atomically."""
     images = np.asarray(images)
     n, h, w = images.shape
     cols = cols or int(np.ceil(np.sqrt(n)))
@@ -144,4 +149,5 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, scale: int = 4, pad: 
     img = Image.fromarray(canvas, mode="L")
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
-    img.save(path, format="PNG")
+    with atomic_file(path) as f:
+        img.save(f, format="PNG")

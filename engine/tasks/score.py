@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..atomic import atomic_write
 from ..models.base import ARModel
 
 __all__ = ["BackgroundModel", "Reference", "Score", "Scorer", "compute_reference", "percentile_of", "auroc"]
@@ -157,10 +157,7 @@ def _write_json(path: Path, d: dict[str, Any]) -> None:
     """Atomic write; an unwritable cache only costs time, so errors are ignored."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(dict(d, version=CACHE_VERSION), f)
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(dict(d, version=CACHE_VERSION)))
     except OSError:
         pass
 

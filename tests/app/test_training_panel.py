@@ -132,7 +132,8 @@ def test_made_order_set_and_bf16_options_reach_the_config(win):
     assert panel.order_set.isEnabled()
     panel.order_set.setCurrentIndex(panel.order_set.findData("scans"))
     family, cfg, tc = panel.config()
-    assert cfg["order_set"] == "scans" and cfg["num_masks"] == 32 and not tc.amp
+    assert cfg["order_set"] == "scans" and cfg["num_masks"] == 32
+    assert tc.amp == panel.amp.isEnabled()  # bf16 by default for MADE where it is native, as the CLI's --precision auto
     model = build_model(family, dict(cfg, hidden=(16,)), make_ordering("raster"))
     assert {model.member(k)[0] for k in range(16)} == set(scan_orderings())
     panel.amp.setChecked(True)
@@ -170,6 +171,9 @@ def test_bf16_is_offered_only_where_it_is_native(qtbot, tmp_path, monkeypatch):
         panel = TrainingPanel(worker, tmp_path)
         qtbot.addWidget(panel)
         assert panel.amp.isEnabled() == offered
+        for family in ("fvsbn", "nade", "made", "pixelcnn", "lstm", "fvsbn"):  # the default follows --precision auto
+            panel.family.setCurrentIndex(panel.family.findData(family))
+            assert panel.amp.isChecked() == (offered and family in tr.BF16_PAYS), family
         panel.amp.setChecked(True)
         assert panel.config()[2].amp == offered
         if not offered:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+import engine.atomic as atomic
 import engine.checkpoint as ckmod
 from engine.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
 from engine.models import UnsupportedOrdering, build_model
@@ -206,9 +207,9 @@ def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch, target, err)
         raise OSError(err, os.strerror(err))
 
     if target == "mkstemp":
-        monkeypatch.setattr(ckmod.tempfile, "mkstemp", fail)
+        monkeypatch.setattr(atomic.tempfile, "mkstemp", fail)
     else:
-        monkeypatch.setattr(ckmod.os, target, fail)
+        monkeypatch.setattr(atomic.os, target, fail)
     with pytest.raises(CheckpointError) as info:
         save_checkpoint(path, tiny_made(1), {"name": "second"})
     monkeypatch.undo()

@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 
+import engine.atomic as atomic
 import engine.data as data
 from engine.data import DataError, cache_dir, content_checksum, load_split, parse_amat
 
@@ -179,10 +180,10 @@ def test_unwritable_cache_only_costs_speed(fake, tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(data.tempfile, "mkstemp", refuse)  # the cache folder is not writable
+        mp.setattr(atomic.tempfile, "mkstemp", refuse)  # the cache folder is not writable
         assert np.array_equal(load_split("valid", d), fake["valid"])
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(data.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+        mp.setattr(atomic.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
         assert np.array_equal(load_split("valid", d), fake["valid"])  # a full disk neither
     assert no_leftovers(cache_dir())
 
