@@ -145,6 +145,7 @@ def _run_window(a: argparse.Namespace) -> int:
         win.close()
         return 1
     from . import actions
+    from .files import save_pixmap
 
     actions.set_overlay(win, a.overlay)
     if a.tab == "sample":
@@ -173,7 +174,8 @@ def _run_window(a: argparse.Namespace) -> int:
     try:
         if out.parent and not out.parent.is_dir():
             out.parent.mkdir(parents=True, exist_ok=True)
-        saved = pix.save(str(out), "PNG")
+        save_pixmap(pix, out)
+        saved = True
     except OSError as exc:
         saved = False
         errors.append(str(exc))

@@ -200,7 +200,8 @@ class TrainingPanel(QWidget):
         native = bf16_hardware(dev) if dev.type == "cpu" else None
         self.device = QLabel(f"{device_name(dev)}  ({dev.type})" + (f"  ·  bf16 in {native}" if native else ""))
         if native:
-            self.amp.setToolTip(self.amp.toolTip() + f"\nThis CPU computes bf16 in {native}: MADE and the deep families train 1.3-2.8x as fast,\n"
+            self.amp.setToolTip(self.amp.toolTip() + f"\nThis CPU computes bf16 in {native}: MADE and the deep families train"
+                                " 1.3-2.8x as fast,\n"
                                 "so it is on by default for them (as `pixelchain train --precision auto`)")
         self.small.setChecked(dev.type == "cpu")
         self.device.setObjectName("value")

@@ -374,3 +374,18 @@ def test_export_the_conditionals_as_a_table_and_as_an_image(qtbot, win, tmp_path
     win.show_error = errors.append
     assert not win.export_conditionals(tmp_path / "missing" / "c.csv")
     assert errors and "Cannot save" in errors[0] and win.isVisible()
+    # a save that fails half-way leaves the earlier file as it was and no temporary file
+    import engine.atomic
+
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    real_fsync = engine.atomic.os.fsync
+    engine.atomic.os.fsync = broken_fsync
+    try:
+        assert not win.export_conditionals(tmp_path / "c.csv") and not win.export_conditionals(tmp_path / "maps.png")
+    finally:
+        engine.atomic.os.fsync = real_fsync
+    assert "No space left" in errors[-1]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
