@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import QComboBox, QFileDialog, QLabel, QMessageBox, QSpinBox, QToolBar, QWidget, QSizePolicy
+from PySide6.QtWidgets import QComboBox, QFileDialog, QLabel, QMessageBox, QSizePolicy, QSpinBox, QToolBar, QWidget
 
 from . import settings as app_settings
 
@@ -113,7 +113,8 @@ def build(win: "Host") -> None:
     win.act_save = _act(win, "&Save Checkpoint As…", lambda: save_dialog(win), "Ctrl+Shift+S", "Save the current model")
     f.addAction(win.act_save)
     f.addSeparator()
-    win.act_import = _act(win, "&Import Image…", lambda: import_dialog(win), "Ctrl+I", "Any image: scaled, centred and binarised like MNIST")
+    win.act_import = _act(win, "&Import Image…", lambda: import_dialog(win), "Ctrl+I",
+                          "Any image: scaled, centred and binarised like MNIST")
     win.act_export = _act(win, "&Export Image…", lambda: export_dialog(win), "Ctrl+E", "Save the canvas as a PNG")
     win.act_export_conditionals = _act(
         win, "Export &Conditionals…", lambda: export_conditionals_dialog(win), "Ctrl+Shift+E",
@@ -138,7 +139,9 @@ def build(win: "Host") -> None:
     v = mb.addMenu("&View")
     win.overlay_group = QActionGroup(win)
     win.overlay_actions = {}
-    for key, text, sc in (("off", "No Ordering Overlay", "Ctrl+0"), ("steps", "Ordering as Step Gradient", "Ctrl+1"), ("path", "Ordering as Path", "Ctrl+2")):
+    overlays = (("off", "No Ordering Overlay", "Ctrl+0"), ("steps", "Ordering as Step Gradient", "Ctrl+1"),
+                ("path", "Ordering as Path", "Ctrl+2"))
+    for key, text, sc in overlays:
         a = _act(win, text, lambda k=key: set_overlay(win, k), sc)
         a.setCheckable(True)
         win.overlay_group.addAction(a)

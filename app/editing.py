@@ -12,6 +12,7 @@ from engine.images import import_image, save_png
 from engine.session import conditionals_csv
 
 from . import actions, jobs
+from .files import save_pixmap, save_text
 
 __all__ = ["EditingMixin"]
 
@@ -86,14 +87,11 @@ class EditingMixin:
         path = Path(path)
         try:
             if path.suffix.lower() == ".png":
-                if not self.heatmaps.grab().save(str(path), "PNG"):
-                    raise OSError("the image could not be written")
+                save_pixmap(self.heatmaps.grab(), path)
             else:
                 name, family = self.model_meta.get("name", ""), self.model.family
-                text = conditionals_csv(figs, figs.extra["image"].reshape(figs.prob.shape), f"{name} ({family})" if name else family)
-                tmp = path.with_name(path.name + ".part")
-                tmp.write_text(text, encoding="utf-8")
-                tmp.replace(path)
+                label = f"{name} ({family})" if name else family
+                save_text(conditionals_csv(figs, figs.extra["image"].reshape(figs.prob.shape), label), path)
         except (OSError, ValueError) as exc:
             self.show_error(f"Cannot save {path}: {exc}")
             return False

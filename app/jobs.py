@@ -19,10 +19,16 @@ from engine.models import build_model
 from engine.models.base import ARModel
 from engine.ordering import Ordering
 from engine.session import (
-    EnsembleFigures, PixelFigures, ensemble_figures_steps, pixel_figures, pixel_influence_steps, reference_log_probs,
+    EnsembleFigures,
+    PixelFigures,
+    ensemble_figures_steps,
+    pixel_figures,
+    pixel_influence_steps,
+    reference_log_probs,
 )
 
-__all__ = ["figures_job", "ensemble_job", "load_job", "reference_job", "test_digit_job", "default_model_job", "save_job", "warm_up_job", "REFERENCE_IMAGES"]
+__all__ = ["figures_job", "ensemble_job", "load_job", "reference_job", "test_digit_job", "default_model_job", "save_job", "warm_up_job",
+           "REFERENCE_IMAGES"]
 
 #: how many test digits the percentile is measured against (the whole static test split) ...
 REFERENCE_IMAGES = 10_000

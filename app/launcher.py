@@ -9,7 +9,8 @@ from typing import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from engine.cli import ENGINE_COMMANDS, main as engine_main
+    from engine.cli import ENGINE_COMMANDS
+    from engine.cli import main as engine_main
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and (argv[0] in ENGINE_COMMANDS or argv[0] in ("-h", "--help")):

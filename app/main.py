@@ -31,10 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_app(argv: Sequence[str] = ()):
+    import pyqtgraph as pg
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
-
-    import pyqtgraph as pg
 
     # Hand the GIL to the GUI thread sooner when a worker runs Python code (default: every 5 ms).
     sys.setswitchinterval(0.001)
@@ -146,6 +145,7 @@ def _run_window(a: argparse.Namespace) -> int:
         win.close()
         return 1
     from . import actions
+    from .files import save_pixmap
 
     actions.set_overlay(win, a.overlay)
     if a.tab == "sample":
@@ -174,7 +174,8 @@ def _run_window(a: argparse.Namespace) -> int:
     try:
         if out.parent and not out.parent.is_dir():
             out.parent.mkdir(parents=True, exist_ok=True)
-        saved = pix.save(str(out), "PNG")
+        save_pixmap(pix, out)
+        saved = True
     except OSError as exc:
         saved = False
         errors.append(str(exc))

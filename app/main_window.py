@@ -20,7 +20,16 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QFrame, QHBoxLayout, QLabel, QSizePolicy, QMainWindow, QMessageBox, QScrollArea, QSplitter, QTabWidget, QVBoxLayout,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QScrollArea,
+    QSizePolicy,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -29,7 +38,8 @@ from engine.models.base import ARModel
 from engine.ordering import Ordering
 from engine.session import ModelEntry, PixelFigures, Session, list_checkpoints
 
-from . import actions, jobs, settings as app_settings
+from . import actions, jobs
+from . import settings as app_settings
 from .editing import EditingMixin
 from .figures import FiguresMixin
 from .fork import ForkController
@@ -291,7 +301,8 @@ class MainWindow(FiguresMixin, InfluenceMixin, EditingMixin, RunMixin, QMainWind
     def set_model(self, model: ARModel, entry: ModelEntry | None, meta: dict | None = None) -> None:
         c = model.config
         if (c.height, c.width) != (self.session.height, self.session.width):
-            raise ValueError(f"the app shows {self.session.height}x{self.session.width} digits; this model is for {c.height}x{c.width} images")
+            raise ValueError(f"the app shows {self.session.height}x{self.session.width} digits; "
+                             f"this model is for {c.height}x{c.width} images")
         if self.state.running:
             self.stop_run()
         self.state.set_model(model, entry, meta, self.ordering_picker.set_model(model))
@@ -316,7 +327,8 @@ class MainWindow(FiguresMixin, InfluenceMixin, EditingMixin, RunMixin, QMainWind
         if self.model is None:
             return ""
         name = self.entry.name if self.entry else "untrained"
-        return f"{name} · {self.model.family.upper()} · {self.model.num_parameters():,} parameters · {self.ordering.label if self.ordering else ''}"
+        ordering = self.ordering.label if self.ordering else ""
+        return f"{name} · {self.model.family.upper()} · {self.model.num_parameters():,} parameters · {ordering}"
 
     def set_ordering(self, ordering: Ordering) -> None:
         if self.model is None:
@@ -365,7 +377,8 @@ class MainWindow(FiguresMixin, InfluenceMixin, EditingMixin, RunMixin, QMainWind
         kind = self._pending_misc.get(job_id)
         if kind == "default":
             self.set_model(value, None, {})  # type: ignore[arg-type]
-            self.statusBar().showMessage("No checkpoints found: showing an untrained FVSBN. Train one (Train tab) or open one (File ▸ Open Checkpoint…).")
+            self.statusBar().showMessage("No checkpoints found: showing an untrained FVSBN. "
+                                         "Train one (Train tab) or open one (File ▸ Open Checkpoint…).")
         elif kind == "digit":
             index, img = value  # type: ignore[misc]
             self.state.replace_canvas(img)

@@ -34,7 +34,8 @@ class RunMixin:
             text = "Paint a mask (Mask brush, or “Mask lower half”) to choose the pixels to regenerate."
         elif self.model.inpaint_is_exact(known, self.ordering):
             if self.model.any_order:
-                text = f"<b>Exact</b>: this model takes any ordering, so the {int(known.sum())} known pixels go first and every masked pixel is conditioned on all of them."
+                text = (f"<b>Exact</b>: this model takes any ordering, so the {int(known.sum())} known pixels go first "
+                        "and every masked pixel is conditioned on all of them.")
             else:
                 text = "<b>Exact</b>: every known pixel comes before the masked region in this ordering."
         else:

@@ -34,12 +34,12 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors about the user's input or machine (a missing data file, a bad checkpoint, ...): their
     one-line message says everything, so no traceback is printed for them."""
     from engine.checkpoint import CheckpointError
-    from engine.tasks.compress import CompressionError
     from engine.data import DataError
     from engine.images import ImageError
     from engine.models import UnknownFamily
     from engine.models.base import UnsupportedOrdering
     from engine.ordering import OrderingError
+    from engine.tasks.compress import CompressionError
     from engine.train import TrainingError
 
     return (CheckpointError, CompressionError, DataError, ImageError, UnknownFamily, UnsupportedOrdering,

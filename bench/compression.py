@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"threads": a.threads, "results": rows}))
         return 0
     print(f"{len(x)} test images, {a.threads} thread(s); bits per image")
-    head = f"{'checkpoint':<28} {'NLL':>8} {'ideal':>8} {'payload':>8} {'file':>8} {'excess':>7} {'exact':>5} {'enc/s':>7} {'dec/s':>7} {'PNG':>6}"
+    head = (f"{'checkpoint':<28} {'NLL':>8} {'ideal':>8} {'payload':>8} {'file':>8} {'excess':>7} {'exact':>5} "
+            f"{'enc/s':>7} {'dec/s':>7} {'PNG':>6}")
     print(head)
     for r in rows:
         print(f"{Path(r['checkpoint']).name:<28} {r['test_nll_bits']:8.2f} {r['ideal_bits_per_image']:8.2f} "

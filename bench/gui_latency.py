@@ -11,7 +11,7 @@ the script opens the real main window offscreen and
   samples is generated at full speed (stopped after ``--sample-seconds``), and while a short training run of the same family goes on
   (``--train-seconds``, then stopped).
 
-Targets (issue 5): heatmaps within 30 ms for FVSBN, NADE and MADE and 150 ms for the deep
+Targets: heatmaps within 30 ms for FVSBN, NADE and MADE and 150 ms for the deep
 families; no GUI stall over 50 ms. Figures depend on the machine and its load: run it on an idle one.
 """
 
@@ -39,7 +39,7 @@ from PySide6.QtCore import QEvent, QObject  # noqa: E402 -- after QT_QPA_PLATFOR
 
 
 class Heartbeat:
-    """A 5 ms timer on the GUI thread; the longest gap between ticks beyond 5 ms is a stall."""
+    """A 5 ms timer on the GUI thread; the longest gap between ticks past 5 ms is a stall."""
 
     def __init__(self, interval_ms: int = 5):
         from PySide6.QtCore import QTimer
@@ -122,7 +122,7 @@ def bench_model(app, win, path: Path, strokes: int, train_seconds: float, sample
             QTest.mouseMove(cv, cv.pixel_center(*p).toPoint())
         t_release = time.perf_counter()
         QTest.mouseRelease(cv, Qt.LeftButton if k % 4 else Qt.RightButton, Qt.NoModifier, cv.pixel_center(*pts[-1]).toPoint())
-        if not wait(app, lambda: win.last_latency is not None and len(shown) > n, 30):
+        if not wait(app, lambda n=n: win.last_latency is not None and len(shown) > n, 30):
             raise RuntimeError("heatmaps did not update")
         painted.clear()
         wait(app, lambda: bool(painted), 5)  # the heatmaps' repaint with the new data
@@ -170,9 +170,11 @@ def bench_model(app, win, path: Path, strokes: int, train_seconds: float, sample
 
 
 def print_row(r: dict) -> None:
-    print(f"{r['model'][:21]:<22}{r['family']:<8}{r['heatmap_ms_median']:>11.1f} / {r['heatmap_ms_max']:<9.1f}{r['forward_ms_median']:>7.1f}ms{r['heatmap_target_ms']:>6}"
+    samples = f"{r['sample16_seconds']:>10.1f} s" if r["sample16_seconds"] is not None else f"{r['sample16_pixels_done']:>7}/784 px"
+    print(f"{r['model'][:21]:<22}{r['family']:<8}{r['heatmap_ms_median']:>11.1f} / {r['heatmap_ms_max']:<9.1f}"
+          f"{r['forward_ms_median']:>7.1f}ms{r['heatmap_target_ms']:>6}"
           f"{r['stall_sampling_ms']:>13.1f} ms{r['stall_training_ms']:>13.1f} ms{r['training_stop_seconds']:>8.2f}"
-          + (f"{r['sample16_seconds']:>10.1f} s" if r["sample16_seconds"] is not None else f"{r['sample16_pixels_done']:>7}/784 px"), flush=True)
+          + samples, flush=True)
 
 
 def main() -> int:
@@ -203,9 +205,10 @@ def main() -> int:
     app = make_app()
     rows = []
     if not a.json:
-        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; torch threads for training {threads} (1 for the app's other workers); stroke"
-              f" -> heatmap over {a.strokes} strokes; stalls with a 5 ms heartbeat")
-        print(f"{'model':<22}{'family':<8}{'heatmap median/max ms':>23}{'forward':>9}{'target':>8}{'sampling stall':>16}{'training stall':>16}{'stop s':>8}{'16 samples':>12}", flush=True)
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; torch threads for training {threads}"
+              f" (1 for the app's other workers); stroke -> heatmap over {a.strokes} strokes; stalls with a 5 ms heartbeat")
+        print(f"{'model':<22}{'family':<8}{'heatmap median/max ms':>23}{'forward':>9}{'target':>8}"
+              f"{'sampling stall':>16}{'training stall':>16}{'stop s':>8}{'16 samples':>12}", flush=True)
     for p in paths:
         win = MainWindow(bundled=ROOT / "resources" / "checkpoints")
         win.resize(1600, 1000)

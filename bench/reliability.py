@@ -3,11 +3,12 @@
     python bench/reliability.py                 # table; fuzz 2,000 mutated checkpoints
     python bench/reliability.py --fuzz 20000 --json
 
-Kinds (issue 6): checkpoints (pickles incl. one that runs code, truncated, random, empty, bad or
+Kinds: checkpoints (pickles incl. one that runs code, truncated, random, empty, bad or
 missing metadata, unknown family, wrong shapes/dtypes, NaN, future format, several-GB file, header
 lies, ...), checkpoint fuzz (mutated bytes of a valid file: loaded or ``CheckpointError``, nothing
-else), header fuzz (one value anywhere in the header replaced by a hostile JSON value), images (non-images, truncated, bombs, 16-bit/palette/RGBA/CMYK/GIF/huge: imported to the
-same digit), image fuzz (random small images in random modes and formats), data (missing folders,
+else), header fuzz (one value anywhere in the header replaced by a hostile JSON value), images
+(non-images, truncated, bombs, 16-bit/palette/RGBA/CMYK/GIF/huge: imported to the same digit),
+image fuzz (random small images in random modes and formats), data (missing folders,
 truncated/altered files, downloads that break off or are altered, served by a loopback server;
 nothing half-written kept, a retry succeeds) and training faults (NaN/inf loss, CUDA out of memory,
 full disk, read-only folder, SIGKILL mid-save, resume equivalence). "Handled" means exactly what
@@ -85,7 +86,7 @@ def run_checkpoints(t: Tally, d: Path) -> None:
             except Exception as exc:  # noqa: BLE001
                 ok, detail = False, repr(exc)
         else:
-            ok, detail = expect_error(lambda: load_checkpoint(c.path), CheckpointError, c.expect, str(c.path))
+            ok, detail = expect_error(lambda path=c.path: load_checkpoint(path), CheckpointError, c.expect, str(c.path))
         t.record("checkpoints", c.name, ok and not marker.exists(), detail)
 
 
@@ -160,7 +161,7 @@ def run_images(t: Tally, d: Path, huge: int) -> None:
     ref = import_image(d / "ref.png")
     for c in cases:
         if c.expect is not None:
-            ok, detail = expect_error(lambda: import_image(c.path), ImageError, c.expect, str(c.path))
+            ok, detail = expect_error(lambda path=c.path: import_image(path), ImageError, c.expect, str(c.path))
         else:
             try:
                 x = import_image(c.path)
@@ -228,11 +229,14 @@ def run_data(t: Tally, d: Path) -> None:
         local = [
             ("missing data folder", lambda: load_split("test", d / "nope"), "does not exist"),
             ("folder without the files", lambda: load_split("test", folder("empty", b"", "other.txt")), "has no"),
-            ("truncated file (cut mid-line)", lambda: load_split("test", folder("cut", amat_bytes(fake["test"])[:5000])), "malformed or truncated"),
-            ("truncated file (whole lines missing)", lambda: load_split("test", folder("short", amat_bytes(fake["test"][:6]))), "holds 6 images"),
+            ("truncated file (cut mid-line)", lambda: load_split("test", folder("cut", amat_bytes(fake["test"])[:5000])),
+             "malformed or truncated"),
+            ("truncated file (whole lines missing)", lambda: load_split("test", folder("short", amat_bytes(fake["test"][:6]))),
+             "holds 6 images"),
             ("altered file (checksum)", lambda: load_split("test", folder("altered", amat_bytes(altered))), "does not match"),
             ("values other than 0/1", lambda: load_split("test", folder("digits", amat_bytes(fake["test"] * 2))), "other than 0 and 1"),
-            ("truncated .gz", lambda: load_split("test", folder("gz", gzip.compress(amat_bytes(fake["test"]))[:200], name + ".gz")), "cannot read"),
+            ("truncated .gz", lambda: load_split("test", folder("gz", gzip.compress(amat_bytes(fake["test"]))[:200], name + ".gz")),
+             "cannot read"),
             ("empty file", lambda: load_split("test", folder("zero", b"")), "holds no images"),
         ]
         os.environ["PIXELCHAIN_DATA"] = str(d / "gone")
@@ -301,11 +305,14 @@ def run_training(t: Tally, d: Path, kills: int) -> None:
         ("CUDA OOM in validation", lambda mp, tmp: tt.test_cuda_out_of_memory_names_the_batch_size(tmp, mp, "validation")),
         ("disk full while training saves", lambda mp, tmp: tt.test_full_disk_during_training_keeps_the_previous_checkpoint(tmp, mp)),
         ("disk full during a save", lambda mp, tmp: tc.test_failed_save_keeps_the_previous_file(tmp, mp, "fsync", errno.ENOSPC)),
-        ("read-only file system at the rename", lambda mp, tmp: tc.test_failed_save_keeps_the_previous_file(tmp, mp, "replace", errno.EROFS)),
+        ("read-only file system at the rename",
+         lambda mp, tmp: tc.test_failed_save_keeps_the_previous_file(tmp, mp, "replace", errno.EROFS)),
         ("output folder not writable", lambda mp, tmp: tc.test_failed_save_keeps_the_previous_file(tmp, mp, "mkstemp", errno.EACCES)),
         ("stop mid-epoch (generator closed)", lambda mp, tmp: tt.test_closing_the_generator_stops_at_once(tmp, mp)),
-        ("resume = uninterrupted run (MADE, random masks)", lambda mp, tmp: tt.test_resume_after_an_interruption_repeats_an_uninterrupted_run(tmp, "made-agnostic")),
-        ("resume = uninterrupted run (NADE)", lambda mp, tmp: tt.test_resume_after_an_interruption_repeats_an_uninterrupted_run(tmp, "nade")),
+        ("resume = uninterrupted run (MADE, random masks)",
+         lambda mp, tmp: tt.test_resume_after_an_interruption_repeats_an_uninterrupted_run(tmp, "made-agnostic")),
+        ("resume = uninterrupted run (NADE)",
+         lambda mp, tmp: tt.test_resume_after_an_interruption_repeats_an_uninterrupted_run(tmp, "nade")),
         ("resume/output-folder errors", lambda mp, tmp: tt.test_resume_errors(tmp)),
     ]
     for i, (label, fn) in enumerate(faults):
@@ -324,7 +331,8 @@ def run_training(t: Tally, d: Path, kills: int) -> None:
     path = d / "killed.safetensors"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     rng = random.Random(2)
-    proc = subprocess.Popen([sys.executable, "-c", tk.CHILD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-c", tk.CHILD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT)
     try:
         for k in range(kills):
             try:
@@ -369,7 +377,8 @@ def figures(d: Path, huge_path: Path | None) -> dict:
             "rss = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])\n"
             "open('/proc/self/clear_refs', 'w').write('5'); b = rss(); x = import_image(sys.argv[1]); print(b, hwm())"
         )
-        r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
         if r.returncode == 0:
             before, peak = map(int, r.stdout.split())
             from PIL import Image

@@ -15,11 +15,9 @@ crash or a full disk mid-save leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import struct
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +26,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 
-from .models import ARModel, build_model
-from .models import UnknownFamily
+from .atomic import atomic_write
+from .models import ARModel, UnknownFamily, build_model
 from .ordering import Ordering
 
 __all__ = [
@@ -53,7 +51,10 @@ MAX_CHECKPOINT_BYTES = 1 << 30
 MAX_HEADER_BYTES = 64 << 20
 #: Largest image (height * width) a checkpoint may describe.
 MAX_IMAGE_PIXELS = 4096
-_ALLOWED_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64, "I64": torch.int64, "U8": torch.uint8, "I8": torch.int8}
+_ALLOWED_DTYPES = {
+    "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
+    "I64": torch.int64, "U8": torch.uint8, "I8": torch.int8,
+}
 _DTYPE_SIZES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "I64": 8, "U8": 1, "I8": 1}
 _FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 #: ``save_checkpoint(..., dtype=INT8)``: weight matrices as int8 with one float32 scale per group
@@ -122,34 +123,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise CheckpointError(f"cannot save {path}: folder {directory} does not exist")
-    try:  # temporary files of saves killed long ago (a fresh one may be another save in progress)
-        for stale in directory.glob(f".{glob.escape(path.name)}.*.tmp"):
-            if time.time() - stale.stat().st_mtime > 600:
-                stale.unlink()
-    except OSError:
-        pass
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+        atomic_write(path, data)
     except OSError as exc:
-        raise CheckpointError(f"cannot save {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:  # mkstemp makes the file private; give it the usual (or the previous file's) mode
-            os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        except OSError:
-            pass
-        os.replace(tmp, path)
-    except BaseException as exc:  # leave no temporary file behind, whatever stopped the save
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise CheckpointError(f"cannot save {path}: {exc.strerror or exc}; the previous file is unchanged") from None
-        raise
+        raise CheckpointError(f"cannot save {path}: {exc.strerror or exc}; the previous file is unchanged") from None
 
 
 def save_checkpoint(
@@ -204,7 +181,9 @@ def _read_header(path: Path, max_bytes: int) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path} is not a file")
     if size > max_bytes:
-        raise CheckpointError(f"{path} is {size / 2**20:.0f} MiB, larger than the {max_bytes / 2**20:.0f} MiB a checkpoint may be; refused without reading it")
+        raise CheckpointError(
+            f"{path} is {size / 2**20:.0f} MiB, larger than the {max_bytes / 2**20:.0f} MiB a checkpoint may be; refused without reading it"
+        )
     if size < 8:
         raise CheckpointError(f"{path} is not a pixelchain checkpoint: {'empty' if size == 0 else 'too short'} ({size} bytes)")
     with open(path, "rb") as f:
@@ -214,8 +193,12 @@ def _read_header(path: Path, max_bytes: int) -> dict[str, Any]:
             # A safetensors header length may well start with 0x80, so the pickle/zip magic is only
             # used to explain a file that is not safetensors anyway.
             if first[:1] == b"\x80" or first[:2] == b"PK":
-                raise CheckpointError(f"{path} looks like a pickle/torch.save file; pixelchain only loads safetensors checkpoints and never unpickles")
-            raise CheckpointError(f"{path} is not a safetensors checkpoint or is truncated (header length {n} does not fit in {size} bytes)")
+                raise CheckpointError(
+                    f"{path} looks like a pickle/torch.save file; pixelchain only loads safetensors checkpoints and never unpickles"
+                )
+            raise CheckpointError(
+                f"{path} is not a safetensors checkpoint or is truncated (header length {n} does not fit in {size} bytes)"
+            )
         raw = f.read(n)
     if len(raw) != n:
         raise CheckpointError(f"{path} is truncated: its header ends early")
@@ -269,7 +252,9 @@ def _metadata(path: Path, header: dict[str, Any]) -> dict[str, Any]:
     except (TypeError, ValueError):
         raise CheckpointError(f"{path}: format_version {md.get('format_version')!r} is not a number") from None
     if version > FORMAT_VERSION:
-        raise CheckpointError(f"{path} was written by a newer pixelchain (format {version}, this one reads up to {FORMAT_VERSION}); upgrade pixelchain")
+        raise CheckpointError(
+            f"{path} was written by a newer pixelchain (format {version}, this one reads up to {FORMAT_VERSION}); upgrade pixelchain"
+        )
     if version < 1:
         raise CheckpointError(f"{path}: format_version {version} is not valid")
     try:

@@ -19,14 +19,14 @@ import gzip
 import hashlib
 import http.client
 import os
-import time
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from .atomic import atomic_file
 
 __all__ = [
     "DataError",
@@ -140,24 +140,6 @@ def _verify(x: np.ndarray, split: str, source: Path) -> None:
         )
 
 
-def _atomic_write_bytes(dest: Path, write: Callable[[object], None]) -> None:
-    """Write ``dest`` through a temporary file and a rename; raises OSError."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _parsed_cache_path(split: str, source: Path) -> Path:
     """The bit-packed parse of ``source``: keyed by the file's identity (path, size, mtime), so a
     file that is replaced, altered or truncated later is parsed and verified again."""
@@ -166,7 +148,9 @@ def _parsed_cache_path(split: str, source: Path) -> Path:
     return cache_dir() / "parsed" / f"binarized_mnist_{split}.{CHECKSUMS[split][:16]}.{ident}.npy"
 
 
-def download_split(split: str, dest_dir: Path, base_url: str | None = None, progress: Progress | None = None, timeout: float = 60.0) -> Path:
+def download_split(
+    split: str, dest_dir: Path, base_url: str | None = None, progress: Progress | None = None, timeout: float = 60.0
+) -> Path:
     """Download one split into ``dest_dir``; verified before it is moved into place."""
     base_url = base_url or os.environ.get("PIXELCHAIN_DATA_URL") or DEFAULT_URL
     url = base_url.rstrip("/") + "/" + _file_name(split)
@@ -202,34 +186,24 @@ def download_split(split: str, dest_dir: Path, base_url: str | None = None, prog
                 f"files in a folder and pass it with --data or PIXELCHAIN_DATA."
             ) from None
 
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        for stale in dest.parent.glob(f".{dest.name}.*.part"):  # left by a killed download
-            if time.time() - stale.stat().st_mtime > 600:
-                stale.unlink()
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    except OSError as exc:
-        raise DataError(f"cannot write the download cache {dest.parent}: {exc.strerror or exc}; set PIXELCHAIN_CACHE to a writable folder") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+    def verify(tmp: Path) -> None:  # before the download takes the place of anything
         try:
             x = parse_amat(tmp, SPLIT_SIZES[split])
         except DataError as exc:
-            reason = str(exc).split(": ", 1)[-1] if str(exc).startswith("cannot read") else str(exc).replace(tmp, "it")
+            reason = str(exc).split(": ", 1)[-1] if str(exc).startswith("cannot read") else str(exc).replace(str(tmp), "it")
             raise DataError(f"the file downloaded from {url} is not the {split} split ({reason}); nothing was kept, try again") from None
         if content_checksum(x) != CHECKSUMS[split]:
             raise DataError(f"the file downloaded from {url} does not match the static binarized MNIST {split} split "
                             f"(checksum mismatch); nothing was kept. Try again, or fetch the files by hand and use --data.")
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(dest, check=verify) as f:
+            write(f)
+    except OSError as exc:
+        raise DataError(
+            f"cannot write the download cache {dest.parent}: {exc.strerror or exc}; set PIXELCHAIN_CACHE to a writable folder"
+        ) from None
     return dest
 
 
@@ -274,7 +248,9 @@ def load_split(
         )
         raise DataError(f"{exc} {hint}") from None
     try:
-        _atomic_write_bytes(cached, lambda f: np.save(f, np.packbits(x, axis=1), allow_pickle=False))
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(cached) as f:
+            np.save(f, np.packbits(x, axis=1), allow_pickle=False)
     except OSError:
         pass  # an unwritable cache only costs speed
     return x

@@ -6,7 +6,8 @@ loss of its shard of each minibatch, and the gradients are averaged across proce
 backward pass, so every replica takes the same optimizer step.
 
 How :func:`engine.train.train` uses this module (a no-op in a single process). The module knows
-nothing of models or training, so the dependency runs one way, from ``train`` to here:
+nothing of training (models appear in type hints only), so the dependency runs one way, from
+``train`` to here:
 
 * :func:`context` reads torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), starts
   the process group once -- NCCL when training on CUDA (one GPU per process, ``cuda:LOCAL_RANK``),
@@ -29,12 +30,15 @@ import datetime
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from .models.base import ARModel
 
 __all__ = ["DistContext", "context", "is_distributed_env", "shutdown"]
 
@@ -50,7 +54,7 @@ def is_distributed_env() -> bool:
 class _Loss(nn.Module):
     """DDP synchronises gradients of what its ``forward`` computes; ours is the training loss."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: ARModel):
         super().__init__()
         self.model = model
 
@@ -83,7 +87,7 @@ class DistContext:
             idx = idx.repeat(math.ceil(self.world_size / len(idx)))
         return idx[self.rank :: self.world_size]
 
-    def loss_fn(self, model: nn.Module) -> Callable[[Tensor], Tensor]:
+    def loss_fn(self, model: ARModel) -> Callable[[Tensor], Tensor]:
         """What to call on a minibatch for the loss to minimise (gradient-synchronising under DDP)."""
         if not self.enabled:
             return model.training_loss

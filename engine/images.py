@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .atomic import atomic_file
+
 __all__ = ["ImageError", "import_image", "to_digit", "save_png", "save_grid", "MAX_PIXELS"]
 
 MAX_PIXELS = 64_000_000
@@ -60,7 +62,8 @@ def to_digit(gray: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     h, w = crop.shape
     s = 20.0 / max(h, w)
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
-    small = np.asarray(Image.fromarray((crop / crop.max() * 255).astype(np.uint8)).resize((nw, nh), Image.LANCZOS), np.float64) / 255
+    resized = Image.fromarray((crop / crop.max() * 255).astype(np.uint8)).resize((nw, nh), Image.Resampling.LANCZOS)
+    small = np.asarray(resized, np.float64) / 255
     field = np.zeros((28, 28))
     total = small.sum()
     if total > 0:
@@ -121,16 +124,19 @@ def import_image(path: str | os.PathLike, threshold: float = 0.5) -> np.ndarray:
 
 
 def save_png(image: np.ndarray, path: str | os.PathLike, scale: int = 1) -> None:
-    """Save a binary (H, W) image as a 1-bit PNG (ink black on white), optionally enlarged."""
+    """Save a binary (H, W) image as a 1-bit PNG (ink black on white), optionally enlarged;
+    written atomically (:mod:`engine.atomic`)."""
     a = (1 - np.asarray(image, dtype=np.uint8).clip(0, 1)) * 255
     img = Image.fromarray(a.astype(np.uint8), mode="L")
     if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    img.convert("1").save(path, format="PNG")
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    with atomic_file(path) as f:
+        img.convert("1").save(f, format="PNG")
 
 
 def save_grid(images: np.ndarray, path: str | os.PathLike, scale: int = 4, pad: int = 2, cols: int | None = None) -> None:
-    """Save (N, H, W) binary images as one PNG grid with a grey gap between images."""
+    """Save (N, H, W) binary images as one PNG grid with a grey gap between images; written
+    atomically."""
     images = np.asarray(images)
     n, h, w = images.shape
     cols = cols or int(np.ceil(np.sqrt(n)))
@@ -142,5 +148,6 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, scale: int = 4, pad: 
         canvas[y : y + h, x : x + w] = (1 - images[i].clip(0, 1)) * 255
     img = Image.fromarray(canvas, mode="L")
     if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    img.save(path, format="PNG")
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    with atomic_file(path) as f:
+        img.save(f, format="PNG")

@@ -415,7 +415,7 @@ class ModelEntry:
 
         path = Path(path)
         info = read_metadata(path)
-        metrics = info.get("metrics") if isinstance(info.get("metrics"), dict) else {}
+        metrics: dict[str, Any] = info["metrics"] if isinstance(info.get("metrics"), dict) else {}
 
         def num(v: Any) -> float | None:
             return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
@@ -450,7 +450,8 @@ def list_checkpoints(folder: str | os.PathLike, source: str = "bundled") -> tupl
     """Entries for every readable ``*.safetensors`` in ``folder`` (resume files skipped), sorted by
     name, and one error line for each file that could not be read."""
     folder = Path(folder)
-    entries, errors = [], []
+    entries: list[ModelEntry] = []
+    errors: list[str] = []
     if not folder.is_dir():
         return entries, errors
     for p in sorted(folder.glob("*.safetensors")):

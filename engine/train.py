@@ -23,7 +23,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Generator, Iterator, Union
+from typing import Any, Generator, Iterator, Sequence, Union
 
 import numpy as np
 import torch
@@ -53,47 +53,51 @@ class TrainingError(RuntimeError):
     pass
 
 
+def _field(default: Any, help: str, **cli: Any) -> Any:
+    """A :class:`TrainConfig` field with its help text; ``cli``: further argparse settings of its
+    ``pixelchain train`` option (e.g. ``metavar``), which :mod:`engine.recipes` builds from here."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 100
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    #: cosine decay of the learning rate to lr * lr_min_factor over ``epochs``
-    lr_min_factor: float = 1.0
-    grad_clip: float | None = None
-    seed: int = 0
-    device: str = "auto"
-    #: stop when the validation NLL has not improved for this many epochs (None: never)
-    patience: int | None = None
-    #: stop after the epoch past which another one would overrun this many minutes of this run's
-    #: time (None: no limit); the best checkpoint and the resumable state are kept, so ``resume``
-    #: continues it (for training in slices, e.g. on a lent GPU)
-    max_minutes: float | None = None
-    #: with ``max_minutes``: end the learning-rate schedule at the last epoch that fits the limit
-    #: (re-estimated after every epoch from this run's epochs so far, never more than ``epochs``), so
-    #: that a run of unknown speed, e.g. on a lent GPU, still decays to ``lr * lr_min_factor``. A
-    #: resumed run starts from the full ``epochs`` schedule and refits it after its first epoch,
-    #: which amounts to a warm restart of the learning rate
-    fit_schedule: bool = False
-    #: save the resumable state (weights, optimiser moments and the average: about four times the
-    #: weights) every N epochs and whenever the run stops; 0: only when it stops. Above 1 or 0, a
-    #: new best checkpoint is also held in memory and written with the state (a large model on a
-    #: fast GPU would otherwise spend much of its time writing files)
-    state_every: int = 1
-    #: use only the first N training / validation images (quick runs and tests)
-    max_train: int | None = None
-    max_valid: int | None = None
-    eval_batch_size: int = 1000
-    #: bf16 mixed precision on CUDA or the CPU (fast where the CPU has bf16 instructions, e.g.
-    #: AVX-512 BF16 / AMX); evaluation stays in float32
-    amp: bool = False
-    #: L1 penalty on the weight matrices (parameters of two or more dimensions), added to the loss
-    #: in nats per image; the reported training NLL leaves it out
-    l1: float = 0.0
-    #: exponential moving average of the weights with this decay (0: off); validation, the best
-    #: checkpoint and early stopping use the averaged weights, training goes on from the raw ones
-    ema: float = 0.0
+    """How a model is trained. Every field is also an option of ``pixelchain train`` (``batch_size``
+    is ``--batch-size``) with the default and the help text given here, so the two never disagree."""
+
+    epochs: int = _field(10, "epochs to train; the learning-rate schedule spans them")
+    batch_size: int = _field(100, "training images per minibatch")
+    lr: float = _field(1e-3, "learning rate of Adam")
+    weight_decay: float = _field(0.0, "L2 weight decay of Adam")
+    lr_min_factor: float = _field(1.0, "cosine-decay the learning rate to lr * this over the epochs (1: constant)")
+    grad_clip: float | None = _field(None, "clip the gradient's norm to this (default: no clipping)")
+    seed: int = _field(0, "seed of the initial weights, the shuffling and the model's own randomness")
+    device: str = _field("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    patience: int | None = _field(None, "stop after this many epochs without a better validation NLL (default: never)")
+    #: the best checkpoint and the resumable state are kept at the stop, so ``resume`` continues
+    #: the run (training in slices, e.g. on a lent GPU)
+    max_minutes: float | None = _field(
+        None, "stop after the last epoch that fits in this many minutes of this run (continue with --resume)")
+    #: re-estimated after every epoch from this run's epochs so far, never more than ``epochs``, so that
+    #: a run of unknown speed, e.g. on a lent GPU, still decays to ``lr * lr_min_factor``. A resumed
+    #: run starts from the full ``epochs`` schedule and refits it after its first epoch, which
+    #: amounts to a warm restart of the learning rate
+    fit_schedule: bool = _field(
+        False, "with --max-minutes: end the cosine schedule at the last epoch that fits the limit (re-estimated every epoch)")
+    #: the state holds the weights, the optimiser's moments and the average: about four times the
+    #: weights. Above 1 or at 0 a new best checkpoint is also held in memory and written with the
+    #: state (a large model on a fast GPU would otherwise spend much of its time writing files)
+    state_every: int = _field(
+        1, "save the resumable state every N epochs and when the run stops (0: only when it stops)", metavar="N")
+    max_train: int | None = _field(None, "use only the first N training images (default: all 50,000)", metavar="N")
+    max_valid: int | None = _field(None, "use only the first N validation images (default: all 10,000)", metavar="N")
+    eval_batch_size: int = _field(1000, "images per batch of the validation pass")
+    #: fast where the CPU has bf16 instructions (AVX-512 BF16, AMX); emulated elsewhere, and slower
+    amp: bool = _field(False, "train in bf16 mixed precision on CUDA or the CPU, the same as --precision bf16 (validation stays float32)")
+    #: on parameters of two or more dimensions; the reported training NLL leaves it out
+    l1: float = _field(0.0, "L1 penalty on the weight matrices, in nats per image per unit of |w|")
+    #: validation, the best checkpoint and early stopping use the averaged weights; training goes
+    #: on from the raw ones
+    ema: float = _field(0.0, "validate and keep a moving average of the weights with this decay, e.g. 0.999 (0: off)")
 
 
 @dataclass
@@ -200,6 +204,8 @@ def bf16_hardware(device: torch.device, flags: set[str] | None = None) -> str | 
     if device.type != "cpu":
         return device_name(device)
     flags = _cpu_flags() if flags is None else flags
+    if flags is None:
+        return None
     return next(name for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("bf16", "BF16")) if flag in flags)
 
 
@@ -325,7 +331,7 @@ def train(
     keeps the model's own (when it starts from trained weights)."""
     cfg = config
     ddp = distributed.context(cfg.device)  # several processes under torchrun, else a no-op
-    device = ddp.device if ddp.enabled else resolve_device(cfg.device)
+    device = ddp.device if ddp.device is not None else resolve_device(cfg.device)  # set when distributed
     train_x = np.asarray(train_x[: cfg.max_train] if cfg.max_train else train_x)
     valid_x = np.asarray(valid_x[: cfg.max_valid] if cfg.max_valid else valid_x)
     if len(train_x) == 0 or len(valid_x) == 0:
@@ -412,7 +418,7 @@ def train(
 
     def write_best() -> None:
         nonlocal pending_best, best_path
-        if pending_best is not None:
+        if pending_best is not None and out is not None:  # only held when there is a file to write
             save_checkpoint(out, model, pending_best[1], state=pending_best[0])
             pending_best, best_path = None, out
 
@@ -540,7 +546,7 @@ class _WeightAverage:
     (``min(decay, (1 + t) / (10 + t))``) so that the first steps do not drag the average
     towards the initial weights."""
 
-    def __init__(self, params: list[torch.Tensor], decay: float):
+    def __init__(self, params: Sequence[torch.Tensor], decay: float):
         self.params = params
         self.decay = decay
         self.avg = [p.detach().clone() for p in params]

@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine.checkpoint import INT8, load_checkpoint, save_checkpoint  # noqa: E402
 from engine.data import load_split  # noqa: E402
+from engine.recipes import nll_metrics, with_metrics  # noqa: E402
 from engine.train import evaluate  # noqa: E402
 
 DEST = ROOT / "resources" / "checkpoints"
@@ -33,12 +34,11 @@ def bundle(src: str, name: str, test, ensemble: int = 1, device: str = "cpu", de
     t0 = time.perf_counter()
     nll, se = evaluate(ck.model, test)
     secs = time.perf_counter() - t0
-    meta = dict(ck.meta, name=name)
-    meta["metrics"] = dict(ck.meta.get("metrics", {}), test_nll=nll, test_nll_stderr=se)
+    meta = with_metrics(dict(ck.meta, name=name), nll_metrics("test", nll, se))
     ens = ""
     if ensemble > 1:
         enll, ese = evaluate(ck.model, test, batch_size=500, ensemble=ensemble)
-        meta["metrics"].update({f"test_nll_ensemble{ensemble}": enll, f"test_nll_ensemble{ensemble}_stderr": ese})
+        meta = with_metrics(meta, nll_metrics("test", enll, ese, ensemble))
         ens = f"; ensemble of {ensemble}: {enll:.2f} ± {ese:.2f}"
     meta.pop("optimizer", None)
     dest = dest or DEST
@@ -60,8 +60,9 @@ def bundle(src: str, name: str, test, ensemble: int = 1, device: str = "cpu", de
     wall = sum(h.get("seconds", 0) for h in hist)
     m = ck.model
     return (
-        f"| {name} | {m.family} | {m.ordering.label} | {m.num_parameters():,} | {epochs} | {wall / 60:.0f} min, {ck.meta.get('device', '?')} "
-        f"| {valid:.2f} | {nll:.2f} ± {se:.2f}{ens} | {out.stat().st_size / 2**20:.1f} MB ({meta['weights_dtype']}) | `{ck.meta.get('command', '')}` |"
+        f"| {name} | {m.family} | {m.ordering.label} | {m.num_parameters():,} | {epochs} "
+        f"| {wall / 60:.0f} min, {ck.meta.get('device', '?')} | {valid:.2f} | {nll:.2f} ± {se:.2f}{ens} "
+        f"| {out.stat().st_size / 2**20:.1f} MB ({meta['weights_dtype']}) | `{ck.meta.get('command', '')}` |"
         f"  <!-- eval {secs:.1f}s -->"
     )
 

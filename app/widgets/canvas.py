@@ -218,7 +218,8 @@ class CanvasWidget(QWidget):
         if self.overlay == "path" and self.ordering is not None:
             self._draw_path(p, cell, x0, y0)
         p.setRenderHint(QPainter.Antialiasing, True)
-        for idx, color, width in ((self.hover_pixel, QColor(255, 255, 255, 200), 1.5), (self.pinned_pixel, PIN, 2.5), (self.current_pixel, CURRENT, 3.0)):
+        outlines = ((self.hover_pixel, QColor(255, 255, 255, 200), 1.5), (self.pinned_pixel, PIN, 2.5), (self.current_pixel, CURRENT, 3.0))
+        for idx, color, width in outlines:
             if idx >= 0:
                 r, c = divmod(idx, w)
                 p.setPen(QPen(color, width))
@@ -247,7 +248,7 @@ class CanvasWidget(QWidget):
     def _hatch_mask(self, p: QPainter, cell: float, x0: float, y0: float) -> None:
         p.setPen(QPen(QColor(236, 72, 153, 170), 1))
         rows, cols = np.nonzero(self.session.mask)
-        for r, c in zip(rows.tolist(), cols.tolist()):
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
             x, y = x0 + c * cell, y0 + r * cell
             p.drawLine(QPointF(x + 2, y + cell - 2), QPointF(x + cell - 2, y + 2))
 

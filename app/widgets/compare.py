@@ -228,7 +228,7 @@ class CompareDialog(QDialog):
 
     def _specs(self) -> tuple[list, list[str], list[int]]:
         specs, labels, cols = [], [], []
-        for i, (mb, ob) in enumerate(zip(self.model_boxes, self.order_boxes)):
+        for i, (mb, ob) in enumerate(zip(self.model_boxes, self.order_boxes, strict=True)):
             data = mb.currentData()
             if data is None:
                 continue
@@ -272,13 +272,13 @@ class CompareDialog(QDialog):
 
     def _on_result(self, _key: tuple, figs: object) -> None:
         labels, cols = self._pending
-        self.results = list(zip(labels, figs))
+        self.results = list(zip(labels, figs, strict=True))
         self.result_columns = cols
         d = self.state.session.height * self.state.session.width
         if len(figs) != len(self.columns):
             self._build(len(figs))
         rows = []
-        for c, label, f in zip(self.columns, labels, figs):
+        for c, label, f in zip(self.columns, labels, figs, strict=True):
             c.title.setText(label)
             c.image.setVisible(not isinstance(f, str))  # no map rather than a misleading blank one
             if isinstance(f, str):

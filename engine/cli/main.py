@@ -18,7 +18,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 __all__ = ["main", "build_parser"]
 
@@ -34,95 +34,86 @@ def _fmt_time(s: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
-def _parse_hidden(text: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--hidden takes whole numbers separated by commas, got {text!r}") from None
-    if not vals or min(vals) < 1:
-        raise argparse.ArgumentTypeError("--hidden needs at least one positive size")
-    return vals
+DESCRIPTION = """\
+Autoregressive models of binarized MNIST: train them, measure their likelihood, sample, compress,
+score and inpaint with them. Without a subcommand the installed `pixelchain` command starts the
+desktop app. Errors print one line `pixelchain: error: ...` and exit with status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     from ..models import FAMILIES
-    from ..models.made import ORDER_SETS
     from ..ordering import ORDERING_NAMES
+    from ..recipes import add_family_options, add_train_options
+    from ..train import PRECISIONS
+    from .options import DATA_HELP, add_command
+    from .tasks import add_parsers as add_task_parsers
 
-    p = argparse.ArgumentParser(prog="pixelchain", description="Autoregressive models of binarized MNIST.")
-    sub = p.add_subparsers(dest="command")
+    p = argparse.ArgumentParser(prog="pixelchain", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", title="subcommands", metavar="COMMAND",
+                           description="`pixelchain COMMAND --help` describes each one")
+    orderings = f"{', '.join(ORDERING_NAMES)}; random:SEED and random-rows:SEED draw one"
 
-    t = sub.add_parser("train", help="train a model; keeps the best checkpoint on validation")
-    t.add_argument("--model", required=True, choices=sorted(FAMILIES), help="model family")
-    t.add_argument("--ordering", default="raster", help=f"pixel ordering: {', '.join(ORDERING_NAMES)} (random:SEED, random-rows:SEED)")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-size", type=int, default=100)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--lr-min-factor", type=float, default=1.0, help="cosine-decay the learning rate to lr * this (1: constant)")
-    t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--l1", type=float, default=0.0, help="L1 penalty on weight matrices (nats per image per unit of |w|)")
-    t.add_argument("--ema", type=float, default=0.0, help="validate and keep a moving average of the weights with this decay (e.g. 0.999)")
-    t.add_argument("--grad-clip", type=float, default=None)
-    t.add_argument("--patience", type=int, default=None, help="stop after this many epochs without validation improvement")
-    t.add_argument("--max-minutes", type=float, default=None,
-                   help="stop after the last epoch that fits in this many minutes (continue with --resume)")
-    t.add_argument("--fit-schedule", action="store_true",
-                   help="with --max-minutes: end the cosine schedule at the last epoch that fits the limit (re-estimated every epoch)")
-    t.add_argument("--state-every", type=int, default=1, metavar="N",
-                   help="save the resumable state every N epochs and when the run stops (0: only when it stops)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
-    t.add_argument("--precision", default=None, choices=["auto", "float32", "bf16"],
-                   help="training precision: auto (default) takes bf16 mixed precision where the device computes bf16 natively "
-                        "(CUDA 8.0+, CPUs with AVX-512 BF16 or AMX) for the families it measured faster for (MADE and the deep ones), "
-                        "float32 elsewhere; evaluation always runs in float32")
-    t.add_argument("--amp", action="store_true", help="the same as --precision bf16")
-    t.add_argument("--hidden", type=_parse_hidden, default=None, help="hidden size(s), e.g. 500 or 500,500")
-    t.add_argument("--num-masks", type=int, default=None, help="MADE: connectivity/ordering sets (0: new every batch)")
-    t.add_argument("--order-agnostic", action="store_true", help="MADE: train over orderings; any ordering at inference")
-    t.add_argument("--direct", action="store_true", help="MADE: direct input-to-output connections")
-    t.add_argument("--order-set", default=None, choices=list(ORDER_SETS), help="MADE order-agnostic: random permutations, the 16 line scans, or rows from the top with random directions")
-    t.add_argument("--config", default=None, help="JSON object of further config fields of the family")
-    t.add_argument("--max-train", type=int, default=None, help="use only the first N training images")
-    t.add_argument("--max-valid", type=int, default=None, help="use only the first N validation images")
-    t.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    t.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
-    t.add_argument("--resume", action="store_true", help="continue the run saved next to --out")
-    t.add_argument("--init-from", default=None, metavar="CKPT", help="start from the weights of a checkpoint of the same family and sizes (fine-tuning)")
-    t.add_argument("--data", default=None, help="folder with binarized_mnist_*.amat (default: PIXELCHAIN_DATA or the cache)")
-    t.add_argument("--quiet", action="store_true")
+    t = add_command(sub, "train", "train a model; keeps the best checkpoint on validation", """\
+Trains on the training split and keeps the checkpoint that is best on the validation split
+(OUT), with the resumable state beside it (OUT with .resume before the suffix). The family
+options make the model's config; every training option is a field of engine.train.TrainConfig.""",
+                    compute=True)
+    fam = t.add_argument_group("model")
+    fam.add_argument("--model", required=True, choices=sorted(FAMILIES), help="model family")
+    fam.add_argument("--ordering", default="raster", help=f"pixel ordering: {orderings} (default: %(default)s)")
+    add_family_options(fam)
+    training = t.add_argument_group("training (engine.train.TrainConfig)")
+    add_train_options(training)
+    training.add_argument("--precision", default=None, choices=list(PRECISIONS),
+                          help="auto (default): bf16 mixed precision where the device computes bf16 natively (CUDA 8.0+, "
+                               "CPUs with AVX-512 BF16 or AMX) for the families measured faster in it (MADE, PixelCNN, LMConv, "
+                               "LSTM, Transformer), float32 elsewhere; evaluation and every reported NLL stay float32")
+    run = t.add_argument_group("run")
+    run.add_argument("--out", required=True, help="where the best checkpoint goes (.safetensors)")
+    run.add_argument("--resume", action="store_true", help="continue the run saved next to --out")
+    run.add_argument("--init-from", default=None, metavar="CKPT",
+                     help="start from the weights of a checkpoint of the same family and sizes (fine-tuning)")
+    run.add_argument("--data", default=None, metavar="DIR", help=DATA_HELP)
+    run.add_argument("--quiet", action="store_true", help="no progress output (errors and warnings still go to stderr)")
 
-    e = sub.add_parser("eval", help="test NLL of a checkpoint")
-    e.add_argument("checkpoint")
-    e.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    e.add_argument("--ensemble", type=int, default=1, help="log-mean-exp over K orderings/masks (order-agnostic models)")
+    e = add_command(sub, "eval", "measure the NLL of a checkpoint on a split", """\
+Prints the mean negative log-likelihood in nats per image (with its standard error) and in
+bits per dimension, for the model's own ordering, another one, or an ensemble of orderings.""",
+                    compute=True)
+    e.add_argument("checkpoint", help="a .safetensors checkpoint")
+    e.add_argument("--split", default="test", choices=["train", "valid", "test"], help="the split to measure (default: %(default)s)")
+    e.add_argument("--ensemble", type=int, default=1, metavar="K",
+                   help="log-mean-exp over K orderings/masks (order-agnostic models; default: %(default)s)")
     e.add_argument("--ordering", default=None, help="evaluate in another ordering (order-agnostic models)")
-    e.add_argument("--max-images", type=int, default=None, help="use N images: the first N, or a random N with --random-subset")
+    e.add_argument("--max-images", type=int, default=None, metavar="N",
+                   help="use N images: the first N, or a random N with --random-subset (default: all)")
     e.add_argument("--random-subset", action="store_true",
                    help="draw the --max-images images at random (with --seed): the splits are sorted by digit class")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--batch-size", type=int, default=500)
-    e.add_argument("--device", default="cpu")
-    e.add_argument("--data", default=None)
+    e.add_argument("--seed", type=int, default=0, help="seed of --random-subset (default: %(default)s)")
+    e.add_argument("--batch-size", type=int, default=500, metavar="N", help="images per batch (default: %(default)s)")
+    e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: %(default)s)")
+    e.add_argument("--data", default=None, metavar="DIR", help=DATA_HELP)
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--record", action="store_true", help="store the measured NLL in the checkpoint's metadata")
 
-    s = sub.add_parser("sample", help="draw samples into a PNG grid")
-    s.add_argument("checkpoint")
-    s.add_argument("--n", type=int, default=16)
-    s.add_argument("--out", required=True)
-    s.add_argument("--temperature", type=float, default=1.0)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--ordering", default=None)
-    s.add_argument("--scale", type=int, default=4, help="pixels per image pixel in the PNG")
-    s.add_argument("--device", default="cpu")
+    s = add_command(sub, "sample", "draw samples into a PNG grid", """\
+Ancestral sampling in the model's own ordering or, for order-agnostic models, another one.""",
+                    compute=True)
+    s.add_argument("checkpoint", help="a .safetensors checkpoint")
+    s.add_argument("--n", type=int, default=16, help="how many samples (default: %(default)s)")
+    s.add_argument("--out", required=True, help="the PNG grid to write")
+    s.add_argument("--temperature", type=float, default=1.0,
+                   help="divide the logits by this: below 1 sharper, above 1 noisier (default: %(default)s)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the draws (default: %(default)s)")
+    s.add_argument("--ordering", default=None, help="sample in another ordering (order-agnostic models)")
+    s.add_argument("--scale", type=int, default=4, help="pixels per image pixel in the PNG (default: %(default)s)")
+    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: %(default)s)")
 
-    i = sub.add_parser("info", help="print a checkpoint's metadata as JSON")
-    i.add_argument("checkpoint")
+    i = add_command(sub, "info", "print a checkpoint's metadata as JSON", """\
+Reads only the header: family, config, ordering, training history and recorded metrics.""")
+    i.add_argument("checkpoint", help="a .safetensors checkpoint")
 
-    from .tasks import add_parsers as _add_beyond
-
-    _add_beyond(sub)
+    add_task_parsers(sub)
     return p
 
 
@@ -202,47 +193,20 @@ def _download_progress(split: str):
 def _cmd_train(a: argparse.Namespace) -> int:
     import torch
 
-    from ..data import CHECKSUMS, load_split
-    from ..models import build_model, family_class
-    from ..ordering import parse_ordering
-    from ..train import BatchEnd, EpochEnd, Finished, TrainConfig, Validating, amp_warning, device_name, resolve_amp, resolve_device, train
-
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    cls = family_class(a.model)
-    cfg: dict[str, Any] = {}
-    if a.config:
-        try:
-            cfg = json.loads(a.config)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"--config is not valid JSON: {exc}") from None
-        if not isinstance(cfg, dict):
-            raise ValueError("--config must be a JSON object")
-    fields = set(cls.config_class.__dataclass_fields__)
-    if a.hidden is not None:
-        if "hidden" not in fields:
-            raise ValueError(f"{a.model} has no hidden size")
-        default = cls.config_class().hidden  # type: ignore[attr-defined]
-        cfg["hidden"] = a.hidden if isinstance(default, tuple) else a.hidden[0]
-    for flag, key in (("num_masks", "num_masks"), ("order_agnostic", "order_agnostic"), ("order_set", "order_set"), ("direct", "direct")):
-        val = getattr(a, flag)
-        if val not in (None, False):
-            if key not in fields:
-                raise ValueError(f"--{flag.replace('_', '-')} does not apply to {a.model}")
-            cfg[key] = val
-    ordering = parse_ordering(a.ordering)
-    model = build_model(a.model, cfg, ordering)
-    tc = TrainConfig(
-        epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, lr_min_factor=a.lr_min_factor, weight_decay=a.weight_decay, l1=a.l1, ema=a.ema,
-        grad_clip=a.grad_clip, seed=a.seed, device=a.device, patience=a.patience, max_minutes=a.max_minutes, fit_schedule=a.fit_schedule,
-        state_every=a.state_every, max_train=a.max_train,
-        max_valid=a.max_valid,
-    )
+    from ..data import load_split
     from ..distributed import context as dist_context
+    from ..models import build_model
+    from ..ordering import parse_ordering
+    from ..recipes import model_config_from_args, run_metadata, train_config_from_args
+    from ..train import BatchEnd, EpochEnd, Finished, Validating, amp_warning, device_name, resolve_amp, resolve_device, train
 
+    cfg = model_config_from_args(a.model, a)
+    ordering = parse_ordering(a.ordering)
+    model = build_model(a.model, cfg, ordering)  # a bad config fails here, before any data is read
+    tc = train_config_from_args(a)
     ddp = dist_context(a.device)  # under torchrun: one process per GPU/CPU share; only rank 0 prints
     quiet = a.quiet or not ddp.is_main
-    device = ddp.device if ddp.enabled else resolve_device(a.device)
+    device = ddp.device if ddp.device is not None else resolve_device(a.device)  # set when distributed
     if a.amp and a.precision not in (None, "bf16"):
         raise ValueError(f"--amp contradicts --precision {a.precision}")
     precision = "bf16" if a.amp else (a.precision or "auto")
@@ -263,12 +227,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
     warning = amp_warning(device) if tc.amp else None
     if warning and ddp.is_main:
         print(f"pixelchain: warning: {warning}; drop --amp / --precision bf16 to train in float32", file=sys.stderr, flush=True)
-    meta = {"data": {"name": "binarized_mnist", "checksums": {k: CHECKSUMS[k] for k in ("train", "valid")}},
-            "device": device_name(device), "command": "pixelchain " + " ".join(sys.argv[1:])}
+    meta = run_metadata(device_name(device), a.argv, **({"init_from": str(a.init_from)} if a.init_from else {}))
     bar = _Bar(quiet)
     t0 = time.perf_counter()
-    if a.init_from:
-        meta["init_from"] = str(a.init_from)
     for ev in train(model, train_x, valid_x, tc, out=out, resume=a.resume, meta=meta, init_output_bias=not a.init_from):
         if isinstance(ev, BatchEnd):
             bar.batch(ev)
@@ -282,7 +243,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
                 return 2
             if not quiet:
                 best = f"{ev.best_valid_nll:.3f}" if ev.best_valid_nll is not None else "-"
-                print(f"{ev.reason} after {ev.epochs_run} epochs in {_fmt_time(time.perf_counter() - t0)}; best valid NLL {best} nats -> {ev.best_path}")
+                print(f"{ev.reason} after {ev.epochs_run} epochs in {_fmt_time(time.perf_counter() - t0)}; "
+                      f"best valid NLL {best} nats -> {ev.best_path}")
                 if ev.reason == "time-limit":
                     print(ev.message)
     return 0
@@ -298,15 +260,17 @@ def _init_from(model, path: str) -> None:
     mine, theirs = model.state_dict(), src.state_dict()
     diff = sorted(k for k in set(mine) | set(theirs) if k not in mine or k not in theirs or mine[k].shape != theirs[k].shape)
     if diff:
-        raise ValueError(f"--init-from {path}: the sizes differ from this model's ({', '.join(diff[:4])}{', ...' if len(diff) > 4 else ''})")
+        more = ", ..." if len(diff) > 4 else ""
+        raise ValueError(f"--init-from {path}: the sizes differ from this model's ({', '.join(diff[:4])}{more})")
     model.load_state_dict(theirs)
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
-    from ..checkpoint import load_checkpoint, save_checkpoint
+    from ..checkpoint import load_checkpoint
     from ..data import load_split, subset
     from ..models.base import nats_to_bits_per_dim
     from ..ordering import parse_ordering
+    from ..recipes import nll_metrics, record_metrics
     from ..train import evaluate, resolve_device
 
     if a.record and a.max_images:
@@ -339,11 +303,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     if a.split == "test":
         res["test_nll_nats"] = nll
     if a.record:
-        metrics = dict(ck.meta.get("metrics", {}))
-        key = f"{a.split}_nll" + (f"_ensemble{a.ensemble}" if a.ensemble > 1 else "")
-        metrics[key] = nll
-        metrics[key + "_stderr"] = se
-        save_checkpoint(a.checkpoint, ck.model, dict(ck.meta, metrics=metrics))
+        record_metrics(a.checkpoint, nll_metrics(a.split, nll, se, a.ensemble), ck)
     if a.json:
         print(json.dumps(res))
     else:
@@ -392,6 +352,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .options import apply_threads
+
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if not argv:
@@ -399,8 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nWith no subcommand, the installed `pixelchain` command (app.launcher) starts the desktop app.")
         return 2
     a = parser.parse_args(argv)
+    a.argv = argv  # recorded in a trained checkpoint as the command that repeats the run
     handlers = {"train": _cmd_train, "eval": _cmd_eval, "sample": _cmd_sample, "info": _cmd_info}
     try:
+        apply_threads(a)
         return (handlers.get(a.command) or a.handler)(a)
     except KeyboardInterrupt:
         print("pixelchain: interrupted", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Command-line front ends of compression, scoring and measured inpainting (issue 7).
+"""Command-line front ends of compression, scoring and measured inpainting.
 
     pixelchain compress CKPT IMAGE_OR_SPLIT... --out FILE [--max-images N] [--ordering O]
     pixelchain decompress CKPT FILE --out DIR | FILE.npy | FILE.png
@@ -17,51 +17,71 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_file, atomic_write
+from .options import DATA_HELP, add_command
+
 __all__ = ["COMMANDS", "add_parsers", "load_images", "load_named_images"]
 
 COMMANDS = ("compress", "decompress", "score", "inpaint-eval")
+REGIONS = ("top", "bottom", "left", "right", "centre", "random50")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    c = sub.add_parser("compress", help="losslessly compress binary images with a model (entropy coding)")
-    c.add_argument("checkpoint")
-    c.add_argument("sources", nargs="+", metavar="IMAGE_OR_SPLIT", help="image files, .npy arrays of 0/1 images, or a split name (test, valid, train)")
+    c = add_command(sub, "compress", "losslessly compress binary images with a model (entropy coding)", """\
+Arithmetic coding with the model's conditionals: an image costs about -log2 p(x) bits. The
+file records the checkpoint's fingerprint and the ordering; decompress needs the same checkpoint.""",
+                    compute=True)
+    c.add_argument("checkpoint", help="a .safetensors checkpoint")
+    c.add_argument("sources", nargs="+", metavar="IMAGE_OR_SPLIT",
+                   help="image files, .npy arrays of 0/1 images, or a split name (test, valid, train)")
     c.add_argument("--out", required=True, help="compressed file to write")
-    c.add_argument("--max-images", type=int, default=None, help="use only the first N images of a split or .npy")
+    c.add_argument("--max-images", type=int, default=None, metavar="N", help="use only the first N images of a split or .npy")
     c.add_argument("--ordering", default=None, help="code in another ordering (order-agnostic models; stored in the file)")
-    c.add_argument("--chunk-size", type=int, default=500, help="images per coder stream and stepper batch")
-    c.add_argument("--data", default=None)
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--chunk-size", type=int, default=500, metavar="N",
+                   help="images per coder stream and stepper batch (default: %(default)s)")
+    c.add_argument("--data", default=None, metavar="DIR", help=DATA_HELP)
+    c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(handler=_cmd_compress)
 
-    d = sub.add_parser("decompress", help="decode a file made by `pixelchain compress` with the same checkpoint")
-    d.add_argument("checkpoint")
-    d.add_argument("file")
+    d = add_command(sub, "decompress", "decode a file made by `pixelchain compress` with the same checkpoint", """\
+Refuses a file made with another checkpoint (its fingerprint differs).""", compute=True)
+    d.add_argument("checkpoint", help="the checkpoint the file was compressed with")
+    d.add_argument("file", help="the compressed file")
     d.add_argument("--out", required=True, help="a folder (one PNG per image), a .npy file, or a .png (one image or a grid)")
     d.set_defaults(handler=_cmd_decompress)
 
-    s = sub.add_parser("score", help="how digit-like: log-likelihood percentile and likelihood ratio")
-    s.add_argument("checkpoint")
+    s = add_command(sub, "score", "how digit-like: log-likelihood percentile and likelihood ratio", """\
+For each image: log p(x) and its percentile among the test digits, and the likelihood ratio
+against a pixel-independent background model fitted on the training split, with its percentile.""",
+                    compute=True)
+    s.add_argument("checkpoint", help="a .safetensors checkpoint")
     s.add_argument("images", nargs="+", help="image files or .npy arrays")
-    s.add_argument("--data", default=None)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--data", default=None, metavar="DIR", help=DATA_HELP)
+    s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(handler=_cmd_score)
 
-    i = sub.add_parser("inpaint-eval", help="conditional NLL of a hidden region given the rest, on the test split")
-    i.add_argument("checkpoint")
-    i.add_argument("--region", required=True, choices=["top", "bottom", "left", "right", "centre", "random50"])
-    i.add_argument("--max-images", type=int, default=None, help="use N images: the first N, or a random N with --random-subset")
+    i = add_command(sub, "inpaint-eval", "conditional NLL of a hidden region given the rest of each image of a split", """\
+-log p(hidden region | the rest of the image), exact where the model and its ordering allow it,
+else estimated by sequential Monte Carlo or importance sampling (the report says which).""",
+                    compute=True)
+    i.add_argument("checkpoint", help="a .safetensors checkpoint")
+    i.add_argument("--region", required=True, choices=list(REGIONS), help="the pixels hidden: a half of the image, "
+                   "the centre, or a random 50%% of the pixels (drawn with --seed)")
+    i.add_argument("--max-images", type=int, default=None, metavar="N",
+                   help="use N images: the first N, or a random N with --random-subset (default: all)")
     i.add_argument("--random-subset", action="store_true",
                    help="draw the --max-images images at random (with --seed): the splits are sorted by digit class")
-    i.add_argument("--samples", type=int, default=64, help="particles / importance samples per image where the exact method is not available")
+    i.add_argument("--samples", type=int, default=64, metavar="N",
+                   help="particles / importance samples per image where the exact method is not available (default: %(default)s)")
     i.add_argument("--method", default="auto", choices=["auto", "exact", "smc", "importance", "ignore-later"],
                    help="auto: exact where the model allows it, else sequential Monte Carlo (importance sampling with "
                         "resampling) where its sampler can reorder particles, else plain importance sampling")
-    i.add_argument("--seed", type=int, default=0)
-    i.add_argument("--batch-size", type=int, default=500)
-    i.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    i.add_argument("--data", default=None)
-    i.add_argument("--json", action="store_true")
+    i.add_argument("--seed", type=int, default=0,
+                   help="seed of the samples, --random-subset and the random50 region (default: %(default)s)")
+    i.add_argument("--batch-size", type=int, default=500, metavar="N", help="images per batch (default: %(default)s)")
+    i.add_argument("--split", default="test", choices=["train", "valid", "test"], help="the split to measure (default: %(default)s)")
+    i.add_argument("--data", default=None, metavar="DIR", help=DATA_HELP)
+    i.add_argument("--json", action="store_true", help="print one JSON object")
     i.set_defaults(handler=_cmd_inpaint_eval)
 
 
@@ -118,7 +138,7 @@ def _cmd_compress(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     data, ideal = codec.encode_detailed(x)
     secs = time.perf_counter() - t0
-    Path(a.out).write_bytes(data)
+    atomic_write(a.out, data)
     info = read_container_header(data)
     png = float(np.mean([png_size_bytes(im) for im in x]))
     res = {
@@ -148,7 +168,8 @@ def _cmd_decompress(a: argparse.Namespace) -> int:
     x = decompress(ck.model, data)
     out = Path(a.out)
     if out.suffix.lower() == ".npy":
-        np.save(out, x, allow_pickle=False)
+        with atomic_file(out) as f:
+            np.save(f, x, allow_pickle=False)
     elif out.suffix.lower() == ".png":
         save_png(x[0], out) if len(x) == 1 else save_grid(x, out, scale=1)
     else:
@@ -167,7 +188,7 @@ def _cmd_score(a: argparse.Namespace) -> int:
     scorer = Scorer.for_model(ck.model, data_dir=a.data)
     x, names = load_named_images(a.images, a.data)
     results = scorer.score(x)
-    rows = [dict(image=name, **r.to_dict()) for name, r in zip(names, results)]
+    rows = [dict(image=name, **r.to_dict()) for name, r in zip(names, results, strict=True)]
     if a.json:
         print(json.dumps({"checkpoint": a.checkpoint, "reference": scorer.reference_info(), "images": rows}))
     else:
@@ -198,6 +219,6 @@ def _cmd_inpaint_eval(a: argparse.Namespace) -> int:
         exact = "exact" if r.exact else "an estimate, not exact"
         print(f"{ck.model.family} ({ck.model.ordering.label}), region {a.region} ({r.hidden_pixels} hidden pixels): "
               f"conditional NLL {r.nll:.3f} ± {r.stderr:.3f} nats per image ({r.nll / r.hidden_pixels:.4f} nats per hidden pixel) "
-              f"over {r.n_images} {'randomly drawn ' if subset is not None else ''}images\nmethod: {r.method} -- {exact}. {r.note}"
+              f"over {r.n_images} {'randomly drawn ' if drawn is not None else ''}images\nmethod: {r.method} -- {exact}. {r.note}"
               + (f"; mean effective sample size {r.mean_ess:.1f} of {r.samples}" if r.mean_ess is not None else ""))
     return 0

@@ -11,11 +11,11 @@ from typing import Any
 from ..ordering import Ordering
 from .base import ARModel, ModelConfig, SampleStep, Stepper, UnsupportedOrdering
 from .fvsbn import FVSBN, FVSBNConfig
+from .lmconv import LMConvConfig, LocallyMaskedPixelCNN
+from .lstm import LSTMConfig, PixelLSTM
 from .made import MADE, MADEConfig
 from .mlp import MLPConfig, PixelMLP
 from .nade import NADE, NADEConfig
-from .lstm import LSTMConfig, PixelLSTM
-from .lmconv import LMConvConfig, LocallyMaskedPixelCNN
 from .pixelcnn import GatedPixelCNN, PixelCNNConfig
 from .transformer import OrderAgnosticTransformer, TransformerConfig
 

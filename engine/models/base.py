@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator, Sequence, TypeVar, cast, overload
 
 import numpy as np
 import torch
@@ -43,6 +43,14 @@ __all__ = [
 ]
 
 LOG2 = math.log(2.0)
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def typed(modules: nn.ModuleList, kind: type[M]) -> Sequence[M]:
+    """``modules`` as a sequence of ``kind`` for the type checker, which sees an ``nn.ModuleList``
+    yield plain ``Module``s (whose attributes are all ``Tensor | Module``). No copy, no check."""
+    return cast("Sequence[M]", modules)
 
 
 class UnsupportedOrdering(ValueError):
@@ -115,6 +123,10 @@ class Stepper:
         raise NotImplementedError
 
 
+@overload
+def _take(t: Tensor, index: Tensor, dim: int = 0) -> Tensor: ...
+@overload
+def _take(t: None, index: Tensor, dim: int = 0) -> None: ...
 def _take(t: Tensor | None, index: Tensor, dim: int = 0) -> Tensor | None:
     return None if t is None else t.index_select(dim, index.to(t.device))
 
@@ -140,10 +152,14 @@ class ARModel(nn.Module):
 
     family: ClassVar[str] = "base"
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
-    #: True when one trained network computes conditionals in any ordering (order-agnostic).
-    any_order: ClassVar[bool] = False
+    #: True when one trained network computes conditionals in any ordering (order-agnostic); a
+    #: family whose config chooses sets it per instance.
+    any_order: bool = False
     #: Short human explanation of the model, shown in the app.
     description: ClassVar[str] = ""
+    #: the model's own ordering as long tensors, for families that call :meth:`register_ordering_buffers`
+    perm: Tensor
+    inv: Tensor
 
     def __init__(self, config: ModelConfig, ordering: Ordering | None = None):
         super().__init__()

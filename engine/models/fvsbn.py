@@ -26,6 +26,8 @@ class FVSBNConfig(ModelConfig):
 class FVSBN(ARModel):
     family = "fvsbn"
     config_class = FVSBNConfig
+    config: FVSBNConfig
+    mask: Tensor  # buffer: strictly lower-triangular (step, earlier step) ones
     description = "Fully visible sigmoid belief network: one logistic regression per pixel."
 
     def __init__(self, config: FVSBNConfig, ordering: Ordering | None = None):

@@ -37,7 +37,9 @@ class LMConvConfig(ModelConfig):
     #: train over ``train_orderings`` (one drawn per image) so that any ordering can be used
     order_agnostic: bool = False
     #: orderings drawn in order-agnostic training; "random" stands for a fresh uniform one
-    train_orderings: tuple[str, ...] = ("raster", "snake", "column", "column-snake", "hilbert", "diagonal", "spiral-in", "spiral-out", "random")
+    train_orderings: tuple[str, ...] = (
+        "raster", "snake", "column", "column-snake", "hilbert", "diagonal", "spiral-in", "spiral-out", "random",
+    )
 
 
 _FAR = 1e9  # the step of positions outside the image: never visible
@@ -60,13 +62,15 @@ class _LMConv(nn.Conv2d):
         super().__init__(cin, cout, k)
         self.k = k
 
-    def forward(self, h: Tensor, mask: Tensor, pad: bool = True) -> Tensor:
+    # a masked convolution needs its mask: never called where a plain Conv2d is expected
+    def forward(self, h: Tensor, mask: Tensor, pad: bool = True) -> Tensor:  # type: ignore[override]
         """h (B, Cin, H, W), mask (B|1, k*k, L) -> (B, Cout, H, W); with ``pad`` False, the valid
         positions only: (B, Cout, H - 2(k//2), W - 2(k//2))."""
         b, cin, hh, ww = h.shape
         kk, p = self.k * self.k, self.k // 2
         cols = F.unfold(h, self.k, padding=p if pad else 0).view(b, cin, kk, -1)  # (B, Cin, k*k, L)
         cols = (cols * mask[:, None].to(h.dtype)).view(b, cin * kk, -1)
+        assert self.bias is not None  # built with a bias
         out = self.weight.view(self.out_channels, -1) @ cols + self.bias[:, None]  # (B, Cout, L)
         return out.view(b, self.out_channels, hh if pad else hh - 2 * p, ww if pad else ww - 2 * p)
 
@@ -76,6 +80,7 @@ class LocallyMaskedPixelCNN(ARModel):
 
     family = "lmconv"
     config_class = LMConvConfig
+    config: LMConvConfig
     description = "Locally masked PixelCNN: a convolutional network usable in any ordering."
 
     def __init__(self, config: LMConvConfig, ordering: Ordering | None = None):
@@ -102,6 +107,7 @@ class LocallyMaskedPixelCNN(ARModel):
     def init_output_bias(self, marginals: Tensor) -> None:
         with torch.no_grad():
             self.pixel_bias.copy_(torch.logit(marginals.to(self.pixel_bias), eps=1e-3).view_as(self.pixel_bias))
+            assert self.out2.bias is not None  # built with a bias
             self.out2.bias.zero_()
 
     def _masks(self, steps: Tensor) -> tuple[Tensor, Tensor]:
@@ -110,9 +116,13 @@ class LocallyMaskedPixelCNN(ARModel):
 
     def _net(self, img: Tensor, steps: Tensor | None, masks: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """(B, H', W') logits of images ``img`` (B, 1, H', W') whose steps are ``steps`` (B|1, 1, H', W')."""
-        a, bm = self._masks(steps) if masks is None else masks
+        if masks is None:
+            if steps is None:
+                raise ValueError("_net needs the step maps or the masks made from them")
+            masks = self._masks(steps)
+        a, bm = masks
         h = _gate(self.first(torch.cat([img, torch.ones_like(img)], 1), a))  # (B, C, H', W')
-        for conv, res in zip(self.convs, self.res):
+        for conv, res in zip(self.convs, self.res, strict=True):
             h = h + res(_gate(conv(h, bm)))
         return self.out2(torch.relu(self.out1(torch.relu(h))))[:, 0]
 
@@ -174,7 +184,7 @@ class _WindowStepper(Stepper):
         rad = e - cfg.first_kernel // 2
         h = _gate(m.first(crop(self.xp, e), crop(self.masks[0], rad).flatten(2), pad=False))  # (B, C, 2rad+1, 2rad+1)
         q = cfg.kernel // 2
-        for conv, res in zip(m.convs, m.res):
+        for conv, res in zip(m.convs, m.res, strict=True):
             rad -= q
             inner = h[:, :, q : h.shape[2] - q, q : h.shape[3] - q]
             h = inner + res(_gate(conv(h, crop(self.masks[1], rad).flatten(2), pad=False)))

@@ -46,6 +46,9 @@ class SequenceEmbedding(nn.Module):
     plus the position of pixel ``o_t``, the one to predict. Values enter linearly, so gradients
     with respect to the image flow (the autoregressive checks use them)."""
 
+    rows: Tensor  # buffers: row and column of every raster index
+    cols: Tensor
+
     def __init__(self, height: int, width: int, dim: int, std: float = 0.02):
         super().__init__()
         self.value = nn.Parameter(torch.randn(2, dim) * std)  # rows: value 0, value 1
@@ -117,7 +120,7 @@ class SequenceARModel(ARModel):
         return self._step_logits(x[:, perm[:t]], perm[:t])[:, -1]
 
     def training_loss(self, x: Tensor) -> Tensor:
-        if not self.config.order_agnostic:
+        if not self.any_order:
             return super().training_loss(x)
         perm = random_orderings(x.shape[0], self.size, x.device)  # (B, D)
         xo = x.gather(1, perm)
@@ -127,6 +130,7 @@ class SequenceARModel(ARModel):
 class PixelLSTM(SequenceARModel):
     family = "lstm"
     config_class = LSTMConfig
+    config: LSTMConfig
     description = "LSTM over the pixel sequence; the next pixel's position is an input, so it can be order-agnostic."
 
     def __init__(self, config: LSTMConfig, ordering: Ordering | None = None):

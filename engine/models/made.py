@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ordering import Ordering, make_ordering, scan_orderings
-from .base import ARModel, ModelConfig, Stepper, _take
+from .base import ARModel, ModelConfig, Stepper, _take, typed
 
 
 @dataclass
@@ -62,7 +62,7 @@ ORDER_SETS = ("random", "scans", "rows")
 def _mask_cache_budget() -> int:
     """Bytes the masks of other members may hold in memory: a quarter of the machine's memory
     (of 16 GiB where it cannot be read), at least 256 MiB. A 32-member MADE of two 8000-unit layers
-    has 10 GB of masks: beyond the budget the least recently used are rebuilt when needed."""
+    has 10 GB of masks: past the budget the least recently used are rebuilt when needed."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
@@ -81,6 +81,7 @@ def _member_seed(seed: int, k: int) -> int:
 class MADE(ARModel):
     family = "made"
     config_class = MADEConfig
+    config: MADEConfig
     description = "Masked autoencoder (MADE): a masked MLP, optionally order- and connectivity-agnostic."
 
     def __init__(self, config: MADEConfig, ordering: Ordering | None = None):
@@ -95,7 +96,7 @@ class MADE(ARModel):
         self._scans: list[Ordering] | None = None
         self.any_order = bool(config.order_agnostic)
         sizes = [d, *[int(h) for h in config.hidden]]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
         self.out = nn.Linear(sizes[-1], d)
         self.direct = nn.Linear(d, d, bias=False) if config.direct else None
         if self.direct is not None:
@@ -146,7 +147,7 @@ class MADE(ARModel):
         step = ordering.inverse  # degree of each input/output pixel
         degs = self._degrees(k)
         masks = [degs[0][:, None] >= step[None, :]]
-        masks += [b[:, None] >= a[None, :] for a, b in zip(degs[:-1], degs[1:])]
+        masks += [b[:, None] >= a[None, :] for a, b in zip(degs[:-1], degs[1:], strict=True)]
         masks.append(step[:, None] > degs[-1][None, :])
         if self.direct is not None:
             masks.append(step[:, None] > step[None, :])
@@ -218,13 +219,14 @@ class MADE(ARModel):
     def _hidden_biases(self, k: int) -> list[Tensor]:
         """The hidden layers' biases for member ``k`` (with its own bias when ``member_bias``)."""
         if self.member_biases is None:
-            return [layer.bias for layer in self.layers]
+            return [layer.bias for layer in typed(self.layers, nn.Linear)]
         k = k if 0 <= k < self.config.num_masks else 0
-        return [layer.bias + mb[k] for layer, mb in zip(self.layers, self.member_biases)]
+        return [layer.bias + mb[k] for layer, mb in zip(typed(self.layers, nn.Linear), self.member_biases, strict=True)]
 
     def _forward(self, x: Tensor, masks: list[Tensor], k: int = 0, dropout: float = 0.0) -> Tensor:
         h = x
-        for layer, m, b in zip(self.layers, masks, self._hidden_biases(k)):
+        # masks holds the output (and direct) masks after the hidden layers'
+        for layer, m, b in zip(typed(self.layers, nn.Linear), masks[: len(self.layers)], self._hidden_biases(k), strict=True):
             h = torch.relu(F.linear(h, layer.weight * m, b))
             if dropout > 0:
                 h = F.dropout(h, dropout, training=True)
@@ -237,7 +239,7 @@ class MADE(ARModel):
         k = self.connectivity_for(ordering)
         return self._forward(x, self._masks(ordering, k), k)
 
-    def member_log_prob(self, x: Tensor, k: int) -> Tensor:
+    def member_log_prob(self, x: Tensor | np.ndarray, k: int) -> Tensor:
         x = self._as_batch(x)
         ordering, conn = self.member(k)
         logits = self._forward(x, self._masks(ordering, conn), conn)
@@ -272,10 +274,11 @@ class _MADEStepper(Stepper):
     """Keeps the first layer's pre-activation; the layers above are recomputed per pixel."""
 
     def __init__(self, m: MADE, x: Tensor, masks: list[Tensor], biases: list[Tensor]):
-        n = len(m.layers)
-        self.w1 = m.layers[0].weight * masks[0]  # (H1, D)
+        layers = typed(m.layers, nn.Linear)
+        n = len(layers)
+        self.w1 = layers[0].weight * masks[0]  # (H1, D)
         self.pre = (biases[0] + 0 * x[:, :1]).clone()  # (B, H1)
-        self.rest = [(layer.weight * mk, b) for layer, mk, b in zip(list(m.layers)[1:], masks[1:n], biases[1:])]
+        self.rest = [(layer.weight * mk, b) for layer, mk, b in zip(layers[1:], masks[1:n], biases[1:], strict=True)]
         self.wout = m.out.weight * masks[n]  # (D, H_L)
         self.bout = m.out.bias
         self.wdir = m.direct.weight * masks[-1] if m.direct is not None else None
@@ -292,7 +295,7 @@ class _MADEStepper(Stepper):
 
     def observe(self, pixel: int, value: Tensor) -> None:
         self.pre.addcmul_(value[:, None], self.w1[:, pixel][None, :])
-        if self.dacc is not None:
+        if self.dacc is not None and self.wdir is not None:  # both or neither
             self.dacc.addcmul_(value[:, None], self.wdir[:, pixel][None, :])
 
     def select(self, index: Tensor) -> None:

@@ -26,6 +26,8 @@ class MLPConfig(ModelConfig):
 class PixelMLP(ARModel):
     family = "mlp"
     config_class = MLPConfig
+    config: MLPConfig
+    mask: Tensor  # buffer
     description = "An independent small MLP for every pixel's conditional (no weight sharing)."
 
     def __init__(self, config: MLPConfig, ordering: Ordering | None = None):

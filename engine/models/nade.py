@@ -18,7 +18,6 @@ from torch import Tensor, nn
 from ..ordering import Ordering
 from .base import ARModel, ModelConfig, Stepper, _take
 
-
 _BLOCK = 28
 _FUSED_BLOCK = 8
 
@@ -31,6 +30,7 @@ class NADEConfig(ModelConfig):
 class NADE(ARModel):
     family = "nade"
     config_class = NADEConfig
+    config: NADEConfig
     description = "Neural autoregressive distribution estimator: tied weights, O(DH) running activation."
 
     def __init__(self, config: NADEConfig, ordering: Ordering | None = None):

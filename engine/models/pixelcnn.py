@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ordering import Ordering, make_ordering
-from .base import ARModel, ModelConfig, Stepper, _take, UnsupportedOrdering
+from .base import ARModel, ModelConfig, Stepper, UnsupportedOrdering, _take, typed
 
 
 @dataclass
@@ -85,6 +85,7 @@ class _HConv(nn.Conv2d):
 class GatedPixelCNN(ARModel):
     family = "pixelcnn"
     config_class = PixelCNNConfig
+    config: PixelCNNConfig
     description = "Gated PixelCNN: vertical and horizontal convolution stacks, raster order only."
 
     def __init__(self, config: PixelCNNConfig, ordering: Ordering | None = None):
@@ -127,6 +128,7 @@ class GatedPixelCNN(ARModel):
     def init_output_bias(self, marginals: Tensor) -> None:
         with torch.no_grad():
             self.pixel_bias.copy_(torch.logit(marginals.to(self.pixel_bias), eps=1e-3).view_as(self.pixel_bias))
+            assert self.out2.bias is not None  # built with a bias
             self.out2.bias.zero_()
 
     # -- the network ---------------------------------------------------------------------------
@@ -144,13 +146,13 @@ class GatedPixelCNN(ARModel):
         """The horizontal stack given the vertical contributions (already shifted, through the
         1x1 links), one (B, 2C, R, W) map per layer; returns the last layer (B, C, R, W)."""
         h = _gate(self.h0(img) + links[0])
-        for conv, res, link in zip(self.hs, self.res, links[1:]):
+        for conv, res, link in zip(self.hs, self.res, links[1:], strict=True):
             h = h + res(_gate(conv(h) + link))
         return h
 
     def _links(self, vpre: list[Tensor]) -> list[Tensor]:
         mods = [self.link0, *self.links]
-        return [m(_down(v)) for m, v in zip(mods, vpre)]
+        return [m(_down(v)) for m, v in zip(mods, vpre, strict=True)]
 
     def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
         b = x.shape[0]
@@ -177,8 +179,8 @@ class _PixelCNNStepper(Stepper):
         self.dirty_above = True
         c, q = cfg.channels, cfg.kernel // 2
         self.w0 = m.h0.weight[:, 0, 0, :]  # (2C, k0//2 + 1)
-        self.wh = [conv.weight[:, :, 0, :].permute(0, 2, 1).reshape(2 * c, (q + 1) * c) for conv in m.hs]  # tap-major
-        self.wres = [res.weight[:, :, 0, 0] for res in m.res]  # (C, C)
+        self.wh = [conv.weight[:, :, 0, :].permute(0, 2, 1).reshape(2 * c, (q + 1) * c) for conv in typed(m.hs, _HConv)]  # tap-major
+        self.wres = [res.weight[:, :, 0, 0] for res in typed(m.res, nn.Conv2d)]  # (C, C)
         self.w1, self.w2 = m.out1.weight[:, :, 0, 0], m.out2.weight[:, :, 0, 0]  # (head, C), (1, head)
 
     def _row_links(self, r: int) -> list[Tensor]:
@@ -189,15 +191,15 @@ class _PixelCNNStepper(Stepper):
         if r == 0:
             lks = [mod(self.x.new_zeros(self.b, 2 * m.config.channels, 1, self.w)) for mod in mods]
         elif r - 1 < m.reach_rows:  # near the top: the stack on all rows above, zero-padded as in the full pass
-            lks = [mod(v[:, :, -1:]) for mod, v in zip(mods, m._vertical(img[:, :, :r]))]
+            lks = [mod(v[:, :, -1:]) for mod, v in zip(mods, m._vertical(img[:, :, :r]), strict=True)]
         else:  # no padding: each layer computes only the rows that still reach row r - 1
             p0, q = m.config.first_kernel // 2, m.config.kernel // 2
             v = F.conv2d(F.pad(img[:, :, r - 1 - m.reach_rows : r], (p0, p0, 0, 0)), m.v0.weight, m.v0.bias)
             vpre = [v]  # (B, 2C, rows, W), rows shrinking by q per layer down to 1
-            for conv in m.vs:
+            for conv in typed(m.vs, _VConv):
                 v = F.conv2d(F.pad(_gate(v), (q, q, 0, 0)), conv.weight, conv.bias)
                 vpre.append(v)
-            lks = [mod(v[:, :, -1:]) for mod, v in zip(mods, vpre)]
+            lks = [mod(v[:, :, -1:]) for mod, v in zip(mods, vpre, strict=True)]
         return [F.pad(lk[:, :, 0].transpose(1, 2), (0, 0, self.pad, 0)) for lk in lks]
 
     def logits(self, pixel: int) -> Tensor:
@@ -218,8 +220,8 @@ class _PixelCNNStepper(Stepper):
         for i in range(n_layers):
             n = h.shape[1] - q
             win = h.unfold(1, q + 1, 1).transpose(2, 3).contiguous().view(self.b, n, -1)  # (B, n, (q+1) C)
-            pre = F.linear(win, self.wh[i], m.hs[i].bias) + self.links[i + 1][:, cc + 1 - n : cc + 1]
-            h = h[:, q:] + F.linear(_gate_last(pre), self.wres[i], m.res[i].bias)  # (B, n, C)
+            pre = F.linear(win, self.wh[i], typed(m.hs, _HConv)[i].bias) + self.links[i + 1][:, cc + 1 - n : cc + 1]
+            h = h[:, q:] + F.linear(_gate_last(pre), self.wres[i], typed(m.res, nn.Conv2d)[i].bias)  # (B, n, C)
             if valid is not None:
                 valid = valid[q:]
                 h = h * valid

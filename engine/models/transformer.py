@@ -18,13 +18,14 @@ cache per layer, so each new pixel costs one token's work instead of a pass over
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ordering import Ordering
-from .base import ModelConfig, Stepper, _take
+from .base import ModelConfig, Stepper, _take, typed
 from .lstm import SequenceARModel, SequenceEmbedding
 
 
@@ -47,6 +48,11 @@ class Block(nn.Module):
         self.qkv = nn.Linear(c, 3 * c)
         self.proj = nn.Linear(c, c)
         self.mlp = nn.Sequential(nn.Linear(c, mlp_ratio * c), nn.GELU(), nn.Linear(mlp_ratio * c, c), nn.Dropout(dropout))
+
+    @property
+    def mlp_out(self) -> nn.Linear:
+        """The MLP's output projection, which writes into the residual stream."""
+        return cast(nn.Linear, self.mlp[2])
 
     def _split(self, t: Tensor) -> Tensor:  # (B, T, C) -> (B, nh, T, hd)
         b, n, c = t.shape
@@ -80,6 +86,7 @@ class Block(nn.Module):
 class OrderAgnosticTransformer(SequenceARModel):
     family = "transformer"
     config_class = TransformerConfig
+    config: TransformerConfig
     description = "Order-agnostic Transformer decoder (sigma-GPT): any ordering, exact inpainting, key/value cache."
 
     def __init__(self, config: TransformerConfig, ordering: Ordering | None = None):
@@ -100,9 +107,9 @@ class OrderAgnosticTransformer(SequenceARModel):
                 nn.init.normal_(p, 0.0, 0.02)
             elif name.endswith("bias") and "ln" not in name:
                 nn.init.zeros_(p)
-        for blk in self.blocks:  # residual projections scaled by depth (GPT-2)
+        for blk in typed(self.blocks, Block):  # residual projections scaled by depth (GPT-2)
             nn.init.normal_(blk.proj.weight, 0.0, 0.02 / (2 * config.layers) ** 0.5)
-            nn.init.normal_(blk.mlp[2].weight, 0.0, 0.02 / (2 * config.layers) ** 0.5)
+            nn.init.normal_(blk.mlp_out.weight, 0.0, 0.02 / (2 * config.layers) ** 0.5)
 
     def init_output_bias(self, marginals: Tensor) -> None:
         with torch.no_grad():
@@ -140,7 +147,7 @@ class _KVCacheStepper(Stepper):
         if self.pending is None or self.pending[0] != pixel:
             tokens = torch.stack([*self.queue, self.m.embed.token(self.b, self.prev, pixel)], 1)  # (B, n, C)
             h = tokens
-            for blk, k, v in zip(self.m.blocks, self.k, self.v):
+            for blk, k, v in zip(typed(self.m.blocks, Block), self.k, self.v, strict=True):
                 h = blk.step(h, k, v, self.done)
             self.done += len(self.queue)
             self.queue = []

@@ -105,11 +105,11 @@ def model_fingerprint(model: ARModel) -> str:
 
 def quantise_probabilities(logits: torch.Tensor) -> np.ndarray:
     """(B,) float64 probabilities of a 1 on the ``2**-PROB_BITS`` grid, never 0 or 1."""
-    l = logits.detach().to("cpu", torch.float64).numpy()
-    if np.isnan(l).any():
+    z = logits.detach().to("cpu", torch.float64).numpy()
+    if np.isnan(z).any():
         raise CompressionError("the model produced NaN probabilities; it cannot code these images")
     with np.errstate(over="ignore"):
-        p = 1.0 / (1.0 + np.exp(-l))
+        p = 1.0 / (1.0 + np.exp(-z))
     return np.clip(np.rint(p * _GRID), 1.0, _GRID - 1.0) / _GRID
 
 
@@ -171,7 +171,7 @@ def read_container_header(data: bytes) -> ContainerInfo:
     (crc,) = struct.unpack_from("<I", data, pos)
     pos += 4
     header_bytes = pos
-    chunks = []
+    chunks: list[tuple[int, int]] = []
     for _ in range(-(-n // chunk)):
         if len(data) < pos + 4:
             raise CompressionError(f"truncated file: {len(chunks)} of {-(-n // chunk)} chunks present")
@@ -217,6 +217,8 @@ class Codec:
 
         Encoding passes the true ``values`` (b, D); decoding passes a range decoder instead.
         """
+        if (values is None) == (decoder is None):
+            raise ValueError("_run takes either the values to encode or a decoder")
         import constriction
 
         family = constriction.stream.model.Bernoulli(perfect=False)
@@ -228,7 +230,7 @@ class Codec:
         for t, pixel in enumerate(self.ordering.perm.tolist()):
             q = quantise_probabilities(stepper.logits(pixel))
             probs[t] = q
-            v = values[:, pixel] if decoder is None else np.asarray(decoder.decode(family, q), dtype=np.uint8)
+            v = values[:, pixel] if values is not None else np.asarray(decoder.decode(family, q), dtype=np.uint8)
             out[:, pixel] = v
             vt = torch.as_tensor(v, dtype=torch.float64)
             stepper.observe(pixel, vt)

@@ -9,7 +9,7 @@ Two scores for an image ``x`` under a model ``p``:
   of deep generative models are known to rank some out-of-distribution inputs (e.g. nearly blank
   images) above real data (Nalisnick et al. 2019, "Do Deep Generative Models Know What They Don't
   Know?"); dividing by a simple background model that captures the low-level statistics (how much
-  ink, where) keeps what the autoregressive model knows *beyond* them (Ren et al. 2019,
+  ink, where) keeps what the autoregressive model knows *besides* them (Ren et al. 2019,
   "Likelihood Ratios for Out-of-Distribution Detection"; Schirrmeister et al. 2020).
 
 The test-set distributions of both scores are summarised by 1001 sorted quantiles and cached in a
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..atomic import atomic_write
 from ..models.base import ARModel
 
 __all__ = ["BackgroundModel", "Reference", "Score", "Scorer", "compute_reference", "percentile_of", "auroc"]
@@ -157,10 +157,7 @@ def _write_json(path: Path, d: dict[str, Any]) -> None:
     """Atomic write; an unwritable cache only costs time, so errors are ignored."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(dict(d, version=CACHE_VERSION), f)
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(dict(d, version=CACHE_VERSION)))
     except OSError:
         pass
 
@@ -241,7 +238,7 @@ def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
     # average ranks over ties (1-based)
     starts = np.r_[0, np.flatnonzero(np.diff(sv)) + 1]
     ends = np.r_[starts[1:], len(sv)]
-    for s, e in zip(starts, ends):
+    for s, e in zip(starts, ends, strict=True):
         ranks[order[s:e]] = (s + e + 1) / 2.0
     u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0
     return float(u / (len(pos) * len(neg)))

@@ -38,7 +38,7 @@ def test_two_models_side_by_side_with_a_difference_map(qtbot, win, bundled):
     ref = pixel_figures(load_checkpoint(other).model, win.session.canvas)
     np.testing.assert_allclose(b.prob, ref.prob, atol=1e-6)
     # the same fixed colour scale on every map, one colour bar for them all
-    for c, f in zip(dlg.columns, (a, b)):
+    for c, f in zip(dlg.columns, (a, b), strict=True):
         assert c.image.levels.tolist() == [0.0, 1.0]
         np.testing.assert_array_equal(c.image.image, f.prob.astype(np.float32))
         assert f"{-f.log_p:.1f}" in c.totals.text
@@ -75,7 +75,7 @@ def test_one_any_order_model_under_several_orderings(qtbot, win, bundled):
     qtbot.waitUntil(lambda: dlg.up_to_date and len(dlg.results) == 4, timeout=20000)
     assert len(dlg.columns) == 4
     figs = figs_of(dlg)
-    for name, f in zip(names, figs):
+    for name, f in zip(names, figs, strict=True):
         order = win.model.ordering if name is None else make_ordering(name)
         ref = pixel_figures(win.model, win.session.canvas, order)
         np.testing.assert_allclose(f.prob, ref.prob, atol=1e-6)

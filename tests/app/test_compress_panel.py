@@ -9,8 +9,8 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
-from engine.tasks.compress import png_size_bytes
 from engine.ordering import make_ordering
+from engine.tasks.compress import png_size_bytes
 
 from .test_main_window import stroke
 

@@ -61,7 +61,8 @@ def _window_on(qtbot, make_window, folder, name: str, config: dict, recorded: in
 
 
 def test_recorded_ensemble_size_is_used(qtbot, make_window, tmp_path):
-    win = _window_on(qtbot, make_window, tmp_path, "made-scans", {"hidden": (32,), "order_agnostic": True, "order_set": "scans", "num_masks": 6, "direct": True}, 4)
+    cfg = {"hidden": (32,), "order_agnostic": True, "order_set": "scans", "num_masks": 6, "direct": True}
+    win = _window_on(qtbot, make_window, tmp_path, "made-scans", cfg, 4)
     ro = win.readout
     assert "ensemble of 4 orderings" in ro.ens.text() and len(ro.ensemble.members) == 4
     assert all("· mask" in lab for lab, _ in ro.ensemble.members)

@@ -68,7 +68,7 @@ def test_the_readout_wraps_to_two_rows_rather_than_cut_a_figure(qtbot):
     need = r.one_row_width()
     for width, two in ((need + 40, False), (need - 40, True), (need + 40, False)):
         r.resize(width, r.sizeHint().height())
-        qtbot.waitUntil(lambda: r.two_rows is two, timeout=2000)
+        qtbot.waitUntil(lambda two=two: r.two_rows is two, timeout=2000)
         QApplication.processEvents()
         for lab in r.figure_labels:
             if lab.isVisible():

@@ -162,7 +162,8 @@ def test_single_steps_draw_one_pixel_each(qtbot, win):
         s.stop_btn.click()
 
 
-@pytest.mark.parametrize("name, region, exact", [("made-any", "left", True), ("made-raster", "lower", True), ("made-raster", "left", False)])
+@pytest.mark.parametrize("name, region, exact",
+                         [("made-any", "left", True), ("made-raster", "lower", True), ("made-raster", "left", False)])
 def test_inpainting_keeps_known_pixels(qtbot, win, bundled, name, region, exact):
     if win.entry.name != name:
         with qtbot.waitSignal(win.figuresShown, timeout=20000):
@@ -272,7 +273,8 @@ def test_rapid_strokes_end_on_the_heatmaps_of_the_final_canvas(qtbot, win):
         QTest.mouseMove(cv, _pt(cv, r, 12 + k))
         QTest.mouseRelease(cv, Qt.LeftButton, Qt.NoModifier, _pt(cv, r, 12 + k))
     qtbot.waitUntil(lambda: not win.figures_pending and win.figures is not None
-                    and np.allclose(win.heatmaps.prob.image.image, pixel_figures(win.model, win.session.canvas, win.ordering).prob, atol=1e-5),
+                    and np.allclose(win.heatmaps.prob.image.image,
+                                    pixel_figures(win.model, win.session.canvas, win.ordering).prob, atol=1e-5),
                     timeout=10000)
     assert win.figures.log_p == pytest.approx(pixel_figures(win.model, win.session.canvas, win.ordering).log_p, abs=1e-3)
     assert win.session.canvas[25, 4:23].all()
@@ -372,3 +374,18 @@ def test_export_the_conditionals_as_a_table_and_as_an_image(qtbot, win, tmp_path
     win.show_error = errors.append
     assert not win.export_conditionals(tmp_path / "missing" / "c.csv")
     assert errors and "Cannot save" in errors[0] and win.isVisible()
+    # a save that fails half-way leaves the earlier file as it was and no temporary file
+    import engine.atomic
+
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    real_fsync = engine.atomic.os.fsync
+    engine.atomic.os.fsync = broken_fsync
+    try:
+        assert not win.export_conditionals(tmp_path / "c.csv") and not win.export_conditionals(tmp_path / "maps.png")
+    finally:
+        engine.atomic.os.fsync = real_fsync
+    assert "No space left" in errors[-1]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before

@@ -12,7 +12,13 @@ from engine.checkpoint import save_checkpoint
 from engine.models import build_model
 from engine.ordering import make_ordering
 from engine.session import (
-    ModelEntry, Session, brush_offsets, list_checkpoints, percentile, pixel_figures, reference_log_probs,
+    ModelEntry,
+    Session,
+    brush_offsets,
+    list_checkpoints,
+    percentile,
+    pixel_figures,
+    reference_log_probs,
     resolve_model_name,
 )
 

@@ -132,7 +132,8 @@ def test_made_order_set_and_bf16_options_reach_the_config(win):
     assert panel.order_set.isEnabled()
     panel.order_set.setCurrentIndex(panel.order_set.findData("scans"))
     family, cfg, tc = panel.config()
-    assert cfg["order_set"] == "scans" and cfg["num_masks"] == 32 and not tc.amp
+    assert cfg["order_set"] == "scans" and cfg["num_masks"] == 32
+    assert tc.amp == panel.amp.isEnabled()  # bf16 by default for MADE where it is native, as the CLI's --precision auto
     model = build_model(family, dict(cfg, hidden=(16,)), make_ordering("raster"))
     assert {model.member(k)[0] for k in range(16)} == set(scan_orderings())
     panel.amp.setChecked(True)
@@ -170,6 +171,9 @@ def test_bf16_is_offered_only_where_it_is_native(qtbot, tmp_path, monkeypatch):
         panel = TrainingPanel(worker, tmp_path)
         qtbot.addWidget(panel)
         assert panel.amp.isEnabled() == offered
+        for family in ("fvsbn", "nade", "made", "pixelcnn", "lstm", "fvsbn"):  # the default follows --precision auto
+            panel.family.setCurrentIndex(panel.family.findData(family))
+            assert panel.amp.isChecked() == (offered and family in tr.BF16_PAYS), family
         panel.amp.setChecked(True)
         assert panel.config()[2].amp == offered
         if not offered:
@@ -182,12 +186,12 @@ def test_bf16_is_offered_only_where_it_is_native(qtbot, tmp_path, monkeypatch):
 
 
 def test_a_bundled_models_recipe_fills_the_form_and_reaches_the_run(qtbot, tmp_path):
+    from app.widgets.training import TrainingPanel
+    from app.worker import Worker
     from engine.checkpoint import save_checkpoint
     from engine.models import build_model
     from engine.ordering import make_ordering
     from engine.session import list_checkpoints
-    from app.widgets.training import TrainingPanel
-    from app.worker import Worker
 
     cfg = {"hidden": (64, 48), "direct": True, "order_agnostic": True, "order_set": "scans", "num_masks": 8, "member_bias": True}
     tc = {"epochs": 40, "batch_size": 250, "lr": 0.002, "lr_min_factor": 0.02, "weight_decay": 1e-4, "l1": 3e-5,
@@ -223,11 +227,11 @@ def test_a_bundled_models_recipe_fills_the_form_and_reaches_the_run(qtbot, tmp_p
 
 
 def test_a_recipe_trained_to_a_time_limit_fills_in_the_epochs_its_schedule_was_fitted_to(qtbot, tmp_path):
+    from app.widgets.training import TrainingPanel
+    from app.worker import Worker
     from engine.checkpoint import save_checkpoint
     from engine.models import build_model
     from engine.session import list_checkpoints
-    from app.widgets.training import TrainingPanel
-    from app.worker import Worker
 
     tc = {"epochs": 2000, "batch_size": 1000, "lr": 0.003, "max_minutes": 105.0, "fit_schedule": True}
     save_checkpoint(tmp_path / "timed.safetensors", build_model("made", {"hidden": (32,), "direct": True}),

@@ -143,8 +143,11 @@ def checkpoint_cases(d: Path, marker: Path, big_gb: int = 5) -> list[Case]:
     add("negative hidden size", with_info(config=dict(info["config"], hidden=[-7, 6])), "cannot rebuild")
     add("config asks for a gigantic model", with_info(config=dict(info["config"], hidden=[10**7, 10**7])), "far larger")
     add("ordering for a 100000x100000 image", with_info(ordering={"name": "raster", "height": 100000, "width": 100000}), "ordering is for")
-    add("model for a 100000x100000 image", with_info(config=dict(info["config"], height=100000, width=100000), ordering={"name": "raster", "height": 100000, "width": 100000}), "not plausible")
-    add("ordering not a permutation", with_info(ordering={"name": "explicit", "height": 2, "width": 4, "perm": [0] * 8}), "not a permutation")
+    huge = with_info(config=dict(info["config"], height=100000, width=100000),
+                     ordering={"name": "raster", "height": 100000, "width": 100000})
+    add("model for a 100000x100000 image", huge, "not plausible")
+    add("ordering not a permutation", with_info(ordering={"name": "explicit", "height": 2, "width": 4, "perm": [0] * 8}),
+        "not a permutation")
     add("format version from the future", with_meta(format_version="99"), "newer pixelchain")
     add("format version not a number", with_meta(format_version="one"), "not a number")
     add("format version zero", with_meta(format_version="0"), "not valid")

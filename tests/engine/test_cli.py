@@ -176,13 +176,18 @@ def _errors(tmp, trained):
         ("ensemble of a fixed-order model", ["eval", str(trained), "--ensemble", "3", "--max-images", "5"], "order-agnostic"),
         ("eval missing data", ["eval", str(trained), "--data", str(missing)], "does not exist"),
         ("sample n=0", ["sample", str(trained), "--n", "0", "--out", str(tmp / "g.png")], "--n must be at least 1"),
-        ("sample into a missing folder", ["sample", str(trained), "--n", "1", "--out", str(missing / "g.png")], "No such file or directory"),
+        ("sample into a missing folder", ["sample", str(trained), "--n", "1", "--out", str(missing / "g.png")],
+         "No such file or directory"),
         ("sample bad ordering", ["sample", str(trained), "--ordering", "spiral", "--out", str(tmp / "g.png")], "unknown ordering"),
         ("info of a pickle", ["info", str(pickle_file)], "never unpickles"),
-        ("init-from another family", ["train", *TINY, "--model", "nade", "--init-from", str(trained), "--out", str(tmp / "m.safetensors")], "holds a fvsbn model"),
-        ("init-from other sizes", ["train", *TINY, "--model", "nade", "--hidden", "5", "--init-from", str(nade7), "--out", str(tmp / "m.safetensors")], "sizes differ"),
+        ("init-from another family",
+         ["train", *TINY, "--model", "nade", "--init-from", str(trained), "--out", str(tmp / "m.safetensors")], "holds a fvsbn model"),
+        ("init-from other sizes",
+         ["train", *TINY, "--model", "nade", "--hidden", "5", "--init-from", str(nade7), "--out", str(tmp / "m.safetensors")],
+         "sizes differ"),
         ("init-from a pickle", ["train", *TINY, "--init-from", str(pickle_file), "--out", str(tmp / "m.safetensors")], "never unpickles"),
-    ] + ([] if torch.cuda.is_available() else [("train on missing CUDA", [*t, "--device", "cuda", "--out", str(tmp / "m.safetensors")], "no CUDA device")])
+    ] + ([] if torch.cuda.is_available() else
+         [("train on missing CUDA", [*t, "--device", "cuda", "--out", str(tmp / "m.safetensors")], "no CUDA device")])
 
 
 def _error_ids():

@@ -8,12 +8,14 @@ downloads the real test split.
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 import time
 
 import numpy as np
 import pytest
 
+import engine.atomic as atomic
 import engine.data as data
 from engine.data import DataError, cache_dir, content_checksum, load_split, parse_amat
 
@@ -178,10 +180,10 @@ def test_unwritable_cache_only_costs_speed(fake, tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(data.tempfile, "mkstemp", refuse)  # the cache folder is not writable
+        mp.setattr(atomic.tempfile, "mkstemp", refuse)  # the cache folder is not writable
         assert np.array_equal(load_split("valid", d), fake["valid"])
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(data.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+        mp.setattr(atomic.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
         assert np.array_equal(load_split("valid", d), fake["valid"])  # a full disk neither
     assert no_leftovers(cache_dir())
 
@@ -198,7 +200,7 @@ def test_download_of_the_real_test_split(data_dir, tmp_path, monkeypatch):
         x = load_split("test", progress=lambda done, total: seen.append((done, total)))
     assert content_checksum(x) == data.CHECKSUMS["test"]
     assert (tmp_path / "cache" / "binarized_mnist" / NAMES["test"]).stat().st_size == len(body)
-    assert seen and seen[-1] == (len(body), len(body)) and all(b[0] > a[0] for a, b in zip(seen, seen[1:]))
+    assert seen and seen[-1] == (len(body), len(body)) and all(b[0] > a[0] for a, b in itertools.pairwise(seen))
     assert no_leftovers(tmp_path / "cache")
 
 

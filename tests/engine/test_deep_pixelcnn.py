@@ -1,4 +1,4 @@
-"""Gated PixelCNN checks beyond the generic ones: the generic checks in other orderings skip (raster
+"""Gated PixelCNN checks in addition to the generic ones: the generic checks in other orderings skip (raster
 only), so the stepper, sampler and inpainting are checked here in raster order at a size where the
 fast sampler's crops actually cut the image."""
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine.models import GatedPixelCNN, UnsupportedOrdering, build_model
-from engine.ordering import make_ordering
+from engine.ordering import OrderingError, make_ordering
 
 H, W = 7, 9
 CFG = {"channels": 4, "layers": 2, "kernel": 3, "first_kernel": 3, "head": 5, "height": H, "width": W}
@@ -137,5 +137,5 @@ def test_lmconv_order_agnostic_training_draws_orderings_from_the_seed():
     a = m.training_loss(x)
     torch.manual_seed(1)
     assert m.training_loss(x).item() == a.item()
-    with pytest.raises(Exception):
+    with pytest.raises(OrderingError, match="unknown ordering 'zigzag'"):
         build_model("lmconv", dict(LM, order_agnostic=True, train_orderings=("zigzag",)))

@@ -1,4 +1,4 @@
-"""LSTM and Transformer checks beyond the generic ones: order-agnostic training draws its orderings
+"""LSTM and Transformer checks in addition to the generic ones: order-agnostic training draws its orderings
 from the torch seed, exact inpainting with scattered known pixels, larger-than-tiny steppers,
 checkpoint round-trips of the deep families."""
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -48,7 +49,7 @@ def test_two_gloo_processes_match_single_process_training(tmp_path):
     ha = read_metadata(tmp_path / "one.resume.safetensors")["history"]
     hb = read_metadata(tmp_path / "two.resume.safetensors")["history"]
     # the validation NLL of both processes' shards, reduced, equals the single-process one
-    for ea, eb in zip(ha, hb):
+    for ea, eb in zip(ha, hb, strict=True):
         assert eb["valid_nll"] == pytest.approx(ea["valid_nll"], rel=1e-6)
         assert eb["train_nll"] == pytest.approx(ea["train_nll"], rel=1e-3)
     assert ha[1]["valid_nll"] < ha[0]["valid_nll"]  # training did something
@@ -62,6 +63,9 @@ def test_single_process_context_is_a_no_op():
     idx = torch.arange(7)
     assert torch.equal(ctx.shard(idx), idx)
     assert ctx.mean(3.5) == 3.5
+    x = np.arange(10).reshape(5, 2)
+    assert np.array_equal(ctx.eval_shard(x), x)
+    assert ctx.combine_nll(80.5, 0.25, 5) == (80.5, 0.25)
 
 
 def test_shards_split_a_batch_between_processes():
@@ -70,3 +74,9 @@ def test_shards_split_a_batch_between_processes():
     assert parts[0].tolist() == [5, 9, 7] and parts[1].tolist() == [1, 4]
     tiny = [DistContext(rank=r, world_size=3).shard(torch.tensor([8, 2])) for r in range(3)]
     assert all(len(t) >= 1 for t in tiny) and sorted(set(torch.cat(tiny).tolist())) == [2, 8]
+
+
+def test_evaluation_shards_cover_the_set_once():
+    x = np.arange(7)
+    parts = [DistContext(rank=r, world_size=3).eval_shard(x) for r in range(3)]
+    assert [p.tolist() for p in parts] == [[0, 3, 6], [1, 4], [2, 5]]

@@ -94,8 +94,16 @@ info_fields = st.fixed_dictionaries(
     {},
     optional={
         "family": st.sampled_from(["made", "nade", "fvsbn", "mlp", "x"]) | json_values,
-        "config": st.fixed_dictionaries({}, optional={"hidden": json_values, "height": json_values, "width": json_values, "order_agnostic": json_values}) | json_values,
-        "ordering": st.fixed_dictionaries({}, optional={"name": st.sampled_from(["raster", "random", "explicit"]) | json_values, "height": json_values, "width": json_values, "seed": json_values, "perm": json_values}) | json_values,
+        "config": st.fixed_dictionaries(
+            {}, optional={"hidden": json_values, "height": json_values, "width": json_values, "order_agnostic": json_values}
+        ) | json_values,
+        "ordering": st.fixed_dictionaries(
+            {},
+            optional={
+                "name": st.sampled_from(["raster", "random", "explicit"]) | json_values,
+                "height": json_values, "width": json_values, "seed": json_values, "perm": json_values,
+            },
+        ) | json_values,
     },
 )
 
@@ -118,12 +126,17 @@ def test_metadata_parsing_never_crashes(tmp_path, info, version):
 
 spec_fields = st.fixed_dictionaries(
     {},
-    optional={"dtype": st.sampled_from(["F32", "F16", "I64", "BOOL", "U8"]) | json_values, "shape": json_values | st.lists(st.integers(-3, 10**6), max_size=3), "data_offsets": json_values | st.lists(st.integers(-(2**63), 2**64), max_size=3)},
+    optional={
+        "dtype": st.sampled_from(["F32", "F16", "I64", "BOOL", "U8"]) | json_values,
+        "shape": json_values | st.lists(st.integers(-3, 10**6), max_size=3),
+        "data_offsets": json_values | st.lists(st.integers(-(2**63), 2**64), max_size=3),
+    },
 )
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(name=st.sampled_from(sorted(k for k in HEADER if k != "__metadata__")), spec=st.sampled_from(["F32", "BOOL"]) | json_values | spec_fields)
+@given(name=st.sampled_from(sorted(k for k in HEADER if k != "__metadata__")),
+       spec=st.sampled_from(["F32", "BOOL"]) | json_values | spec_fields)
 def test_fuzz_tensor_descriptions(tmp_path, name, spec):
     """Property: any JSON in place of a tensor's description is loaded or refused, never a crash."""
     h = json.loads(json.dumps(HEADER))

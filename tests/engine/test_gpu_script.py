@@ -25,7 +25,7 @@ def test_gpu_script_trains_measures_and_bundles_every_family(tmp_path, data_dir)
     assert r.returncode == 0, r.stderr[-2000:]
     table = r.stdout[r.stdout.index("| run |"):].splitlines()[2:]
     assert [row.split(" | ")[0] for row in table] == [f"| {name}" for name in runs.split()]
-    for name, row in zip(runs.split(), table):
+    for name, row in zip(runs.split(), table, strict=True):
         test = json.loads((out / f"eval-{name}.json").read_text())
         valid = json.loads((out / f"eval-{name}-valid.json").read_text())
         assert test["n_images"] == valid["n_images"] == 10_000 and test["ordering"] == "raster"

@@ -123,7 +123,8 @@ def test_importer_on_random_small_images(tmp_path, arr, mode, data):
 
 
 @settings(max_examples=100, deadline=None)
-@given(g=hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=60), elements=st.floats(allow_nan=True, allow_infinity=True, width=32)))
+@given(g=hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=60),
+                   elements=st.floats(allow_nan=True, allow_infinity=True, width=32)))
 def test_to_digit_never_fails(g):
     x = to_digit(g)
     assert x.shape == (28, 28) and x.dtype == np.uint8 and set(np.unique(x)) <= {0, 1}

@@ -307,7 +307,7 @@ def test_nade_fused_training_path_matches_plain_autograd(size, k):
     fused = _FusedLogits.apply(xo, m.w, m.c, m.v, m.bias, k)
     g_fused = torch.autograd.grad((fused * weights).sum(), list(m.parameters()))
     torch.testing.assert_close(fused, plain)
-    for a, b in zip(g_fused, g_plain):
+    for a, b in zip(g_fused, g_plain, strict=True):
         torch.testing.assert_close(a, b)
 
 

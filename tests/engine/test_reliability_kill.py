@@ -74,9 +74,10 @@ def test_sigkill_during_saves_always_leaves_a_loadable_checkpoint(tmp_path):
     rng = random.Random(1)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     outcomes = []
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT)
     try:
-        for trial in range(6):
+        for _ in range(6):
             target, held = kill_one_saver(proc, path, rng)
             outcomes.append("previous" if held < target else "new")
     finally:

@@ -127,7 +127,7 @@ def test_resume_after_an_interruption_repeats_an_uninterrupted_run(tmp_path, lab
     assert [e.epoch for e in events if isinstance(e, EpochEnd)] == [2, 3]
     fin = events[-1]
     assert len(fin.history) == 3
-    for a, b in zip(ref.history, fin.history):
+    for a, b in zip(ref.history, fin.history, strict=True):
         assert a["epoch"] == b["epoch"]
         assert a["valid_nll"] == pytest.approx(b["valid_nll"], rel=1e-6, abs=1e-6)
         assert a["train_nll"] == pytest.approx(b["train_nll"], rel=1e-6, abs=1e-6)
@@ -312,7 +312,7 @@ def test_nan_or_inf_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     assert load_checkpoint(out).meta["epoch"] == 1
     assert not any(isinstance(e, EpochEnd) and e.epoch == 2 for e in events)
     for k, v in m.state_dict().items():  # stopped before an optimizer step: no weight has NaN
-        assert torch.isfinite(v).all()
+        assert torch.isfinite(v).all(), k
     assert weights  # (captured after epoch 1)
 
 

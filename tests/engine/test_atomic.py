@@ -1,0 +1,148 @@
+"""engine.atomic: a write either completes or leaves the previous file and no temporary file."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+import numpy as np
+import pytest
+
+import engine.atomic as atomic
+from engine.atomic import atomic_file, atomic_write, temporary_files
+
+
+def _names(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_bytes_text_and_streamed_content_round_trip(tmp_path):
+    data = bytes(range(256)) * 1000
+    assert atomic_write(tmp_path / "b.bin", data) == tmp_path / "b.bin"
+    assert (tmp_path / "b.bin").read_bytes() == data
+    atomic_write(tmp_path / "t.json", '{"ünï": "cödé ✓"}')
+    assert (tmp_path / "t.json").read_text(encoding="utf-8") == '{"ünï": "cödé ✓"}'
+    arr = np.random.default_rng(0).integers(0, 2, size=(7, 784), dtype=np.uint8)
+    with atomic_file(tmp_path / "a.npy") as f:
+        np.save(f, arr, allow_pickle=False)
+    assert np.array_equal(np.load(tmp_path / "a.npy", allow_pickle=False), arr)
+    assert _names(tmp_path) == ["a.npy", "b.bin", "t.json"]
+
+
+def test_a_write_that_raises_keeps_the_old_file_and_no_temporary_file(tmp_path):
+    path = tmp_path / "f.bin"
+    atomic_write(path, b"old content")
+    with pytest.raises(ZeroDivisionError):
+        with atomic_file(path) as f:
+            f.write(b"half of the new")
+            assert len(temporary_files(path)) == 1  # the write goes to a temporary file...
+            raise ZeroDivisionError("the caller fails mid-write")
+    assert path.read_bytes() == b"old content"  # ...which never replaces the old one
+    assert _names(tmp_path) == ["f.bin"]
+
+
+def test_an_interrupted_write_of_a_new_file_leaves_nothing(tmp_path):
+    path = tmp_path / "new.bin"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_file(path) as f:
+            f.write(b"x" * 100_000)
+            raise KeyboardInterrupt
+    assert _names(tmp_path) == []
+
+
+@pytest.mark.parametrize("target, err", [("fsync", errno.ENOSPC), ("replace", errno.EROFS)])
+def test_failed_sync_or_rename_keeps_the_old_file(tmp_path, monkeypatch, target, err):
+    path = tmp_path / "f.bin"
+    atomic_write(path, b"old content")
+
+    def fail(*a, **k):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(atomic.os, target, fail)
+    with pytest.raises(OSError) as info:
+        atomic_write(path, b"new content")
+    monkeypatch.undo()
+    assert info.value.errno == err
+    assert path.read_bytes() == b"old content"
+    assert _names(tmp_path) == ["f.bin"]
+
+
+def test_the_data_is_synced_before_the_rename(tmp_path, monkeypatch):
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: calls.append("fsync") or real_fsync(fd))
+    monkeypatch.setattr(atomic.os, "replace", lambda a, b: calls.append("replace") or real_replace(a, b))
+    atomic_write(tmp_path / "f.bin", b"content")
+    assert calls[:2] == ["fsync", "replace"]
+
+
+def test_a_failed_check_replaces_nothing(tmp_path):
+    path = tmp_path / "f.bin"
+    atomic_write(path, b"good")
+    seen = []
+
+    def check(tmp):
+        seen.append(tmp.read_bytes())  # complete and readable when checked
+        raise ValueError("not what was expected")
+
+    with pytest.raises(ValueError, match="not what was expected"):
+        atomic_write(path, b"bad download", check=check)
+    assert seen == [b"bad download"]
+    assert path.read_bytes() == b"good" and _names(tmp_path) == ["f.bin"]
+
+
+def test_a_missing_folder_is_an_error_that_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        atomic_write(tmp_path / "no" / "f.bin", b"x")
+    assert str(tmp_path / "no" / "f.bin") in str(info.value) and ".tmp" not in str(info.value)
+    assert "No such file or directory" in str(info.value)
+    assert _names(tmp_path) == []
+
+
+def test_modes_new_files_readable_existing_mode_kept(tmp_path):
+    path = tmp_path / "f.bin"
+    atomic_write(path, b"1")
+    assert path.stat().st_mode & 0o044 == 0o044  # not mkstemp's private 0o600
+    os.chmod(path, 0o600)
+    atomic_write(path, b"2")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_bytes() == b"2"
+
+
+def test_stale_temporary_files_are_removed_fresh_ones_kept(tmp_path):
+    path = tmp_path / "m.bin"
+    old, fresh = tmp_path / ".m.bin.abc123.tmp", tmp_path / ".m.bin.def456.tmp"
+    other = tmp_path / ".other.bin.abc123.tmp"  # another file's: not ours to remove
+    for p in (old, fresh, other):
+        p.write_bytes(b"left by a killed write")
+    long_ago = 1e9
+    os.utime(old, (long_ago, long_ago))
+    os.utime(other, (long_ago, long_ago))
+    atomic_write(path, b"new")
+    assert not old.exists() and fresh.exists() and other.exists()
+    assert temporary_files(path) == [fresh]
+
+
+def test_engine_files_are_written_only_through_the_atomic_writer():
+    """No engine module renames temporary files or writes a file in place by itself."""
+    import re
+    from pathlib import Path
+
+    root = Path(atomic.__file__).parent
+    pattern = re.compile(r"os\.replace\(|os\.rename\(|mkstemp\(|NamedTemporaryFile\("
+                         r"|\.write_bytes\(|\.write_text\(|open\([^)]*['\"][wa]b?['\"]")
+    offenders = [f"{p.relative_to(root)}:{n}" for p in sorted(root.rglob("*.py")) if p.name != "atomic.py"
+                 for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert offenders == []
+
+
+def test_the_score_cache_ignores_a_failed_write_and_leaves_nothing(tmp_path, monkeypatch):
+    from engine.tasks.score import _read_json, _write_json
+
+    path = tmp_path / "cache" / "ref.json"
+    _write_json(path, {"a": 1})
+    assert _read_json(path)["a"] == 1
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    _write_json(path, {"a": 2})  # an unwritable cache only costs time
+    monkeypatch.undo()
+    assert _read_json(path)["a"] == 1 and _names(path.parent) == ["ref.json"]

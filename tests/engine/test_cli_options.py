@@ -1,0 +1,114 @@
+"""What every ``pixelchain`` subcommand shares: complete --help, --threads on every command that runs
+a model, and reports that say which images they measured."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+import pytest
+import torch
+
+from engine.checkpoint import save_checkpoint
+from engine.cli import build_parser, main
+from engine.models import build_model
+
+# the modules, not the ``main`` function that engine.cli exports under the same name
+climain = importlib.import_module("engine.cli.main")
+clitasks = importlib.import_module("engine.cli.tasks")
+
+#: subcommands that only read files and run no model
+NON_COMPUTE = {"info"}
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(action.choices)
+
+
+def test_every_subcommand_and_option_has_help(capsys):
+    parser = build_parser()
+    subs = _subparsers(parser)
+    assert {"train", "eval", "sample", "info", "compress", "decompress", "score", "inpaint-eval"} <= set(subs)
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    top = capsys.readouterr().out
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    summaries = {a.dest: a.help for a in action._choices_actions}
+    for name, sub in subs.items():
+        assert summaries.get(name), f"{name} has no line in pixelchain --help"
+        assert name in top and summaries[name][:30] in " ".join(top.split())
+        assert sub.description and len(sub.description) > len(summaries[name]), f"{name} has no description"
+        for a in sub._actions:
+            if isinstance(a, argparse._HelpAction):
+                continue
+            assert a.help and a.help != argparse.SUPPRESS and len(a.help) > 8, f"pixelchain {name} {a.option_strings or a.dest}: no help"
+        sub.format_help()  # every %(default)s and %% in the help texts formats
+
+
+def _minimal_argv(name: str, tmp_path) -> list[str]:
+    ck = str(tmp_path / "m.safetensors")
+    return {
+        "train": ["train", "--model", "fvsbn", "--out", ck],
+        "eval": ["eval", ck],
+        "sample": ["sample", ck, "--out", str(tmp_path / "g.png")],
+        "compress": ["compress", ck, "test", "--out", str(tmp_path / "c.pxc")],
+        "decompress": ["decompress", ck, str(tmp_path / "c.pxc"), "--out", str(tmp_path / "d.npy")],
+        "score": ["score", ck, str(tmp_path / "x.npy")],
+        "inpaint-eval": ["inpaint-eval", ck, "--region", "top"],
+        "info": ["info", ck],
+    }[name]
+
+
+def test_every_compute_command_takes_threads_and_runs_with_them(tmp_path, monkeypatch):
+    """--threads reaches torch before the command's work starts, on every subcommand that runs a
+    model (a new subcommand must either take it or be listed as not computing)."""
+    names = set(_subparsers(build_parser()))
+    assert NON_COMPUTE < names
+    seen: dict[str, int] = {}
+
+    def fake(name):
+        def run(a):
+            seen[name] = torch.get_num_threads()
+            return 0
+        return run
+
+    for name, attr in (("train", "_cmd_train"), ("eval", "_cmd_eval"), ("sample", "_cmd_sample")):
+        monkeypatch.setattr(climain, attr, fake(name))
+    for name in ("compress", "decompress", "score", "inpaint-eval"):
+        monkeypatch.setattr(clitasks, f"_cmd_{name.replace('-', '_')}", fake(name))
+    before = torch.get_num_threads()
+    want = before + 1  # differs from the current count, so a command that ignores it is caught
+    try:
+        for name in sorted(names - NON_COMPUTE):
+            argv = _minimal_argv(name, tmp_path)
+            assert build_parser().parse_args([*argv, "--threads", str(want)]).threads == want
+            torch.set_num_threads(before)
+            assert main([*argv, "--threads", str(want)]) == 0
+            assert seen.pop(name) == want, name
+    finally:
+        torch.set_num_threads(before)
+    for name in NON_COMPUTE:
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*_minimal_argv(name, tmp_path), "--threads", "2"])
+
+
+def test_threads_must_be_positive(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["eval", str(tmp_path / "m.safetensors"), "--threads", "0"])
+    assert info.value.code == 2 and "at least 1" in capsys.readouterr().err
+
+
+def test_inpaint_eval_report_says_how_the_images_were_chosen(tmp_path, capsys, data_dir):
+    """The plain-text report calls the images randomly drawn only when they were."""
+    ck = tmp_path / "fvsbn.safetensors"
+    torch.manual_seed(0)
+    save_checkpoint(ck, build_model("fvsbn"))
+    argv = ["inpaint-eval", str(ck), "--region", "bottom", "--max-images", "3", "--method", "exact", "--data", str(data_dir)]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert main([*argv, "--random-subset", "--seed", "2"]) == 0
+    drawn = capsys.readouterr().out
+    assert "over 3 images" in first and "randomly drawn" not in first
+    assert "over 3 randomly drawn images" in drawn
