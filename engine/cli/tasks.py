@@ -5,7 +5,7 @@
     pixelchain score CKPT IMAGE... [--json]
     pixelchain inpaint-eval CKPT --region {top,bottom,left,right,centre,random50} [--max-images N] [--json]
 
-:func:`add_parsers` registers the subcommands on :mod:`engine.cli.main`'s parser; each sets ``handler``.
+:func:`add_parsers` registers the subcommands on :mod:`engine.cli.commands`'s parser; each sets ``handler``.
 """
 
 from __future__ import annotations

@@ -4,18 +4,15 @@ a model, and reports that say which images they measured."""
 from __future__ import annotations
 
 import argparse
-import importlib
 
 import pytest
 import torch
 
+import engine.cli.commands as clicommands
+import engine.cli.tasks as clitasks
 from engine.checkpoint import save_checkpoint
 from engine.cli import build_parser, main
 from engine.models import build_model
-
-# the modules, not the ``main`` function that engine.cli exports under the same name
-climain = importlib.import_module("engine.cli.main")
-clitasks = importlib.import_module("engine.cli.tasks")
 
 #: subcommands that only read files and run no model
 NON_COMPUTE = {"info"}
@@ -75,7 +72,7 @@ def test_every_compute_command_takes_threads_and_runs_with_them(tmp_path, monkey
         return run
 
     for name, attr in (("train", "_cmd_train"), ("eval", "_cmd_eval"), ("sample", "_cmd_sample")):
-        monkeypatch.setattr(climain, attr, fake(name))
+        monkeypatch.setattr(clicommands, attr, fake(name))
     for name in ("compress", "decompress", "score", "inpaint-eval"):
         monkeypatch.setattr(clitasks, f"_cmd_{name.replace('-', '_')}", fake(name))
     before = torch.get_num_threads()
