@@ -20,13 +20,12 @@ import numpy as np
 from ..atomic import atomic_file, atomic_write
 from .options import DATA_HELP, add_command
 
-__all__ = ["COMMANDS", "add_parsers", "load_images", "load_named_images"]
-
-COMMANDS = ("compress", "decompress", "score", "inpaint-eval")
-REGIONS = ("top", "bottom", "left", "right", "centre", "random50")
+__all__ = ["add_parsers", "load_images", "load_named_images"]
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from ..tasks.inpaint_eval import REGIONS
+
     c = add_command(sub, "compress", "losslessly compress binary images with a model (entropy coding)", """\
 Arithmetic coding with the model's conditionals: an image costs about -log2 p(x) bits. The
 file records the checkpoint's fingerprint and the ordering; decompress needs the same checkpoint.""",

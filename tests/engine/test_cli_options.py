@@ -11,7 +11,7 @@ import torch
 import engine.cli.commands as clicommands
 import engine.cli.tasks as clitasks
 from engine.checkpoint import save_checkpoint
-from engine.cli import build_parser, main
+from engine.cli import ENGINE_COMMANDS, build_parser, main
 from engine.models import build_model
 
 #: subcommands that only read files and run no model
@@ -21,6 +21,11 @@ NON_COMPUTE = {"info"}
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     return dict(action.choices)
+
+
+def test_the_launcher_hands_every_subcommand_to_the_engine():
+    """``pixelchain COMMAND`` reaches the engine's command line for exactly the parser's commands."""
+    assert ENGINE_COMMANDS == set(_subparsers(build_parser()))
 
 
 def test_every_subcommand_and_option_has_help(capsys):
