@@ -5,17 +5,7 @@ from __future__ import annotations
 
 import threading
 
-import pytest
-
 from app.latest import Latest
-from app.worker import Worker
-
-
-@pytest.fixture
-def worker(qtbot):
-    w = Worker("latest-test")
-    yield w
-    assert w.shutdown(10000)
 
 
 def waiting(job, gate: threading.Event, value):
