@@ -282,8 +282,9 @@ def with_metrics(meta: Mapping[str, Any], metrics: Mapping[str, float]) -> dict[
 
 def record_metrics(path: str | os.PathLike, metrics: Mapping[str, float], checkpoint: Checkpoint | None = None) -> Path:
     """Merge ``metrics`` into the metadata of the checkpoint at ``path`` and save it in place
-    (atomically, the weights as loaded); ``checkpoint``: that file, when it is loaded already."""
-    from .checkpoint import load_checkpoint, save_checkpoint
+    (atomically, the weights and extra tensors as loaded, stored as the file stored them: a float16
+    or int8 checkpoint stays one); ``checkpoint``: that file, when it is loaded already."""
+    from .checkpoint import load_checkpoint, save_checkpoint, stored_dtype
 
     ck = checkpoint if checkpoint is not None else load_checkpoint(path)
-    return save_checkpoint(path, ck.model, with_metrics(ck.meta, metrics))
+    return save_checkpoint(path, ck.model, with_metrics(ck.meta, metrics), extra=ck.extra, dtype=stored_dtype(path))
