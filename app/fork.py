@@ -181,6 +181,8 @@ class ForkController(QObject):
         run = self.state.run
         if run is None or run.frame is None:
             return
+        # a continuation of an earlier fork still running belongs to that fork's point: drop it
+        self.requests.cancel()
         fr = run.frame
         decided = ~np.asarray(run.unknown, bool)
         decided[fr.order.perm[: fr.step + 1]] = True

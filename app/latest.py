@@ -32,8 +32,8 @@ class Latest(QObject):
 
     ``fresh(key)``: whether a result for ``key`` still belongs on screen (default: always); a
     result or progress item of the newest request is dropped when it is not. ``replace``: a new
-    request cancels the older ones on the worker (as :meth:`Worker.submit` does); without it they
-    run to their end and their results are dropped here.
+    request cancels this object's older ones (other jobs on the worker are left alone); without
+    it they run to their end and their results are dropped here.
     """
 
     progress = Signal(object, object)  #: (key, item) of the newest request, while fresh
@@ -51,6 +51,7 @@ class Latest(QObject):
         self.pending: Any = None  #: the newest request's key while it runs
         self.shown: Any = None  #: the key of the last result passed on
         self._keys: dict[int, Any] = {}
+        self._jobs: dict[int, Job] = {}  #: this object's jobs not finished yet
         self._newest = -1
         worker.progress.connect(self._on_progress)
         worker.result.connect(self._on_result)
@@ -60,8 +61,12 @@ class Latest(QObject):
     # -- GUI side ---------------------------------------------------------------------------------
     def submit(self, key: Any, fn: Callable[..., Any], *args: Any, start_paused: bool = False, **kwargs: Any) -> Job:
         """Send ``fn(job, *args, **kwargs)`` as the newest request, for ``key``."""
-        job = self.worker.submit(fn, *args, replace=self.replace, start_paused=start_paused, **kwargs)
+        if self.replace:
+            for older in self._jobs.values():
+                older.cancel()
+        job = self.worker.submit(fn, *args, replace=False, start_paused=start_paused, **kwargs)
         self._keys[job.id] = key
+        self._jobs[job.id] = job
         self._newest = job.id
         self.job, self.pending = job, key
         return job
@@ -117,6 +122,7 @@ class Latest(QObject):
     @Slot(int, bool)
     def _on_finished(self, job_id: int, cancelled: bool) -> None:
         key = self._keys.pop(job_id, None)
+        self._jobs.pop(job_id, None)
         if not self.is_newest(job_id):
             return
         self._newest = -1

@@ -475,15 +475,15 @@ class MainWindow(FiguresMixin, InfluenceMixin, EditingMixin, RunMixin, QMainWind
             self.splitter.setSizes([int(total * 0.45), int(total * 0.27), int(total * 0.28)])
 
     def closeEvent(self, ev) -> None:
-        self.state.closing.emit()  # the panels and dialogs stop their own workers
         self.stop_run()
         if self.training.running:
             self.training.stop()
+        # A deep model's minibatch (or a panel's pass over the test digits) can take seconds on a
+        # CPU: vanish at once, then let the threads end (between minibatches/pixels; files are
+        # only ever written atomically).
+        self.hide()
+        self.state.closing.emit()  # the panels and dialogs stop their own workers
         workers = (self.sampler, self.trainer, self.ref_worker, self.ens_worker, self.influence_worker, self.compute)
-        if any(w.busy for w in workers):
-            # A deep model's minibatch can take seconds on a CPU: vanish at once, then let the
-            # threads end (between minibatches/pixels; files are only ever written atomically).
-            self.hide()
         for w in workers:
             w.shutdown(600_000)
         self.settings.setValue("window/geometry", self.saveGeometry())

@@ -64,20 +64,19 @@ class RunMixin:
                 return
             values = self.session.flat()
         unknown = np.ones(self.model.size, bool) if known is None else ~known
-        base = self.session.flat().copy()
         n, seed, temperature = s.count.value(), s.seed.value(), s.temperature.value()
         self.canvas.locked = True
         s.set_running(True)
         s.begin(n, unknown, (self.session.height, self.session.width))
         pending = unknown.copy()
-        self.canvas.show_run(np.where(unknown, 0, base), pending)
+        self.canvas.show_run(np.where(unknown, 0, self.session.flat()), pending)
         job = self.run_requests.submit(mode, sample_job, self.model, n, known, values, self.ordering, temperature, seed,
                                        start_paused=paused)
         job.delay = s.delay()
         if paused:
             s.pause_btn.setChecked(True)
             job.step()
-        self.state.start_run(Run(job, mode, n, seed, temperature, unknown, base))
+        self.state.start_run(Run(job, mode, n, seed, temperature, unknown))
         self.statusBar().showMessage("Inpainting…" if mode == "inpaint" else "Sampling…")
 
     def stop_run(self) -> None:

@@ -14,7 +14,7 @@ tag of everything computed from the canvas (see :class:`app.latest.Latest`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,9 +39,7 @@ class Run:
     seed: int
     temperature: float
     unknown: np.ndarray  #: (D,) bool: the pixels the run generates
-    base: np.ndarray  #: (D,) the canvas when the run started
     frame: Any = None  #: the latest :class:`app.widgets.sampling.Frame` shown
-    extra: dict = field(default_factory=dict)
 
     @property
     def paused(self) -> bool:

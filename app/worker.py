@@ -191,7 +191,6 @@ class Worker(QObject):
         self._runner.finished.connect(self._on_finished)
         self._jobs: dict[int, Job] = {}
         self._next_id = 0
-        self._running: int | None = None
         self._thread.start()
 
     # -- API ----------------------------------------------------------------------------------
@@ -211,16 +210,9 @@ class Worker(QObject):
         for job in self._jobs.values():
             job.cancel()
 
-    def job(self, job_id: int) -> Job | None:
-        return self._jobs.get(job_id)
-
     @property
     def busy(self) -> bool:
         return bool(self._jobs)
-
-    @property
-    def latest_id(self) -> int:
-        return self._next_id
 
     def shutdown(self, timeout_ms: int = 30000) -> bool:
         """Cancel everything and stop the thread; True when it ended within ``timeout_ms``."""
@@ -235,7 +227,6 @@ class Worker(QObject):
 
     @Slot(int)
     def _on_started(self, job_id: int) -> None:
-        self._running = job_id
         if job_id in self._jobs:
             self.started.emit(job_id)
 
@@ -256,7 +247,6 @@ class Worker(QObject):
 
     @Slot(int, bool)
     def _on_finished(self, job_id: int, cancelled: bool) -> None:
-        self._running = None
         job = self._jobs.pop(job_id, None)
         if job is not None:
             self.finished.emit(job_id, cancelled or job.cancelled)

@@ -39,6 +39,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "read_metadata",
+    "stored_dtype",
     "INT8",
     "quantize_int8",
     "dequantize_int8",
@@ -241,6 +242,18 @@ def read_metadata(path: str | os.PathLike, max_bytes: int = MAX_CHECKPOINT_BYTES
     """The checkpoint's metadata (family, config, ordering, metrics, ...), reading only the header."""
     path = Path(path)
     return _metadata(path, _read_header(path, max_bytes))
+
+
+def stored_dtype(path: str | os.PathLike, max_bytes: int = MAX_CHECKPOINT_BYTES) -> torch.dtype | str | None:
+    """How the file stores the model's floating-point weights, as ``save_checkpoint``'s ``dtype``
+    takes it: :data:`INT8` for int8-coded weights, else the one float dtype of the weights (None
+    when they mix several), so that saving a loaded checkpoint again keeps its size and precision."""
+    header = _read_header(Path(path), max_bytes)
+    if "quantization" in _metadata(Path(path), header):
+        return INT8
+    floats = {str(spec.get("dtype")) for k, spec in header.items() if k.startswith("model.") and isinstance(spec, dict)}
+    floats &= set(_FLOAT_DTYPES)
+    return _ALLOWED_DTYPES[floats.pop()] if len(floats) == 1 else None
 
 
 def _metadata(path: Path, header: dict[str, Any]) -> dict[str, Any]:

@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FIXED_MEMBERS",
-    "FAMILY_OPTIONS",
     "add_train_options",
     "train_config_from_args",
     "parse_hidden",
@@ -60,26 +59,22 @@ __all__ = [
 #: ordering/mask pairs of an order-agnostic MADE over the line scans or the row orderings
 FIXED_MEMBERS = 32
 
-#: the model-config fields that have options of their own (the rest go through ``--config``)
-FAMILY_OPTIONS = ("hidden", "direct", "order_agnostic", "order_set", "num_masks")
-
 
 # -------------------------------------------------------------------------- training options
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _train_fields() -> list[tuple[dataclasses.Field, type, bool]]:
-    """Each TrainConfig field with its value type and whether None is allowed."""
+def _train_fields() -> list[tuple[dataclasses.Field, type]]:
+    """Each TrainConfig field with its value type (``X`` of an optional ``X | None``)."""
     hints = typing.get_type_hints(TrainConfig)
     out = []
     for f in dataclasses.fields(TrainConfig):
-        tp, optional = hints[f.name], False
+        tp = hints[f.name]
         args = typing.get_args(tp)
         if type(None) in args:
-            optional = True
             (tp,) = [a for a in args if a is not type(None)]
-        out.append((f, tp, optional))
+        out.append((f, tp))
     return out
 
 
@@ -87,7 +82,7 @@ def add_train_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup)
     """Add an option for every :class:`TrainConfig` field: ``--batch-size`` for ``batch_size``,
     with the field's type, default and help (``metadata["help"]``; other metadata entries are
     passed to argparse, e.g. ``metavar``)."""
-    for f, tp, _optional in _train_fields():
+    for f, tp in _train_fields():
         meta = dict(f.metadata)
         text = meta.pop("help", None)
         if not text:
@@ -282,8 +277,9 @@ def with_metrics(meta: Mapping[str, Any], metrics: Mapping[str, float]) -> dict[
 
 def record_metrics(path: str | os.PathLike, metrics: Mapping[str, float], checkpoint: Checkpoint | None = None) -> Path:
     """Merge ``metrics`` into the metadata of the checkpoint at ``path`` and save it in place
-    (atomically, the weights as loaded); ``checkpoint``: that file, when it is loaded already."""
-    from .checkpoint import load_checkpoint, save_checkpoint
+    (atomically, the weights and extra tensors as loaded, stored as the file stored them: a float16
+    or int8 checkpoint stays one); ``checkpoint``: that file, when it is loaded already."""
+    from .checkpoint import load_checkpoint, save_checkpoint, stored_dtype
 
     ck = checkpoint if checkpoint is not None else load_checkpoint(path)
-    return save_checkpoint(path, ck.model, with_metrics(ck.meta, metrics))
+    return save_checkpoint(path, ck.model, with_metrics(ck.meta, metrics), extra=ck.extra, dtype=stored_dtype(path))

@@ -1,8 +1,9 @@
 """Continuing a sampling run from any of its steps, and forking it there.
 
 :meth:`engine.models.base.ARModel.sample_steps` generates pixel after pixel in the run's sampling
-ordering (for an order-agnostic model inpainting, the known pixels first). Its random-number
-contract is what makes a run resumable: for every generated pixel it takes exactly one uniform per
+ordering (for an order-agnostic model inpainting, the known pixels first). Its loop,
+:func:`engine.models.base.draw_steps`, is the one the continuations here run too, and its
+random-number contract is what makes a run resumable: for every generated pixel it takes exactly one uniform per
 image of the batch, ``u = torch.rand(n, generator=generator)``, and sets ``x = [u < p]`` with ``p``
 the conditional after temperature. So everything a run depends on after ``k`` generated pixels is
 
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .models.base import ARModel, SampleStep
+from .models.base import ARModel, SampleStep, draw_steps
 from .ordering import Ordering
 
 __all__ = ["generator_at", "continue_steps", "continue_run", "ForkPoint", "continue_fork"]
@@ -98,19 +99,7 @@ def continue_steps(
     fixed_t = torch.as_tensor(fixed_np.copy(), device=xt.device)
     model.eval()
     stepper = model.stepper(xt, ordering)
-    total = int((~known_np).sum())
-    index = 0
-    for t, pixel in enumerate(ordering.perm.tolist()):
-        if known_np[pixel]:
-            stepper.observe(pixel, xt[:, pixel])
-            continue
-        prob = torch.sigmoid(stepper.logits(pixel).float() / temperature)
-        u = torch.rand(batch, generator=generator, device=generator.device)[rows_t].to(prob.device)
-        value = torch.where(fixed_t[:, pixel], xt[:, pixel], (u < prob).to(xt.dtype))
-        stepper.observe(pixel, value)
-        xt[:, pixel] = value
-        yield SampleStep(index=index, total=total, step=t, pixel=pixel, prob=prob, value=value, x=xt)
-        index += 1
+    yield from draw_steps(stepper, xt, known_np, ordering, generator, temperature, batch=batch, rows=rows_t, fixed=fixed_t)
 
 
 def continue_run(model: ARModel, x: np.ndarray | Tensor, known: np.ndarray, ordering: Ordering, **kwargs) -> Tensor:

@@ -253,7 +253,9 @@ class CompareDialog(QDialog):
 
     def current_key(self) -> tuple:
         """(model key, canvas version, the columns' labels): what the maps on show should belong to."""
-        specs, labels, _ = self._specs()
+        return self._key(self._specs()[1])
+
+    def _key(self, labels: list[str]) -> tuple:
         return (self.state.model_key, self.state.session.version, tuple(labels))
 
     @property
@@ -263,12 +265,11 @@ class CompareDialog(QDialog):
 
     def request(self) -> None:
         specs, labels, cols = self._specs()
-        key = (self.state.model_key, self.state.session.version, tuple(labels))
         if not specs:
             return
         self.note.setText("computing…")
         self._pending = (labels, cols)
-        self.requests.submit(key, compare_job, self._models, specs, self.state.session.canvas.copy())
+        self.requests.submit(self._key(labels), compare_job, self._models, specs, self.state.session.canvas.copy())
 
     def _on_result(self, _key: tuple, figs: object) -> None:
         labels, cols = self._pending

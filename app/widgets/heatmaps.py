@@ -85,10 +85,6 @@ class HeatmapPanel(pg.GraphicsLayoutWidget):
         self.nll.set(np.minimum(nll, NLL_MAX))
         self.updates += 1
 
-    def clear_maps(self) -> None:
-        for m in self.maps:
-            m.set(np.zeros(self.shape, np.float32))
-
     def _pixel(self, scene_pos: QPointF) -> int:
         h, w = self.shape
         for m in self.maps:

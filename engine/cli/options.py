@@ -2,7 +2,7 @@
 and ``--threads`` for the commands that compute with a model.
 
 :func:`add_command` registers a subcommand; with ``compute=True`` it gets ``--threads``, which
-:func:`apply_threads` (called by :func:`engine.cli.main.main` before any handler) passes to
+:func:`apply_threads` (called by :func:`engine.cli.commands.main` before any handler) passes to
 :func:`torch.set_num_threads`. A command that runs a model without it would take every core of a
 shared machine, so every such command is registered with ``compute=True``.
 """

@@ -5,7 +5,7 @@
     pixelchain score CKPT IMAGE... [--json]
     pixelchain inpaint-eval CKPT --region {top,bottom,left,right,centre,random50} [--max-images N] [--json]
 
-:func:`add_parsers` registers the subcommands on :mod:`engine.cli.main`'s parser; each sets ``handler``.
+:func:`add_parsers` registers the subcommands on :mod:`engine.cli.commands`'s parser; each sets ``handler``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ import numpy as np
 from ..atomic import atomic_file, atomic_write
 from .options import DATA_HELP, add_command
 
-__all__ = ["COMMANDS", "add_parsers", "load_images", "load_named_images"]
-
-COMMANDS = ("compress", "decompress", "score", "inpaint-eval")
-REGIONS = ("top", "bottom", "left", "right", "centre", "random50")
+__all__ = ["add_parsers", "load_images", "load_named_images"]
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from ..tasks.inpaint_eval import REGIONS
+
     c = add_command(sub, "compress", "losslessly compress binary images with a model (entropy coding)", """\
 Arithmetic coding with the model's conditionals: an image costs about -log2 p(x) bits. The
 file records the checkpoint's fingerprint and the ordering; decompress needs the same checkpoint.""",

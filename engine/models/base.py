@@ -40,6 +40,7 @@ __all__ = [
     "Stepper",
     "ReferenceStepper",
     "UnsupportedOrdering",
+    "draw_steps",
 ]
 
 LOG2 = math.log(2.0)
@@ -121,6 +122,48 @@ class Stepper:
         inpainting; a stepper that cannot raises NotImplementedError (plain importance sampling
         is used then)."""
         raise NotImplementedError
+
+
+def draw_steps(
+    stepper: Stepper,
+    x: Tensor,
+    known: np.ndarray,
+    ordering: Ordering,
+    generator: torch.Generator,
+    temperature: float,
+    *,
+    batch: int | None = None,
+    rows: Tensor | None = None,
+    fixed: Tensor | None = None,
+) -> Iterator[SampleStep]:
+    """The sampling loop: visit ``ordering``, tell ``stepper`` the ``known`` (D,) pixels and draw
+    the others into ``x`` (B, D), which is changed in place; yields after each drawn pixel.
+
+    The random-number contract that makes a run reproducible and resumable
+    (:mod:`engine.sampling`) lives here alone: every drawn pixel takes exactly one
+    ``torch.rand(batch, generator=generator)`` (``batch`` defaults to B) and sets ``x = [u < p]``,
+    ``p`` the conditional after ``temperature``. ``rows`` (B,): which of the ``batch`` uniforms each
+    row of ``x`` uses (default row b uses uniform b); ``fixed`` (B, D) bool: pixels whose value in
+    ``x`` is kept when the ordering reaches them instead of being drawn."""
+    b = x.shape[0]
+    batch = b if batch is None else batch
+    total = int((~known).sum())
+    index = 0
+    for t, pixel in enumerate(ordering.perm.tolist()):
+        if known[pixel]:
+            stepper.observe(pixel, x[:, pixel])
+            continue
+        prob = torch.sigmoid(stepper.logits(pixel).float() / temperature)
+        u = torch.rand(batch, generator=generator, device=generator.device)
+        if rows is not None:
+            u = u[rows]
+        value = (u.to(prob.device) < prob).to(x.dtype)
+        if fixed is not None:
+            value = torch.where(fixed[:, pixel], x[:, pixel], value)
+        stepper.observe(pixel, value)
+        x[:, pixel] = value
+        yield SampleStep(index=index, total=total, step=t, pixel=pixel, prob=prob, value=value, x=x)
+        index += 1
 
 
 @overload
@@ -341,20 +384,7 @@ class ARModel(nn.Module):
         if generator is None:
             generator = torch.Generator()
         stepper = self.stepper(x, order) if fast else ReferenceStepper(self, x, order)
-        total = int((~known_np).sum())
-        index = 0
-        for t, pixel in enumerate(order.perm.tolist()):
-            if known_np[pixel]:
-                stepper.observe(pixel, x[:, pixel])
-                continue
-            logit = stepper.logits(pixel)
-            prob = torch.sigmoid(logit.float() / temperature)
-            u = torch.rand(n, generator=generator, device=generator.device).to(prob.device)
-            value = (u < prob).to(x.dtype)
-            stepper.observe(pixel, value)
-            x[:, pixel] = value
-            yield SampleStep(index=index, total=total, step=t, pixel=pixel, prob=prob, value=value, x=x)
-            index += 1
+        yield from draw_steps(stepper, x, known_np, order, generator, temperature)
 
     def sample(self, n: int = 1, **kwargs: Any) -> Tensor:
         """Run :meth:`sample_steps` to the end; returns (n, D) images."""

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from app.worker import Worker
 from engine.checkpoint import save_checkpoint
 from engine.models import build_model
 from engine.ordering import make_ordering
@@ -66,3 +67,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.qt_log_ignore("This plugin does not support propagateSizeHints"))
+
+
+@pytest.fixture
+def worker(qtbot):
+    """A worker thread of its own, stopped (and checked to stop) after the test."""
+    w = Worker("test")
+    yield w
+    assert w.shutdown(10000)

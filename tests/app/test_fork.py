@@ -73,3 +73,33 @@ def test_fork_a_paused_run_and_compare_both_continuations(qtbot, win):
     with qtbot.waitSignal(win.figuresShown, timeout=10000):
         click(fork.dialog.use_b)
     np.testing.assert_array_equal(win.session.flat(), x[1])
+
+
+def _fork_after(qtbot, win, steps: int) -> None:
+    """Step a new paused run ``steps`` pixels and fork it."""
+    s, fork = win.sampling, win.fork
+    click(s.step_btn)
+    qtbot.waitUntil(lambda: win.state.run is not None and win.state.run.frame is not None, timeout=10000)
+    for _ in range(steps - 1):
+        click(s.step_btn)
+    qtbot.waitUntil(lambda: win.state.run.frame.index == steps - 1, timeout=10000)
+    with qtbot.waitSignal(fork.forked, timeout=10000):
+        click(fork.button)
+
+
+def test_a_new_fork_drops_the_continuation_of_the_previous_one(qtbot, win):
+    """A continuation still running when the user forks another run never reaches the new fork's
+    dialog: its images belong to the old fork point."""
+    s, fork = win.sampling, win.fork
+    win.show_panel(s)
+    _fork_after(qtbot, win, 5)
+    s.speed.setValue(0)  # the slowest speed: the continuation is still running below
+    click(fork.dialog.continue_btn)
+    old = fork.requests.job
+    assert old is not None and not fork.dialog.continue_btn.isEnabled()
+    s.speed.setValue(s.speed.maximum())
+    _fork_after(qtbot, win, 8)
+    assert old.cancelled and not fork.requests.busy
+    assert fork.point.draws == 8 and fork.result is None and fork.dialog.continue_btn.isEnabled()
+    qtbot.wait(300)  # whatever the old job still sends is dropped
+    assert fork.result is None and fork.dialog.info.text() == ""

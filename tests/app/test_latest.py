@@ -5,17 +5,7 @@ from __future__ import annotations
 
 import threading
 
-import pytest
-
 from app.latest import Latest
-from app.worker import Worker
-
-
-@pytest.fixture
-def worker(qtbot):
-    w = Worker("latest-test")
-    yield w
-    assert w.shutdown(10000)
 
 
 def waiting(job, gate: threading.Event, value):
@@ -124,3 +114,18 @@ def test_requests_of_other_kinds_on_the_same_worker_are_not_touched(qtbot, worke
     with qtbot.waitSignal(worker.finished, timeout=5000, check_params_cb=lambda i, _c: i == plain.id):
         gate.set()
     assert seen_a["result"] == [("a", "A")] and seen_b["result"] == [("b", "B")]
+
+
+def test_replacing_cancels_only_the_own_older_requests(qtbot, worker):
+    """Two kinds of request on one worker: a newer request of one kind cancels that kind's older
+    one and leaves the other kind's job running."""
+    a, b = Latest(worker), Latest(worker)
+    seen_a = record(a)
+    gate = threading.Event()
+    job_a = a.submit("a", waiting, gate, "A")
+    old_b = b.submit("b1", waiting, gate, "B1")
+    new_b = b.submit("b2", waiting, gate, "B2")
+    assert old_b.cancelled and not new_b.cancelled and not job_a.cancelled
+    with qtbot.waitSignal(b.finished, timeout=5000):
+        gate.set()
+    assert seen_a["result"] == [("a", "A")]

@@ -323,8 +323,13 @@ def test_closing_the_window_during_a_sampling_run(qtbot, make_window, bundled):
     win.sampling.speed.setValue(1)
     win.sampling.run_btn.click()
     qtbot.waitUntil(lambda: win.sampling.progress.value() >= 1, timeout=10000)
+    visible_while_panels_stop: list[bool] = []
+    win.state.closing.connect(lambda: visible_while_panels_stop.append(win.isVisible()))
     win.close()
     assert not win.sampler._thread.isRunning() and not win.compute._thread.isRunning()
+    # the window is gone before the panels wait for their workers (a pass may take seconds)
+    assert visible_while_panels_stop == [False]
+    assert not win.fork.worker._thread.isRunning() and not win.compress_panel.worker._thread.isRunning()
 
 
 def test_hovering_and_clicking_a_heatmap_maps_to_the_right_pixel(qtbot, win):

@@ -56,7 +56,7 @@ def test_a_run_is_started_paused_and_ended_through_the_state(qtbot):
     job = Job(1, lambda job: None, (), {})
     st.show_frame("ignored: no run")
     assert frames == []
-    st.start_run(Run(job, "sample", 4, 7, 1.0, np.ones(784, bool), np.zeros(784)))
+    st.start_run(Run(job, "sample", 4, 7, 1.0, np.ones(784, bool)))
     assert st.running and len(runs) == 1
     st.show_frame("frame")
     assert st.run.frame == "frame" and frames == [("frame",)]

@@ -5,17 +5,6 @@ from __future__ import annotations
 
 import threading
 
-import pytest
-
-from app.worker import Worker
-
-
-@pytest.fixture
-def worker(qtbot):
-    w = Worker("test")
-    yield w
-    assert w.shutdown(10000)
-
 
 def counting(job, n, gate=None):
     for i in range(n):

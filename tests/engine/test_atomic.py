@@ -123,17 +123,23 @@ def test_stale_temporary_files_are_removed_fresh_ones_kept(tmp_path):
     assert temporary_files(path) == [fresh]
 
 
-def test_engine_files_are_written_only_through_the_atomic_writer():
-    """No engine module renames temporary files or writes a file in place by itself."""
+def test_files_are_written_only_through_the_atomic_writer():
+    """No engine or app module renames temporary files or writes a file in place by itself (an
+    array or an image is saved into the writer's file object, never to a path)."""
     import re
     from pathlib import Path
 
-    root = Path(atomic.__file__).parent
+    root = Path(atomic.__file__).parents[1]
     pattern = re.compile(r"os\.replace\(|os\.rename\(|mkstemp\(|NamedTemporaryFile\("
-                         r"|\.write_bytes\(|\.write_text\(|open\([^)]*['\"][wa]b?['\"]")
-    offenders = [f"{p.relative_to(root)}:{n}" for p in sorted(root.rglob("*.py")) if p.name != "atomic.py"
+                         r"|\.write_bytes\(|\.write_text\(|open\([^)]*['\"][wa]b?['\"]"
+                         r"|np\.save[z]?\((?!f\b)|\.save\((str\(|path\b|out\b|dest\b)")
+    files = [p for pkg in ("engine", "app") for p in sorted((root / pkg).rglob("*.py")) if p.name != "atomic.py"]
+    assert len(files) > 40
+    offenders = [f"{p.relative_to(root)}:{n}" for p in files
                  for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert offenders == []
+    assert pattern.search("np.save(out, x)") and pattern.search("img.save(path, format='PNG')")
+    assert not pattern.search("np.save(f, x, allow_pickle=False)")
 
 
 def test_the_score_cache_ignores_a_failed_write_and_leaves_nothing(tmp_path, monkeypatch):

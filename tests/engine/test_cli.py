@@ -320,9 +320,8 @@ def test_precision_auto_takes_bf16_only_where_it_is_native_and_measured_faster(m
 
 def test_a_run_in_the_background_logs_its_progress(monkeypatch, capsys, tmp_path, data_dir):
     """With the output in a file (no terminal), the loss is printed every LOG_EVERY seconds."""
-    import importlib
+    import engine.cli.commands as cli
 
-    cli = importlib.import_module("engine.cli.main")  # the module; engine.cli.main is the function
     monkeypatch.setattr(cli._Bar, "LOG_EVERY", 0.0)
     argv = ["train", *[a for a in TINY if a != "--quiet"], "--out", str(tmp_path / "b.safetensors"), "--data", str(data_dir)]
     argv[argv.index("--epochs") + 1] = "1"

@@ -4,18 +4,15 @@ a model, and reports that say which images they measured."""
 from __future__ import annotations
 
 import argparse
-import importlib
 
 import pytest
 import torch
 
+import engine.cli.commands as clicommands
+import engine.cli.tasks as clitasks
 from engine.checkpoint import save_checkpoint
-from engine.cli import build_parser, main
+from engine.cli import ENGINE_COMMANDS, build_parser, main
 from engine.models import build_model
-
-# the modules, not the ``main`` function that engine.cli exports under the same name
-climain = importlib.import_module("engine.cli.main")
-clitasks = importlib.import_module("engine.cli.tasks")
 
 #: subcommands that only read files and run no model
 NON_COMPUTE = {"info"}
@@ -24,6 +21,11 @@ NON_COMPUTE = {"info"}
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     return dict(action.choices)
+
+
+def test_the_launcher_hands_every_subcommand_to_the_engine():
+    """``pixelchain COMMAND`` reaches the engine's command line for exactly the parser's commands."""
+    assert ENGINE_COMMANDS == set(_subparsers(build_parser()))
 
 
 def test_every_subcommand_and_option_has_help(capsys):
@@ -75,7 +77,7 @@ def test_every_compute_command_takes_threads_and_runs_with_them(tmp_path, monkey
         return run
 
     for name, attr in (("train", "_cmd_train"), ("eval", "_cmd_eval"), ("sample", "_cmd_sample")):
-        monkeypatch.setattr(climain, attr, fake(name))
+        monkeypatch.setattr(clicommands, attr, fake(name))
     for name in ("compress", "decompress", "score", "inpaint-eval"):
         monkeypatch.setattr(clitasks, f"_cmd_{name.replace('-', '_')}", fake(name))
     before = torch.get_num_threads()

@@ -8,8 +8,9 @@ import json
 import shlex
 
 import pytest
+import torch
 
-from engine.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from engine.checkpoint import INT8, load_checkpoint, read_metadata, save_checkpoint, stored_dtype
 from engine.cli import build_parser
 from engine.data import CHECKSUMS
 from engine.models import QUICK_CONFIGS, build_model, family_class
@@ -157,3 +158,21 @@ def test_metrics_are_merged_into_the_metadata(tmp_path):
     assert info["name"] == "m"
     after = load_checkpoint(path).model.state_dict()
     assert all((before[k] == after[k]).all() for k in before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, INT8, None])
+def test_recording_metrics_keeps_how_the_file_stores_its_weights(tmp_path, dtype):
+    """A float16 or int8 checkpoint (the bundled ones) stays one, with its extra tensors and the
+    same log-likelihoods, when ``eval --record`` or the training panel adds a metric."""
+    torch.manual_seed(0)
+    model = build_model("made", {"hidden": (300,)})
+    path = save_checkpoint(tmp_path / "m.safetensors", model, {"name": "m"}, extra={"step": torch.arange(3)}, dtype=dtype)
+    size, kind = path.stat().st_size, stored_dtype(path)
+    assert kind == (dtype or torch.float32)
+    x = torch.randint(0, 2, (5, 784)).float()
+    before = load_checkpoint(path).model.log_prob(x)
+    record_metrics(path, nll_metrics("test", 90.5, 0.25))
+    ck = load_checkpoint(path)
+    assert ck.meta["metrics"]["test_nll"] == 90.5 and stored_dtype(path) == kind
+    assert abs(path.stat().st_size - size) < 200 and torch.equal(ck.extra["step"], torch.arange(3))
+    assert torch.equal(ck.model.log_prob(x), before)

@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["main", "build_parser"]
+__all__ = ["ENGINE_COMMANDS", "main", "build_parser"]
 
-ENGINE_COMMANDS = {"train", "eval", "sample", "info"}
-# compress, decompress, score, inpaint-eval: parsers and handlers in engine/cli/tasks.py
-ENGINE_COMMANDS |= {"compress", "decompress", "score", "inpaint-eval"}
+#: every subcommand (the launcher hands these to :func:`main` without importing Qt); compress,
+#: decompress, score and inpaint-eval have their parsers and handlers in engine/cli/tasks.py
+ENGINE_COMMANDS = frozenset({"train", "eval", "sample", "info", "compress", "decompress", "score", "inpaint-eval"})
 
 
 def _fmt_time(s: float) -> str:
