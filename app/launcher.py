@@ -13,8 +13,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from engine.cli import main as engine_main
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and (argv[0] in ENGINE_COMMANDS or argv[0] in ("-h", "--help")):
+    if argv and argv[0] in ENGINE_COMMANDS:
         return engine_main(argv)
+    if argv[:1] in (["-h"], ["--help"]):  # the subcommands, then the options of the app itself
+        try:
+            rc = engine_main(argv)
+        except SystemExit as exc:  # argparse's --help exits
+            rc = int(exc.code or 0)
+        try:
+            from app.main import build_parser as app_parser
+        except ImportError:
+            return rc
+        print(f"\nWithout a subcommand, pixelchain starts the desktop app:\n\n{app_parser().format_help()}", end="")
+        return rc
     try:
         from app.main import main as app_main
     except ImportError as exc:

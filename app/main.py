@@ -25,8 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--digit", type=int, default=3010, help="test digit drawn for --screenshot (index in the test split)")
     p.add_argument("--size", default="1600x1000", help="window size for --screenshot, WxH")
     p.add_argument("--tab", default="inspect", choices=["inspect", "sample", "train"], help="side panel shown in --screenshot")
-    p.add_argument("--overlay", default="off", choices=["off", "steps", "path"], help="ordering overlay on the canvas")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds --screenshot waits for the model")
+    p.add_argument("--overlay", default="off", choices=["off", "steps", "path"], help="ordering overlay on the canvas in --screenshot")
+    p.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds to wait for the model (and, with --screenshot, its figures) before --ordering or --screenshot give up")
     return p
 
 

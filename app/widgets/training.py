@@ -201,7 +201,7 @@ class TrainingPanel(QWidget):
         self.device = QLabel(f"{device_name(dev)}  ({dev.type})" + (f"  ·  bf16 in {native}" if native else ""))
         if native:
             self.amp.setToolTip(self.amp.toolTip() + f"\nThis CPU computes bf16 in {native}: MADE and the deep families train"
-                                " 1.3-2.8x as fast,\n"
+                                " 1.2-2.8x as fast,\n"
                                 "so it is on by default for them (as `pixelchain train --precision auto`)")
         self.small.setChecked(dev.type == "cpu")
         self.device.setObjectName("value")

@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pixelchain", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", title="subcommands", metavar="COMMAND",
                            description="`pixelchain COMMAND --help` describes each one")
-    orderings = f"{', '.join(ORDERING_NAMES)}; random:SEED and random-rows:SEED draw one"
+    orderings = (f"{', '.join(ORDERING_NAMES)}; random:SEED and random-rows:SEED draw one; "
+                 "NAME/mirror, NAME/flip or NAME/turn start a named one from another corner (e.g. snake/turn)")
 
     t = add_command(sub, "train", "train a model; keeps the best checkpoint on validation", """\
 Trains on the training split and keeps the checkpoint that is best on the validation split

@@ -36,3 +36,15 @@ def test_screenshot_errors_are_clear(tmp_path, bundled):
               "--ordering", "snake"], tmp_path)
     assert r.returncode == 2 and "raster ordering only" in r.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_pixelchain_help_lists_the_subcommands_and_the_apps_options(capsys):
+    from app.launcher import main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("train", "eval", "sample", "info", "compress", "decompress", "score", "inpaint-eval"):
+        assert f"\n    {command}" in out, command
+    app_part = out[out.index("Without a subcommand, pixelchain starts the desktop app"):]
+    for option in ("--model", "--ordering", "--screenshot", "--tab", "--overlay", "--timeout"):
+        assert option in app_part, option
