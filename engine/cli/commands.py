@@ -73,7 +73,8 @@ options make the model's config; every training option is a field of engine.trai
     run.add_argument("--out", required=True, help="where the best checkpoint goes (.safetensors)")
     run.add_argument("--resume", action="store_true", help="continue the run saved next to --out")
     run.add_argument("--init-from", default=None, metavar="CKPT",
-                     help="start from the weights of a checkpoint of the same family and sizes (fine-tuning)")
+                     help="start from the weights of a checkpoint of the same family and sizes (fine-tuning); a PixelCNN or "
+                          "LMConv may have more --config layers than the checkpoint: the added layers start as identities")
     run.add_argument("--data", default=None, metavar="DIR", help=DATA_HELP)
     run.add_argument("--quiet", action="store_true", help="no progress output (errors and warnings still go to stderr)")
 
@@ -252,7 +253,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _init_from(model, path: str) -> None:
-    """Copy the weights of checkpoint ``path`` into ``model``: same family, same tensor shapes."""
+    """Copy the weights of checkpoint ``path`` into ``model``: same family and tensor shapes, or, for
+    the residual families, a shallower model of the same width that ``model`` grows from."""
     from ..checkpoint import load_checkpoint
 
     src = load_checkpoint(path).model
@@ -260,10 +262,17 @@ def _init_from(model, path: str) -> None:
         raise ValueError(f"--init-from {path}: it holds a {src.family} model, not a {model.family} one")
     mine, theirs = model.state_dict(), src.state_dict()
     diff = sorted(k for k in set(mine) | set(theirs) if k not in mine or k not in theirs or mine[k].shape != theirs[k].shape)
-    if diff:
-        more = ", ..." if len(diff) > 4 else ""
-        raise ValueError(f"--init-from {path}: the sizes differ from this model's ({', '.join(diff[:4])}{more})")
-    model.load_state_dict(theirs)
+    if not diff:
+        model.load_state_dict(theirs)
+        return
+    if model.residual_out and src.config.layers != model.config.layers:
+        try:
+            model.grow_from(src)
+        except ValueError as e:
+            raise ValueError(f"--init-from {path}: {e}") from None
+        return
+    more = ", ..." if len(diff) > 4 else ""
+    raise ValueError(f"--init-from {path}: the sizes differ from this model's ({', '.join(diff[:4])}{more})")
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:

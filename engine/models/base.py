@@ -429,6 +429,37 @@ class ARModel(nn.Module):
     def init_output_bias(self, marginals: Tensor) -> None:
         """Start the output biases at the pixel marginals (a family may ignore this)."""
 
+    #: families whose layers are residual name the modules that close each layer's residual
+    #: branch; zeroed, an added layer passes its input through unchanged (see :meth:`grow_from`)
+    residual_out: ClassVar[tuple[str, ...]] = ()
+
+    def grow_from(self, src: "ARModel") -> None:
+        """Start from ``src``, a shallower trained model of this family: every weight of ``src`` is
+        copied, and the layers this model has beyond ``src``'s start with their residual branch
+        closed (``residual_out`` zeroed), so the grown network computes exactly what ``src`` does
+        and training goes on from there with more depth. The configurations must be equal apart from
+        ``layers``, which may only grow. Raises ValueError otherwise, and for families whose layers
+        are not residual."""
+        if not self.residual_out:
+            raise ValueError(f"a {self.family} model cannot start from one of another size: its layers are not residual")
+        if src.family != self.family:
+            raise ValueError(f"it holds a {src.family} model, not a {self.family} one")
+        mine_cfg, src_cfg = self.config.to_dict(), src.config.to_dict()
+        layers, src_layers = mine_cfg.pop("layers"), src_cfg.pop("layers")
+        differ = sorted(k for k in mine_cfg if mine_cfg[k] != src_cfg.get(k))
+        if differ:
+            raise ValueError(f"only the number of layers may differ from the checkpoint's, not {', '.join(differ)}")
+        if layers < src_layers:
+            raise ValueError(f"the checkpoint has {src_layers} layers: a model can grow from it, not shrink ({layers})")
+        mine, theirs = self.state_dict(), src.state_dict()
+        with torch.no_grad():
+            for name, t in theirs.items():
+                mine[name].copy_(t)  # same names and shapes: the configs agree apart from depth
+            for mod in self.residual_out:
+                for layer in getattr(self, mod)[src_layers:]:
+                    for p in layer.parameters():
+                        p.zero_()
+
     def register_ordering_buffers(self) -> None:
         """``perm`` (step -> pixel) and ``inv`` (pixel -> step) of the model's own ordering."""
         self.register_buffer("perm", torch.tensor(np.array(self.ordering.perm)), persistent=False)

@@ -55,8 +55,16 @@ def _local_masks(steps: Tensor, k: int, strict: bool) -> Tensor:
 
 
 class _LMConv(nn.Conv2d):
-    """A k x k convolution whose mask differs at every position (Jain, Abbeel, Pathak 2020):
-    im2col, multiply each patch by its position's mask, then one matrix product."""
+    """A k x k convolution whose mask differs at every position (Jain, Abbeel, Pathak 2020): gather
+    each position's k*k neighbours, multiply them by that position's mask, then one 1x1 convolution
+    over the gathered channels.
+
+    The neighbours are stacked from k*k shifted slices rather than ``F.unfold``, and the product is a
+    1-D convolution rather than a broadcast matrix product: on a CPU the unfold backward (col2im)
+    and the batch-folding copy of the matrix product cost more than the arithmetic
+    (``bench/deep_training_step.py``). Under autocast the input is cast before the gather, so the
+    gathered tensor, the largest of the layer, is built in the low precision the product uses anyway.
+    """
 
     def __init__(self, cin: int, cout: int, k: int):
         super().__init__(cin, cout, k)
@@ -66,13 +74,17 @@ class _LMConv(nn.Conv2d):
     def forward(self, h: Tensor, mask: Tensor, pad: bool = True) -> Tensor:  # type: ignore[override]
         """h (B, Cin, H, W), mask (B|1, k*k, L) -> (B, Cout, H, W); with ``pad`` False, the valid
         positions only: (B, Cout, H - 2(k//2), W - 2(k//2))."""
-        b, cin, hh, ww = h.shape
-        kk, p = self.k * self.k, self.k // 2
-        cols = F.unfold(h, self.k, padding=p if pad else 0).view(b, cin, kk, -1)  # (B, Cin, k*k, L)
-        cols = (cols * mask[:, None].to(h.dtype)).view(b, cin * kk, -1)
-        assert self.bias is not None  # built with a bias
-        out = self.weight.view(self.out_channels, -1) @ cols + self.bias[:, None]  # (B, Cout, L)
-        return out.view(b, self.out_channels, hh if pad else hh - 2 * p, ww if pad else ww - 2 * p)
+        if torch.is_autocast_enabled(h.device.type):
+            h = h.to(torch.get_autocast_dtype(h.device.type))
+        b, cin = h.shape[:2]
+        k, p = self.k, self.k // 2
+        if pad:
+            h = F.pad(h, (p, p, p, p))
+        ho, wo = h.shape[2] - 2 * p, h.shape[3] - 2 * p
+        cols = torch.stack([h[:, :, i : i + ho, j : j + wo] for i in range(k) for j in range(k)], 2)  # (B, Cin, k*k, Ho, Wo)
+        cols = (cols.view(b, cin, k * k, ho * wo) * mask[:, None].to(h.dtype)).view(b, cin * k * k, ho * wo)
+        out = F.conv1d(cols, self.weight.view(self.out_channels, -1, 1), self.bias)  # (B, Cout, L)
+        return out.view(b, self.out_channels, ho, wo)
 
 
 class LocallyMaskedPixelCNN(ARModel):
@@ -80,6 +92,7 @@ class LocallyMaskedPixelCNN(ARModel):
 
     family = "lmconv"
     config_class = LMConvConfig
+    residual_out = ("res",)  # the 1x1 after each masked layer closes its residual branch
     config: LMConvConfig
     description = "Locally masked PixelCNN: a convolutional network usable in any ordering."
 
