@@ -265,7 +265,7 @@ def _init_from(model, path: str) -> None:
     if not diff:
         model.load_state_dict(theirs)
         return
-    if model.residual_out and src.config.layers != model.config.layers:
+    if model.residual_out and getattr(src.config, "layers", None) != getattr(model.config, "layers", None):
         try:
             model.grow_from(src)
         except ValueError as e:
