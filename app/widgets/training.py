@@ -11,7 +11,6 @@ in the checkpoint's metadata, and the panel hands the file to the model picker.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -36,19 +35,13 @@ from PySide6.QtWidgets import (
 from engine.models import FAMILIES, QUICK_CONFIGS, build_model, family_class
 from engine.ordering import ORDERING_NAMES, make_ordering
 from engine.recipes import model_config, nll_metrics, record_metrics, run_metadata, train_argv
+from engine.steps import fmt_time
 from engine.train import BatchEnd, EpochEnd, Finished, TrainConfig, amp_warning, bf16_hardware, device_name, resolve_amp, resolve_device
 
 from ..latest import Latest
 from ..worker import Worker
 
 __all__ = ["TrainingPanel", "training_job", "fmt_time"]
-
-
-def fmt_time(s: float) -> str:
-    if not math.isfinite(s):
-        return "?"
-    s = int(round(s))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 def training_job(job, family: str, config: dict, ordering_spec: dict, tc: TrainConfig, out: Path, measure_test: bool = True):

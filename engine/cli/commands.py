@@ -14,24 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
+
+from ..steps import fmt_time
 
 __all__ = ["ENGINE_COMMANDS", "main", "build_parser"]
 
 #: every subcommand (the launcher hands these to :func:`main` without importing Qt); compress,
 #: decompress, score and inpaint-eval have their parsers and handlers in engine/cli/tasks.py
 ENGINE_COMMANDS = frozenset({"train", "eval", "sample", "info", "compress", "decompress", "score", "inpaint-eval"})
-
-
-def _fmt_time(s: float) -> str:
-    if not math.isfinite(s):
-        return "?"
-    s = int(s)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 DESCRIPTION = """\
@@ -142,7 +136,7 @@ class _Bar:
                 mean = sum(self.losses) / len(self.losses)
                 self.losses.clear()
                 print(f"  epoch {ev.epoch}/{ev.epochs} batch {ev.batch}/{ev.batches}  loss {mean:.3f} (mean since the last line)  "
-                      f"elapsed {_fmt_time(ev.elapsed)} eta {_fmt_time(ev.eta)}", flush=True)
+                      f"elapsed {fmt_time(ev.elapsed)} eta {fmt_time(ev.eta)}", flush=True)
             return
         now = time.perf_counter()
         if now - self.last < 0.2 and ev.batch != ev.batches:
@@ -152,7 +146,7 @@ class _Bar:
         bar = "#" * int(frac * 30)
         sys.stderr.write(
             f"\repoch {ev.epoch}/{ev.epochs} [{bar:<30}] {ev.batch}/{ev.batches} loss {ev.loss:7.2f}  "
-            f"elapsed {_fmt_time(ev.elapsed)} eta {_fmt_time(ev.eta)} "
+            f"elapsed {fmt_time(ev.elapsed)} eta {fmt_time(ev.eta)} "
         )
         sys.stderr.flush()
 
@@ -169,7 +163,7 @@ class _Bar:
         star = " *" if ev.improved else ""
         print(
             f"epoch {ev.epoch}/{ev.epochs}  train {ev.train_nll:.3f}  valid {ev.valid_nll:.3f}  best {ev.best_valid_nll:.3f}  "
-            f"({ev.epoch_seconds:.1f}s, eta {_fmt_time(ev.eta)}){star}",
+            f"({ev.epoch_seconds:.1f}s, eta {fmt_time(ev.eta)}){star}",
             flush=True,
         )
 
@@ -245,7 +239,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
                 return 2
             if not quiet:
                 best = f"{ev.best_valid_nll:.3f}" if ev.best_valid_nll is not None else "-"
-                print(f"{ev.reason} after {ev.epochs_run} epochs in {_fmt_time(time.perf_counter() - t0)}; "
+                print(f"{ev.reason} after {ev.epochs_run} epochs in {fmt_time(time.perf_counter() - t0)}; "
                       f"best valid NLL {best} nats -> {ev.best_path}")
                 if ev.reason == "time-limit":
                     print(ev.message)
