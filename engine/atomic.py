@@ -51,9 +51,14 @@ def temporary_files(path: str | os.PathLike) -> list[Path]:
     return sorted(folder.glob(f".{glob.escape(path.name)}.*{TEMP_SUFFIX}"))
 
 
+#: the suffix earlier versions gave the temporary files of downloads; their leftovers go too
+LEGACY_SUFFIX = ".part"
+
+
 def _remove_stale(path: Path) -> None:
+    legacy = sorted(path.parent.glob(f".{glob.escape(path.name)}.*{LEGACY_SUFFIX}"))
     try:
-        for stale in temporary_files(path):
+        for stale in temporary_files(path) + legacy:
             if time.time() - stale.stat().st_mtime > STALE_SECONDS:
                 stale.unlink()
     except OSError:  # a leftover that cannot be removed does not stop this write

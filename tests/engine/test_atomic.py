@@ -123,6 +123,16 @@ def test_stale_temporary_files_are_removed_fresh_ones_kept(tmp_path):
     assert temporary_files(path) == [fresh]
 
 
+def test_stale_part_files_of_earlier_versions_downloads_are_removed_too(tmp_path):
+    path = tmp_path / "binarized_mnist_train.amat"
+    old, fresh = tmp_path / ".binarized_mnist_train.amat.x1y2z3.part", tmp_path / ".binarized_mnist_train.amat.q9.part"
+    for p in (old, fresh):
+        p.write_bytes(b"half a download")
+    os.utime(old, (1e9, 1e9))
+    atomic_write(path, b"new")
+    assert not old.exists() and fresh.exists()  # a fresh one may belong to a download still running
+
+
 def test_files_are_written_only_through_the_atomic_writer():
     """No engine or app module renames temporary files or writes a file in place by itself (an
     array or an image is saved into the writer's file object, never to a path)."""
