@@ -4,6 +4,7 @@ without ``channels_last`` for the convolutional ones, and optionally under ``tor
 
     python bench/deep_training_step.py                       # every family, its sizes, 2 threads
     python bench/deep_training_step.py --family pixelcnn --compile --threads 1,2
+    python bench/deep_training_step.py --family lmconv --reference-lmconv --threads 1
     python bench/deep_training_step.py --json > figures.json
 
 The figures are the median over the timed steps after warm-up steps, as images per second (higher is
@@ -26,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.models import build_model  # noqa: E402
+from engine.models.lmconv import _LMConv  # noqa: E402
 from engine.train import bf16_is_native  # noqa: E402
 
 _ORDERINGS = ["raster", "snake", "column", "column-snake", "hilbert", "diagonal", "spiral-in", "spiral-out"]
@@ -40,6 +42,7 @@ SIZES: dict[str, list[tuple[str, dict]]] = {
     "lmconv": [
         ("16ch x3", {"channels": 16, "layers": 3, "head": 32, "order_agnostic": True, "train_orderings": _ORDERINGS}),
         ("32ch x6", {"channels": 32, "layers": 6, "head": 64, "order_agnostic": True, "train_orderings": _ORDERINGS}),
+        ("32ch x8", {"channels": 32, "layers": 8, "head": 64, "order_agnostic": True, "train_orderings": _ORDERINGS}),
         ("64ch x6", {"channels": 64, "layers": 6, "head": 128, "order_agnostic": True, "train_orderings": _ORDERINGS}),
     ],
     "lstm": [
@@ -72,9 +75,13 @@ def images_per_s(model, step_fn, x, amp: bool, steps: int, warmup: int) -> float
 
 
 def measure(family: str, cfg: dict, batch: int, amp: bool, channels_last: bool, compiled: bool,
-            steps: int, warmup: int) -> float:
+            steps: int, warmup: int, reference: bool = False) -> float:
     torch.manual_seed(0)
     model = build_model(family, cfg)
+    if reference:  # LMConv with its layers in their plain unfold form (what the fast form replaced)
+        for mod in model.modules():
+            if isinstance(mod, _LMConv):
+                mod.forward = mod.reference_forward  # type: ignore[method-assign]
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model._bench_opt = torch.optim.Adam(model.parameters(), 1e-3, fused=True)  # as engine.train uses it
@@ -95,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
+    p.add_argument("--reference-lmconv", action="store_true",
+                   help="also time LMConv with its layers in the plain unfold form, against the fast one")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     rows = []
@@ -105,24 +114,27 @@ def main(argv: list[str] | None = None) -> int:
             picks = range(len(sizes)) if a.sizes is None else [int(s) for s in a.sizes.split(",")]
             for i in picks:
                 label, cfg = sizes[i]
-                variants = [(amp, cl, False) for cl in ([False, True] if family in CONV else [False])
+                variants = [(amp, cl, False, False) for cl in ([False, True] if family in CONV else [False])
                             for amp in (False, True)]
                 if a.compile:
-                    variants += [(amp, False, True) for amp in (False, True)]
-                for amp, cl, comp in variants:
+                    variants += [(amp, False, True, False) for amp in (False, True)]
+                if a.reference_lmconv and family == "lmconv":
+                    variants += [(amp, False, False, True) for amp in (False, True)]
+                for amp, cl, comp, ref in variants:
                     try:
-                        ips = measure(family, cfg, a.batch, amp, cl, comp, a.steps, a.warmup)
+                        ips = measure(family, cfg, a.batch, amp, cl, comp, a.steps, a.warmup, ref)
                         err = None
                     except Exception as e:  # a path that does not work on this CPU is a finding too
                         ips, err = float("nan"), f"{type(e).__name__}: {str(e).splitlines()[0][:80]}"
                     n_params = sum(q.numel() for q in build_model(family, cfg).parameters())
                     row = {"family": family, "size": label, "params": n_params, "threads": threads,
                            "batch": a.batch, "precision": "bf16" if amp else "float32",
-                           "channels_last": cl, "compiled": comp, "images_per_s": round(ips, 1),
+                           "channels_last": cl, "compiled": comp, "reference_layer": ref, "images_per_s": round(ips, 1),
                            "epoch_min": round(50_000 / ips / 60, 1) if ips == ips else None, "error": err}
                     rows.append(row)
                     if not a.json:
-                        path = f"{row['precision']}{' channels_last' if cl else ''}{' compiled' if comp else ''}"
+                        path = (f"{row['precision']}{' channels_last' if cl else ''}{' compiled' if comp else ''}"
+                                f"{' unfold layer' if ref else ''}")
                         fig = f"{ips:8.1f} img/s  {row['epoch_min']:6.1f} min/epoch" if err is None else err
                         print(f"{family:>11} {label:>8} {n_params:>9,} {threads}t  {path:<28} {fig}", flush=True)
     if a.json:

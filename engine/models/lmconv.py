@@ -83,8 +83,19 @@ class _LMConv(nn.Conv2d):
         ho, wo = h.shape[2] - 2 * p, h.shape[3] - 2 * p
         cols = torch.stack([h[:, :, i : i + ho, j : j + wo] for i in range(k) for j in range(k)], 2)  # (B, Cin, k*k, Ho, Wo)
         cols = (cols.view(b, cin, k * k, ho * wo) * mask[:, None].to(h.dtype)).view(b, cin * k * k, ho * wo)
-        out = F.conv1d(cols, self.weight.view(self.out_channels, -1, 1), self.bias)  # (B, Cout, L)
+        out = F.conv1d(cols, self.weight.reshape(self.out_channels, -1, 1), self.bias)  # (B, Cout, L)
         return out.view(b, self.out_channels, ho, wo)
+
+    def reference_forward(self, h: Tensor, mask: Tensor, pad: bool = True) -> Tensor:
+        """The same layer written the plain way (``F.unfold``, mask, broadcast matrix product): the
+        specification :meth:`forward` is tested against and ``bench/lmconv_layer.py`` times."""
+        b, cin, hh, ww = h.shape
+        kk, p = self.k * self.k, self.k // 2
+        cols = F.unfold(h, self.k, padding=p if pad else 0).view(b, cin, kk, -1)  # (B, Cin, k*k, L)
+        cols = (cols * mask[:, None].to(h.dtype)).view(b, cin * kk, -1)
+        assert self.bias is not None  # built with a bias
+        out = self.weight.reshape(self.out_channels, -1) @ cols + self.bias[:, None]  # (B, Cout, L)
+        return out.view(b, self.out_channels, hh if pad else hh - 2 * p, ww if pad else ww - 2 * p)
 
 
 class LocallyMaskedPixelCNN(ARModel):

@@ -44,3 +44,15 @@ def test_training_step_bench_reports_both_precisions():
     for r in rows:
         assert r["hidden"] == [8] and r["float32_ms_per_100"] > 0 and r["bf16_ms_per_100"] > 0
         assert r["bf16_native"] == bf16_is_native(torch.device("cpu"))  # what the engine says of this CPU
+
+
+def test_deep_training_step_bench_times_the_lmconv_reference_layer_too():
+    cmd = [sys.executable, str(ROOT / "bench" / "deep_training_step.py"), "--family", "lmconv", "--sizes", "0", "--threads", "1",
+           "--steps", "1", "--warmup", "0", "--batch", "2", "--reference-lmconv", "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)["rows"]
+    kinds = sorted((r["precision"], r["channels_last"], r["reference_layer"]) for r in rows)
+    assert kinds == sorted([(p, cl, False) for p in ("float32", "bf16") for cl in (False, True)]
+                           + [(p, False, True) for p in ("float32", "bf16")])
+    assert all(r["error"] is None and r["images_per_s"] > 0 for r in rows)  # the fast layer works channels_last too

@@ -139,3 +139,29 @@ def test_lmconv_order_agnostic_training_draws_orderings_from_the_seed():
     assert m.training_loss(x).item() == a.item()
     with pytest.raises(OrderingError, match="unknown ordering 'zigzag'"):
         build_model("lmconv", dict(LM, order_agnostic=True, train_orderings=("zigzag",)))
+
+
+@pytest.mark.parametrize("pad", [True, False])
+def test_lmconv_layer_equals_its_plain_unfold_form(pad):
+    """The fast locally masked layer (shifted slices, 1-D convolution) computes what the plain
+    unfold / mask / matrix-product form does, per-image masks and the stepper's unpadded windows
+    included, with the same gradients; under bf16 autocast it stays within bf16 rounding."""
+    from engine.models.lmconv import _LMConv, _local_masks
+
+    torch.manual_seed(0)
+    layer = _LMConv(3, 5, 3).double()
+    h = torch.randn(4, 3, H, W, dtype=torch.float64, requires_grad=True)
+    steps = torch.stack([torch.randperm(H * W) for _ in range(4)]).view(4, 1, H, W).double()
+    if not pad:  # the stepper's windows: masks of the valid positions only
+        steps = steps[:, :, 1:-1, 1:-1]
+    mask = _local_masks(steps, 3, strict=False)
+    fast, ref = layer(h, mask, pad), layer.reference_forward(h, mask, pad)
+    torch.testing.assert_close(fast, ref)
+    (g_fast,) = torch.autograd.grad(fast.square().sum(), h)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), h)
+    torch.testing.assert_close(g_fast, g_ref)
+    hf, lf = h.detach().float(), layer.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = lf(hf, mask, pad)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), lf.reference_forward(hf, mask, pad), atol=0.1, rtol=0.02)
