@@ -381,6 +381,9 @@ class MainWindow(FiguresMixin, InfluenceMixin, EditingMixin, RunMixin, QMainWind
                                          "Train one (Train tab) or open one (File ▸ Open Checkpoint…).")
         elif kind == "digit":
             index, img = value  # type: ignore[misc]
+            if self.canvas.locked:  # a run started while the digit was loading: the run owns the canvas
+                self.statusBar().showMessage(f"Test digit #{index} not drawn: a sampling run started first", 6000)
+                return
             self.state.replace_canvas(img)
             self.statusBar().showMessage(f"Test digit #{index}", 4000)
         elif kind == "save":

@@ -394,3 +394,21 @@ def test_export_the_conditionals_as_a_table_and_as_an_image(qtbot, win, tmp_path
         engine.atomic.os.fsync = real_fsync
     assert "No space left" in errors[-1]
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+def test_a_test_digit_arriving_during_a_run_leaves_the_runs_canvas_alone(qtbot, win, data_dir):
+    """The test digit loads on a worker; a run started before it arrives owns the canvas, so the
+    digit is not drawn under it (which left a canvas that was neither the run's nor the digit's)."""
+    s = win.sampling
+    s.speed.setValue(1)  # slow: the run is still going when the digit arrives
+    before = win.session.canvas.copy()
+    win.load_test_digit(0)  # its result is delivered through the event loop: after the click below
+    s.run_btn.click()
+    assert win.running and win.canvas.locked
+    qtbot.waitUntil(lambda: "not drawn" in win.statusBar().currentMessage(), timeout=20000)
+    with qtbot.waitSignal(win.runFinished, timeout=5000):
+        s.stop_btn.click()
+    np.testing.assert_array_equal(win.session.canvas, before)
+    with qtbot.waitSignal(win.figuresShown, timeout=20000):  # not running: the digit is drawn
+        win.load_test_digit(0)
+    assert win.session.canvas.sum() > 0
