@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ordering import Ordering, make_ordering
+from ..ordering import Ordering
 from .base import ARModel, ModelConfig, Stepper, _take
+from .lstm import check_orderings, draw_orderings
 from .pixelcnn import _gate
 
 
@@ -114,11 +115,8 @@ class LocallyMaskedPixelCNN(ARModel):
             raise ValueError("channels and head must be positive, layers non-negative")
         if k < 1 or k0 < 1 or k % 2 == 0 or k0 % 2 == 0:
             raise ValueError("kernel sizes must be odd and positive")
-        names = set(config.train_orderings)
-        if config.order_agnostic and not names:
-            raise ValueError("order-agnostic training needs at least one training ordering")
-        for name in names - {"random"}:
-            make_ordering(name, config.height, config.width)  # raises on unknown names
+        if config.order_agnostic:
+            check_orderings(config.train_orderings, config.height, config.width)
         self.any_order = bool(config.order_agnostic)
         self.first = _LMConv(2, 2 * c, k0)
         self.convs = nn.ModuleList(_LMConv(c, 2 * c, k) for _ in range(config.layers))
@@ -164,15 +162,8 @@ class LocallyMaskedPixelCNN(ARModel):
         if not self.config.order_agnostic:
             return super().training_loss(x)
         c = self.config
-        names = list(c.train_orderings)
-        pick = torch.randint(len(names), (x.shape[0],)).tolist()
-        invs = []
-        for i in pick:
-            if names[i] == "random":
-                invs.append(torch.argsort(torch.randperm(c.size)))
-            else:
-                invs.append(torch.from_numpy(np.array(make_ordering(names[i], c.height, c.width).inverse)))
-        steps = self._steps(torch.stack(invs).to(x.device), x.dtype)  # (B, 1, H, W)
+        perm = draw_orderings(c.train_orderings, x.shape[0], c.height, c.width, x.device)  # (B, D)
+        steps = self._steps(torch.argsort(perm, dim=1), x.dtype)  # (B, 1, H, W)
         logits = self._net(x.view(-1, 1, c.height, c.width), steps) + self.pixel_bias
         return F.binary_cross_entropy_with_logits(logits.flatten(1), x, reduction="none").sum(1).mean()
 

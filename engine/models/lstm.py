@@ -11,9 +11,11 @@ sigma-GPT (Pannatier, Courdier, Fleuret 2024):
 so the output of step ``t`` is the logit of ``p(x_{o_t} = 1 | x_{o_<t})``. Positions are learned
 row and column embeddings; a learned per-pixel bias (started at the pixel marginals) is added to
 the logit. Because the next position is an input, one network can serve several orderings: with
-``order_agnostic`` every training image gets its own uniformly random ordering, and the model
-accepts any ordering at inference (so inpainting puts known pixels first and is exact); otherwise
-it is trained, and used, in its own ordering only.
+``order_agnostic`` every training image gets its own ordering, drawn from ``train_orderings``
+(by default a fresh uniformly random one), and the model accepts any ordering at inference (so
+inpainting puts known pixels first and is exact); otherwise it is trained, and used, in its own
+ordering only. Mixing named orderings (raster, snake, Hilbert, ...) into ``train_orderings`` spends
+the network's capacity on the orderings people pick, which random orderings alone dilute.
 
 The fast sampler carries the recurrent state: O(1) work per pixel instead of a pass over the
 whole sequence. :class:`SequenceEmbedding` is shared with the Transformer.
@@ -28,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ordering import Ordering
+from ..ordering import Ordering, make_ordering
 from .base import ARModel, ModelConfig, Stepper, _take
 
 
@@ -37,8 +39,10 @@ class LSTMConfig(ModelConfig):
     hidden: int = 256  #: LSTM state size
     layers: int = 2  #: stacked LSTM layers
     embed: int = 64  #: size of the value/position embeddings (the LSTM input)
-    #: train over random orderings (one per image) so that any ordering can be used at inference
+    #: train over several orderings (one per image) so that any ordering can be used at inference
     order_agnostic: bool = False
+    #: orderings drawn in order-agnostic training; "random" stands for a fresh uniform one
+    train_orderings: tuple[str, ...] = ("random",)
 
 
 class SequenceEmbedding(nn.Module):
@@ -96,6 +100,25 @@ def random_orderings(b: int, d: int, device: torch.device) -> Tensor:
     return torch.argsort(torch.rand(b, d), dim=1).to(device)
 
 
+def check_orderings(names: tuple[str, ...] | list[str], height: int, width: int) -> None:
+    """Raises ValueError for an empty list of training orderings or an unknown name in it."""
+    if not names:
+        raise ValueError("order-agnostic training needs at least one training ordering")
+    for name in set(names) - {"random"}:
+        make_ordering(name, height, width)  # raises on unknown names
+
+
+def draw_orderings(names: tuple[str, ...] | list[str], b: int, height: int, width: int, device: torch.device) -> Tensor:
+    """(B, D) one ordering per image (step -> pixel), each drawn uniformly from ``names`` with the
+    global torch RNG; "random" stands for a fresh uniformly random ordering."""
+    d = height * width
+    if all(n == "random" for n in names):
+        return random_orderings(b, d, device)
+    fixed = {n: torch.from_numpy(np.array(make_ordering(n, height, width).perm)) for n in sorted(set(names) - {"random"})}
+    pick = torch.randint(len(names), (b,)).tolist()
+    return torch.stack([torch.randperm(d) if names[i] == "random" else fixed[names[i]] for i in pick]).to(device)
+
+
 def step_nll(step_logits: Tensor, xo: Tensor) -> Tensor:
     """Mean NLL (nats per image) of images ``xo`` in step order under ``step_logits``."""
     return F.binary_cross_entropy_with_logits(step_logits, xo, reduction="none").sum(1).mean()
@@ -103,8 +126,8 @@ def step_nll(step_logits: Tensor, xo: Tensor) -> Tensor:
 
 class SequenceARModel(ARModel):
     """A model that reads the image as a sequence in step order: subclasses give ``_step_logits``
-    (logits in step order for images in step order); order-agnostic training draws one random
-    ordering per image from the global torch RNG."""
+    (logits in step order for images in step order); order-agnostic training draws one ordering
+    per image from ``config.train_orderings`` with the global torch RNG."""
 
     def _step_logits(self, xo: Tensor, perm: Tensor) -> Tensor:
         raise NotImplementedError
@@ -122,7 +145,8 @@ class SequenceARModel(ARModel):
     def training_loss(self, x: Tensor) -> Tensor:
         if not self.any_order:
             return super().training_loss(x)
-        perm = random_orderings(x.shape[0], self.size, x.device)  # (B, D)
+        c = self.config
+        perm = draw_orderings(c.train_orderings, x.shape[0], c.height, c.width, x.device)  # type: ignore[attr-defined]
         xo = x.gather(1, perm)
         return step_nll(self._step_logits(xo, perm), xo)
 
@@ -137,6 +161,7 @@ class PixelLSTM(SequenceARModel):
         super().__init__(config, ordering)
         if config.hidden < 1 or config.layers < 1 or config.embed < 1:
             raise ValueError("hidden, layers and embed must be positive")
+        check_orderings(config.train_orderings, config.height, config.width)
         self.any_order = bool(config.order_agnostic)
         self.embed = SequenceEmbedding(config.height, config.width, config.embed, std=0.1)
         self.rnn = nn.LSTM(config.embed, config.hidden, config.layers, batch_first=True)

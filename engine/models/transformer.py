@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..ordering import Ordering
 from .base import ModelConfig, Stepper, _take, typed
-from .lstm import SequenceARModel, SequenceEmbedding
+from .lstm import SequenceARModel, SequenceEmbedding, check_orderings
 
 
 @dataclass
@@ -36,8 +36,10 @@ class TransformerConfig(ModelConfig):
     heads: int = 8
     mlp_ratio: int = 4
     dropout: float = 0.0
-    #: train over random orderings (one per image); any ordering at inference
+    #: train over several orderings (one per image); any ordering at inference
     order_agnostic: bool = True
+    #: orderings drawn in order-agnostic training; "random" stands for a fresh uniform one
+    train_orderings: tuple[str, ...] = ("random",)
 
 
 class Block(nn.Module):
@@ -96,6 +98,7 @@ class OrderAgnosticTransformer(SequenceARModel):
             raise ValueError("d_model, layers, heads and mlp_ratio must be positive, and d_model a multiple of heads")
         if not 0.0 <= config.dropout < 1.0:
             raise ValueError("dropout must lie in [0, 1)")
+        check_orderings(config.train_orderings, config.height, config.width)
         self.any_order = bool(config.order_agnostic)
         self.embed = SequenceEmbedding(config.height, config.width, c)
         self.blocks = nn.ModuleList(Block(c, config.heads, config.mlp_ratio, config.dropout) for _ in range(config.layers))

@@ -12,7 +12,7 @@ import torch
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.models import build_model
-from engine.models.lstm import random_orderings
+from engine.models.lstm import draw_orderings, random_orderings
 from engine.ordering import make_ordering
 
 from .tiny import H, W, make_tiny
@@ -51,6 +51,29 @@ def _perm_ordering(perm):
     from engine.ordering import Ordering
 
     return Ordering("custom", H, W, np.array(perm))
+
+
+@pytest.mark.parametrize("family,cfg", AGNOSTIC, ids=IDS)
+def test_training_orderings_mix_named_and_random_ones(family, cfg):
+    """With ``train_orderings`` each image's ordering is drawn from the list ("random" a fresh
+    one): a list of one named ordering trains exactly that ordering's NLL; a mixed list draws every
+    entry, reproducibly from the seed; unknown names fail when the model is built."""
+    x = torch.randint(0, 2, (6, D)).double()
+    only_snake = make_tiny(family, dict(cfg, train_orderings=("snake",)), "raster", seed=1)
+    torch.testing.assert_close(only_snake.training_loss(x), -only_snake.log_prob(x, make_ordering("snake", H, W)).mean())
+    names = ("raster", "hilbert", "random")
+    torch.manual_seed(4)
+    perms = draw_orderings(names, 300, H, W, torch.device("cpu"))
+    named = {n: make_ordering(n, H, W).perm.tolist() for n in names[:2]}
+    kinds = [next((n for n, p in named.items() if p == row), "random") for row in perms.tolist()]
+    assert set(kinds) == set(names) and all(sorted(row) == list(range(D)) for row in perms.tolist())
+    assert 60 < kinds.count("random") < 140  # each about a third
+    torch.manual_seed(4)
+    assert torch.equal(draw_orderings(names, 300, H, W, torch.device("cpu")), perms)
+    with pytest.raises(ValueError, match="zigzag"):
+        make_tiny(family, dict(cfg, train_orderings=("raster", "zigzag")))
+    with pytest.raises(ValueError, match="at least one"):
+        make_tiny(family, dict(cfg, train_orderings=()))
 
 
 def test_fixed_order_models_train_in_their_own_ordering():
