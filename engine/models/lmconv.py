@@ -8,9 +8,10 @@ function of the ordering, so one network serves any ordering; ``order_agnostic``
 several (one per image). Like the original masked PixelCNN, stacked local masks leave blind
 spots: the conditionals are exact but may ignore some earlier pixels.
 
-Fast sampling: a pixel's output depends only on the positions within ``reach`` of it, so the
-stepper computes only that cone: the first layer on a small window around the pixel, each
-following layer on a window one kernel radius smaller, the head on the pixel alone.
+Fast sampling: every layer's output at a position depends only on pixels before it in the
+ordering, so it is final once the ordering reaches that position; the stepper computes each
+position's outputs then, one kernel window per layer from the cached outputs of its neighbours,
+and caches them.
 """
 
 from __future__ import annotations
@@ -72,31 +73,28 @@ class _LMConv(nn.Conv2d):
         self.k = k
 
     # a masked convolution needs its mask: never called where a plain Conv2d is expected
-    def forward(self, h: Tensor, mask: Tensor, pad: bool = True) -> Tensor:  # type: ignore[override]
-        """h (B, Cin, H, W), mask (B|1, k*k, L) -> (B, Cout, H, W); with ``pad`` False, the valid
-        positions only: (B, Cout, H - 2(k//2), W - 2(k//2))."""
+    def forward(self, h: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
+        """h (B, Cin, H, W), mask (B|1, k*k, H*W) -> (B, Cout, H, W)."""
         if torch.is_autocast_enabled(h.device.type):
             h = h.to(torch.get_autocast_dtype(h.device.type))
-        b, cin = h.shape[:2]
-        k, p = self.k, self.k // 2
-        if pad:
-            h = F.pad(h, (p, p, p, p))
-        ho, wo = h.shape[2] - 2 * p, h.shape[3] - 2 * p
-        cols = torch.stack([h[:, :, i : i + ho, j : j + wo] for i in range(k) for j in range(k)], 2)  # (B, Cin, k*k, Ho, Wo)
-        cols = (cols.view(b, cin, k * k, ho * wo) * mask[:, None].to(h.dtype)).view(b, cin * k * k, ho * wo)
-        out = F.conv1d(cols, self.weight.reshape(self.out_channels, -1, 1), self.bias)  # (B, Cout, L)
-        return out.view(b, self.out_channels, ho, wo)
-
-    def reference_forward(self, h: Tensor, mask: Tensor, pad: bool = True) -> Tensor:
-        """The same layer written the plain way (``F.unfold``, mask, broadcast matrix product): the
-        specification :meth:`forward` is tested against and ``bench/lmconv_layer.py`` times."""
         b, cin, hh, ww = h.shape
-        kk, p = self.k * self.k, self.k // 2
-        cols = F.unfold(h, self.k, padding=p if pad else 0).view(b, cin, kk, -1)  # (B, Cin, k*k, L)
+        k, p = self.k, self.k // 2
+        hp = F.pad(h, (p, p, p, p))
+        cols = torch.stack([hp[:, :, i : i + hh, j : j + ww] for i in range(k) for j in range(k)], 2)  # (B, Cin, k*k, H, W)
+        cols = (cols.view(b, cin, k * k, hh * ww) * mask[:, None].to(h.dtype)).view(b, cin * k * k, hh * ww)
+        out = F.conv1d(cols, self.weight.reshape(self.out_channels, -1, 1), self.bias)  # (B, Cout, H*W)
+        return out.view(b, self.out_channels, hh, ww)
+
+    def reference_forward(self, h: Tensor, mask: Tensor) -> Tensor:
+        """The same layer written the plain way (``F.unfold``, mask, broadcast matrix product): the
+        specification :meth:`forward` is tested against and ``bench/deep_training_step.py`` times."""
+        b, cin, hh, ww = h.shape
+        kk = self.k * self.k
+        cols = F.unfold(h, self.k, padding=self.k // 2).view(b, cin, kk, -1)  # (B, Cin, k*k, H*W)
         cols = (cols * mask[:, None].to(h.dtype)).view(b, cin * kk, -1)
         assert self.bias is not None  # built with a bias
-        out = self.weight.reshape(self.out_channels, -1) @ cols + self.bias[:, None]  # (B, Cout, L)
-        return out.view(b, self.out_channels, hh if pad else hh - 2 * p, ww if pad else ww - 2 * p)
+        out = self.weight.reshape(self.out_channels, -1) @ cols + self.bias[:, None]  # (B, Cout, H*W)
+        return out.view(b, self.out_channels, hh, ww)
 
 
 class LocallyMaskedPixelCNN(ARModel):
@@ -168,48 +166,69 @@ class LocallyMaskedPixelCNN(ARModel):
         return F.binary_cross_entropy_with_logits(logits.flatten(1), x, reduction="none").sum(1).mean()
 
     def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
-        return _WindowStepper(self, x, ordering)
+        return _CachedStepper(self, x, ordering)
 
 
-class _WindowStepper(Stepper):
-    """Computes, for each pixel, only the cone of positions that reach it: the first layer on the
-    window of radius ``reach - first_kernel//2`` around it, each following layer on a window
-    ``kernel//2`` smaller, the head on the pixel alone. The image and the masks are zero-padded by
-    ``reach`` once, so every window is a plain crop and the result equals the full pass."""
+class _CachedStepper(Stepper):
+    """Every layer's output at a position depends only on pixels strictly before that position in
+    the ordering (the first layer's mask is strict, the later ones see not-later positions of the
+    layer below). So once the ordering reaches a position, its outputs are final: they are computed
+    then, from the cached outputs of the earlier neighbours and its own output one layer down, and
+    cached. A pixel costs one kernel window per layer, however deep the network (the cone of
+    positions that reach a pixel grows with the square of the depth)."""
 
     def __init__(self, m: LocallyMaskedPixelCNN, x: Tensor, ordering: Ordering):
         self.m, self.x = m, x
-        self.h, self.w = m.config.height, m.config.width
-        e = m.reach
+        cfg = m.config
+        self.h, self.w = cfg.height, cfg.width
+        self.k0, self.k = cfg.first_kernel, cfg.kernel
+        b, c, q, dt = x.shape[0], cfg.channels, cfg.kernel // 2, x.dtype
         inv = torch.from_numpy(np.array(ordering.inverse)).to(x.device)[None]
-        steps = m._steps(inv, x.dtype)  # (1, 1, H, W)
-        self.masks = [F.pad(mk.to(x.dtype).view(1, -1, self.h, self.w), (e, e, e, e)) for mk in m._masks(steps)]
-        img = x.view(-1, 1, self.h, self.w)
-        self.xp = F.pad(torch.cat([img, torch.ones_like(img)], 1), (e, e, e, e))  # (B, 2, H+2e, W+2e)
+        mask_a, mask_b = m._masks(m._steps(inv, dt))  # (1, k0*k0, D), (1, k*k, D)
+        self.mask_a, self.mask_b = mask_a[0].T.to(dt), mask_b[0].T.to(dt)  # (D, k0*k0), (D, k*k)
+        p0 = self.k0 // 2
+        img = x.view(b, 1, self.h, self.w)
+        self.xp = F.pad(torch.cat([img, torch.ones_like(img)], 1), (p0, p0, p0, p0))  # (B, 2, H+2p0, W+2p0)
+        # the residual stream after the first layer and after each following one, zero-padded by q
+        self.acts = [x.new_zeros(b, c, self.h + 2 * q, self.w + 2 * q) for _ in range(cfg.layers + 1)]
+        self.ready = np.zeros(self.h * self.w, dtype=bool)
+        self.top: Tensor | None = None  # the last layer's output at the pixel computed last
+        self.w_first = m.first.weight.reshape(2 * c, -1)  # (2C, 2*k0*k0), input channel-major
+        self.w_convs = [conv.weight.reshape(2 * c, -1) for conv in m.convs]  # (2C, C*k*k)
+        self.w_res = [res.weight[:, :, 0, 0] for res in m.res]  # (C, C)
+
+    def _compute(self, pixel: int) -> Tensor:
+        """Every layer's output at ``pixel``, cached; returns the last one (B, C)."""
+        m, b = self.m, self.x.shape[0]
+        r, col = divmod(pixel, self.w)
+        q, k, k0 = self.k // 2, self.k, self.k0
+        win = self.xp[:, :, r : r + k0, col : col + k0].reshape(b, 2, k0 * k0)
+        h = _gate(torch.addmm(m.first.bias, (win * self.mask_a[pixel]).reshape(b, -1), self.w_first.T))  # (B, C)
+        self.acts[0][:, :, r + q, col + q] = h
+        for i, (conv, res) in enumerate(zip(m.convs, m.res, strict=True)):
+            win = self.acts[i][:, :, r : r + k, col : col + k].reshape(b, -1, k * k)
+            g = _gate(torch.addmm(conv.bias, (win * self.mask_b[pixel]).reshape(b, -1), self.w_convs[i].T))
+            h = h + torch.addmm(res.bias, g, self.w_res[i].T)
+            self.acts[i + 1][:, :, r + q, col + q] = h
+        self.ready[pixel] = True
+        return h
 
     def logits(self, pixel: int) -> Tensor:
-        m, cfg = self.m, self.m.config
-        r, c = divmod(pixel, self.w)
-        e = m.reach
-        r, c = r + e, c + e  # in padded coordinates
-
-        def crop(t: Tensor, rad: int) -> Tensor:
-            return t[:, :, r - rad : r + rad + 1, c - rad : c + rad + 1]
-
-        rad = e - cfg.first_kernel // 2
-        h = _gate(m.first(crop(self.xp, e), crop(self.masks[0], rad).flatten(2), pad=False))  # (B, C, 2rad+1, 2rad+1)
-        q = cfg.kernel // 2
-        for conv, res in zip(m.convs, m.res, strict=True):
-            rad -= q
-            inner = h[:, :, q : h.shape[2] - q, q : h.shape[3] - q]
-            h = inner + res(_gate(conv(h, crop(self.masks[1], rad).flatten(2), pad=False)))
-        out = m.out2(torch.relu(m.out1(torch.relu(h))))  # (B, 1, 1, 1)
-        return out[:, 0, 0, 0] + m.pixel_bias[r - e, c - e]
+        m = self.m
+        h = self._compute(pixel)
+        hid = torch.relu(torch.addmm(m.out1.bias, torch.relu(h), m.out1.weight[:, :, 0, 0].T))
+        out = torch.addmm(m.out2.bias, hid, m.out2.weight[:, :, 0, 0].T)  # (B, 1)
+        r, col = divmod(pixel, self.w)
+        return out[:, 0] + m.pixel_bias[r, col]
 
     def observe(self, pixel: int, value: Tensor) -> None:
+        if not self.ready[pixel]:  # a known pixel: its outputs are needed by the later ones all the same
+            self._compute(pixel)
         self.x[:, pixel] = value
-        r, c = divmod(pixel, self.w)
-        self.xp[:, 0, r + self.m.reach, c + self.m.reach] = value
+        r, col = divmod(pixel, self.w)
+        p0 = self.k0 // 2
+        self.xp[:, 0, r + p0, col + p0] = value
 
     def select(self, index: Tensor) -> None:
         self.x, self.xp = _take(self.x, index), _take(self.xp, index)
+        self.acts = [_take(a, index) for a in self.acts]

@@ -105,14 +105,26 @@ def lm_model(oname="random", seed=0, **kw):
 
 
 @pytest.mark.parametrize("oname", ["random", "hilbert"])
-def test_lmconv_window_stepper_matches_teacher_forced(oname):
-    m = lm_model(oname, 1)
-    assert 2 * m.reach + 1 < min(H, W)  # the window is a real crop
+@pytest.mark.parametrize("deep", [False, True])
+def test_lmconv_cached_stepper_matches_teacher_forced(oname, deep):
+    """Pixel by pixel, the cached stepper gives the full pass's conditionals: with some pixels only
+    observed (known ones, whose outputs are still needed later), a deep net whose receptive field
+    covers the image, and rows reordered halfway (sequential Monte Carlo resampling)."""
+    kw = {"layers": 3, "first_kernel": 5} if deep else {}
+    m = lm_model(oname, 1, **kw)
     x = torch.randint(0, 2, (3, H * W)).double()
-    full = m.logits(x)
     st = m.stepper(torch.zeros_like(x), m.ordering)
-    for p in m.ordering.perm.tolist():
-        torch.testing.assert_close(st.logits(p), full[:, p])
+    perm = m.ordering.perm.tolist()
+    swap = torch.tensor([2, 0, 0])
+    for t, p in enumerate(perm):
+        if t == len(perm) // 2:
+            st.select(swap)
+            x = x[swap]
+        if t % 3 == 1:  # known: observed without asking
+            st.observe(p, x[:, p])
+            continue
+        full = m.logits(torch.where(torch.arange(H * W) == p, 0.0, x))[:, p]
+        torch.testing.assert_close(st.logits(p), full)
         st.observe(p, x[:, p])
 
 
@@ -141,27 +153,24 @@ def test_lmconv_order_agnostic_training_draws_orderings_from_the_seed():
         build_model("lmconv", dict(LM, order_agnostic=True, train_orderings=("zigzag",)))
 
 
-@pytest.mark.parametrize("pad", [True, False])
-def test_lmconv_layer_equals_its_plain_unfold_form(pad):
+def test_lmconv_layer_equals_its_plain_unfold_form():
     """The fast locally masked layer (shifted slices, 1-D convolution) computes what the plain
-    unfold / mask / matrix-product form does, per-image masks and the stepper's unpadded windows
-    included, with the same gradients; under bf16 autocast it stays within bf16 rounding."""
-    from engine.models.lmconv import _LMConv, _local_masks
+    unfold / mask / matrix-product form does, with per-image masks, and the same gradients; under
+    bf16 autocast it stays within bf16 rounding."""
+    from engine.models.lmconv import _local_masks, _LMConv
 
     torch.manual_seed(0)
     layer = _LMConv(3, 5, 3).double()
     h = torch.randn(4, 3, H, W, dtype=torch.float64, requires_grad=True)
     steps = torch.stack([torch.randperm(H * W) for _ in range(4)]).view(4, 1, H, W).double()
-    if not pad:  # the stepper's windows: masks of the valid positions only
-        steps = steps[:, :, 1:-1, 1:-1]
     mask = _local_masks(steps, 3, strict=False)
-    fast, ref = layer(h, mask, pad), layer.reference_forward(h, mask, pad)
+    fast, ref = layer(h, mask), layer.reference_forward(h, mask)
     torch.testing.assert_close(fast, ref)
     (g_fast,) = torch.autograd.grad(fast.square().sum(), h)
     (g_ref,) = torch.autograd.grad(ref.square().sum(), h)
     torch.testing.assert_close(g_fast, g_ref)
     hf, lf = h.detach().float(), layer.float()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        low = lf(hf, mask, pad)
+        low = lf(hf, mask)
     assert low.dtype == torch.bfloat16
-    torch.testing.assert_close(low.float(), lf.reference_forward(hf, mask, pad), atol=0.1, rtol=0.02)
+    torch.testing.assert_close(low.float(), lf.reference_forward(hf, mask), atol=0.1, rtol=0.02)
