@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ordering import Ordering
-from .base import ARModel, ModelConfig, Stepper, _take
+from .base import ARModel, ModelConfig, Stepper, _take, typed
 from .lstm import check_orderings, draw_orderings
 from .pixelcnn import _gate
 
@@ -169,6 +169,18 @@ class LocallyMaskedPixelCNN(ARModel):
         return _CachedStepper(self, x, ordering)
 
 
+def _matrix(conv: nn.Conv2d) -> tuple[Tensor, Tensor]:
+    """A convolution as a matrix over its flattened input window (input channel-major, as the
+    window of a (B, Cin, k, k) crop flattens), and its bias."""
+    assert conv.bias is not None  # every convolution here is built with one
+    return conv.weight.reshape(conv.out_channels, -1), conv.bias
+
+
+def _apply(wb: tuple[Tensor, Tensor], cols: Tensor) -> Tensor:
+    """(B, Cout) = cols (B, Cin*k*k) through the matrix form of a convolution."""
+    return torch.addmm(wb[1], cols, wb[0].T)
+
+
 class _CachedStepper(Stepper):
     """Every layer's output at a position depends only on pixels strictly before that position in
     the ordering (the first layer's mask is strict, the later ones see not-later positions of the
@@ -193,33 +205,30 @@ class _CachedStepper(Stepper):
         self.acts = [x.new_zeros(b, c, self.h + 2 * q, self.w + 2 * q) for _ in range(cfg.layers + 1)]
         self.ready = np.zeros(self.h * self.w, dtype=bool)
         self.top: Tensor | None = None  # the last layer's output at the pixel computed last
-        self.w_first = m.first.weight.reshape(2 * c, -1)  # (2C, 2*k0*k0), input channel-major
-        self.w_convs = [conv.weight.reshape(2 * c, -1) for conv in m.convs]  # (2C, C*k*k)
-        self.w_res = [res.weight[:, :, 0, 0] for res in m.res]  # (C, C)
+        self.first = _matrix(m.first)
+        self.convs = [_matrix(conv) for conv in typed(m.convs, _LMConv)]
+        self.res = [_matrix(res) for res in typed(m.res, nn.Conv2d)]
+        self.out1, self.out2 = _matrix(m.out1), _matrix(m.out2)
 
     def _compute(self, pixel: int) -> Tensor:
         """Every layer's output at ``pixel``, cached; returns the last one (B, C)."""
-        m, b = self.m, self.x.shape[0]
+        b = self.x.shape[0]
         r, col = divmod(pixel, self.w)
         q, k, k0 = self.k // 2, self.k, self.k0
         win = self.xp[:, :, r : r + k0, col : col + k0].reshape(b, 2, k0 * k0)
-        h = _gate(torch.addmm(m.first.bias, (win * self.mask_a[pixel]).reshape(b, -1), self.w_first.T))  # (B, C)
+        h = _gate(_apply(self.first, (win * self.mask_a[pixel]).reshape(b, -1)))  # (B, C)
         self.acts[0][:, :, r + q, col + q] = h
-        for i, (conv, res) in enumerate(zip(m.convs, m.res, strict=True)):
+        for i, (conv, res) in enumerate(zip(self.convs, self.res, strict=True)):
             win = self.acts[i][:, :, r : r + k, col : col + k].reshape(b, -1, k * k)
-            g = _gate(torch.addmm(conv.bias, (win * self.mask_b[pixel]).reshape(b, -1), self.w_convs[i].T))
-            h = h + torch.addmm(res.bias, g, self.w_res[i].T)
+            h = h + _apply(res, _gate(_apply(conv, (win * self.mask_b[pixel]).reshape(b, -1))))
             self.acts[i + 1][:, :, r + q, col + q] = h
         self.ready[pixel] = True
         return h
 
     def logits(self, pixel: int) -> Tensor:
-        m = self.m
-        h = self._compute(pixel)
-        hid = torch.relu(torch.addmm(m.out1.bias, torch.relu(h), m.out1.weight[:, :, 0, 0].T))
-        out = torch.addmm(m.out2.bias, hid, m.out2.weight[:, :, 0, 0].T)  # (B, 1)
+        out = _apply(self.out2, torch.relu(_apply(self.out1, torch.relu(self._compute(pixel)))))  # (B, 1)
         r, col = divmod(pixel, self.w)
-        return out[:, 0] + m.pixel_bias[r, col]
+        return out[:, 0] + self.m.pixel_bias[r, col]
 
     def observe(self, pixel: int, value: Tensor) -> None:
         if not self.ready[pixel]:  # a known pixel: its outputs are needed by the later ones all the same

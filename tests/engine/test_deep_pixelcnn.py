@@ -157,7 +157,7 @@ def test_lmconv_layer_equals_its_plain_unfold_form():
     """The fast locally masked layer (shifted slices, 1-D convolution) computes what the plain
     unfold / mask / matrix-product form does, with per-image masks, and the same gradients; under
     bf16 autocast it stays within bf16 rounding."""
-    from engine.models.lmconv import _local_masks, _LMConv
+    from engine.models.lmconv import _LMConv, _local_masks
 
     torch.manual_seed(0)
     layer = _LMConv(3, 5, 3).double()
