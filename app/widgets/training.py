@@ -44,6 +44,13 @@ from ..worker import Worker
 __all__ = ["TrainingPanel", "training_job", "fmt_time"]
 
 
+def _continued_note(info: dict) -> str:
+    """What a recipe leaves out when its run started from another checkpoint's weights."""
+    src = Path(str(info["init_from"])).name
+    return (f"This model's last run started from the weights of {src} (see docs/training.md); "
+            f"the recipe trains the same network from fresh weights, so expect a weaker model.")
+
+
 def training_job(job, family: str, config: dict, ordering_spec: dict, tc: TrainConfig, out: Path, measure_test: bool = True):
     """Worker-side generator: yields engine events (BatchEnd at most ~20 per second), returns the
     :class:`Finished` event with, for a completed run, ``test_nll`` in its history's last entry."""
@@ -235,7 +242,8 @@ class TrainingPanel(QWidget):
         self.progress.setValue(0)
         self.progress.setFormat("idle")
         lay.addWidget(self.progress)
-        self.status = QLabel(f"Checkpoints are saved in {self.out_dir}")
+        self._idle_text = f"Checkpoints are saved in {self.out_dir}"
+        self.status = QLabel(self._idle_text)
         self.status.setWordWrap(True)
         self.status.setObjectName("hint")
         lay.addWidget(self.status)
@@ -286,6 +294,8 @@ class TrainingPanel(QWidget):
             self.recipe.addItem(e.name + (f"  ·  {nll:.2f}" if nll is not None else ""), info)
             what = f"test NLL of an ensemble of {e.ensemble[0]}" if e.ensemble else "test NLL"
             tip = (f"{what}: {nll:.2f} nats\n" if nll is not None else "") + str(info.get("command", ""))
+            if info.get("init_from"):
+                tip += f"\n{_continued_note(info)}"
             self.recipe.setItemData(self.recipe.count() - 1, tip, Qt.ToolTipRole)
 
     def _recipe_chosen(self, index: int) -> None:
@@ -326,6 +336,7 @@ class TrainingPanel(QWidget):
         finally:
             self._applying = False
         self._recipe_cfg = cfg
+        self.status.setText(_continued_note(info) if info.get("init_from") else self._idle_text)
         hidden_tc = ("lr_min_factor", "weight_decay", "grad_clip", "seed", "patience", "eval_batch_size")
         self._recipe_tc = {k: tc[k] for k in hidden_tc
                            if k in tc and (tc[k] is None or (isinstance(tc[k], (int, float)) and not isinstance(tc[k], bool)))}

@@ -244,3 +244,35 @@ def test_a_recipe_trained_to_a_time_limit_fills_in_the_epochs_its_schedule_was_f
     panel.recipe.activated.emit(1)
     assert panel.epochs.value() == 480 and panel.batch.value() == 1000  # not the cap of 2000
     worker.shutdown()
+
+
+def test_a_recipe_whose_run_started_from_another_checkpoint_says_so(qtbot, tmp_path):
+    """A model grown or fine-tuned from another checkpoint: its recipe trains from fresh weights,
+    and the panel says so (status line and tooltip) instead of promising the bundled result."""
+    from app.widgets.training import TrainingPanel
+    from app.worker import Worker
+    from engine.checkpoint import save_checkpoint
+    from engine.models import build_model
+    from engine.session import list_checkpoints
+
+    tc = {"epochs": 6, "batch_size": 50, "lr": 7e-4}
+    save_checkpoint(tmp_path / "grown.safetensors", build_model("fvsbn"),
+                    {"name": "grown", "train_config": tc, "init_from": "/runs/pcnn32/small.safetensors",
+                     "metrics": {"test_nll": 90.0}})
+    save_checkpoint(tmp_path / "fresh.safetensors", build_model("fvsbn"),
+                    {"name": "fresh", "train_config": tc, "metrics": {"test_nll": 95.0}})
+    entries, _ = list_checkpoints(tmp_path)
+    worker = Worker("test-continued-recipe")
+    panel = TrainingPanel(worker, tmp_path / "out")
+    qtbot.addWidget(panel)
+    panel.set_recipes(entries)
+    names = {panel.recipe.itemText(i).split()[0]: i for i in range(1, panel.recipe.count())}
+    assert "started from the weights of small.safetensors" in panel.recipe.itemData(names["grown"], Qt.ToolTipRole)
+    assert "started from" not in panel.recipe.itemData(names["fresh"], Qt.ToolTipRole)
+    panel.recipe.activated.emit(names["fresh"])
+    assert "started from" not in panel.status.text()
+    panel.recipe.activated.emit(names["grown"])
+    assert "small.safetensors" in panel.status.text() and "fresh weights" in panel.status.text()
+    panel.recipe.activated.emit(names["fresh"])  # the note goes with the recipe it belongs to
+    assert "started from" not in panel.status.text()
+    worker.shutdown()
