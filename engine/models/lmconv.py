@@ -213,7 +213,6 @@ class _CachedStepper(Stepper):
         # the residual stream after the first layer and after each following one, zero-padded by q
         self.acts = [x.new_zeros(b, c, self.h + 2 * q, self.w + 2 * q) for _ in range(cfg.layers + 1)]
         self.ready = np.zeros(self.h * self.w, dtype=bool)
-        self.top: Tensor | None = None  # the last layer's output at the pixel computed last
         self.first = _matrix(m.first)
         self.convs = [_matrix(conv) for conv in typed(m.convs, _LMConv)]
         self.res = [_matrix(res) for res in typed(m.res, nn.Conv2d)]
