@@ -34,8 +34,14 @@ class RunMixin:
             text = "Paint a mask (Mask brush, or “Mask lower half”) to choose the pixels to regenerate."
         elif self.model.inpaint_is_exact(known, self.ordering):
             if self.model.any_order:
-                text = (f"<b>Exact</b>: this model takes any ordering, so the {int(known.sum())} known pixels go first "
-                        "and every masked pixel is conditioned on all of them.")
+                order = self.model.known_first_ordering(known, self.ordering)
+                if order in self.model.trained_orderings() and order != self.ordering:
+                    how = f"the {int(known.sum())} known pixels come first in the {order.label} ordering, one it was trained on,"
+                elif order == self.ordering:
+                    how = f"the {self.ordering.label} ordering already puts the {int(known.sum())} known pixels first"
+                else:
+                    how = f"this model takes any ordering, so the {int(known.sum())} known pixels go first"
+                text = f"<b>Exact</b>: {how} and every masked pixel is conditioned on all of them."
             else:
                 text = "<b>Exact</b>: every known pixel comes before the masked region in this ordering."
         else:

@@ -23,6 +23,7 @@ __all__ = [
     "make_ordering",
     "parse_ordering",
     "known_first",
+    "puts_first",
     "scan_orderings",
     "SCAN_VARIANT_NAMES",
 ]
@@ -353,6 +354,15 @@ def scan_orderings(height: int = 28, width: int = 28) -> list[Ordering]:
     They are the orderings a "scans" order-agnostic MADE trains over; the first is ``raster``.
     """
     return [make_ordering(name, height, width) for base in SCAN_BASES for name in (base, *(f"{base}/{c}" for c in SCAN_CORNERS))]
+
+
+def puts_first(ordering: Ordering, known: np.ndarray) -> bool:
+    """Whether every ``known`` pixel comes before every other pixel in ``ordering``."""
+    in_order = np.asarray(known, dtype=bool).reshape(-1)[ordering.perm]
+    if in_order.all():
+        return True
+    first_other = int(np.argmin(in_order))
+    return not in_order[first_other:].any()
 
 
 def known_first(ordering: Ordering, known: np.ndarray) -> Ordering:

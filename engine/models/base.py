@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ordering import Ordering, known_first, make_ordering
+from ..ordering import Ordering, known_first, make_ordering, puts_first
 
 __all__ = [
     "ARModel",
@@ -329,16 +329,32 @@ class ARModel(nn.Module):
         known = np.asarray(known, dtype=bool).reshape(-1)
         if self.any_order or not known.any() or known.all():
             return True
+        return puts_first(self.resolve_ordering(ordering), known)
+
+    def trained_orderings(self) -> list[Ordering]:
+        """The fixed orderings an order-agnostic model was trained over; empty when it trained on
+        random ones only or is tied to one ordering."""
+        return []
+
+    def known_first_ordering(self, known: np.ndarray, ordering: Ordering | None = None) -> Ordering:
+        """For an order-agnostic model, an ordering with every ``known`` pixel first, so that a
+        completion (or a conditional likelihood) of the rest is exact: ``ordering`` itself if it
+        already is one, else the first of the model's :meth:`trained_orderings` that is one (its
+        conditionals were trained; the bottom half given the top is raster, the right given the left
+        the column scan), else :func:`~engine.ordering.known_first` of ``ordering``."""
         order = self.resolve_ordering(ordering)
-        in_order = known[order.perm]
-        first_unknown = int(np.argmin(in_order))
-        return not in_order[first_unknown:].any()
+        known = np.asarray(known, dtype=bool).reshape(-1)
+        for o in (order, *self.trained_orderings()):
+            if puts_first(o, known):
+                return o
+        return known_first(order, known)
 
     def sampling_ordering(self, known: np.ndarray | None, ordering: Ordering | None = None) -> Ordering:
-        """The ordering in which a run visits pixels: known pixels first where the model allows it."""
+        """The ordering in which a run visits pixels: known pixels first where the model allows it
+        (:meth:`known_first_ordering`)."""
         order = self.resolve_ordering(ordering)
         if known is not None and self.any_order and np.any(known):
-            return known_first(order, known)
+            return self.known_first_ordering(known, order)
         return order
 
     @torch.no_grad()

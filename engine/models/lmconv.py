@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ..ordering import Ordering
 from .base import ARModel, ModelConfig, Stepper, _take, typed
-from .lstm import check_orderings, draw_orderings
+from .lstm import check_orderings, draw_orderings, named_orderings
 from .pixelcnn import _gate
 
 
@@ -164,6 +164,10 @@ class LocallyMaskedPixelCNN(ARModel):
         else:
             out = self._net(img, None, masks)
         return (out + self.pixel_bias).reshape(b, -1)
+
+    def trained_orderings(self) -> list[Ordering]:
+        c = self.config
+        return named_orderings(c.train_orderings, c.height, c.width) if self.any_order else []
 
     def training_loss(self, x: Tensor) -> Tensor:
         if not self.config.order_agnostic:

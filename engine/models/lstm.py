@@ -23,6 +23,7 @@ whole sequence. :class:`SequenceEmbedding` is shared with the Transformer.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,6 +109,17 @@ def check_orderings(names: tuple[str, ...] | list[str], height: int, width: int)
         make_ordering(name, height, width)  # raises on unknown names
 
 
+def named_orderings(names: tuple[str, ...] | list[str], height: int, width: int) -> list[Ordering]:
+    """The fixed orderings among the training orderings ``names``: each once, in the order given,
+    without "random"."""
+    return list(_named_orderings(tuple(names), height, width))
+
+
+@functools.lru_cache(maxsize=32)
+def _named_orderings(names: tuple[str, ...], height: int, width: int) -> tuple[Ordering, ...]:
+    return tuple(make_ordering(n, height, width) for n in dict.fromkeys(names) if n != "random")
+
+
 def draw_orderings(names: tuple[str, ...] | list[str], b: int, height: int, width: int, device: torch.device) -> Tensor:
     """(B, D) one ordering per image (step -> pixel), each drawn uniformly from ``names`` with the
     global torch RNG; "random" stands for a fresh uniformly random ordering."""
@@ -141,6 +153,10 @@ class SequenceARModel(ARModel):
         perm = order_tensors(ordering, x.device)[0]
         t = int(ordering.inverse[pixel]) + 1
         return self._step_logits(x[:, perm[:t]], perm[:t])[:, -1]
+
+    def trained_orderings(self) -> list[Ordering]:
+        c = self.config
+        return named_orderings(c.train_orderings, c.height, c.width) if self.any_order else []  # type: ignore[attr-defined]
 
     def training_loss(self, x: Tensor) -> Tensor:
         if not self.any_order:

@@ -186,6 +186,12 @@ class MADE(ARModel):
         name = "random-rows" if c.order_set == "rows" else "random"
         return make_ordering(name, c.height, c.width, seed=_member_seed(c.seed + 1, k))
 
+    def trained_orderings(self) -> list[Ordering]:
+        """The orderings an order-agnostic model trained with a fixed set of masks paired with its
+        connectivities (the 16 scans of a "scans" model, or its K seeded random ones)."""
+        c = self.config
+        return [self._pair_ordering(k) for k in range(c.num_masks)] if c.order_agnostic else []
+
     def member(self, k: int) -> tuple[Ordering, int]:
         """Ordering and connectivity index of ensemble member ``k`` (member 0 is the model's own
         ordering, with the connectivity it was trained with in it)."""

@@ -3,7 +3,7 @@
 For a hidden set ``H`` and known set ``K`` the quantity is ``-log p(x_H | x_K)`` in nats per image,
 averaged over the test split. How it is computed depends on what the model allows:
 
-* ``exact``, order-agnostic model: put the known pixels first (:func:`~engine.ordering.known_first`)
+* ``exact``, order-agnostic model: an ordering with the known pixels first (:meth:`~engine.models.base.ARModel.known_first_ordering`)
   and sum the log-conditionals of the hidden pixels, ``sum_{h in H} log p(x_h | x_K, x_{H before h})``
   (the "known pixels first" ordering of Uria et al. 2014, "A Deep and Tractable Density Estimator").
 * ``exact``, model tied to one ordering, when every known pixel precedes every hidden one (e.g. the
@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 
 from ..models.base import ARModel
-from ..ordering import known_first
 
 __all__ = ["REGIONS", "region_mask", "InpaintResult", "conditional_log_prob", "evaluate_inpainting", "exact_available"]
 
@@ -89,7 +88,8 @@ class InpaintResult:
 def _notes(model: ARModel, method: str, samples: int) -> str:
     if method == "exact":
         if model.any_order:
-            return "order-agnostic model: known pixels first (known_first ordering), hidden pixels summed"
+            return ("order-agnostic model: known pixels first (a trained ordering that has them first where there is one, "
+                    "else the known_first ordering), hidden pixels summed")
         return f"every known pixel precedes every hidden one in the {model.ordering.label} ordering: log p(x) - log p(known)"
     if method == "importance":
         return (f"importance sampling, {samples} samples per image from the model's own conditionals in the "
@@ -196,7 +196,7 @@ def conditional_log_prob(model: ARModel, x: np.ndarray | torch.Tensor, hidden: n
         if not exact:
             raise ValueError(f"the conditional is not exact for this {model.family} in the {model.ordering.label} ordering: "
                              "some known pixels come after hidden ones; use importance or ignore-later")
-        order = known_first(model.ordering, ~hidden) if model.any_order else model.ordering
+        order = model.known_first_ordering(~hidden) if model.any_order else model.ordering
         return model.log_prob_per_pixel(xb, order).double()[:, h].sum(1), method, None
     if method == "ignore-later":
         return model.log_prob_per_pixel(xb).double()[:, h].sum(1), method, None

@@ -7,10 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QFileDialog
 
+from engine.checkpoint import save_checkpoint
+from engine.models import build_model
 from engine.ordering import make_ordering
 
 
@@ -412,3 +415,25 @@ def test_a_test_digit_arriving_during_a_run_leaves_the_runs_canvas_alone(qtbot, 
     with qtbot.waitSignal(win.figuresShown, timeout=20000):  # not running: the digit is drawn
         win.load_test_digit(0)
     assert win.session.canvas.sum() > 0
+
+
+def test_inpainting_note_names_the_trained_ordering_it_uses(qtbot, win, tmp_path):
+    """An order-agnostic model trained on fixed curves fills the lower half in the one of them that
+    puts the known upper half first (raster here), whatever ordering the window shows."""
+    torch.manual_seed(0)
+    model = build_model("lstm", {"hidden": 8, "embed": 4, "order_agnostic": True, "train_orderings": ["spiral-in", "raster"]})
+    path = save_checkpoint(tmp_path / "lstm-curves.safetensors", model, {"name": "lstm-curves"})
+    with qtbot.waitSignal(win.figuresShown, timeout=20000):
+        win.open_checkpoint(path)
+    combo = win.ordering_picker.combo
+    with qtbot.waitSignal(win.figuresShown, timeout=10000):
+        combo.setCurrentIndex(combo.findData("hilbert"))
+        combo.activated.emit(combo.currentIndex())
+    win.sampling.mask_half.click()
+    note = win.sampling.exactness.text()
+    assert "Exact" in note and "raster ordering, one it was trained on" in note
+    with qtbot.waitSignal(win.figuresShown, timeout=10000):
+        combo.setCurrentIndex(combo.findData("snake"))
+        combo.activated.emit(combo.currentIndex())
+    win.sampling.mask_half.click()  # the same lower half: snake already has the upper half first
+    assert "snake ordering already puts the 392 known pixels first" in win.sampling.exactness.text()

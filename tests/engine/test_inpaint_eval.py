@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from engine.cli import main
-from engine.ordering import known_first
+from engine.models import build_model
+from engine.ordering import known_first, make_ordering, puts_first, scan_orderings
 from engine.tasks.inpaint_eval import conditional_log_prob, evaluate_inpainting, exact_available, region_mask
 
 from .tiny import TINY_CONFIGS, H, W, all_tiny, make_tiny
@@ -55,7 +56,7 @@ def test_exact_methods_match_brute_force(label, family, cfg, region):
         return
     got, method, _ = conditional_log_prob(model, ALL, hidden)
     assert method == "exact"
-    order = known_first(model.ordering, ~hidden) if model.any_order else None
+    order = model.known_first_ordering(~hidden) if model.any_order else None
     np.testing.assert_allclose(got.numpy(), brute_force(model, hidden, order), atol=1e-9)
 
 
@@ -190,3 +191,65 @@ def test_smc_is_importance_sampling_when_no_hidden_pixel_follows_a_known_one():
     a, _, _ = conditional_log_prob(model, ALL, hidden, method="importance", samples=4, generator=torch.Generator().manual_seed(1))
     b, _, _ = conditional_log_prob(model, ALL, hidden, method="smc", samples=4, generator=torch.Generator().manual_seed(1))
     assert not torch.allclose(a, b)
+
+
+def test_puts_first_is_every_known_pixel_before_every_other():
+    rng = np.random.default_rng(0)
+    for name in ("raster", "snake", "hilbert", "spiral-in"):
+        o = make_ordering(name, 4, 6)
+        for _ in range(50):
+            known = rng.random(24) < rng.random()
+            pos = o.inverse
+            want = not known.any() or known.all() or pos[known].max() < pos[~known].min()
+            assert puts_first(o, known) == want
+        top = np.arange(24) < 12
+        assert puts_first(o, top) == (name in ("raster", "snake"))
+
+
+CURVES = ["spiral-in", "raster", "snake", "column", "hilbert"]
+
+
+@pytest.mark.parametrize("family,cfg", [
+    ("lmconv", {"channels": 2, "layers": 1, "head": 3, "order_agnostic": True, "train_orderings": CURVES}),
+    ("lstm", {"hidden": 4, "embed": 3, "order_agnostic": True, "train_orderings": CURVES + ["random"]}),
+    ("transformer", {"d_model": 8, "layers": 1, "heads": 2, "order_agnostic": True, "train_orderings": CURVES}),
+])
+def test_order_agnostic_inpainting_uses_a_trained_ordering_with_the_known_pixels_first(family, cfg):
+    torch.manual_seed(0)
+    h, w = 4, 6
+    m = build_model(family, dict(cfg, height=h, width=w), make_ordering("spiral-out", h, w)).double()
+    assert m.trained_orderings() == [make_ordering(n, h, w) for n in CURVES]
+    right, bottom = region_mask("right", h, w), region_mask("bottom", h, w)
+    # the right half given the left: the column scan, not spiral-out with the left half moved first
+    assert m.known_first_ordering(~right) == make_ordering("column", h, w)
+    assert m.sampling_ordering(~right) == make_ordering("column", h, w)
+    assert m.known_first_ordering(~bottom) == make_ordering("raster", h, w)  # the first trained one that fits
+    # the ordering asked for, when it already has the known pixels first
+    snake = make_ordering("snake", h, w)
+    assert m.known_first_ordering(~bottom, snake) == snake
+    # no trained ordering has these pixels first: the asked one, known pixels moved to the front
+    odd = np.zeros(h * w, bool)
+    odd[[3, 10, 17]] = True
+    assert m.known_first_ordering(odd) == known_first(m.ordering, odd)
+    # the measured conditional is the model's likelihood of the hidden pixels in that ordering
+    x = torch.as_tensor((np.random.default_rng(1).random((5, h * w)) < 0.4).astype(np.float64))
+    got, method, _ = conditional_log_prob(m, x, right)
+    assert method == "exact"
+    with torch.no_grad():
+        want = m.log_prob_per_pixel(x, make_ordering("column", h, w))[:, torch.as_tensor(right)].sum(1)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-9)
+
+
+def test_random_order_models_and_scan_ensembles():
+    torch.manual_seed(0)
+    lstm = build_model("lstm", {"hidden": 4, "embed": 3, "order_agnostic": True, "height": H, "width": W})
+    assert lstm.trained_orderings() == []  # random orderings only: the known pixels are moved first
+    left = np.zeros(H * W, bool)
+    left.reshape(H, W)[:, : W // 2] = True
+    assert lstm.known_first_ordering(left) == known_first(lstm.ordering, left)
+    # a MADE over the 16 scans trained the column scan among them: the left half comes first in it
+    made = build_model("made", {"hidden": (8,), "order_agnostic": True, "order_set": "scans", "num_masks": 16,
+                                "height": H, "width": W})
+    assert sorted(o.spec for o in made.trained_orderings()) == sorted(o.spec for o in scan_orderings(H, W))
+    got = made.known_first_ordering(left)
+    assert got in made.trained_orderings() and puts_first(got, left) and got == make_ordering("column", H, W)
