@@ -200,6 +200,10 @@ class ARModel(nn.Module):
     any_order: bool = False
     #: Short human explanation of the model, shown in the app.
     description: ClassVar[str] = ""
+    #: images per piece of a full pass without gradients on a CPU (evaluation), or None for one pass:
+    #: the convolutional nets evaluate 2-3x faster per image in pieces of ~16 than at 500 images,
+    #: their activations staying in the CPU's cache
+    eval_chunk: ClassVar[int | None] = None
     #: the model's own ordering as long tensors, for families that call :meth:`register_ordering_buffers`
     perm: Tensor
     inv: Tensor
@@ -295,7 +299,14 @@ class ARModel(nn.Module):
 
     def logits(self, x: Tensor | np.ndarray, ordering: Ordering | None = None) -> Tensor:
         """(B, D) logits of every pixel's conditional, teacher-forced on ``x``."""
-        return self._logits(self._as_batch(x), self.resolve_ordering(ordering))
+        return self._full_logits(self._as_batch(x), self.resolve_ordering(ordering))
+
+    def _full_logits(self, x: Tensor, ordering: Ordering) -> Tensor:
+        """:meth:`_logits`, in pieces of :attr:`eval_chunk` images where that is faster."""
+        n = self.eval_chunk
+        if n and len(x) > n and not torch.is_grad_enabled() and x.device.type == "cpu":
+            return torch.cat([self._logits(part, ordering) for part in x.split(n)])
+        return self._logits(x, ordering)
 
     def pixel_logit(self, x: Tensor | np.ndarray, pixel: int, ordering: Ordering | None = None) -> Tensor:
         """(B,) the logit of pixel ``pixel``'s conditional, teacher-forced on ``x``: the same value as
@@ -316,7 +327,7 @@ class ARModel(nn.Module):
     def log_prob_per_pixel(self, x: Tensor | np.ndarray, ordering: Ordering | None = None) -> Tensor:
         """(B, D) log p(x_i | x_<i) in nats of the values in ``x``."""
         x = self._as_batch(x)
-        return -F.binary_cross_entropy_with_logits(self._logits(x, self.resolve_ordering(ordering)), x, reduction="none")
+        return -F.binary_cross_entropy_with_logits(self._full_logits(x, self.resolve_ordering(ordering)), x, reduction="none")
 
     def log_prob(self, x: Tensor | np.ndarray, ordering: Ordering | None = None) -> Tensor:
         """(B,) log p(x) in nats."""

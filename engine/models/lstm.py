@@ -141,6 +141,8 @@ class SequenceARModel(ARModel):
     (logits in step order for images in step order); order-agnostic training draws one ordering
     per image from ``config.train_orderings`` with the global torch RNG."""
 
+    eval_chunk = 16  # 1.4x faster per image than at 400 (one thread, the LSTM and the Transformer)
+
     def _step_logits(self, xo: Tensor, perm: Tensor) -> Tensor:
         raise NotImplementedError
 

@@ -88,6 +88,7 @@ class GatedPixelCNN(ARModel):
     config: PixelCNNConfig
     description = "Gated PixelCNN: vertical and horizontal convolution stacks, raster order only."
     residual_out = ("res",)  # the horizontal stack's 1x1 closes each layer's residual branch
+    eval_chunk = 16
 
     def __init__(self, config: PixelCNNConfig, ordering: Ordering | None = None):
         raster = make_ordering("raster", config.height, config.width)

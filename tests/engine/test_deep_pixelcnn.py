@@ -175,13 +175,3 @@ def test_lmconv_layer_equals_its_plain_unfold_form():
     assert low.dtype == torch.bfloat16
     torch.testing.assert_close(low.float(), lf.reference_forward(hf, mask), atol=0.1, rtol=0.02)
 
-
-def test_lmconv_evaluates_large_batches_in_pieces_with_the_same_result():
-    from engine.models.lmconv import EVAL_CHUNK
-
-    m = lm_model("hilbert", 4, layers=2)
-    x = torch.randint(0, 2, (2 * EVAL_CHUNK + 3, H * W)).double()
-    whole = m.logits(x)  # gradients enabled: one pass over the batch
-    with torch.no_grad():
-        pieces = m.logits(x)
-    torch.testing.assert_close(pieces, whole.detach())

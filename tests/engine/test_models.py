@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from engine.models import FAMILIES, UnsupportedOrdering, build_model
 from engine.ordering import make_ordering
@@ -371,3 +372,21 @@ def test_made_copy_leaves_the_member_caches_behind_and_scores_the_same():
     assert len(m._mask_cache) > 0 and all(len(c._mask_cache) == 0 and not c._conn_cache for c in copies)
     assert torch.equal(copies[-1].log_prob(x), m.log_prob(x))
     assert torch.equal(copies[-1].member_log_prob(x, 7), m.member_log_prob(x, 7))
+
+
+@pytest.mark.parametrize("label,family,cfg", [t for t in all_tiny() if t[1] in ("pixelcnn", "lmconv", "lstm", "transformer")],
+                         ids=[t[0] for t in all_tiny() if t[1] in ("pixelcnn", "lmconv", "lstm", "transformer")])
+def test_deep_families_evaluate_large_batches_in_pieces_with_the_same_result(label, family, cfg):
+    m = make_tiny(family, cfg)
+    assert m.eval_chunk
+    x = torch.randint(0, 2, (2 * m.eval_chunk + 3, m.size)).double()
+    whole = m.logits(x)  # gradients enabled: one pass over the batch
+    calls: list[int] = []
+    real = m._logits
+    m._logits = lambda part, o: calls.append(len(part)) or real(part, o)
+    with torch.no_grad():
+        pieces = m.logits(x)
+        lp = m.log_prob_per_pixel(x)
+    assert calls == [m.eval_chunk, m.eval_chunk, 3] * 2
+    torch.testing.assert_close(pieces, whole.detach())
+    torch.testing.assert_close(lp, -F.binary_cross_entropy_with_logits(whole.detach(), x, reduction="none"))
