@@ -52,6 +52,8 @@ limits=()
 [ -n "${MAX_VALID:-}" ] && limits+=(--max-valid "$MAX_VALID")
 
 ORDERINGS='["raster","snake","column","column-snake","hilbert","diagonal","spiral-in","spiral-out"]'
+# the Transformer's: the same curves, raster twice (the ordering it is measured in) and random ones
+TF_ORDERINGS='["raster","raster","snake","column","column-snake","hilbert","diagonal","spiral-in","spiral-out","random"]'
 # recipe NAME: the `pixelchain train` flags of a run (SIZE=tiny: the same families, a few units each)
 recipe() {
   local full=1; [ "$SIZE" = tiny ] && full=0
@@ -67,7 +69,8 @@ recipe() {
       [ $full = 1 ] && c='{"hidden":256,"layers":2,"embed":64}' || c='{"hidden":8,"layers":1,"embed":4}'
       echo "--model lstm --config $c --batch-size 128 --lr 2e-3 --lr-min-factor 0.05 --ema 0.999 --grad-clip 1" ;;
     transformer-any)
-      [ $full = 1 ] && c='{"d_model":256,"layers":6,"heads":8,"order_agnostic":true}' || c='{"d_model":8,"layers":1,"heads":2,"order_agnostic":true}'
+      [ $full = 1 ] && c="{\"d_model\":256,\"layers\":6,\"heads\":8,\"order_agnostic\":true,\"train_orderings\":$TF_ORDERINGS}" \
+                    || c="{\"d_model\":8,\"layers\":1,\"heads\":2,\"order_agnostic\":true,\"train_orderings\":$TF_ORDERINGS}"
       echo "--model transformer --config $c --batch-size 128 --lr 1e-3 --lr-min-factor 0.05 --ema 0.999 --grad-clip 1" ;;
     made-scans | made-scans-deep)
       if [ $full = 1 ]; then h=8000; [ "$1" = made-scans-deep ] && h=8000,8000; else h=16; [ "$1" = made-scans-deep ] && h=8,8; fi
