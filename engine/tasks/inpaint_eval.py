@@ -85,11 +85,13 @@ class InpaintResult:
                 "mean_ess": self.mean_ess}
 
 
-def _notes(model: ARModel, method: str, samples: int) -> str:
+def _notes(model: ARModel, method: str, samples: int, hidden: np.ndarray) -> str:
     if method == "exact":
         if model.any_order:
-            return ("order-agnostic model: known pixels first (a trained ordering that has them first where there is one, "
-                    "else the known_first ordering), hidden pixels summed")
+            order = model.known_first_ordering(~np.asarray(hidden, bool).reshape(-1))
+            if order in model.trained_orderings():
+                return f"order-agnostic model: known pixels first, in the {order.label} ordering, one it trained on; hidden pixels summed"
+            return f"order-agnostic model: known pixels first, then the rest, each in the {model.ordering.label} ordering; hidden pixels summed"
         return f"every known pixel precedes every hidden one in the {model.ordering.label} ordering: log p(x) - log p(known)"
     if method == "importance":
         return (f"importance sampling, {samples} samples per image from the model's own conditionals in the "
@@ -231,6 +233,6 @@ def evaluate_inpainting(model: ARModel, x: np.ndarray, hidden: np.ndarray, metho
     se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
     return InpaintResult(
         nll=float(v.mean()), stderr=se, n_images=len(v), hidden_pixels=int(np.sum(hidden)), method=used,
-        exact=used == "exact", note=_notes(model, used, samples), samples=samples if used in ("importance", "smc") else None,
+        exact=used == "exact", note=_notes(model, used, samples, hidden), samples=samples if used in ("importance", "smc") else None,
         mean_ess=float(torch.cat(esss).mean()) if esss else None, per_image=v,
     )

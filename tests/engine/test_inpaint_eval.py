@@ -238,6 +238,9 @@ def test_order_agnostic_inpainting_uses_a_trained_ordering_with_the_known_pixels
     with torch.no_grad():
         want = m.log_prob_per_pixel(x, make_ordering("column", h, w))[:, torch.as_tensor(right)].sum(1)
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-9)
+    res = evaluate_inpainting(m, x.numpy(), right)
+    assert res.exact and "known pixels first, in the column ordering, one it trained on" in res.note
+    assert abs(res.nll + float(want.mean())) < 1e-6
 
 
 def test_random_order_models_and_scan_ensembles():
