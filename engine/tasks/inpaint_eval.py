@@ -91,7 +91,8 @@ def _notes(model: ARModel, method: str, samples: int, hidden: np.ndarray) -> str
             order = model.known_first_ordering(~np.asarray(hidden, bool).reshape(-1))
             if order in model.trained_orderings():
                 return f"order-agnostic model: known pixels first, in the {order.label} ordering, one it trained on; hidden pixels summed"
-            return f"order-agnostic model: known pixels first, then the rest, each in the {model.ordering.label} ordering; hidden pixels summed"
+            return (f"order-agnostic model: known pixels first, then the rest, each in the {model.ordering.label} ordering; "
+                    "hidden pixels summed")
         return f"every known pixel precedes every hidden one in the {model.ordering.label} ordering: log p(x) - log p(known)"
     if method == "importance":
         return (f"importance sampling, {samples} samples per image from the model's own conditionals in the "
