@@ -465,15 +465,16 @@ class ARModel(nn.Module):
         copied, and the layers this model has beyond ``src``'s start with their residual branch
         closed (``residual_out`` zeroed), so the grown network computes exactly what ``src`` does
         and training goes on from there with more depth. The configurations must be equal apart from
-        ``layers``, which may only grow. Raises ValueError otherwise, and for families whose layers
-        are not residual."""
+        ``layers``, which may only grow, and ``train_orderings``, which only training reads (a grown
+        order-agnostic model may train over other curves). Raises ValueError otherwise, and for
+        families whose layers are not residual."""
         if not self.residual_out:
             raise ValueError(f"a {self.family} model cannot start from one of another size: its layers are not residual")
         if src.family != self.family:
             raise ValueError(f"it holds a {src.family} model, not a {self.family} one")
         mine_cfg, src_cfg = self.config.to_dict(), src.config.to_dict()
         layers, src_layers = mine_cfg.pop("layers"), src_cfg.pop("layers")
-        differ = sorted(k for k in mine_cfg if mine_cfg[k] != src_cfg.get(k))
+        differ = sorted(k for k in mine_cfg if mine_cfg[k] != src_cfg.get(k) and k != "train_orderings")
         if differ:
             raise ValueError(f"only the number of layers may differ from the checkpoint's, not {', '.join(differ)}")
         if layers < src_layers:

@@ -52,6 +52,17 @@ def test_a_grown_model_starts_at_the_smaller_ones_conditionals(family):
     assert all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
+def test_a_grown_order_agnostic_model_may_train_over_other_orderings():
+    src = _trained_looking("lmconv")
+    cfg = dataclasses.replace(SMALL["lmconv"], layers=3, train_orderings=("raster", "raster", "snake"))
+    big = build_model("lmconv", cfg, None)
+    big.grow_from(src)
+    x = (torch.rand(4, 784, generator=torch.Generator().manual_seed(3)) < 0.3).float()
+    torch.testing.assert_close(big.log_prob(x), src.log_prob(x), atol=1e-4, rtol=0)
+    assert big.config.train_orderings == ("raster", "raster", "snake")
+    assert big.trained_orderings() == [make_ordering("raster"), make_ordering("snake")]
+
+
 @pytest.mark.parametrize(
     "change, match",
     [
