@@ -441,12 +441,17 @@ class ARModel(nn.Module):
     # ensembles
     def member(self, k: int) -> tuple[Ordering, int]:
         """Ordering and connectivity index of ensemble member ``k``: member 0 is the model in its
-        own ordering, member ``k > 0`` of an order-agnostic model the random ordering of seed ``k``
-        (families with connectivity patterns, MADE, override this)."""
+        own ordering; members ``1 .. m`` of an order-agnostic model are the other orderings it
+        trained on (:meth:`trained_orderings`), in their order; later members, and every member of a
+        model trained on random orderings only, the random ordering of seed ``k`` (families with
+        connectivity patterns, MADE, override this)."""
         if k == 0:
             return self.ordering, 0
         if not self.any_order:
             raise UnsupportedOrdering("an ensemble over orderings needs an order-agnostic model")
+        others = [o for o in self.trained_orderings() if o != self.ordering]
+        if k <= len(others):
+            return others[k - 1], 0
         c = self.config
         return make_ordering("random", c.height, c.width, seed=k), 0
 

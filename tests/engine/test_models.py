@@ -392,3 +392,20 @@ def test_deep_families_evaluate_large_batches_in_pieces_with_the_same_result(lab
     with torch.no_grad():  # the same figures for an image wherever the batch around it ends
         torch.testing.assert_close(m.logits(x[: m.eval_chunk + 5]), pieces[: m.eval_chunk + 5], atol=0, rtol=0)
     torch.testing.assert_close(lp, -F.binary_cross_entropy_with_logits(whole.detach(), x, reduction="none"))
+
+
+def test_an_ensemble_of_a_model_trained_on_curves_takes_its_curves_first():
+    from engine.models.lstm import named_orderings
+
+    curves = ["raster", "snake", "hilbert", "spiral-in"]
+    torch.manual_seed(0)
+    m = build_model("lmconv", {"channels": 2, "layers": 1, "head": 3, "order_agnostic": True, "train_orderings": curves,
+                               "height": 6, "width": 6}, make_ordering("snake", 6, 6))
+    members = [m.member(k)[0] for k in range(6)]
+    trained = named_orderings(curves, 6, 6)
+    assert members[:4] == [trained[1], trained[0], trained[2], trained[3]]  # its own ordering first, then the others
+    assert [o.name for o in members[4:]] == ["random", "random"] and members[4] != members[5]
+    x = torch.as_tensor((np.random.default_rng(0).random((3, 36)) < 0.4).astype(np.float32))
+    with torch.no_grad():
+        want = torch.logsumexp(torch.stack([m.log_prob(x, o) for o in members[:4]]), 0) - np.log(4)
+        torch.testing.assert_close(m.ensemble_log_prob(x, 4), want)
