@@ -434,5 +434,5 @@ def test_inpainting_note_names_the_trained_ordering_it_uses(qtbot, win, tmp_path
     with qtbot.waitSignal(win.figuresShown, timeout=10000):
         combo.setCurrentIndex(combo.findData("snake"))
         combo.activated.emit(combo.currentIndex())
-    win.sampling.mask_half.click()  # the same lower half: snake already has the upper half first
+    # the note follows the ordering: snake already has the upper half first
     assert "snake ordering already puts the 392 known pixels first" in win.sampling.exactness.text()
