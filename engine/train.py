@@ -11,7 +11,9 @@ atomically at an epoch's end. Files written when ``out`` is given:
 * ``out`` -- the best model on the validation split so far (what ``eval`` and the app open);
 * ``out`` with ``.resume`` before the suffix -- the latest weights with the optimizer state,
   used by ``resume=True``. Each epoch reseeds its shuffling and the model's own randomness from
-  ``(seed, epoch)``, so a resumed run repeats an uninterrupted one.
+  ``(seed, epoch)``, so a resumed run repeats an uninterrupted one. With ``state_minutes`` it is
+  also written within an epoch, with the batch reached and the random generator's state, and a
+  resume finishes that epoch as the interrupted run would have.
 
 A NaN or infinite loss stops the run before the optimizer step that would spread it; the best
 checkpoint on disk is left untouched.
@@ -88,6 +90,12 @@ class TrainConfig:
     #: state (a large model on a fast GPU would otherwise spend much of its time writing files)
     state_every: int = _field(
         1, "save the resumable state every N epochs and when the run stops (0: only when it stops)", metavar="N")
+    #: a state written within an epoch records the batch it reached, the position of the shuffling
+    #: and the random generator, and the learning-rate schedule; a resume from it finishes that epoch
+    #: exactly as the killed run would have, then goes on as after any resume
+    state_minutes: float | None = _field(
+        None, "also save the resumable state every M minutes within an epoch, so that a run killed mid-epoch "
+        "loses at most M minutes (--resume continues from the batch it reached)", metavar="M")
     max_train: int | None = _field(None, "use only the first N training images (default: all 50,000)", metavar="N")
     max_valid: int | None = _field(None, "use only the first N validation images (default: all 10,000)", metavar="N")
     eval_batch_size: int = _field(1000, "images per batch of the validation pass")
@@ -345,6 +353,8 @@ def train(
         raise TrainingError(f"max_minutes must be a positive number of minutes, got {cfg.max_minutes!r}")
     if cfg.fit_schedule and cfg.max_minutes is None:
         raise TrainingError("fit_schedule needs a time limit (max_minutes) to fit the schedule to")
+    if cfg.state_minutes is not None and not (cfg.state_minutes > 0 and math.isfinite(cfg.state_minutes)):
+        raise TrainingError(f"state_minutes must be a positive number of minutes, got {cfg.state_minutes!r}")
     if cfg.state_every < 0:
         raise TrainingError(f"state_every must be 0 (only when the run stops) or more, got {cfg.state_every!r}")
     out = Path(out) if out is not None else None
@@ -360,6 +370,10 @@ def train(
     avg: _WeightAverage | None = None
     history: list[dict[str, float]] = []
     start_epoch = 1
+    # where a state written within an epoch left off: batches done, their loss sum and count, the
+    # schedule's end then and the random generators' states
+    skip, part_total, part_count, resumed_planned = 0, 0.0, 0, None
+    rng_states: dict[str, torch.Tensor] = {}
     best = math.inf
     if resume:
         if out is None:
@@ -381,6 +395,14 @@ def train(
                     avg.load({k: v.to(device) for k, v in ck.extra.items()}, int(ck.meta.get("ema_steps", 0)))
             history = [dict(h) for h in ck.meta.get("history", [])]
             start_epoch = int(ck.meta["epoch"]) + 1
+            if "partial" in ck.meta:  # killed within an epoch: finish it from the batch it reached
+                partial = ck.meta["partial"]
+                start_epoch, skip = int(partial["epoch"]), int(partial["batch"])
+                part_total, part_count = float(partial["total"]), int(partial["count"])
+                resumed_planned = int(partial["planned"])
+                rng_states = {k: v for k, v in ck.extra.items() if k.startswith("rng.")}
+                if start_epoch != int(ck.meta["epoch"]) + 1 or not 0 < skip or "rng.cpu" not in rng_states:
+                    raise ValueError(f"an inconsistent position within an epoch: {partial}")
             best = min([float(h["valid_nll"]) for h in history], default=math.inf)
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
             raise TrainingError(f"cannot resume: {rp} holds a damaged training state ({type(exc).__name__}: {exc})") from None
@@ -392,7 +414,9 @@ def train(
 
     loss_fn = ddp.loss_fn(model)  # model.training_loss, gradient-synchronising under DDP
 
-    planned = cfg.epochs  # the schedule's last epoch: earlier when it is fitted to the time limit
+    # the schedule's last epoch: earlier when it is fitted to the time limit; a run resumed within an
+    # epoch keeps the one it had, so that epoch ends as it would have
+    planned = resumed_planned if resumed_planned is not None else cfg.epochs
 
     def lr_at(epoch: int) -> float:
         if cfg.lr_min_factor >= 1.0 or planned <= 1:
@@ -408,8 +432,23 @@ def train(
     t0 = time.perf_counter()
     done_batches = 0
 
+    if skip >= batches:
+        raise TrainingError(f"cannot resume: {resume_path(out or '')} stopped at batch {skip} of an epoch of {batches}: "
+                            "the batch size or the training set has changed")
+
+    resumed_at = skip  # batches of the first epoch done before this run
+
     def total_batches() -> int:
-        return batches * (planned - start_epoch + 1)
+        return batches * (planned - start_epoch + 1) - skip
+
+    def save_state(meta_now: dict[str, Any], rng: dict[str, torch.Tensor] | None = None) -> None:
+        """The resumable state: the raw weights, the optimiser's moments and the average."""
+        assert out is not None
+        opt_t, opt_info = _optim_state_tensors(opt)
+        extra = dict(opt_t, **(avg.tensors() if avg is not None else {}), **(rng or {}))
+        info = dict(optimizer=opt_info, **({"ema_steps": avg.steps} if avg is not None else {}))
+        save_checkpoint(resume_path(out), model, dict(meta_now, **info), extra=extra)
+    last_state = t0
     best_path = out if out is not None and out.exists() and resume else None
     # epochs since the best one, so that patience counts across a resume
     bad_epochs = len(history) - 1 - min(range(len(history)), key=lambda i: history[i]["valid_nll"]) if history else 0
@@ -428,11 +467,16 @@ def train(
         torch.manual_seed(cfg.seed * 100_003 + epoch)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         order = torch.randperm(n, generator=gen)
+        first, total, count = 0, 0.0, 0
+        if skip:  # the rest of an epoch a killed run had begun
+            first, total, count, skip = skip, part_total, part_count, 0
+            torch.set_rng_state(rng_states["rng.cpu"])
+            if device.type == "cuda" and "rng.cuda" in rng_states:
+                torch.cuda.set_rng_state(rng_states["rng.cuda"], device)
         for g in opt.param_groups:
             g["lr"] = lr_at(epoch)
         model.train()
-        total, count = 0.0, 0
-        for b in range(batches):
+        for b in range(first, batches):
             idx = ddp.shard(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
             xb = x_all[idx.to(x_all.device)]
             try:
@@ -468,6 +512,17 @@ def train(
             count += len(idx)
             done_batches += 1
             elapsed = time.perf_counter() - t0
+            if (cfg.state_minutes is not None and out is not None and not ddp.enabled and b + 1 < batches
+                    and time.perf_counter() - last_state >= 60.0 * cfg.state_minutes):
+                write_best()
+                rng = {"rng.cpu": torch.get_rng_state()}
+                if device.type == "cuda":
+                    rng["rng.cuda"] = torch.cuda.get_rng_state(device)
+                partial = {"epoch": epoch, "batch": b + 1, "total": total, "count": count, "planned": planned}
+                state_meta = dict(base_meta, history=history, epoch=epoch - 1, partial=partial,
+                            **({"metrics": {"valid_nll": best}} if math.isfinite(best) else {}))
+                save_state(state_meta, rng)
+                last_state = time.perf_counter()
             eta = elapsed / done_batches * (total_batches() - done_batches)
             yield BatchEnd(epoch, planned, b + 1, batches, lv, elapsed, eta)
         if avg is not None:
@@ -516,7 +571,7 @@ def train(
             stop = ("early-stopped", f"no improvement for {bad_epochs} epochs")
         elif cfg.max_minutes is not None and epoch < cfg.epochs:
             spent = time.perf_counter() - t0
-            per_epoch = spent / (epoch - start_epoch + 1)
+            per_epoch = spent / (epoch - start_epoch + 1 - resumed_at / batches)
             if cfg.fit_schedule:  # the epochs that fit what is left of the limit, at the pace so far
                 fits = int(ddp.mean(float((60.0 * cfg.max_minutes - spent) // per_epoch)))
                 planned = max(epoch, min(cfg.epochs, epoch + fits))
@@ -529,10 +584,8 @@ def train(
         keep_state = stop is not None or epoch == cfg.epochs or (cfg.state_every > 0 and epoch % cfg.state_every == 0)
         if out is not None and ddp.is_main and keep_state:
             write_best()
-            opt_t, opt_info = _optim_state_tensors(opt)
-            extra = dict(opt_t, **(avg.tensors() if avg is not None else {}))
-            info = dict(optimizer=opt_info, **({"ema_steps": avg.steps} if avg is not None else {}))
-            save_checkpoint(resume_path(out), model, dict(m, **info), extra=extra)
+            save_state(m)
+            last_state = time.perf_counter()
         elapsed = time.perf_counter() - t0
         eta = elapsed / max(done_batches, 1) * (total_batches() - done_batches)
         yield EpochEnd(epoch, planned, train_nll, valid_nll, best, improved, time.perf_counter() - te, elapsed, eta)

@@ -136,6 +136,81 @@ def test_resume_after_an_interruption_repeats_an_uninterrupted_run(tmp_path, lab
     assert load_checkpoint(cut_out).meta["epoch"] == load_checkpoint(full_out).meta["epoch"]
 
 
+@pytest.mark.parametrize("label,extra,cut", [
+    ("made-agnostic", {}, (2, 3)),  # the model's own randomness (its orderings) must go on where it was
+    ("fvsbn", {"ema": 0.9}, (1, 4)),  # before any validation: no history, no best checkpoint yet
+    # the schedule fitted to 3 of 20 epochs is kept to the end of the epoch (the limit then counts the
+    # resumed run's own time, so the rest of the run differs from the uninterrupted one)
+    ("nade", {"epochs": 20, "fit_schedule": True, "max_minutes": 3.5}, (2, 5)),
+])
+def test_a_run_killed_within_an_epoch_resumes_from_the_batch_it_reached(tmp_path, monkeypatch, label, extra, cut):
+    """``state_minutes``: the resumable state is also written within an epoch; a resume from it
+    finishes that epoch and the run exactly as an uninterrupted one (a session's end kills runs)."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(trainmod.time, "perf_counter", lambda: clock["now"])
+
+    def timed(m):
+        real = m.training_loss
+
+        def loss(x):
+            clock["now"] += 10.0
+            return real(x)
+
+        monkeypatch.setattr(m, "training_loss", loss)
+        return m
+
+    c = cfg(**{"epochs": 3, "lr_min_factor": 0.1, "state_minutes": 0.5, **extra})  # a state every third batch
+    full_out, cut_out = tmp_path / "full.safetensors", tmp_path / "cut.safetensors"
+    full = timed(model(label))
+    ref = list(train(full, TRAIN_X, VALID_X, c, out=full_out))
+    gen = train(timed(model(label)), TRAIN_X, VALID_X, c, out=cut_out)
+    for ev in gen:
+        if isinstance(ev, BatchEnd) and (ev.epoch, ev.batch) == cut:
+            break
+    gen.close()  # as by a kill after the state written at that batch
+    state = load_checkpoint(resume_path(cut_out)).meta
+    assert state["epoch"] == cut[0] - 1 and state["partial"]["epoch"] == cut[0] and state["partial"]["batch"] == 3 * (cut[1] // 3)
+    resumed = timed(model(label, seed=99))  # other initial weights: everything must come from the file
+    events = list(train(resumed, TRAIN_X, VALID_X, c, out=cut_out, resume=True))
+    batches = [(e.epoch, e.batch) for e in events if isinstance(e, BatchEnd)]
+    assert batches[0] == (cut[0], state["partial"]["batch"] + 1)
+    ref_batches = [e for e in ref if isinstance(e, BatchEnd)]
+    got = [e for e in events if isinstance(e, BatchEnd)]
+    if c.fit_schedule:  # the rest of the cut epoch, at the learning rate of the fitted schedule
+        assert ref_batches[-1].epochs == 3 and got[-1].epochs > 3
+        got = [e for e in got if e.epoch == cut[0]]
+        ref_batches = [e for e in ref_batches if e.epoch <= cut[0]]
+        assert got and got[-1].epochs == 3
+        assert [e.loss for e in ref_batches[-len(got):]] == pytest.approx([e.loss for e in got], rel=1e-6, abs=1e-6)
+        return
+    # the same losses batch for batch, at the same learning-rate schedule
+    assert [(e.epoch, e.batch, e.epochs) for e in ref_batches[-len(got):]] == [(e.epoch, e.batch, e.epochs) for e in got]
+    assert [e.loss for e in ref_batches[-len(got):]] == pytest.approx([e.loss for e in got], rel=1e-6, abs=1e-6)
+    fin = events[-1]
+    assert isinstance(fin, Finished) and fin.reason == "completed" and len(fin.history) == 3
+    for a, b in zip(ref[-1].history, fin.history, strict=True):
+        assert a["valid_nll"] == pytest.approx(b["valid_nll"], rel=1e-6, abs=1e-6)
+        assert a["train_nll"] == pytest.approx(b["train_nll"], rel=1e-6, abs=1e-6)
+    for k, v in full.state_dict().items():
+        assert torch.allclose(v, resumed.state_dict()[k], atol=1e-6), k
+    best_full, best_cut = load_checkpoint(full_out), load_checkpoint(cut_out)
+    assert best_cut.meta["epoch"] == best_full.meta["epoch"] and "partial" not in load_checkpoint(resume_path(cut_out)).meta
+
+
+def test_a_state_within_an_epoch_refuses_another_batch_size(tmp_path):
+    out = tmp_path / "m.safetensors"
+    gen = train(model(), TRAIN_X, VALID_X, cfg(batch_size=10, state_minutes=1e-9), out=out)
+    for ev in gen:
+        if isinstance(ev, BatchEnd) and ev.batch == 20:
+            break
+    gen.close()
+    with pytest.raises(TrainingError, match="batch size"):
+        list(train(model(), TRAIN_X, VALID_X, cfg(batch_size=50), out=out, resume=True))
+    for bad in (0.0, -2.0, float("nan")):
+        with pytest.raises(TrainingError, match="state_minutes"):
+            next(train(model(), TRAIN_X, VALID_X, cfg(state_minutes=bad), out=out))
+
+
 def test_resume_errors(tmp_path):
     out = tmp_path / "m.safetensors"
     with pytest.raises(TrainingError, match="cannot resume"):
