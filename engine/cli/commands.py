@@ -248,7 +248,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 def _init_from(model, path: str) -> None:
     """Copy the weights of checkpoint ``path`` into ``model``: same family and tensor shapes, or, for
-    the residual families, a shallower model of the same width that ``model`` grows from."""
+    the residual families, a shallower model (for LMConv also a narrower one) that ``model`` grows from."""
     from ..checkpoint import load_checkpoint
 
     src = load_checkpoint(path).model
@@ -259,7 +259,7 @@ def _init_from(model, path: str) -> None:
     if not diff:
         model.load_state_dict(theirs)
         return
-    if model.residual_out and getattr(src.config, "layers", None) != getattr(model.config, "layers", None):
+    if model.residual_out:  # deeper (and, for LMConv, wider): grow_from says what else differs
         try:
             model.grow_from(src)
         except ValueError as e:

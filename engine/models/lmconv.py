@@ -16,7 +16,7 @@ and caches them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -174,6 +174,40 @@ class LocallyMaskedPixelCNN(ARModel):
 
     def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
         return _CachedStepper(self, x, ordering)
+
+    def grow_from(self, src: ARModel) -> None:
+        """Also wider: ``src`` may have fewer ``channels`` (and fewer layers). Its weights fill the
+        first channels of every tensor; the new channels of the residual stream start at zero (their
+        writers, the new filter half of the first gate and the new rows of every 1x1, are zeroed)
+        while the weights that read them and the new gate units keep this model's random start. So
+        the wider net computes exactly what ``src`` does; the weights writing the new channels get
+        gradients at once, the others from the second step on, once those have moved."""
+        c0, c = getattr(src.config, "channels", None), self.config.channels
+        if src.family != self.family or c0 == c:
+            return super().grow_from(src)
+        assert isinstance(src, LocallyMaskedPixelCNN) and isinstance(c0, int)
+        if c0 > c:
+            raise ValueError(f"the checkpoint has {c0} channels: a model can grow from it, not shrink ({c})")
+        # the source made as deep as this model (closed residual branches), then copied in
+        deep = LocallyMaskedPixelCNN(replace(self.config, channels=c0), self.ordering)
+        deep.grow_from(src)
+        gated = torch.cat([torch.arange(c0), c + torch.arange(c0)])  # the old filter and gate halves' rows
+        mine, theirs = self.state_dict(), deep.state_dict()
+        with torch.no_grad():
+            for name, t in theirs.items():
+                m = mine[name]
+                cols = (slice(None, t.shape[1]),) if t.dim() > 1 else ()  # a weight's input channels
+                if name.startswith(("first.", "convs.")):  # gated outputs: rows in the two halves
+                    m[(gated,) + cols] = t
+                    if name.startswith("first."):  # the new filter half: tanh(0) = 0, new channels start at 0
+                        m[c0:c].zero_()
+                elif name.startswith("res."):  # writes the stream: its new rows and columns closed
+                    m.zero_()
+                    m[(slice(None, c0),) + cols] = t
+                elif name == "out1.weight":  # reads the stream: new columns random, reading zeros
+                    m[:, :c0] = t
+                else:
+                    m.copy_(t)
 
 
 def _matrix(conv: nn.Conv2d) -> tuple[Tensor, Tensor]:

@@ -1,10 +1,12 @@
 """Growing a residual model deeper (``ARModel.grow_from``, ``pixelchain train --init-from`` with more
-layers): the grown network starts at exactly the smaller one's conditionals, then trains its new
-layers; other families, other widths and shrinking are refused with a clear reason."""
+layers), and an LMConv wider: the grown network starts at exactly the smaller one's conditionals,
+then trains its new layers and channels; other families, other widths (PixelCNN) and shrinking are
+refused with a clear reason."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -52,6 +54,47 @@ def test_a_grown_model_starts_at_the_smaller_ones_conditionals(family):
     assert all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
+@pytest.mark.parametrize("layers", [2, 4])
+def test_a_wider_lmconv_starts_at_the_narrower_ones_conditionals(layers):
+    """LMConv also grows in width (and depth at once): the new channels start closed, so the
+    conditionals are the source's in every ordering, and one gradient step reaches every new weight."""
+    src = _trained_looking("lmconv")
+    big = build_model("lmconv", dataclasses.replace(SMALL["lmconv"], channels=10, layers=layers), None)
+    big.grow_from(src)
+    x = (torch.rand(6, 784, generator=torch.Generator().manual_seed(2)) < 0.3).float()
+    for name in ["raster", "hilbert", "spiral-in"]:
+        o = make_ordering(name)
+        torch.testing.assert_close(big.log_prob(x, o), src.log_prob(x, o), atol=1e-4, rtol=0)
+    c0, c = 6, 10
+
+    def new_parts():  # the gradients of the new channels' weights, by the role they play
+        return {
+            "first filter (writes the stream)": big.first.weight.grad[c0:c],
+            "first gate": big.first.weight.grad[c + c0 :],
+            "conv rows (new gate units)": big.convs[0].weight.grad[c0:c],
+            "conv columns (read the new stream)": big.convs[1].weight.grad[:, c0:c],
+            "1x1 rows (write the stream)": big.res[0].weight.grad[c0:c],
+            "1x1 columns (read the new units)": big.res[0].weight.grad[:, c0:c],
+            "head columns": big.out1.weight.grad[:, c0:c],
+        }
+
+    big.training_loss(x).backward()
+    # the weights that write the new channels learn at once; those reading channels that start at
+    # zero, or feeding units whose readers start at zero, from the second step on
+    later = {"first gate", "conv rows (new gate units)", "conv columns (read the new stream)", "head columns"}
+    assert {role for role, g in new_parts().items() if g.abs().sum() == 0} == later
+    with torch.no_grad():
+        for p in big.parameters():
+            p -= 0.1 * p.grad
+            p.grad = None
+    big.training_loss(x).backward()
+    for role, g in new_parts().items():
+        assert g.abs().sum() > 0, role
+    narrower = build_model("lmconv", dataclasses.replace(SMALL["lmconv"], channels=4), None)
+    with pytest.raises(ValueError, match="not shrink"):
+        narrower.grow_from(src)
+
+
 def test_a_grown_order_agnostic_model_may_train_over_other_orderings():
     src = _trained_looking("lmconv")
     cfg = dataclasses.replace(SMALL["lmconv"], layers=3, train_orderings=("raster", "raster", "snake"))
@@ -87,19 +130,24 @@ def test_growth_refuses_non_residual_families_and_other_families():
         lm.grow_from(_trained_looking("pixelcnn"))
 
 
-def test_train_init_from_a_shallower_checkpoint_grows_it(tmp_path, data_dir):
-    """``pixelchain train --init-from`` with more --config layers: with a learning rate too small to
-    move the weights, the result computes the source's conditionals; the run records its source."""
+@pytest.mark.parametrize("family, cfg", [
+    ("pixelcnn", '{"channels": 6, "layers": 4, "head": 8}'),
+    ("lmconv", '{"channels": 9, "layers": 2, "head": 8, "order_agnostic": true, "train_orderings": ["raster", "hilbert"]}'),
+])
+def test_train_init_from_a_shallower_checkpoint_grows_it(tmp_path, data_dir, family, cfg):
+    """``pixelchain train --init-from`` with more --config layers (or, for LMConv, channels): with a
+    learning rate too small to move the weights, the result computes the source's conditionals; the
+    run records its source."""
     src_path = tmp_path / "small.safetensors"
-    save_checkpoint(src_path, _trained_looking("pixelcnn"), meta={})
+    save_checkpoint(src_path, _trained_looking(family), meta={})
     out = tmp_path / "grown.safetensors"
-    cfg = '{"channels": 6, "layers": 4, "head": 8}'
-    argv = ["train", "--model", "pixelcnn", "--config", cfg, "--init-from", str(src_path), "--lr", "1e-12", "--epochs", "1",
+    argv = ["train", "--model", family, "--config", cfg, "--init-from", str(src_path), "--lr", "1e-12", "--epochs", "1",
             "--max-train", "100", "--max-valid", "50", "--precision", "float32", "--quiet", "--threads", "1",
             "--out", str(out), "--data", str(data_dir)]
     assert main(argv) == 0
     grown, src = load_checkpoint(out), load_checkpoint(src_path)
-    assert grown.model.config.layers == 4 and grown.meta["init_from"] == str(src_path)
+    assert json.loads(json.dumps(grown.model.config.to_dict())) == {**src.model.config.to_dict(), **json.loads(cfg)}
+    assert grown.meta["init_from"] == str(src_path)
     x = (torch.rand(4, 784, generator=torch.Generator().manual_seed(3)) < 0.3).float()
     torch.testing.assert_close(grown.model.log_prob(x), src.model.log_prob(x), atol=1e-3, rtol=0)
 
