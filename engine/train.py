@@ -439,7 +439,7 @@ def train(
     resumed_at = skip  # batches of the first epoch done before this run
 
     def total_batches() -> int:
-        return batches * (planned - start_epoch + 1) - skip
+        return batches * (planned - start_epoch + 1) - resumed_at
 
     def save_state(meta_now: dict[str, Any], rng: dict[str, torch.Tensor] | None = None) -> None:
         """The resumable state: the raw weights, the optimiser's moments and the average."""

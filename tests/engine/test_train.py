@@ -174,6 +174,8 @@ def test_a_run_killed_within_an_epoch_resumes_from_the_batch_it_reached(tmp_path
     events = list(train(resumed, TRAIN_X, VALID_X, c, out=cut_out, resume=True))
     batches = [(e.epoch, e.batch) for e in events if isinstance(e, BatchEnd)]
     assert batches[0] == (cut[0], state["partial"]["batch"] + 1)
+    if not c.fit_schedule:  # the estimate counts only the batches left: none at the end
+        assert [e for e in events if isinstance(e, BatchEnd)][-1].eta == 0
     ref_batches = [e for e in ref if isinstance(e, BatchEnd)]
     got = [e for e in events if isinstance(e, BatchEnd)]
     if c.fit_schedule:  # the rest of the cut epoch, at the learning rate of the fitted schedule
