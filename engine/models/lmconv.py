@@ -6,7 +6,11 @@ input carries the image and a constant channel, so a visible black pixel differs
 invisible one. Gated residual layers and a 1x1 head, as in the gated PixelCNN. The masks are a
 function of the ordering, so one network serves any ordering; ``order_agnostic`` trains it on
 several (one per image). Like the original masked PixelCNN, stacked local masks leave blind
-spots: the conditionals are exact but may ignore some earlier pixels.
+spots: the conditionals are exact but may ignore some earlier pixels (in raster, most of the rows
+above to the right). ``context`` closes them in any ordering: K units of a NADE-like summary of
+every earlier pixel, ``sigmoid(b + sum over earlier q of (W[:, q] x_q + V[:, q]))`` (V tells a
+black pixel from one not yet drawn), computed for all positions at once by a cumulative sum along
+the ordering and added to the residual stream after the first layer by a 1x1 convolution.
 
 Fast sampling: every layer's output at a position depends only on pixels before it in the
 ordering, so it is final once the ordering reaches that position; the stepper computes each
@@ -42,6 +46,9 @@ class LMConvConfig(ModelConfig):
     train_orderings: tuple[str, ...] = (
         "raster", "snake", "column", "column-snake", "hilbert", "diagonal", "spiral-in", "spiral-out", "random",
     )
+    #: units of the causal summary of all earlier pixels added to every position (0: none, the
+    #: local masks alone, with their blind spots)
+    context: int = 0
 
 
 _FAR = 1e9  # the step of positions outside the image: never visible
@@ -114,6 +121,8 @@ class LocallyMaskedPixelCNN(ARModel):
             raise ValueError("channels and head must be positive, layers non-negative")
         if k < 1 or k0 < 1 or k % 2 == 0 or k0 % 2 == 0:
             raise ValueError("kernel sizes must be odd and positive")
+        if config.context < 0:
+            raise ValueError("context must be 0 (none) or a positive number of units")
         if config.order_agnostic:
             check_orderings(config.train_orderings, config.height, config.width)
         self.any_order = bool(config.order_agnostic)
@@ -124,6 +133,12 @@ class LocallyMaskedPixelCNN(ARModel):
         self.out2 = nn.Conv2d(config.head, 1, 1)
         self.pixel_bias = nn.Parameter(torch.zeros(config.height, config.width))
         self.reach = k0 // 2 + config.layers * (k // 2)
+        u, d = config.context, config.height * config.width
+        if u:  # the summary's weights per pixel (value, and being known), its bias and its readout
+            self.ctx_w = nn.Parameter(torch.randn(u, d) * 0.05)
+            self.ctx_v = nn.Parameter(torch.randn(u, d) * 0.01)
+            self.ctx_b = nn.Parameter(torch.zeros(u))
+            self.ctx_out = nn.Conv2d(u, c, 1)
 
     def init_output_bias(self, marginals: Tensor) -> None:
         with torch.no_grad():
@@ -135,17 +150,34 @@ class LocallyMaskedPixelCNN(ARModel):
         """Type A (first layer) and type B masks, (B|1, k*k, L), of step maps (B|1, 1, H', W')."""
         return _local_masks(steps, self.config.first_kernel, strict=True), _local_masks(steps, self.config.kernel, strict=False)
 
-    def _net(self, img: Tensor, steps: Tensor | None, masks: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """(B, H', W') logits of images ``img`` (B, 1, H', W') whose steps are ``steps`` (B|1, 1, H', W')."""
+    def _net(self, img: Tensor, steps: Tensor | None, masks: tuple[Tensor, Tensor] | None = None,
+             perm: Tensor | None = None) -> Tensor:
+        """(B, H', W') logits of images ``img`` (B, 1, H', W') whose steps are ``steps`` (B|1, 1, H', W');
+        with ``context``, ``perm`` (B|1, D) is the ordering (step -> pixel) of each image."""
         if masks is None:
             if steps is None:
                 raise ValueError("_net needs the step maps or the masks made from them")
             masks = self._masks(steps)
         a, bm = masks
         h = _gate(self.first(torch.cat([img, torch.ones_like(img)], 1), a))  # (B, C, H', W')
+        if self.config.context:
+            if perm is None:
+                raise ValueError("a model with context needs the ordering of each image")
+            h = h + self.ctx_out(self._context(img.flatten(1), perm).view(-1, self.config.context, *img.shape[2:]))
         for conv, res in zip(self.convs, self.res, strict=True):
             h = h + res(_gate(conv(h, bm)))
         return self.out2(torch.relu(self.out1(torch.relu(h))))[:, 0]
+
+    def _context(self, x: Tensor, perm: Tensor) -> Tensor:
+        """(B, K, D) summary at every pixel of the pixels before it: x (B, D), perm (B|1, D)."""
+        b, u = x.shape[0], self.config.context
+        perm = perm.expand(b, -1)
+        xs = x.gather(1, perm).to(self.ctx_w.dtype)  # (B, D) values in the order they are drawn
+        terms = xs[..., None] * self.ctx_w.T[perm] + self.ctx_v.T[perm]  # (B, D, K) what each step adds
+        before = torch.cumsum(terms, 1)
+        before = torch.cat([torch.zeros_like(before[:, :1]), before[:, :-1]], 1)  # exclusive: strictly earlier steps
+        at_pixel = torch.empty_like(before).scatter_(1, perm[..., None].expand(-1, -1, u), before)
+        return torch.sigmoid(at_pixel + self.ctx_b).transpose(1, 2)
 
     def _steps(self, inverse: Tensor, dtype: torch.dtype) -> Tensor:
         """(B|1, 1, H, W) step maps from (B|1, D) inverse permutations."""
@@ -156,7 +188,8 @@ class LocallyMaskedPixelCNN(ARModel):
         inv = torch.from_numpy(np.array(ordering.inverse)).to(x.device)[None]  # (1, D)
         masks = self._masks(self._steps(inv, x.dtype))
         img = x.view(b, 1, self.config.height, self.config.width)
-        out = self._net(img, None, masks)
+        perm = torch.from_numpy(np.array(ordering.perm)).to(x.device)[None]  # (1, D)
+        out = self._net(img, None, masks, perm)
         return (out + self.pixel_bias).reshape(b, -1)
 
     def trained_orderings(self) -> list[Ordering]:
@@ -169,7 +202,7 @@ class LocallyMaskedPixelCNN(ARModel):
         c = self.config
         perm = draw_orderings(c.train_orderings, x.shape[0], c.height, c.width, x.device)  # (B, D)
         steps = self._steps(torch.argsort(perm, dim=1), x.dtype)  # (B, 1, H, W)
-        logits = self._net(x.view(-1, 1, c.height, c.width), steps) + self.pixel_bias
+        logits = self._net(x.view(-1, 1, c.height, c.width), steps, perm=perm) + self.pixel_bias
         return F.binary_cross_entropy_with_logits(logits.flatten(1), x, reduction="none").sum(1).mean()
 
     def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
@@ -181,8 +214,25 @@ class LocallyMaskedPixelCNN(ARModel):
         writers, the new filter half of the first gate and the new rows of every 1x1, are zeroed)
         while the weights that read them and the new gate units keep this model's random start. So
         the wider net computes exactly what ``src`` does; the weights writing the new channels get
-        gradients at once, the others from the second step on, once those have moved."""
+        gradients at once, the others from the second step on, once those have moved.
+
+        A model with ``context`` may also start from one without: the summary's readout starts at
+        zero, so again the conditionals are the source's, and the summary opens as training goes."""
         c0, c = getattr(src.config, "channels", None), self.config.channels
+        u0, u = getattr(src.config, "context", 0), self.config.context
+        if src.family == self.family and u0 != u:
+            if u0:
+                raise ValueError(f"the checkpoint has a context of {u0} units: one can be added to a model "
+                                 f"without, not changed ({u})")
+            plain = LocallyMaskedPixelCNN(replace(self.config, context=0), self.ordering)
+            plain.grow_from(src)
+            mine = self.state_dict()
+            with torch.no_grad():
+                for name, t in plain.state_dict().items():
+                    mine[name].copy_(t)
+                for p in self.ctx_out.parameters():
+                    p.zero_()
+            return None
         if src.family != self.family or c0 == c:
             return super().grow_from(src)
         assert isinstance(src, LocallyMaskedPixelCNN) and isinstance(c0, int)
@@ -201,7 +251,7 @@ class LocallyMaskedPixelCNN(ARModel):
                     m[(gated,) + cols] = t
                     if name.startswith("first."):  # the new filter half: tanh(0) = 0, new channels start at 0
                         m[c0:c].zero_()
-                elif name.startswith("res."):  # writes the stream: its new rows and columns closed
+                elif name.startswith(("res.", "ctx_out.")):  # write the stream: their new rows (and columns) closed
                     m.zero_()
                     m[(slice(None, c0),) + cols] = t
                 elif name == "out1.weight":  # reads the stream: new columns random, reading zeros
@@ -249,6 +299,10 @@ class _CachedStepper(Stepper):
         self.convs = [_matrix(conv) for conv in typed(m.convs, _LMConv)]
         self.res = [_matrix(res) for res in typed(m.res, nn.Conv2d)]
         self.out1, self.out2 = _matrix(m.out1), _matrix(m.out2)
+        if cfg.context:  # the summary of the pixels observed so far, in the ordering's order
+            self.ctx = m.ctx_b.detach().to(dt).expand(b, -1).clone()  # (B, K)
+            self.ctx_w, self.ctx_v = m.ctx_w.detach().to(dt), m.ctx_v.detach().to(dt)
+            self.ctx_out = _matrix(m.ctx_out)
 
     def _compute(self, pixel: int) -> Tensor:
         """Every layer's output at ``pixel``, cached; returns the last one (B, C)."""
@@ -257,6 +311,8 @@ class _CachedStepper(Stepper):
         q, k, k0 = self.k // 2, self.k, self.k0
         win = self.xp[:, :, r : r + k0, col : col + k0].reshape(b, 2, k0 * k0)
         h = _gate(_apply(self.first, (win * self.mask_a[pixel]).reshape(b, -1)))  # (B, C)
+        if self.m.config.context:  # reached in order: the summary holds exactly the earlier pixels
+            h = h + _apply(self.ctx_out, torch.sigmoid(self.ctx))
         self.acts[0][:, :, r + q, col + q] = h
         for i, (conv, res) in enumerate(zip(self.convs, self.res, strict=True)):
             win = self.acts[i][:, :, r : r + k, col : col + k].reshape(b, -1, k * k)
@@ -277,7 +333,11 @@ class _CachedStepper(Stepper):
         r, col = divmod(pixel, self.w)
         p0 = self.k0 // 2
         self.xp[:, 0, r + p0, col + p0] = value
+        if self.m.config.context:
+            self.ctx = self.ctx + value.to(self.ctx.dtype)[:, None] * self.ctx_w[:, pixel] + self.ctx_v[:, pixel]
 
     def select(self, index: Tensor) -> None:
         self.x, self.xp = _take(self.x, index), _take(self.xp, index)
         self.acts = [_take(a, index) for a in self.acts]
+        if self.m.config.context:
+            self.ctx = _take(self.ctx, index)

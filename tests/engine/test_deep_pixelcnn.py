@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from engine.models import GatedPixelCNN, UnsupportedOrdering, build_model
-from engine.ordering import OrderingError, make_ordering
+from engine.models.lstm import draw_orderings
+from engine.ordering import Ordering, OrderingError, make_ordering
 
 H, W = 7, 9
 CFG = {"channels": 4, "layers": 2, "kernel": 3, "first_kernel": 3, "head": 5, "height": H, "width": W}
@@ -106,12 +107,14 @@ def lm_model(oname="random", seed=0, **kw):
 
 @pytest.mark.parametrize("oname", ["random", "hilbert"])
 @pytest.mark.parametrize("deep", [False, True])
-def test_lmconv_cached_stepper_matches_teacher_forced(oname, deep):
+@pytest.mark.parametrize("context", [0, 5])
+def test_lmconv_cached_stepper_matches_teacher_forced(oname, deep, context):
     """Pixel by pixel, the cached stepper gives the full pass's conditionals: with some pixels only
     observed (known ones, whose outputs are still needed later), a deep net whose receptive field
-    covers the image, and rows reordered halfway (sequential Monte Carlo resampling)."""
+    covers the image, rows reordered halfway (sequential Monte Carlo resampling), and the summary
+    of the earlier pixels (``context``) kept as they are told."""
     kw = {"layers": 3, "first_kernel": 5} if deep else {}
-    m = lm_model(oname, 1, **kw)
+    m = lm_model(oname, 1, context=context, **kw)
     x = torch.randint(0, 2, (3, H * W)).double()
     st = m.stepper(torch.zeros_like(x), m.ordering)
     perm = m.ordering.perm.tolist()
@@ -128,8 +131,9 @@ def test_lmconv_cached_stepper_matches_teacher_forced(oname, deep):
         st.observe(p, x[:, p])
 
 
-def test_lmconv_is_autoregressive_in_any_ordering_and_sees_black_pixels():
-    m = lm_model("random", 2, order_agnostic=True)
+@pytest.mark.parametrize("context", [0, 4])
+def test_lmconv_is_autoregressive_in_any_ordering_and_sees_black_pixels(context):
+    m = lm_model("random", 2, order_agnostic=True, context=context)
     o = make_ordering("spiral-in", H, W)
     x = torch.randint(0, 2, (2, H * W)).double().requires_grad_(True)
     logits = m.logits(x, o)
@@ -140,6 +144,33 @@ def test_lmconv_is_autoregressive_in_any_ordering_and_sees_black_pixels():
     # neighbours are earlier (the constant input channel), so two orderings give different logits
     zero = torch.zeros(1, H * W, dtype=torch.float64)
     assert not torch.allclose(m.logits(zero, o), m.logits(zero, make_ordering("raster", H, W)))
+
+
+def test_lmconv_context_closes_the_blind_spot():
+    """In raster, stacked 3x3 local masks never reach the row above beyond the kernel to the right
+    (a path of earlier-and-earlier neighbours cannot turn back left); with ``context`` every earlier
+    pixel reaches every later conditional, in raster as in a curve. The per-image orderings of
+    order-agnostic training give the same conditionals as one ordering at a time."""
+    x = torch.randint(0, 2, (2, H * W)).double().requires_grad_(True)
+    pixel = 3 * W + 1  # row 3, column 1: row 2 beyond column 3 is in the blind spot
+    def unseen(m, oname):
+        o = make_ordering(oname, H, W)
+        (g,) = torch.autograd.grad(m.logits(x, o)[:, pixel].sum(), x)
+        earlier = torch.as_tensor(o.inverse < o.inverse[pixel])
+        return set(torch.nonzero(earlier & (g == 0).all(0)).flatten().tolist())
+
+    assert {2 * W + c for c in range(4, W)} <= unseen(lm_model("raster", 4, layers=2), "raster")  # row 2, right of the kernel
+    with_context = lm_model("raster", 4, layers=2, context=4, order_agnostic=True)
+    assert [unseen(with_context, o) for o in ("raster", "hilbert", "spiral-in")] == [set(), set(), set()]
+    # training's per-image orderings and the one-ordering pass agree, image by image
+    m = lm_model("raster", 5, order_agnostic=True, train_orderings=("raster", "hilbert", "random"), context=3)
+    xb = torch.randint(0, 2, (6, H * W)).double()
+    torch.manual_seed(7)
+    loss = m.training_loss(xb)
+    torch.manual_seed(7)
+    perm = draw_orderings(m.config.train_orderings, 6, H, W, xb.device)
+    each = [-m.log_prob(xb[i : i + 1], Ordering("drawn", H, W, perm[i].numpy())) for i in range(6)]
+    torch.testing.assert_close(loss, torch.cat(each).mean())
 
 
 def test_lmconv_order_agnostic_training_draws_orderings_from_the_seed():

@@ -95,6 +95,37 @@ def test_a_wider_lmconv_starts_at_the_narrower_ones_conditionals(layers):
         narrower.grow_from(src)
 
 
+@pytest.mark.parametrize("channels, layers", [(6, 2), (9, 3)])
+def test_an_lmconv_gains_a_context_without_changing_its_conditionals(channels, layers):
+    """A context (the summary of all earlier pixels) may be added to an LMConv that had none, with
+    more channels and layers at once: its readout starts closed, so the conditionals are the
+    source's; the readout learns at the first step, the summary's weights from the second. Then the
+    context-bearing net grows wider in turn, its readout's new rows closed; a context cannot change size."""
+    src = _trained_looking("lmconv")
+    cfg = dataclasses.replace(SMALL["lmconv"], channels=channels, layers=layers, context=5)
+    big = build_model("lmconv", cfg, None)
+    big.grow_from(src)
+    x = (torch.rand(6, 784, generator=torch.Generator().manual_seed(2)) < 0.3).float()
+    for name in ["raster", "hilbert", "spiral-in"]:
+        o = make_ordering(name)
+        torch.testing.assert_close(big.log_prob(x, o), src.log_prob(x, o), atol=1e-4, rtol=0)
+    big.training_loss(x).backward()
+    assert big.ctx_out.weight.grad.abs().sum() > 0 and big.ctx_w.grad.abs().sum() == 0
+    with torch.no_grad():
+        for p in big.parameters():
+            p -= 0.1 * p.grad
+            p.grad = None
+    big.training_loss(x).backward()
+    assert big.ctx_w.grad.abs().sum() > 0 and big.ctx_v.grad.abs().sum() > 0
+    # the context now contributes; a wider net still starts where this one is
+    wider = build_model("lmconv", dataclasses.replace(cfg, channels=channels + 4, layers=layers + 1), None)
+    wider.grow_from(big)
+    torch.testing.assert_close(wider.log_prob(x, make_ordering("snake")), big.log_prob(x, make_ordering("snake")),
+                               atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="context of 5 units"):
+        build_model("lmconv", dataclasses.replace(cfg, context=7), None).grow_from(big)
+
+
 def test_a_grown_order_agnostic_model_may_train_over_other_orderings():
     src = _trained_looking("lmconv")
     cfg = dataclasses.replace(SMALL["lmconv"], layers=3, train_orderings=("raster", "raster", "snake"))

@@ -26,6 +26,8 @@ TINY_CONFIGS: dict[str, list[tuple[str, dict]]] = {
     "lmconv": [
         ("lmconv", {"channels": 3, "layers": 2, "kernel": 3, "first_kernel": 3, "head": 4}),
         ("lmconv-agnostic", {"channels": 2, "layers": 1, "kernel": 3, "first_kernel": 5, "head": 3, "order_agnostic": True}),
+        ("lmconv-context", {"channels": 3, "layers": 1, "kernel": 3, "first_kernel": 3, "head": 5, "order_agnostic": True,
+                            "context": 3}),
     ],
     "lstm": [
         ("lstm", {"hidden": 5, "layers": 2, "embed": 4}),
