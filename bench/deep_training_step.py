@@ -43,6 +43,10 @@ SIZES: dict[str, list[tuple[str, dict]]] = {
         ("16ch x3", {"channels": 16, "layers": 3, "head": 32, "order_agnostic": True, "train_orderings": _ORDERINGS}),
         ("32ch x6", {"channels": 32, "layers": 6, "head": 64, "order_agnostic": True, "train_orderings": _ORDERINGS}),
         ("32ch x8", {"channels": 32, "layers": 8, "head": 64, "order_agnostic": True, "train_orderings": _ORDERINGS}),
+        ("32ch x12", {"channels": 32, "layers": 12, "head": 64, "order_agnostic": True, "train_orderings": _ORDERINGS}),
+        ("32ch x12 ctx64", {"channels": 32, "layers": 12, "head": 64, "context": 64, "order_agnostic": True,
+                            "train_orderings": _ORDERINGS}),
+        ("48ch x12", {"channels": 48, "layers": 12, "head": 64, "order_agnostic": True, "train_orderings": _ORDERINGS}),
         ("64ch x6", {"channels": 64, "layers": 6, "head": 128, "order_agnostic": True, "train_orderings": _ORDERINGS}),
     ],
     "lstm": [
