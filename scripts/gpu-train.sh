@@ -52,6 +52,8 @@ limits=()
 [ -n "${MAX_VALID:-}" ] && limits+=(--max-valid "$MAX_VALID")
 
 ORDERINGS='["raster","snake","column","column-snake","hilbert","diagonal","spiral-in","spiral-out"]'
+# the LMConv's: the same curves, raster three times (the ordering it is measured in)
+LM_ORDERINGS='["raster","raster","raster","snake","column","column-snake","hilbert","diagonal","spiral-in","spiral-out"]'
 # the Transformer's: the same curves, raster twice (the ordering it is measured in) and random ones
 TF_ORDERINGS='["raster","raster","snake","column","column-snake","hilbert","diagonal","spiral-in","spiral-out","random"]'
 # recipe NAME: the `pixelchain train` flags of a run (SIZE=tiny: the same families, a few units each)
@@ -62,8 +64,8 @@ recipe() {
       [ $full = 1 ] && c='{"channels":64,"layers":8,"head":128}' || c='{"channels":4,"layers":1,"head":8}'
       echo "--model pixelcnn --config $c --batch-size 128 --lr 2e-3 --lr-min-factor 0.05 --ema 0.999" ;;
     lmconv-any)
-      [ $full = 1 ] && c="{\"channels\":64,\"layers\":6,\"head\":128,\"order_agnostic\":true,\"train_orderings\":$ORDERINGS}" \
-                    || c="{\"channels\":4,\"layers\":1,\"head\":8,\"order_agnostic\":true,\"train_orderings\":$ORDERINGS}"
+      [ $full = 1 ] && c="{\"channels\":64,\"layers\":6,\"head\":128,\"context\":128,\"order_agnostic\":true,\"train_orderings\":$LM_ORDERINGS}" \
+                    || c="{\"channels\":4,\"layers\":1,\"head\":8,\"context\":4,\"order_agnostic\":true,\"train_orderings\":$LM_ORDERINGS}"
       echo "--model lmconv --config $c --batch-size 128 --lr 2e-3 --lr-min-factor 0.05 --ema 0.999" ;;
     lstm-raster)
       [ $full = 1 ] && c='{"hidden":256,"layers":2,"embed":64}' || c='{"hidden":8,"layers":1,"embed":4}'

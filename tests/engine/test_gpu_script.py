@@ -53,6 +53,8 @@ def test_gpu_script_knows_every_recipe_and_refuses_an_unknown_one(tmp_path):
     assert r.returncode == 2 and "unknown recipe vae" in r.stderr and every.split()[0] not in r.stderr.split("(")[0]
     # every recipe's flags parse as a `pixelchain train` command line
     from engine.cli import build_parser
+    from engine.models import build_model
+    from engine.recipes import model_config_from_args
 
     for size in ("full", "tiny"):
         for name in every.split():
@@ -60,6 +62,8 @@ def test_gpu_script_knows_every_recipe_and_refuses_an_unknown_one(tmp_path):
                                    capture_output=True, text=True, check=True).stdout.split()
             a = build_parser().parse_args(["train", *flags, "--out", "x.safetensors"])
             assert a.model == name.split("-")[0] and a.ema == 0.999
+            if size == "tiny":  # the configuration builds its model (the full ones take long to allocate)
+                build_model(a.model, model_config_from_args(a.model, a))
 
 
 def test_gpu_script_prepare_copies_the_data_and_refuses_unknown_commands(tmp_path, data_dir):
