@@ -36,6 +36,7 @@ class ModelInfo(QGroupBox):
         if model.description:
             rows.append(f"<span style='color:#aab3c0'>{model.description}</span>")
         rows.append(f"{model.num_parameters():,} parameters · trained ordering: {model.ordering.label}")
+        rows.extend(model.notes())
         if model.any_order and getattr(model.config, "order_set", "random") == "scans":
             rows.append("Trained over the 16 line scans (raster, column, snake and column-snake from every corner): "
                         "every ordering is available and inpainting conditions exactly, but other orderings, including "

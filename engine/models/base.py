@@ -506,6 +506,11 @@ class ARModel(nn.Module):
         self.register_buffer("inv", torch.tensor(np.array(self.ordering.inverse)), persistent=False)
 
     # ---------------------------------------------------------------------------------------
+    def notes(self) -> list[str]:
+        """What this instance's configuration means for a user reading its conditionals (shown in
+        the app's model panel); none by default."""
+        return []
+
     def describe(self) -> dict[str, Any]:
         return {
             "family": self.family,

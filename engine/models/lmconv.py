@@ -208,6 +208,14 @@ class LocallyMaskedPixelCNN(ARModel):
     def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
         return _CachedStepper(self, x, ordering)
 
+    def notes(self) -> list[str]:
+        if self.config.context:
+            return [f"Every earlier pixel reaches each conditional: a summary of all of them ({self.config.context} units, "
+                    "the context) adds what the local masks cannot see."]
+        return ["Blind spot: stacked local masks let information travel only through earlier and earlier neighbours, "
+                "so some earlier pixels never reach a conditional (in raster, most of the row above, right of the "
+                "kernel). The influence map of a pinned pixel shows which."]
+
     def grow_from(self, src: ARModel) -> None:
         """Also wider: ``src`` may have fewer ``channels`` (and fewer layers). Its weights fill the
         first channels of every tensor; the new channels of the residual stream start at zero (their

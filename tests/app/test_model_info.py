@@ -18,3 +18,13 @@ def test_model_info_shows_test_and_ensemble_nll(qtbot):
     w.show_model(build_model("fvsbn"), None, {"metrics": {"test_nll": "bad", "test_nll_ensemble4": None}})
     text = w.text.text()
     assert "ensemble" not in text and "test NLL" not in text and "Tied to its ordering" in text
+
+
+def test_model_info_says_whether_an_lmconv_has_a_blind_spot(qtbot):
+    w = ModelInfo()
+    qtbot.addWidget(w)
+    cfg = {"channels": 2, "layers": 1, "head": 3, "order_agnostic": True}
+    w.show_model(build_model("lmconv", cfg), None, {})
+    assert "Blind spot" in w.text.text()
+    w.show_model(build_model("lmconv", dict(cfg, context=7)), None, {})
+    assert "Blind spot" not in w.text.text() and "all of them (7 units" in w.text.text()
