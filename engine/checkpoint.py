@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from .atomic import atomic_write
+from .errors import PixelchainError
 from .models import ARModel, UnknownFamily, build_model
 from .ordering import Ordering
 
@@ -96,7 +97,7 @@ def dequantize_int8(q: torch.Tensor, scale: torch.Tensor, group: int = INT8_GROU
     return (grouped * scale.to(torch.float32)[..., None]).view(rows, -1)[:, :cols].reshape(q.shape)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PixelchainError, ValueError):
     """A checkpoint that cannot be loaded or saved; the message names the file and the problem."""
 
 

@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 
 from .atomic import atomic_file
+from .errors import PixelchainError
 
 __all__ = [
     "DataError",
@@ -59,7 +60,7 @@ DEFAULT_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mni
 Progress = Callable[[int, int | None], None]  # (bytes so far, total bytes or None)
 
 
-class DataError(RuntimeError):
+class DataError(PixelchainError, RuntimeError):
     """The data set cannot be found, read or verified; the message says what to do."""
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .atomic import atomic_file
+from .errors import PixelchainError
 
 __all__ = ["ImageError", "import_image", "to_digit", "save_png", "save_grid", "MAX_PIXELS"]
 
@@ -24,7 +25,7 @@ MAX_PIXELS = 64_000_000
 MAX_FILE_BYTES = 256 << 20
 
 
-class ImageError(ValueError):
+class ImageError(PixelchainError, ValueError):
     """An image file that cannot be imported; the message names the file and the problem."""
 
 

@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .errors import PixelchainError
+
 __all__ = [
     "Ordering",
     "OrderingError",
@@ -29,7 +31,7 @@ __all__ = [
 ]
 
 
-class OrderingError(ValueError):
+class OrderingError(PixelchainError, ValueError):
     """An ordering that cannot be built or is not a valid permutation."""
 
 

@@ -32,6 +32,7 @@ import torch
 
 from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .errors import PixelchainError
 from .models import ARModel
 from .steps import drain
 
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 
-class TrainingError(RuntimeError):
+class TrainingError(PixelchainError, RuntimeError):
     pass
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import PixelchainError
 from ..ordering import Ordering
 from .base import ARModel, ModelConfig, SampleStep, Stepper, UnsupportedOrdering
 from .fvsbn import FVSBN, FVSBNConfig
@@ -45,7 +46,7 @@ QUICK_CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-class UnknownFamily(ValueError):
+class UnknownFamily(PixelchainError, ValueError):
     pass
 
 

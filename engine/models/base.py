@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import PixelchainError
 from ..ordering import Ordering, known_first, make_ordering, puts_first
 
 __all__ = [
@@ -54,7 +55,7 @@ def typed(modules: nn.ModuleList, kind: type[M]) -> Sequence[M]:
     return cast("Sequence[M]", modules)
 
 
-class UnsupportedOrdering(ValueError):
+class UnsupportedOrdering(PixelchainError, ValueError):
     """The model cannot compute conditionals in the requested ordering."""
 
 

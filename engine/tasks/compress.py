@@ -51,6 +51,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..errors import PixelchainError
 from ..models.base import ARModel
 from ..ordering import Ordering, OrderingError
 
@@ -83,7 +84,7 @@ MAX_IMAGES_PER_BIT = 1024
 Progress = Callable[[int, int], None]  # (images done, total)
 
 
-class CompressionError(ValueError):
+class CompressionError(PixelchainError, ValueError):
     """A file that cannot be decoded (wrong model, corrupt, truncated) or images that cannot be coded."""
 
 
