@@ -1,14 +1,19 @@
 """The one interface every autoregressive family answers.
 
 Images are float tensors of shape ``(B, D)`` with ``D = height * width`` pixels in raster order and
-values 0 or 1 (``(B, H, W)`` is accepted and flattened). A model factorises
+values the pixel levels ``0 .. K-1`` (``K = config.levels``: 2 for the binary models, whose values are
+0 or 1; up to 256 for grey digits); ``(B, H, W)`` is accepted and flattened. A pixel's conditional is
+a distribution over its K levels, which the model's :mod:`output head <engine.models.heads>` forms
+from the numbers the family computes for it. A model factorises
 
     log p(x) = sum_t log p(x_{o_t} | x_{o_<t})
 
 along an :class:`~engine.ordering.Ordering` ``o``. What the app and the command line use:
 
-* :meth:`ARModel.logits` -- the logit of ``p(x_i = 1 | x_<i)`` for every pixel of a batch of
-  complete images, in one teacher-forced pass, indexed by raster position;
+* :meth:`ARModel.logits` -- the head's numbers for every pixel of a batch of complete images, in
+  one teacher-forced pass, indexed by raster position: for a binary model the logit of
+  ``p(x_i = 1 | x_<i)``, (B, D); for K > 2, (B, D, P) with ``P = head.params``;
+* :meth:`ARModel.level_log_probs` -- the whole conditional of every pixel, (B, D, K);
 * :meth:`ARModel.log_prob` / :meth:`ARModel.log_prob_per_pixel` -- the log-likelihood in nats;
 * :meth:`ARModel.supports` -- whether an ordering can be used, and why not;
 * :meth:`ARModel.sample_steps` -- sampling and inpainting as a generator of steps that the caller
@@ -33,6 +38,7 @@ from torch import Tensor, nn
 
 from ..errors import PixelchainError
 from ..ordering import Ordering, known_first, make_ordering, puts_first
+from .heads import Head, make_head
 
 __all__ = [
     "ARModel",
@@ -65,6 +71,13 @@ class ModelConfig:
 
     height: int = 28
     width: int = 28
+    # keyword-only, so that the families' own fields keep their positions
+    #: values a pixel takes (2: binary; 4, 8, 16 or 256: grey levels)
+    levels: int = dataclasses.field(default=2, kw_only=True)
+    #: how the family's outputs become a distribution over the levels (engine.models.heads)
+    output: str = dataclasses.field(default="bernoulli", kw_only=True)
+    #: logistics in a ``logistic-mixture`` head
+    components: int = dataclasses.field(default=5, kw_only=True)
 
     @property
     def size(self) -> int:
@@ -99,7 +112,7 @@ class SampleStep:
     total: int  #: how many pixels this run generates
     step: int  #: position of ``pixel`` in the ordering in use
     pixel: int  #: raster index of the pixel drawn
-    prob: Tensor  #: (B,) probability of a 1 used for the draw (after temperature)
+    prob: Tensor  #: (B,) probability of a 1 used for the draw (after temperature); for K > 2 levels the expected value on [0, 1]
     value: Tensor  #: (B,) the drawn values
     x: Tensor  #: (B, D) the images so far
 
@@ -111,7 +124,7 @@ class Stepper:
     the protocol; :class:`ReferenceStepper` implements it with a full forward pass per pixel.
     """
 
-    def logits(self, pixel: int) -> Tensor:  # (B,)
+    def logits(self, pixel: int) -> Tensor:  # (B,), or (B, P) for a head of P > 1 numbers
         raise NotImplementedError
 
     def observe(self, pixel: int, value: Tensor) -> None:
@@ -136,6 +149,7 @@ def draw_steps(
     batch: int | None = None,
     rows: Tensor | None = None,
     fixed: Tensor | None = None,
+    head: Head | None = None,
 ) -> Iterator[SampleStep]:
     """The sampling loop: visit ``ordering``, tell ``stepper`` the ``known`` (D,) pixels and draw
     the others into ``x`` (B, D), which is changed in place; yields after each drawn pixel.
@@ -145,7 +159,10 @@ def draw_steps(
     ``torch.rand(batch, generator=generator)`` (``batch`` defaults to B) and sets ``x = [u < p]``,
     ``p`` the conditional after ``temperature``. ``rows`` (B,): which of the ``batch`` uniforms each
     row of ``x`` uses (default row b uses uniform b); ``fixed`` (B, D) bool: pixels whose value in
-    ``x`` is kept when the ordering reaches them instead of being drawn."""
+    ``x`` is kept when the ordering reaches them instead of being drawn. ``head``: the model's output
+    head where pixels have more than 2 levels; the one uniform then picks the level by inverting
+    the tempered conditional's CDF (:meth:`engine.models.heads.Head.sample`)."""
+    multi = head is not None and head.levels > 2
     b = x.shape[0]
     batch = b if batch is None else batch
     total = int((~known).sum())
@@ -154,11 +171,18 @@ def draw_steps(
         if known[pixel]:
             stepper.observe(pixel, x[:, pixel])
             continue
-        prob = torch.sigmoid(stepper.logits(pixel).float() / temperature)
+        params = stepper.logits(pixel)
         u = torch.rand(batch, generator=generator, device=generator.device)
         if rows is not None:
             u = u[rows]
-        value = (u.to(prob.device) < prob).to(x.dtype)
+        if multi:
+            assert head is not None
+            probs = head.tempered(params, temperature)  # (B, K)
+            prob = probs @ torch.linspace(0.0, 1.0, head.levels, device=probs.device, dtype=probs.dtype)
+            value = head.sample(params, u.to(params.device), temperature).to(x.dtype)
+        else:
+            prob = torch.sigmoid(params.float() / temperature)
+            value = (u.to(prob.device) < prob).to(x.dtype)
         if fixed is not None:
             value = torch.where(fixed[:, pixel], x[:, pixel], value)
         stepper.observe(pixel, value)
@@ -214,6 +238,7 @@ class ARModel(nn.Module):
         if not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
+        self.dist_head: Head = make_head(config.output, config.levels, config.components)
         if ordering is None:
             ordering = make_ordering("raster", config.height, config.width)
         if (ordering.height, ordering.width) != (config.height, config.width):
@@ -225,7 +250,9 @@ class ARModel(nn.Module):
     # ---------------------------------------------------------------------------------------
     # what a family implements
     def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
-        """(B, D) logits of p(x_i = 1 | pixels before i in ``ordering``), raster-indexed."""
+        """(B, D) logits of p(x_i = 1 | pixels before i in ``ordering``), raster-indexed; with more
+        than one head number per pixel (:attr:`out_params` > 1), (B, D, out_params). ``x`` holds
+        levels 0 .. K-1; a family feeds its network :func:`~engine.models.heads.scale_levels` of it."""
         raise NotImplementedError
 
     def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
@@ -241,6 +268,21 @@ class ARModel(nn.Module):
     @property
     def size(self) -> int:
         return self.config.size
+
+    @property
+    def levels(self) -> int:
+        """K, the values a pixel takes (2 for the binary models)."""
+        return self.config.levels
+
+    @property
+    def out_params(self) -> int:
+        """Numbers the family computes per pixel for its head (1 for a binary model: the logit)."""
+        return self.dist_head.params
+
+    @property
+    def binary(self) -> bool:
+        """Two levels and one logit per pixel: the Bernoulli fast path everywhere."""
+        return self.dist_head.params == 1
 
     @property
     def device(self) -> torch.device:
@@ -329,13 +371,25 @@ class ARModel(nn.Module):
         return self._logits(x, ordering)[:, pixel]
 
     def conditionals(self, x: Tensor | np.ndarray, ordering: Ordering | None = None) -> Tensor:
-        """(B, D) p(x_i = 1 | x_<i) for every pixel."""
-        return torch.sigmoid(self.logits(x, ordering))
+        """(B, D) p(x_i = 1 | x_<i) for every pixel; with K > 2 levels, the expected value
+        E[x_i | x_<i] / (K - 1) on [0, 1] (the same number for K = 2)."""
+        params = self.logits(x, ordering)
+        if self.binary:
+            return torch.sigmoid(params)
+        return self.dist_head.mean(params) / (self.levels - 1)
+
+    def level_log_probs(self, x: Tensor | np.ndarray, ordering: Ordering | None = None) -> Tensor:
+        """(B, D, K) every pixel's whole conditional: log p(x_i = v | x_<i) for each level v."""
+        params = self.logits(x, ordering)
+        return self.dist_head.log_probs(params[..., None] if self.binary else params)
 
     def log_prob_per_pixel(self, x: Tensor | np.ndarray, ordering: Ordering | None = None) -> Tensor:
         """(B, D) log p(x_i | x_<i) in nats of the values in ``x``."""
         x = self._as_batch(x)
-        return -F.binary_cross_entropy_with_logits(self._full_logits(x, self.resolve_ordering(ordering)), x, reduction="none")
+        params = self._full_logits(x, self.resolve_ordering(ordering))
+        if self.binary:
+            return -F.binary_cross_entropy_with_logits(params, x, reduction="none")
+        return self.dist_head.log_prob_of(params, x)
 
     def log_prob(self, x: Tensor | np.ndarray, ordering: Ordering | None = None) -> Tensor:
         """(B,) log p(x) in nats."""
@@ -419,7 +473,7 @@ class ARModel(nn.Module):
         if generator is None:
             generator = torch.Generator()
         stepper = self.stepper(x, order) if fast else ReferenceStepper(self, x, order)
-        yield from draw_steps(stepper, x, known_np, order, generator, temperature)
+        yield from draw_steps(stepper, x, known_np, order, generator, temperature, head=self.dist_head)
 
     def sample(self, n: int = 1, **kwargs: Any) -> Tensor:
         """Run :meth:`sample_steps` to the end; returns (n, D) images."""
@@ -467,7 +521,8 @@ class ARModel(nn.Module):
         return log_mean_exp(torch.stack([self.member_log_prob(x, k) for k in range(n)]), 0)
 
     def init_output_bias(self, marginals: Tensor) -> None:
-        """Start the output biases at the pixel marginals (a family may ignore this)."""
+        """Start the output biases at the pixel marginals (a family may ignore this): (D,) the
+        frequency of a 1 for a binary model, (D, K) the frequency of each level otherwise."""
 
     #: families whose layers are residual name the modules that close each layer's residual
     #: branch; zeroed, an added layer passes its input through unchanged (see :meth:`grow_from`)
@@ -518,6 +573,8 @@ class ARModel(nn.Module):
             "config": self.config.to_dict(),
             "ordering": self.ordering.to_dict(),
             "any_order": self.any_order,
+            "levels": self.levels,
+            "head": self.dist_head.kind,
             "parameters": self.num_parameters(),
         }
 
