@@ -4,6 +4,10 @@ Every conditional is a logistic regression on the pixels before it:
 ``p(x_{o_t} = 1 | x_{o_<t}) = sigmoid(b_t + sum_{s<t} W[t, s] x_{o_s})``. The weights live in step
 space, so ``W`` is strictly lower triangular (a registered mask, applied in the forward pass).
 Density is one matrix product; sampling keeps the running logits, O(D) per pixel.
+
+With K > 2 levels each conditional is a multinomial logistic regression on the earlier pixels'
+levels (scaled to [0, 1]): ``P`` outputs per pixel (K for a softmax, 3 M for a logistic mixture),
+``W`` of shape (D P, D) under the same triangular mask repeated for each output.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from torch import Tensor, nn
 
 from ..ordering import Ordering
 from .base import ARModel, ModelConfig, Stepper, _take
+from .heads import scale_levels
 
 
 @dataclass
@@ -32,19 +37,26 @@ class FVSBN(ARModel):
 
     def __init__(self, config: FVSBNConfig, ordering: Ordering | None = None):
         super().__init__(config, ordering)
-        d = config.size
-        self.weight = nn.Parameter(torch.zeros(d, d))  # (step, earlier step)
-        self.bias = nn.Parameter(torch.zeros(d))  # per step
-        self.register_buffer("mask", torch.tril(torch.ones(d, d), -1), persistent=False)
+        d, k = config.size, self.out_params
+        self.weight = nn.Parameter(torch.zeros(d * k, d))  # (step x output, earlier step)
+        self.bias = nn.Parameter(torch.zeros(d * k))  # per step and output
+        mask = torch.tril(torch.ones(d, d), -1).repeat_interleave(k, dim=0)  # each step's k rows alike
+        self.register_buffer("mask", mask, persistent=False)
         self.register_ordering_buffers()
 
     def init_output_bias(self, marginals: Tensor) -> None:
         with torch.no_grad():
-            self.bias.copy_(torch.logit(marginals.to(self.bias), eps=1e-3)[self.perm])
+            if self.binary:
+                self.bias.copy_(torch.logit(marginals.to(self.bias), eps=1e-3)[self.perm])
+            elif self.dist_head.kind == "categorical":  # the softmax starts at each pixel's level frequencies
+                self.bias.copy_(torch.log(marginals.to(self.bias) + 1e-3)[self.perm].reshape(-1))
 
     def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
-        xo = x[:, self.perm]  # (B, D) in step order
-        return F.linear(xo, self.weight * self.mask, self.bias)[:, self.inv]
+        xo = scale_levels(x, self.levels)[:, self.perm]  # (B, D) in step order
+        out = F.linear(xo, self.weight * self.mask, self.bias)  # (B, D P)
+        if self.binary:
+            return out[:, self.inv]
+        return out.view(len(x), self.size, self.out_params)[:, self.inv]  # (B, D, P) raster-indexed
 
     def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
         return _FVSBNStepper(self, x)
@@ -53,14 +65,16 @@ class FVSBN(ARModel):
 class _FVSBNStepper(Stepper):
     def __init__(self, m: FVSBN, x: Tensor):
         self.w = m.weight * m.mask
-        self.acc = (m.bias + 0 * x[:, :1]).clone()  # (B, D) logits per step so far
+        self.acc = (m.bias + 0 * x[:, :1]).clone()  # (B, D P) outputs per step so far
         self.inv = m.ordering.inverse
+        self.k, self.levels, self.binary = m.out_params, m.levels, m.binary
 
     def logits(self, pixel: int) -> Tensor:
-        return self.acc[:, self.inv[pixel]]
+        t = self.inv[pixel]
+        return self.acc[:, t] if self.binary else self.acc[:, t * self.k:(t + 1) * self.k]
 
     def observe(self, pixel: int, value: Tensor) -> None:
-        self.acc.addcmul_(value[:, None], self.w[:, self.inv[pixel]][None, :])
+        self.acc.addcmul_(scale_levels(value, self.levels)[:, None], self.w[:, self.inv[pixel]][None, :])
 
     def select(self, index: Tensor) -> None:
         self.acc = _take(self.acc, index)
