@@ -5,7 +5,7 @@ the ``inspect`` tool pins the clicked pixel instead (Ctrl+click pins with any to
 the ordering as a step-number colour gradient or as a path through the pixel centres; the
 predecessors of the pinned pixel (what its conditional sees); the mask; during sampling the
 pixels not generated yet and the pixel being drawn. All editing goes through
-:class:`engine.session.Session`; this widget only maps mouse positions to pixels and paints.
+:class:`engine.document.Session`; this widget only maps mouse positions to pixels and paints.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from PySide6.QtCore import QLineF, QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPainterPath, QPen, QPixmap
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from engine.document import Session
 from engine.ordering import Ordering
-from engine.session import Session
 
 from .colors import lookup_table
 

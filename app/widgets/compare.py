@@ -3,7 +3,7 @@ orderings (View ▸ Compare Models…).
 
 Each column is a model from the model picker's list (or the model now shown) with an ordering; the
 dialog computes, on its own worker thread, the teacher-forced conditionals ``p(x_i = 1 | x_<i)`` of
-the canvas under each (:func:`engine.session.pixel_figures`) and shows them as heatmaps on the
+the canvas under each (:func:`engine.figures.pixel_figures`) and shows them as heatmaps on the
 *same* fixed 0..1 colour scale with one colour bar, each titled with its total ``-log p(x)`` in
 nats and bits per pixel. Below, a per-pixel difference map between two chosen columns -- of the
 probabilities or of the per-pixel ``-log p(x_i | x_<i)`` -- on a symmetric diverging colour map
@@ -29,8 +29,8 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QComboBox, QDialog, QGridLayout, QHBoxLayout, QLabel, QMainWindow, QVBoxLayout, QWidget
 
+from engine.figures import pixel_figures
 from engine.ordering import ORDERING_NAMES, make_ordering
-from engine.session import pixel_figures
 
 from ..latest import Latest
 from ..screen import fitted_size
@@ -104,7 +104,7 @@ class CompareDialog(QDialog):
     def __init__(self, state: AppState, entries: Callable[[], list] = list, parent: QWidget | None = None):
         super().__init__(parent)
         self.state = state
-        self.entries = entries  #: the models to choose from (:class:`engine.session.ModelEntry` list)
+        self.entries = entries  #: the models to choose from (:class:`engine.catalogue.ModelEntry` list)
         self.setWindowTitle("Compare models — pixelchain")
         self.worker = Worker("compare", self, torch_threads=1)
         self.requests = Latest(self.worker, lambda key: key == self.current_key(), parent=self)

@@ -26,8 +26,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.figures import EnsembleFigures, PixelFigures
 from engine.ordering import Ordering
-from engine.session import EnsembleFigures, PixelFigures
 
 __all__ = ["Inspector", "ReadOut"]
 

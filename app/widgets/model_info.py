@@ -5,8 +5,9 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFrame, QGroupBox, QLabel, QScrollArea, QVBoxLayout, QWidget
 
+from engine.catalogue import ModelEntry
+from engine.figures import ensemble_kind
 from engine.models.base import ARModel
-from engine.session import ModelEntry, ensemble_kind
 
 __all__ = ["ModelInfo"]
 

@@ -1,7 +1,7 @@
 """The model picker and the ordering picker of the toolbar.
 
 The model picker lists checkpoints (bundled, opened, trained) with their family and measured test
-NLL; it holds :class:`engine.session.ModelEntry` objects and emits the chosen one. The ordering
+NLL; it holds :class:`engine.catalogue.ModelEntry` objects and emits the chosen one. The ordering
 picker offers every ordering of :data:`engine.ordering.ORDERING_NAMES` (``random`` with a seed)
 and the line scans started from the other corners; orderings the current model cannot use are
 disabled, with the model's reason as the tooltip
@@ -16,9 +16,9 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QStandardItemModel
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSpinBox, QWidget
 
+from engine.catalogue import ModelEntry
 from engine.models.base import ARModel
 from engine.ordering import ORDERING_DESCRIPTIONS, ORDERING_NAMES, SCAN_VARIANT_NAMES, SEEDED_NAMES, Ordering, make_ordering
-from engine.session import ModelEntry
 
 #: what the ordering picker lists: the named orderings, then the line scans from the other corners
 PICKER_NAMES: tuple[str, ...] = ORDERING_NAMES + SCAN_VARIANT_NAMES
