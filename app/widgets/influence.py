@@ -86,7 +86,7 @@ class InfluenceView(QGroupBox):
         outer.addWidget(self.view)
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
-        self.summary.setTextFormat(Qt.RichText)
+        self.summary.setTextFormat(Qt.TextFormat.RichText)
         outer.addWidget(self.summary)
         self.influence: PixelInfluence | None = None
         self._hover = -1
@@ -153,7 +153,7 @@ class InfluenceView(QGroupBox):
         return r * w + c if 0 <= r < h and 0 <= c < w else -1
 
     def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt)
-        if obj is self.view and event.type() == QEvent.Leave and self._hover != -1:
+        if obj is self.view and event.type() == QEvent.Type.Leave and self._hover != -1:
             self._hover = -1
             self.hovered.emit(-1)
         return super().eventFilter(obj, event)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator, Sequence, TypeVar, cast, overload
+from typing import Any, ClassVar, Generator, Iterator, Sequence, TypeVar, cast, overload
 
 import numpy as np
 import torch
@@ -387,7 +387,7 @@ class ARModel(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         fast: bool = True,
-    ) -> Iterator[SampleStep]:
+    ) -> Generator[SampleStep, None, None]:
         """Generate ``n`` images pixel by pixel, yielding after each generated pixel.
 
         ``known`` (D,) marks pixels that are given; their values come from ``values`` ((D,) or
