@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from ..ordering import Ordering, make_ordering, scan_orderings
 from .base import ARModel, ModelConfig, Stepper, _take, typed
+from .layers import init_bias_at_marginals
 
 
 @dataclass
@@ -268,8 +269,7 @@ class MADE(ARModel):
         return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1).mean()
 
     def init_output_bias(self, marginals: Tensor) -> None:
-        with torch.no_grad():
-            self.out.bias.copy_(torch.logit(marginals.to(self.out.bias), eps=1e-3))
+        init_bias_at_marginals(self.out.bias, marginals)
 
     def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
         k = self.connectivity_for(ordering)

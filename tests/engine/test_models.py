@@ -395,7 +395,7 @@ def test_deep_families_evaluate_large_batches_in_pieces_with_the_same_result(lab
 
 
 def test_an_ensemble_of_a_model_trained_on_curves_takes_its_curves_first():
-    from engine.models.lstm import named_orderings
+    from engine.models.train_orderings import named_orderings
 
     curves = ["raster", "snake", "hilbert", "spiral-in"]
     torch.manual_seed(0)
