@@ -117,6 +117,12 @@ class GatedPixelCNN(ARModel):
             f"ordering), not {ordering.label}; use an order-agnostic model for other orderings"
         )
 
+    @classmethod
+    def builds_in(cls, ordering: Ordering) -> tuple[bool, str]:
+        if ordering != make_ordering("raster", ordering.height, ordering.width):
+            return False, cls._why_raster(ordering)
+        return True, ""
+
     def supports(self, ordering: Ordering) -> tuple[bool, str]:
         ok, why = super().supports(ordering)
         if not ok and (ordering.height, ordering.width) == (self.config.height, self.config.width):

@@ -13,12 +13,14 @@ import torch.nn.functional as F
 from engine.models import FAMILIES, UnsupportedOrdering, build_model
 from engine.ordering import make_ordering
 
-from .tiny import H, W, all_tiny, make_tiny
+from .tiny import TINY_CONFIGS, H, W, all_tiny, make_tiny
 
 D = H * W
 TINY = all_tiny()
 IDS = [t[0] for t in TINY]
 ORDERINGS = ["raster", "snake", "spiral-out", "random"]
+#: family -> (label, config) of its first tiny model
+TINY_CONFIGS_BY_FAMILY = {fam: items[0] for fam, items in TINY_CONFIGS.items()}
 
 
 def all_images() -> torch.Tensor:
@@ -471,3 +473,34 @@ def test_made_orderings_with_one_hash_do_not_share_masks(monkeypatch):
             for o, r in zip(orders, ref, strict=True):
                 assert torch.equal(m.log_prob(x, o), r)
     assert len({perm for perm, _ in m._mask_cache}) == len(orders)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_family_builds_in_exactly_the_orderings_it_declares(family):
+    """``builds_in`` is what the tiny checks skip on: it must say yes exactly where the constructor
+    succeeds, and a built model supports its own ordering."""
+    label, cfg = TINY_CONFIGS_BY_FAMILY[family]
+    for name in ["raster", *ORDERINGS, "column", "hilbert", "diagonal"]:
+        o = make_ordering(name, H, W, seed=5)
+        ok, why = FAMILIES[family].builds_in(o)
+        if ok:
+            m = build_model(family, dict(cfg, height=H, width=W), o)
+            assert m.ordering == o and m.supports(o)[0], (label, name)
+        else:
+            assert why
+            with pytest.raises(UnsupportedOrdering):
+                build_model(family, dict(cfg, height=H, width=W), o)
+    assert FAMILIES[family].builds_in(make_ordering("raster", H, W))[0]  # every family builds in the default
+
+
+def test_tiny_models_fail_where_a_family_claims_an_ordering_it_refuses(monkeypatch):
+    """The tiny checks skip an ordering only on the family's own word: a family that says it builds in
+    an ordering and then refuses it is an error, not a skip."""
+    from engine.models import GatedPixelCNN
+
+    monkeypatch.setattr(GatedPixelCNN, "builds_in", classmethod(lambda cls, o: (True, "")))
+    with pytest.raises(UnsupportedOrdering):
+        make_tiny("pixelcnn", TINY_CONFIGS_BY_FAMILY["pixelcnn"][1], "snake")
+    monkeypatch.undo()
+    with pytest.raises(pytest.skip.Exception, match="declares"):
+        make_tiny("pixelcnn", TINY_CONFIGS_BY_FAMILY["pixelcnn"][1], "snake")
