@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..ordering import Ordering
 from .base import ARModel, ModelConfig, Stepper, _take
+from .layers import init_bias_at_marginals
 
 
 @dataclass
@@ -39,8 +40,7 @@ class FVSBN(ARModel):
         self.register_ordering_buffers()
 
     def init_output_bias(self, marginals: Tensor) -> None:
-        with torch.no_grad():
-            self.bias.copy_(torch.logit(marginals.to(self.bias), eps=1e-3)[self.perm])
+        init_bias_at_marginals(self.bias, marginals, perm=self.perm)
 
     def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
         xo = x[:, self.perm]  # (B, D) in step order
