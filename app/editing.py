@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.figures import conditionals_csv
 from engine.images import import_image, save_png
-from engine.session import conditionals_csv
 
 from . import actions, jobs
 from .files import save_pixmap, save_text

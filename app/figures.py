@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from engine.session import PixelFigures, ensemble_kind, ensemble_size, percentile
+from engine.figures import PixelFigures, ensemble_kind, ensemble_size, percentile
 
 from . import jobs
 

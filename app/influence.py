@@ -10,7 +10,7 @@ belongs to the heatmaps beside it."""
 
 from __future__ import annotations
 
-from engine.session import PixelInfluence
+from engine.figures import PixelInfluence
 
 from . import jobs
 

@@ -15,10 +15,7 @@ import numpy as np
 import torch
 
 from engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from engine.models import build_model
-from engine.models.base import ARModel
-from engine.ordering import Ordering
-from engine.session import (
+from engine.figures import (
     EnsembleFigures,
     PixelFigures,
     ensemble_figures_steps,
@@ -26,6 +23,9 @@ from engine.session import (
     pixel_influence_steps,
     reference_log_probs,
 )
+from engine.models import build_model
+from engine.models.base import ARModel
+from engine.ordering import Ordering
 
 __all__ = ["figures_job", "ensemble_job", "load_job", "reference_job", "test_digit_job", "default_model_job", "save_job", "warm_up_job",
            "REFERENCE_IMAGES"]

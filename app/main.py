@@ -63,8 +63,8 @@ def default_size(app) -> tuple[int, int]:
 def _run_window(a: argparse.Namespace) -> int:
     from PySide6.QtCore import QEventLoop, QTimer
 
+    from engine.catalogue import resolve_model_name
     from engine.ordering import parse_ordering
-    from engine.session import resolve_model_name
 
     from .main_window import MainWindow
 

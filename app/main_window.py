@@ -33,10 +33,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.catalogue import ModelEntry, list_checkpoints
 from engine.checkpoint import Checkpoint
+from engine.document import Session
+from engine.figures import PixelFigures
 from engine.models.base import ARModel
 from engine.ordering import Ordering
-from engine.session import ModelEntry, PixelFigures, Session, list_checkpoints
 
 from . import actions, jobs
 from . import settings as app_settings

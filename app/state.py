@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
+from engine.catalogue import ModelEntry
+from engine.document import Session
+from engine.figures import PixelFigures
 from engine.models.base import ARModel
 from engine.ordering import Ordering
-from engine.session import ModelEntry, PixelFigures, Session
 
 from .worker import Job
 

@@ -10,12 +10,22 @@ optional delay between items (sampling speed). The GUI side receives
   ``finished(id, cancelled)`` exactly once per job.
 
 Every job carries an increasing request id. ``submit(..., replace=True)`` cancels what is queued or
-running, and the signals of a cancelled job other than ``started``/``finished`` are dropped on the
-GUI side, so a stale result never overwrites a newer one. Jobs of one worker run one at a time;
-the app keeps separate workers for heatmaps, sampling and training so they do not wait on each
-other. ``torch_threads`` sets torch's intra-op thread count for that thread only (OpenMP keeps it
-per thread): one thread is fastest for the app's one-image passes and avoids OpenMP spinning
-against the training thread.
+running, and the signals of a cancelled job other than ``started``/``finished`` are dropped, so a
+stale result never overwrites a newer one -- errors included: what a cancelled job raises is
+nobody's concern any more (a generator closed half-way may well fail), so it is neither shown nor
+printed.
+
+Jobs of one worker run one at a time; the app keeps separate workers for heatmaps, sampling and
+training so they do not wait on each other. ``torch_threads`` sets torch's intra-op thread count
+for that thread only (OpenMP keeps it per thread): one thread is fastest for the app's one-image
+passes and avoids OpenMP spinning against the training thread.
+
+Errors are of two kinds. The expected ones are about the user's input or machine, not the code:
+every :class:`engine.errors.PixelchainError` (a damaged checkpoint, missing data, an ordering the
+model cannot follow, ...), whose one-line message is shown as it is, plus ``OSError`` (a file that
+cannot be read or written, a full disk) and ``MemoryError`` (the machine ran out), shown with
+their type's name. None of them prints a traceback. Anything else is a bug: its message is shown
+with its type's name and its traceback goes to stderr for the report.
 """
 
 from __future__ import annotations
@@ -27,23 +37,14 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-__all__ = ["Job", "Worker", "Cancelled"]
+from engine.errors import PixelchainError
+
+__all__ = ["Job", "Worker", "Cancelled", "EXPECTED_ERRORS"]
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    """Errors about the user's input or machine (a missing data file, a bad checkpoint, ...): their
-    one-line message says everything, so no traceback is printed for them."""
-    from engine.checkpoint import CheckpointError
-    from engine.data import DataError
-    from engine.images import ImageError
-    from engine.models import UnknownFamily
-    from engine.models.base import UnsupportedOrdering
-    from engine.ordering import OrderingError
-    from engine.tasks.compress import CompressionError
-    from engine.train import TrainingError
-
-    return (CheckpointError, CompressionError, DataError, ImageError, UnknownFamily, UnsupportedOrdering,
-            OrderingError, TrainingError)
+#: errors about the user's input or machine rather than the code: their message says everything, so
+#: no traceback is printed for them (see the module docstring)
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (PixelchainError, OSError, MemoryError)
 
 
 class Cancelled(Exception):
@@ -138,9 +139,10 @@ class _Runner(QObject):
         except Cancelled:
             pass
         except Exception as exc:  # noqa: BLE001 -- every failure is reported, the app keeps running
-            if not isinstance(exc, _expected_errors()):  # a bug: keep its traceback for the report
-                traceback.print_exc(file=sys.stderr)
-            self.error.emit(job.id, _message(exc))
+            if not job.cancelled:  # what a cancelled job raises is dropped, traceback and all
+                if not isinstance(exc, EXPECTED_ERRORS):  # a bug: keep its traceback for the report
+                    traceback.print_exc(file=sys.stderr)
+                self.error.emit(job.id, _message(exc))
         self.finished.emit(job.id, job.cancelled)
 
     def _drive(self, job: Job, gen) -> Any:
@@ -161,9 +163,10 @@ class _Runner(QObject):
 
 
 def _message(exc: BaseException) -> str:
+    """What the GUI shows: an engine error's own line; anything else with its type's name, which
+    its text alone often leaves out (``KeyError: 'x'``, ``FileNotFoundError: [Errno 2] ...``)."""
     text = str(exc) or type(exc).__name__
-    known = ("CheckpointError", "DataError", "ImageError", "OrderingError", "TrainingError", "UnsupportedOrdering")
-    return text if type(exc).__name__ in known else f"{type(exc).__name__}: {text}"
+    return text if isinstance(exc, PixelchainError) else f"{type(exc).__name__}: {text}"
 
 
 class Worker(QObject):
@@ -242,7 +245,7 @@ class Worker(QObject):
 
     @Slot(int, str)
     def _on_error(self, job_id: int, message: str) -> None:
-        if job_id in self._jobs:
+        if self._live(job_id):  # the job may have been cancelled after its thread sent this
             self.error.emit(job_id, message)
 
     @Slot(int, bool)

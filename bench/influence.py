@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine.checkpoint import load_checkpoint  # noqa: E402
 from engine.data import load_split  # noqa: E402
-from engine.session import pixel_influence_steps  # noqa: E402
+from engine.figures import pixel_influence_steps  # noqa: E402
 from engine.steps import drain  # noqa: E402
 
 

@@ -5,7 +5,7 @@ the ``inspect`` tool pins the clicked pixel instead (Ctrl+click pins with any to
 the ordering as a step-number colour gradient or as a path through the pixel centres; the
 predecessors of the pinned pixel (what its conditional sees); the mask; during sampling the
 pixels not generated yet and the pixel being drawn. All editing goes through
-:class:`engine.session.Session`; this widget only maps mouse positions to pixels and paints.
+:class:`engine.document.Session`; this widget only maps mouse positions to pixels and paints.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from PySide6.QtCore import QLineF, QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPainterPath, QPen, QPixmap
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from engine.document import Session
 from engine.ordering import Ordering
-from engine.session import Session
 
 from .colors import lookup_table
 
@@ -57,9 +57,9 @@ class CanvasWidget(QWidget):
         self._painting_mask = False
         self.setMouseTracking(True)
         self.setMinimumSize(300, 300)
-        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
-        self.setCursor(Qt.CrossCursor)
-        self.setFocusPolicy(Qt.StrongFocus)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setCursor(Qt.CursorShape.CrossCursor)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setToolTip("")
 
     def sizeHint(self) -> QSize:
@@ -98,17 +98,17 @@ class CanvasWidget(QWidget):
         if rc is None:
             return
         idx = rc[0] * self.session.width + rc[1]
-        if self.tool == "inspect" or ev.modifiers() & Qt.ControlModifier:
-            if ev.button() == Qt.LeftButton:
+        if self.tool == "inspect" or ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            if ev.button() == Qt.MouseButton.LeftButton:
                 self.set_pinned(-1 if idx == self.pinned_pixel else idx)
                 self.pinned.emit(self.pinned_pixel)
-            elif ev.button() == Qt.RightButton:
+            elif ev.button() == Qt.MouseButton.RightButton:
                 self.set_pinned(-1)
                 self.pinned.emit(-1)
             return
-        if self.locked or ev.button() not in (Qt.LeftButton, Qt.RightButton):
+        if self.locked or ev.button() not in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton):
             return
-        self._stroke_value = 1 if ev.button() == Qt.LeftButton else 0
+        self._stroke_value = 1 if ev.button() == Qt.MouseButton.LeftButton else 0
         self._painting_mask = self.tool == "mask"
         self.session.begin_stroke()
         self.strokeStarted.emit()
@@ -140,6 +140,8 @@ class CanvasWidget(QWidget):
             self.update()
 
     def _paint_to(self, rc: tuple[int, int]) -> None:
+        if self._stroke_value is None:  # no stroke under way
+            return
         changed = self.session.paint(rc[0], rc[1], self._stroke_value, self.brush, mask=self._painting_mask, from_point=self._last)
         self._last = rc
         if changed:
@@ -176,7 +178,7 @@ class CanvasWidget(QWidget):
     def _rgba_image(self, rgba: np.ndarray) -> QImage:
         h, w = rgba.shape[:2]
         buf = np.ascontiguousarray(rgba, dtype=np.uint8)
-        img = QImage(buf.data, w, h, 4 * w, QImage.Format_RGBA8888)
+        img = QImage(buf.data, w, h, 4 * w, QImage.Format.Format_RGBA8888)
         return img.copy()
 
     def paintEvent(self, ev) -> None:
@@ -186,7 +188,7 @@ class CanvasWidget(QWidget):
         rect = QRectF(x0, y0, cell * w, cell * h)
         img = s.canvas if self.display is None else self.display
         p = QPainter(self)
-        p.setRenderHint(QPainter.Antialiasing, False)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing, False)
         p.fillRect(self.rect(), self.palette().window())
         rgba = np.empty((h, w, 4), np.uint8)
         rgba[...] = (PAPER.red(), PAPER.green(), PAPER.blue(), 255)
@@ -199,7 +201,7 @@ class CanvasWidget(QWidget):
             a = 0.55
             rgba[..., :3] = (rgba[..., :3] * (1 - a) + col * a).astype(np.uint8)
         if self.pinned_pixel >= 0 and self.ordering is not None:
-            pred = np.zeros(h * w, bool)
+            pred: np.ndarray = np.zeros(h * w, bool)
             pred[self.ordering.predecessors(self.pinned_pixel)] = True
             pred = pred.reshape(h, w)
             tint = np.array([PRED.red(), PRED.green(), PRED.blue()], np.float64)
@@ -217,13 +219,13 @@ class CanvasWidget(QWidget):
             self._hatch_mask(p, cell, x0, y0)
         if self.overlay == "path" and self.ordering is not None:
             self._draw_path(p, cell, x0, y0)
-        p.setRenderHint(QPainter.Antialiasing, True)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
         outlines = ((self.hover_pixel, QColor(255, 255, 255, 200), 1.5), (self.pinned_pixel, PIN, 2.5), (self.current_pixel, CURRENT, 3.0))
         for idx, color, width in outlines:
             if idx >= 0:
                 r, c = divmod(idx, w)
                 p.setPen(QPen(color, width))
-                p.setBrush(Qt.NoBrush)
+                p.setBrush(Qt.BrushStyle.NoBrush)
                 p.drawRect(QRectF(x0 + c * cell, y0 + r * cell, cell, cell).adjusted(1, 1, -1, -1))
         p.setPen(QPen(QColor(255, 255, 255, 70), 1))
         p.drawRect(rect)
@@ -235,7 +237,7 @@ class CanvasWidget(QWidget):
         if getattr(self, "_grid_key", None) != key:
             h, w = self.session.height, self.session.width
             pix = QPixmap(self.size())
-            pix.fill(Qt.transparent)
+            pix.fill(Qt.GlobalColor.transparent)
             gp = QPainter(pix)
             gp.setPen(QPen(GRID, 1))
             lines = [QLineF(x0 + i * cell, y0, x0 + i * cell, y0 + cell * h) for i in range(w + 1)]
@@ -254,12 +256,14 @@ class CanvasWidget(QWidget):
 
     def _draw_path(self, p: QPainter, cell: float, x0: float, y0: float) -> None:
         o = self.ordering
+        if o is None:
+            return
         w = o.width
         rows, cols = np.divmod(o.perm, w)
         xs = x0 + (cols + 0.5) * cell
         ys = y0 + (rows + 0.5) * cell
         lut = lookup_table(o.size)
-        p.setRenderHint(QPainter.Antialiasing, True)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
         n = o.size
         chunk = 16
         for start in range(0, n - 1, chunk):
@@ -269,7 +273,7 @@ class CanvasWidget(QWidget):
                 path.lineTo(QPointF(xs[k], ys[k]))
             rgb = lut[start]
             p.setPen(QPen(QColor(int(rgb[0]), int(rgb[1]), int(rgb[2]), 230), max(1.2, cell / 9)))
-            p.setBrush(Qt.NoBrush)
+            p.setBrush(Qt.BrushStyle.NoBrush)
             p.drawPath(path)
         rad = max(3.0, cell / 4)
         for k, color in ((0, QColor("#22c55e")), (n - 1, QColor("#ef4444"))):

@@ -3,7 +3,7 @@ orderings (View ▸ Compare Models…).
 
 Each column is a model from the model picker's list (or the model now shown) with an ordering; the
 dialog computes, on its own worker thread, the teacher-forced conditionals ``p(x_i = 1 | x_<i)`` of
-the canvas under each (:func:`engine.session.pixel_figures`) and shows them as heatmaps on the
+the canvas under each (:func:`engine.figures.pixel_figures`) and shows them as heatmaps on the
 *same* fixed 0..1 colour scale with one colour bar, each titled with its total ``-log p(x)`` in
 nats and bits per pixel. Below, a per-pixel difference map between two chosen columns -- of the
 probabilities or of the per-pixel ``-log p(x_i | x_<i)`` -- on a symmetric diverging colour map
@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol, cast
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QComboBox, QDialog, QGridLayout, QHBoxLayout, QLabel, QMainWindow, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QDialog, QGridLayout, QHBoxLayout, QLabel, QMainWindow, QMenu, QVBoxLayout, QWidget
 
+from engine.figures import PixelFigures, pixel_figures
 from engine.ordering import ORDERING_NAMES, make_ordering
-from engine.session import pixel_figures
 
 from ..latest import Latest
 from ..screen import fitted_size
@@ -104,7 +104,7 @@ class CompareDialog(QDialog):
     def __init__(self, state: AppState, entries: Callable[[], list] = list, parent: QWidget | None = None):
         super().__init__(parent)
         self.state = state
-        self.entries = entries  #: the models to choose from (:class:`engine.session.ModelEntry` list)
+        self.entries = entries  #: the models to choose from (:class:`engine.catalogue.ModelEntry` list)
         self.setWindowTitle("Compare models — pixelchain")
         self.worker = Worker("compare", self, torch_threads=1)
         self.requests = Latest(self.worker, lambda key: key == self.current_key(), parent=self)
@@ -119,12 +119,12 @@ class CompareDialog(QDialog):
         for i in range(MAX_COLUMNS):
             m, o = QComboBox(), QComboBox()
             m.setMinimumContentsLength(22)
-            m.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            m.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             o.addItem("model's own ordering", None)
             for name in ORDERING_NAMES:
                 o.addItem(name, name)
             o.setToolTip("Another ordering needs an order-agnostic model; other models show why they cannot")
-            grid.addWidget(QLabel(f"{'ABCD'[i]}"), 0, 2 * i, Qt.AlignRight)
+            grid.addWidget(QLabel(f"{'ABCD'[i]}"), 0, 2 * i, Qt.AlignmentFlag.AlignRight)
             grid.addWidget(m, 0, 2 * i + 1)
             grid.addWidget(o, 1, 2 * i + 1)
             m.activated.connect(self.schedule)
@@ -271,7 +271,7 @@ class CompareDialog(QDialog):
         self._pending = (labels, cols)
         self.requests.submit(self._key(labels), compare_job, self._models, specs, self.state.session.canvas.copy())
 
-    def _on_result(self, _key: tuple, figs: object) -> None:
+    def _on_result(self, _key: tuple, figs: list[PixelFigures | str]) -> None:  # what compare_job returns
         labels, cols = self._pending
         self.results = list(zip(labels, figs, strict=True))
         self.result_columns = cols
@@ -326,21 +326,30 @@ class CompareDialog(QDialog):
             + f"<br>fixed scale &plusmn;{lim:g}{'' if what == 'prob' else ' nats (clipped)'}")
 
 
+class _Host(Protocol):
+    """What :func:`install` hangs on the window: the menu action and, once opened, the dialog."""
+
+    act_compare: QAction
+    compare_dialog: CompareDialog | None
+
+
 def install(win: QMainWindow, state: AppState, entries: Callable[[], list]) -> None:
     """Add View ▸ Compare Models… to the menu bar of ``win``; the dialog (on ``state``, choosing
     among ``entries()``) is made on first use."""
-    view = next(a.menu() for a in win.menuBar().actions() if a.menu() is not None and a.text().replace("&", "") == "View")
+    host = cast(_Host, win)  # the window gains the two attributes of _Host here
+    # QAction.menu() returns the QMenu; PySide6's stubs declare a plain QObject
+    view = cast(QMenu, next(a.menu() for a in win.menuBar().actions() if a.menu() is not None and a.text().replace("&", "") == "View"))
     act = QAction("&Compare Models…", win)
     act.setShortcut(QKeySequence("Ctrl+K"))
     act.setStatusTip("The canvas under two to four models or orderings, side by side")
     view.addSeparator()
     view.addAction(act)
-    win.act_compare = act
+    host.act_compare = act
 
     def open_dialog() -> None:
-        if getattr(win, "compare_dialog", None) is None:
-            win.compare_dialog = CompareDialog(state, entries, win)
-        dlg = win.compare_dialog
+        dlg = getattr(win, "compare_dialog", None)
+        if dlg is None:
+            dlg = host.compare_dialog = CompareDialog(state, entries, win)
         if dlg.isVisible():
             dlg.raise_()  # already open (maybe behind the window): bring it forward
         else:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import QRectF, Qt, QTimer, Signal
@@ -37,6 +38,10 @@ from engine.ordering import Ordering
 from ..latest import Latest
 from ..state import AppState
 from ..worker import Worker
+
+if TYPE_CHECKING:  # loaded on the workers, when first needed
+    from engine.tasks.compress import CodeLength
+    from engine.tasks.score import Score, Scorer
 
 __all__ = ["CompressPanel", "canvas_job", "scorer_job", "DEBOUNCE_MS", "LLR_CAVEAT"]
 
@@ -99,7 +104,7 @@ class SizeBars(QWidget):
         super().__init__(parent)
         self.items: list[tuple[str, float]] = []
         self.setMinimumHeight(112)
-        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
     def set_items(self, items: list[tuple[str, float]]) -> None:
         self.items = items
@@ -109,7 +114,7 @@ class SizeBars(QWidget):
         if not self.items:
             return
         p = QPainter(self)
-        p.setRenderHint(QPainter.Antialiasing)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
         fm = p.fontMetrics()
         label_w = max(fm.horizontalAdvance(t) for t, _ in self.items) + 10
         value_w = fm.horizontalAdvance("10,000 bits") + 8
@@ -118,11 +123,12 @@ class SizeBars(QWidget):
         bar_w = max(10, self.width() - label_w - value_w)
         for i, (text, v) in enumerate(self.items):
             y = i * row_h
-            p.setPen(self.palette().color(QPalette.WindowText))
-            p.drawText(QRectF(0, y, label_w - 6, row_h), Qt.AlignVCenter | Qt.AlignRight, text)
+            p.setPen(self.palette().color(QPalette.ColorRole.WindowText))
+            p.drawText(QRectF(0, y, label_w - 6, row_h), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, text)
             w = bar_w * v / top
             p.fillRect(QRectF(label_w, y + row_h * 0.2, w, row_h * 0.6), QColor(self.COLORS[i % len(self.COLORS)]))
-            p.drawText(QRectF(label_w + w + 4, y, value_w, row_h), Qt.AlignVCenter | Qt.AlignLeft, f"{v:,.0f} bits")
+            p.drawText(QRectF(label_w + w + 4, y, value_w, row_h), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
+                       f"{v:,.0f} bits")
         p.end()
 
 
@@ -142,10 +148,10 @@ class CompressPanel(QWidget):
         self.requests = Latest(self.worker, self._same_model, parent=self)
         self.scorer_requests = Latest(self.ref_worker, parent=self)
         self._codecs: dict = {}  # touched only on self.worker's thread
-        self.scorers: dict[tuple, object] = {}
+        self.scorers: dict[tuple, Scorer] = {}
         self._scorer_failed: tuple | None = None  #: not asked again for this (model key, ordering)
-        self.code = None  #: the CodeLength shown
-        self.score = None  #: the Score shown
+        self.code: CodeLength | None = None  #: the CodeLength shown
+        self.score: Score | None = None  #: the Score shown
 
         lay = QVBoxLayout(self)
         box = QGroupBox("Lossless compression of the canvas")
@@ -252,7 +258,7 @@ class CompressPanel(QWidget):
             w.shutdown(600_000)
 
     # ------------------------------------------------------------------------------------------
-    def _on_scorer(self, key: tuple, scorer: object) -> None:
+    def _on_scorer(self, key: tuple, scorer: Scorer) -> None:
         self.scorers[key] = scorer
         n = scorer.reference.n_images
         self.status.setText(f"Percentiles among {n:,} {scorer.reference.split} digits under the same model and ordering.")
@@ -265,8 +271,8 @@ class CompressPanel(QWidget):
         self._scorer_failed = key
         self.status.setText(f"Scores unavailable: {message}")
 
-    def _on_result(self, key: tuple, value: object) -> None:
-        cl, score, _secs = value  # type: ignore[misc]
+    def _on_result(self, key: tuple, value: tuple[CodeLength, Score | None, float]) -> None:
+        cl, score, _secs = value  # what canvas_job returns
         cur = self._key()
         self.code = cl
         d = self.state.session.height * self.state.session.width

@@ -2,7 +2,7 @@
 
 For the pinned pixel ``i`` the map shows, at each pixel ``j`` before it in the ordering,
 ``p(x_i = 1 | x_<i)`` as drawn minus the same with ``j`` flipped
-(:func:`engine.session.pixel_influence_steps`): red where ``j``'s value as drawn makes the model
+(:func:`engine.figures.pixel_influence_steps`): red where ``j``'s value as drawn makes the model
 expect more ink at ``i``, blue where it makes it expect less, white where it does not matter, on a
 symmetric scale that is the smallest of 0.05, 0.1, 0.25, 0.5 and 1 holding every change (named on
 the colour bar). Pixels at or after ``i`` cannot move it and are greyed out; the drawn digit is
@@ -17,7 +17,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
 from PySide6.QtWidgets import QGraphicsRectItem, QGroupBox, QLabel, QVBoxLayout, QWidget
 
-from engine.session import PixelInfluence
+from engine.figures import PixelInfluence
 
 from .colors import DIFF_MAP
 
@@ -86,7 +86,7 @@ class InfluenceView(QGroupBox):
         outer.addWidget(self.view)
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
-        self.summary.setTextFormat(Qt.RichText)
+        self.summary.setTextFormat(Qt.TextFormat.RichText)
         outer.addWidget(self.summary)
         self.influence: PixelInfluence | None = None
         self._hover = -1
@@ -153,7 +153,7 @@ class InfluenceView(QGroupBox):
         return r * w + c if 0 <= r < h and 0 <= c < w else -1
 
     def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt)
-        if obj is self.view and event.type() == QEvent.Leave and self._hover != -1:
+        if obj is self.view and event.type() == QEvent.Type.Leave and self._hover != -1:
             self._hover = -1
             self.hovered.emit(-1)
         return super().eventFilter(obj, event)

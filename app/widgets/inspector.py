@@ -26,8 +26,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.figures import EnsembleFigures, PixelFigures
 from engine.ordering import Ordering
-from engine.session import EnsembleFigures, PixelFigures
 
 __all__ = ["Inspector", "ReadOut"]
 
@@ -35,7 +35,7 @@ __all__ = ["Inspector", "ReadOut"]
 def _value(text: str = "–") -> QLabel:
     lab = QLabel(text)
     lab.setObjectName("value")
-    lab.setTextInteractionFlags(Qt.TextSelectableByMouse)
+    lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     return lab
 
 
@@ -48,13 +48,13 @@ class Inspector(QGroupBox):
         self.mode.setObjectName("hint")
         lay.addWidget(self.mode)
         form = QFormLayout()
-        form.setLabelAlignment(Qt.AlignRight)
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         self.fields = {k: _value() for k in ("pixel", "step", "value", "prob", "nll", "context")}
         for key, text in (("pixel", "pixel (row, col)"), ("step", "step in ordering"), ("value", "drawn value x<sub>i</sub>"),
                           ("prob", "p(x<sub>i</sub> = 1 | x<sub>&lt;i</sub>)"), ("nll", "&minus;log p(x<sub>i</sub> | x<sub>&lt;i</sub>)"),
                           ("context", "conditioned on")):
             lab = QLabel(text)
-            lab.setTextFormat(Qt.RichText)
+            lab.setTextFormat(Qt.TextFormat.RichText)
             form.addRow(lab, self.fields[key])
         lay.addLayout(form)
         row = QHBoxLayout()
@@ -99,7 +99,7 @@ class _ElidedLabel(QLabel):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.full_text = ""
-        self.setTextFormat(Qt.PlainText)
+        self.setTextFormat(Qt.TextFormat.PlainText)
 
     def set_full_text(self, text: str) -> None:
         self.full_text = text
@@ -111,7 +111,7 @@ class _ElidedLabel(QLabel):
         self._elide()
 
     def _elide(self) -> None:
-        self.setText(self.fontMetrics().elidedText(self.full_text, Qt.ElideRight, max(self.width(), 0)))
+        self.setText(self.fontMetrics().elidedText(self.full_text, Qt.TextElideMode.ElideRight, max(self.width(), 0)))
 
 
 class ReadOut(QFrame):
@@ -126,6 +126,7 @@ class ReadOut(QFrame):
         super().__init__(parent)
         self.setObjectName("readout")
         lay = QGridLayout(self)
+        self._grid = lay  #: kept: QWidget.layout() is declared to return a plain QLayout or None
         lay.setContentsMargins(12, 8, 12, 8)
         lay.setHorizontalSpacing(self.SPACING)
         lay.setVerticalSpacing(4)
@@ -137,12 +138,12 @@ class ReadOut(QFrame):
         self.figure_labels = (self.logp, self.bpp, self.pct, self.ens)
         for lab in self.figure_labels:
             lab.setObjectName("big")
-            lab.setTextFormat(Qt.RichText)
+            lab.setTextFormat(Qt.TextFormat.RichText)
             lab.setMinimumWidth(10)  # the read-out never sets the window's width: it wraps (_relayout)
         self.model.setObjectName("hint")
-        self.model.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
+        self.model.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.model.setMinimumWidth(10)
-        self.model.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.model.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.two_rows: bool | None = None  #: how the figures are laid out now (None before the first layout)
         self.log_p: float | None = None
         self.percentile: float | None = None
@@ -155,7 +156,7 @@ class ReadOut(QFrame):
     def one_row_width(self) -> int:
         """The width the figures need side by side on one row (margins and spacing included)."""
         shown = [lab for lab in self.figure_labels if not lab.isHidden()]
-        m = self.layout().contentsMargins()
+        m = self._grid.contentsMargins()
         return sum(lab.sizeHint().width() for lab in shown) + self.SPACING * len(shown) + m.left() + m.right()
 
     def _relayout(self) -> None:
@@ -163,7 +164,7 @@ class ReadOut(QFrame):
         if two == self.two_rows:
             return
         self.two_rows = two
-        lay: QGridLayout = self.layout()
+        lay = self._grid
         for w in (*self.figure_labels, self.model):
             lay.removeWidget(w)
         for c in range(5):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFrame, QGroupBox, QLabel, QScrollArea, QVBoxLayout, QWidget
 
+from engine.catalogue import ModelEntry
+from engine.figures import ensemble_kind
 from engine.models.base import ARModel
-from engine.session import ModelEntry, ensemble_kind
 
 __all__ = ["ModelInfo"]
 
@@ -17,17 +20,17 @@ class ModelInfo(QGroupBox):
         lay = QVBoxLayout(self)
         self.text = QLabel("No model yet.")
         self.text.setWordWrap(True)
-        self.text.setTextFormat(Qt.RichText)
-        self.text.setAlignment(Qt.AlignTop | Qt.AlignLeft)
-        self.text.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.text.setTextFormat(Qt.TextFormat.RichText)
+        self.text.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         # the text scrolls within the box: a long description never makes the Inspect page taller
-        self.scroll = QScrollArea()
-        self.scroll.setWidget(self.text)
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.NoFrame)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        self.scroll.setMinimumHeight(60)
-        lay.addWidget(self.scroll, 1)
+        self.text_area = QScrollArea()
+        self.text_area.setWidget(self.text)
+        self.text_area.setWidgetResizable(True)
+        self.text_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.text_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.text_area.setMinimumHeight(60)
+        lay.addWidget(self.text_area, 1)
 
     def show_model(self, model: ARModel, entry: ModelEntry | None, meta: dict) -> None:
         rows = []
@@ -55,7 +58,7 @@ class ModelInfo(QGroupBox):
                 n = model.config.num_masks  # type: ignore[attr-defined]
                 rows.append(f"Trained over {n if n > 1 else 'a fresh'} connectivity pattern{'s' if n > 1 else ' per batch'} "
                             "(masks) in this ordering: the read-out also gives log p under the mixture of its masks.")
-        metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+        metrics: dict[str, Any] = meta["metrics"] if isinstance(meta.get("metrics"), dict) else {}
         tn, vn = metrics.get("test_nll"), metrics.get("valid_nll")
         if isinstance(tn, (int, float)):
             rows.append(f"test NLL <b>{tn:.2f}</b> nats/image ({tn / (model.size * 0.6931471805599453):.4f} bits/pixel)")

@@ -1,7 +1,7 @@
 """The model picker and the ordering picker of the toolbar.
 
 The model picker lists checkpoints (bundled, opened, trained) with their family and measured test
-NLL; it holds :class:`engine.session.ModelEntry` objects and emits the chosen one. The ordering
+NLL; it holds :class:`engine.catalogue.ModelEntry` objects and emits the chosen one. The ordering
 picker offers every ordering of :data:`engine.ordering.ORDERING_NAMES` (``random`` with a seed)
 and the line scans started from the other corners; orderings the current model cannot use are
 disabled, with the model's reason as the tooltip
@@ -11,14 +11,15 @@ disabled, with the model's reason as the tooltip
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QStandardItemModel
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSpinBox, QWidget
 
+from engine.catalogue import ModelEntry
 from engine.models.base import ARModel
 from engine.ordering import ORDERING_DESCRIPTIONS, ORDERING_NAMES, SCAN_VARIANT_NAMES, SEEDED_NAMES, Ordering, make_ordering
-from engine.session import ModelEntry
 
 #: what the ordering picker lists: the named orderings, then the line scans from the other corners
 PICKER_NAMES: tuple[str, ...] = ORDERING_NAMES + SCAN_VARIANT_NAMES
@@ -31,7 +32,7 @@ class ModelPicker(QComboBox):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(44)
         self.setToolTip("The model whose conditionals are shown. Bundled, opened and trained checkpoints.")
         self._entries: list[ModelEntry] = []
@@ -49,7 +50,7 @@ class ModelPicker(QComboBox):
                 self._entries[i] = entry
                 row = self._row(i)
                 self.setItemText(row, entry.label)
-                self.setItemData(row, self._tip(entry), Qt.ToolTipRole)
+                self.setItemData(row, self._tip(entry), Qt.ItemDataRole.ToolTipRole)
                 if select:
                     self.setCurrentIndex(row)
                 return row
@@ -57,7 +58,7 @@ class ModelPicker(QComboBox):
         self._entries.append(entry)
         self.addItem(entry.label)
         row = self.count() - 1
-        self.setItemData(row, self._tip(entry), Qt.ToolTipRole)
+        self.setItemData(row, self._tip(entry), Qt.ItemDataRole.ToolTipRole)
         if select:
             self.setCurrentIndex(row)
         return row
@@ -122,7 +123,7 @@ class OrderingPicker(QWidget):
             if name == SCAN_VARIANT_NAMES[0]:
                 self.combo.insertSeparator(i)
             self.combo.addItem(name, name)
-            self.combo.setItemData(self.combo.count() - 1, ORDERING_DESCRIPTIONS.get(name, ""), Qt.ToolTipRole)
+            self.combo.setItemData(self.combo.count() - 1, ORDERING_DESCRIPTIONS.get(name, ""), Qt.ItemDataRole.ToolTipRole)
         lay.addWidget(QLabel("Ordering"))
         lay.addWidget(self.combo)
         lay.addWidget(self.seed)
@@ -163,7 +164,7 @@ class OrderingPicker(QWidget):
         if own.name not in PICKER_NAMES:
             self.extra = own
             self.combo.addItem(f"{own.label} (model's own)", "__model__")
-        items: QStandardItemModel = self.combo.model()  # type: ignore[assignment]
+        items = self._items()
         for i in range(self.combo.count()):
             name = self.combo.itemData(i)
             if name is None:  # the separator
@@ -196,8 +197,12 @@ class OrderingPicker(QWidget):
 
     def is_enabled(self, name: str) -> bool:
         i = self.combo.findData(name)
-        return i >= 0 and self.combo.model().item(i).isEnabled()
+        return i >= 0 and self._items().item(i).isEnabled()
 
     def tooltip(self, name: str) -> str:
         i = self.combo.findData(name)
-        return self.combo.model().item(i).toolTip() if i >= 0 else ""
+        return self._items().item(i).toolTip() if i >= 0 else ""
+
+    def _items(self) -> QStandardItemModel:
+        """The combo box's items (a QComboBox's own model is a QStandardItemModel; Qt declares the base)."""
+        return cast(QStandardItemModel, self.combo.model())

@@ -150,7 +150,7 @@ class SamplingPanel(QWidget):
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         self.seed.setToolTip("Seed of the random numbers: the same seed gives the same samples")
-        self.speed = QSlider(Qt.Horizontal)
+        self.speed = QSlider(Qt.Orientation.Horizontal)
         self.speed.setRange(0, len(SPEEDS) - 1)
         self.speed.setValue(len(SPEEDS) - 1)
         self.speed_label = QLabel()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Generator, cast
 
 import pyqtgraph as pg
 import torch
@@ -36,10 +37,21 @@ from engine.models import FAMILIES, QUICK_CONFIGS, build_model, family_class
 from engine.ordering import ORDERING_NAMES, make_ordering
 from engine.recipes import model_config, nll_metrics, record_metrics, run_metadata, train_argv
 from engine.steps import fmt_time
-from engine.train import BatchEnd, EpochEnd, Finished, TrainConfig, amp_warning, bf16_hardware, device_name, resolve_amp, resolve_device
+from engine.train import (
+    BatchEnd,
+    EpochEnd,
+    Event,
+    Finished,
+    TrainConfig,
+    amp_warning,
+    bf16_hardware,
+    device_name,
+    resolve_amp,
+    resolve_device,
+)
 
 from ..latest import Latest
-from ..worker import Worker
+from ..worker import Job, Worker
 
 __all__ = ["TrainingPanel", "training_job", "fmt_time"]
 
@@ -66,7 +78,8 @@ def training_job(job, family: str, config: dict, ordering_spec: dict, tc: TrainC
     valid_x = load_split("valid")
     job.check()
     meta = run_metadata(device_name(resolve_device(tc.device)), train_argv(family, config, ordering.spec, tc, out), name=out.stem)
-    gen = train(model, train_x, valid_x, tc, out=out, meta=meta)
+    # train() is a generator function (annotated as an Iterator of events); closing it ends the run
+    gen = cast(Generator[Event, None, None], train(model, train_x, valid_x, tc, out=out, meta=meta))
     last = 0.0
     final = None
     try:
@@ -106,7 +119,7 @@ class TrainingPanel(QWidget):
         super().__init__(parent)
         self.worker = worker
         self.out_dir = Path(out_dir)
-        self.job = None
+        self.job: Job | None = None
         self.out: Path | None = None
         self.epochs_done = 0
         lay = QVBoxLayout(self)
@@ -116,7 +129,7 @@ class TrainingPanel(QWidget):
         self.recipe.addItem("your own settings", None)
         self.recipe.setToolTip("Fill the form with how a bundled model was trained (its recorded configuration\n"
                                "and hyperparameters), to train it again or to start from its recipe")
-        self.recipe.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.recipe.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.recipe.setMinimumContentsLength(18)
         self._recipe_cfg: dict | None = None  #: the chosen recipe's full model config
         self._recipe_tc: dict = {}  #: and its training settings that the form does not show
@@ -124,7 +137,7 @@ class TrainingPanel(QWidget):
         self.family = QComboBox()
         for name, cls in FAMILIES.items():
             self.family.addItem(name.upper() if len(name) <= 5 else name, name)
-            self.family.setItemData(self.family.count() - 1, cls.description, Qt.ToolTipRole)
+            self.family.setItemData(self.family.count() - 1, cls.description, Qt.ItemDataRole.ToolTipRole)
         self.family.setCurrentIndex(max(0, self.family.findData("made")))
         self.ordering = QComboBox()
         for name in ORDERING_NAMES:
@@ -146,7 +159,7 @@ class TrainingPanel(QWidget):
         self.order_set.addItem("the 16 line scans", "scans")
         self.order_set.addItem("rows from the top, random directions", "rows")
         # the long names show in full in the list; closed, the box may elide them in a narrow window
-        self.order_set.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.order_set.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.order_set.setMinimumContentsLength(18)
         self.order_set.setToolTip(
             "MADE only: which orderings order-agnostic training draws from. The 16 line scans are raster,\n"
@@ -296,7 +309,7 @@ class TrainingPanel(QWidget):
             tip = (f"{what}: {nll:.2f} nats\n" if nll is not None else "") + str(info.get("command", ""))
             if info.get("init_from"):
                 tip += f"\n{_continued_note(info)}"
-            self.recipe.setItemData(self.recipe.count() - 1, tip, Qt.ToolTipRole)
+            self.recipe.setItemData(self.recipe.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
 
     def _recipe_chosen(self, index: int) -> None:
         info = self.recipe.itemData(index)
@@ -326,9 +339,9 @@ class TrainingPanel(QWidget):
                     box.setValue(tc[key])
             if tc.get("fit_schedule") and isinstance(info.get("schedule_epochs"), int):
                 self.epochs.setValue(info["schedule_epochs"])  # the schedule fitted to a time limit, not the cap
-            for box, key in ((self.lr, "lr"), (self.l1, "l1")):
+            for rate, key in ((self.lr, "lr"), (self.l1, "l1")):
                 if isinstance(tc.get(key), (int, float)):
-                    box.setValue(float(tc[key]))
+                    rate.setValue(float(tc[key]))
             self.ema.setChecked(bool(tc.get("ema")))
             self.amp.setChecked(bool(tc.get("amp")) and self.amp.isEnabled())
             self.max_train.setValue(int(tc.get("max_train") or 0))
@@ -378,6 +391,7 @@ class TrainingPanel(QWidget):
         else:
             base = dict(QUICK_CONFIGS.get(family, {})) if self.small.isChecked() else {}
         layers = base.get("hidden")
+        hidden: int | tuple[int, ...]
         if recipe is not None and isinstance(layers, (list, tuple)) and layers and layers[0] == self.hidden.value():
             hidden = tuple(layers)  # deeper than the one spin box shows: kept as recorded
         else:

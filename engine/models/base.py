@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator, Sequence, TypeVar, cast, overload
+from typing import Any, ClassVar, Generator, Iterator, Sequence, TypeVar, cast, overload
 
 import numpy as np
 import torch
@@ -295,6 +295,15 @@ class ARModel(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
+    @classmethod
+    def builds_in(cls, ordering: Ordering) -> tuple[bool, str]:
+        """Whether a model of this family can be built, and so trained, in ``ordering`` (an
+        ordering of the images the config describes); if not, the reason. A property of the family,
+        where :meth:`supports` asks a built model whether it computes conditionals in an ordering.
+        Every ordering by default; a family whose architecture fixes the ordering overrides this,
+        and its constructor raises UnsupportedOrdering exactly where this says no."""
+        return True, ""
+
     def supports(self, ordering: Ordering) -> tuple[bool, str]:
         """Whether conditionals can be computed in ``ordering``; if not, the reason."""
         if (ordering.height, ordering.width) != (self.config.height, self.config.width):
@@ -441,7 +450,7 @@ class ARModel(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         fast: bool = True,
-    ) -> Iterator[SampleStep]:
+    ) -> Generator[SampleStep, None, None]:
         """Generate ``n`` images pixel by pixel, yielding after each generated pixel.
 
         ``known`` (D,) marks pixels that are given; their values come from ``values`` ((D,) or

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ..ordering import Ordering
 from .base import ARModel, ModelConfig, Stepper, _take
 from .heads import scale_levels
+from .layers import init_bias_at_marginals
 
 
 @dataclass
@@ -45,11 +46,7 @@ class FVSBN(ARModel):
         self.register_ordering_buffers()
 
     def init_output_bias(self, marginals: Tensor) -> None:
-        with torch.no_grad():
-            if self.binary:
-                self.bias.copy_(torch.logit(marginals.to(self.bias), eps=1e-3)[self.perm])
-            elif self.dist_head.kind == "categorical":  # the softmax starts at each pixel's level frequencies
-                self.bias.copy_(torch.log(marginals.to(self.bias) + 1e-3)[self.perm].reshape(-1))
+        init_bias_at_marginals(self.bias, marginals, perm=self.perm)
 
     def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
         xo = scale_levels(x, self.levels)[:, self.perm]  # (B, D) in step order

@@ -29,8 +29,8 @@ from torch import Tensor, nn
 
 from ..ordering import Ordering
 from .base import ARModel, ModelConfig, Stepper, _take, typed
-from .lstm import check_orderings, draw_orderings, named_orderings
-from .pixelcnn import _gate
+from .layers import gate, init_bias_at_marginals
+from .train_orderings import check_orderings, draw_orderings, named_orderings
 
 
 @dataclass
@@ -141,10 +141,7 @@ class LocallyMaskedPixelCNN(ARModel):
             self.ctx_out = nn.Conv2d(u, c, 1)
 
     def init_output_bias(self, marginals: Tensor) -> None:
-        with torch.no_grad():
-            self.pixel_bias.copy_(torch.logit(marginals.to(self.pixel_bias), eps=1e-3).view_as(self.pixel_bias))
-            assert self.out2.bias is not None  # built with a bias
-            self.out2.bias.zero_()
+        init_bias_at_marginals(self.pixel_bias, marginals, zero=[self.out2.bias])
 
     def _masks(self, steps: Tensor) -> tuple[Tensor, Tensor]:
         """Type A (first layer) and type B masks, (B|1, k*k, L), of step maps (B|1, 1, H', W')."""
@@ -159,13 +156,13 @@ class LocallyMaskedPixelCNN(ARModel):
                 raise ValueError("_net needs the step maps or the masks made from them")
             masks = self._masks(steps)
         a, bm = masks
-        h = _gate(self.first(torch.cat([img, torch.ones_like(img)], 1), a))  # (B, C, H', W')
+        h = gate(self.first(torch.cat([img, torch.ones_like(img)], 1), a))  # (B, C, H', W')
         if self.config.context:
             if perm is None:
                 raise ValueError("a model with context needs the ordering of each image")
             h = h + self.ctx_out(self._context(img.flatten(1), perm).view(-1, self.config.context, *img.shape[2:]))
         for conv, res in zip(self.convs, self.res, strict=True):
-            h = h + res(_gate(conv(h, bm)))
+            h = h + res(gate(conv(h, bm)))
         return self.out2(torch.relu(self.out1(torch.relu(h))))[:, 0]
 
     def _context(self, x: Tensor, perm: Tensor) -> Tensor:
@@ -318,13 +315,13 @@ class _CachedStepper(Stepper):
         r, col = divmod(pixel, self.w)
         q, k, k0 = self.k // 2, self.k, self.k0
         win = self.xp[:, :, r : r + k0, col : col + k0].reshape(b, 2, k0 * k0)
-        h = _gate(_apply(self.first, (win * self.mask_a[pixel]).reshape(b, -1)))  # (B, C)
+        h = gate(_apply(self.first, (win * self.mask_a[pixel]).reshape(b, -1)))  # (B, C)
         if self.m.config.context:  # reached in order: the summary holds exactly the earlier pixels
             h = h + _apply(self.ctx_out, torch.sigmoid(self.ctx))
         self.acts[0][:, :, r + q, col + q] = h
         for i, (conv, res) in enumerate(zip(self.convs, self.res, strict=True)):
             win = self.acts[i][:, :, r : r + k, col : col + k].reshape(b, -1, k * k)
-            h = h + _apply(res, _gate(_apply(conv, (win * self.mask_b[pixel]).reshape(b, -1))))
+            h = h + _apply(res, gate(_apply(conv, (win * self.mask_b[pixel]).reshape(b, -1))))
             self.acts[i + 1][:, :, r + q, col + q] = h
         self.ready[pixel] = True
         return h

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ from torch import Tensor, nn
 
 from ..ordering import Ordering, make_ordering, scan_orderings
 from .base import ARModel, ModelConfig, Stepper, _take, typed
+from .layers import init_bias_at_marginals
 
 
 @dataclass
@@ -109,8 +111,12 @@ class MADE(ARModel):
             nn.ParameterList(nn.Parameter(torch.zeros(config.num_masks, int(h))) for h in config.hidden)
             if config.member_bias else None
         )
-        self._mask_cache: OrderedDict[tuple[int, int], list[Tensor]] = OrderedDict()
-        self._conn_cache: dict[int, tuple[Ordering, int]] = {}
+        # the caches are keyed on an ordering's exact content (its permutation's bytes), never on its
+        # hash alone: two orderings with one hash must not share masks. The app calls one model from
+        # several worker threads, so every read and write of them holds the lock.
+        self._mask_cache: OrderedDict[tuple[bytes, int], list[Tensor]] = OrderedDict()
+        self._conn_cache: dict[bytes, int] = {}
+        self._cache_lock = threading.Lock()
         self._anchor = self.ordering  #: the ordering built in (trained in): member pairs hang on it
         for i, m in enumerate(self._build_masks(self.ordering, 0)):
             self.register_buffer(f"mask{i}", m, persistent=False)
@@ -121,11 +127,15 @@ class MADE(ARModel):
     def __deepcopy__(self, memo: dict) -> MADE:
         """A copy without the member caches: another thread (the app's ensemble worker) may be
         filling them while this one copies the model (the range coder takes a float64 copy), and
-        copying a dict that changes size underneath fails."""
+        copying a dict that changes size underneath fails. The copy has a lock of its own (a lock
+        cannot be copied)."""
         new = self.__class__.__new__(self.__class__)
         memo[id(self)] = new
         for key, value in list(self.__dict__.items()):
-            new.__dict__[key] = type(value)() if key in self._CACHES else copy.deepcopy(value, memo)
+            if key == "_cache_lock":
+                new.__dict__[key] = threading.Lock()
+            else:
+                new.__dict__[key] = type(value)() if key in self._CACHES else copy.deepcopy(value, memo)
         return new
 
     def _ordering_changed(self) -> None:
@@ -157,17 +167,24 @@ class MADE(ARModel):
         if k == 0 and ordering == self.ordering:
             n = len(self.layers) + 1 + (self.direct is not None)
             return [getattr(self, f"mask{i}") for i in range(n)]
-        key = (hash(ordering), k)
+        key = (ordering.perm.tobytes(), k)
+        device = self.out.weight.device
         cache = self._mask_cache
-        masks = cache.get(key)
-        if masks is None or masks[0].device != self.out.weight.device:
-            masks = [m.to(self.out.weight.device) for m in self._build_masks(ordering, k)]
+        with self._cache_lock:
+            masks = cache.get(key)
+            if masks is not None and masks[0].device == device:
+                cache.move_to_end(key)
+                return masks
+        # built outside the lock, so that other threads' hits do not wait; two threads missing the
+        # same key both build it, and the later one's masks (equal) replace the earlier's
+        masks = [m.to(device) for m in self._build_masks(ordering, k)]
+        with self._cache_lock:
             cache[key] = masks
+            cache.move_to_end(key)
             size = sum(m.numel() * m.element_size() for ms in cache.values() for m in ms)
             while len(cache) > 64 or (len(cache) > 1 and size > MASK_CACHE_BYTES):
                 _, old = cache.popitem(last=False)  # the least recently used
                 size -= sum(m.numel() * m.element_size() for m in old)
-        cache.move_to_end(key)
         return masks
 
     def _pair_ordering(self, k: int) -> Ordering:
@@ -212,14 +229,16 @@ class MADE(ARModel):
         c = self.config
         if not c.order_agnostic or c.num_masks <= 1 or ordering == self._anchor:
             return 0
-        key = hash(ordering)
-        hit = self._conn_cache.get(key)
-        if hit is None or hit[0] != ordering:
-            k = next((k for k in range(1, c.num_masks) if self._pair_ordering(k) == ordering), 0)
-            if len(self._conn_cache) > 256:
-                self._conn_cache.clear()
-            hit = self._conn_cache[key] = (ordering, k)
-        return hit[1]
+        key = ordering.perm.tobytes()
+        with self._cache_lock:
+            hit = self._conn_cache.get(key)
+        if hit is None:
+            hit = next((k for k in range(1, c.num_masks) if self._pair_ordering(k) == ordering), 0)
+            with self._cache_lock:
+                if len(self._conn_cache) > 256:
+                    self._conn_cache.clear()
+                self._conn_cache[key] = hit
+        return hit
 
     # -- density -------------------------------------------------------------------------------
     def _hidden_biases(self, k: int) -> list[Tensor]:
@@ -268,8 +287,7 @@ class MADE(ARModel):
         return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1).mean()
 
     def init_output_bias(self, marginals: Tensor) -> None:
-        with torch.no_grad():
-            self.out.bias.copy_(torch.logit(marginals.to(self.out.bias), eps=1e-3))
+        init_bias_at_marginals(self.out.bias, marginals)
 
     def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
         k = self.connectivity_for(ordering)

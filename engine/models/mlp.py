@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..ordering import Ordering
 from .base import ARModel, ModelConfig, Stepper, _take
+from .layers import init_bias_at_marginals
 
 
 @dataclass
@@ -43,8 +44,7 @@ class PixelMLP(ARModel):
         self.register_ordering_buffers()
 
     def init_output_bias(self, marginals: Tensor) -> None:
-        with torch.no_grad():
-            self.bias.copy_(torch.logit(marginals.to(self.bias), eps=1e-3)[self.perm])
+        init_bias_at_marginals(self.bias, marginals, perm=self.perm)
 
     def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
         d, h = self.config.size, self.config.hidden

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..ordering import Ordering
 from .base import ARModel, ModelConfig, Stepper, _take
+from .layers import init_bias_at_marginals
 
 _BLOCK = 28
 _FUSED_BLOCK = 8
@@ -45,8 +46,7 @@ class NADE(ARModel):
         self.register_ordering_buffers()
 
     def init_output_bias(self, marginals: Tensor) -> None:
-        with torch.no_grad():
-            self.bias.copy_(torch.logit(marginals.to(self.bias), eps=1e-3)[self.perm])
+        init_bias_at_marginals(self.bias, marginals, perm=self.perm)
 
     def _pre_activations(self, xo: Tensor) -> Tensor:
         """(B, D, H) hidden pre-activations of every step: ``c`` plus the exclusive prefix sums of

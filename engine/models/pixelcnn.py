@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from ..ordering import Ordering, make_ordering
 from .base import ARModel, ModelConfig, Stepper, UnsupportedOrdering, _take, typed
+from .layers import gate, init_bias_at_marginals
 
 
 @dataclass
@@ -43,11 +44,6 @@ class PixelCNNConfig(ModelConfig):
     kernel: int = 3  #: odd kernel width of the gated layers
     first_kernel: int = 7  #: odd kernel width of the first layer
     head: int = 128  #: hidden units of the 1x1 output head
-
-
-def _gate(a: Tensor) -> Tensor:
-    f, g = a.chunk(2, dim=1)
-    return torch.tanh(f) * torch.sigmoid(g)
 
 
 def _down(a: Tensor) -> Tensor:
@@ -121,6 +117,12 @@ class GatedPixelCNN(ARModel):
             f"ordering), not {ordering.label}; use an order-agnostic model for other orderings"
         )
 
+    @classmethod
+    def builds_in(cls, ordering: Ordering) -> tuple[bool, str]:
+        if ordering != make_ordering("raster", ordering.height, ordering.width):
+            return False, cls._why_raster(ordering)
+        return True, ""
+
     def supports(self, ordering: Ordering) -> tuple[bool, str]:
         ok, why = super().supports(ordering)
         if not ok and (ordering.height, ordering.width) == (self.config.height, self.config.width):
@@ -128,10 +130,7 @@ class GatedPixelCNN(ARModel):
         return ok, why
 
     def init_output_bias(self, marginals: Tensor) -> None:
-        with torch.no_grad():
-            self.pixel_bias.copy_(torch.logit(marginals.to(self.pixel_bias), eps=1e-3).view_as(self.pixel_bias))
-            assert self.out2.bias is not None  # built with a bias
-            self.out2.bias.zero_()
+        init_bias_at_marginals(self.pixel_bias, marginals, zero=[self.out2.bias])
 
     # -- the network ---------------------------------------------------------------------------
     def _head(self, h: Tensor) -> Tensor:  # (B, C, R, W') -> (B, R, W')
@@ -141,15 +140,15 @@ class GatedPixelCNN(ARModel):
         """Pre-activations of the vertical stack, one (B, 2C, H, W) map per layer."""
         pre = [self.v0(img)]
         for conv in self.vs:
-            pre.append(conv(_gate(pre[-1])))
+            pre.append(conv(gate(pre[-1])))
         return pre
 
     def _horizontal(self, img: Tensor, links: list[Tensor]) -> Tensor:
         """The horizontal stack given the vertical contributions (already shifted, through the
         1x1 links), one (B, 2C, R, W) map per layer; returns the last layer (B, C, R, W)."""
-        h = _gate(self.h0(img) + links[0])
+        h = gate(self.h0(img) + links[0])
         for conv, res, link in zip(self.hs, self.res, links[1:], strict=True):
-            h = h + res(_gate(conv(h) + link))
+            h = h + res(gate(conv(h) + link))
         return h
 
     def _links(self, vpre: list[Tensor]) -> list[Tensor]:
@@ -199,7 +198,7 @@ class _PixelCNNStepper(Stepper):
             v = F.conv2d(F.pad(img[:, :, r - 1 - m.reach_rows : r], (p0, p0, 0, 0)), m.v0.weight, m.v0.bias)
             vpre = [v]  # (B, 2C, rows, W), rows shrinking by q per layer down to 1
             for conv in typed(m.vs, _VConv):
-                v = F.conv2d(F.pad(_gate(v), (q, q, 0, 0)), conv.weight, conv.bias)
+                v = F.conv2d(F.pad(gate(v), (q, q, 0, 0)), conv.weight, conv.bias)
                 vpre.append(v)
             lks = [mod(v[:, :, -1:]) for mod, v in zip(mods, vpre, strict=True)]
         return [F.pad(lk[:, :, 0].transpose(1, 2), (0, 0, self.pad, 0)) for lk in lks]
@@ -214,7 +213,7 @@ class _PixelCNNStepper(Stepper):
         lo = cc - n_layers * q  # first column layer 0 must produce
         xr = F.pad(self.x[:, r * self.w : (r + 1) * self.w], (self.pad, 0))  # (B, pad + W)
         win = xr[:, lo - 1 - p0 : cc].unfold(1, p0 + 1, 1).contiguous()  # (B, n, p0+1): column j sees j-1-p0 .. j-1
-        h = _gate_last(F.linear(win, self.w0, m.h0.bias) + self.links[0][:, lo : cc + 1])  # (B, n, C)
+        h = gate(F.linear(win, self.w0, m.h0.bias) + self.links[0][:, lo : cc + 1], -1)  # (B, n, C)
         valid = None
         if lo < self.pad:  # the cone reaches left of the image: those columns are zero padding
             valid = (torch.arange(lo, cc + 1, device=h.device) >= self.pad).to(h.dtype)[:, None]  # (n, 1)
@@ -223,7 +222,7 @@ class _PixelCNNStepper(Stepper):
             n = h.shape[1] - q
             win = h.unfold(1, q + 1, 1).transpose(2, 3).contiguous().view(self.b, n, -1)  # (B, n, (q+1) C)
             pre = F.linear(win, self.wh[i], typed(m.hs, _HConv)[i].bias) + self.links[i + 1][:, cc + 1 - n : cc + 1]
-            h = h[:, q:] + F.linear(_gate_last(pre), self.wres[i], typed(m.res, nn.Conv2d)[i].bias)  # (B, n, C)
+            h = h[:, q:] + F.linear(gate(pre, -1), self.wres[i], typed(m.res, nn.Conv2d)[i].bias)  # (B, n, C)
             if valid is not None:
                 valid = valid[q:]
                 h = h * valid
@@ -239,8 +238,3 @@ class _PixelCNNStepper(Stepper):
         self.x = _take(self.x, index)
         self.links = [_take(lk, index) for lk in self.links]
         self.b = int(index.numel())
-
-
-def _gate_last(a: Tensor) -> Tensor:
-    f, g = a.chunk(2, dim=-1)
-    return torch.tanh(f) * torch.sigmoid(g)

@@ -3,7 +3,7 @@ A New Approach to Autoregressive Models"; decoder blocks as in Radford et al. 20
 
 The image is a sequence in an ordering ``o``. Token ``t`` carries the value and position of the
 pixel generated before (``o_{t-1}``; a learned start vector at ``t = 0``) *and the position of the
-pixel to predict* (``o_t``); see :class:`~engine.models.lstm.SequenceEmbedding`. Causal
+pixel to predict* (``o_t``); see :class:`~engine.models.sequence.SequenceEmbedding`. Causal
 self-attention makes output ``t`` a function of tokens ``<= t`` only, i.e. of the pixels
 ``o_{<t}``, so it is the logit of ``p(x_{o_t} = 1 | x_{o_<t})``. Because the next position is
 given, the network is not tied to one ordering: with ``order_agnostic`` (the default) every
@@ -26,7 +26,9 @@ from torch import Tensor, nn
 
 from ..ordering import Ordering
 from .base import ModelConfig, Stepper, _take, typed
-from .lstm import SequenceARModel, SequenceEmbedding, check_orderings
+from .layers import init_bias_at_marginals
+from .sequence import SequenceARModel, SequenceEmbedding
+from .train_orderings import check_orderings
 
 
 @dataclass
@@ -115,9 +117,7 @@ class OrderAgnosticTransformer(SequenceARModel):
             nn.init.normal_(blk.mlp_out.weight, 0.0, 0.02 / (2 * config.layers) ** 0.5)
 
     def init_output_bias(self, marginals: Tensor) -> None:
-        with torch.no_grad():
-            self.pixel_bias.copy_(torch.logit(marginals.to(self.pixel_bias), eps=1e-3))
-            self.head.bias.zero_()
+        init_bias_at_marginals(self.pixel_bias, marginals, zero=[self.head.bias])
 
     def _step_logits(self, xo: Tensor, perm: Tensor) -> Tensor:
         """(B, D) logits in step order for images ``xo`` (B, D) in step order of ``perm``."""

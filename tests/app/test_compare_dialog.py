@@ -8,8 +8,8 @@ import math
 import numpy as np
 
 from engine.checkpoint import load_checkpoint
+from engine.figures import pixel_figures
 from engine.ordering import make_ordering
-from engine.session import pixel_figures
 
 from .test_main_window import stroke
 

@@ -8,7 +8,7 @@ from PySide6.QtCore import QEvent, QPointF
 from PySide6.QtWidgets import QApplication
 
 from app.widgets.influence import LEVELS, scale_for
-from engine.session import pixel_influence_steps
+from engine.figures import pixel_influence_steps
 from engine.steps import drain
 
 from .test_main_window import stroke

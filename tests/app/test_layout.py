@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtWidgets import QApplication, QScrollArea, QToolButton
 
 from app.widgets.inspector import ReadOut
-from engine.session import EnsembleFigures
+from engine.figures import EnsembleFigures
 
 
 def _settle(qtbot, win, w: int, h: int) -> None:

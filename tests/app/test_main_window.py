@@ -267,7 +267,7 @@ def test_no_checkpoints_gives_a_usable_untrained_model(make_window, tmp_path):
 
 def test_rapid_strokes_end_on_the_heatmaps_of_the_final_canvas(qtbot, win):
     """Newest request wins: after a burst of strokes the heatmaps show the last canvas exactly."""
-    from engine.session import pixel_figures
+    from engine.figures import pixel_figures
 
     cv = win.canvas
     for k in range(12):

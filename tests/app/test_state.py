@@ -10,9 +10,9 @@ from PySide6.QtWidgets import QWidget
 
 from app.state import AppState, Run
 from app.worker import Job
+from engine.figures import pixel_figures
 from engine.models import build_model
 from engine.ordering import make_ordering
-from engine.session import pixel_figures
 
 
 @pytest.fixture

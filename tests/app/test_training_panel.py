@@ -188,10 +188,10 @@ def test_bf16_is_offered_only_where_it_is_native(qtbot, tmp_path, monkeypatch):
 def test_a_bundled_models_recipe_fills_the_form_and_reaches_the_run(qtbot, tmp_path):
     from app.widgets.training import TrainingPanel
     from app.worker import Worker
+    from engine.catalogue import list_checkpoints
     from engine.checkpoint import save_checkpoint
     from engine.models import build_model
     from engine.ordering import make_ordering
-    from engine.session import list_checkpoints
 
     cfg = {"hidden": (64, 48), "direct": True, "order_agnostic": True, "order_set": "scans", "num_masks": 8, "member_bias": True}
     tc = {"epochs": 40, "batch_size": 250, "lr": 0.002, "lr_min_factor": 0.02, "weight_decay": 1e-4, "l1": 3e-5,
@@ -229,9 +229,9 @@ def test_a_bundled_models_recipe_fills_the_form_and_reaches_the_run(qtbot, tmp_p
 def test_a_recipe_trained_to_a_time_limit_fills_in_the_epochs_its_schedule_was_fitted_to(qtbot, tmp_path):
     from app.widgets.training import TrainingPanel
     from app.worker import Worker
+    from engine.catalogue import list_checkpoints
     from engine.checkpoint import save_checkpoint
     from engine.models import build_model
-    from engine.session import list_checkpoints
 
     tc = {"epochs": 2000, "batch_size": 1000, "lr": 0.003, "max_minutes": 105.0, "fit_schedule": True}
     save_checkpoint(tmp_path / "timed.safetensors", build_model("made", {"hidden": (32,), "direct": True}),
@@ -251,9 +251,9 @@ def test_a_recipe_whose_run_started_from_another_checkpoint_says_so(qtbot, tmp_p
     and the panel says so (status line and tooltip) instead of promising the bundled result."""
     from app.widgets.training import TrainingPanel
     from app.worker import Worker
+    from engine.catalogue import list_checkpoints
     from engine.checkpoint import save_checkpoint
     from engine.models import build_model
-    from engine.session import list_checkpoints
 
     tc = {"epochs": 6, "batch_size": 50, "lr": 7e-4}
     save_checkpoint(tmp_path / "grown.safetensors", build_model("fvsbn"),

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine.models import GatedPixelCNN, UnsupportedOrdering, build_model
-from engine.models.lstm import draw_orderings
+from engine.models.train_orderings import draw_orderings
 from engine.ordering import Ordering, OrderingError, make_ordering
 
 H, W = 7, 9

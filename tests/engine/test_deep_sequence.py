@@ -12,7 +12,7 @@ import torch
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.models import build_model
-from engine.models.lstm import draw_orderings, random_orderings
+from engine.models.train_orderings import draw_orderings, random_orderings
 from engine.ordering import make_ordering
 
 from .tiny import H, W, make_tiny

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from engine.figures import EnsembleFigures, ensemble_figures_steps, ensemble_kind, ensemble_size
 from engine.models import UnsupportedOrdering
 from engine.ordering import make_ordering
-from engine.session import EnsembleFigures, ensemble_figures_steps, ensemble_kind, ensemble_size
 from engine.steps import drain
 
 from .tiny import TINY_CONFIGS, make_tiny

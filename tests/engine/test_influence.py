@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.session import pixel_influence_steps
+from engine.figures import pixel_influence_steps
 from engine.steps import drain
 
 from .tiny import H, W, all_tiny, make_tiny

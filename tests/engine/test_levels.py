@@ -180,3 +180,17 @@ def test_an_order_agnostic_model_tells_an_unknown_pixel_from_a_black_one(label, 
         a = m.level_log_probs(x, alone)[0, 3]
         b = m.level_log_probs(x, beside_black)[0, 3]
     assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("family", sorted(LEVEL_TINY))
+def test_a_softmax_head_starts_at_the_level_frequencies(family):
+    cfg = dict(LEVEL_TINY[family][0][1], levels=K, output="categorical", height=H, width=W)
+    m = build_model(family, cfg).double()
+    marg = torch.softmax(torch.randn(D, K, generator=torch.Generator().manual_seed(0), dtype=torch.float64), -1)
+    m.init_output_bias(marg)
+    with torch.no_grad():
+        for p in m.parameters():  # keep only the biases: every conditional is then the marginal
+            if p.dim() > 1:
+                p.zero_()
+        got = m.level_log_probs(random_images(2)).exp()
+    torch.testing.assert_close(got, (marg + 1e-3).expand(2, D, K) / (1 + K * 1e-3))

@@ -13,12 +13,14 @@ import torch.nn.functional as F
 from engine.models import FAMILIES, UnsupportedOrdering, build_model
 from engine.ordering import make_ordering
 
-from .tiny import H, W, all_tiny, make_tiny
+from .tiny import TINY_CONFIGS, H, W, all_tiny, make_tiny
 
 D = H * W
 TINY = all_tiny()
 IDS = [t[0] for t in TINY]
 ORDERINGS = ["raster", "snake", "spiral-out", "random"]
+#: family -> (label, config) of its first tiny model
+TINY_CONFIGS_BY_FAMILY = {fam: items[0] for fam, items in TINY_CONFIGS.items()}
 
 
 def all_images() -> torch.Tensor:
@@ -395,7 +397,7 @@ def test_deep_families_evaluate_large_batches_in_pieces_with_the_same_result(lab
 
 
 def test_an_ensemble_of_a_model_trained_on_curves_takes_its_curves_first():
-    from engine.models.lstm import named_orderings
+    from engine.models.train_orderings import named_orderings
 
     curves = ["raster", "snake", "hilbert", "spiral-in"]
     torch.manual_seed(0)
@@ -409,3 +411,96 @@ def test_an_ensemble_of_a_model_trained_on_curves_takes_its_curves_first():
     with torch.no_grad():
         want = torch.logsumexp(torch.stack([m.log_prob(x, o) for o in members[:4]]), 0) - np.log(4)
         torch.testing.assert_close(m.ensemble_log_prob(x, 4), want)
+
+
+def test_made_member_masks_are_safe_across_threads():
+    """Bug B2: the app calls one model from several worker threads; each thread that scores in a new
+    ordering inserts into the mask cache (and evicts from it) while others read it. At a short switch
+    interval the unlocked cache failed in a few threads of every run ("OrderedDict mutated during
+    iteration"); locked, every call succeeds and scores as it does alone."""
+    import sys
+    import threading
+
+    m = make_tiny("made", {"hidden": (9, 7), "order_agnostic": True, "num_masks": 0, "direct": True}, "raster", seed=3)
+    x = (torch.rand(4, D, generator=torch.Generator().manual_seed(0)) < 0.5).double()
+    pool = [make_ordering("random", H, W, seed=s) for s in range(150)]  # more than the cache keeps: it evicts
+    with torch.no_grad():
+        ref = [m._forward(x, m._build_masks(o, 0)).clone() for o in pool]
+        ref = [-F.binary_cross_entropy_with_logits(lo, x, reduction="none").sum(1) for lo in ref]
+    errors: list[BaseException] = []
+    start = threading.Barrier(7)
+
+    def score(t: int) -> None:
+        rng = np.random.default_rng(t)
+        try:
+            start.wait()
+            with torch.no_grad():
+                for i in rng.integers(len(pool), size=300):
+                    assert torch.equal(m.log_prob(x, pool[i]), ref[i])
+        except BaseException as exc:  # noqa: BLE001 -- reported below
+            errors.append(exc)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=score, args=(t,)) for t in range(7)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors, f"{len(errors)} of 7 threads failed, first: {errors[0]!r}"
+    assert 0 < len(m._mask_cache) <= 64
+
+
+def test_made_orderings_with_one_hash_do_not_share_masks(monkeypatch):
+    """Bug B2: the mask cache was keyed on ``hash(ordering)``, without checking equality, so two
+    orderings whose hashes collide scored with one set of masks. Keyed on the permutation itself,
+    each ordering gets its own, even when every ordering hashes alike."""
+    import copy
+
+    from engine.ordering import Ordering
+
+    m = make_tiny("made", {"hidden": (9,), "order_agnostic": True, "order_set": "scans", "num_masks": 6, "direct": True},
+                  "raster", seed=4)
+    x = (torch.rand(6, D, generator=torch.Generator().manual_seed(1)) < 0.5).double()
+    orders = [make_ordering("random", H, W, seed=s) for s in (1, 2)] + [m.member(k)[0] for k in (2, 3)]
+    with torch.no_grad():
+        ref = [copy.deepcopy(m).log_prob(x, o) for o in orders]  # each in a fresh copy: an empty cache
+        monkeypatch.setattr(Ordering, "__hash__", lambda self: 7)
+        for _ in range(2):  # the second round reads the cache
+            for o, r in zip(orders, ref, strict=True):
+                assert torch.equal(m.log_prob(x, o), r)
+    assert len({perm for perm, _ in m._mask_cache}) == len(orders)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_family_builds_in_exactly_the_orderings_it_declares(family):
+    """``builds_in`` is what the tiny checks skip on: it must say yes exactly where the constructor
+    succeeds, and a built model supports its own ordering."""
+    label, cfg = TINY_CONFIGS_BY_FAMILY[family]
+    for name in ["raster", *ORDERINGS, "column", "hilbert", "diagonal"]:
+        o = make_ordering(name, H, W, seed=5)
+        ok, why = FAMILIES[family].builds_in(o)
+        if ok:
+            m = build_model(family, dict(cfg, height=H, width=W), o)
+            assert m.ordering == o and m.supports(o)[0], (label, name)
+        else:
+            assert why
+            with pytest.raises(UnsupportedOrdering):
+                build_model(family, dict(cfg, height=H, width=W), o)
+    assert FAMILIES[family].builds_in(make_ordering("raster", H, W))[0]  # every family builds in the default
+
+
+def test_tiny_models_fail_where_a_family_claims_an_ordering_it_refuses(monkeypatch):
+    """The tiny checks skip an ordering only on the family's own word: a family that says it builds in
+    an ordering and then refuses it is an error, not a skip."""
+    from engine.models import GatedPixelCNN
+
+    monkeypatch.setattr(GatedPixelCNN, "builds_in", classmethod(lambda cls, o: (True, "")))
+    with pytest.raises(UnsupportedOrdering):
+        make_tiny("pixelcnn", TINY_CONFIGS_BY_FAMILY["pixelcnn"][1], "snake")
+    monkeypatch.undo()
+    with pytest.raises(pytest.skip.Exception, match="declares"):
+        make_tiny("pixelcnn", TINY_CONFIGS_BY_FAMILY["pixelcnn"][1], "snake")

@@ -1,185 +1,43 @@
-"""The explorer's document, without Qt: the drawn digit, the inpainting mask, undo/redo, and the
-per-pixel figures the app shows (conditionals, NLL, log p, its percentile among test digits).
-
-The desktop app (``app/``) holds one :class:`Session` and only translates mouse events into
-:meth:`Session.paint` calls; everything here can be driven and tested by a plain script.
+"""What the explorer shows about a drawing, without Qt: the per-pixel figures (conditionals, NLL,
+log p, its percentile among test digits, a CSV of them), the influence map of one pixel and the
+read-out of an ensemble of orderings or masks.
 
 Figures follow the chain rule ``log p(x) = sum_t log p(x_{o_t} | x_{o_<t})`` of the model's
 ordering ``o`` (see :mod:`engine.models.base`): :func:`pixel_figures` returns, per raster pixel,
 ``p(x_i = 1 | x_<i)`` and the negative log-likelihood ``-log p(x_i | x_<i)`` of the drawn value in
-nats, their sum ``log p(x)`` and the bits per pixel ``-log2 p(x) / D``.
+nats, their sum ``log p(x)`` and the bits per pixel ``-log2 p(x) / D``. The long computations
+(reference log p, influence, ensemble) are generators, so a worker thread can stop them between
+batches.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .models.base import ARModel
-from .ordering import SEEDED_NAMES, Ordering
+from .models.base import ARModel, log_mean_exp
+from .ordering import Ordering
 
 __all__ = [
-    "Session",
     "PixelFigures",
     "pixel_figures",
     "conditionals_csv",
-    "PixelInfluence",
-    "pixel_influence_steps",
     "reference_log_probs",
     "percentile",
+    "PixelInfluence",
+    "pixel_influence_steps",
     "EnsembleFigures",
     "ensemble_size",
+    "ensemble_kind",
+    "recorded_ensemble",
     "ensemble_figures_steps",
-    "brush_offsets",
-    "ModelEntry",
-    "list_checkpoints",
-    "resolve_model_name",
 ]
 
 LOG2 = math.log(2.0)
-
-
-def brush_offsets(size: int) -> list[tuple[int, int]]:
-    """Offsets (dr, dc) covered by a round brush of ``size`` pixels across (1 = one pixel)."""
-    size = max(1, int(size))
-    r = (size - 1) / 2
-    lo, hi = -int(math.floor(r)), int(math.ceil(r))
-    out = []
-    for dr in range(lo, hi + 1):
-        for dc in range(lo, hi + 1):
-            cy, cx = dr - (hi + lo) / 2, dc - (hi + lo) / 2
-            if cy * cy + cx * cx <= r * r + 0.5:
-                out.append((dr, dc))
-    return out
-
-
-class Session:
-    """A binary ``height x width`` canvas with a mask of pixels to regenerate and an undo history.
-
-    ``canvas`` is uint8 0/1 (1 = ink). ``mask`` is bool (True = unknown, to be inpainted). Every
-    user action that changes the canvas is one undo step: call :meth:`begin_stroke` when the mouse
-    button goes down and paint as the mouse moves; :meth:`set_canvas`, :meth:`clear` and
-    :meth:`invert` record their own step.
-    """
-
-    def __init__(self, height: int = 28, width: int = 28, max_history: int = 200):
-        self.height, self.width = height, width
-        self.canvas = np.zeros((height, width), np.uint8)
-        self.mask = np.zeros((height, width), bool)
-        self._undo: list[tuple[np.ndarray, np.ndarray]] = []
-        self._redo: list[tuple[np.ndarray, np.ndarray]] = []
-        self.max_history = max_history
-        self.version = 0  #: bumps on every change of the canvas (what heatmap requests carry)
-
-    # -- history -------------------------------------------------------------------------------
-    def _snapshot(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.canvas.copy(), self.mask.copy()
-
-    def _record(self) -> None:
-        self._undo.append(self._snapshot())
-        del self._undo[: -self.max_history]
-        self._redo.clear()
-
-    def begin_stroke(self) -> None:
-        """Start an undo step (call before painting a stroke)."""
-        self._record()
-
-    def end_stroke(self) -> None:
-        """Drop the undo step of a stroke that changed nothing."""
-        if self._undo and np.array_equal(self._undo[-1][0], self.canvas) and np.array_equal(self._undo[-1][1], self.mask):
-            self._undo.pop()
-
-    @property
-    def can_undo(self) -> bool:
-        return bool(self._undo)
-
-    @property
-    def can_redo(self) -> bool:
-        return bool(self._redo)
-
-    def undo(self) -> bool:
-        if not self._undo:
-            return False
-        self._redo.append(self._snapshot())
-        self.canvas, self.mask = self._undo.pop()
-        self.version += 1
-        return True
-
-    def redo(self) -> bool:
-        if not self._redo:
-            return False
-        self._undo.append(self._snapshot())
-        self.canvas, self.mask = self._redo.pop()
-        self.version += 1
-        return True
-
-    # -- editing -------------------------------------------------------------------------------
-    def _stamp(self, target: np.ndarray, row: int, col: int, value: Any, brush: int) -> bool:
-        changed = False
-        for dr, dc in brush_offsets(brush):
-            r, c = row + dr, col + dc
-            if 0 <= r < self.height and 0 <= c < self.width and target[r, c] != value:
-                target[r, c] = value
-                changed = True
-        return changed
-
-    def paint(self, row: int, col: int, value: int = 1, brush: int = 1, *, mask: bool = False,
-              from_point: tuple[int, int] | None = None) -> bool:
-        """Set pixels under a brush (on the canvas, or on the mask if ``mask``) along the segment
-        from ``from_point`` to ``(row, col)``; True when something changed."""
-        target = self.mask if mask else self.canvas
-        val = bool(value) if mask else int(bool(value))
-        points = [(row, col)] if from_point is None else _segment(from_point, (row, col))
-        changed = False
-        for r, c in points:
-            changed |= self._stamp(target, r, c, val, brush)
-        if changed and not mask:
-            self.version += 1
-        return changed
-
-    def set_canvas(self, image: np.ndarray, record: bool = True) -> None:
-        img = np.asarray(image).reshape(self.height, self.width)
-        if record:
-            self._record()
-        self.canvas = (img > 0.5).astype(np.uint8)
-        self.version += 1
-
-    def clear(self) -> None:
-        self.set_canvas(np.zeros_like(self.canvas))
-
-    def invert(self) -> None:
-        self.set_canvas(1 - self.canvas)
-
-    def set_mask(self, mask: np.ndarray, record: bool = True) -> None:
-        if record:
-            self._record()
-        self.mask = np.asarray(mask, dtype=bool).reshape(self.height, self.width).copy()
-
-    def clear_mask(self) -> None:
-        self.set_mask(np.zeros_like(self.mask))
-
-    @property
-    def known(self) -> np.ndarray:
-        """(D,) bool: pixels kept when inpainting (everything not masked)."""
-        return ~self.mask.reshape(-1)
-
-    def flat(self) -> np.ndarray:
-        return self.canvas.reshape(-1).astype(np.float32)
-
-
-def _segment(a: tuple[int, int], b: tuple[int, int]) -> list[tuple[int, int]]:
-    """Grid points on the segment from ``a`` to ``b`` (so fast mouse moves leave no gaps)."""
-    (r0, c0), (r1, c1) = a, b
-    n = max(abs(r1 - r0), abs(c1 - c0))
-    if n == 0:
-        return [(r1, c1)]
-    return [(round(r0 + (r1 - r0) * t / n), round(c0 + (c1 - c0) * t / n)) for t in range(n + 1)]
 
 
 @dataclass
@@ -376,8 +234,6 @@ def ensemble_kind(model: ARModel) -> str:
 def ensemble_figures_steps(model: ARModel, image: np.ndarray, n: int):
     """Generator yielding the fraction of members done; returns :class:`EnsembleFigures` of
     ``image`` under members ``0..n-1`` (so a worker can stop it between members)."""
-    from .models.base import log_mean_exp
-
     if n < 1:
         raise ValueError("an ensemble needs at least one member")
     model.eval()
@@ -392,85 +248,3 @@ def ensemble_figures_steps(model: ARModel, image: np.ndarray, n: int):
         members.append((label, float(lp[0])))
         yield (k + 1) / n
     return EnsembleFigures(float(log_mean_exp(torch.stack(logps), 0)[0]), members)
-
-
-# -- checkpoints the app lists -------------------------------------------------------------------
-@dataclass
-class ModelEntry:
-    """A checkpoint the model picker lists (from its metadata only; weights load on demand)."""
-
-    name: str
-    path: Path
-    family: str
-    test_nll: float | None = None
-    valid_nll: float | None = None
-    ordering: str = ""
-    source: str = "bundled"  #: bundled, opened or trained
-    #: (K, test NLL) of the largest ensemble of orderings or masks the checkpoint records
-    ensemble: tuple[int, float] | None = None
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike, source: str = "opened") -> "ModelEntry":
-        from .checkpoint import read_metadata
-
-        path = Path(path)
-        info = read_metadata(path)
-        metrics: dict[str, Any] = info["metrics"] if isinstance(info.get("metrics"), dict) else {}
-
-        def num(v: Any) -> float | None:
-            return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
-
-        o = info.get("ordering", {})
-        label = f"{o.get('name')}:{o.get('seed')}" if o.get("name") in SEEDED_NAMES and "seed" in o else str(o.get("name", ""))
-        return cls(
-            name=str(info.get("name") or path.stem),
-            path=path,
-            family=str(info["family"]),
-            test_nll=num(metrics.get("test_nll")),
-            valid_nll=num(metrics.get("valid_nll")),
-            ordering=label,
-            source=source,
-            ensemble=recorded_ensemble(metrics),
-        )
-
-    @property
-    def label(self) -> str:
-        if self.test_nll is not None:
-            nll = f"test NLL {self.test_nll:.2f}"
-        elif self.valid_nll is not None:
-            nll = f"valid NLL {self.valid_nll:.2f}"
-        else:
-            nll = "NLL not measured"
-        if self.ensemble is not None:
-            nll += f"  ·  ensemble of {self.ensemble[0]}: {self.ensemble[1]:.2f}"
-        return f"{self.name}  ·  {self.family.upper()}  ·  {nll}"
-
-
-def list_checkpoints(folder: str | os.PathLike, source: str = "bundled") -> tuple[list[ModelEntry], list[str]]:
-    """Entries for every readable ``*.safetensors`` in ``folder`` (resume files skipped), sorted by
-    name, and one error line for each file that could not be read."""
-    folder = Path(folder)
-    entries: list[ModelEntry] = []
-    errors: list[str] = []
-    if not folder.is_dir():
-        return entries, errors
-    for p in sorted(folder.glob("*.safetensors")):
-        if p.name.endswith(".resume.safetensors"):
-            continue
-        try:
-            entries.append(ModelEntry.from_file(p, source))
-        except Exception as exc:  # noqa: BLE001 -- any unreadable file is reported, never fatal
-            errors.append(str(exc))
-    return entries, errors
-
-
-def resolve_model_name(name: str, entries: list[ModelEntry]) -> Path:
-    """A checkpoint path from ``--model``: a bundled entry's name or file stem, or a file path."""
-    for e in entries:
-        if name in (e.name, e.path.stem, e.path.name):
-            return e.path
-    p = Path(name).expanduser()
-    if p.is_file():
-        return p
-    known = ", ".join(e.name for e in entries) or "none bundled"
-    raise FileNotFoundError(f"no model named {name!r} (bundled: {known}) and no such file")
