@@ -19,17 +19,15 @@ by hand is fixed when the ordering reaches it (it cannot influence pixels drawn 
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pyqtgraph as pg
-import torch
 from PySide6.QtCore import QObject, QRectF, Signal
 from PySide6.QtWidgets import QDialog, QGraphicsRectItem, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from engine.models.base import ARModel
-from engine.sampling import ForkPoint, continue_fork
+from engine.sampling import ForkPoint
 
+from .jobs import fork_job
 from .latest import Latest
 from .screen import fitted_size
 from .state import AppState
@@ -38,29 +36,6 @@ from .worker import Worker
 
 __all__ = ["fork_job", "ForkController", "ForkDialog"]
 
-FRAME_INTERVAL = 1 / 60
-
-
-def fork_job(job, model: ARModel, fp: ForkPoint, edited: np.ndarray):
-    """Worker side: yields (done, total, (2, D) images so far) at most ~60 times a second (every
-    pixel when slowed down); returns (images (2, D), log p of each in the run's ordering)."""
-    steps = continue_fork(model, fp, edited)
-    last = 0.0
-    while True:
-        try:
-            st = next(steps)
-        except StopIteration as stop:
-            out = stop.value
-            break
-        now = time.perf_counter()
-        if job.delay > 0 or now - last >= FRAME_INTERVAL or st.index == st.total - 1:
-            last = now
-            yield st.index + 1, st.total, st.x.cpu().numpy().copy()
-        else:
-            job.check()
-    with torch.no_grad():
-        lp = model.log_prob(torch.as_tensor(out, dtype=torch.float32), fp.ordering).double().cpu().numpy()
-    return out, lp
 
 
 class ForkDialog(QDialog):

@@ -30,8 +30,8 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QComboBox, QDialog, QGridLayout, QHBoxLayout, QLabel, QMainWindow, QVBoxLayout, QWidget
 
 from engine.ordering import ORDERING_NAMES, make_ordering
-from engine.session import pixel_figures
 
+from ..jobs import compare_job
 from ..latest import Latest
 from ..screen import fitted_size
 from ..state import AppState
@@ -44,28 +44,6 @@ MAX_COLUMNS = 4
 DIFF_LEVELS = {"prob": 1.0, "nll": 5.0}  #: fixed symmetric levels (+-) of the difference map
 DEBOUNCE_MS = 120
 CURRENT = "__current__"
-
-
-def compare_job(job, cache: dict, specs: list, image: np.ndarray) -> list:
-    """Worker side. ``specs``: per column (model object or checkpoint path, ordering or None).
-    Returns per column a PixelFigures or an error message. ``cache`` (path -> model) is
-    touched only on this worker's thread."""
-    from engine.checkpoint import load_checkpoint
-
-    out: list = []
-    for model, ordering in specs:
-        job.check()
-        try:
-            if not hasattr(model, "logits"):
-                path = str(model)
-                if path not in cache:
-                    cache[path] = load_checkpoint(Path(path), device="cpu").model.eval()
-                model = cache[path]
-            ok, why = (True, "") if ordering is None else model.supports(ordering)
-            out.append(pixel_figures(model, image, ordering) if ok else f"not available:<br>{why}")
-        except Exception as exc:  # noqa: BLE001 -- one unreadable checkpoint only blanks its column
-            out.append(f"error: {exc}")
-    return out
 
 
 class _Column:

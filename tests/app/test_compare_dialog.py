@@ -66,7 +66,7 @@ def test_two_models_side_by_side_with_a_difference_map(qtbot, win, bundled):
 
 def test_one_any_order_model_under_several_orderings(qtbot, win, bundled):
     with qtbot.waitSignal(win.figuresShown, timeout=20000):
-        win.open_checkpoint(bundled / "made-any.safetensors")
+        win.checkpoints.open_checkpoint(bundled / "made-any.safetensors")
     stroke(qtbot, win, [(5, 8), (20, 20)])
     dlg = open_compare(qtbot, win)
     names = [None, "snake", "spiral-out", "hilbert"]
