@@ -93,6 +93,17 @@ class ForkDialog(QDialog):
         self.use_a.setEnabled(done)
         self.use_b.setEnabled(done)
 
+    def set_note(self, text: str) -> None:
+        """What the user is asked to do (above the images)."""
+        self.note.setText(text)
+
+    def set_info(self, text: str) -> None:
+        """The continuations' progress, then their log p (below the images)."""
+        self.info.setText(text)
+
+    def set_can_continue(self, enabled: bool) -> None:
+        self.continue_btn.setEnabled(enabled)
+
     def show_pair(self, x: np.ndarray, pending: np.ndarray, changed: np.ndarray, shape: tuple[int, int]) -> None:
         """Rows of ``x`` as images; ``pending`` pixels grey; ``changed`` outlined on the forked one."""
         h, w = shape
@@ -144,7 +155,7 @@ class ForkController(QObject):
         self.dialog.useRequested.connect(self.use)
         self.requests.progress.connect(self._on_progress)
         self.requests.result.connect(self._on_result)
-        self.requests.error.connect(lambda _k, m: self.dialog.note.setText(f"The fork failed: {m}"))
+        self.requests.error.connect(lambda _k, m: self.dialog.set_note(f"The fork failed: {m}"))
         self._sync()
 
     # -- the paused run ------------------------------------------------------------------------
@@ -176,13 +187,13 @@ class ForkController(QObject):
         st, fp = self.state, self.point
         st.replace_canvas(fp.prefix, mask=~fp.decided)
         left = fp.pending
-        self.dialog.note.setText(
+        self.dialog.set_note(
             f"Paused with {left} pixels to go. Change pixels on the canvas (the masked part is still to be drawn), "
             "then <b>Continue both</b>: the original and the changed image continue with the same random numbers.")
         self.dialog.show_pair(np.stack([fp.prefix, fp.prefix]), ~fp.decided, np.zeros_like(fp.decided), st.shape)
-        self.dialog.info.setText("")
+        self.dialog.set_info("")
         self.dialog.set_done(False)
-        self.dialog.continue_btn.setEnabled(True)
+        self.dialog.set_can_continue(True)
         self.dialog.show()
         st.show_status(f"Forked with {left} pixels to go: change pixels on the canvas, then Continue both", 8000)
         self.forked.emit()
@@ -194,7 +205,7 @@ class ForkController(QObject):
         fp = self.point
         self.edited = self.state.session.flat().copy()
         self.changed = self.edited != fp.prefix
-        self.dialog.continue_btn.setEnabled(False)
+        self.dialog.set_can_continue(False)
         self.dialog.set_done(False)
         self._serial += 1
         job = self.requests.submit(self._serial, fork_job, self.model, fp, self.edited)
@@ -207,7 +218,7 @@ class ForkController(QObject):
         todo = fp.ordering.perm[pending[fp.ordering.perm]]  # the pixels to draw, in the run's order
         pending[todo[:done]] = False
         self.dialog.show_pair(x, pending, self.changed, self.state.shape)
-        self.dialog.info.setText(f"pixel {done} / {total}")
+        self.dialog.set_info(f"pixel {done} / {total}")
 
     def _on_result(self, _key: int, value: object) -> None:
         x, lp = value  # type: ignore[misc]
@@ -215,12 +226,12 @@ class ForkController(QObject):
         self.dialog.show_pair(x, np.zeros(x.shape[1], bool), self.changed, self.state.shape)
         drawn = ~self.point.decided & ~self.changed
         differ = int((x[0] != x[1])[drawn].sum())
-        self.dialog.info.setText(
+        self.dialog.set_info(
             f"original: log p = {lp[0]:.1f} nats · forked: log p = {lp[1]:.1f} nats · "
             f"{int(self.changed.sum())} pixel(s) edited · {differ} of {int(drawn.sum())} newly drawn pixels differ "
             "(<span style='color:#ef4444'>red</span>: ink only in the fork, <span style='color:#3b82f6'>blue</span>: only in the original)")
         self.dialog.set_done(True)
-        self.dialog.continue_btn.setEnabled(True)
+        self.dialog.set_can_continue(True)
         self.finished.emit()
 
     def use(self, which: int) -> None:

@@ -130,7 +130,7 @@ class MainWindow(QMainWindow):
         self.training.checkpointReady.connect(self.checkpoints.add_trained)
         self.training.message.connect(self.show_error)
         # built last: they listen to the state after the window has reacted to it
-        install_compare(self, st, lambda: self.model_picker.entries)
+        self.compare = install_compare(self, st, lambda: self.model_picker.entries)
         self.fork = ForkController(st, self.sampling, self)
         self.training.set_recipes(self.checkpoints.populate())
         self.acts.update_edit_actions()

@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QComboBox, QDialog, QGridLayout, QHBoxLayout, QLabel, QMainWindow, QVBoxLayout, QWidget
 
@@ -38,7 +38,7 @@ from ..state import AppState
 from ..worker import Worker
 from .colors import DIFF_MAP, PROB_MAP
 
-__all__ = ["CompareDialog", "compare_job", "install", "DIFF_MAP", "DIFF_LEVELS", "MAX_COLUMNS"]
+__all__ = ["CompareDialog", "CompareMenu", "compare_job", "install", "DIFF_MAP", "DIFF_LEVELS", "MAX_COLUMNS"]
 
 MAX_COLUMNS = 4
 DIFF_LEVELS = {"prob": 1.0, "nll": 5.0}  #: fixed symmetric levels (+-) of the difference map
@@ -304,24 +304,31 @@ class CompareDialog(QDialog):
             + f"<br>fixed scale &plusmn;{lim:g}{'' if what == 'prob' else ' nats (clipped)'}")
 
 
-def install(win: QMainWindow, state: AppState, entries: Callable[[], list]) -> None:
+class CompareMenu(QObject):
+    """View ▸ Compare Models… (``action``) and the dialog it opens (``dialog``, made on first use)."""
+
+    def __init__(self, win: QMainWindow, state: AppState, entries: Callable[[], list]):
+        super().__init__(win)
+        self.win, self.state, self.entries = win, state, entries
+        self.dialog: CompareDialog | None = None
+        view = next(a.menu() for a in win.menuBar().actions() if a.menu() is not None and a.text().replace("&", "") == "View")
+        self.action = QAction("&Compare Models…", win)
+        self.action.setShortcut(QKeySequence("Ctrl+K"))
+        self.action.setStatusTip("The canvas under two to four models or orderings, side by side")
+        view.addSeparator()
+        view.addAction(self.action)
+        self.action.triggered.connect(lambda _c=False: self.open())
+
+    def open(self) -> None:
+        if self.dialog is None:
+            self.dialog = CompareDialog(self.state, self.entries, self.win)
+        if self.dialog.isVisible():
+            self.dialog.raise_()  # already open (maybe behind the window): bring it forward
+        else:
+            self.dialog.show()
+
+
+def install(win: QMainWindow, state: AppState, entries: Callable[[], list]) -> CompareMenu:
     """Add View ▸ Compare Models… to the menu bar of ``win``; the dialog (on ``state``, choosing
     among ``entries()``) is made on first use."""
-    view = next(a.menu() for a in win.menuBar().actions() if a.menu() is not None and a.text().replace("&", "") == "View")
-    act = QAction("&Compare Models…", win)
-    act.setShortcut(QKeySequence("Ctrl+K"))
-    act.setStatusTip("The canvas under two to four models or orderings, side by side")
-    view.addSeparator()
-    view.addAction(act)
-    win.act_compare = act
-
-    def open_dialog() -> None:
-        if getattr(win, "compare_dialog", None) is None:
-            win.compare_dialog = CompareDialog(state, entries, win)
-        dlg = win.compare_dialog
-        if dlg.isVisible():
-            dlg.raise_()  # already open (maybe behind the window): bring it forward
-        else:
-            dlg.show()
-
-    act.triggered.connect(lambda _c=False: open_dialog())
+    return CompareMenu(win, state, entries)

@@ -18,7 +18,7 @@ def open_compare(qtbot, win):
     view = next(a.menu() for a in win.menuBar().actions() if a.text().replace("&", "") == "View")
     act = next(a for a in view.actions() if a.text().replace("&", "").startswith("Compare Models"))
     act.trigger()
-    dlg = win.compare_dialog
+    dlg = win.compare.dialog
     qtbot.waitUntil(lambda: dlg.up_to_date, timeout=20000)
     return dlg
 
