@@ -9,6 +9,7 @@ changes (tool, overlay, undo history, model).
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -61,7 +62,7 @@ class Actions(QObject):
         self.win, self.state, self.checkpoints, self.files = win, state, checkpoints, files
         mb = win.menuBar()
         f = mb.addMenu("&File")
-        self.act_open = _act(win, "&Open Checkpoint…", self.open_dialog, QKeySequence.Open, "Open a .safetensors checkpoint")
+        self.act_open = _act(win, "&Open Checkpoint…", self.open_dialog, QKeySequence.StandardKey.Open, "Open a .safetensors checkpoint")
         f.addAction(self.act_open)
         self.recent_menu: QMenu = f.addMenu("Open &Recent")
         self.bundled_menu: QMenu = f.addMenu("&Bundled Models")
@@ -77,7 +78,7 @@ class Actions(QObject):
         f.addAction(self.act_export)
         f.addAction(self.act_export_conditionals)
         f.addSeparator()
-        f.addAction(_act(win, "&Quit", win.close, QKeySequence.Quit))
+        f.addAction(_act(win, "&Quit", win.close, QKeySequence.StandardKey.Quit))
 
         e = mb.addMenu("&Edit")
         self.act_undo = _act(win, "&Undo", state.undo, "Ctrl+Z", "Undo")
@@ -97,7 +98,7 @@ class Actions(QObject):
         overlays = (("off", "No Ordering Overlay", "Ctrl+0"), ("steps", "Ordering as Step Gradient", "Ctrl+1"),
                     ("path", "Ordering as Path", "Ctrl+2"))
         for key, text, sc in overlays:
-            a = _act(win, text, lambda k=key: state.set_overlay(k), sc)
+            a = _act(win, text, partial(state.set_overlay, key), sc)
             a.setCheckable(True)
             self.overlay_group.addAction(a)
             self.overlay_actions[key] = a
@@ -110,7 +111,7 @@ class Actions(QObject):
         for key, text, sc, tip in (("draw", "&Draw", "D", "Left button draws, right erases"),
                                    ("mask", "&Mask", "M", "Paint the region to inpaint (right button removes)"),
                                    ("inspect", "I&nspect", "N", "Click a pixel to pin it and see what it is conditioned on")):
-            a = _act(win, text, lambda k=key: state.set_tool(k), sc, tip)
+            a = _act(win, text, partial(state.set_tool, key), sc, tip)
             a.setCheckable(True)
             self.tool_group.addAction(a)
             self.tool_actions[key] = a
@@ -148,14 +149,14 @@ class Actions(QObject):
         self.overlay_combo.activated.connect(lambda i: state.set_overlay(self.overlay_combo.itemData(i)))
         tb.addWidget(self.overlay_combo)
         spacer = QWidget()
-        spacer.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
+        spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         spacer.setStyleSheet("background: transparent")  # not a dark box at the toolbar's end
         tb.addWidget(spacer)
 
         ct = QToolBar("Canvas")
         ct.setObjectName("canvas-toolbar")
         ct.setMovable(False)
-        ct.setOrientation(Qt.Vertical)
+        ct.setOrientation(Qt.Orientation.Vertical)
         for key in ("draw", "mask", "inspect"):
             ct.addAction(self.tool_actions[key])
         self.brush = QSpinBox()

@@ -106,7 +106,8 @@ class CheckpointController(QObject):
             self.model_picker.select_path(st.entry.path)
         else:
             self.model_picker.set_placeholder("untrained FVSBN (pixel marginals) · use Train… or File ▸ Open…")
-        self.model_info.show_model(st.model, st.entry, st.meta)
+        if st.model is not None:
+            self.model_info.show_model(st.model, st.entry, st.meta)
 
     def set_ordering(self, ordering: Ordering) -> None:
         st = self.state

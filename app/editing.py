@@ -10,7 +10,9 @@ the meantime), images are imported and exported, and the heatmaps' conditionals 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
+import numpy as np
 from PySide6.QtCore import QObject
 
 from engine.images import import_image, save_png
@@ -46,7 +48,7 @@ class EditingController(QObject):
     def _on_result(self, job_id: int, value: object) -> None:
         if job_id not in self._digits:
             return
-        index, img = value  # type: ignore[misc]
+        index, img = cast(tuple[int, np.ndarray], value)
         if self.state.locked:  # a run started while the digit was loading: the run owns the canvas
             self.state.show_status(f"Test digit #{index} not drawn: a sampling run started first", 6000)
             return

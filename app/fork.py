@@ -19,6 +19,8 @@ by hand is fixed when the ordering reaches it (it cannot influence pixels drawn 
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QRectF, Signal
@@ -212,8 +214,10 @@ class ForkController(QObject):
         job.delay = self.panel.delay()
 
     def _on_progress(self, _key: int, item: object) -> None:
-        done, total, x = item  # type: ignore[misc]
+        done, total, x = cast(tuple[int, int, np.ndarray], item)
         fp = self.point
+        if fp is None:
+            return
         pending = ~fp.decided
         todo = fp.ordering.perm[pending[fp.ordering.perm]]  # the pixels to draw, in the run's order
         pending[todo[:done]] = False
@@ -221,7 +225,9 @@ class ForkController(QObject):
         self.dialog.set_info(f"pixel {done} / {total}")
 
     def _on_result(self, _key: int, value: object) -> None:
-        x, lp = value  # type: ignore[misc]
+        x, lp = cast(tuple[np.ndarray, np.ndarray], value)
+        if self.point is None:
+            return
         self.result = (x, lp)
         self.dialog.show_pair(x, np.zeros(x.shape[1], bool), self.changed, self.state.shape)
         drawn = ~self.point.decided & ~self.changed

@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -154,6 +155,13 @@ def save_job(job, path: Path, model: ARModel, meta: dict) -> Path:
     return save_checkpoint(path, model, meta)
 
 
+def _close(steps: Iterator[Any]) -> None:
+    """Close a generator the engine hands out as an iterator (its ``finally`` blocks run now)."""
+    close = getattr(steps, "close", None)
+    if close is not None:
+        close()
+
+
 class Throttle:
     """Lets an item through at most once per ``interval`` seconds, or whenever it is forced (the
     last item, a paused or slowed-down run): the one rate limit of every progress report."""
@@ -199,7 +207,7 @@ def sample_job(job, model: ARModel, n: int, known: np.ndarray | None, values: np
             else:
                 job.check()
     finally:
-        steps.close()
+        _close(steps)
     if x is None:
         return np.broadcast_to(np.asarray(values, np.float32).reshape(1, -1), (n, model.size)).copy()
     return x.cpu().numpy().copy()
@@ -253,7 +261,7 @@ def training_job(job, family: str, config: dict, ordering_spec: dict, tc: TrainC
                 final = ev
             yield ev
     finally:
-        gen.close()
+        _close(gen)
     if final is not None and final.best_path is not None and measure_test and final.reason != "diverged":
         yield "measuring the test NLL"
         ck = load_checkpoint(final.best_path)

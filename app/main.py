@@ -12,7 +12,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence, cast
+
+if TYPE_CHECKING:
+    from PySide6.QtWidgets import QApplication
 
 __all__ = ["main", "build_parser", "make_app"]
 
@@ -31,14 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def make_app(argv: Sequence[str] = ()):
+def make_app(argv: Sequence[str] = ()) -> QApplication:
     import pyqtgraph as pg
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
     # Hand the GIL to the GUI thread sooner when a worker runs Python code (default: every 5 ms).
     sys.setswitchinterval(0.001)
-    app = QApplication.instance() or QApplication(["pixelchain", *argv])
+    app = cast(QApplication, QApplication.instance() or QApplication(["pixelchain", *argv]))
     app.setApplicationName("pixelchain")
     app.setOrganizationName("pixelchain")
     res = Path(__file__).resolve().parents[1] / "resources"
@@ -52,7 +55,7 @@ def make_app(argv: Sequence[str] = ()):
     return app
 
 
-def default_size(app) -> tuple[int, int]:
+def default_size(app: QApplication) -> tuple[int, int]:
     """The first window's size: 1500 x 940, or the screen's free area where that is smaller (a
     1280 x 720 laptop), never below the window's minimum (Qt keeps that anyway)."""
     from .screen import fitted_size

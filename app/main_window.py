@@ -1,20 +1,13 @@
 """The main window: it builds the widgets and the controllers, lays them out and wires them.
 
-What the window shows lives in one :class:`app.state.AppState` (``state``): the model, the
-ordering, the canvas document and its editing commands, the pinned and hovered pixel, the
-heatmaps and the sampling run, each change announced by a signal. The window itself holds no
-state and does no work: each concern is a controller handed the state and its own widgets, and
-owning its workers and requests (:class:`app.latest.Latest`):
-
-* :class:`app.checkpoints.CheckpointController` -- the model picker, opening and saving checkpoints;
-* :class:`app.figures.FiguresController` -- the heatmaps, inspector and read-out (``live``);
-* :class:`app.influence.InfluenceController` -- the pinned pixel's influence map;
-* :class:`app.runs.RunController` -- sampling and inpainting runs;
-* :class:`app.editing.EditingController` -- test digits and image files;
-* :class:`app.fork.ForkController` -- a fork in a paused run.
-
-Menus and toolbars are an :class:`app.actions.Actions` (``acts``). The heatmaps, loading and
-saving share the ``compute`` worker; the training panel has the ``train`` worker.
+What the window shows lives in one :class:`app.state.AppState` (``state``), each change announced
+by a signal. The window holds no state and does no work: each concern is a controller handed the
+state and its own widgets, owning its workers and requests (:class:`app.latest.Latest`):
+``checkpoints`` (:mod:`app.checkpoints`: the model picker, opening and saving), ``live``
+(:mod:`app.figures`: heatmaps, inspector, read-out), ``influence`` (:mod:`app.influence`),
+``runs`` (:mod:`app.runs`: sampling and inpainting), ``editing`` (:mod:`app.editing`: test
+digits and image files) and ``fork`` (:mod:`app.fork`). Menus and toolbars are an
+:class:`app.actions.Actions` (``acts``). Heatmaps, loading and saving share the ``compute`` worker.
 """
 
 from __future__ import annotations
@@ -28,7 +21,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMessageBox,
-    QScrollArea,
     QSizePolicy,
     QSplitter,
     QTabWidget,
@@ -57,7 +49,7 @@ from .widgets.influence import InfluenceView
 from .widgets.inspector import Inspector, ReadOut
 from .widgets.legend import OrderLegend
 from .widgets.model_info import ModelInfo
-from .widgets.pages import scrolling
+from .widgets.pages import scrolling, tab_of, tabs_min_width
 from .widgets.pickers import ModelPicker, OrderingPicker
 from .widgets.sampling import SamplingPanel
 from .widgets.training import TrainingPanel
@@ -146,7 +138,7 @@ class MainWindow(QMainWindow):
         ll.addWidget(self.canvas_title)
         row = QHBoxLayout()
         row.setSpacing(8)
-        row.addWidget(self.acts.canvas_toolbar, 0, Qt.AlignTop)
+        row.addWidget(self.acts.canvas_toolbar, 0, Qt.AlignmentFlag.AlignTop)
         row.addWidget(self.canvas, 1)
         ll.addLayout(row, 1)
         ll.addWidget(self.legend)
@@ -160,7 +152,7 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         insp = QWidget()
         il = QVBoxLayout(insp)
-        self.inspector.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Fixed)
+        self.inspector.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
         il.addWidget(self.inspector)
         il.addWidget(self.influence_view)
         il.addWidget(self.model_info, 1)
@@ -172,7 +164,7 @@ class MainWindow(QMainWindow):
         # a short label, so that the four tabs fit the panel at its usual width; the tooltip says the rest
         self.tabs.setTabToolTip(i, "Compress & score: what the drawn digit costs to store, and how digit-like it is")
         self.tabs.setMinimumWidth(380)  # raised to the tab bar's width once styled (showEvent)
-        split = QSplitter(Qt.Horizontal)
+        split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(left)
         split.addWidget(mid)
         split.addWidget(self.tabs)
@@ -219,8 +211,8 @@ class MainWindow(QMainWindow):
 
     def show_error(self, msg: str) -> None:
         self.statusBar().showMessage(msg.replace("\n", " "), 15000)
-        box = QMessageBox(QMessageBox.Warning, "pixelchain", msg, QMessageBox.Ok, self)
-        box.setAttribute(Qt.WA_DeleteOnClose)
+        box = QMessageBox(QMessageBox.Icon.Warning, "pixelchain", msg, QMessageBox.StandardButton.Ok, self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         box.open()  # window-modal, does not block the event loop
         self.last_error = msg
 
@@ -230,21 +222,11 @@ class MainWindow(QMainWindow):
 
     def panel_tab(self, panel: QWidget) -> int:
         """The index of the tab holding ``panel`` (each page sits in a scroll area), -1 if none."""
-        for i in range(self.tabs.count()):
-            page = self.tabs.widget(i)
-            if page is panel or page.isAncestorOf(panel):
-                return i
-        return -1
+        return tab_of(self.tabs, panel)
 
     def showEvent(self, ev: QShowEvent) -> None:  # noqa: N802 (Qt)
         super().showEvent(ev)
-        # wide enough for every tab's label and every panel (known once the style sheet has been
-        # applied): a narrow window shrinks the canvas column instead of hiding tabs behind scroll
-        # arrows or cutting a panel off; a short one scrolls the panel (scrolling)
-        pages = [self.tabs.widget(i) for i in range(self.tabs.count())]
-        widest = max((p.widget().minimumSizeHint().width() + p.verticalScrollBar().sizeHint().width()
-                      for p in pages if isinstance(p, QScrollArea)), default=0)
-        self.tabs.setMinimumWidth(max(380, self.tabs.tabBar().sizeHint().width() + 8, widest + 4))
+        self.tabs.setMinimumWidth(tabs_min_width(self.tabs))  # known once the style sheet has been applied
         if not getattr(self, "_sized", False):
             self._sized = True
             total = max(self.splitter.width(), 900)

@@ -36,7 +36,12 @@ class Waiter:
         """True once ``cond()`` holds; False after ``seconds`` or as soon as an error is reported."""
         loop = QEventLoop()
         timer = QTimer()
-        timer.timeout.connect(lambda: (cond() or self.errors) and loop.quit())
+
+        def check() -> None:
+            if cond() or self.errors:
+                loop.quit()
+
+        timer.timeout.connect(check)
         timer.start(20)
         QTimer.singleShot(int(seconds * 1000), loop.quit)
         loop.exec()

@@ -27,7 +27,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QComboBox, QDialog, QGridLayout, QHBoxLayout, QLabel, QMainWindow, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QDialog, QGridLayout, QHBoxLayout, QLabel, QMainWindow, QMenu, QVBoxLayout, QWidget
 
 from engine.ordering import ORDERING_NAMES, make_ordering
 
@@ -311,7 +311,7 @@ class CompareMenu(QObject):
         super().__init__(win)
         self.win, self.state, self.entries = win, state, entries
         self.dialog: CompareDialog | None = None
-        view = next(a.menu() for a in win.menuBar().actions() if a.menu() is not None and a.text().replace("&", "") == "View")
+        view = next(m for a in win.menuBar().actions() if isinstance(m := a.menu(), QMenu) and a.text().replace("&", "") == "View")
         self.action = QAction("&Compare Models…", win)
         self.action.setShortcut(QKeySequence("Ctrl+K"))
         self.action.setStatusTip("The canvas under two to four models or orderings, side by side")
