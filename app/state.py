@@ -43,7 +43,7 @@ class Run:
     seed: int
     temperature: float
     unknown: np.ndarray  #: (D,) bool: the pixels the run generates
-    frame: Any = None  #: the latest :class:`app.widgets.sampling.Frame` shown
+    frame: Any = None  #: the latest :class:`app.jobs.Frame` shown
 
     @property
     def paused(self) -> bool:

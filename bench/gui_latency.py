@@ -132,7 +132,7 @@ def bench_model(app, win, path: Path, strokes: int, train_seconds: float, sample
     hb = Heartbeat()
     done = []
     win.runFinished.connect(done.append)
-    win.sampling.count.setValue(16)
+    win.sampling.set_count(16)
     win.sampling.speed.setValue(win.sampling.speed.maximum())
     hb.start()
     t0 = time.perf_counter()
