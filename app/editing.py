@@ -1,108 +1,106 @@
-"""Editing the canvas from the main window: tools, undo/redo, clear, invert, the inpainting
-mask, test digits, image import and export. A mixin of the main window; the document itself lives
-in :class:`engine.session.Session` (``state.session``)."""
+"""The canvas and files: test digits, image import and export, and the conditionals' export.
+
+The editing commands themselves (strokes, undo/redo, clear, invert, the inpainting mask) are
+methods of :class:`app.state.AppState`, which owns the document (:class:`engine.document.Session`)
+and announces every change. :class:`EditingController` adds what needs a worker or a file: a
+test digit is read on the ``compute`` worker (its result is dropped if a run took the canvas in
+the meantime), images are imported and exported, and the heatmaps' conditionals saved.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
+from PySide6.QtCore import QObject
 
 from engine.figures import conditionals_csv
 from engine.images import import_image, save_png
 
-from . import actions, jobs
+from . import jobs
 from .files import save_pixmap, save_text
+from .state import AppState
+from .widgets.heatmaps import HeatmapPanel
+from .worker import Worker
 
-__all__ = ["EditingMixin"]
+__all__ = ["EditingController"]
 
 
-class EditingMixin:
-    def set_tool(self, tool: str) -> None:
-        self.canvas.tool = tool
-        actions.sync_tool(self, tool)
+class EditingController(QObject):
+    """Test digits, image files and the conditionals' export (see the module docstring)."""
 
-    def undo(self) -> None:
-        if not self.canvas.locked and self.session.undo():
-            self.canvas_replaced()
-
-    def redo(self) -> None:
-        if not self.canvas.locked and self.session.redo():
-            self.canvas_replaced()
-
-    def clear_canvas(self) -> None:
-        if not self.canvas.locked:
-            self.session.clear()
-            self.canvas_replaced()
-
-    def invert_canvas(self) -> None:
-        if not self.canvas.locked:
-            self.session.invert()
-            self.canvas_replaced()
-
-    def clear_mask(self) -> None:
-        self.session.clear_mask()
-        self.canvas.update()
-        self._update_inpaint_note()
-
-    def mask_lower_half(self) -> None:
-        m = np.zeros_like(self.session.mask)
-        m[self.session.height // 2:] = True
-        self.session.set_mask(m)
-        self.canvas.update()
-        self.sampling.mode_inpaint.setChecked(True)
-        self._update_inpaint_note()
+    def __init__(self, state: AppState, compute: Worker, heatmaps: HeatmapPanel, parent: QObject | None = None):
+        super().__init__(parent)
+        self.state = state
+        self.compute = compute
+        self.heatmaps = heatmaps
+        self._digits: set[int] = set()  #: ids of the test digit jobs in flight
+        compute.result.connect(self._on_result)
+        compute.error.connect(self._on_error)
+        compute.finished.connect(lambda job_id, _c: self._digits.discard(job_id))
 
     def load_test_digit(self, index: int | None = None) -> None:
-        if self.canvas.locked:
+        if self.state.locked:
             return
-        job = self.compute.submit(jobs.test_digit_job, index, replace=False)
-        self._pending_misc[job.id] = "digit"
+        self._digits.add(self.compute.submit(jobs.test_digit_job, index, replace=False).id)
 
-    def _update_edit_actions(self) -> None:
-        actions.update_edit_actions(self)
+    def _on_result(self, job_id: int, value: object) -> None:
+        if job_id not in self._digits:
+            return
+        index, img = cast(tuple[int, np.ndarray], value)
+        if self.state.locked:  # a run started while the digit was loading: the run owns the canvas
+            self.state.show_status(f"Test digit #{index} not drawn: a sampling run started first", 6000)
+            return
+        self.state.replace_canvas(img)
+        self.state.show_status(f"Test digit #{index}", 4000)
+
+    def _on_error(self, job_id: int, message: str) -> None:
+        if job_id in self._digits:
+            self.state.show_error(message)
 
     def import_image_file(self, path: str | Path) -> bool:
-        if self.canvas.locked:
-            self.statusBar().showMessage("Stop the sampling run first", 4000)
+        st = self.state
+        if st.locked:
+            st.show_status("Stop the sampling run first", 4000)
             return False
         try:
             img = import_image(path)
         except Exception as exc:  # noqa: BLE001 -- ImageError and anything pillow raises
-            self.show_error(str(exc))
+            st.show_error(str(exc))
             return False
-        self.session.set_canvas(img)
-        self.canvas_replaced()
-        self.statusBar().showMessage(f"Imported {Path(path).name}", 4000)
+        st.replace_canvas(img)
+        st.show_status(f"Imported {Path(path).name}", 4000)
         return True
 
     def export_conditionals(self, path: str | Path) -> bool:
         """Save what the heatmaps show: a CSV table of every pixel's conditional (``.csv``), or
         the heatmap panel as an image (``.png``). The table belongs to the canvas the heatmaps
         were computed for, so it always agrees with what is on screen."""
-        figs = self.figures
-        if figs is None or "image" not in figs.extra:
-            self.show_error("There are no conditionals to export yet: draw a digit or open a model first.")
+        st = self.state
+        figs = st.figures
+        if figs is None or "image" not in figs.extra or st.model is None:
+            st.show_error("There are no conditionals to export yet: draw a digit or open a model first.")
             return False
         path = Path(path)
         try:
             if path.suffix.lower() == ".png":
                 save_pixmap(self.heatmaps.grab(), path)
             else:
-                name, family = self.model_meta.get("name", ""), self.model.family
+                name, family = st.meta.get("name", ""), st.model.family
                 label = f"{name} ({family})" if name else family
                 save_text(conditionals_csv(figs, figs.extra["image"].reshape(figs.prob.shape), label), path)
         except (OSError, ValueError) as exc:
-            self.show_error(f"Cannot save {path}: {exc}")
+            st.show_error(f"Cannot save {path}: {exc}")
             return False
-        self.statusBar().showMessage(f"Saved {path}", 4000)
+        st.show_status(f"Saved {path}", 4000)
         return True
 
     def export_image_file(self, path: str | Path, scale: int = 10) -> bool:
         try:
-            save_png(self.session.canvas, path, scale=scale)
+            save_png(self.state.session.canvas, path, scale=scale)
         except (OSError, ValueError) as exc:
-            self.show_error(f"Cannot save {path}: {exc}")
+            self.state.show_error(f"Cannot save {path}: {exc}")
             return False
-        self.statusBar().showMessage(f"Saved {path}", 4000)
+        self.state.show_status(f"Saved {path}", 4000)
         return True

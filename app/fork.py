@@ -19,17 +19,17 @@ by hand is fixed when the ordering reaches it (it cannot influence pixels drawn 
 
 from __future__ import annotations
 
-import time
+from typing import cast
 
 import numpy as np
 import pyqtgraph as pg
-import torch
 from PySide6.QtCore import QObject, QRectF, Signal
 from PySide6.QtWidgets import QDialog, QGraphicsRectItem, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from engine.models.base import ARModel
-from engine.sampling import ForkPoint, continue_fork
+from engine.sampling import ForkPoint
 
+from .jobs import fork_job
 from .latest import Latest
 from .screen import fitted_size
 from .state import AppState
@@ -38,29 +38,6 @@ from .worker import Worker
 
 __all__ = ["fork_job", "ForkController", "ForkDialog"]
 
-FRAME_INTERVAL = 1 / 60
-
-
-def fork_job(job, model: ARModel, fp: ForkPoint, edited: np.ndarray):
-    """Worker side: yields (done, total, (2, D) images so far) at most ~60 times a second (every
-    pixel when slowed down); returns (images (2, D), log p of each in the run's ordering)."""
-    steps = continue_fork(model, fp, edited)
-    last = 0.0
-    while True:
-        try:
-            st = next(steps)
-        except StopIteration as stop:
-            out = stop.value
-            break
-        now = time.perf_counter()
-        if job.delay > 0 or now - last >= FRAME_INTERVAL or st.index == st.total - 1:
-            last = now
-            yield st.index + 1, st.total, st.x.cpu().numpy().copy()
-        else:
-            job.check()
-    with torch.no_grad():
-        lp = model.log_prob(torch.as_tensor(out, dtype=torch.float32), fp.ordering).double().cpu().numpy()
-    return out, lp
 
 
 class ForkDialog(QDialog):
@@ -118,6 +95,17 @@ class ForkDialog(QDialog):
         self.use_a.setEnabled(done)
         self.use_b.setEnabled(done)
 
+    def set_note(self, text: str) -> None:
+        """What the user is asked to do (above the images)."""
+        self.note.setText(text)
+
+    def set_info(self, text: str) -> None:
+        """The continuations' progress, then their log p (below the images)."""
+        self.info.setText(text)
+
+    def set_can_continue(self, enabled: bool) -> None:
+        self.continue_btn.setEnabled(enabled)
+
     def show_pair(self, x: np.ndarray, pending: np.ndarray, changed: np.ndarray, shape: tuple[int, int]) -> None:
         """Rows of ``x`` as images; ``pending`` pixels grey; ``changed`` outlined on the forked one."""
         h, w = shape
@@ -169,7 +157,7 @@ class ForkController(QObject):
         self.dialog.useRequested.connect(self.use)
         self.requests.progress.connect(self._on_progress)
         self.requests.result.connect(self._on_result)
-        self.requests.error.connect(lambda _k, m: self.dialog.note.setText(f"The fork failed: {m}"))
+        self.requests.error.connect(lambda _k, m: self.dialog.set_note(f"The fork failed: {m}"))
         self._sync()
 
     # -- the paused run ------------------------------------------------------------------------
@@ -201,13 +189,13 @@ class ForkController(QObject):
         st, fp = self.state, self.point
         st.replace_canvas(fp.prefix, mask=~fp.decided)
         left = fp.pending
-        self.dialog.note.setText(
+        self.dialog.set_note(
             f"Paused with {left} pixels to go. Change pixels on the canvas (the masked part is still to be drawn), "
             "then <b>Continue both</b>: the original and the changed image continue with the same random numbers.")
         self.dialog.show_pair(np.stack([fp.prefix, fp.prefix]), ~fp.decided, np.zeros_like(fp.decided), st.shape)
-        self.dialog.info.setText("")
+        self.dialog.set_info("")
         self.dialog.set_done(False)
-        self.dialog.continue_btn.setEnabled(True)
+        self.dialog.set_can_continue(True)
         self.dialog.show()
         st.show_status(f"Forked with {left} pixels to go: change pixels on the canvas, then Continue both", 8000)
         self.forked.emit()
@@ -219,33 +207,37 @@ class ForkController(QObject):
         fp = self.point
         self.edited = self.state.session.flat().copy()
         self.changed = self.edited != fp.prefix
-        self.dialog.continue_btn.setEnabled(False)
+        self.dialog.set_can_continue(False)
         self.dialog.set_done(False)
         self._serial += 1
         job = self.requests.submit(self._serial, fork_job, self.model, fp, self.edited)
         job.delay = self.panel.delay()
 
     def _on_progress(self, _key: int, item: object) -> None:
-        done, total, x = item  # type: ignore[misc]
+        done, total, x = cast(tuple[int, int, np.ndarray], item)
         fp = self.point
+        if fp is None:
+            return
         pending = ~fp.decided
         todo = fp.ordering.perm[pending[fp.ordering.perm]]  # the pixels to draw, in the run's order
         pending[todo[:done]] = False
         self.dialog.show_pair(x, pending, self.changed, self.state.shape)
-        self.dialog.info.setText(f"pixel {done} / {total}")
+        self.dialog.set_info(f"pixel {done} / {total}")
 
     def _on_result(self, _key: int, value: object) -> None:
-        x, lp = value  # type: ignore[misc]
+        x, lp = cast(tuple[np.ndarray, np.ndarray], value)
+        if self.point is None:
+            return
         self.result = (x, lp)
         self.dialog.show_pair(x, np.zeros(x.shape[1], bool), self.changed, self.state.shape)
         drawn = ~self.point.decided & ~self.changed
         differ = int((x[0] != x[1])[drawn].sum())
-        self.dialog.info.setText(
+        self.dialog.set_info(
             f"original: log p = {lp[0]:.1f} nats · forked: log p = {lp[1]:.1f} nats · "
             f"{int(self.changed.sum())} pixel(s) edited · {differ} of {int(drawn.sum())} newly drawn pixels differ "
             "(<span style='color:#ef4444'>red</span>: ink only in the fork, <span style='color:#3b82f6'>blue</span>: only in the original)")
         self.dialog.set_done(True)
-        self.dialog.continue_btn.setEnabled(True)
+        self.dialog.set_can_continue(True)
         self.finished.emit()
 
     def use(self, which: int) -> None:

@@ -1,34 +1,43 @@
-"""Functions the app runs on its worker threads (never on the GUI thread).
+"""Every function the app runs on its worker threads (never on the GUI thread), in one place.
 
 Each takes the :class:`app.worker.Job` first (to check for cancellation) and returns a value or is
 a generator; they only call the engine, so they are as testable as the engine itself. Which
 request a result answers is kept on the GUI side (:class:`app.latest.Latest`), not in the value.
+Generators that report progress per pixel or per minibatch send at most a few dozen items a second
+(:class:`Throttle`): more would only queue up on the GUI thread.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
 from engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from engine.figures import (
-    EnsembleFigures,
-    PixelFigures,
-    ensemble_figures_steps,
-    pixel_figures,
-    pixel_influence_steps,
-    reference_log_probs,
-)
+from engine.figures import EnsembleFigures, PixelFigures, ensemble_figures_steps, pixel_figures, pixel_influence_steps, reference_log_probs
 from engine.models import build_model
 from engine.models.base import ARModel
 from engine.ordering import Ordering
+from engine.recipes import nll_metrics, record_metrics, run_metadata, train_argv
+from engine.sampling import ForkPoint, continue_fork
+from engine.train import BatchEnd, Finished, TrainConfig, device_name, resolve_device
 
-__all__ = ["figures_job", "ensemble_job", "load_job", "reference_job", "test_digit_job", "default_model_job", "save_job", "warm_up_job",
-           "REFERENCE_IMAGES"]
+__all__ = ["figures_job", "ensemble_job", "influence_job", "load_job", "reference_job", "test_digit_job", "default_model_job",
+           "save_job", "warm_up_job", "sample_job", "fork_job", "training_job", "scorer_job", "canvas_job", "compare_job",
+           "Frame", "Throttle", "FRAME_INTERVAL", "REFERENCE_IMAGES", "CODEC_CACHE"]
+
+#: the shortest time between two frames of an animation (sampling, a fork's continuations)
+FRAME_INTERVAL = 1 / 60
+#: ... and between two minibatch reports of a training run
+BATCH_INTERVAL = 0.05
+#: codecs kept per compress panel (one per model and ordering)
+CODEC_CACHE = 4
 
 #: how many test digits the percentile is measured against (the whole static test split) ...
 REFERENCE_IMAGES = 10_000
@@ -137,3 +146,188 @@ def warm_up_job(job) -> None:
 
 def save_job(job, path: Path, model: ARModel, meta: dict) -> Path:
     return save_checkpoint(path, model, meta)
+
+
+def _close(steps: Iterator[Any]) -> None:
+    """Close a generator the engine hands out as an iterator (its ``finally`` blocks run now)."""
+    close = getattr(steps, "close", None)
+    if close is not None:
+        close()
+
+
+class Throttle:
+    """Lets an item through at most once per ``interval`` seconds, or whenever it is forced (the
+    last item, a paused or slowed-down run): the one rate limit of every progress report."""
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self.last = 0.0
+
+    def due(self, force: bool = False) -> bool:
+        now = time.perf_counter()
+        if force or now - self.last >= self.interval:
+            self.last = now
+            return True
+        return False
+
+
+# -- sampling and its fork ------------------------------------------------------------------------
+@dataclass
+class Frame:
+    index: int  #: pixels generated so far - 1
+    total: int
+    step: int
+    pixel: int
+    prob: float  #: p(x=1) used for the first image's draw
+    value: int
+    x: np.ndarray  #: (n, D) images so far
+    order: Ordering
+
+
+def sample_job(job, model: ARModel, n: int, known: np.ndarray | None, values: np.ndarray | None, ordering: Ordering,
+               temperature: float, seed: int):
+    """Worker-side generator: yields :class:`Frame` objects, returns the final (n, D) images."""
+    gen = torch.Generator().manual_seed(int(seed))
+    order = model.sampling_ordering(known, ordering)
+    steps = model.sample_steps(n, known=known, values=values, ordering=ordering, temperature=temperature, generator=gen)
+    throttle = Throttle(FRAME_INTERVAL)
+    x = None
+    try:
+        for st in steps:
+            x = st.x
+            if throttle.due(job.delay > 0 or job.paused or st.index == st.total - 1):
+                yield Frame(st.index, st.total, st.step, st.pixel, float(st.prob[0]), int(st.value[0]), st.x.cpu().numpy().copy(), order)
+            else:
+                job.check()
+    finally:
+        _close(steps)
+    if x is None:
+        return np.broadcast_to(np.asarray(values, np.float32).reshape(1, -1), (n, model.size)).copy()
+    return x.cpu().numpy().copy()
+
+
+def fork_job(job, model: ARModel, fp: ForkPoint, edited: np.ndarray):
+    """Worker side: yields (done, total, (2, D) images so far) at most ~60 times a second (every
+    pixel when slowed down); returns (images (2, D), log p of each in the run's ordering)."""
+    steps = continue_fork(model, fp, edited)
+    throttle = Throttle(FRAME_INTERVAL)
+    while True:
+        try:
+            st = next(steps)
+        except StopIteration as stop:
+            out = stop.value
+            break
+        if throttle.due(job.delay > 0 or st.index == st.total - 1):
+            yield st.index + 1, st.total, st.x.cpu().numpy().copy()
+        else:
+            job.check()
+    with torch.no_grad():
+        lp = model.log_prob(torch.as_tensor(out, dtype=torch.float32), fp.ordering).double().cpu().numpy()
+    return out, lp
+
+
+# -- training ------------------------------------------------------------------------------------
+def training_job(job, family: str, config: dict, ordering_spec: dict, tc: TrainConfig, out: Path, measure_test: bool = True):
+    """Worker-side generator: yields engine events (BatchEnd at most ~20 per second), returns the
+    :class:`Finished` event with, for a completed run, ``test_nll`` in its history's last entry."""
+    from engine.checkpoint import load_checkpoint
+    from engine.data import load_split
+    from engine.ordering import Ordering
+    from engine.train import evaluate_steps, train
+
+    ordering = Ordering.from_dict(ordering_spec)
+    torch.manual_seed(tc.seed)
+    model = build_model(family, config, ordering)
+    train_x = load_split("train")
+    valid_x = load_split("valid")
+    job.check()
+    meta = run_metadata(device_name(resolve_device(tc.device)), train_argv(family, config, ordering.spec, tc, out), name=out.stem)
+    gen = train(model, train_x, valid_x, tc, out=out, meta=meta)
+    throttle = Throttle(BATCH_INTERVAL)
+    final = None
+    try:
+        for ev in gen:
+            job.check()
+            if isinstance(ev, BatchEnd) and not throttle.due(ev.batch == ev.batches):
+                continue
+            if isinstance(ev, Finished):
+                final = ev
+            yield ev
+    finally:
+        _close(gen)
+    if final is not None and final.best_path is not None and measure_test and final.reason != "diverged":
+        yield "measuring the test NLL"
+        ck = load_checkpoint(final.best_path)
+        steps = evaluate_steps(ck.model, load_split("test"), target_seconds=0.2)
+        while True:  # in ~0.2 s chunks, so that a stop is honoured during the measurement too
+            job.check()
+            try:
+                next(steps)
+            except StopIteration as done:
+                nll, se = done.value
+                break
+        job.check()
+        record_metrics(final.best_path, nll_metrics("test", nll, se), ck)
+    return final
+
+
+# -- the compress panel and the compare dialog -----------------------------------------------------
+def _model_for(model: ARModel, ordering: Ordering) -> ARModel:
+    """``model`` itself in its own ordering; an order-agnostic model's copy set to ``ordering``."""
+    if ordering == model.ordering:
+        return model
+    m = copy.deepcopy(model)
+    m.set_ordering(ordering)
+    return m
+
+
+def scorer_job(job, model: ARModel, ordering: Ordering):
+    """Worker side: the :class:`engine.tasks.score.Scorer` of ``model`` in ``ordering`` (reference cached
+    on disk). Stops between batches once the job is cancelled."""
+    from engine.tasks.score import Scorer
+
+    def progress(_done: int, _total: int) -> None:
+        job.check()
+
+    return Scorer.for_model(_model_for(model, ordering), progress=progress)
+
+
+def canvas_job(job, cache: dict, model: ARModel, ordering: Ordering, image: np.ndarray, scorer, codec_key: tuple):
+    """Worker side: (CodeLength, Score or None, seconds) for one (H, W) image. ``cache`` holds the
+    float64 codecs per ``codec_key`` (model key, ordering); only this worker's thread touches it."""
+    from engine.tasks.compress import Codec
+
+    t0 = time.perf_counter()
+    ck = codec_key
+    codec = cache.get(ck)
+    if codec is None:
+        codec = Codec(model, ordering, chunk_size=1)
+        while len(cache) >= CODEC_CACHE:
+            cache.pop(next(iter(cache)))
+        cache[ck] = codec
+    job.check()
+    cl = codec.code_length(image)
+    score = scorer.score(image)[0] if scorer is not None else None
+    return cl, score, time.perf_counter() - t0
+
+
+def compare_job(job, cache: dict, specs: list, image: np.ndarray) -> list:
+    """Worker side. ``specs``: per column (model object or checkpoint path, ordering or None).
+    Returns per column a PixelFigures or an error message. ``cache`` (path -> model) is
+    touched only on this worker's thread."""
+    from engine.checkpoint import load_checkpoint
+
+    out: list = []
+    for model, ordering in specs:
+        job.check()
+        try:
+            if not hasattr(model, "logits"):
+                path = str(model)
+                if path not in cache:
+                    cache[path] = load_checkpoint(Path(path), device="cpu").model.eval()
+                model = cache[path]
+            ok, why = (True, "") if ordering is None else model.supports(ordering)
+            out.append(pixel_figures(model, image, ordering) if ok else f"not available:<br>{why}")
+        except Exception as exc:  # noqa: BLE001 -- one unreadable checkpoint only blanks its column
+            out.append(f"error: {exc}")
+    return out

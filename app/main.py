@@ -12,7 +12,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence, cast
+
+if TYPE_CHECKING:
+    from PySide6.QtWidgets import QApplication
 
 __all__ = ["main", "build_parser", "make_app"]
 
@@ -31,14 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def make_app(argv: Sequence[str] = ()):
+def make_app(argv: Sequence[str] = ()) -> QApplication:
     import pyqtgraph as pg
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
     # Hand the GIL to the GUI thread sooner when a worker runs Python code (default: every 5 ms).
     sys.setswitchinterval(0.001)
-    app = QApplication.instance() or QApplication(["pixelchain", *argv])
+    app = cast(QApplication, QApplication.instance() or QApplication(["pixelchain", *argv]))
     app.setApplicationName("pixelchain")
     app.setOrganizationName("pixelchain")
     res = Path(__file__).resolve().parents[1] / "resources"
@@ -52,7 +55,7 @@ def make_app(argv: Sequence[str] = ()):
     return app
 
 
-def default_size(app) -> tuple[int, int]:
+def default_size(app: QApplication) -> tuple[int, int]:
     """The first window's size: 1500 x 940, or the screen's free area where that is smaller (a
     1280 x 720 laptop), never below the window's minimum (Qt keeps that anyway)."""
     from .screen import fitted_size
@@ -61,12 +64,11 @@ def default_size(app) -> tuple[int, int]:
 
 
 def _run_window(a: argparse.Namespace) -> int:
-    from PySide6.QtCore import QEventLoop, QTimer
-
     from engine.catalogue import resolve_model_name
     from engine.ordering import parse_ordering
 
     from .main_window import MainWindow
+    from .screenshot import Waiter, take_screenshot
 
     app = make_app()
     win = MainWindow()
@@ -79,113 +81,37 @@ def _run_window(a: argparse.Namespace) -> int:
             win.restoreGeometry(geo)
         else:
             win.resize(*default_size(app))
-    errors: list[str] = []
-    orig_error = win.show_error
-
-    def record_error(msg: str) -> None:
-        errors.append(msg)
-        orig_error(msg)
-
-    win.show_error = record_error  # type: ignore[method-assign]
+    waiter = Waiter(win.state)  # records every error the window reports from now on
     if a.model:
         try:
             path = resolve_model_name(a.model, win.model_picker.entries)
         except FileNotFoundError as exc:
             print(f"pixelchain: error: {exc}", file=sys.stderr)
             return 2
-        win.open_checkpoint(path, "bundled" if path.parent == win.bundled_dir else "opened")
+        win.checkpoints.open_checkpoint(path, "bundled" if path.parent == win.bundled_dir else "opened")
     else:
-        win.start_default()
+        win.checkpoints.start_default()
     win.show()
 
-    def wait_for(cond, seconds: float) -> bool:
-        loop = QEventLoop()
-        timer = QTimer()
-        timer.timeout.connect(lambda: (cond() or errors) and loop.quit())
-        timer.start(20)
-        QTimer.singleShot(int(seconds * 1000), loop.quit)
-        loop.exec()
-        timer.stop()
-        return bool(cond()) and not errors
-
     if a.ordering:
-        if not wait_for(lambda: win.model is not None, a.timeout):
-            print(f"pixelchain: error: no model could be opened: {'; '.join(errors)}", file=sys.stderr)
+        if not waiter.wait_for(lambda: win.model is not None, a.timeout):
+            print(f"pixelchain: error: no model could be opened: {'; '.join(waiter.errors)}", file=sys.stderr)
             return 1
         try:
             o = parse_ordering(a.ordering)
         except ValueError as exc:
             print(f"pixelchain: error: {exc}", file=sys.stderr)
             return 2
+        assert win.model is not None
         ok, why = win.model.supports(o)
         if not ok:
             print(f"pixelchain: error: ordering {a.ordering!r}: {why}", file=sys.stderr)
             return 2
         win.ordering_picker.select(o)
-        win.set_ordering(o)
+        win.checkpoints.set_ordering(o)
     if not a.screenshot:
-        rc = app.exec()
-        return rc
-
-    out = Path(a.screenshot)
-    if not wait_for(lambda: win.model is not None, a.timeout):
-        print(f"pixelchain: error: no model could be opened: {'; '.join(errors) or 'timed out'}", file=sys.stderr)
-        win.close()
-        return 1
-    win.load_test_digit(a.digit)
-    ok = wait_for(lambda: win.session.canvas.any() and win.figures is not None
-                  and win.readout.log_p is not None and abs(win.readout.log_p - win.figures.log_p) < 1e-9
-                  and not win.figures_pending and win.session.version > 0, a.timeout)
-    if ok and not wait_for(lambda: win.readout.percentile is not None, a.timeout):
-        print("pixelchain: note: the percentile among test digits was not ready in time; saving without it", file=sys.stderr)
-        ok = not errors
-    if ok and not win.readout.ens.isHidden() and not wait_for(lambda: win.ensemble_shown, a.timeout):
-        print("pixelchain: note: the ensemble log p was not ready in time; saving without it", file=sys.stderr)
-    if not ok:
-        print(f"pixelchain: error: the heatmaps were not computed: {'; '.join(errors) or 'timed out'}", file=sys.stderr)
-        win.close()
-        return 1
-    from . import actions
-    from .files import save_pixmap
-
-    actions.set_overlay(win, a.overlay)
-    if a.tab == "sample":
-        win.tabs.setCurrentIndex(1)
-        win.sampling.count.setValue(16)
-        done: list[bool] = []
-        win.runFinished.connect(done.append)
-        win.start_run("sample")
-        if not wait_for(lambda: bool(done), a.timeout):
-            print(f"pixelchain: error: sampling failed: {'; '.join(errors) or 'timed out'}", file=sys.stderr)
-            win.close()
-            return 1
-        version = win.session.version
-        win.undo()  # keep the test digit on the canvas
-        wait_for(lambda: win.figures is not None and not win.figures_pending and win.session.version != version, a.timeout)
-    elif a.tab == "train":
-        win.tabs.setCurrentIndex(2)
-    ink = win.session.canvas.reshape(-1).nonzero()[0]
-    if ink.size:
-        order = win.ordering.inverse[ink]
-        win.pin(int(ink[order.argsort()[len(ink) * 2 // 3]]))
-        if not wait_for(lambda: win.influence_shown, a.timeout):
-            print("pixelchain: note: the influence map was not ready in time; saving without it", file=sys.stderr)
-    app.processEvents()
-    pix = win.grab()
-    try:
-        if out.parent and not out.parent.is_dir():
-            out.parent.mkdir(parents=True, exist_ok=True)
-        save_pixmap(pix, out)
-        saved = True
-    except OSError as exc:
-        saved = False
-        errors.append(str(exc))
-    win.close()
-    if not saved:
-        print(f"pixelchain: error: cannot write {out}", file=sys.stderr)
-        return 1
-    print(f"wrote {out} ({pix.width()}x{pix.height()})")
-    return 0
+        return app.exec()
+    return take_screenshot(app, win, waiter, a)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

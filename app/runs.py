@@ -1,12 +1,13 @@
-"""Sampling and inpainting runs from the main window (a mixin of the main window).
+"""Sampling and inpainting runs.
 
-A run is :func:`app.widgets.sampling.sample_job` on the ``sample`` worker. While it goes the canvas
-is locked and shows the first image of the batch with the pixels not generated yet greyed and the
-current pixel outlined; pause, single steps, speed and stop act on the running
+A run is :func:`app.jobs.sample_job` on the ``sample`` worker. While it goes the state is locked
+(no editing) and the canvas shows the first image of the batch with the pixels not generated yet
+greyed and the current pixel outlined; pause, single steps, speed and stop act on the running
 :class:`app.worker.Job` between two pixels. The run in progress is ``state.run``
 (:class:`app.state.Run`); its frames reach the state's listeners (the fork) through
-``state.runFrame``. A completed run puts its first image on the canvas (one
-undo step); a stopped run leaves the canvas as it was.
+``state.runFrame``. A completed run puts its first image on the canvas (one undo step); a
+stopped run leaves the canvas as it was. :class:`RunController` drives the sampling panel, owns
+the worker, and keeps the panel's note on how exact inpainting is under the model and ordering.
 """
 
 from __future__ import annotations
@@ -14,91 +15,126 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QFileDialog
 
 from engine.images import save_grid
 
-from .state import Run
-from .widgets.sampling import sample_job
+from .jobs import Frame, sample_job
+from .latest import Latest
+from .state import AppState, Run
+from .widgets.canvas import CanvasWidget
+from .widgets.sampling import SamplingPanel
+from .worker import Worker
 
-__all__ = ["RunMixin"]
+__all__ = ["RunController", "inpaint_note"]
 
 
-class RunMixin:
-    def _update_inpaint_note(self, *_: object) -> None:
-        if self.model is None or self.ordering is None:
-            return
-        known = self.session.known
-        n_unknown = int((~known).sum())
-        if n_unknown == 0:
-            text = "Paint a mask (Mask brush, or “Mask lower half”) to choose the pixels to regenerate."
-        elif self.model.inpaint_is_exact(known, self.ordering):
-            if self.model.any_order:
-                order = self.model.known_first_ordering(known, self.ordering)
-                if order in self.model.trained_orderings() and order != self.ordering:
-                    how = f"the {int(known.sum())} known pixels come first in the {order.label} ordering, one it was trained on,"
-                elif order == self.ordering:
-                    how = f"the {self.ordering.label} ordering already puts the {int(known.sum())} known pixels first"
-                else:
-                    how = f"this model takes any ordering, so the {int(known.sum())} known pixels go first"
-                text = f"<b>Exact</b>: {how} and every masked pixel is conditioned on all of them."
+def inpaint_note(state: AppState) -> str | None:
+    """How exactly the model fills the masked region in the state's ordering (None: no model)."""
+    model, ordering = state.model, state.ordering
+    if model is None or ordering is None:
+        return None
+    known = state.session.known
+    if int((~known).sum()) == 0:
+        return "Paint a mask (Mask brush, or “Mask lower half”) to choose the pixels to regenerate."
+    if model.inpaint_is_exact(known, ordering):
+        if model.any_order:
+            order = model.known_first_ordering(known, ordering)
+            if order in model.trained_orderings() and order != ordering:
+                how = f"the {int(known.sum())} known pixels come first in the {order.label} ordering, one it was trained on,"
+            elif order == ordering:
+                how = f"the {ordering.label} ordering already puts the {int(known.sum())} known pixels first"
             else:
-                text = "<b>Exact</b>: every known pixel comes before the masked region in this ordering."
-        else:
-            perm = self.ordering.perm
-            in_order = known[perm]
-            first = int(np.argmin(in_order))
-            ignored = int(in_order[first:].sum())
-            text = (f"<b>Approximate</b>: this {self.model.family.upper()} is tied to the {self.ordering.label} ordering, so the "
-                    f"{ignored} known pixels that come after the first masked pixel in it are ignored when filling the region.")
-        self.sampling.exactness.setText(text)
+                how = f"this model takes any ordering, so the {int(known.sum())} known pixels go first"
+            return f"<b>Exact</b>: {how} and every masked pixel is conditioned on all of them."
+        return "<b>Exact</b>: every known pixel comes before the masked region in this ordering."
+    in_order = known[ordering.perm]
+    first = int(np.argmin(in_order))
+    ignored = int(in_order[first:].sum())
+    return (f"<b>Approximate</b>: this {model.family.upper()} is tied to the {ordering.label} ordering, so the "
+            f"{ignored} known pixels that come after the first masked pixel in it are ignored when filling the region.")
 
-    @property
-    def running(self) -> bool:
-        return self.state.running
 
+class RunController(QObject):
+    """Starts, steps, pauses and stops runs from the sampling panel (see the module docstring)."""
+
+    def __init__(self, state: AppState, canvas: CanvasWidget, panel: SamplingPanel, parent: QObject | None = None):
+        super().__init__(parent)
+        self.state = state
+        self.canvas = canvas
+        self.panel = panel
+        self.worker = Worker("sample", self, torch_threads=1)
+        self.requests = Latest(self.worker, parent=self)
+        self._result: np.ndarray | None = None  #: the completed run's first image, for the canvas
+        p = panel
+        p.runRequested.connect(self.start_run)
+        p.stopRequested.connect(state.stop_run)
+        p.pauseToggled.connect(state.pause_run)
+        p.stepRequested.connect(self.step_run)
+        p.speedChanged.connect(self._set_delay)
+        p.saveGridRequested.connect(self.save_grid)
+        p.useSampleRequested.connect(self.use_sample)
+        p.maskToolRequested.connect(lambda: state.set_tool("mask"))
+        p.clearMaskRequested.connect(state.clear_mask)
+        p.maskHalfRequested.connect(self.mask_lower_half)
+        p.modeChanged.connect(self.update_note)
+        for sig in (state.modelChanged, state.orderingChanged, state.maskChanged, state.canvasReplaced):
+            sig.connect(self.update_note)
+        state.closing.connect(lambda: self.worker.shutdown(600_000))
+        self.requests.progress.connect(self._on_frame)
+        self.requests.result.connect(self._on_result)
+        self.requests.error.connect(lambda _k, m: state.show_error(f"Sampling failed: {m}"))
+        self.requests.finished.connect(self._on_finished)
+
+    def update_note(self, *_: object) -> None:
+        text = inpaint_note(self.state)
+        if text is not None:
+            self.panel.set_inpaint_note(text)
+
+    def mask_lower_half(self) -> None:
+        self.state.mask_lower_half()
+        self.panel.set_mode("inpaint")
+
+    # -- the run ---------------------------------------------------------------------------------
     def start_run(self, mode: str, paused: bool = False) -> None:
-        if self.model is None or self.state.running:
+        st = self.state
+        if st.model is None or st.running:
             return
-        s = self.sampling
         known = None
         values = None
         if mode == "inpaint":
-            known = self.session.known.copy()
+            known = st.session.known.copy()
             if known.all():
-                self.show_error("Inpainting needs a mask: paint the region to regenerate with the Mask brush first.")
+                st.show_error("Inpainting needs a mask: paint the region to regenerate with the Mask brush first.")
                 return
-            values = self.session.flat()
-        unknown = np.ones(self.model.size, bool) if known is None else ~known
-        n, seed, temperature = s.count.value(), s.seed.value(), s.temperature.value()
-        self.canvas.locked = True
-        s.set_running(True)
-        s.begin(n, unknown, (self.session.height, self.session.width))
-        pending = unknown.copy()
-        self.canvas.show_run(np.where(unknown, 0, self.session.flat()), pending)
-        job = self.run_requests.submit(mode, sample_job, self.model, n, known, values, self.ordering, temperature, seed,
-                                       start_paused=paused)
-        job.delay = s.delay()
+            values = st.session.flat()
+        unknown = np.ones(st.model.size, bool) if known is None else ~known
+        n, seed, temperature = self.panel.settings()
+        self.panel.set_running(True)
+        self.panel.begin(n, unknown, st.shape)
+        self.canvas.show_run(np.where(unknown, 0, st.session.flat()), unknown.copy())
+        self._result = None
+        job = self.requests.submit(mode, sample_job, st.model, n, known, values, st.ordering, temperature, seed,
+                                   start_paused=paused)
+        job.delay = self.panel.delay()
         if paused:
-            s.pause_btn.setChecked(True)
+            self.panel.set_paused(True)
             job.step()
-        self.state.start_run(Run(job, mode, n, seed, temperature, unknown))
-        self.statusBar().showMessage("Inpainting…" if mode == "inpaint" else "Sampling…")
-
-    def stop_run(self) -> None:
-        self.state.stop_run()
+        st.start_run(Run(job, mode, n, seed, temperature, unknown))
+        st.show_status("Inpainting…" if mode == "inpaint" else "Sampling…")
 
     def step_run(self) -> None:
         run = self.state.run
         if run is None:
-            self.start_run(self.sampling.mode, paused=True)
+            self.start_run(self.panel.mode, paused=True)
         else:
             if not run.job.paused:
-                self.sampling.pause_btn.setChecked(True)
+                self.panel.set_paused(True)
             run.job.set_paused(True)
             run.job.step()
 
-    def _set_run_delay(self, delay: float) -> None:
+    def _set_delay(self, delay: float) -> None:
         if self.state.run is not None:
             self.state.run.job.delay = delay
 
@@ -106,50 +142,56 @@ class RunMixin:
         run = self.state.run
         if run is None:
             return
-        h, w = self.session.height, self.session.width
-        pending = np.zeros(h * w, bool)
-        pending[fr.order.perm[fr.step + 1:]] = True  # type: ignore[attr-defined]
-        self.canvas.show_run(fr.x[0], pending & run.unknown, fr.pixel)  # type: ignore[attr-defined]
-        self.sampling.show_frame(fr)  # type: ignore[arg-type]
+        assert isinstance(fr, Frame)
+        pending = np.zeros(run.unknown.size, bool)
+        pending[fr.order.perm[fr.step + 1:]] = True
+        self.canvas.show_run(fr.x[0], pending & run.unknown, fr.pixel)
+        self.panel.show_frame(fr)
         self.state.show_frame(fr)
 
-    def _on_run_result(self, mode: str, x: object) -> None:
+    def _on_result(self, mode: str, x: object) -> None:
         images = np.asarray(x)
-        self.sampling.finish(images, f"done: {len(images)} {'completions' if mode == 'inpaint' else 'samples'}")
-        self.session.set_canvas(images[0])
+        self.panel.finish(images, f"done: {len(images)} {'completions' if mode == 'inpaint' else 'samples'}")
+        self._result = images[0]
         if mode == "sample":
-            self.sampling.seed.setValue(self.sampling.seed.value() + 1)
+            self.panel.advance_seed()
 
-    def _on_run_finished(self, _mode: str, cancelled: bool) -> None:
-        if self.state.run is None:
+    def _on_finished(self, _mode: str, cancelled: bool) -> None:
+        st = self.state
+        if st.run is None:
             return
-        self.state.end_run()
-        self.canvas.locked = False
+        st.end_run()
         self.canvas.show_run(None)
-        self.sampling.set_running(False)
+        self.panel.set_running(False)
         if cancelled:
-            self.sampling.finish(None, "stopped")
-            self.statusBar().showMessage("Stopped; the canvas is as before the run", 4000)
+            self.panel.finish(None, "stopped")
+            st.show_status("Stopped; the canvas is as before the run", 4000)
         else:
-            self.statusBar().showMessage("Done", 3000)
-        self.canvas_replaced()
-        self.state.run_finished(not cancelled)
+            st.show_status("Done", 3000)
+        result, self._result = self._result, None
+        if result is not None:
+            st.replace_canvas(result)  # one undo step
+        else:
+            st.canvas_replaced()
+        st.run_finished(not cancelled)
 
+    # -- the results -----------------------------------------------------------------------------
     def use_sample(self, i: int) -> None:
-        if self.sampling.images is not None and not self.canvas.locked:
-            self.state.replace_canvas(self.sampling.images[i])
+        if self.panel.images is not None and not self.state.locked:
+            self.state.replace_canvas(self.panel.images[i])
 
     def save_grid(self, path: str | None = None) -> None:
-        if self.sampling.images is None:
+        if self.panel.images is None:
             return
         if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Save samples as PNG", str(Path.home() / "samples.png"), "PNG images (*.png)")
+            path, _ = QFileDialog.getSaveFileName(self.panel, "Save samples as PNG", str(Path.home() / "samples.png"),
+                                                  "PNG images (*.png)")
             if not path:
                 return
-        h, w = self.session.height, self.session.width
+        h, w = self.state.shape
         try:
-            save_grid(self.sampling.images.reshape(-1, h, w).astype(np.uint8), path, scale=6)
+            save_grid(self.panel.images.reshape(-1, h, w).astype(np.uint8), path, scale=6)
         except (OSError, ValueError) as exc:
-            self.show_error(f"Cannot save {path}: {exc}")
+            self.state.show_error(f"Cannot save {path}: {exc}")
             return
-        self.statusBar().showMessage(f"Saved {path}", 4000)
+        self.state.show_status(f"Saved {path}", 4000)

@@ -20,15 +20,15 @@ MAX_RECENT = 8
 def make_settings() -> QSettings:
     path = os.environ.get("PIXELCHAIN_SETTINGS")
     if path:
-        return QSettings(path, QSettings.IniFormat)
-    return QSettings(QSettings.IniFormat, QSettings.UserScope, "pixelchain", "pixelchain")
+        return QSettings(path, QSettings.Format.IniFormat)
+    return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "pixelchain", "pixelchain")
 
 
 def models_dir() -> Path:
     path = os.environ.get("PIXELCHAIN_SETTINGS")
     if path:
         return Path(path).resolve().parent / "pixelchain-models"
-    base = QStandardPaths.writableLocation(QStandardPaths.AppDataLocation) or str(Path.home() / ".pixelchain")
+    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation) or str(Path.home() / ".pixelchain")
     return Path(base) / "models"
 
 
@@ -42,7 +42,9 @@ def recent_files(settings: QSettings) -> list[Path]:
     raw = settings.value("recent/checkpoints", [])
     if isinstance(raw, str):
         raw = [raw] if raw else []
-    return [Path(p) for p in (raw or []) if isinstance(p, str) and p]
+    if not isinstance(raw, (list, tuple)):
+        return []
+    return [Path(p) for p in raw if isinstance(p, str) and p]
 
 
 def add_recent(settings: QSettings, path: Path) -> list[Path]:

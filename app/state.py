@@ -1,11 +1,15 @@
 """What the app is showing, in one object the widgets are handed and listen to.
 
 :class:`AppState` holds the model (with its picker entry and checkpoint metadata), the ordering,
-the canvas document (:class:`engine.session.Session`), the heatmaps computed for it and the
-sampling/inpainting run in progress, and says through its signals when each changes. The main
-window changes it; panels and dialogs (fork, compare, compress) read it and connect to its
-signals instead of reaching into the window, so they can be built and tested against a state
-alone and never depend on how the window is put together.
+the canvas document (:class:`engine.document.Session`) and the commands that edit it, the tool,
+brush and overlay, the hovered and pinned pixel, the heatmaps computed for the canvas with their
+ensemble and percentile read-outs, and the sampling/inpainting run in progress (which locks the
+canvas), and says through its signals when each changes: nothing the window shows changes
+silently. The controllers (:mod:`app.figures`, :mod:`app.influence`, :mod:`app.runs`,
+:mod:`app.editing`, :mod:`app.checkpoints`, :mod:`app.fork`) change it and the widgets follow its
+signals; panels and dialogs (fork, compare, compress) read it and connect to its signals instead
+of reaching into the window, so they can be built and tested against a state alone and never
+depend on how the window is put together.
 
 ``model_key`` increases with every model set, so a request can name "this model" even when the
 same checkpoint is opened twice. :meth:`canvas_key` is (model key, ordering, canvas version): the
@@ -22,7 +26,7 @@ from PySide6.QtCore import QObject, Signal
 
 from engine.catalogue import ModelEntry
 from engine.document import Session
-from engine.figures import PixelFigures
+from engine.figures import EnsembleFigures, PixelFigures
 from engine.models.base import ARModel
 from engine.ordering import Ordering
 
@@ -41,7 +45,7 @@ class Run:
     seed: int
     temperature: float
     unknown: np.ndarray  #: (D,) bool: the pixels the run generates
-    frame: Any = None  #: the latest :class:`app.widgets.sampling.Frame` shown
+    frame: Any = None  #: the latest :class:`app.jobs.Frame` shown
 
     @property
     def paused(self) -> bool:
@@ -49,17 +53,29 @@ class Run:
 
 
 class AppState(QObject):
-    """The model, ordering, canvas, heatmaps and run the app shows (see the module docstring)."""
+    """What the app shows and the commands that change it (see the module docstring)."""
 
     modelChanged = Signal()  #: model, entry or metadata replaced (``model_key`` increased)
     orderingChanged = Signal()
     canvasChanged = Signal()  #: the ink changed: during a stroke, or the canvas was replaced
     canvasReplaced = Signal()  #: the whole canvas (and perhaps the mask) was set at once
+    inkPainted = Signal()  #: a stroke changed the ink (``canvasChanged`` follows)
+    strokeFinished = Signal()  #: the mouse button went up at the end of a stroke
+    maskChanged = Signal()  #: the inpainting mask changed (painted, cleared or set)
+    pinChanged = Signal(int)  #: the pinned pixel (raster index, -1: none)
+    hoverChanged = Signal(int)  #: the pixel under the mouse on the canvas or the heatmaps (-1: none)
+    toolChanged = Signal(str)  #: "draw", "mask" or "inspect"
+    overlayChanged = Signal(str)  #: the ordering overlay on the canvas: "off", "steps" or "path"
+    figuresChanged = Signal()  #: new heatmaps (``figures``; maybe of an older canvas)
     figuresShown = Signal()  #: heatmaps and read-out are up to date for the current canvas
+    ensembleChanged = Signal()  #: the ensemble read-out (``ensemble``) changed
+    percentileChanged = Signal()  #: the percentile read-out (``percentile``) changed
     runChanged = Signal()  #: a run started, ended, paused or resumed
-    runFrame = Signal(object)  #: a frame of the current run (:class:`app.widgets.sampling.Frame`)
+    lockChanged = Signal(bool)  #: a run took the canvas (True) or gave it back (False)
+    runFrame = Signal(object)  #: a frame of the current run (:class:`app.jobs.Frame`)
     runFinished = Signal(bool)  #: the current run ended (True: completed)
     status = Signal(str, int)  #: a message for the status bar and how long to show it (ms)
+    error = Signal(str)  #: something failed that the user must be told about (a message box)
     closing = Signal()  #: the app is closing: stop your workers
 
     def __init__(self, session: Session | None = None, parent: QObject | None = None):
@@ -70,8 +86,16 @@ class AppState(QObject):
         self.meta: dict = {}
         self.model_key = 0
         self.ordering: Ordering | None = None
+        self.tool = "draw"
+        self.brush = 2
+        self.overlay = "off"
+        self.pinned = -1
+        self.hover = -1
         self.figures: PixelFigures | None = None  #: the heatmaps shown (maybe of an older canvas)
         self.figures_serial = 0  #: increases with every heatmaps shown
+        self.ensemble: EnsembleFigures | None = None  #: log p under an ensemble of orderings, when shown
+        self.percentile: float | None = None  #: the drawn digit's percentile among test digits, when known
+        self.percentile_note = ""  #: which digits, or why there is no percentile
         self.run: Run | None = None
 
     # -- model and ordering ------------------------------------------------------------------------
@@ -115,21 +139,125 @@ class AppState(QObject):
         """Tell the listeners that a stroke changed the ink."""
         self.canvasChanged.emit()
 
-    # -- heatmaps ---------------------------------------------------------------------------------
+    # -- editing commands: every change of the document goes through these ------------------------
+    def begin_stroke(self) -> bool:
+        """Start a stroke (one undo step); False while a run owns the canvas."""
+        if self.locked:
+            return False
+        self.session.begin_stroke()
+        return True
+
+    def paint(self, row: int, col: int, value: int, *, mask: bool = False, from_point: tuple[int, int] | None = None) -> bool:
+        """Paint with the current brush on the ink (or the mask) from ``from_point`` to ``(row,
+        col)``; emits ``inkPainted`` and ``canvasChanged`` (or ``maskChanged``) when something
+        changed, and returns whether it did."""
+        changed = self.session.paint(row, col, value, self.brush, mask=mask, from_point=from_point)
+        if changed:
+            if mask:
+                self.maskChanged.emit()
+            else:
+                self.inkPainted.emit()
+                self.canvas_edited()
+        return changed
+
+    def end_stroke(self) -> None:
+        self.session.end_stroke()
+        self.strokeFinished.emit()
+
+    def undo(self) -> None:
+        if not self.locked and self.session.undo():
+            self.canvas_replaced()
+
+    def redo(self) -> None:
+        if not self.locked and self.session.redo():
+            self.canvas_replaced()
+
+    def clear_canvas(self) -> None:
+        if not self.locked:
+            self.session.clear()
+            self.canvas_replaced()
+
+    def invert_canvas(self) -> None:
+        if not self.locked:
+            self.session.invert()
+            self.canvas_replaced()
+
+    def set_mask(self, mask: np.ndarray) -> None:
+        """Set the inpainting mask (one undo step)."""
+        self.session.set_mask(np.asarray(mask, bool).reshape(self.shape))
+        self.maskChanged.emit()
+
+    def clear_mask(self) -> None:
+        self.session.clear_mask()
+        self.maskChanged.emit()
+
+    def mask_lower_half(self) -> None:
+        m = np.zeros(self.shape, bool)
+        m[self.session.height // 2:] = True
+        self.set_mask(m)
+
+    # -- tool, brush, overlay -----------------------------------------------------------------------
+    def set_tool(self, tool: str) -> None:
+        self.tool = tool
+        self.toolChanged.emit(tool)
+
+    def set_brush(self, size: int) -> None:
+        self.brush = int(size)
+
+    def set_overlay(self, overlay: str) -> None:
+        self.overlay = overlay
+        self.overlayChanged.emit(overlay)
+
+    # -- the pixel pointed at -----------------------------------------------------------------------
+    def set_pin(self, idx: int) -> None:
+        """Pin pixel ``idx`` (-1: unpin); emits ``pinChanged`` every time (a pin asked again
+        refreshes what shows it)."""
+        self.pinned = int(idx)
+        self.pinChanged.emit(self.pinned)
+
+    def toggle_pin(self, idx: int) -> None:
+        """Pin ``idx``, or unpin it if it is the pinned pixel."""
+        self.set_pin(-1 if idx == self.pinned else idx)
+
+    def set_hover(self, idx: int) -> None:
+        self.hover = int(idx)
+        self.hoverChanged.emit(self.hover)
+
+    @property
+    def inspected(self) -> int:
+        """The pixel the inspector shows: the pinned one, else the hovered one (-1: none)."""
+        return self.pinned if self.pinned >= 0 else self.hover
+
+    # -- heatmaps and read-outs ---------------------------------------------------------------------
     def set_figures(self, figures: PixelFigures) -> None:
         self.figures = figures
         self.figures_serial += 1
+        self.figuresChanged.emit()
 
     def figures_shown(self) -> None:
         self.figuresShown.emit()
+
+    def set_ensemble(self, ensemble: EnsembleFigures | None) -> None:
+        self.ensemble = ensemble
+        self.ensembleChanged.emit()
+
+    def set_percentile(self, pct: float | None, note: str) -> None:
+        self.percentile, self.percentile_note = pct, note
+        self.percentileChanged.emit()
 
     # -- the run ----------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
         return self.run is not None
 
+    @property
+    def locked(self) -> bool:
+        """No editing: a sampling run owns the canvas (it shows the run's image)."""
+        return self.run is not None
+
     def start_run(self, run: Run) -> None:
         self.run = run
+        self.lockChanged.emit(True)
         self.runChanged.emit()
 
     def show_frame(self, frame: object) -> None:
@@ -151,10 +279,15 @@ class AppState(QObject):
         """The run's job ended: there is no run any more (call :meth:`run_finished` once the
         canvas shows the outcome)."""
         self.run = None
+        self.lockChanged.emit(False)
         self.runChanged.emit()
 
     def run_finished(self, completed: bool) -> None:
         self.runFinished.emit(completed)
 
+    # -- messages ---------------------------------------------------------------------------------
     def show_status(self, message: str, ms: int = 0) -> None:
         self.status.emit(message, ms)
+
+    def show_error(self, message: str) -> None:
+        self.error.emit(message)

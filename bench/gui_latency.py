@@ -101,12 +101,12 @@ def bench_model(app, win, path: Path, strokes: int, train_seconds: float, sample
 
     shown = []
     win.figuresShown.connect(lambda: shown.append(1))
-    win.open_checkpoint(path, "bundled")
+    win.checkpoints.open_checkpoint(path, "bundled")
     if not wait(app, lambda: win.entry is not None and Path(win.entry.path) == path and win.figures is not None, 120):
         raise RuntimeError(f"{path} did not open")
     # the percentile's scoring of test digits is start-up work; stop it so it does not compete
-    win.ref_worker.cancel_all()
-    wait(app, lambda: not win.figures_pending and not win.trainer.busy and not win.ref_worker.busy, 120)
+    win.live.ref_worker.cancel_all()
+    wait(app, lambda: not win.live.pending and not win.trainer.busy and not win.live.ref_worker.busy, 120)
     cv = win.canvas
     lat, comp = [], []
     painted: list[float] = []
@@ -116,13 +116,13 @@ def bench_model(app, win, path: Path, strokes: int, train_seconds: float, sample
         r = 4 + (k * 5) % 20
         pts = [(r, 6), (r, 12), (r + 3, 18)]
         n = len(shown)
-        win.last_latency = None
+        win.live.last_latency = None
         QTest.mousePress(cv, Qt.LeftButton if k % 4 else Qt.RightButton, Qt.NoModifier, cv.pixel_center(*pts[0]).toPoint())
         for p in pts[1:]:
             QTest.mouseMove(cv, cv.pixel_center(*p).toPoint())
         t_release = time.perf_counter()
         QTest.mouseRelease(cv, Qt.LeftButton if k % 4 else Qt.RightButton, Qt.NoModifier, cv.pixel_center(*pts[-1]).toPoint())
-        if not wait(app, lambda n=n: win.last_latency is not None and len(shown) > n, 30):
+        if not wait(app, lambda n=n: win.live.last_latency is not None and len(shown) > n, 30):
             raise RuntimeError("heatmaps did not update")
         painted.clear()
         wait(app, lambda: bool(painted), 5)  # the heatmaps' repaint with the new data
@@ -132,15 +132,15 @@ def bench_model(app, win, path: Path, strokes: int, train_seconds: float, sample
     hb = Heartbeat()
     done = []
     win.runFinished.connect(done.append)
-    win.sampling.count.setValue(16)
+    win.sampling.set_count(16)
     win.sampling.speed.setValue(win.sampling.speed.maximum())
     hb.start()
     t0 = time.perf_counter()
-    win.start_run("sample")
+    win.runs.start_run("sample")
     finished = wait(app, lambda: bool(done), sample_seconds_max)
     sample_seconds = time.perf_counter() - t0
     if not finished:
-        win.stop_run()
+        win.state.stop_run()
         wait(app, lambda: bool(done), 60)
     sample_stall = hb.stop() * 1000
     pixels_done = win.sampling.progress.value()

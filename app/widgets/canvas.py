@@ -4,8 +4,9 @@ Left button paints with the current tool (ink, or the inpainting mask), right bu
 the ``inspect`` tool pins the clicked pixel instead (Ctrl+click pins with any tool). Overlays:
 the ordering as a step-number colour gradient or as a path through the pixel centres; the
 predecessors of the pinned pixel (what its conditional sees); the mask; during sampling the
-pixels not generated yet and the pixel being drawn. All editing goes through
-:class:`engine.document.Session`; this widget only maps mouse positions to pixels and paints.
+pixels not generated yet and the pixel being drawn. All editing goes through the commands of
+:class:`app.state.AppState` (which refuse while a run owns the canvas and announce every change);
+this widget only maps mouse positions to pixels and paints what the state holds.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 from engine.document import Session
 from engine.ordering import Ordering
 
+from ..state import AppState
 from .colors import lookup_table
 
 __all__ = ["CanvasWidget"]
@@ -39,12 +41,9 @@ class CanvasWidget(QWidget):
     hovered = Signal(int)  #: raster index under the mouse, -1 when it leaves
     pinned = Signal(int)  #: raster index clicked with the inspect tool, -1 to unpin
 
-    def __init__(self, session: Session, parent: QWidget | None = None):
+    def __init__(self, state: AppState, parent: QWidget | None = None):
         super().__init__(parent)
-        self.session = session
-        self.tool = "draw"  #: draw, mask or inspect
-        self.brush = 1
-        self.locked = False  #: no editing (a sampling run owns the canvas)
+        self.state = state
         self.ordering: Ordering | None = None
         self.overlay = "off"  #: off, steps or path
         self.pinned_pixel = -1
@@ -61,6 +60,19 @@ class CanvasWidget(QWidget):
         self.setCursor(Qt.CursorShape.CrossCursor)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setToolTip("")
+        state.maskChanged.connect(self.update)
+        state.canvasReplaced.connect(self.update)
+        state.pinChanged.connect(self.set_pinned)
+        state.overlayChanged.connect(self.set_overlay)
+
+    @property
+    def session(self) -> Session:
+        return self.state.session
+
+    @property
+    def tool(self) -> str:
+        """draw, mask or inspect (the state's)."""
+        return self.state.tool
 
     def sizeHint(self) -> QSize:
         return QSize(560, 560)
@@ -106,11 +118,10 @@ class CanvasWidget(QWidget):
                 self.set_pinned(-1)
                 self.pinned.emit(-1)
             return
-        if self.locked or ev.button() not in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton):
-            return
+        if ev.button() not in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton) or not self.state.begin_stroke():
+            return  # (a run owns the canvas)
         self._stroke_value = 1 if ev.button() == Qt.MouseButton.LeftButton else 0
         self._painting_mask = self.tool == "mask"
-        self.session.begin_stroke()
         self.strokeStarted.emit()
         self._last = None
         self._paint_to(rc)
@@ -130,7 +141,7 @@ class CanvasWidget(QWidget):
             return
         self._stroke_value = None
         self._last = None
-        self.session.end_stroke()
+        self.state.end_stroke()
         self.strokeFinished.emit()
 
     def leaveEvent(self, ev) -> None:
@@ -140,9 +151,8 @@ class CanvasWidget(QWidget):
             self.update()
 
     def _paint_to(self, rc: tuple[int, int]) -> None:
-        if self._stroke_value is None:  # no stroke under way
-            return
-        changed = self.session.paint(rc[0], rc[1], self._stroke_value, self.brush, mask=self._painting_mask, from_point=self._last)
+        assert self._stroke_value is not None
+        changed = self.state.paint(rc[0], rc[1], self._stroke_value, mask=self._painting_mask, from_point=self._last)
         self._last = rc
         if changed:
             self.update()

@@ -21,51 +21,30 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Protocol, cast
+from typing import Callable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QComboBox, QDialog, QGridLayout, QHBoxLayout, QLabel, QMainWindow, QMenu, QVBoxLayout, QWidget
 
-from engine.figures import PixelFigures, pixel_figures
+from engine.figures import PixelFigures
 from engine.ordering import ORDERING_NAMES, make_ordering
 
+from ..jobs import compare_job
 from ..latest import Latest
 from ..screen import fitted_size
 from ..state import AppState
 from ..worker import Worker
 from .colors import DIFF_MAP, PROB_MAP
 
-__all__ = ["CompareDialog", "compare_job", "install", "DIFF_MAP", "DIFF_LEVELS", "MAX_COLUMNS"]
+__all__ = ["CompareDialog", "CompareMenu", "compare_job", "install", "DIFF_MAP", "DIFF_LEVELS", "MAX_COLUMNS"]
 
 MAX_COLUMNS = 4
 DIFF_LEVELS = {"prob": 1.0, "nll": 5.0}  #: fixed symmetric levels (+-) of the difference map
 DEBOUNCE_MS = 120
 CURRENT = "__current__"
-
-
-def compare_job(job, cache: dict, specs: list, image: np.ndarray) -> list:
-    """Worker side. ``specs``: per column (model object or checkpoint path, ordering or None).
-    Returns per column a PixelFigures or an error message. ``cache`` (path -> model) is
-    touched only on this worker's thread."""
-    from engine.checkpoint import load_checkpoint
-
-    out: list = []
-    for model, ordering in specs:
-        job.check()
-        try:
-            if not hasattr(model, "logits"):
-                path = str(model)
-                if path not in cache:
-                    cache[path] = load_checkpoint(Path(path), device="cpu").model.eval()
-                model = cache[path]
-            ok, why = (True, "") if ordering is None else model.supports(ordering)
-            out.append(pixel_figures(model, image, ordering) if ok else f"not available:<br>{why}")
-        except Exception as exc:  # noqa: BLE001 -- one unreadable checkpoint only blanks its column
-            out.append(f"error: {exc}")
-    return out
 
 
 class _Column:
@@ -326,33 +305,31 @@ class CompareDialog(QDialog):
             + f"<br>fixed scale &plusmn;{lim:g}{'' if what == 'prob' else ' nats (clipped)'}")
 
 
-class _Host(Protocol):
-    """What :func:`install` hangs on the window: the menu action and, once opened, the dialog."""
+class CompareMenu(QObject):
+    """View ▸ Compare Models… (``action``) and the dialog it opens (``dialog``, made on first use)."""
 
-    act_compare: QAction
-    compare_dialog: CompareDialog | None
+    def __init__(self, win: QMainWindow, state: AppState, entries: Callable[[], list]):
+        super().__init__(win)
+        self.win, self.state, self.entries = win, state, entries
+        self.dialog: CompareDialog | None = None
+        view = next(m for a in win.menuBar().actions() if isinstance(m := a.menu(), QMenu) and a.text().replace("&", "") == "View")
+        self.action = QAction("&Compare Models…", win)
+        self.action.setShortcut(QKeySequence("Ctrl+K"))
+        self.action.setStatusTip("The canvas under two to four models or orderings, side by side")
+        view.addSeparator()
+        view.addAction(self.action)
+        self.action.triggered.connect(lambda _c=False: self.open())
+
+    def open(self) -> None:
+        if self.dialog is None:
+            self.dialog = CompareDialog(self.state, self.entries, self.win)
+        if self.dialog.isVisible():
+            self.dialog.raise_()  # already open (maybe behind the window): bring it forward
+        else:
+            self.dialog.show()
 
 
-def install(win: QMainWindow, state: AppState, entries: Callable[[], list]) -> None:
+def install(win: QMainWindow, state: AppState, entries: Callable[[], list]) -> CompareMenu:
     """Add View ▸ Compare Models… to the menu bar of ``win``; the dialog (on ``state``, choosing
     among ``entries()``) is made on first use."""
-    host = cast(_Host, win)  # the window gains the two attributes of _Host here
-    # QAction.menu() returns the QMenu; PySide6's stubs declare a plain QObject
-    view = cast(QMenu, next(a.menu() for a in win.menuBar().actions() if a.menu() is not None and a.text().replace("&", "") == "View"))
-    act = QAction("&Compare Models…", win)
-    act.setShortcut(QKeySequence("Ctrl+K"))
-    act.setStatusTip("The canvas under two to four models or orderings, side by side")
-    view.addSeparator()
-    view.addAction(act)
-    host.act_compare = act
-
-    def open_dialog() -> None:
-        dlg = getattr(win, "compare_dialog", None)
-        if dlg is None:
-            dlg = host.compare_dialog = CompareDialog(state, entries, win)
-        if dlg.isVisible():
-            dlg.raise_()  # already open (maybe behind the window): bring it forward
-        else:
-            dlg.show()
-
-    act.triggered.connect(lambda _c=False: open_dialog())
+    return CompareMenu(win, state, entries)

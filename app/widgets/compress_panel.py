@@ -23,18 +23,13 @@ showing it catches up.
 
 from __future__ import annotations
 
-import copy
-import time
 from typing import TYPE_CHECKING
 
-import numpy as np
 from PySide6.QtCore import QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPainter, QPalette
 from PySide6.QtWidgets import QFormLayout, QGroupBox, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from engine.models.base import ARModel
-from engine.ordering import Ordering
-
+from ..jobs import canvas_job, scorer_job
 from ..latest import Latest
 from ..state import AppState
 from ..worker import Worker
@@ -46,7 +41,6 @@ if TYPE_CHECKING:  # loaded on the workers, when first needed
 __all__ = ["CompressPanel", "canvas_job", "scorer_job", "DEBOUNCE_MS", "LLR_CAVEAT"]
 
 DEBOUNCE_MS = 120
-CODEC_CACHE = 4
 
 LLR_CAVEAT = (
     "The likelihood ratio log p(x) − log p_bg(x) divides out what a per-pixel independent background model "
@@ -54,45 +48,6 @@ LLR_CAVEAT = (
     "images) from digits better than raw log p, but not always: a digit shifted off-centre puts ink where the "
     "background expects none, so p_bg(x) drops even more than p(x) and the ratio can rate it as very digit-like."
 )
-
-
-def _model_for(model: ARModel, ordering: Ordering) -> ARModel:
-    """``model`` itself in its own ordering; an order-agnostic model's copy set to ``ordering``."""
-    if ordering == model.ordering:
-        return model
-    m = copy.deepcopy(model)
-    m.set_ordering(ordering)
-    return m
-
-
-def scorer_job(job, model: ARModel, ordering: Ordering):
-    """Worker side: the :class:`engine.tasks.score.Scorer` of ``model`` in ``ordering`` (reference cached
-    on disk). Stops between batches once the job is cancelled."""
-    from engine.tasks.score import Scorer
-
-    def progress(_done: int, _total: int) -> None:
-        job.check()
-
-    return Scorer.for_model(_model_for(model, ordering), progress=progress)
-
-
-def canvas_job(job, cache: dict, model: ARModel, ordering: Ordering, image: np.ndarray, scorer, codec_key: tuple):
-    """Worker side: (CodeLength, Score or None, seconds) for one (H, W) image. ``cache`` holds the
-    float64 codecs per ``codec_key`` (model key, ordering); only this worker's thread touches it."""
-    from engine.tasks.compress import Codec
-
-    t0 = time.perf_counter()
-    ck = codec_key
-    codec = cache.get(ck)
-    if codec is None:
-        codec = Codec(model, ordering, chunk_size=1)
-        while len(cache) >= CODEC_CACHE:
-            cache.pop(next(iter(cache)))
-        cache[ck] = codec
-    job.check()
-    cl = codec.code_length(image)
-    score = scorer.score(image)[0] if scorer is not None else None
-    return cl, score, time.perf_counter() - t0
 
 
 class SizeBars(QWidget):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QFormLayout,
     QFrame,
@@ -40,6 +40,8 @@ def _value(text: str = "–") -> QLabel:
 
 
 class Inspector(QGroupBox):
+    unpinRequested = Signal()  #: the Unpin button was pressed
+
     def __init__(self, parent: QWidget | None = None):
         super().__init__("Pixel inspector", parent)
         lay = QVBoxLayout(self)
@@ -63,6 +65,7 @@ class Inspector(QGroupBox):
         row.addStretch(1)
         row.addWidget(self.unpin)
         lay.addLayout(row)
+        self.unpin.clicked.connect(self.unpinRequested)
         self.pixel = -1
 
     def show_pixel(self, idx: int, figures: PixelFigures | None, canvas: np.ndarray, ordering: Ordering | None, pinned: bool) -> None:
@@ -241,6 +244,17 @@ class ReadOut(QFrame):
             lines.append(f"the ordering shown: {ordering_log_p:.2f} nats")
         self.ens.setToolTip("\n".join(lines))
         self._relayout()
+
+    def show_ensemble(self, text: str) -> None:
+        """Say ``text`` where the ensemble's log p goes (it could not be computed, say)."""
+        self.ens.setText(text)
+
+    def shows_ensemble(self) -> bool:
+        """The model has an ensemble, so the read-out has a line for it."""
+        return not self.ens.isHidden()
+
+    def set_percentile_tooltip(self, text: str) -> None:
+        self.pct.setToolTip(text)
 
     def set_model_text(self, text: str) -> None:
         self.model.set_full_text(text)

@@ -11,12 +11,8 @@ pixels; frames reach the GUI at most ~60 times a second at full speed.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
 import numpy as np
 import pyqtgraph as pg
-import torch
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
@@ -34,50 +30,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.models.base import ARModel
-from engine.ordering import Ordering
+from ..jobs import Frame, sample_job
 
 __all__ = ["SamplingPanel", "Frame", "sample_job", "SPEEDS"]
 
 #: pixels per second of the speed slider; 0 = as fast as the model goes
 SPEEDS = (2, 5, 20, 60, 200, 1000, 0)
-FRAME_INTERVAL = 1 / 60
-
-
-@dataclass
-class Frame:
-    index: int  #: pixels generated so far - 1
-    total: int
-    step: int
-    pixel: int
-    prob: float  #: p(x=1) used for the first image's draw
-    value: int
-    x: np.ndarray  #: (n, D) images so far
-    order: Ordering
-
-
-def sample_job(job, model: ARModel, n: int, known: np.ndarray | None, values: np.ndarray | None, ordering: Ordering,
-               temperature: float, seed: int):
-    """Worker-side generator: yields :class:`Frame` objects, returns the final (n, D) images."""
-    gen = torch.Generator().manual_seed(int(seed))
-    order = model.sampling_ordering(known, ordering)
-    steps = model.sample_steps(n, known=known, values=values, ordering=ordering, temperature=temperature, generator=gen)
-    last = 0.0
-    x = None
-    try:
-        for st in steps:
-            x = st.x
-            now = time.perf_counter()
-            if job.delay > 0 or job.paused or now - last >= FRAME_INTERVAL or st.index == st.total - 1:
-                last = now
-                yield Frame(st.index, st.total, st.step, st.pixel, float(st.prob[0]), int(st.value[0]), st.x.cpu().numpy().copy(), order)
-            else:
-                job.check()
-    finally:
-        steps.close()
-    if x is None:
-        return np.broadcast_to(np.asarray(values, np.float32).reshape(1, -1), (n, model.size)).copy()
-    return x.cpu().numpy().copy()
 
 
 def tile(images: np.ndarray, h: int, w: int, pending: np.ndarray | None = None, pad: int = 1) -> np.ndarray:
@@ -108,6 +66,7 @@ class SamplingPanel(QWidget):
     maskToolRequested = Signal()
     clearMaskRequested = Signal()
     maskHalfRequested = Signal()
+    modeChanged = Signal(str)  #: "sample" or "inpaint" was chosen
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -218,6 +177,7 @@ class SamplingPanel(QWidget):
         self.mask_tool.clicked.connect(self.maskToolRequested)
         self.mask_clear.clicked.connect(self.clearMaskRequested)
         self.mask_half.clicked.connect(self.maskHalfRequested)
+        self.mode_inpaint.toggled.connect(lambda _on: self.modeChanged.emit(self.mode))
 
     def add_control(self, button: QWidget) -> None:
         """Put ``button`` at the end of the row of run controls (Run, Pause, Step, Stop)."""
@@ -226,6 +186,30 @@ class SamplingPanel(QWidget):
     @property
     def mode(self) -> str:
         return "inpaint" if self.mode_inpaint.isChecked() else "sample"
+
+    def set_mode(self, mode: str) -> None:
+        """Choose sampling ("sample") or inpainting ("inpaint")."""
+        (self.mode_inpaint if mode == "inpaint" else self.mode_sample).setChecked(True)
+
+    def settings(self) -> tuple[int, int, float]:
+        """(images in the batch, seed, temperature) of the next run."""
+        return self.count.value(), self.seed.value(), self.temperature.value()
+
+    def set_count(self, n: int) -> None:
+        """Draw ``n`` images in the next run."""
+        self.count.setValue(n)
+
+    def advance_seed(self) -> None:
+        """The next run draws other samples (after a completed one)."""
+        self.seed.setValue(self.seed.value() + 1)
+
+    def set_paused(self, paused: bool) -> None:
+        """Show the run as paused (or not) on the Pause button; a change emits ``pauseToggled``."""
+        self.pause_btn.setChecked(paused)
+
+    def set_inpaint_note(self, text: str) -> None:
+        """Say how exact inpainting the masked region is under the model and ordering."""
+        self.exactness.setText(text)
 
     def delay(self) -> float:
         s = SPEEDS[self.speed.value()]

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Generator, cast
 
 import pyqtgraph as pg
-import torch
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -33,14 +31,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.models import FAMILIES, QUICK_CONFIGS, build_model, family_class
+from engine.models import FAMILIES, QUICK_CONFIGS, family_class
 from engine.ordering import ORDERING_NAMES, make_ordering
-from engine.recipes import model_config, nll_metrics, record_metrics, run_metadata, train_argv
+from engine.recipes import model_config
 from engine.steps import fmt_time
 from engine.train import (
     BatchEnd,
     EpochEnd,
-    Event,
     Finished,
     TrainConfig,
     amp_warning,
@@ -50,6 +47,7 @@ from engine.train import (
     resolve_device,
 )
 
+from ..jobs import training_job
 from ..latest import Latest
 from ..worker import Job, Worker
 
@@ -61,54 +59,6 @@ def _continued_note(info: dict) -> str:
     src = Path(str(info["init_from"])).name
     return (f"This model's last run started from the weights of {src} (see docs/training.md); "
             f"the recipe trains the same network from fresh weights, so expect a weaker model.")
-
-
-def training_job(job, family: str, config: dict, ordering_spec: dict, tc: TrainConfig, out: Path, measure_test: bool = True):
-    """Worker-side generator: yields engine events (BatchEnd at most ~20 per second), returns the
-    :class:`Finished` event with, for a completed run, ``test_nll`` in its history's last entry."""
-    from engine.checkpoint import load_checkpoint
-    from engine.data import load_split
-    from engine.ordering import Ordering
-    from engine.train import evaluate_steps, train
-
-    ordering = Ordering.from_dict(ordering_spec)
-    torch.manual_seed(tc.seed)
-    model = build_model(family, config, ordering)
-    train_x = load_split("train")
-    valid_x = load_split("valid")
-    job.check()
-    meta = run_metadata(device_name(resolve_device(tc.device)), train_argv(family, config, ordering.spec, tc, out), name=out.stem)
-    # train() is a generator function (annotated as an Iterator of events); closing it ends the run
-    gen = cast(Generator[Event, None, None], train(model, train_x, valid_x, tc, out=out, meta=meta))
-    last = 0.0
-    final = None
-    try:
-        for ev in gen:
-            job.check()
-            if isinstance(ev, BatchEnd):
-                now = time.perf_counter()
-                if now - last < 0.05 and ev.batch != ev.batches:
-                    continue
-                last = now
-            if isinstance(ev, Finished):
-                final = ev
-            yield ev
-    finally:
-        gen.close()
-    if final is not None and final.best_path is not None and measure_test and final.reason != "diverged":
-        yield "measuring the test NLL"
-        ck = load_checkpoint(final.best_path)
-        steps = evaluate_steps(ck.model, load_split("test"), target_seconds=0.2)
-        while True:  # in ~0.2 s chunks, so that a stop is honoured during the measurement too
-            job.check()
-            try:
-                next(steps)
-            except StopIteration as done:
-                nll, se = done.value
-                break
-        job.check()
-        record_metrics(final.best_path, nll_metrics("test", nll, se), ck)
-    return final
 
 
 class TrainingPanel(QWidget):

@@ -49,7 +49,7 @@ def make_window(qtbot):
         win.show()
         if start:
             with qtbot.waitSignal(win.figuresShown, timeout=20000):
-                win.start_default()
+                win.checkpoints.start_default()
         return win
 
     return make

@@ -18,7 +18,7 @@ def open_compare(qtbot, win):
     view = next(a.menu() for a in win.menuBar().actions() if a.text().replace("&", "") == "View")
     act = next(a for a in view.actions() if a.text().replace("&", "").startswith("Compare Models"))
     act.trigger()
-    dlg = win.compare_dialog
+    dlg = win.compare.dialog
     qtbot.waitUntil(lambda: dlg.up_to_date, timeout=20000)
     return dlg
 
@@ -66,7 +66,7 @@ def test_two_models_side_by_side_with_a_difference_map(qtbot, win, bundled):
 
 def test_one_any_order_model_under_several_orderings(qtbot, win, bundled):
     with qtbot.waitSignal(win.figuresShown, timeout=20000):
-        win.open_checkpoint(bundled / "made-any.safetensors")
+        win.checkpoints.open_checkpoint(bundled / "made-any.safetensors")
     stroke(qtbot, win, [(5, 8), (20, 20)])
     dlg = open_compare(qtbot, win)
     names = [None, "snake", "spiral-out", "hilbert"]

@@ -72,7 +72,7 @@ def test_hidden_tab_computes_nothing_and_catches_up(qtbot, win):
 def test_other_ordering_of_an_any_order_model(qtbot, win, bundled):
     panel = open_tab(qtbot, win)
     with qtbot.waitSignal(win.figuresShown, timeout=20000):
-        win.open_checkpoint(bundled / "made-any.safetensors")
+        win.checkpoints.open_checkpoint(bundled / "made-any.safetensors")
     stroke(qtbot, win, [(5, 5), (20, 20)])
     combo = win.ordering_picker.combo
     with qtbot.waitSignal(panel.codeShown, timeout=20000):
@@ -98,7 +98,6 @@ def test_digit_likeness_scores(qtbot, win, data_dir):
 
     digit = split("test")[0].reshape(28, 28)
     with qtbot.waitSignal(panel.scoreShown, timeout=20000):
-        win.session.set_canvas(digit)
-        win.canvas_replaced()
+        win.state.replace_canvas(digit)
     qtbot.waitUntil(lambda: panel.up_to_date, timeout=20000)
     assert math.isclose(panel.score.log_prob_nats, win.figures.log_p, rel_tol=1e-4, abs_tol=1e-3)

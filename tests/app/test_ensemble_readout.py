@@ -22,7 +22,7 @@ def test_order_agnostic_model_shows_the_ensemble_log_p(qtbot, win, bundled):
     assert win.entry.name == "made-raster"
     assert win.readout.ens.isHidden()  # a model tied to raster has no ensemble
     with qtbot.waitSignal(win.ensembleShown, timeout=20000):
-        win.open_checkpoint(bundled / "made-any.safetensors")
+        win.checkpoints.open_checkpoint(bundled / "made-any.safetensors")
     ro = win.readout
     assert not ro.ens.isHidden() and "ensemble of 8 orderings" in ro.ens.text()  # no record, fresh masks: 8
     assert ro.ensemble.log_p == pytest.approx(_ensemble_now(win, 8), abs=1e-4)
@@ -42,7 +42,7 @@ def test_order_agnostic_model_shows_the_ensemble_log_p(qtbot, win, bundled):
     assert ro.ensemble.log_p == after and f"{win.figures.log_p:.2f}" in ro.ens.toolTip()
     # back to a fixed-order model: the line goes
     with qtbot.waitSignal(win.figuresShown, timeout=20000):
-        win.open_checkpoint(bundled / "made-raster.safetensors")
+        win.checkpoints.open_checkpoint(bundled / "made-raster.safetensors")
     assert ro.ens.isHidden()
 
 
@@ -56,7 +56,7 @@ def _window_on(qtbot, make_window, folder, name: str, config: dict, recorded: in
                     {"name": name, "metrics": {"test_nll": 90.0, f"test_nll_ensemble{recorded}": 89.0}})
     win = make_window(folder, start=False)
     with qtbot.waitSignal(win.ensembleShown, timeout=20000):
-        win.start_default()
+        win.checkpoints.start_default()
     return win
 
 

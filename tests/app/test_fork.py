@@ -31,16 +31,16 @@ def test_fork_a_paused_run_and_compare_both_continuations(qtbot, win):
     for _ in range(STEPS - 1):
         click(s.step_btn)
     qtbot.waitUntil(lambda: win.state.run.frame.index == STEPS - 1, timeout=10000)
-    assert fork.button.isEnabled() and win.canvas.locked
+    assert fork.button.isEnabled() and win.state.locked
     prefix = win.state.run.frame.x[0].copy()
     with qtbot.waitSignal(fork.forked, timeout=10000):
         click(fork.button)
-    assert fork.dialog.isVisible() and not win.canvas.locked and win.state.run is None
+    assert fork.dialog.isVisible() and not win.state.locked and win.state.run is None
     # the canvas holds the image so far; the pixels still to draw are masked
     np.testing.assert_array_equal(win.session.flat(), prefix)
     assert win.session.mask.sum() == 784 - STEPS and not win.session.mask.reshape(-1)[:STEPS].any()
     # change one drawn pixel (raster: row 0 and the start of row 1 are drawn)
-    win.brush.setValue(1)
+    win.acts.brush.setValue(1)
     old = win.session.canvas[0, 14]
     stroke(qtbot, win, [(0, 14)], Qt.RightButton if old else Qt.LeftButton)
     assert win.session.canvas[0, 14] == 1 - old and (win.session.flat() != prefix).sum() == 1

@@ -20,14 +20,14 @@ def _expected(win, pixel):
 
 def _shown_for(win, pixel):
     inf = win.influence_view.influence
-    return inf is not None and inf.pixel == pixel and win.influence_shown
+    return inf is not None and inf.pixel == pixel and win.influence.up_to_date
 
 
 def test_pinning_a_pixel_maps_what_moves_its_conditional(qtbot, win):
     stroke(qtbot, win, [(8, 10), (8, 18), (16, 18)])
     pixel = 17 * 28 + 18  # just below the stroke's end: its conditional sees the stroke
     with qtbot.waitSignal(win.influenceShown, timeout=20000):
-        win.pin(pixel)
+        win.state.set_pin(pixel)
     view = win.influence_view
     inf = view.influence
     assert inf.pixel == pixel and inf.step == int(win.ordering.inverse[pixel])
@@ -50,14 +50,14 @@ def test_pinning_a_pixel_maps_what_moves_its_conditional(qtbot, win):
     QApplication.sendEvent(view.view, QEvent(QEvent.Leave))
     assert win.canvas.hover_pixel == -1 and not win.heatmaps.maps[0].hover.isVisible()
     # unpinning clears it
-    win.pin(-1)
+    win.state.set_pin(-1)
     assert view.influence is None and view.hint.isVisible()
 
 
 def test_the_map_follows_the_canvas_and_the_last_pin(qtbot, win):
     stroke(qtbot, win, [(6, 6), (6, 20)])
-    win.pin(20 * 28 + 10)
-    win.pin(21 * 28 + 12)  # replaces the first request at once
+    win.state.set_pin(20 * 28 + 10)
+    win.state.set_pin(21 * 28 + 12)  # replaces the first request at once
     qtbot.waitUntil(lambda: _shown_for(win, 21 * 28 + 12), timeout=20000)
     first = win.influence_view.influence.delta.copy()
     stroke(qtbot, win, [(18, 8), (18, 16)])  # new ink above the pinned pixel: the map is redone for it
@@ -71,7 +71,7 @@ def test_the_map_follows_the_canvas_and_the_last_pin(qtbot, win):
 def test_the_first_pixel_has_nothing_before_it(qtbot, win):
     first = int(win.ordering.perm[0])
     with qtbot.waitSignal(win.influenceShown, timeout=20000):
-        win.pin(first)
+        win.state.set_pin(first)
     assert np.isnan(win.influence_view.influence.delta).all()
     assert "nothing comes before it" in win.influence_view.summary.text()
 
@@ -91,7 +91,7 @@ def test_a_failing_influence_job_says_so_and_keeps_the_window(qtbot, win, monkey
         yield  # a generator, like the real job
 
     monkeypatch.setattr(jobs, "influence_job", broken)
-    win.pin(10 * 28 + 10)
+    win.state.set_pin(10 * 28 + 10)
     qtbot.waitUntil(lambda: "unavailable" in win.influence_view.hint.text(), timeout=20000)
     assert "no memory left" in win.influence_view.hint.text() and win.influence_view.influence is None
-    assert win.isVisible() and win.influence_requests.pending is None
+    assert win.isVisible() and win.influence.requests.pending is None

@@ -35,7 +35,7 @@ def test_starts_on_the_best_bundled_model_and_lists_all(win):
     assert win.entry.name == "made-raster"  # lowest test NLL of the three
     labels = [win.model_picker.itemText(i) for i in range(win.model_picker.count())]
     assert len(labels) == 3 and any("FVSBN" in t and "99.00" in t for t in labels)
-    assert [a.text() for a in win.bundled_menu.actions()][0].startswith("fvsbn-snake")
+    assert [a.text() for a in win.acts.bundled_menu.actions()][0].startswith("fvsbn-snake")
 
 
 def test_drawing_updates_heatmaps_and_the_readout(qtbot, win, data_dir):
@@ -61,7 +61,7 @@ def test_drawing_updates_heatmaps_and_the_readout(qtbot, win, data_dir):
     with qtbot.waitSignal(win.figuresShown, timeout=10000):
         QTest.keyClick(win, Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)
     assert not win.session.canvas[8, 8:15].any()
-    assert win.last_latency is not None and win.last_latency < 5
+    assert win.live.last_latency is not None and win.live.last_latency < 5
 
 
 def test_fixed_order_model_disables_other_orderings_with_the_reason(win):
@@ -73,7 +73,7 @@ def test_fixed_order_model_disables_other_orderings_with_the_reason(win):
 
 def test_switching_ordering_recomputes_the_conditionals(qtbot, win, bundled):
     with qtbot.waitSignal(win.figuresShown, timeout=20000):
-        win.open_checkpoint(bundled / "made-any.safetensors")
+        win.checkpoints.open_checkpoint(bundled / "made-any.safetensors")
     stroke(qtbot, win, [(10, 5), (10, 22)])
     assert all(win.ordering_picker.is_enabled(n) for n in ("raster", "snake", "hilbert", "random"))
     raster = win.figures
@@ -98,7 +98,7 @@ def test_switching_ordering_recomputes_the_conditionals(qtbot, win, bundled):
         combo.activated.emit(combo.currentIndex())
     assert win.ordering == make_ordering("random-rows", seed=5) and win.ordering_picker.seed.isVisible()
     # the overlay follows the ordering
-    win.overlay_combo.activated.emit(win.overlay_combo.findData("path"))
+    win.acts.overlay_combo.activated.emit(win.acts.overlay_combo.findData("path"))
     assert win.canvas.overlay == "path"
 
 
@@ -111,15 +111,15 @@ def test_hover_and_pin_show_the_pixel_and_its_predecessors(qtbot, win):
     assert f["pixel"].text().startswith("(12, 14)")
     assert f["step"].text().startswith(f"{12 * 28 + 14 + 1} of 784")  # raster ordering
     assert f["prob"].text() == f"{win.figures.prob[12, 14]:.4f}"
-    win.set_tool("inspect")
+    win.state.set_tool("inspect")
     QTest.mouseClick(cv, Qt.LeftButton, Qt.NoModifier, _pt(cv, 12, 14))
-    assert win.pinned == 12 * 28 + 14 and cv.pinned_pixel == win.pinned
+    assert win.state.pinned == 12 * 28 + 14 and cv.pinned_pixel == win.state.pinned
     assert win.inspector.unpin.isEnabled() and "Pinned" in win.inspector.mode.text()
     # hovering elsewhere does not replace the pinned pixel; the canvas was not drawn on
     QTest.mouseMove(cv, _pt(cv, 3, 3))
-    assert win.inspector.pixel == win.pinned and win.session.canvas[12, 14] == 1
+    assert win.inspector.pixel == win.state.pinned and win.session.canvas[12, 14] == 1
     win.inspector.unpin.click()
-    assert win.pinned == -1 and cv.pinned_pixel == -1
+    assert win.state.pinned == -1 and cv.pinned_pixel == -1
 
 
 def test_run_and_stop_sampling(qtbot, win):
@@ -128,13 +128,13 @@ def test_run_and_stop_sampling(qtbot, win):
     s = win.sampling
     s.speed.setValue(1)  # 5 pixels per second: the run is still going when we stop it
     s.run_btn.click()
-    assert win.running and win.canvas.locked and s.stop_btn.isEnabled()
+    assert win.state.running and win.state.locked and s.stop_btn.isEnabled()
     qtbot.waitUntil(lambda: s.progress.value() >= 1, timeout=10000)
     assert win.canvas.current_pixel >= 0 and "p(x=1)" in s.live.text()
     with qtbot.waitSignal(win.runFinished, timeout=5000) as blocker:
         s.stop_btn.click()
     assert blocker.args == [False]
-    assert not win.running and not win.canvas.locked and win.canvas.display is None
+    assert not win.state.running and not win.state.locked and win.canvas.display is None
     np.testing.assert_array_equal(win.session.canvas, before)
 
 
@@ -147,9 +147,9 @@ def test_sample_a_batch_into_the_grid_and_save_it(qtbot, win, tmp_path):
     assert blocker.args == [True]
     assert s.images.shape == (4, 784) and set(np.unique(s.images)) <= {0.0, 1.0}
     np.testing.assert_array_equal(win.session.canvas.reshape(-1), s.images[0])
-    win.save_grid(str(tmp_path / "grid.png"))
+    win.runs.save_grid(str(tmp_path / "grid.png"))
     assert (tmp_path / "grid.png").stat().st_size > 0
-    win.use_sample(2)
+    win.runs.use_sample(2)
     np.testing.assert_array_equal(win.session.canvas.reshape(-1), s.images[2])
 
 
@@ -159,7 +159,7 @@ def test_single_steps_draw_one_pixel_each(qtbot, win):
     qtbot.waitUntil(lambda: s.progress.value() == 1, timeout=10000)
     s.step_btn.click()
     qtbot.waitUntil(lambda: s.progress.value() == 2, timeout=10000)
-    assert win.running and s.pause_btn.isChecked()
+    assert win.state.running and s.pause_btn.isChecked()
     assert win.canvas.current_pixel == 1  # raster: the second pixel
     with qtbot.waitSignal(win.runFinished, timeout=5000):
         s.stop_btn.click()
@@ -170,7 +170,7 @@ def test_single_steps_draw_one_pixel_each(qtbot, win):
 def test_inpainting_keeps_known_pixels(qtbot, win, bundled, name, region, exact):
     if win.entry.name != name:
         with qtbot.waitSignal(win.figuresShown, timeout=20000):
-            win.open_checkpoint(bundled / f"{name}.safetensors")
+            win.checkpoints.open_checkpoint(bundled / f"{name}.safetensors")
     stroke(qtbot, win, [(4, 14), (24, 14)])
     stroke(qtbot, win, [(14, 6), (14, 22)])
     original = win.session.canvas.copy()
@@ -178,8 +178,8 @@ def test_inpainting_keeps_known_pixels(qtbot, win, bundled, name, region, exact)
         win.sampling.mask_half.click()
         assert win.session.mask[14:].all() and not win.session.mask[:14].any()
     else:  # paint the left half with the mask brush
-        win.set_tool("mask")
-        win.brush.setValue(5)
+        win.state.set_tool("mask")
+        win.acts.brush.setValue(5)
         for r in range(2, 28, 5):
             QTest.mousePress(win.canvas, Qt.LeftButton, Qt.NoModifier, _pt(win.canvas, r, 2))
             QTest.mouseMove(win.canvas, _pt(win.canvas, r, 11))
@@ -206,17 +206,17 @@ def test_inpainting_keeps_known_pixels(qtbot, win, bundled, name, region, exact)
 def test_inpaint_without_a_mask_explains_instead_of_running(qtbot, win):
     win.sampling.mode_inpaint.setChecked(True)
     win.sampling.run_btn.click()
-    assert not win.running and "mask" in win.last_error.lower()
+    assert not win.state.running and "mask" in win.last_error.lower()
 
 
 def test_open_checkpoint_through_the_menu(qtbot, win, bundled, monkeypatch):
     path = bundled / "fvsbn-snake.safetensors"
     monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(path), "")))
     with qtbot.waitSignal(win.modelChanged, timeout=20000):
-        win.act_open.trigger()
+        win.acts.act_open.trigger()
     assert win.model.family == "fvsbn" and win.ordering == make_ordering("snake")
     assert win.ordering_picker.combo.currentData() == "snake" and not win.ordering_picker.is_enabled("raster")
-    recent = [a.text() for a in win.recent_menu.actions()]
+    recent = [a.text() for a in win.acts.recent_menu.actions()]
     assert recent[0] == path.name
     assert Path(win.settings.value("recent/checkpoints")[0]) == path.resolve()
 
@@ -226,7 +226,7 @@ def test_a_broken_checkpoint_gives_an_error_and_keeps_the_model(qtbot, win, tmp_
     bad.write_bytes(b"\x80\x02 this is a pickle, not a checkpoint")
     monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(bad), "")))
     model = win.model
-    win.act_open.trigger()
+    win.acts.act_open.trigger()
     qtbot.waitUntil(lambda: "bad.safetensors" in win.last_error, timeout=10000)
     assert "pickle" in win.last_error and win.model is model
 
@@ -238,18 +238,18 @@ def test_import_export_invert_and_test_digit(qtbot, win, tmp_path, data_dir):
     ImageDraw.Draw(img).rectangle((90, 30, 110, 170), fill=0)  # a dark "1" on white
     img.save(tmp_path / "one.png")
     with qtbot.waitSignal(win.figuresShown, timeout=10000):
-        assert win.import_image_file(tmp_path / "one.png")
+        assert win.editing.import_image_file(tmp_path / "one.png")
     c = win.session.canvas
     assert c[14, 14] == 1 and c[14, 3] == 0 and c.sum() > 20
-    assert win.export_image_file(tmp_path / "out.png", scale=2)
+    assert win.editing.export_image_file(tmp_path / "out.png", scale=2)
     with Image.open(tmp_path / "out.png") as out:
         assert out.size == (56, 56)
     with qtbot.waitSignal(win.figuresShown, timeout=10000):
-        win.act_invert.trigger()
+        win.acts.act_invert.trigger()
     assert win.session.canvas[14, 3] == 1
-    assert not win.import_image_file(tmp_path / "missing.png") and "missing.png" in win.last_error
+    assert not win.editing.import_image_file(tmp_path / "missing.png") and "missing.png" in win.last_error
     with qtbot.waitSignal(win.figuresShown, timeout=20000):
-        win.act_random.trigger()
+        win.acts.act_random.trigger()
     # a real test digit, whichever was drawn (a thin "1" can have fewer than 50 pixels on)
     from engine.data import load_split
 
@@ -275,7 +275,7 @@ def test_rapid_strokes_end_on_the_heatmaps_of_the_final_canvas(qtbot, win):
         QTest.mousePress(cv, Qt.LeftButton, Qt.NoModifier, _pt(cv, r, 4))
         QTest.mouseMove(cv, _pt(cv, r, 12 + k))
         QTest.mouseRelease(cv, Qt.LeftButton, Qt.NoModifier, _pt(cv, r, 12 + k))
-    qtbot.waitUntil(lambda: not win.figures_pending and win.figures is not None
+    qtbot.waitUntil(lambda: not win.live.pending and win.figures is not None
                     and np.allclose(win.heatmaps.prob.image.image,
                                     pixel_figures(win.model, win.session.canvas, win.ordering).prob, atol=1e-5),
                     timeout=10000)
@@ -291,7 +291,7 @@ def test_a_model_for_another_image_size_is_refused_and_the_current_one_kept(qtbo
     tiny = build_model("fvsbn", {"height": 2, "width": 4}, mk("raster", 2, 4))
     save_checkpoint(tmp_path / "tiny.safetensors", tiny, {"name": "tiny"})
     model = win.model
-    win.open_checkpoint(tmp_path / "tiny.safetensors")
+    win.checkpoints.open_checkpoint(tmp_path / "tiny.safetensors")
     qtbot.waitUntil(lambda: "2x4" in win.last_error, timeout=10000)
     assert win.model is model and win.ordering.size == 784
     assert not any("tiny" in e.name for e in win.model_picker.entries)
@@ -303,16 +303,16 @@ def test_save_checkpoint_as_and_export_through_the_menu(qtbot, win, tmp_path, mo
 
     target = tmp_path / "copy"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(target), "")))
-    win.act_save.trigger()
+    win.acts.act_save.trigger()
     saved = tmp_path / "copy.safetensors"
-    qtbot.waitUntil(lambda: saved.is_file() and win.recent_menu.actions()[0].text() == saved.name, timeout=10000)
+    qtbot.waitUntil(lambda: saved.is_file() and win.acts.recent_menu.actions()[0].text() == saved.name, timeout=10000)
     ck = load_checkpoint(saved)
     assert ck.meta["name"] == "copy" and ck.model.family == win.model.family
     assert ck.meta["metrics"]["test_nll"] == 90.0  # the measured figures travel with the weights
     stroke(qtbot, win, [(10, 10), (18, 10)])
     png = tmp_path / "digit.png"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(png), "")))
-    win.act_export.trigger()
+    win.acts.act_export.trigger()
     from PIL import Image
 
     with Image.open(png) as im:
@@ -329,7 +329,7 @@ def test_closing_the_window_during_a_sampling_run(qtbot, make_window, bundled):
     visible_while_panels_stop: list[bool] = []
     win.state.closing.connect(lambda: visible_while_panels_stop.append(win.isVisible()))
     win.close()
-    assert not win.sampler._thread.isRunning() and not win.compute._thread.isRunning()
+    assert not win.runs.worker._thread.isRunning() and not win.compute._thread.isRunning()
     # the window is gone before the panels wait for their workers (a pass may take seconds)
     assert visible_while_panels_stop == [False]
     assert not win.fork.worker._thread.isRunning() and not win.compress_panel.worker._thread.isRunning()
@@ -346,7 +346,7 @@ def test_hovering_and_clicking_a_heatmap_maps_to_the_right_pixel(qtbot, win):
         assert win.inspector.fields["pixel"].text().startswith("(5, 20)")
     with qtbot.waitSignal(hm.pinned, timeout=2000) as blocker:
         hm.pinned.emit(hm._pixel(hm.nll.plot.vb.mapViewToScene(QPointF(3.5, 25.5))))
-    assert blocker.args == [25 * 28 + 3] and win.pinned == 25 * 28 + 3 and win.canvas.pinned_pixel == win.pinned
+    assert blocker.args == [25 * 28 + 3] and win.state.pinned == 25 * 28 + 3 and win.canvas.pinned_pixel == win.state.pinned
 
 
 def test_export_the_conditionals_as_a_table_and_as_an_image(qtbot, win, tmp_path):
@@ -355,10 +355,10 @@ def test_export_the_conditionals_as_a_table_and_as_an_image(qtbot, win, tmp_path
     from PIL import Image
 
     stroke(qtbot, win, [(6, 8), (20, 8)])
-    qtbot.waitUntil(lambda: win.figures is not None and not win.figures_pending
+    qtbot.waitUntil(lambda: win.figures is not None and not win.live.pending
                     and np.array_equal(win.figures.extra["image"], win.session.flat()), timeout=20000)
     figs = win.figures
-    assert win.export_conditionals(tmp_path / "c.csv")
+    assert win.editing.export_conditionals(tmp_path / "c.csv")
     text = (tmp_path / "c.csv").read_text()
     comments = [ln for ln in text.splitlines() if ln.startswith("#")]
     assert any(win.ordering.label in ln for ln in comments) and any(f"{figs.log_p:.6f}" in ln for ln in comments)
@@ -375,12 +375,12 @@ def test_export_the_conditionals_as_a_table_and_as_an_image(qtbot, win, tmp_path
     nll = np.array([float(r["nll_nats"]) for r in rows])
     assert -nll.sum() == pytest.approx(figs.log_p, abs=1e-3)
     assert float(rows[-1]["log_p_so_far_nats"]) == pytest.approx(figs.log_p, abs=1e-3)
-    assert win.export_conditionals(tmp_path / "maps.png")
+    assert win.editing.export_conditionals(tmp_path / "maps.png")
     with Image.open(tmp_path / "maps.png") as im:
         assert im.size[0] >= win.heatmaps.width() and im.size[1] >= win.heatmaps.height()
     errors = []
-    win.show_error = errors.append
-    assert not win.export_conditionals(tmp_path / "missing" / "c.csv")
+    win.state.error.connect(errors.append)
+    assert not win.editing.export_conditionals(tmp_path / "missing" / "c.csv")
     assert errors and "Cannot save" in errors[0] and win.isVisible()
     # a save that fails half-way leaves the earlier file as it was and no temporary file
     import engine.atomic
@@ -392,7 +392,7 @@ def test_export_the_conditionals_as_a_table_and_as_an_image(qtbot, win, tmp_path
     real_fsync = engine.atomic.os.fsync
     engine.atomic.os.fsync = broken_fsync
     try:
-        assert not win.export_conditionals(tmp_path / "c.csv") and not win.export_conditionals(tmp_path / "maps.png")
+        assert not win.editing.export_conditionals(tmp_path / "c.csv") and not win.editing.export_conditionals(tmp_path / "maps.png")
     finally:
         engine.atomic.os.fsync = real_fsync
     assert "No space left" in errors[-1]
@@ -405,14 +405,14 @@ def test_a_test_digit_arriving_during_a_run_leaves_the_runs_canvas_alone(qtbot, 
     s = win.sampling
     s.speed.setValue(1)  # slow: the run is still going when the digit arrives
     before = win.session.canvas.copy()
-    win.load_test_digit(0)  # its result is delivered through the event loop: after the click below
+    win.editing.load_test_digit(0)  # its result is delivered through the event loop: after the click below
     s.run_btn.click()
-    assert win.running and win.canvas.locked
+    assert win.state.running and win.state.locked
     qtbot.waitUntil(lambda: "not drawn" in win.statusBar().currentMessage(), timeout=20000)
     with qtbot.waitSignal(win.runFinished, timeout=5000):
         s.stop_btn.click()
     np.testing.assert_array_equal(win.session.canvas, before)
-    win.load_test_digit(0)  # not running: the digit is drawn (figures of the stopped run may come first)
+    win.editing.load_test_digit(0)  # not running: the digit is drawn (figures of the stopped run may come first)
     qtbot.waitUntil(lambda: win.session.canvas.sum() > 0, timeout=20000)
 
 
@@ -423,7 +423,7 @@ def test_inpainting_note_names_the_trained_ordering_it_uses(qtbot, win, tmp_path
     model = build_model("lstm", {"hidden": 8, "embed": 4, "order_agnostic": True, "train_orderings": ["spiral-in", "raster"]})
     path = save_checkpoint(tmp_path / "lstm-curves.safetensors", model, {"name": "lstm-curves"})
     with qtbot.waitSignal(win.figuresShown, timeout=20000):
-        win.open_checkpoint(path)
+        win.checkpoints.open_checkpoint(path)
     combo = win.ordering_picker.combo
     with qtbot.waitSignal(win.figuresShown, timeout=10000):
         combo.setCurrentIndex(combo.findData("hilbert"))

@@ -1,0 +1,185 @@
+"""The models the window can show: the catalogue, opening and saving checkpoints, the ordering.
+
+:class:`CheckpointController` fills the model picker (bundled checkpoints, recent files, trained
+ones), opens a checkpoint on the ``compute`` worker and, once it is read and fits the canvas,
+sets it on the state with the ordering the ordering picker allows; with no checkpoint at all it
+builds an untrained FVSBN. It saves the current model as a new checkpoint, keeps the recent files
+in the settings, and reports every failure through the state (``state.error``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QSettings, Signal
+
+from engine.catalogue import ModelEntry, list_checkpoints
+from engine.checkpoint import Checkpoint
+from engine.models.base import ARModel
+from engine.ordering import Ordering
+
+from . import jobs
+from . import settings as app_settings
+from .state import AppState
+from .widgets.model_info import ModelInfo
+from .widgets.pickers import ModelPicker, OrderingPicker
+from .worker import Worker
+
+__all__ = ["CheckpointController"]
+
+
+class CheckpointController(QObject):
+    """Opens, lists and saves models (see the module docstring)."""
+
+    listChanged = Signal()  #: the recent files or the picker's entries changed (the File menu follows)
+
+    def __init__(self, state: AppState, compute: Worker, model_picker: ModelPicker, ordering_picker: OrderingPicker,
+                 model_info: ModelInfo, settings: QSettings, bundled_dir: Path, parent: QObject | None = None):
+        super().__init__(parent)
+        self.state = state
+        self.compute = compute
+        self.model_picker, self.ordering_picker, self.model_info = model_picker, ordering_picker, model_info
+        self.settings = settings
+        self.bundled_dir = Path(bundled_dir)
+        self._loads: dict[int, tuple[Path, str]] = {}  #: checkpoint loads in flight
+        self._misc: dict[int, str] = {}  #: other jobs in flight: "default" or "save"
+        state.modelChanged.connect(self._on_model_changed)
+        model_picker.entryChosen.connect(lambda e: self.open_checkpoint(e.path, e.source))
+        ordering_picker.orderingChosen.connect(self.set_ordering)
+        compute.result.connect(self._on_result)
+        compute.error.connect(self._on_error)
+        compute.finished.connect(self._on_finished)
+
+    @property
+    def recent(self) -> list[Path]:
+        return list(app_settings.recent_files(self.settings))
+
+    def populate(self) -> list[ModelEntry]:
+        """Fill the model picker; returns the bundled entries (the training panel's recipes)."""
+        entries, errors = list_checkpoints(self.bundled_dir, "bundled")
+        for e in entries:
+            self.model_picker.add_entry(e)
+        for p in app_settings.recent_files(self.settings):
+            if p.is_file():
+                try:
+                    self.model_picker.add_entry(ModelEntry.from_file(p, "recent"))
+                except Exception:  # noqa: BLE001 -- an unreadable recent file is skipped
+                    continue
+        for msg in errors:
+            self.state.show_status(msg, 8000)
+        self.listChanged.emit()
+        return entries
+
+    def start_default(self) -> None:
+        """Open the best bundled model, else the most recent one, else an untrained FVSBN."""
+        entries = [e for e in self.model_picker.entries if e.source == "bundled"]
+        if entries:
+            best = min(entries, key=lambda e: e.test_nll if e.test_nll is not None else float("inf"))
+            self.open_checkpoint(best.path, "bundled")
+        elif self.model_picker.entries:
+            e = self.model_picker.entries[0]
+            self.open_checkpoint(e.path, e.source)
+        else:
+            job = self.compute.submit(jobs.default_model_job, replace=False)
+            self._misc[job.id] = "default"
+            self.state.show_status("No checkpoints yet: building an untrained FVSBN…")
+
+    def open_checkpoint(self, path: Path, source: str = "opened") -> None:
+        job = self.compute.submit(jobs.load_job, Path(path), replace=False)
+        self._loads[job.id] = (Path(path), source)
+        self.state.show_status(f"Loading {Path(path).name}…")
+
+    def _check_size(self, model: ARModel) -> None:
+        c, (h, w) = model.config, self.state.shape
+        if (c.height, c.width) != (h, w):
+            raise ValueError(f"the app shows {h}x{w} digits; this model is for {c.height}x{c.width} images")
+
+    def set_model(self, model: ARModel, entry: ModelEntry | None, meta: dict | None = None) -> None:
+        self._check_size(model)
+        self.state.stop_run()
+        self.state.set_model(model, entry, meta, self.ordering_picker.set_model(model))
+
+    def _on_model_changed(self) -> None:
+        st = self.state
+        if st.entry is not None:
+            self.model_picker.drop_placeholder()
+            self.model_picker.select_path(st.entry.path)
+        else:
+            self.model_picker.set_placeholder("untrained FVSBN (pixel marginals) · use Train… or File ▸ Open…")
+        if st.model is not None:
+            self.model_info.show_model(st.model, st.entry, st.meta)
+
+    def set_ordering(self, ordering: Ordering) -> None:
+        st = self.state
+        if st.model is None:
+            return
+        ok, why = st.model.supports(ordering)
+        if not ok:
+            st.show_status(why, 6000)
+            if st.ordering is not None:
+                self.ordering_picker.select(st.ordering)
+            return
+        st.stop_run()
+        st.set_ordering(ordering)
+
+    # -- the compute worker's answers ------------------------------------------------------------
+    def _on_result(self, job_id: int, value: object) -> None:
+        st = self.state
+        if job_id in self._loads:
+            path, source = self._loads[job_id]
+            assert isinstance(value, Checkpoint)
+            try:
+                entry = ModelEntry.from_file(path, source)
+                self._check_size(value.model)
+                self.model_picker.add_entry(entry)
+                self.set_model(value.model, entry, value.meta)
+            except Exception as exc:  # noqa: BLE001
+                st.show_error(f"Cannot use {path.name}: {exc}")
+                return
+            if source != "bundled":
+                app_settings.add_recent(self.settings, path)
+                self.listChanged.emit()
+            st.show_status(f"Loaded {entry.name} ({entry.family}) from {path}", 6000)
+            return
+        kind = self._misc.get(job_id)
+        if kind == "default":
+            assert isinstance(value, ARModel)
+            self.set_model(value, None, {})
+            st.show_status("No checkpoints found: showing an untrained FVSBN. "
+                           "Train one (Train tab) or open one (File ▸ Open Checkpoint…).")
+        elif kind == "save":
+            app_settings.add_recent(self.settings, Path(str(value)))
+            self.listChanged.emit()
+            st.show_status(f"Saved {value}", 6000)
+
+    def _on_error(self, job_id: int, message: str) -> None:
+        if job_id in self._loads:
+            self.state.show_error(f"Cannot open {self._loads[job_id][0].name}:\n{message}")
+        elif job_id in self._misc:
+            self.state.show_error(message)
+
+    def _on_finished(self, job_id: int, _cancelled: bool) -> None:
+        self._loads.pop(job_id, None)
+        self._misc.pop(job_id, None)
+
+    # -- saving and training ---------------------------------------------------------------------
+    def save_checkpoint_as(self, path: str | Path) -> None:
+        st = self.state
+        if st.model is None:
+            return
+        meta = {k: v for k, v in st.meta.items() if k not in ("family", "config", "ordering", "parameters")}
+        meta["name"] = Path(path).stem
+        job = self.compute.submit(jobs.save_job, Path(path), st.model, meta, replace=False)
+        self._misc[job.id] = "save"
+
+    def add_trained(self, path: Path, how: str) -> None:
+        """A training run left ``path``: list it in the picker and the recent files."""
+        try:
+            entry = ModelEntry.from_file(path, "trained")
+        except Exception as exc:  # noqa: BLE001
+            self.state.show_error(f"The trained checkpoint cannot be read: {exc}")
+            return
+        self.model_picker.add_entry(entry)
+        app_settings.add_recent(self.settings, path)
+        self.listChanged.emit()
+        self.state.show_status(f"Training {how}: {path.name} is in the model picker", 8000)
