@@ -421,6 +421,8 @@ class _Schedule:
         if cfg.max_minutes is None or epoch >= cfg.epochs:
             return None
         ddp = self.ddp
+        if epochs_timed <= 0:  # resumed at the end of an epoch's batches: no pace measured yet
+            return None
         spent = time.perf_counter() - self.t0
         per_epoch = spent / epochs_timed
         if cfg.fit_schedule:  # the epochs that fit what is left of the limit, at the pace so far
@@ -480,7 +482,7 @@ class _Run:
             self.model.init_output_bias(marg)
         if self.cfg.ema > 0 and self.avg is None:  # from the starting weights, output biases included
             self.avg = _WeightAverage(self.params, self.cfg.ema)
-        if start.skip >= self.batches:
+        if start.skip > self.batches:
             raise TrainingError(f"cannot resume: {resume_path(self.out or '')} stopped at batch {start.skip} of an epoch of "
                                 f"{self.batches}: the batch size or the training set has changed")
         self.resumed_at, self.start_epoch = start.skip, start.epoch
@@ -659,12 +661,37 @@ class _Saver:
         self.pending_best: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None  # held until the next state save
         self.last_state = time.perf_counter()
         self.meta: dict[str, Any] = {}  # of the last epoch's end
+        # the last epoch ended, the last one whose state is on disk, and the place within an epoch
+        # reached since (epoch, batch, loss sum, count, schedule's end), None at an epoch's end
+        self.completed = self.saved = start.epoch - 1
+        self.position: tuple[int, int, float, int, int] | None = None
+        self.diverging = False  # then the weights are never written as the resumable state
 
     def __enter__(self) -> _Saver:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        """When the run ends: what was held back is written. A stop (the generator closed, Ctrl-C)
+        also writes the resumable state where it is behind the epochs done (``state_every`` 0 or
+        above 1): within an epoch, the batch reached, so that a resume goes on exactly from there.
+        After an error only the best checkpoint held back is written."""
+        if not self.writes:
+            return
+        stopped = exc_type is None or issubclass(exc_type, (GeneratorExit, KeyboardInterrupt))
+        if not stopped or self.diverging:
+            try:
+                self.write_best()
+            except Exception:  # noqa: BLE001 -- the error that ended the run is the one to report
+                pass
+            return
+        if self.completed <= self.saved:
+            self.write_best()
+        elif self.position is None:
+            self.save_state(self.meta)
+        elif not self.run.ddp.enabled:  # under DDP the other processes' generators are not here
+            self.save_state(self._partial_meta(*self.position), self.run.rng_state())
+        else:
+            self.write_best()
 
     def take_partial(self) -> _Start | None:
         """The position within an epoch a resumed run starts from, once."""
@@ -687,6 +714,7 @@ class _Saver:
         info = dict(optimizer=opt_info, **({"ema_steps": avg.steps} if avg is not None else {}))
         save_checkpoint(resume_path(self.out), run.model, dict(meta_now, **info), extra=extra)
         self.last_state = time.perf_counter()
+        self.saved = self.completed
 
     def _partial_meta(self, epoch: int, batch: int, total: float, count: int, planned: int) -> dict[str, Any]:
         partial = {"epoch": epoch, "batch": batch, "total": total, "count": count, "planned": planned}
@@ -696,12 +724,14 @@ class _Saver:
     def batch_done(self, epoch: int, batch: int, total: float, count: int, schedule: _Schedule) -> None:
         """After each batch: with ``state_minutes``, the state within the epoch when it is due."""
         cfg, run = self.cfg, self.run
+        self.position = (epoch, batch, total, count, schedule.planned)
         if (cfg.state_minutes is not None and self.out is not None and not run.ddp.enabled and batch < run.batches
                 and time.perf_counter() - self.last_state >= 60.0 * cfg.state_minutes):
             self.save_state(self._partial_meta(epoch, batch, total, count, schedule.planned), run.rng_state())
 
     def diverged(self, lv: float, epoch: int, b: int) -> Finished:
         """A non-finite loss at batch ``b`` (0-based): the best held back is written, the state is not."""
+        self.diverging = True
         msg = (
             f"the loss became {lv} at epoch {epoch}, batch {b + 1}; training stopped before the weights changed. "
             f"The best checkpoint{' ' + str(self.out) if self.best_path or self.pending_best else ''} is kept. Try a lower learning rate."
@@ -738,6 +768,7 @@ class _Saver:
     def keep(self, epoch: int, stopping: bool) -> None:
         """The resumable state at the end of ``epoch``, when it is due."""
         cfg = self.cfg
+        self.completed, self.position = epoch, None
         if self.writes and (stopping or epoch == cfg.epochs or (cfg.state_every > 0 and epoch % cfg.state_every == 0)):
             self.save_state(self.meta)
 

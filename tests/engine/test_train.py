@@ -649,3 +649,63 @@ def test_cpu_flags_parse_proc_cpuinfo(monkeypatch, tmp_path):
     assert tr._cpu_flags() == {"fpu", "sse2", "avx2", "avx512_bf16"}
     info.write_text("")
     assert tr._cpu_flags() is None
+
+
+def _stop_at(gen, when) -> None:
+    """Drive ``gen`` to the first event ``when`` accepts, then close it (the app's Stop, Ctrl-C)."""
+    for ev in gen:
+        if when(ev):
+            break
+    gen.close()
+
+
+@pytest.mark.parametrize("every", [0, 2])
+@pytest.mark.parametrize("where", ["batch", "validation", "epoch-end"])
+def test_a_stopped_run_writes_the_best_it_held_back_and_a_state_it_resumes_exactly_from(tmp_path, every, where):
+    """``state_every`` 0 or above 1: a stop writes the best checkpoint held in memory and the
+    resumable state (within an epoch: the batch reached), and the resume repeats an uninterrupted run."""
+    from engine.train import Validating
+
+    c = cfg(epochs=3, lr_min_factor=0.1, state_every=every)
+    full_out, cut_out = tmp_path / "full.safetensors", tmp_path / "cut.safetensors"
+    full = model("made-agnostic")
+    ref = list(train(full, TRAIN_X, VALID_X, c, out=full_out))[-1]
+    when = {
+        "batch": lambda ev: isinstance(ev, BatchEnd) and (ev.epoch, ev.batch) == (2, 3),
+        "validation": lambda ev: isinstance(ev, Validating) and ev.epoch == 2,
+        "epoch-end": lambda ev: isinstance(ev, EpochEnd) and ev.epoch == 1,
+    }[where]
+    _stop_at(train(model("made-agnostic"), TRAIN_X, VALID_X, c, out=cut_out), when)
+    assert load_checkpoint(cut_out).meta["epoch"] == 1  # the best of epoch 1, held back until now
+    state = load_checkpoint(resume_path(cut_out)).meta
+    assert state["epoch"] == 1 and len(state["history"]) == 1
+    assert state.get("partial", {}).get("batch") == {"batch": 3, "validation": 6, "epoch-end": None}[where]
+    resumed = model("made-agnostic", seed=99)
+    fin = list(train(resumed, TRAIN_X, VALID_X, c, out=cut_out, resume=True))[-1]
+    assert fin.reason == "completed" and [h["epoch"] for h in fin.history] == [1, 2, 3]
+    for a, b in zip(ref.history, fin.history, strict=True):
+        assert a["valid_nll"] == pytest.approx(b["valid_nll"], rel=1e-6, abs=1e-6)
+        assert a["train_nll"] == pytest.approx(b["train_nll"], rel=1e-6, abs=1e-6)
+    for k, v in full.state_dict().items():
+        assert torch.allclose(v, resumed.state_dict()[k], atol=1e-6), k
+    assert load_checkpoint(cut_out).meta["epoch"] == load_checkpoint(full_out).meta["epoch"]
+
+
+def test_a_stop_before_the_first_epoch_ends_or_after_an_error_writes_no_state(tmp_path, monkeypatch):
+    out = tmp_path / "m.safetensors"
+    _stop_at(train(model(), TRAIN_X, VALID_X, cfg(state_every=0), out=out), lambda ev: isinstance(ev, BatchEnd) and ev.batch == 3)
+    assert not list(tmp_path.iterdir())  # nothing done worth keeping yet
+    # an error after epoch 1: the best held back is written, the state is left as it was (none)
+    real = trainmod.evaluate_steps
+    calls = {"n": 0}
+
+    def evaluate_steps(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("the validation data went away")
+        return (yield from real(*a, **k))
+
+    monkeypatch.setattr(trainmod, "evaluate_steps", evaluate_steps)
+    with pytest.raises(OSError, match="went away"):
+        list(train(model(), TRAIN_X, VALID_X, cfg(state_every=0), out=out))
+    assert load_checkpoint(out).meta["epoch"] == 1 and not resume_path(out).exists()
