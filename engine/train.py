@@ -11,16 +11,22 @@ atomically at an epoch's end. Files written when ``out`` is given:
 * ``out`` -- the best model on the validation split so far (what ``eval`` and the app open);
 * ``out`` with ``.resume`` before the suffix -- the latest weights with the optimizer state,
   used by ``resume=True``. Each epoch reseeds its shuffling and the model's own randomness from
-  ``(seed, epoch)``, so a resumed run repeats an uninterrupted one. With ``state_minutes`` it is
+  ``(seed, epoch)``, so a resumed run repeats an uninterrupted one. The model draws that randomness
+  (orderings, masks) from the run's own generator (``ARModel.train_generator``), never from the
+  global one, which other threads (the app's workers) draw from and reseed. With ``state_minutes`` it is
   also written within an epoch, with the batch reached and the random generator's state, and a
   resume finishes that epoch as the interrupted run would have.
 
 A NaN or infinite loss stops the run before the optimizer step that would spread it; the best
-checkpoint on disk is left untouched.
+checkpoint on disk is left untouched. A loss far beyond what a uniform model pays, or a validation
+NLL far above the best for several epochs, stops it with a :class:`TrainingError`; the weights of a
+suspect epoch are never written as the resumable state. A stop (``gen.close()``, Ctrl-C) writes
+what ``state_every`` held back (see :class:`_Saver`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -359,7 +365,7 @@ def train(
     start = run.start(resume, init_output_bias)
     schedule = _Schedule(config, start, run.ddp)
     saver = _Saver(run, start, meta)
-    with saver:  # whatever ends the run, what it held back is written (see _Saver.__exit__)
+    with run.own_randomness(), saver:  # whatever ends the run, what it held back is written (see _Saver.__exit__)
         for epoch in range(start.epoch, config.epochs + 1):
             diverged = yield from run.train_epoch(epoch, schedule, saver)
             if diverged is not None:
@@ -471,6 +477,9 @@ class _Run:
         self.resumed_at = 0  # batches of the first epoch done before this run
         self.start_epoch = 1
         self.train_nll = math.nan  # of the last epoch trained
+        self.rng = torch.Generator()  # the model's own randomness in this run, seeded every epoch
+        # what a uniform model pays per image: pixels * ln(levels), binary unless the model has levels
+        self.uniform_nll = int(np.prod(self.train_x.shape[1:])) * math.log(int(getattr(model, "levels", 2)))
 
     def start(self, resume: bool, init_output_bias: bool) -> _Start:
         """The resume point (loading the state) or a fresh start (output biases at the marginals)."""
@@ -532,23 +541,29 @@ class _Run:
         elapsed = time.perf_counter() - schedule.t0
         return elapsed / max(self.done_batches, 1) * (self.total_batches(schedule) - self.done_batches)
 
+    @contextlib.contextmanager
+    def own_randomness(self) -> Iterator[None]:
+        """While the run lasts the model draws its randomness (orderings, masks, MADE's dropout) from
+        the run's own generator, never from the global one that other threads draw from and reseed."""
+        before = self.model.train_generator
+        self.model.train_generator = self.rng
+        try:
+            yield
+        finally:
+            self.model.train_generator = before
+
     def _seed(self, epoch: int, start: _Start | None) -> torch.Tensor:
         """Seeds the model's own randomness for ``epoch`` (or restores it within an epoch) and
         returns the epoch's shuffling of the training images."""
         cfg = self.cfg
-        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        self.rng.manual_seed(cfg.seed * 100_003 + epoch)
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
-        if start is not None:
-            torch.set_rng_state(start.rng["rng.cpu"])
-            if self.device.type == "cuda" and "rng.cuda" in start.rng:
-                torch.cuda.set_rng_state(start.rng["rng.cuda"], self.device)
+        if start is not None:  # a state of a run before its own generator held the global one's: the same stream
+            self.rng.set_state(start.rng["rng.cpu"])
         return order
 
     def rng_state(self) -> dict[str, torch.Tensor]:
-        rng = {"rng.cpu": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        return rng
+        return {"rng.cpu": self.rng.get_state()}
 
     def train_epoch(self, epoch: int, schedule: _Schedule, saver: _Saver) -> Generator[Event, None, Finished | None]:
         """One epoch of minibatches (the rest of one, for a run resumed within it), yielding

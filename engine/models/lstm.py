@@ -95,10 +95,10 @@ def order_tensors(ordering: Ordering, device: torch.device) -> tuple[Tensor, Ten
     return (torch.from_numpy(np.array(ordering.perm)).to(device), torch.from_numpy(np.array(ordering.inverse)).to(device))
 
 
-def random_orderings(b: int, d: int, device: torch.device) -> Tensor:
-    """(B, D) one uniformly random permutation per image, from the global torch RNG (so training
-    is reproducible from its seed)."""
-    return torch.argsort(torch.rand(b, d), dim=1).to(device)
+def random_orderings(b: int, d: int, device: torch.device, generator: torch.Generator | None = None) -> Tensor:
+    """(B, D) one uniformly random permutation per image, from ``generator`` (a training run's own,
+    so that it is reproducible from its seed; None: the global torch RNG)."""
+    return torch.argsort(torch.rand(b, d, generator=generator), dim=1).to(device)
 
 
 def check_orderings(names: tuple[str, ...] | list[str], height: int, width: int) -> None:
@@ -120,15 +120,17 @@ def _named_orderings(names: tuple[str, ...], height: int, width: int) -> tuple[O
     return tuple(make_ordering(n, height, width) for n in dict.fromkeys(names) if n != "random")
 
 
-def draw_orderings(names: tuple[str, ...] | list[str], b: int, height: int, width: int, device: torch.device) -> Tensor:
+def draw_orderings(
+    names: tuple[str, ...] | list[str], b: int, height: int, width: int, device: torch.device, generator: torch.Generator | None = None
+) -> Tensor:
     """(B, D) one ordering per image (step -> pixel), each drawn uniformly from ``names`` with the
     global torch RNG; "random" stands for a fresh uniformly random ordering."""
     d = height * width
     if all(n == "random" for n in names):
-        return random_orderings(b, d, device)
+        return random_orderings(b, d, device, generator)
     fixed = {n: torch.from_numpy(np.array(make_ordering(n, height, width).perm)) for n in sorted(set(names) - {"random"})}
-    pick = torch.randint(len(names), (b,)).tolist()
-    return torch.stack([torch.randperm(d) if names[i] == "random" else fixed[names[i]] for i in pick]).to(device)
+    pick = torch.randint(len(names), (b,), generator=generator).tolist()
+    return torch.stack([torch.randperm(d, generator=generator) if names[i] == "random" else fixed[names[i]] for i in pick]).to(device)
 
 
 def step_nll(step_logits: Tensor, xo: Tensor) -> Tensor:
@@ -164,7 +166,7 @@ class SequenceARModel(ARModel):
         if not self.any_order:
             return super().training_loss(x)
         c = self.config
-        perm = draw_orderings(c.train_orderings, x.shape[0], c.height, c.width, x.device)  # type: ignore[attr-defined]
+        perm = draw_orderings(c.train_orderings, x.shape[0], c.height, c.width, x.device, self.train_generator)  # type: ignore[attr-defined]
         xo = x.gather(1, perm)
         return step_nll(self._step_logits(xo, perm), xo)
 
