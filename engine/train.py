@@ -118,6 +118,20 @@ class TrainConfig:
         """Raises :class:`TrainingError` (one line) for values that make no sense, before any work."""
         if self.epochs < 1 or self.batch_size < 1 or not (self.lr > 0):
             raise TrainingError("epochs and batch size must be at least 1 and the learning rate positive")
+        if not math.isfinite(self.lr):
+            raise TrainingError(f"the learning rate (--lr) must be a finite number, got {self.lr!r}")
+        if self.eval_batch_size < 1:
+            raise TrainingError(f"eval_batch_size (--eval-batch-size) must be at least 1, got {self.eval_batch_size!r}")
+        if not (0.0 < self.lr_min_factor <= 1.0):
+            raise TrainingError(f"lr_min_factor (--lr-min-factor) must be in (0, 1], got {self.lr_min_factor!r}")
+        if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
+            raise TrainingError(f"grad_clip (--grad-clip) must be a positive number (or left out: no clipping), got {self.grad_clip!r}")
+        if not (self.weight_decay >= 0.0 and math.isfinite(self.weight_decay)):
+            raise TrainingError(f"weight_decay (--weight-decay) must be 0 or more, got {self.weight_decay!r}")
+        for name in ("max_train", "max_valid", "patience"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise TrainingError(f"{name} (--{name.replace('_', '-')}) must be 0 or more, got {value!r}")
         if not (0.0 <= self.ema < 1.0) or not (self.l1 >= 0.0):
             raise TrainingError("ema must be in [0, 1) and l1 at least 0")
         if self.max_minutes is not None and not (self.max_minutes > 0 and math.isfinite(self.max_minutes)):
@@ -581,6 +595,12 @@ class _Run:
             lv = self._step(self.x_all[idx.to(self.x_all.device)], epoch, b)
             if not math.isfinite(lv):
                 return saver.diverged(lv, epoch, b)
+            if lv > DIVERGED_LOSS * self.uniform_nll:
+                saver.diverging = True
+                raise TrainingError(
+                    f"training diverged: the loss reached {lv:.4g} nats per image at epoch {epoch}, batch {b + 1}, more than "
+                    f"{DIVERGED_LOSS:g} times the {self.uniform_nll:.1f} a uniform model pays; {saver.kept()}. Try a lower learning rate"
+                )
             total += lv * len(idx)
             count += len(idx)
             self.done_batches += 1
@@ -603,8 +623,8 @@ class _Run:
             lv = self.ddp.mean(float(loss.detach()))
         except torch.cuda.OutOfMemoryError:
             raise _out_of_memory("a training batch", len(xb), "--batch-size", epoch, b + 1) from None
-        if not math.isfinite(lv):
-            return lv
+        if not math.isfinite(lv) or lv > DIVERGED_LOSS * self.uniform_nll:
+            return lv  # no step: the weights stay the last good ones
         if cfg.l1 > 0:
             loss = loss + cfg.l1 * sum(w.abs().sum() for w in self.matrices)
         self.opt.zero_grad(set_to_none=True)
@@ -681,6 +701,7 @@ class _Saver:
         self.completed = self.saved = start.epoch - 1
         self.position: tuple[int, int, float, int, int] | None = None
         self.diverging = False  # then the weights are never written as the resumable state
+        self.suspect = 0  # epochs in a row whose validation NLL was far above the best (or not finite)
 
     def __enter__(self) -> _Saver:
         return self
@@ -693,7 +714,7 @@ class _Saver:
         if not self.writes:
             return
         stopped = exc_type is None or issubclass(exc_type, (GeneratorExit, KeyboardInterrupt))
-        if not stopped or self.diverging:
+        if not stopped or self.diverging or self.suspect:
             try:
                 self.write_best()
             except Exception:  # noqa: BLE001 -- the error that ended the run is the one to report
@@ -740,7 +761,7 @@ class _Saver:
         """After each batch: with ``state_minutes``, the state within the epoch when it is due."""
         cfg, run = self.cfg, self.run
         self.position = (epoch, batch, total, count, schedule.planned)
-        if (cfg.state_minutes is not None and self.out is not None and not run.ddp.enabled and batch < run.batches
+        if (cfg.state_minutes is not None and self.out is not None and not self.suspect and not run.ddp.enabled and batch < run.batches
                 and time.perf_counter() - self.last_state >= 60.0 * cfg.state_minutes):
             self.save_state(self._partial_meta(epoch, batch, total, count, schedule.planned), run.rng_state())
 
@@ -758,6 +779,8 @@ class _Saver:
         """Records the epoch's validation: the history, the best and (held back or written) the best
         checkpoint."""
         run = self.run
+        far = self.best + max(DIVERGED_MARGIN * abs(self.best), 1.0)
+        self.suspect = self.suspect + 1 if not math.isfinite(valid_nll) or valid_nll > far else 0
         improved = valid_nll < self.best
         self.history.append({"epoch": epoch, "train_nll": train_nll, "valid_nll": valid_nll,
                              "seconds": time.perf_counter() - run.t_epoch})
@@ -784,11 +807,35 @@ class _Saver:
         """The resumable state at the end of ``epoch``, when it is due."""
         cfg = self.cfg
         self.completed, self.position = epoch, None
-        if self.writes and (stopping or epoch == cfg.epochs or (cfg.state_every > 0 and epoch % cfg.state_every == 0)):
+        if self.suspect >= DIVERGED_EPOCHS:
+            self.diverging = True
+            raise TrainingError(
+                f"training diverged: the validation NLL was far above the best ({self.best:.3f} nats) for {self.suspect} epochs "
+                f"in a row (now {self.history[-1]['valid_nll']:.4g} at epoch {epoch}); {self.kept()}. Try a lower learning rate"
+            )
+        if self.writes and not self.suspect and (stopping or epoch == cfg.epochs or (cfg.state_every > 0 and epoch % cfg.state_every == 0)):
             self.save_state(self.meta)
+
+    def kept(self) -> str:
+        """What a diverged run keeps, for its message."""
+        if not self.writes:
+            return "no file was written"
+        best = f"the best checkpoint {self.out}" if self.best_path or self.pending_best else "no best checkpoint yet"
+        state = f"the resumable state of epoch {self.saved}" if resume_path(self.out or "").exists() else "no resumable state"
+        return f"{best} and {state} (the last good one) are kept"
 
     def finished(self, reason: str, epochs_run: int, message: str) -> Finished:
         return Finished(reason, epochs_run, None if math.isinf(self.best) else self.best, self.best_path, message, self.history)
+
+
+#: divergence: a training batch whose loss is beyond this many times what a uniform model pays stops
+#: the run before its step (random data sits at the uniform figure itself, so a little above it is
+#: noise, far above it is not); so does a validation NLL more than ``DIVERGED_MARGIN`` of the best
+#: (at least 1 nat) above the best for ``DIVERGED_EPOCHS`` epochs in a row, whose weights are never
+#: written as the resumable state
+DIVERGED_LOSS = 2.0
+DIVERGED_MARGIN = 0.5
+DIVERGED_EPOCHS = 3
 
 
 class _WeightAverage:

@@ -709,3 +709,99 @@ def test_a_stop_before_the_first_epoch_ends_or_after_an_error_writes_no_state(tm
     with pytest.raises(OSError, match="went away"):
         list(train(model(), TRAIN_X, VALID_X, cfg(state_every=0), out=out))
     assert load_checkpoint(out).meta["epoch"] == 1 and not resume_path(out).exists()
+
+
+def test_a_run_repeats_from_its_seed_while_another_thread_reseeds_the_global_generator():
+    """The run draws its orderings and masks from its own generator: another thread drawing from
+    and reseeding the global one (the app's workers) changes nothing."""
+    import threading
+
+    def agnostic():
+        torch.manual_seed(0)
+        spec = {"hidden": (9,), "order_agnostic": True, "num_masks": 0, "dropout": 0.2, "height": H, "width": W}
+        return build_model("made", spec, make_ordering("raster", H, W))
+
+    c = cfg(epochs=3, batch_size=20)
+    ref = agnostic()
+    list(train(ref, TRAIN_X, VALID_X, c))
+    stop = threading.Event()
+
+    def meddle():
+        while not stop.is_set():
+            torch.manual_seed(12345)
+            torch.rand(7)
+
+    other = threading.Thread(target=meddle)
+    other.start()
+    try:
+        got = agnostic()
+        result: list = []
+        runner = threading.Thread(target=lambda: result.extend(train(got, TRAIN_X, VALID_X, c)))
+        runner.start()
+        runner.join()
+    finally:
+        stop.set()
+        other.join()
+    assert result[-1].reason == "completed" and got.train_generator is None
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, got.state_dict()[k]), k
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("grad_clip", 0.0, "grad_clip"), ("grad_clip", -1.0, "grad_clip"), ("grad_clip", float("nan"), "grad_clip"),
+    ("lr_min_factor", 0.0, "lr_min_factor"), ("lr_min_factor", -5.0, "lr_min_factor"), ("lr_min_factor", 1.5, "lr_min_factor"),
+    ("max_train", -5, "max_train"), ("max_valid", -1, "max_valid"), ("patience", -1, "patience"),
+    ("batch_size", -3, "batch size"), ("eval_batch_size", 0, "eval_batch_size"), ("eval_batch_size", -1, "eval_batch_size"),
+    ("lr", float("inf"), "learning rate"), ("lr", float("nan"), "learning rate"), ("weight_decay", -0.1, "weight_decay"),
+])
+def test_nonsense_values_are_refused_up_front(tmp_path, field, value, match):
+    c = cfg(**{field: value})
+    with pytest.raises(TrainingError, match=match) as info:
+        c.validate()
+    assert "\n" not in str(info.value)
+    with pytest.raises(TrainingError, match=match):
+        next(train(model(), TRAIN_X, VALID_X, c, out=tmp_path / "m.safetensors"))
+    assert not list(tmp_path.iterdir())
+
+
+def test_nonsense_values_are_refused_by_the_cli_before_the_data_is_read(tmp_path, capsys):
+    from engine.cli import main
+
+    for option in (["--eval-batch-size", "0"], ["--grad-clip", "-1"], ["--lr-min-factor", "-5"], ["--max-train", "-5"]):
+        args = ["train", "--model", "fvsbn", "--data", str(tmp_path / "no-data-here"), "--out", str(tmp_path / "m.safetensors")]
+        code = main([*args, *option])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and option[0].strip("-").replace("-", "_") in err, err
+
+
+def test_a_resume_at_an_absurd_learning_rate_stops_as_diverged_and_keeps_the_last_good_files(tmp_path):
+    """``--resume --lr 1e10``: the loss goes far beyond what a uniform model pays; the run stops with
+    one line and the resumable state and the best checkpoint stay as they were."""
+    out = tmp_path / "m.safetensors"
+    list(train(model(), TRAIN_X, VALID_X, cfg(epochs=2), out=out))
+    state, best = resume_path(out).read_bytes(), out.read_bytes()
+    with pytest.raises(TrainingError, match="diverged") as info:
+        list(train(model(), TRAIN_X, VALID_X, cfg(epochs=5, lr=1e10), out=out, resume=True))
+    msg = str(info.value)
+    assert "\n" not in msg and "uniform" in msg and "epoch 3" in msg and "resumable state of epoch 2" in msg
+    assert resume_path(out).read_bytes() == state and out.read_bytes() == best
+    fin = list(train(model(), TRAIN_X, VALID_X, cfg(epochs=3), out=out, resume=True))[-1]  # the state still resumes
+    assert fin.reason == "completed" and len(fin.history) == 3
+
+
+@pytest.mark.parametrize("every", [1, 0])
+def test_a_validation_nll_far_above_the_best_for_epochs_stops_and_keeps_the_last_good_state(tmp_path, monkeypatch, every):
+    out = tmp_path / "m.safetensors"
+    # epoch 2 far above the best but back at epoch 3: not divergence; from epoch 4 it stays far above
+    fixed_validation_scores(monkeypatch, iter([3.0, 40.0, 3.2, 2.9, 50.0, float("nan"), 1e9, 1.0]))
+    states = []
+    with pytest.raises(TrainingError, match="diverged") as info:
+        for ev in train(model(), TRAIN_X, VALID_X, cfg(epochs=8, state_every=every), out=out):
+            if isinstance(ev, EpochEnd):
+                rp = resume_path(out)
+                states.append(load_checkpoint(rp).meta["epoch"] if rp.exists() else None)
+    assert "\n" not in str(info.value) and "for 3 epochs" in str(info.value) and "epoch 7" in str(info.value)
+    # a suspect epoch (2, 5, 6) never overwrites the state; the stop writes no diverged weights either
+    assert states == ([1, 1, 3, 4, 4, 4] if every == 1 else [None] * 6)
+    assert load_checkpoint(out).meta["epoch"] == 4  # the best, written at the stop when held back
+    assert (load_checkpoint(resume_path(out)).meta["epoch"] if resume_path(out).exists() else None) == (4 if every == 1 else None)
