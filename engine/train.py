@@ -11,16 +11,22 @@ atomically at an epoch's end. Files written when ``out`` is given:
 * ``out`` -- the best model on the validation split so far (what ``eval`` and the app open);
 * ``out`` with ``.resume`` before the suffix -- the latest weights with the optimizer state,
   used by ``resume=True``. Each epoch reseeds its shuffling and the model's own randomness from
-  ``(seed, epoch)``, so a resumed run repeats an uninterrupted one. With ``state_minutes`` it is
+  ``(seed, epoch)``, so a resumed run repeats an uninterrupted one. The model draws that randomness
+  (orderings, masks) from the run's own generator (``ARModel.train_generator``), never from the
+  global one, which other threads (the app's workers) draw from and reseed. With ``state_minutes`` it is
   also written within an epoch, with the batch reached and the random generator's state, and a
   resume finishes that epoch as the interrupted run would have.
 
 A NaN or infinite loss stops the run before the optimizer step that would spread it; the best
-checkpoint on disk is left untouched.
+checkpoint on disk is left untouched. A loss far beyond what a uniform model pays, or a validation
+NLL far above the best for several epochs, stops it with a :class:`TrainingError`; the weights of a
+suspect epoch are never written as the resumable state. A stop (``gen.close()``, Ctrl-C) writes
+what ``state_every`` held back (see :class:`_Saver`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -107,6 +113,35 @@ class TrainConfig:
     #: validation, the best checkpoint and early stopping use the averaged weights; training goes
     #: on from the raw ones
     ema: float = _field(0.0, "validate and keep a moving average of the weights with this decay, e.g. 0.999 (0: off)")
+
+    def validate(self) -> None:
+        """Raises :class:`TrainingError` (one line) for values that make no sense, before any work."""
+        if self.epochs < 1 or self.batch_size < 1 or not (self.lr > 0):
+            raise TrainingError("epochs and batch size must be at least 1 and the learning rate positive")
+        if not math.isfinite(self.lr):
+            raise TrainingError(f"the learning rate (--lr) must be a finite number, got {self.lr!r}")
+        if self.eval_batch_size < 1:
+            raise TrainingError(f"eval_batch_size (--eval-batch-size) must be at least 1, got {self.eval_batch_size!r}")
+        if not (0.0 < self.lr_min_factor <= 1.0):
+            raise TrainingError(f"lr_min_factor (--lr-min-factor) must be in (0, 1], got {self.lr_min_factor!r}")
+        if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
+            raise TrainingError(f"grad_clip (--grad-clip) must be a positive number (or left out: no clipping), got {self.grad_clip!r}")
+        if not (self.weight_decay >= 0.0 and math.isfinite(self.weight_decay)):
+            raise TrainingError(f"weight_decay (--weight-decay) must be 0 or more, got {self.weight_decay!r}")
+        for name in ("max_train", "max_valid", "patience"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise TrainingError(f"{name} (--{name.replace('_', '-')}) must be 0 or more, got {value!r}")
+        if not (0.0 <= self.ema < 1.0) or not (self.l1 >= 0.0):
+            raise TrainingError("ema must be in [0, 1) and l1 at least 0")
+        if self.max_minutes is not None and not (self.max_minutes > 0 and math.isfinite(self.max_minutes)):
+            raise TrainingError(f"max_minutes must be a positive number of minutes, got {self.max_minutes!r}")
+        if self.fit_schedule and self.max_minutes is None:
+            raise TrainingError("fit_schedule needs a time limit (max_minutes) to fit the schedule to")
+        if self.state_minutes is not None and not (self.state_minutes > 0 and math.isfinite(self.state_minutes)):
+            raise TrainingError(f"state_minutes must be a positive number of minutes, got {self.state_minutes!r}")
+        if self.state_every < 0:
+            raise TrainingError(f"state_every must be 0 (only when the run stops) or more, got {self.state_every!r}")
 
 
 @dataclass
@@ -339,47 +374,147 @@ def train(
 
     A fresh run first sets the output biases to the training marginals; ``init_output_bias=False``
     keeps the model's own (when it starts from trained weights)."""
-    cfg = config
-    ddp = distributed.context(cfg.device)  # several processes under torchrun, else a no-op
-    device = ddp.device if ddp.device is not None else resolve_device(cfg.device)  # set when distributed
-    train_x = np.asarray(train_x[: cfg.max_train] if cfg.max_train else train_x)
-    valid_x = np.asarray(valid_x[: cfg.max_valid] if cfg.max_valid else valid_x)
-    if len(train_x) == 0 or len(valid_x) == 0:
-        raise TrainingError("training needs at least one training and one validation image")
-    if cfg.epochs < 1 or cfg.batch_size < 1 or not (cfg.lr > 0):
-        raise TrainingError("epochs and batch size must be at least 1 and the learning rate positive")
-    if not (0.0 <= cfg.ema < 1.0) or not (cfg.l1 >= 0.0):
-        raise TrainingError("ema must be in [0, 1) and l1 at least 0")
-    if cfg.max_minutes is not None and not (cfg.max_minutes > 0 and math.isfinite(cfg.max_minutes)):
-        raise TrainingError(f"max_minutes must be a positive number of minutes, got {cfg.max_minutes!r}")
-    if cfg.fit_schedule and cfg.max_minutes is None:
-        raise TrainingError("fit_schedule needs a time limit (max_minutes) to fit the schedule to")
-    if cfg.state_minutes is not None and not (cfg.state_minutes > 0 and math.isfinite(cfg.state_minutes)):
-        raise TrainingError(f"state_minutes must be a positive number of minutes, got {cfg.state_minutes!r}")
-    if cfg.state_every < 0:
-        raise TrainingError(f"state_every must be 0 (only when the run stops) or more, got {cfg.state_every!r}")
-    out = Path(out) if out is not None else None
-    if out is not None and not out.parent.is_dir():
-        raise TrainingError(f"cannot save to {out}: folder {out.parent} does not exist")
-    model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    # the fused kernel updates all of a tensor's state in one pass: on the CPU ~7x faster than the
-    # default per-tensor loop for a 77 M-parameter MADE (measured here), the same arithmetic
-    fused = device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
-    matrices = [p for p in params if p.dim() >= 2]
-    avg: _WeightAverage | None = None
-    history: list[dict[str, float]] = []
-    start_epoch = 1
-    # where a state written within an epoch left off: batches done, their loss sum and count, the
-    # schedule's end then and the random generators' states
-    skip, part_total, part_count, resumed_planned = 0, 0.0, 0, None
-    rng_states: dict[str, torch.Tensor] = {}
-    best = math.inf
-    if resume:
-        if out is None:
+    config.validate()
+    run = _Run(model, train_x, valid_x, config, out)
+    start = run.start(resume, init_output_bias)
+    schedule = _Schedule(config, start, run.ddp)
+    saver = _Saver(run, start, meta)
+    with run.own_randomness(), saver:  # whatever ends the run, what it held back is written (see _Saver.__exit__)
+        for epoch in range(start.epoch, config.epochs + 1):
+            diverged = yield from run.train_epoch(epoch, schedule, saver)
+            if diverged is not None:
+                yield diverged
+                return
+            end = yield from run.validate(epoch, schedule, saver)
+            stop = schedule.stop_reason(epoch, saver.bad_epochs, run.epochs_timed(epoch))
+            saver.keep(epoch, stop is not None)
+            yield run.epoch_event(end, schedule)
+            if stop is not None:
+                yield saver.finished(stop[0], epoch, stop[1])
+                return
+        yield saver.finished("completed", config.epochs, "")
+
+
+@dataclass
+class _Start:
+    """Where a run starts: the first epoch, and for a state written within an epoch the batches of
+    it already done, their loss sum and count, the schedule's end then and the random generators'
+    states; the history and best of the epochs before."""
+
+    epoch: int = 1
+    skip: int = 0
+    part_total: float = 0.0
+    part_count: int = 0
+    planned: int | None = None
+    rng: dict[str, torch.Tensor] = field(default_factory=dict)
+    resumed: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def best(self) -> float:
+        return min([float(h["valid_nll"]) for h in self.history], default=math.inf)
+
+
+class _Schedule:
+    """The learning-rate schedule and the time limit. ``planned``: the schedule's last epoch, earlier
+    when it is fitted to the time limit; a run resumed within an epoch keeps the one it had, so that
+    epoch ends as it would have."""
+
+    def __init__(self, cfg: TrainConfig, start: _Start, ddp: distributed.DistContext):
+        self.cfg, self.ddp = cfg, ddp
+        self.planned = start.planned if start.planned is not None else cfg.epochs
+        self.t0 = time.perf_counter()
+
+    def lr_at(self, epoch: int) -> float:
+        cfg, planned = self.cfg, self.planned
+        if cfg.lr_min_factor >= 1.0 or planned <= 1:
+            return cfg.lr
+        frac = min(1.0, (epoch - 1) / (planned - 1))
+        return cfg.lr * (cfg.lr_min_factor + (1 - cfg.lr_min_factor) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    def stop_reason(self, epoch: int, bad_epochs: int, epochs_timed: float) -> tuple[str, str] | None:
+        """Why the run stops after ``epoch`` (reason, message), or None; ``epochs_timed``: the epochs
+        this run has trained so far (a fraction for one resumed within it). Refits the schedule."""
+        cfg = self.cfg
+        if cfg.patience is not None and bad_epochs >= cfg.patience:
+            return ("early-stopped", f"no improvement for {bad_epochs} epochs")
+        if cfg.max_minutes is None or epoch >= cfg.epochs:
+            return None
+        ddp = self.ddp
+        if epochs_timed <= 0:  # resumed at the end of an epoch's batches: no pace measured yet
+            return None
+        spent = time.perf_counter() - self.t0
+        per_epoch = spent / epochs_timed
+        if cfg.fit_schedule:  # the epochs that fit what is left of the limit, at the pace so far
+            fits = int(ddp.mean(float((60.0 * cfg.max_minutes - spent) // per_epoch)))
+            self.planned = max(epoch, min(cfg.epochs, epoch + fits))
+            if epoch >= self.planned:
+                return ("time-limit", f"the learning-rate schedule was fitted to the limit of {cfg.max_minutes:g} minutes "
+                                      f"and ended at epoch {epoch} of at most {cfg.epochs}; continue with resume (--resume)")
+        elif ddp.mean(float(spent + per_epoch > 60.0 * cfg.max_minutes)) > 0:  # all processes stop together
+            return ("time-limit", f"stopped after epoch {epoch} of {cfg.epochs}: another would pass the limit of "
+                                  f"{cfg.max_minutes:g} minutes; continue with resume (--resume)")
+        return None
+
+
+class _Run:
+    """The model, the data, the optimiser and the device of one run, and its two steps: an epoch of
+    training and a validation pass."""
+
+    def __init__(self, model: ARModel, train_x: np.ndarray, valid_x: np.ndarray, cfg: TrainConfig, out: str | Path | None):
+        self.cfg = cfg
+        self.ddp = ddp = distributed.context(cfg.device)  # several processes under torchrun, else a no-op
+        self.device = device = ddp.device if ddp.device is not None else resolve_device(cfg.device)  # set when distributed
+        self.train_x = np.asarray(train_x[: cfg.max_train] if cfg.max_train else train_x)
+        self.valid_x = np.asarray(valid_x[: cfg.max_valid] if cfg.max_valid else valid_x)
+        if len(self.train_x) == 0 or len(self.valid_x) == 0:
+            raise TrainingError("training needs at least one training and one validation image")
+        self.out = Path(out) if out is not None else None
+        if self.out is not None and not self.out.parent.is_dir():
+            raise TrainingError(f"cannot save to {self.out}: folder {self.out.parent} does not exist")
+        self.model = model
+        model.to(device)
+        self.params = params = [p for p in model.parameters() if p.requires_grad]
+        # the fused kernel updates all of a tensor's state in one pass: on the CPU ~7x faster than the
+        # default per-tensor loop for a 77 M-parameter MADE (measured here), the same arithmetic
+        fused = device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
+        self.opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+        self.matrices = [p for p in params if p.dim() >= 2]
+        self.avg: _WeightAverage | None = None
+        self.loss_fn = ddp.loss_fn(model)  # model.training_loss, gradient-synchronising under DDP
+        self.x_all = torch.as_tensor(self.train_x, dtype=torch.float32)
+        if device.type != "cpu":
+            self.x_all = self.x_all.to(device)
+        self.n = len(self.x_all)
+        self.batches = math.ceil(self.n / cfg.batch_size)
+        self.done_batches = 0  # by this run
+        self.resumed_at = 0  # batches of the first epoch done before this run
+        self.start_epoch = 1
+        self.train_nll = math.nan  # of the last epoch trained
+        self.rng = torch.Generator()  # the model's own randomness in this run, seeded every epoch
+        # what a uniform model pays per image: pixels * ln(levels), binary unless the model has levels
+        self.uniform_nll = int(np.prod(self.train_x.shape[1:])) * math.log(int(getattr(model, "levels", 2)))
+
+    def start(self, resume: bool, init_output_bias: bool) -> _Start:
+        """The resume point (loading the state) or a fresh start (output biases at the marginals)."""
+        start = _Start()
+        if resume:
+            start = self._load_state()
+        elif init_output_bias:
+            marg = torch.as_tensor(self.train_x.mean(0), dtype=torch.float32, device=self.device)
+            self.model.init_output_bias(marg)
+        if self.cfg.ema > 0 and self.avg is None:  # from the starting weights, output biases included
+            self.avg = _WeightAverage(self.params, self.cfg.ema)
+        if start.skip > self.batches:
+            raise TrainingError(f"cannot resume: {resume_path(self.out or '')} stopped at batch {start.skip} of an epoch of "
+                                f"{self.batches}: the batch size or the training set has changed")
+        self.resumed_at, self.start_epoch = start.skip, start.epoch
+        return start
+
+    def _load_state(self) -> _Start:
+        if self.out is None:
             raise TrainingError("resume needs the output path of the run to continue")
-        rp = resume_path(out)
+        model, device, rp = self.model, self.device, resume_path(self.out)
         try:
             ck = load_checkpoint(rp, device="cpu")
         except CheckpointError as exc:
@@ -388,212 +523,319 @@ def train(
             raise TrainingError(f"cannot resume: {rp} holds a different model ({ck.model.family}, {ck.model.config})")
         model.load_state_dict(ck.model.state_dict())
         model.to(device)
+        start = _Start(resumed=True)
         try:  # the training state in the metadata: a damaged one is an error, not a crash
-            _load_optim_state(opt, {k: v.to(device) for k, v in ck.extra.items()}, ck.meta["optimizer"])
-            if cfg.ema > 0:  # the average as saved; a run that had none starts one from here
-                avg = _WeightAverage(params, cfg.ema)
+            _load_optim_state(self.opt, {k: v.to(device) for k, v in ck.extra.items()}, ck.meta["optimizer"])
+            if self.cfg.ema > 0:  # the average as saved; a run that had none starts one from here
+                self.avg = _WeightAverage(self.params, self.cfg.ema)
                 if "ema.0" in ck.extra:
-                    avg.load({k: v.to(device) for k, v in ck.extra.items()}, int(ck.meta.get("ema_steps", 0)))
-            history = [dict(h) for h in ck.meta.get("history", [])]
-            start_epoch = int(ck.meta["epoch"]) + 1
+                    self.avg.load({k: v.to(device) for k, v in ck.extra.items()}, int(ck.meta.get("ema_steps", 0)))
+            start.history = [dict(h) for h in ck.meta.get("history", [])]
+            start.epoch = int(ck.meta["epoch"]) + 1
             if "partial" in ck.meta:  # killed within an epoch: finish it from the batch it reached
                 partial = ck.meta["partial"]
-                start_epoch, skip = int(partial["epoch"]), int(partial["batch"])
-                part_total, part_count = float(partial["total"]), int(partial["count"])
-                resumed_planned = int(partial["planned"])
-                rng_states = {k: v for k, v in ck.extra.items() if k.startswith("rng.")}
-                if start_epoch != int(ck.meta["epoch"]) + 1 or not 0 < skip or "rng.cpu" not in rng_states:
+                start.epoch, start.skip = int(partial["epoch"]), int(partial["batch"])
+                start.part_total, start.part_count = float(partial["total"]), int(partial["count"])
+                start.planned = int(partial["planned"])
+                start.rng = {k: v for k, v in ck.extra.items() if k.startswith("rng.")}
+                if start.epoch != int(ck.meta["epoch"]) + 1 or not 0 < start.skip or "rng.cpu" not in start.rng:
                     raise ValueError(f"an inconsistent position within an epoch: {partial}")
-            best = min([float(h["valid_nll"]) for h in history], default=math.inf)
+            start.best  # noqa: B018 -- every history entry must have a number
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
             raise TrainingError(f"cannot resume: {rp} holds a damaged training state ({type(exc).__name__}: {exc})") from None
-    elif init_output_bias:
-        marg = torch.as_tensor(train_x.mean(0), dtype=torch.float32, device=device)
-        model.init_output_bias(marg)
-    if cfg.ema > 0 and avg is None:  # from the starting weights, output biases included
-        avg = _WeightAverage(params, cfg.ema)
+        return start
 
-    loss_fn = ddp.loss_fn(model)  # model.training_loss, gradient-synchronising under DDP
+    def total_batches(self, schedule: _Schedule) -> int:
+        return self.batches * (schedule.planned - self.start_epoch + 1) - self.resumed_at
 
-    # the schedule's last epoch: earlier when it is fitted to the time limit; a run resumed within an
-    # epoch keeps the one it had, so that epoch ends as it would have
-    planned = resumed_planned if resumed_planned is not None else cfg.epochs
+    def epochs_timed(self, epoch: int) -> float:
+        return epoch - self.start_epoch + 1 - self.resumed_at / self.batches
 
-    def lr_at(epoch: int) -> float:
-        if cfg.lr_min_factor >= 1.0 or planned <= 1:
-            return cfg.lr
-        frac = min(1.0, (epoch - 1) / (planned - 1))
-        return cfg.lr * (cfg.lr_min_factor + (1 - cfg.lr_min_factor) * 0.5 * (1 + math.cos(math.pi * frac)))
+    def eta(self, schedule: _Schedule) -> float:
+        elapsed = time.perf_counter() - schedule.t0
+        return elapsed / max(self.done_batches, 1) * (self.total_batches(schedule) - self.done_batches)
 
-    x_all = torch.as_tensor(train_x, dtype=torch.float32)
-    if device.type != "cpu":
-        x_all = x_all.to(device)
-    n = len(x_all)
-    batches = math.ceil(n / cfg.batch_size)
-    t0 = time.perf_counter()
-    done_batches = 0
+    @contextlib.contextmanager
+    def own_randomness(self) -> Iterator[None]:
+        """While the run lasts the model draws its randomness (orderings, masks, MADE's dropout) from
+        the run's own generator, never from the global one that other threads draw from and reseed."""
+        before = self.model.train_generator
+        self.model.train_generator = self.rng
+        try:
+            yield
+        finally:
+            self.model.train_generator = before
 
-    if skip >= batches:
-        raise TrainingError(f"cannot resume: {resume_path(out or '')} stopped at batch {skip} of an epoch of {batches}: "
-                            "the batch size or the training set has changed")
+    def _seed(self, epoch: int, start: _Start | None) -> torch.Tensor:
+        """Seeds the model's own randomness for ``epoch`` (or restores it within an epoch) and
+        returns the epoch's shuffling of the training images."""
+        cfg = self.cfg
+        self.rng.manual_seed(cfg.seed * 100_003 + epoch)
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+        if start is not None:  # a state of a run before its own generator held the global one's: the same stream
+            self.rng.set_state(start.rng["rng.cpu"])
+        return order
 
-    resumed_at = skip  # batches of the first epoch done before this run
+    def rng_state(self) -> dict[str, torch.Tensor]:
+        return {"rng.cpu": self.rng.get_state()}
 
-    def total_batches() -> int:
-        return batches * (planned - start_epoch + 1) - resumed_at
-
-    def save_state(meta_now: dict[str, Any], rng: dict[str, torch.Tensor] | None = None) -> None:
-        """The resumable state: the raw weights, the optimiser's moments and the average."""
-        assert out is not None
-        opt_t, opt_info = _optim_state_tensors(opt)
-        extra = dict(opt_t, **(avg.tensors() if avg is not None else {}), **(rng or {}))
-        info = dict(optimizer=opt_info, **({"ema_steps": avg.steps} if avg is not None else {}))
-        save_checkpoint(resume_path(out), model, dict(meta_now, **info), extra=extra)
-    last_state = t0
-    best_path = out if out is not None and out.exists() and resume else None
-    # epochs since the best one, so that patience counts across a resume
-    bad_epochs = len(history) - 1 - min(range(len(history)), key=lambda i: history[i]["valid_nll"]) if history else 0
-    base_meta = dict(meta or {})
-    base_meta["train_config"] = asdict(cfg)
-    pending_best: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None  # held until the next state save
-
-    def write_best() -> None:
-        nonlocal pending_best, best_path
-        if pending_best is not None and out is not None:  # only held when there is a file to write
-            save_checkpoint(out, model, pending_best[1], state=pending_best[0])
-            pending_best, best_path = None, out
-
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        te = time.perf_counter()
-        torch.manual_seed(cfg.seed * 100_003 + epoch)
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=gen)
-        first, total, count = 0, 0.0, 0
-        if skip:  # the rest of an epoch a killed run had begun
-            first, total, count, skip = skip, part_total, part_count, 0
-            torch.set_rng_state(rng_states["rng.cpu"])
-            if device.type == "cuda" and "rng.cuda" in rng_states:
-                torch.cuda.set_rng_state(rng_states["rng.cuda"], device)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(epoch)
-        model.train()
+    def train_epoch(self, epoch: int, schedule: _Schedule, saver: _Saver) -> Generator[Event, None, Finished | None]:
+        """One epoch of minibatches (the rest of one, for a run resumed within it), yielding
+        :class:`BatchEnd`; returns a :class:`Finished` when the loss stopped being finite."""
+        cfg, ddp, batches = self.cfg, self.ddp, self.batches
+        self.t_epoch = time.perf_counter()
+        start = saver.take_partial()
+        order = self._seed(epoch, start)
+        first, total, count = (start.skip, start.part_total, start.part_count) if start is not None else (0, 0.0, 0)
+        for g in self.opt.param_groups:
+            g["lr"] = schedule.lr_at(epoch)
+        self.model.train()
         for b in range(first, batches):
             idx = ddp.shard(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
-            xb = x_all[idx.to(x_all.device)]
-            try:
-                if cfg.amp and device.type in ("cuda", "cpu"):
-                    with torch.autocast(device.type, dtype=torch.bfloat16):
-                        loss = loss_fn(xb)
-                else:
-                    loss = loss_fn(xb)
-                lv = ddp.mean(float(loss.detach()))
-            except torch.cuda.OutOfMemoryError:
-                raise _out_of_memory("a training batch", len(idx), "--batch-size", epoch, b + 1) from None
+            lv = self._step(self.x_all[idx.to(self.x_all.device)], epoch, b)
             if not math.isfinite(lv):
-                msg = (
-                    f"the loss became {lv} at epoch {epoch}, batch {b + 1}; training stopped before the weights changed. "
-                    f"The best checkpoint{' ' + str(out) if best_path or pending_best else ''} is kept. Try a lower learning rate."
+                return saver.diverged(lv, epoch, b)
+            if lv > DIVERGED_LOSS * self.uniform_nll:
+                saver.diverging = True
+                raise TrainingError(
+                    f"training diverged: the loss reached {lv:.4g} nats per image at epoch {epoch}, batch {b + 1}, more than "
+                    f"{DIVERGED_LOSS:g} times the {self.uniform_nll:.1f} a uniform model pays; {saver.kept()}. Try a lower learning rate"
                 )
-                write_best()
-                yield Finished("diverged", epoch - 1, None if math.isinf(best) else best, best_path, msg, history)
-                return
-            if cfg.l1 > 0:
-                loss = loss + cfg.l1 * sum(w.abs().sum() for w in matrices)
-            opt.zero_grad(set_to_none=True)
-            try:
-                loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
-            except torch.cuda.OutOfMemoryError:
-                raise _out_of_memory("a training batch", len(idx), "--batch-size", epoch, b + 1) from None
-            if avg is not None:
-                avg.update()
             total += lv * len(idx)
             count += len(idx)
-            done_batches += 1
-            elapsed = time.perf_counter() - t0
-            if (cfg.state_minutes is not None and out is not None and not ddp.enabled and b + 1 < batches
-                    and time.perf_counter() - last_state >= 60.0 * cfg.state_minutes):
-                write_best()
-                rng = {"rng.cpu": torch.get_rng_state()}
-                if device.type == "cuda":
-                    rng["rng.cuda"] = torch.cuda.get_rng_state(device)
-                partial = {"epoch": epoch, "batch": b + 1, "total": total, "count": count, "planned": planned}
-                state_meta = dict(base_meta, history=history, epoch=epoch - 1, partial=partial,
-                            **({"metrics": {"valid_nll": best}} if math.isfinite(best) else {}))
-                save_state(state_meta, rng)
-                last_state = time.perf_counter()
-            eta = elapsed / done_batches * (total_batches() - done_batches)
-            yield BatchEnd(epoch, planned, b + 1, batches, lv, elapsed, eta)
-        if avg is not None:
-            avg.swap()  # validate and keep the averaged weights
+            self.done_batches += 1
+            self.train_nll = total / max(count, 1)
+            saver.batch_done(epoch, b + 1, total, count, schedule)
+            yield BatchEnd(epoch, schedule.planned, b + 1, batches, lv, time.perf_counter() - schedule.t0, self.eta(schedule))
+        self.train_nll = total / max(count, 1)
+        return None
+
+    def _step(self, xb: torch.Tensor, epoch: int, b: int) -> float:
+        """One optimiser step on ``xb``; returns its loss (nats per image), taking no step when that
+        is not finite."""
+        cfg, device = self.cfg, self.device
         try:
-            try:
-                if ddp.enabled:  # every process must take part: no stopping half-way
-                    part = ddp.eval_shard(valid_x)
-                    mean, se = evaluate(model, part, cfg.eval_batch_size) if len(part) else (0.0, 0.0)
-                    valid_nll, _ = ddp.combine_nll(mean, se, len(part))
-                else:  # in chunks of about 0.2 s, so that whoever drives the run can stop it between them
-                    steps = evaluate_steps(model, valid_x, cfg.eval_batch_size, target_seconds=0.2)
-                    while True:
-                        try:
-                            done = next(steps)
-                        except StopIteration as result:
-                            valid_nll, _ = result.value
-                            break
-                        yield Validating(epoch, planned, done, len(valid_x), time.perf_counter() - t0)
-            except torch.cuda.OutOfMemoryError:
-                raise _out_of_memory("validation", cfg.eval_batch_size, "TrainConfig.eval_batch_size", epoch, None) from None
-            train_nll = total / max(count, 1)
-            improved = valid_nll < best
-            history.append({"epoch": epoch, "train_nll": train_nll, "valid_nll": valid_nll, "seconds": time.perf_counter() - te})
-            if improved:
-                best = valid_nll
-                bad_epochs = 0
+            if cfg.amp and device.type in ("cuda", "cpu"):
+                with torch.autocast(device.type, dtype=torch.bfloat16):
+                    loss = self.loss_fn(xb)
             else:
-                bad_epochs += 1
-            if out is not None and ddp.is_main:
-                m = dict(base_meta, history=history, epoch=epoch, metrics={"valid_nll": best})
-                if cfg.fit_schedule:  # the schedule's length as fitted so far: what --epochs repeats it
-                    m["schedule_epochs"] = planned
-                if improved:
-                    best_meta = dict(m, history=list(history), metrics={"valid_nll": valid_nll})
-                    if cfg.state_every == 1:
-                        save_checkpoint(out, model, best_meta)
-                        best_path = out
-                    else:  # the validated (averaged) weights, written with the next state
-                        pending_best = ({k: v.detach().clone() for k, v in model.state_dict().items()}, best_meta)
+                loss = self.loss_fn(xb)
+            lv = self.ddp.mean(float(loss.detach()))
+        except torch.cuda.OutOfMemoryError:
+            raise _out_of_memory("a training batch", len(xb), "--batch-size", epoch, b + 1) from None
+        if not math.isfinite(lv) or lv > DIVERGED_LOSS * self.uniform_nll:
+            return lv  # no step: the weights stay the last good ones
+        if cfg.l1 > 0:
+            loss = loss + cfg.l1 * sum(w.abs().sum() for w in self.matrices)
+        self.opt.zero_grad(set_to_none=True)
+        try:
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+            self.opt.step()
+        except torch.cuda.OutOfMemoryError:
+            raise _out_of_memory("a training batch", len(xb), "--batch-size", epoch, b + 1) from None
+        if self.avg is not None:
+            self.avg.update()
+        return lv
+
+    def validate(self, epoch: int, schedule: _Schedule, saver: _Saver) -> Generator[Event, None, EpochEnd]:
+        """Validates the (averaged) weights, yielding :class:`Validating` between chunks, and has
+        ``saver`` record the result while those weights are in the model."""
+        if self.avg is not None:
+            self.avg.swap()  # validate and keep the averaged weights
+        try:
+            valid_nll = yield from self._valid_nll(epoch, schedule)
+            return saver.epoch_end(epoch, self.train_nll, valid_nll, schedule)
         finally:
-            if avg is not None:
-                avg.swap()  # back to the raw weights that training continues from
-        stop: tuple[str, str] | None = None
-        if cfg.patience is not None and bad_epochs >= cfg.patience:
-            stop = ("early-stopped", f"no improvement for {bad_epochs} epochs")
-        elif cfg.max_minutes is not None and epoch < cfg.epochs:
-            spent = time.perf_counter() - t0
-            per_epoch = spent / (epoch - start_epoch + 1 - resumed_at / batches)
-            if cfg.fit_schedule:  # the epochs that fit what is left of the limit, at the pace so far
-                fits = int(ddp.mean(float((60.0 * cfg.max_minutes - spent) // per_epoch)))
-                planned = max(epoch, min(cfg.epochs, epoch + fits))
-                if epoch >= planned:
-                    stop = ("time-limit", f"the learning-rate schedule was fitted to the limit of {cfg.max_minutes:g} minutes "
-                                          f"and ended at epoch {epoch} of at most {cfg.epochs}; continue with resume (--resume)")
-            elif ddp.mean(float(spent + per_epoch > 60.0 * cfg.max_minutes)) > 0:  # all processes stop together
-                stop = ("time-limit", f"stopped after epoch {epoch} of {cfg.epochs}: another would pass the limit of "
-                                      f"{cfg.max_minutes:g} minutes; continue with resume (--resume)")
-        keep_state = stop is not None or epoch == cfg.epochs or (cfg.state_every > 0 and epoch % cfg.state_every == 0)
-        if out is not None and ddp.is_main and keep_state:
-            write_best()
-            save_state(m)
-            last_state = time.perf_counter()
-        elapsed = time.perf_counter() - t0
-        eta = elapsed / max(done_batches, 1) * (total_batches() - done_batches)
-        yield EpochEnd(epoch, planned, train_nll, valid_nll, best, improved, time.perf_counter() - te, elapsed, eta)
-        if stop is not None:
-            yield Finished(stop[0], epoch, None if math.isinf(best) else best, best_path, stop[1], history)
+            if self.avg is not None:
+                self.avg.swap()  # back to the raw weights that training continues from
+
+    def _valid_nll(self, epoch: int, schedule: _Schedule) -> Generator[Event, None, float]:
+        cfg, ddp, valid_x = self.cfg, self.ddp, self.valid_x
+        try:
+            if ddp.enabled:  # every process must take part: no stopping half-way
+                part = ddp.eval_shard(valid_x)
+                mean, se = evaluate(self.model, part, cfg.eval_batch_size) if len(part) else (0.0, 0.0)
+                return ddp.combine_nll(mean, se, len(part))[0]
+            # in chunks of about 0.2 s, so that whoever drives the run can stop it between them
+            steps = evaluate_steps(self.model, valid_x, cfg.eval_batch_size, target_seconds=0.2)
+            while True:
+                try:
+                    done = next(steps)
+                except StopIteration as result:
+                    return result.value[0]
+                yield Validating(epoch, schedule.planned, done, len(valid_x), time.perf_counter() - schedule.t0)
+        except torch.cuda.OutOfMemoryError:
+            raise _out_of_memory("validation", cfg.eval_batch_size, "TrainConfig.eval_batch_size", epoch, None) from None
+
+    def epoch_event(self, end: EpochEnd, schedule: _Schedule) -> EpochEnd:
+        end.epochs, end.epoch_seconds = schedule.planned, time.perf_counter() - self.t_epoch
+        end.elapsed, end.eta = time.perf_counter() - schedule.t0, self.eta(schedule)
+        return end
+
+
+class _Saver:
+    """The files of a run: the best checkpoint (written at once, or with ``state_every`` other than 1
+    held in memory and written with the next state) and the resumable state (every ``state_every``
+    epochs, every ``state_minutes`` within an epoch, and when the run stops); the history, the best
+    validation NLL and the epochs since it."""
+
+    def __init__(self, run: _Run, start: _Start, meta: dict[str, Any] | None):
+        self.run, self.cfg, self.out = run, run.cfg, run.out
+        self.writes = self.out is not None and run.ddp.is_main
+        self.partial_start: _Start | None = start if start.skip else None
+        self.history = start.history
+        self.best = start.best
+        self.best_path = self.out if self.out is not None and self.out.exists() and start.resumed else None
+        # epochs since the best one, so that patience counts across a resume
+        h = self.history
+        self.bad_epochs = len(h) - 1 - min(range(len(h)), key=lambda i: h[i]["valid_nll"]) if h else 0
+        self.base_meta = dict(meta or {})
+        self.base_meta["train_config"] = asdict(self.cfg)
+        self.pending_best: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None  # held until the next state save
+        self.last_state = time.perf_counter()
+        self.meta: dict[str, Any] = {}  # of the last epoch's end
+        # the last epoch ended, the last one whose state is on disk, and the place within an epoch
+        # reached since (epoch, batch, loss sum, count, schedule's end), None at an epoch's end
+        self.completed = self.saved = start.epoch - 1
+        self.position: tuple[int, int, float, int, int] | None = None
+        self.diverging = False  # then the weights are never written as the resumable state
+        self.suspect = 0  # epochs in a row whose validation NLL was far above the best (or not finite)
+
+    def __enter__(self) -> _Saver:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        """When the run ends: what was held back is written. A stop (the generator closed, Ctrl-C)
+        also writes the resumable state where it is behind the epochs done (``state_every`` 0 or
+        above 1): within an epoch, the batch reached, so that a resume goes on exactly from there.
+        After an error only the best checkpoint held back is written."""
+        if not self.writes:
             return
-    yield Finished("completed", cfg.epochs, None if math.isinf(best) else best, best_path, "", history)
+        stopped = exc_type is None or issubclass(exc_type, (GeneratorExit, KeyboardInterrupt))
+        if not stopped or self.diverging or self.suspect:
+            try:
+                self.write_best()
+            except Exception:  # noqa: BLE001 -- the error that ended the run is the one to report
+                pass
+            return
+        if self.completed <= self.saved:
+            self.write_best()
+        elif self.position is None:
+            self.save_state(self.meta)
+        elif not self.run.ddp.enabled:  # under DDP the other processes' generators are not here
+            self.save_state(self._partial_meta(*self.position), self.run.rng_state())
+        else:
+            self.write_best()
+
+    def take_partial(self) -> _Start | None:
+        """The position within an epoch a resumed run starts from, once."""
+        start, self.partial_start = self.partial_start, None
+        return start
+
+    def write_best(self) -> None:
+        if self.pending_best is not None and self.out is not None:  # only held when there is a file to write
+            save_checkpoint(self.out, self.run.model, self.pending_best[1], state=self.pending_best[0])
+            self.pending_best, self.best_path = None, self.out
+
+    def save_state(self, meta_now: dict[str, Any], rng: dict[str, torch.Tensor] | None = None) -> None:
+        """The resumable state: the raw weights, the optimiser's moments and the average (and the held
+        back best checkpoint first)."""
+        assert self.out is not None
+        self.write_best()
+        run, avg = self.run, self.run.avg
+        opt_t, opt_info = _optim_state_tensors(run.opt)
+        extra = dict(opt_t, **(avg.tensors() if avg is not None else {}), **(rng or {}))
+        info = dict(optimizer=opt_info, **({"ema_steps": avg.steps} if avg is not None else {}))
+        save_checkpoint(resume_path(self.out), run.model, dict(meta_now, **info), extra=extra)
+        self.last_state = time.perf_counter()
+        self.saved = self.completed
+
+    def _partial_meta(self, epoch: int, batch: int, total: float, count: int, planned: int) -> dict[str, Any]:
+        partial = {"epoch": epoch, "batch": batch, "total": total, "count": count, "planned": planned}
+        return dict(self.base_meta, history=self.history, epoch=epoch - 1, partial=partial,
+                    **({"metrics": {"valid_nll": self.best}} if math.isfinite(self.best) else {}))
+
+    def batch_done(self, epoch: int, batch: int, total: float, count: int, schedule: _Schedule) -> None:
+        """After each batch: with ``state_minutes``, the state within the epoch when it is due."""
+        cfg, run = self.cfg, self.run
+        self.position = (epoch, batch, total, count, schedule.planned)
+        if (cfg.state_minutes is not None and self.out is not None and not self.suspect and not run.ddp.enabled and batch < run.batches
+                and time.perf_counter() - self.last_state >= 60.0 * cfg.state_minutes):
+            self.save_state(self._partial_meta(epoch, batch, total, count, schedule.planned), run.rng_state())
+
+    def diverged(self, lv: float, epoch: int, b: int) -> Finished:
+        """A non-finite loss at batch ``b`` (0-based): the best held back is written, the state is not."""
+        self.diverging = True
+        msg = (
+            f"the loss became {lv} at epoch {epoch}, batch {b + 1}; training stopped before the weights changed. "
+            f"The best checkpoint{' ' + str(self.out) if self.best_path or self.pending_best else ''} is kept. Try a lower learning rate."
+        )
+        self.write_best()
+        return Finished("diverged", epoch - 1, None if math.isinf(self.best) else self.best, self.best_path, msg, self.history)
+
+    def epoch_end(self, epoch: int, train_nll: float, valid_nll: float, schedule: _Schedule) -> EpochEnd:
+        """Records the epoch's validation: the history, the best and (held back or written) the best
+        checkpoint."""
+        run = self.run
+        far = self.best + max(DIVERGED_MARGIN * abs(self.best), 1.0)
+        self.suspect = self.suspect + 1 if not math.isfinite(valid_nll) or valid_nll > far else 0
+        improved = valid_nll < self.best
+        self.history.append({"epoch": epoch, "train_nll": train_nll, "valid_nll": valid_nll,
+                             "seconds": time.perf_counter() - run.t_epoch})
+        if improved:
+            self.best, self.bad_epochs = valid_nll, 0
+        else:
+            self.bad_epochs += 1
+        if self.writes:
+            m = dict(self.base_meta, history=self.history, epoch=epoch, metrics={"valid_nll": self.best})
+            if self.cfg.fit_schedule:  # the schedule's length as fitted so far: what --epochs repeats it
+                m["schedule_epochs"] = schedule.planned
+            self.meta = m
+            if improved:
+                best_meta = dict(m, history=list(self.history), metrics={"valid_nll": valid_nll})
+                if self.cfg.state_every == 1:
+                    assert self.out is not None
+                    save_checkpoint(self.out, run.model, best_meta)
+                    self.best_path = self.out
+                else:  # the validated (averaged) weights, written with the next state
+                    self.pending_best = ({k: v.detach().clone() for k, v in run.model.state_dict().items()}, best_meta)
+        return EpochEnd(epoch, schedule.planned, train_nll, valid_nll, self.best, improved, 0.0, 0.0, 0.0)
+
+    def keep(self, epoch: int, stopping: bool) -> None:
+        """The resumable state at the end of ``epoch``, when it is due."""
+        cfg = self.cfg
+        self.completed, self.position = epoch, None
+        if self.suspect >= DIVERGED_EPOCHS:
+            self.diverging = True
+            raise TrainingError(
+                f"training diverged: the validation NLL was far above the best ({self.best:.3f} nats) for {self.suspect} epochs "
+                f"in a row (now {self.history[-1]['valid_nll']:.4g} at epoch {epoch}); {self.kept()}. Try a lower learning rate"
+            )
+        if self.writes and not self.suspect and (stopping or epoch == cfg.epochs or (cfg.state_every > 0 and epoch % cfg.state_every == 0)):
+            self.save_state(self.meta)
+
+    def kept(self) -> str:
+        """What a diverged run keeps, for its message."""
+        if not self.writes:
+            return "no file was written"
+        best = f"the best checkpoint {self.out}" if self.best_path or self.pending_best else "no best checkpoint yet"
+        state = f"the resumable state of epoch {self.saved}" if resume_path(self.out or "").exists() else "no resumable state"
+        return f"{best} and {state} (the last good one) are kept"
+
+    def finished(self, reason: str, epochs_run: int, message: str) -> Finished:
+        return Finished(reason, epochs_run, None if math.isinf(self.best) else self.best, self.best_path, message, self.history)
+
+
+#: divergence: a training batch whose loss is beyond this many times what a uniform model pays stops
+#: the run before its step (random data sits at the uniform figure itself, so a little above it is
+#: noise, far above it is not); so does a validation NLL more than ``DIVERGED_MARGIN`` of the best
+#: (at least 1 nat) above the best for ``DIVERGED_EPOCHS`` epochs in a row, whose weights are never
+#: written as the resumable state
+DIVERGED_LOSS = 2.0
+DIVERGED_MARGIN = 0.5
+DIVERGED_EPOCHS = 3
 
 
 class _WeightAverage:

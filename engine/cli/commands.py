@@ -200,6 +200,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     ordering = parse_ordering(a.ordering)
     model = build_model(a.model, cfg, ordering)  # a bad config fails here, before any data is read
     tc = train_config_from_args(a)
+    tc.validate()  # nonsense values are refused before any data is read
     ddp = dist_context(a.device)  # under torchrun: one process per GPU/CPU share; only rank 0 prints
     quiet = a.quiet or not ddp.is_main
     device = ddp.device if ddp.device is not None else resolve_device(a.device)  # set when distributed

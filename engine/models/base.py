@@ -223,6 +223,10 @@ class ARModel(nn.Module):
     #: True when one trained network computes conditionals in any ordering (order-agnostic); a
     #: family whose config chooses sets it per instance.
     any_order: bool = False
+    #: The generator a training run draws the model's own randomness from (orderings, masks,
+    #: dropout where the family takes it), set by :func:`engine.train.train` while it runs, so that a
+    #: run repeats from its seed while other threads use the global generator; None: the global one.
+    train_generator: torch.Generator | None = None
     #: Short human explanation of the model, shown in the app.
     description: ClassVar[str] = ""
     #: images per piece of a full pass without gradients on a CPU (evaluation), or None for one pass:

@@ -197,7 +197,7 @@ class LocallyMaskedPixelCNN(ARModel):
         if not self.config.order_agnostic:
             return super().training_loss(x)
         c = self.config
-        perm = draw_orderings(c.train_orderings, x.shape[0], c.height, c.width, x.device)  # (B, D)
+        perm = draw_orderings(c.train_orderings, x.shape[0], c.height, c.width, x.device, self.train_generator)  # (B, D)
         steps = self._steps(torch.argsort(perm, dim=1), x.dtype)  # (B, 1, H, W)
         logits = self._net(x.view(-1, 1, c.height, c.width), steps, perm=perm) + self.pixel_bias
         return F.binary_cross_entropy_with_logits(logits.flatten(1), x, reduction="none").sum(1).mean()

@@ -253,7 +253,10 @@ class MADE(ARModel):
         # masks holds the output (and direct) masks after the hidden layers'
         for layer, m, b in zip(typed(self.layers, nn.Linear), masks[: len(self.layers)], self._hidden_biases(k), strict=True):
             h = torch.relu(F.linear(h, layer.weight * m, b))
-            if dropout > 0:
+            if dropout > 0 and self.train_generator is not None:  # a training run's own generator
+                keep = torch.rand(h.shape, generator=self.train_generator, device=self.train_generator.device) >= dropout
+                h = h * keep.to(h.device) / (1.0 - dropout)
+            elif dropout > 0:
                 h = F.dropout(h, dropout, training=True)
         out = F.linear(h, self.out.weight * masks[len(self.layers)], self.out.bias)
         if self.direct is not None:
@@ -276,11 +279,11 @@ class MADE(ARModel):
         if c.num_masks == 1 and not c.order_agnostic and drop == 0:
             return super().training_loss(x)
         if c.num_masks == 0:  # a fresh ordering and connectivity for every minibatch
-            k = 1 + int(torch.randint(2**62, ()))
+            k = 1 + int(torch.randint(2**62, (), generator=self.train_generator))
             ordering, _ = self.member(k) if c.order_agnostic else (self.ordering, k)
             masks, conn = [m.to(x.device) for m in self._build_masks(ordering, k)], 0
         else:
-            k = 0 if c.num_masks == 1 else int(torch.randint(c.num_masks, ()))
+            k = 0 if c.num_masks == 1 else int(torch.randint(c.num_masks, (), generator=self.train_generator))
             ordering, conn = self.member(k)
             masks = self._masks(ordering, conn)
         logits = self._forward(self._as_batch(x), masks, conn, dropout=drop)

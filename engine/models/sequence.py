@@ -102,6 +102,6 @@ class SequenceARModel(ARModel):
         if not self.any_order:
             return super().training_loss(x)
         c = self.config
-        perm = draw_orderings(c.train_orderings, x.shape[0], c.height, c.width, x.device)  # type: ignore[attr-defined]
+        perm = draw_orderings(c.train_orderings, x.shape[0], c.height, c.width, x.device, self.train_generator)  # type: ignore[attr-defined]
         xo = x.gather(1, perm)
         return step_nll(self._step_logits(xo, perm), xo)

@@ -20,10 +20,10 @@ from ..ordering import Ordering, make_ordering
 __all__ = ["check_orderings", "draw_orderings", "named_orderings", "random_orderings"]
 
 
-def random_orderings(b: int, d: int, device: torch.device) -> Tensor:
-    """(B, D) one uniformly random permutation per image, from the global torch RNG (so training
-    is reproducible from its seed)."""
-    return torch.argsort(torch.rand(b, d), dim=1).to(device)
+def random_orderings(b: int, d: int, device: torch.device, generator: torch.Generator | None = None) -> Tensor:
+    """(B, D) one uniformly random permutation per image, from ``generator`` (a training run's own,
+    so that it is reproducible from its seed; None: the global torch RNG)."""
+    return torch.argsort(torch.rand(b, d, generator=generator), dim=1).to(device)
 
 
 def check_orderings(names: tuple[str, ...] | list[str], height: int, width: int) -> None:
@@ -47,12 +47,14 @@ def _named_orderings(names: tuple[str, ...], height: int, width: int) -> tuple[O
     return tuple(make_ordering(n, height, width) for n in dict.fromkeys(names) if n != "random")
 
 
-def draw_orderings(names: tuple[str, ...] | list[str], b: int, height: int, width: int, device: torch.device) -> Tensor:
-    """(B, D) one ordering per image (step -> pixel), each drawn uniformly from ``names`` with the
-    global torch RNG; "random" stands for a fresh uniformly random ordering."""
+def draw_orderings(
+    names: tuple[str, ...] | list[str], b: int, height: int, width: int, device: torch.device, generator: torch.Generator | None = None
+) -> Tensor:
+    """(B, D) one ordering per image (step -> pixel), each drawn uniformly from ``names`` with
+    ``generator`` (None: the global torch RNG); "random" stands for a fresh uniformly random ordering."""
     d = height * width
     if all(n == "random" for n in names):
-        return random_orderings(b, d, device)
+        return random_orderings(b, d, device, generator)
     fixed = {n: torch.from_numpy(np.array(make_ordering(n, height, width).perm)) for n in sorted(set(names) - {"random"})}
-    pick = torch.randint(len(names), (b,)).tolist()
-    return torch.stack([torch.randperm(d) if names[i] == "random" else fixed[names[i]] for i in pick]).to(device)
+    pick = torch.randint(len(names), (b,), generator=generator).tolist()
+    return torch.stack([torch.randperm(d, generator=generator) if names[i] == "random" else fixed[names[i]] for i in pick]).to(device)

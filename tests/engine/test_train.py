@@ -649,3 +649,159 @@ def test_cpu_flags_parse_proc_cpuinfo(monkeypatch, tmp_path):
     assert tr._cpu_flags() == {"fpu", "sse2", "avx2", "avx512_bf16"}
     info.write_text("")
     assert tr._cpu_flags() is None
+
+
+def _stop_at(gen, when) -> None:
+    """Drive ``gen`` to the first event ``when`` accepts, then close it (the app's Stop, Ctrl-C)."""
+    for ev in gen:
+        if when(ev):
+            break
+    gen.close()
+
+
+@pytest.mark.parametrize("every", [0, 2])
+@pytest.mark.parametrize("where", ["batch", "validation", "epoch-end"])
+def test_a_stopped_run_writes_the_best_it_held_back_and_a_state_it_resumes_exactly_from(tmp_path, every, where):
+    """``state_every`` 0 or above 1: a stop writes the best checkpoint held in memory and the
+    resumable state (within an epoch: the batch reached), and the resume repeats an uninterrupted run."""
+    from engine.train import Validating
+
+    c = cfg(epochs=3, lr_min_factor=0.1, state_every=every)
+    full_out, cut_out = tmp_path / "full.safetensors", tmp_path / "cut.safetensors"
+    full = model("made-agnostic")
+    ref = list(train(full, TRAIN_X, VALID_X, c, out=full_out))[-1]
+    when = {
+        "batch": lambda ev: isinstance(ev, BatchEnd) and (ev.epoch, ev.batch) == (2, 3),
+        "validation": lambda ev: isinstance(ev, Validating) and ev.epoch == 2,
+        "epoch-end": lambda ev: isinstance(ev, EpochEnd) and ev.epoch == 1,
+    }[where]
+    _stop_at(train(model("made-agnostic"), TRAIN_X, VALID_X, c, out=cut_out), when)
+    assert load_checkpoint(cut_out).meta["epoch"] == 1  # the best of epoch 1, held back until now
+    state = load_checkpoint(resume_path(cut_out)).meta
+    assert state["epoch"] == 1 and len(state["history"]) == 1
+    assert state.get("partial", {}).get("batch") == {"batch": 3, "validation": 6, "epoch-end": None}[where]
+    resumed = model("made-agnostic", seed=99)
+    fin = list(train(resumed, TRAIN_X, VALID_X, c, out=cut_out, resume=True))[-1]
+    assert fin.reason == "completed" and [h["epoch"] for h in fin.history] == [1, 2, 3]
+    for a, b in zip(ref.history, fin.history, strict=True):
+        assert a["valid_nll"] == pytest.approx(b["valid_nll"], rel=1e-6, abs=1e-6)
+        assert a["train_nll"] == pytest.approx(b["train_nll"], rel=1e-6, abs=1e-6)
+    for k, v in full.state_dict().items():
+        assert torch.allclose(v, resumed.state_dict()[k], atol=1e-6), k
+    assert load_checkpoint(cut_out).meta["epoch"] == load_checkpoint(full_out).meta["epoch"]
+
+
+def test_a_stop_before_the_first_epoch_ends_or_after_an_error_writes_no_state(tmp_path, monkeypatch):
+    out = tmp_path / "m.safetensors"
+    _stop_at(train(model(), TRAIN_X, VALID_X, cfg(state_every=0), out=out), lambda ev: isinstance(ev, BatchEnd) and ev.batch == 3)
+    assert not list(tmp_path.iterdir())  # nothing done worth keeping yet
+    # an error after epoch 1: the best held back is written, the state is left as it was (none)
+    real = trainmod.evaluate_steps
+    calls = {"n": 0}
+
+    def evaluate_steps(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("the validation data went away")
+        return (yield from real(*a, **k))
+
+    monkeypatch.setattr(trainmod, "evaluate_steps", evaluate_steps)
+    with pytest.raises(OSError, match="went away"):
+        list(train(model(), TRAIN_X, VALID_X, cfg(state_every=0), out=out))
+    assert load_checkpoint(out).meta["epoch"] == 1 and not resume_path(out).exists()
+
+
+def test_a_run_repeats_from_its_seed_while_another_thread_reseeds_the_global_generator():
+    """The run draws its orderings and masks from its own generator: another thread drawing from
+    and reseeding the global one (the app's workers) changes nothing."""
+    import threading
+
+    def agnostic():
+        torch.manual_seed(0)
+        spec = {"hidden": (9,), "order_agnostic": True, "num_masks": 0, "dropout": 0.2, "height": H, "width": W}
+        return build_model("made", spec, make_ordering("raster", H, W))
+
+    c = cfg(epochs=3, batch_size=20)
+    ref = agnostic()
+    list(train(ref, TRAIN_X, VALID_X, c))
+    stop = threading.Event()
+
+    def meddle():
+        while not stop.is_set():
+            torch.manual_seed(12345)
+            torch.rand(7)
+
+    other = threading.Thread(target=meddle)
+    other.start()
+    try:
+        got = agnostic()
+        result: list = []
+        runner = threading.Thread(target=lambda: result.extend(train(got, TRAIN_X, VALID_X, c)))
+        runner.start()
+        runner.join()
+    finally:
+        stop.set()
+        other.join()
+    assert result[-1].reason == "completed" and got.train_generator is None
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, got.state_dict()[k]), k
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("grad_clip", 0.0, "grad_clip"), ("grad_clip", -1.0, "grad_clip"), ("grad_clip", float("nan"), "grad_clip"),
+    ("lr_min_factor", 0.0, "lr_min_factor"), ("lr_min_factor", -5.0, "lr_min_factor"), ("lr_min_factor", 1.5, "lr_min_factor"),
+    ("max_train", -5, "max_train"), ("max_valid", -1, "max_valid"), ("patience", -1, "patience"),
+    ("batch_size", -3, "batch size"), ("eval_batch_size", 0, "eval_batch_size"), ("eval_batch_size", -1, "eval_batch_size"),
+    ("lr", float("inf"), "learning rate"), ("lr", float("nan"), "learning rate"), ("weight_decay", -0.1, "weight_decay"),
+])
+def test_nonsense_values_are_refused_up_front(tmp_path, field, value, match):
+    c = cfg(**{field: value})
+    with pytest.raises(TrainingError, match=match) as info:
+        c.validate()
+    assert "\n" not in str(info.value)
+    with pytest.raises(TrainingError, match=match):
+        next(train(model(), TRAIN_X, VALID_X, c, out=tmp_path / "m.safetensors"))
+    assert not list(tmp_path.iterdir())
+
+
+def test_nonsense_values_are_refused_by_the_cli_before_the_data_is_read(tmp_path, capsys):
+    from engine.cli import main
+
+    for option in (["--eval-batch-size", "0"], ["--grad-clip", "-1"], ["--lr-min-factor", "-5"], ["--max-train", "-5"]):
+        args = ["train", "--model", "fvsbn", "--data", str(tmp_path / "no-data-here"), "--out", str(tmp_path / "m.safetensors")]
+        code = main([*args, *option])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and option[0].strip("-").replace("-", "_") in err, err
+
+
+def test_a_resume_at_an_absurd_learning_rate_stops_as_diverged_and_keeps_the_last_good_files(tmp_path):
+    """``--resume --lr 1e10``: the loss goes far beyond what a uniform model pays; the run stops with
+    one line and the resumable state and the best checkpoint stay as they were."""
+    out = tmp_path / "m.safetensors"
+    list(train(model(), TRAIN_X, VALID_X, cfg(epochs=2), out=out))
+    state, best = resume_path(out).read_bytes(), out.read_bytes()
+    with pytest.raises(TrainingError, match="diverged") as info:
+        list(train(model(), TRAIN_X, VALID_X, cfg(epochs=5, lr=1e10), out=out, resume=True))
+    msg = str(info.value)
+    assert "\n" not in msg and "uniform" in msg and "epoch 3" in msg and "resumable state of epoch 2" in msg
+    assert resume_path(out).read_bytes() == state and out.read_bytes() == best
+    fin = list(train(model(), TRAIN_X, VALID_X, cfg(epochs=3), out=out, resume=True))[-1]  # the state still resumes
+    assert fin.reason == "completed" and len(fin.history) == 3
+
+
+@pytest.mark.parametrize("every", [1, 0])
+def test_a_validation_nll_far_above_the_best_for_epochs_stops_and_keeps_the_last_good_state(tmp_path, monkeypatch, every):
+    out = tmp_path / "m.safetensors"
+    # epoch 2 far above the best but back at epoch 3: not divergence; from epoch 4 it stays far above
+    fixed_validation_scores(monkeypatch, iter([3.0, 40.0, 3.2, 2.9, 50.0, float("nan"), 1e9, 1.0]))
+    states = []
+    with pytest.raises(TrainingError, match="diverged") as info:
+        for ev in train(model(), TRAIN_X, VALID_X, cfg(epochs=8, state_every=every), out=out):
+            if isinstance(ev, EpochEnd):
+                rp = resume_path(out)
+                states.append(load_checkpoint(rp).meta["epoch"] if rp.exists() else None)
+    assert "\n" not in str(info.value) and "for 3 epochs" in str(info.value) and "epoch 7" in str(info.value)
+    # a suspect epoch (2, 5, 6) never overwrites the state; the stop writes no diverged weights either
+    assert states == ([1, 1, 3, 4, 4, 4] if every == 1 else [None] * 6)
+    assert load_checkpoint(out).meta["epoch"] == 4  # the best, written at the stop when held back
+    assert (load_checkpoint(resume_path(out)).meta["epoch"] if resume_path(out).exists() else None) == (4 if every == 1 else None)
