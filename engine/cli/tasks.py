@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_file, atomic_write
-from .options import DATA_HELP, add_command
+from .options import DATA_HELP, CommandError, add_command
 
 __all__ = ["add_parsers", "load_images", "load_named_images"]
 
@@ -104,15 +104,15 @@ def load_named_images(sources: list[str], data: str | None = None, max_images: i
             try:
                 a = np.load(p, allow_pickle=False)
             except (OSError, ValueError) as exc:
-                raise ValueError(f"cannot read {p}: {exc}") from None
+                raise CommandError(f"cannot read {p}: {exc}") from None
             if a.ndim == 2 and a.shape == (28, 28):
                 a = a[None]
             if a.ndim == 2 and a.shape[1] == 784:
                 a = a.reshape(-1, 28, 28)
             if a.ndim != 3 or a.shape[1:] != (28, 28):
-                raise ValueError(f"{p} holds an array of shape {a.shape}; expected (N, 784), (N, 28, 28) or (28, 28)")
+                raise CommandError(f"{p} holds an array of shape {a.shape}; expected (N, 784), (N, 28, 28) or (28, 28)")
             if a.size and not np.isin(a, (0, 1)).all():
-                raise ValueError(f"{p} holds values other than 0 and 1")
+                raise CommandError(f"{p} holds values other than 0 and 1")
             a = a[:max_images] if max_images else a
         else:
             a = import_image(p)[None]
@@ -132,7 +132,7 @@ def _cmd_compress(a: argparse.Namespace) -> int:
     ordering = parse_ordering(a.ordering, c.height, c.width) if a.ordering else None
     x = load_images(a.sources, a.data, a.max_images)
     if len(x) == 0:
-        raise ValueError("no images to compress")
+        raise CommandError("no images to compress")
     codec = Codec(ck.model, ordering, a.chunk_size)
     t0 = time.perf_counter()
     data, ideal = codec.encode_detailed(x)
@@ -163,7 +163,7 @@ def _cmd_decompress(a: argparse.Namespace) -> int:
     try:
         data = Path(a.file).read_bytes()
     except OSError as exc:
-        raise ValueError(f"cannot read {a.file}: {exc.strerror or exc}") from None
+        raise CommandError(f"cannot read {a.file}: {exc.strerror or exc}") from None
     x = decompress(ck.model, data)
     out = Path(a.out)
     if out.suffix.lower() == ".npy":
@@ -215,9 +215,9 @@ def _cmd_inpaint_eval(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(res))
     else:
-        exact = "exact" if r.exact else "an estimate, not exact"
+        how = "" if r.exact else " (an estimate, not exact)"  # an exact method's name says so already
         print(f"{ck.model.family} ({ck.model.ordering.label}), region {a.region} ({r.hidden_pixels} hidden pixels): "
               f"conditional NLL {r.nll:.3f} ± {r.stderr:.3f} nats per image ({r.nll / r.hidden_pixels:.4f} nats per hidden pixel) "
-              f"over {r.n_images} {'randomly drawn ' if drawn is not None else ''}images\nmethod: {r.method} -- {exact}. {r.note}"
+              f"over {r.n_images} {'randomly drawn ' if drawn is not None else ''}images\nmethod: {r.method}{how}: {r.note}"
               + (f"; mean effective sample size {r.mean_ess:.1f} of {r.samples}" if r.mean_ess is not None else ""))
     return 0
