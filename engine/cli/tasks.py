@@ -92,7 +92,7 @@ def load_images(sources: list[str], data: str | None = None, max_images: int | N
 def load_named_images(sources: list[str], data: str | None = None, max_images: int | None = None) -> tuple[np.ndarray, list[str]]:
     """The images of :func:`load_images` and a name for each (``file`` or ``file[k]``)."""
     from ..data import SPLITS, load_split
-    from ..images import import_image
+    from ..images import import_image, load_npy
 
     out, names = [], []
     for src in sources:
@@ -101,10 +101,7 @@ def load_named_images(sources: list[str], data: str | None = None, max_images: i
             a = load_split(src, data)
             a = a[:max_images] if max_images else a
         elif p.suffix.lower() == ".npy":
-            try:
-                a = np.load(p, allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise CommandError(f"cannot read {p}: {exc}") from None
+            a = load_npy(p)  # a strict header check; only regular files
             if a.ndim == 2 and a.shape == (28, 28):
                 a = a[None]
             if a.ndim == 2 and a.shape[1] == 784:
@@ -184,8 +181,8 @@ def _cmd_score(a: argparse.Namespace) -> int:
     from ..tasks.score import Scorer
 
     ck = load_checkpoint(a.checkpoint)
+    x, names = load_named_images(a.images, a.data)  # a bad file is reported before the reference is measured
     scorer = Scorer.for_model(ck.model, data_dir=a.data)
-    x, names = load_named_images(a.images, a.data)
     results = scorer.score(x)
     rows = [dict(image=name, **r.to_dict()) for name, r in zip(names, results, strict=True)]
     if a.json:
