@@ -28,7 +28,8 @@ from PIL import Image, UnidentifiedImageError
 from .atomic import atomic_file
 from .errors import PixelchainError
 
-__all__ = ["ImageError", "IMAGE_FORMATS", "import_image", "load_npy", "open_regular", "to_digit", "save_png", "save_grid", "MAX_PIXELS"]
+__all__ = ["ImageError", "IMAGE_FORMATS", "INKS", "MAX_PIXELS", "as_is", "import_image", "load_npy", "open_regular", "to_digit",
+           "save_png", "save_grid"]
 
 #: the most pixels an image may have (width x height, from its header, before decoding): a 7000x7000
 #: photo passes; a 124 KB PNG of 1 x 64M pixels, which would take 1.4 GB to decode, does not
@@ -219,10 +220,23 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
     return a.reshape(shape[::-1]).T if fortran else a.reshape(shape)
 
 
-def save_png(image: np.ndarray, path: str | os.PathLike, scale: int = 1) -> None:
-    """Save a binary (H, W) image as a 1-bit PNG (ink black on white), optionally enlarged;
-    written atomically (:mod:`engine.atomic`)."""
-    a = (1 - np.asarray(image, dtype=np.uint8).clip(0, 1)) * 255
+#: the ways a binary image is drawn in a PNG: ``black`` ink on white paper (a drawing, the app's
+#: exports) or ``white`` ink on black (MNIST's own pictures: the value 1 is 255)
+INKS = ("black", "white")
+
+
+def _grey_of(image: np.ndarray, ink: str) -> np.ndarray:
+    """0/255 grey levels of a 0/1 image drawn in ``ink``."""
+    if ink not in INKS:
+        raise ValueError(f"ink must be one of {', '.join(INKS)}, not {ink!r}")
+    on = np.asarray(image, dtype=np.uint8).clip(0, 1)
+    return ((on if ink == "white" else 1 - on) * 255).astype(np.uint8)
+
+
+def save_png(image: np.ndarray, path: str | os.PathLike, scale: int = 1, ink: str = "black") -> None:
+    """Save a binary (H, W) image as a 1-bit PNG (``ink`` black on white, or white on black),
+    optionally enlarged; written atomically (:mod:`engine.atomic`)."""
+    a = _grey_of(image, ink)
     img = Image.fromarray(a.astype(np.uint8), mode="L")
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
@@ -230,9 +244,10 @@ def save_png(image: np.ndarray, path: str | os.PathLike, scale: int = 1) -> None
         img.convert("1").save(f, format="PNG")
 
 
-def save_grid(images: np.ndarray, path: str | os.PathLike, scale: int = 4, pad: int = 2, cols: int | None = None) -> None:
-    """Save (N, H, W) binary images as one PNG grid with a grey gap between images; written
-    atomically."""
+def save_grid(images: np.ndarray, path: str | os.PathLike, scale: int = 4, pad: int = 2, cols: int | None = None,
+              ink: str = "black") -> None:
+    """Save (N, H, W) binary images as one PNG grid with a grey gap between images (``ink`` as in
+    :func:`save_png`); written atomically."""
     images = np.asarray(images)
     n, h, w = images.shape
     cols = cols or int(np.ceil(np.sqrt(n)))
@@ -241,7 +256,7 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, scale: int = 4, pad: 
     for i in range(n):
         r, c = divmod(i, cols)
         y, x = pad + r * (h + pad), pad + c * (w + pad)
-        canvas[y : y + h, x : x + w] = (1 - images[i].clip(0, 1)) * 255
+        canvas[y : y + h, x : x + w] = _grey_of(images[i], ink)
     img = Image.fromarray(canvas, mode="L")
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)

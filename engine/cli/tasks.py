@@ -32,7 +32,8 @@ file records the checkpoint's fingerprint and the ordering; decompress needs the
                     compute=True)
     c.add_argument("checkpoint", help="a .safetensors checkpoint")
     c.add_argument("sources", nargs="+", metavar="IMAGE_OR_SPLIT",
-                   help="image files, .npy arrays of 0/1 images, or a split name (test, valid, train)")
+                   help="image files (a 28x28 one is coded as it is, only thresholded; any other size is scaled and "
+                        "centred like MNIST), .npy arrays of 0/1 images, or a split name (test, valid, train)")
     c.add_argument("--out", required=True, help="compressed file to write")
     c.add_argument("--max-images", type=int, default=None, metavar="N", help="use only the first N images of a split or .npy")
     c.add_argument("--ordering", default=None, help="code in another ordering (order-agnostic models; stored in the file)")
@@ -43,10 +44,14 @@ file records the checkpoint's fingerprint and the ordering; decompress needs the
     c.set_defaults(handler=_cmd_compress)
 
     d = add_command(sub, "decompress", "decode a file made by `pixelchain compress` with the same checkpoint", """\
-Refuses a file made with another checkpoint (its fingerprint differs).""", compute=True)
+Refuses a file made with another checkpoint (its fingerprint differs). PNGs are written in
+--ink: a 28x28 PNG compressed as it was comes back pixel for pixel in its own ink.""", compute=True)
     d.add_argument("checkpoint", help="the checkpoint the file was compressed with")
     d.add_argument("file", help="the compressed file")
     d.add_argument("--out", required=True, help="a folder (one PNG per image), a .npy file, or a .png (one image or a grid)")
+    d.add_argument("--ink", default="white", choices=["white", "black"],
+                   help="PNGs: white ink on black, MNIST's convention and that of 0/1 arrays (a pixel of value 1 is 255), "
+                        "or black ink on white, as drawings and the app's exports are (default: %(default)s)")
     d.set_defaults(handler=_cmd_decompress)
 
     s = add_command(sub, "score", "how digit-like: log-likelihood percentile and likelihood ratio", """\
@@ -167,11 +172,11 @@ def _cmd_decompress(a: argparse.Namespace) -> int:
         with atomic_file(out) as f:
             np.save(f, x, allow_pickle=False)
     elif out.suffix.lower() == ".png":
-        save_png(x[0], out) if len(x) == 1 else save_grid(x, out, scale=1)
+        save_png(x[0], out, ink=a.ink) if len(x) == 1 else save_grid(x, out, scale=1, ink=a.ink)
     else:
         out.mkdir(parents=True, exist_ok=True)
         for k, im in enumerate(x):
-            save_png(im, out / f"image_{k:05d}.png")
+            save_png(im, out / f"image_{k:05d}.png", ink=a.ink)
     print(f"decoded {len(x)} images into {out}")
     return 0
 

@@ -93,3 +93,31 @@ def test_a_fifo_given_as_an_image(made, tmp_path, capsys, name):
     fifo = tmp_path / name
     os.mkfifo(fifo)
     one_line(capsys, ["compress", str(path), str(fifo), "--out", str(tmp_path / "o.pxc")], "not a regular file", seconds=20)
+
+
+# ------------------------------------------------------------------ lossless means the same pixels
+CRUDE_ONE = np.zeros((28, 28), np.uint8)
+CRUDE_ONE[4:22, 6] = 1  # a crude "1" off to the left: MNIST-style import would centre and rescale it
+CRUDE_ONE[4:6, 5] = 1
+
+
+@pytest.mark.parametrize("ink, mode", [("white", "L"), ("white", "1"), ("black", "L")])
+def test_compress_then_decompress_gives_back_the_same_png(made, tmp_path, capsys, ink, mode):
+    """A 28x28 binary PNG comes back pixel for pixel: coded as it is, written in its own ink."""
+    from PIL import Image
+
+    path, _ = made
+    grey = (CRUDE_ONE if ink == "white" else 1 - CRUDE_ONE) * 255
+    src = tmp_path / "one.png"
+    Image.fromarray(grey.astype(np.uint8)).convert(mode).save(src)
+    packed, back = tmp_path / "one.pxcz", tmp_path / "back.png"
+    assert main(["compress", str(path), str(src), "--out", str(packed)]) == 0
+    argv = ["decompress", str(path), str(packed), "--out", str(back)] + (["--ink", ink] if ink != "white" else [])
+    assert main(argv) == 0
+    capsys.readouterr()
+    with Image.open(src) as a, Image.open(back) as b:
+        assert b.size == (28, 28)
+        assert np.array_equal(np.asarray(a.convert("L")), np.asarray(b.convert("L")))
+    npy = tmp_path / "back.npy"
+    assert main(["decompress", str(path), str(packed), "--out", str(npy)]) == 0
+    assert np.array_equal(np.load(npy)[0], CRUDE_ONE)
