@@ -276,7 +276,8 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     from ..models.base import nats_to_bits_per_dim
     from ..ordering import parse_ordering
     from ..recipes import nll_metrics, record_metrics
-    from ..train import evaluate, resolve_device
+    from ..train import evaluate_steps, resolve_device
+    from .options import Progress
 
     if a.record and a.max_images:
         raise CommandError("--record stores the NLL of the whole split: leave out --max-images")
@@ -288,7 +289,15 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     x = load_split(a.split, a.data, progress=_download_progress(a.split))
     x, drawn = subset(x, a.max_images, a.random_subset, a.seed)
     t0 = time.perf_counter()
-    nll, se = evaluate(model, x, a.batch_size, ensemble=a.ensemble)
+    progress = Progress(f"eval {a.split}" + (f", ensemble of {a.ensemble}" if a.ensemble > 1 else ""))
+    steps = evaluate_steps(model, x, a.batch_size, ensemble=a.ensemble)
+    while True:
+        try:
+            progress(next(steps), len(x))
+        except StopIteration as stop:
+            nll, se = stop.value
+            break
+    progress.close()
     secs = time.perf_counter() - t0
     d = model.size
     res = {

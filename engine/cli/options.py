@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+import time
+from typing import Callable, NoReturn, TextIO
 
 from ..errors import PixelchainError
 
-__all__ = ["DATA_HELP", "CommandError", "Parser", "add_command", "add_threads_option", "apply_threads", "check_device",
+__all__ = ["DATA_HELP", "CommandError", "Parser", "Progress", "add_command", "add_threads_option", "apply_threads", "check_device",
            "positive_int", "short_usage"]
 
 
@@ -100,3 +101,62 @@ def add_command(sub: argparse._SubParsersAction, name: str, summary: str, descri
     if compute:
         add_threads_option(p)
     return p
+
+
+class Progress:
+    """``(done, total)`` progress of a long command, on stderr.
+
+    Not on a terminal (a log file, a pipe, a job in the background) it writes a whole line now and
+    then: ``eval: 2,000 of 10,000 images (20%), 0:31 elapsed, about 2:04 left``, the first after
+    :attr:`EVERY` seconds and then at most one per :attr:`EVERY` seconds, so a short run prints
+    nothing and a long one shows it is alive. On a terminal it keeps one line up to date and clears
+    it when the work is done. ``--json`` output on stdout is never touched."""
+
+    #: seconds between two lines when the output is not a terminal
+    EVERY = 10.0
+
+    def __init__(self, what: str, unit: str = "images", stream: TextIO | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.what, self.unit = what, unit
+        self.stream = stream if stream is not None else sys.stderr
+        self.clock = clock
+        self.start = self.last = clock()
+        try:
+            self.tty = self.stream.isatty()
+        except (AttributeError, ValueError):
+            self.tty = False
+        self.shown = False
+
+    def line(self, done: int, total: int) -> str:
+        from ..steps import fmt_time
+
+        elapsed = self.clock() - self.start
+        text = f"{self.what}: {done:,} of {total:,} {self.unit}"
+        if total > 0:
+            text += f" ({100 * done / total:.0f}%), {fmt_time(elapsed)} elapsed"
+            if 0 < done < total:
+                text += f", about {fmt_time(elapsed * (total - done) / done)} left"
+        return text
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        if self.tty:
+            if now - self.last >= 0.2 or done >= total:
+                self.last = now
+                self.stream.write("\r" + self.line(done, total) + " " * 8)
+                self.stream.flush()
+                self.shown = True
+            if done >= total:
+                self.close()
+            return
+        if now - self.last >= self.EVERY and done < total:
+            self.last = now
+            self.stream.write(self.line(done, total) + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        """Clear the terminal line (nothing to do off a terminal)."""
+        if self.tty and self.shown:
+            self.stream.write("\r" + " " * 100 + "\r")
+            self.stream.flush()
+            self.shown = False

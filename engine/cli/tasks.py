@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_file, atomic_write
-from .options import DATA_HELP, CommandError, add_command
+from .options import DATA_HELP, CommandError, Progress, add_command
 
 __all__ = ["add_parsers", "load_images", "load_named_images"]
 
@@ -137,7 +137,9 @@ def _cmd_compress(a: argparse.Namespace) -> int:
         raise CommandError("no images to compress")
     codec = Codec(ck.model, ordering, a.chunk_size)
     t0 = time.perf_counter()
-    data, ideal = codec.encode_detailed(x)
+    progress = Progress("compress")
+    data, ideal = codec.encode_detailed(x, progress)
+    progress.close()
     secs = time.perf_counter() - t0
     atomic_write(a.out, data)
     info = read_container_header(data)
@@ -211,7 +213,10 @@ def _cmd_inpaint_eval(a: argparse.Namespace) -> int:
     x, drawn = subset(x, a.max_images, a.random_subset, a.seed)
     hidden = region_mask(a.region, c.height, c.width, seed=a.seed)
     t0 = time.perf_counter()
-    r = evaluate_inpainting(ck.model, x, hidden, method=a.method, samples=a.samples, seed=a.seed, batch_size=a.batch_size)
+    progress = Progress(f"inpaint-eval {a.split}, region {a.region}")
+    r = evaluate_inpainting(ck.model, x, hidden, method=a.method, samples=a.samples, seed=a.seed, batch_size=a.batch_size,
+                            progress=progress)
+    progress.close()
     res = dict(checkpoint=a.checkpoint, region=a.region, split=a.split, **r.to_dict(), seconds=time.perf_counter() - t0,
                subset=("random" if drawn is not None else "first") if a.max_images else "all")
     if a.json:

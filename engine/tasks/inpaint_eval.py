@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -211,8 +211,10 @@ def conditional_log_prob(model: ARModel, x: np.ndarray | torch.Tensor, hidden: n
 
 
 def evaluate_inpainting(model: ARModel, x: np.ndarray, hidden: np.ndarray, method: str = "auto", samples: int = 64,
-                        seed: int = 0, batch_size: int = 500) -> InpaintResult:
-    """Mean conditional NLL of the hidden pixels given the rest over the images ``x`` (N, D)."""
+                        seed: int = 0, batch_size: int = 500,
+                        progress: Callable[[int, int], None] | None = None) -> InpaintResult:
+    """Mean conditional NLL of the hidden pixels given the rest over the images ``x`` (N, D);
+    ``progress(images done, images)`` is called after each batch."""
     was_training = model.training
     model.eval()
     x = np.asarray(x).reshape(len(x), -1)
@@ -228,6 +230,8 @@ def evaluate_inpainting(model: ARModel, x: np.ndarray, hidden: np.ndarray, metho
             vals.append(-lp.cpu())
             if ess is not None:
                 esss.append(ess.cpu())
+            if progress is not None:
+                progress(min(i + step, len(x)), len(x))
     finally:
         model.train(was_training)
     v = torch.cat(vals).numpy()

@@ -4,6 +4,7 @@ a model, and reports that say which images they measured."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ import engine.cli.tasks as clitasks
 from app.launcher import main as launcher_main
 from engine.checkpoint import save_checkpoint
 from engine.cli import ENGINE_COMMANDS, build_parser, main
+from engine.cli.options import Progress
 from engine.models import build_model
 
 #: subcommands that only read files and run no model
@@ -197,3 +199,49 @@ def test_deeply_nested_json_options_are_one_line(capsys, tmp_path, argv):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nests deeper than" in err[0] and "Traceback" not in err[0], err
+
+
+# ------------------------------------------------------------------ progress off a terminal
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_progress_off_a_terminal_is_a_line_every_ten_seconds():
+    import io
+
+    clock, out = _Clock(), io.StringIO()
+    p = Progress("eval test", stream=out, clock=clock)
+    for done in range(1, 101):
+        clock.now += 1.0  # a second per step: 100 s in all
+        p(done * 100, 10_000)
+    p.close()
+    lines = out.getvalue().splitlines()
+    assert 8 <= len(lines) <= 10 and "\r" not in out.getvalue()
+    assert lines[0] == "eval test: 1,000 of 10,000 images (10%), 0:10 elapsed, about 1:30 left", lines[0]
+    quick = io.StringIO()
+    p = Progress("eval test", stream=quick, clock=_Clock())
+    p(5, 10)
+    p(10, 10)
+    assert quick.getvalue() == ""  # a short run prints nothing
+
+
+@pytest.mark.parametrize("command", ["eval", "inpaint-eval", "compress"])
+def test_long_commands_report_progress_on_stderr_when_it_is_not_a_terminal(tmp_path, capsys, monkeypatch, data_dir, command):
+    """`eval`, `inpaint-eval` and `compress` in a log file: progress lines on stderr, the result alone on stdout."""
+    monkeypatch.setattr(Progress, "EVERY", 0.0)  # a line at every step, so a quick run shows them
+    ck = str(BUNDLED)
+    argv = {
+        "eval": ["eval", ck, "--max-images", "40", "--batch-size", "10", "--json"],
+        "inpaint-eval": ["inpaint-eval", ck, "--region", "bottom", "--max-images", "40", "--batch-size", "10", "--json"],
+        "compress": ["compress", ck, "test", "--max-images", "40", "--chunk-size", "10", "--out", str(tmp_path / "c.pxcz"), "--json"],
+    }[command]
+    assert main([*argv, "--data", str(data_dir), "--threads", "1"]) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)  # stdout holds the result only
+    lines = captured.err.splitlines()
+    assert [ln.split(": ", 1)[1].split(" images")[0] for ln in lines] == ["10 of 40", "20 of 40", "30 of 40"], captured.err
+    assert all(ln.startswith(command) for ln in lines) and "\r" not in captured.err
