@@ -245,3 +245,29 @@ def test_long_commands_report_progress_on_stderr_when_it_is_not_a_terminal(tmp_p
     lines = captured.err.splitlines()
     assert [ln.split(": ", 1)[1].split(" images")[0] for ln in lines] == ["10 of 40", "20 of 40", "30 of 40"], captured.err
     assert all(ln.startswith(command) for ln in lines) and "\r" not in captured.err
+
+
+def test_main_catches_every_pixelchain_error_once(monkeypatch, capsys):
+    """A new engine error class needs no registration: deriving from PixelchainError is enough."""
+    from engine.errors import PixelchainError
+
+    class NewKindOfError(PixelchainError):
+        pass
+
+    def fail(a):
+        raise NewKindOfError("a new kind of failure, explained")
+
+    monkeypatch.setattr(clicommands, "_cmd_info", fail)
+    assert main(["info", "x.safetensors"]) == 2
+    assert capsys.readouterr().err == "pixelchain: error: a new kind of failure, explained\n"
+
+
+def test_an_os_error_names_its_file(monkeypatch, capsys):
+    import errno
+
+    def fail(a):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), "/some/where/m.safetensors")
+
+    monkeypatch.setattr(clicommands, "_cmd_info", fail)
+    assert main(["info", "x.safetensors"]) == 2
+    assert capsys.readouterr().err == "pixelchain: error: /some/where/m.safetensors: Permission denied\n"
