@@ -9,11 +9,13 @@ from typing import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from engine.cli import ENGINE_COMMANDS
+    from engine.cli import ENGINE_COMMANDS, quiet_broken_pipe
     from engine.cli import main as engine_main
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ENGINE_COMMANDS:
+    if argv and (argv[0] in ENGINE_COMMANDS or not argv[0].startswith("-")):
+        # the app takes options only: a word is a subcommand, a mistyped one included (the engine's
+        # parser lists the subcommands with a "did you mean")
         return engine_main(argv)
     if argv[:1] in (["-h"], ["--help"]):  # the subcommands, then the options of the app itself
         try:
@@ -24,7 +26,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from app.main import build_parser as app_parser
         except ImportError:
             return rc
-        print(f"\nWithout a subcommand, pixelchain starts the desktop app:\n\n{app_parser().format_help()}", end="")
+        try:
+            print(f"\nWithout a subcommand, pixelchain starts the desktop app:\n\n{app_parser().format_help()}", end="", flush=True)
+        except BrokenPipeError:  # `pixelchain --help | head`
+            return quiet_broken_pipe()
         return rc
     try:
         from app.main import main as app_main

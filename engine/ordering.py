@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import jsonsafe
 from .errors import PixelchainError
 
 __all__ = [
@@ -103,7 +104,32 @@ def _hilbert(h: int, w: int) -> np.ndarray:
 
     Inside the grid the path moves between neighbouring pixels except where the full curve
     leaves the grid and comes back, which is why it is "Hilbert-like" for 28x28.
+
+    The position of every pixel along the curve is computed directly (work proportional to the
+    pixels of the image, not to the covering square: a 1 x 2**20 strip would need 2**40 steps of
+    :func:`_hilbert_d2xy`), and the pixels are sorted by it.
     """
+    order = max(1, int(np.ceil(np.log2(max(h, w)))))
+    n = 1 << order
+    y, x = np.divmod(np.arange(h * w, dtype=np.int64), w)
+    d = np.zeros(h * w, dtype=np.int64)
+    s = n // 2
+    while s > 0:  # the inverse of _hilbert_d2xy, one bit of the curve per round, for all pixels at once
+        rx = (x & s) > 0
+        ry = (y & s) > 0
+        d += s * s * ((3 * rx.astype(np.int64)) ^ ry.astype(np.int64))
+        flip = ~ry & rx
+        x = np.where(flip, s - 1 - x, x)  # equals n - 1 - x modulo s, and only the bits below s matter from here on
+        y = np.where(flip, s - 1 - y, y)
+        x, y = np.where(~ry, y, x), np.where(~ry, x, y)
+        x &= s - 1
+        y &= s - 1
+        s //= 2
+    return np.argsort(d, kind="stable")
+
+
+def _hilbert_by_walking(h: int, w: int) -> np.ndarray:
+    """The reference :func:`_hilbert`: walk the whole covering square (tests compare the two)."""
     order = max(1, int(np.ceil(np.log2(max(h, w)))))
     out = []
     for d in range(1 << (2 * order)):
@@ -277,13 +303,19 @@ class Ordering:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Ordering":
+    def from_dict(cls, d: dict[str, Any], height: int | None = None, width: int | None = None) -> "Ordering":
+        """The ordering a :meth:`to_dict` describes; with ``height`` and ``width`` (the image size it
+        is for) a description of another size is refused before anything is built."""
         if not isinstance(d, dict):
             raise OrderingError(f"an ordering is described by a JSON object, got {type(d).__name__}")
         try:
             name, h, w = d["name"], int(d["height"]), int(d["width"])
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise OrderingError(f"ordering description lacks a valid name/height/width: {exc}") from None
+        if height is not None and width is not None and (h, w) != (height, width):
+            raise OrderingError(f"the ordering describes a {h}x{w} image; the images here are {height}x{width}")
+        if h < 1 or w < 1:
+            raise OrderingError(f"image size must be positive, got {h}x{w}")
         if h * w > MAX_ORDERING_PIXELS:
             raise OrderingError(f"an image of {h}x{w} pixels is larger than an ordering may be")
         if "perm" in d:
@@ -297,12 +329,13 @@ class Ordering:
         return make_ordering(name, h, w, seed=d.get("seed"))
 
     @classmethod
-    def from_json(cls, text: str) -> "Ordering":
+    def from_json(cls, text: str, height: int | None = None, width: int | None = None) -> "Ordering":
+        """:meth:`from_dict` of JSON text, parsed with a size and depth limit (:mod:`engine.jsonsafe`)."""
         try:
-            d = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise OrderingError(f"ordering is not valid JSON: {exc}") from None
-        return cls.from_dict(d)
+            d = jsonsafe.loads(text, what="the ordering description", max_bytes=64 << 20)
+        except jsonsafe.JSONError as exc:
+            raise OrderingError(str(exc)) from None
+        return cls.from_dict(d, height, width)
 
 
 #: Largest number of pixels an ordering may have (a description asking for more is refused).
@@ -336,7 +369,7 @@ def parse_ordering(spec: str, height: int = 28, width: int = 28) -> Ordering:
     """Parse ``raster``, ``random:SEED`` or the name of any ordering, or a JSON description."""
     spec = spec.strip()
     if spec.startswith("{"):
-        return Ordering.from_json(spec)
+        return Ordering.from_json(spec, height, width)  # another image size is refused before any work
     name, _, arg = spec.partition(":")
     if name in _SEEDED:
         try:

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..steps import fmt_time
+from .options import CommandError
 
-__all__ = ["ENGINE_COMMANDS", "main", "build_parser"]
+__all__ = ["ENGINE_COMMANDS", "main", "build_parser", "quiet_broken_pipe"]
 
 #: every subcommand (the launcher hands these to :func:`main` without importing Qt); compress,
 #: decompress, score and inpaint-eval have their parsers and handlers in engine/cli/tasks.py
@@ -39,10 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ..ordering import ORDERING_NAMES
     from ..recipes import add_family_options, add_train_options
     from ..train import PRECISIONS
-    from .options import DATA_HELP, add_command
+    from .options import DATA_HELP, Parser, add_command
     from .tasks import add_parsers as add_task_parsers
 
-    p = argparse.ArgumentParser(prog="pixelchain", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="pixelchain", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", title="subcommands", metavar="COMMAND",
                            description="`pixelchain COMMAND --help` describes each one")
     orderings = (f"{', '.join(ORDERING_NAMES)}; random:SEED and random-rows:SEED draw one; "
@@ -205,7 +206,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     quiet = a.quiet or not ddp.is_main
     device = ddp.device if ddp.device is not None else resolve_device(a.device)  # set when distributed
     if a.amp and a.precision not in (None, "bf16"):
-        raise ValueError(f"--amp contradicts --precision {a.precision}")
+        raise CommandError(f"--amp contradicts --precision {a.precision}")
     precision = "bf16" if a.amp else (a.precision or "auto")
     tc.amp = resolve_amp(precision, device, a.model)
     torch.manual_seed(a.seed)
@@ -254,7 +255,7 @@ def _init_from(model, path: str) -> None:
 
     src = load_checkpoint(path).model
     if src.family != model.family:
-        raise ValueError(f"--init-from {path}: it holds a {src.family} model, not a {model.family} one")
+        raise CommandError(f"--init-from {path}: it holds a {src.family} model, not a {model.family} one")
     mine, theirs = model.state_dict(), src.state_dict()
     diff = sorted(k for k in set(mine) | set(theirs) if k not in mine or k not in theirs or mine[k].shape != theirs[k].shape)
     if not diff:
@@ -264,10 +265,10 @@ def _init_from(model, path: str) -> None:
         try:
             model.grow_from(src)
         except ValueError as e:
-            raise ValueError(f"--init-from {path}: {e}") from None
+            raise CommandError(f"--init-from {path}: {e}") from None
         return
     more = ", ..." if len(diff) > 4 else ""
-    raise ValueError(f"--init-from {path}: the sizes differ from this model's ({', '.join(diff[:4])}{more})")
+    raise CommandError(f"--init-from {path}: the sizes differ from this model's ({', '.join(diff[:4])}{more})")
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
@@ -276,10 +277,11 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     from ..models.base import nats_to_bits_per_dim
     from ..ordering import parse_ordering
     from ..recipes import nll_metrics, record_metrics
-    from ..train import evaluate, resolve_device
+    from ..train import evaluate_steps, resolve_device
+    from .options import Progress
 
     if a.record and a.max_images:
-        raise ValueError("--record stores the NLL of the whole split: leave out --max-images")
+        raise CommandError("--record stores the NLL of the whole split: leave out --max-images")
     ck = load_checkpoint(a.checkpoint, device=resolve_device(a.device))
     model = ck.model
     if a.ordering:
@@ -288,7 +290,15 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     x = load_split(a.split, a.data, progress=_download_progress(a.split))
     x, drawn = subset(x, a.max_images, a.random_subset, a.seed)
     t0 = time.perf_counter()
-    nll, se = evaluate(model, x, a.batch_size, ensemble=a.ensemble)
+    progress = Progress(f"eval {a.split}" + (f", ensemble of {a.ensemble}" if a.ensemble > 1 else ""))
+    steps = evaluate_steps(model, x, a.batch_size, ensemble=a.ensemble)
+    while True:
+        try:
+            progress(next(steps), len(x))
+        except StopIteration as stop:
+            nll, se = stop.value
+            break
+    progress.close()
     secs = time.perf_counter() - t0
     d = model.size
     res = {
@@ -331,7 +341,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     ck = load_checkpoint(a.checkpoint, device=resolve_device(a.device))
     ordering = parse_ordering(a.ordering, ck.model.config.height, ck.model.config.width) if a.ordering else None
     if a.n < 1:
-        raise ValueError("--n must be at least 1")
+        raise CommandError("--n must be at least 1")
     gen = torch.Generator().manual_seed(a.seed)
     x = ck.model.sample(a.n, ordering=ordering, temperature=a.temperature, generator=gen)
     imgs = x.reshape(a.n, ck.model.config.height, ck.model.config.width).cpu().numpy()
@@ -347,35 +357,88 @@ def _cmd_info(a: argparse.Namespace) -> int:
     return 0
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from ..checkpoint import CheckpointError
-    from ..data import DataError
-    from ..ordering import OrderingError
-    from ..train import TrainingError
+def _suggest(word: str, choices) -> str:
+    """`` (did you mean 'train'?)`` for a near miss among ``choices``, else nothing."""
+    import difflib
 
-    return (CheckpointError, DataError, OrderingError, TrainingError, ValueError, OSError)
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_json_options(a: argparse.Namespace) -> None:
+    """Parse every JSON-valued option (``--config``, an ``--ordering`` given as JSON) once through
+    :func:`engine.jsonsafe.loads`, so text nested thousands deep or megabytes long is refused in one
+    line before any handler hands it to :func:`json.loads` (which would recurse without bound)."""
+    from ..jsonsafe import loads
+
+    for name in ("config", "ordering"):
+        text = getattr(a, name, None)
+        if isinstance(text, str) and text.lstrip()[:1] in ("{", "["):
+            loads(text, what=f"--{name}", max_bytes=1 << 20)
+
+
+def _error_line(exc: BaseException) -> str:
+    """The one line for an expected error: an OSError names its file (and its errno's words, not
+    ``[Errno 2]``); anything else is its own message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def quiet_broken_pipe() -> int:
+    """The reader of our output went away (``pixelchain info X | head``): stop quietly, as Unix tools
+    do. Later writes (and the interpreter's final flush) go to /dev/null instead of failing again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (a test's capture): nothing to redirect
+        pass
+    return 141  # 128 + SIGPIPE, what a shell reports for a tool ended by a closed pipe
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .options import apply_threads
+    """Run ``pixelchain COMMAND ...``; the exit status (argparse's own errors and ``--help`` exit)."""
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:  # in --help as much as in a command's output
+        return quiet_broken_pipe()
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+
+def _main(argv: list[str]) -> int:
+    from ..errors import PixelchainError
+    from .options import apply_threads, check_device
+
     parser = build_parser()
     if not argv:
         parser.print_help()
         print("\nWith no subcommand, the installed `pixelchain` command (app.launcher) starts the desktop app.")
         return 2
+    if not argv[0].startswith("-") and argv[0] not in ENGINE_COMMANDS:
+        parser.error(f"unknown command {argv[0]!r}{_suggest(argv[0], ENGINE_COMMANDS)}; "
+                     f"the commands are {', '.join(sorted(ENGINE_COMMANDS))}")
     a = parser.parse_args(argv)
     a.argv = argv  # recorded in a trained checkpoint as the command that repeats the run
     handlers = {"train": _cmd_train, "eval": _cmd_eval, "sample": _cmd_sample, "info": _cmd_info}
     try:
+        if isinstance(getattr(a, "device", None), str):
+            check_device(a.device)
+        _check_json_options(a)
         apply_threads(a)
-        return (handlers.get(a.command) or a.handler)(a)
+        rc = (handlers.get(a.command) or a.handler)(a)
+        sys.stdout.flush()  # a closed pipe shows here, where main() handles it, not at exit
+        return rc
+    except BrokenPipeError:
+        raise
     except KeyboardInterrupt:
         print("pixelchain: interrupted", file=sys.stderr)
         return 130
-    except _known_errors() as exc:
-        print(f"pixelchain: error: {exc}", file=sys.stderr)
+    # PixelchainError: every expected engine error. ValueError stays: the models' config checks and a
+    # few engine helpers still raise plain ValueErrors with user-facing messages (e.g. a --config field
+    # out of range). OSError: a file that cannot be read or written, named in the message.
+    except (PixelchainError, ValueError, OSError) as exc:
+        print(f"pixelchain: error: {_error_line(exc)}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as exc:  # allocation failures only; other bugs keep their traceback
         text = str(exc)

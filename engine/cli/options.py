@@ -10,8 +10,45 @@ shared machine, so every such command is registered with ``compute=True``.
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+from typing import Callable, NoReturn, TextIO
 
-__all__ = ["DATA_HELP", "add_command", "add_threads_option", "apply_threads", "positive_int"]
+from ..errors import PixelchainError
+
+__all__ = ["DATA_HELP", "CommandError", "Parser", "Progress", "add_command", "add_threads_option", "apply_threads", "check_device",
+           "positive_int", "short_usage"]
+
+
+class CommandError(PixelchainError, ValueError):
+    """Options that make no sense together or for this checkpoint, found by a command's handler."""
+
+
+def short_usage(parser: argparse.ArgumentParser) -> str:
+    """``pixelchain eval checkpoint [options]``: the positionals and required options of ``parser``,
+    short enough for the line under an error (the whole usage of train is a screenful)."""
+    words = [parser.prog]
+    optional = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            words.append("COMMAND")
+        elif not action.option_strings:
+            name = action.metavar if isinstance(action.metavar, str) else action.dest
+            words.append(f"{name} ..." if action.nargs in ("+", "*") else name)
+        elif action.required:
+            words.append(f"{action.option_strings[-1]} {action.metavar or action.dest.upper()}")
+        elif not isinstance(action, argparse._HelpAction):
+            optional = True
+    return " ".join(words + (["[options]"] if optional else []))
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors take two lines, ``pixelchain: error: ...`` and a short usage
+    with where to read more, instead of argparse's whole usage first (a screenful for train)."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"pixelchain: error: {message}\nusage: {short_usage(self)}  (`{self.prog} --help` tells more)\n")
+        sys.exit(2)
 
 #: help of every ``--data`` option
 DATA_HELP = "folder with binarized_mnist_*.amat (default: $PIXELCHAIN_DATA, else the download cache)"
@@ -26,6 +63,19 @@ def positive_int(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
     return n
+
+
+#: what ``--device`` accepts (``cuda:N`` with any N)
+DEVICE_NAMES = ("cpu", "cuda", "mps", "auto")
+
+
+def check_device(text: str) -> str:
+    """``--device`` as given when it is cpu, cuda, cuda:N, mps or auto; anything else (``meta``, a typo)
+    is a :class:`CommandError` here, before a checkpoint is read, rather than a failure deep inside torch."""
+    base, colon, index = text.partition(":")
+    if text in DEVICE_NAMES or (base == "cuda" and colon and index.isdigit()):
+        return text
+    raise CommandError(f"--device {text!r} is not a device pixelchain runs on; use cpu, cuda, cuda:N, mps or auto")
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
@@ -51,3 +101,62 @@ def add_command(sub: argparse._SubParsersAction, name: str, summary: str, descri
     if compute:
         add_threads_option(p)
     return p
+
+
+class Progress:
+    """``(done, total)`` progress of a long command, on stderr.
+
+    Not on a terminal (a log file, a pipe, a job in the background) it writes a whole line now and
+    then: ``eval: 2,000 of 10,000 images (20%), 0:31 elapsed, about 2:04 left``, the first after
+    :attr:`EVERY` seconds and then at most one per :attr:`EVERY` seconds, so a short run prints
+    nothing and a long one shows it is alive. On a terminal it keeps one line up to date and clears
+    it when the work is done. ``--json`` output on stdout is never touched."""
+
+    #: seconds between two lines when the output is not a terminal
+    EVERY = 10.0
+
+    def __init__(self, what: str, unit: str = "images", stream: TextIO | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.what, self.unit = what, unit
+        self.stream = stream if stream is not None else sys.stderr
+        self.clock = clock
+        self.start = self.last = clock()
+        try:
+            self.tty = self.stream.isatty()
+        except (AttributeError, ValueError):
+            self.tty = False
+        self.shown = False
+
+    def line(self, done: int, total: int) -> str:
+        from ..steps import fmt_time
+
+        elapsed = self.clock() - self.start
+        text = f"{self.what}: {done:,} of {total:,} {self.unit}"
+        if total > 0:
+            text += f" ({100 * done / total:.0f}%), {fmt_time(elapsed)} elapsed"
+            if 0 < done < total:
+                text += f", about {fmt_time(elapsed * (total - done) / done)} left"
+        return text
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        if self.tty:
+            if now - self.last >= 0.2 or done >= total:
+                self.last = now
+                self.stream.write("\r" + self.line(done, total) + " " * 8)
+                self.stream.flush()
+                self.shown = True
+            if done >= total:
+                self.close()
+            return
+        if now - self.last >= self.EVERY and done < total:
+            self.last = now
+            self.stream.write(self.line(done, total) + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        """Clear the terminal line (nothing to do off a terminal)."""
+        if self.tty and self.shown:
+            self.stream.write("\r" + " " * 100 + "\r")
+            self.stream.flush()
+            self.shown = False

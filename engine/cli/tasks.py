@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_file, atomic_write
-from .options import DATA_HELP, add_command
+from .options import DATA_HELP, CommandError, Progress, add_command
 
 __all__ = ["add_parsers", "load_images", "load_named_images"]
 
@@ -32,7 +32,8 @@ file records the checkpoint's fingerprint and the ordering; decompress needs the
                     compute=True)
     c.add_argument("checkpoint", help="a .safetensors checkpoint")
     c.add_argument("sources", nargs="+", metavar="IMAGE_OR_SPLIT",
-                   help="image files, .npy arrays of 0/1 images, or a split name (test, valid, train)")
+                   help="image files (a 28x28 one is coded as it is, only thresholded; any other size is scaled and "
+                        "centred like MNIST), .npy arrays of 0/1 images, or a split name (test, valid, train)")
     c.add_argument("--out", required=True, help="compressed file to write")
     c.add_argument("--max-images", type=int, default=None, metavar="N", help="use only the first N images of a split or .npy")
     c.add_argument("--ordering", default=None, help="code in another ordering (order-agnostic models; stored in the file)")
@@ -43,10 +44,14 @@ file records the checkpoint's fingerprint and the ordering; decompress needs the
     c.set_defaults(handler=_cmd_compress)
 
     d = add_command(sub, "decompress", "decode a file made by `pixelchain compress` with the same checkpoint", """\
-Refuses a file made with another checkpoint (its fingerprint differs).""", compute=True)
+Refuses a file made with another checkpoint (its fingerprint differs). PNGs are written in
+--ink: a 28x28 PNG compressed as it was comes back pixel for pixel in its own ink.""", compute=True)
     d.add_argument("checkpoint", help="the checkpoint the file was compressed with")
     d.add_argument("file", help="the compressed file")
     d.add_argument("--out", required=True, help="a folder (one PNG per image), a .npy file, or a .png (one image or a grid)")
+    d.add_argument("--ink", default="white", choices=["white", "black"],
+                   help="PNGs: white ink on black, MNIST's convention and that of 0/1 arrays (a pixel of value 1 is 255), "
+                        "or black ink on white, as drawings and the app's exports are (default: %(default)s)")
     d.set_defaults(handler=_cmd_decompress)
 
     s = add_command(sub, "score", "how digit-like: log-likelihood percentile and likelihood ratio", """\
@@ -92,7 +97,7 @@ def load_images(sources: list[str], data: str | None = None, max_images: int | N
 def load_named_images(sources: list[str], data: str | None = None, max_images: int | None = None) -> tuple[np.ndarray, list[str]]:
     """The images of :func:`load_images` and a name for each (``file`` or ``file[k]``)."""
     from ..data import SPLITS, load_split
-    from ..images import import_image
+    from ..images import import_image, load_npy
 
     out, names = [], []
     for src in sources:
@@ -101,18 +106,15 @@ def load_named_images(sources: list[str], data: str | None = None, max_images: i
             a = load_split(src, data)
             a = a[:max_images] if max_images else a
         elif p.suffix.lower() == ".npy":
-            try:
-                a = np.load(p, allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise ValueError(f"cannot read {p}: {exc}") from None
+            a = load_npy(p)  # a strict header check; only regular files
             if a.ndim == 2 and a.shape == (28, 28):
                 a = a[None]
             if a.ndim == 2 and a.shape[1] == 784:
                 a = a.reshape(-1, 28, 28)
             if a.ndim != 3 or a.shape[1:] != (28, 28):
-                raise ValueError(f"{p} holds an array of shape {a.shape}; expected (N, 784), (N, 28, 28) or (28, 28)")
+                raise CommandError(f"{p} holds an array of shape {a.shape}; expected (N, 784), (N, 28, 28) or (28, 28)")
             if a.size and not np.isin(a, (0, 1)).all():
-                raise ValueError(f"{p} holds values other than 0 and 1")
+                raise CommandError(f"{p} holds values other than 0 and 1")
             a = a[:max_images] if max_images else a
         else:
             a = import_image(p)[None]
@@ -132,10 +134,12 @@ def _cmd_compress(a: argparse.Namespace) -> int:
     ordering = parse_ordering(a.ordering, c.height, c.width) if a.ordering else None
     x = load_images(a.sources, a.data, a.max_images)
     if len(x) == 0:
-        raise ValueError("no images to compress")
+        raise CommandError("no images to compress")
     codec = Codec(ck.model, ordering, a.chunk_size)
     t0 = time.perf_counter()
-    data, ideal = codec.encode_detailed(x)
+    progress = Progress("compress")
+    data, ideal = codec.encode_detailed(x, progress)
+    progress.close()
     secs = time.perf_counter() - t0
     atomic_write(a.out, data)
     info = read_container_header(data)
@@ -163,18 +167,18 @@ def _cmd_decompress(a: argparse.Namespace) -> int:
     try:
         data = Path(a.file).read_bytes()
     except OSError as exc:
-        raise ValueError(f"cannot read {a.file}: {exc.strerror or exc}") from None
+        raise CommandError(f"cannot read {a.file}: {exc.strerror or exc}") from None
     x = decompress(ck.model, data)
     out = Path(a.out)
     if out.suffix.lower() == ".npy":
         with atomic_file(out) as f:
             np.save(f, x, allow_pickle=False)
     elif out.suffix.lower() == ".png":
-        save_png(x[0], out) if len(x) == 1 else save_grid(x, out, scale=1)
+        save_png(x[0], out, ink=a.ink) if len(x) == 1 else save_grid(x, out, scale=1, ink=a.ink)
     else:
         out.mkdir(parents=True, exist_ok=True)
         for k, im in enumerate(x):
-            save_png(im, out / f"image_{k:05d}.png")
+            save_png(im, out / f"image_{k:05d}.png", ink=a.ink)
     print(f"decoded {len(x)} images into {out}")
     return 0
 
@@ -184,8 +188,8 @@ def _cmd_score(a: argparse.Namespace) -> int:
     from ..tasks.score import Scorer
 
     ck = load_checkpoint(a.checkpoint)
+    x, names = load_named_images(a.images, a.data)  # a bad file is reported before the reference is measured
     scorer = Scorer.for_model(ck.model, data_dir=a.data)
-    x, names = load_named_images(a.images, a.data)
     results = scorer.score(x)
     rows = [dict(image=name, **r.to_dict()) for name, r in zip(names, results, strict=True)]
     if a.json:
@@ -209,15 +213,18 @@ def _cmd_inpaint_eval(a: argparse.Namespace) -> int:
     x, drawn = subset(x, a.max_images, a.random_subset, a.seed)
     hidden = region_mask(a.region, c.height, c.width, seed=a.seed)
     t0 = time.perf_counter()
-    r = evaluate_inpainting(ck.model, x, hidden, method=a.method, samples=a.samples, seed=a.seed, batch_size=a.batch_size)
+    progress = Progress(f"inpaint-eval {a.split}, region {a.region}")
+    r = evaluate_inpainting(ck.model, x, hidden, method=a.method, samples=a.samples, seed=a.seed, batch_size=a.batch_size,
+                            progress=progress)
+    progress.close()
     res = dict(checkpoint=a.checkpoint, region=a.region, split=a.split, **r.to_dict(), seconds=time.perf_counter() - t0,
                subset=("random" if drawn is not None else "first") if a.max_images else "all")
     if a.json:
         print(json.dumps(res))
     else:
-        exact = "exact" if r.exact else "an estimate, not exact"
+        how = "" if r.exact else " (an estimate, not exact)"  # an exact method's name says so already
         print(f"{ck.model.family} ({ck.model.ordering.label}), region {a.region} ({r.hidden_pixels} hidden pixels): "
               f"conditional NLL {r.nll:.3f} ± {r.stderr:.3f} nats per image ({r.nll / r.hidden_pixels:.4f} nats per hidden pixel) "
-              f"over {r.n_images} {'randomly drawn ' if drawn is not None else ''}images\nmethod: {r.method} -- {exact}. {r.note}"
+              f"over {r.n_images} {'randomly drawn ' if drawn is not None else ''}images\nmethod: {r.method}{how}: {r.note}"
               + (f"; mean effective sample size {r.mean_ess:.1f} of {r.samples}" if r.mean_ess is not None else ""))
     return 0

@@ -303,7 +303,7 @@ class Codec:
         ordering = self.model.ordering
         if info.ordering_json:
             try:
-                ordering = Ordering.from_json(info.ordering_json)
+                ordering = Ordering.from_json(info.ordering_json, self.height, self.width)  # checked before it is built
             except OrderingError as exc:
                 raise CompressionError(f"corrupt header: {exc}") from None
         ok, why = self.model.supports(ordering)

@@ -24,15 +24,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import PixelchainError
 from ..models.base import ARModel
 
-__all__ = ["REGIONS", "region_mask", "InpaintResult", "conditional_log_prob", "evaluate_inpainting", "exact_available"]
+__all__ = ["REGIONS", "region_mask", "InpaintError", "InpaintResult", "conditional_log_prob", "evaluate_inpainting",
+           "exact_available"]
+
+
+class InpaintError(PixelchainError, ValueError):
+    """A region, method or sample count that cannot be measured for this model."""
+
 
 REGIONS = ("top", "bottom", "left", "right", "centre", "random50")
 METHODS = ("auto", "exact", "smc", "importance", "ignore-later")
@@ -56,7 +63,7 @@ def region_mask(region: str, height: int = 28, width: int = 28, seed: int = 0) -
         m = np.zeros(height * width, bool)
         m[np.random.default_rng(seed).permutation(height * width)[: height * width // 2]] = True
     else:
-        raise ValueError(f"unknown region {region!r}; choose one of {', '.join(REGIONS)}")
+        raise InpaintError(f"unknown region {region!r}; choose one of {', '.join(REGIONS)}")
     return m
 
 
@@ -182,12 +189,12 @@ def conditional_log_prob(model: ARModel, x: np.ndarray | torch.Tensor, hidden: n
                          samples: int = 64, generator: torch.Generator | None = None) -> tuple[torch.Tensor, str, torch.Tensor | None]:
     """(B,) log p(x_H | x_K) in nats (float64), the method used, and the ESS for importance sampling."""
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        raise InpaintError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     hidden = np.asarray(hidden, bool).reshape(-1)
     if hidden.shape[0] != model.size:
-        raise ValueError(f"the hidden mask has {hidden.shape[0]} pixels, the model {model.size}")
+        raise InpaintError(f"the hidden mask has {hidden.shape[0]} pixels, the model {model.size}")
     if not hidden.any():
-        raise ValueError("the hidden region is empty")
+        raise InpaintError("the hidden region is empty")
     xb = model._as_batch(x)
     h = torch.as_tensor(hidden, device=xb.device)
     exact = exact_available(model, hidden)
@@ -197,27 +204,29 @@ def conditional_log_prob(model: ARModel, x: np.ndarray | torch.Tensor, hidden: n
         method = "importance"  # this family's sampler cannot reorder its particles
     if method == "exact":
         if not exact:
-            raise ValueError(f"the conditional is not exact for this {model.family} in the {model.ordering.label} ordering: "
+            raise InpaintError(f"the conditional is not exact for this {model.family} in the {model.ordering.label} ordering: "
                              "some known pixels come after hidden ones; use importance or ignore-later")
         order = model.known_first_ordering(~hidden) if model.any_order else model.ordering
         return model.log_prob_per_pixel(xb, order).double()[:, h].sum(1), method, None
     if method == "ignore-later":
         return model.log_prob_per_pixel(xb).double()[:, h].sum(1), method, None
     if samples < 1:
-        raise ValueError("importance sampling needs at least one sample")
+        raise InpaintError("importance sampling needs at least one sample")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     log_known, ess = _importance(model, xb, hidden, samples, gen, resample=method == "smc")
     return model.log_prob(xb).double() - log_known, method, ess
 
 
 def evaluate_inpainting(model: ARModel, x: np.ndarray, hidden: np.ndarray, method: str = "auto", samples: int = 64,
-                        seed: int = 0, batch_size: int = 500) -> InpaintResult:
-    """Mean conditional NLL of the hidden pixels given the rest over the images ``x`` (N, D)."""
+                        seed: int = 0, batch_size: int = 500,
+                        progress: Callable[[int, int], None] | None = None) -> InpaintResult:
+    """Mean conditional NLL of the hidden pixels given the rest over the images ``x`` (N, D);
+    ``progress(images done, images)`` is called after each batch."""
     was_training = model.training
     model.eval()
     x = np.asarray(x).reshape(len(x), -1)
     if len(x) == 0:
-        raise ValueError("no images to evaluate")
+        raise InpaintError("no images to evaluate")
     gen = torch.Generator().manual_seed(seed)
     rows = max(1, min(batch_size, 16384 // max(1, samples)))  # bound the replicated batch of importance sampling
     vals, esss, used = [], [], method
@@ -228,6 +237,8 @@ def evaluate_inpainting(model: ARModel, x: np.ndarray, hidden: np.ndarray, metho
             vals.append(-lp.cpu())
             if ess is not None:
                 esss.append(ess.cpu())
+            if progress is not None:
+                progress(min(i + step, len(x)), len(x))
     finally:
         model.train(was_training)
     v = torch.cat(vals).numpy()

@@ -4,14 +4,22 @@ a model, and reports that say which images they measured."""
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 import engine.cli.commands as clicommands
 import engine.cli.tasks as clitasks
+from app.launcher import main as launcher_main
 from engine.checkpoint import save_checkpoint
 from engine.cli import ENGINE_COMMANDS, build_parser, main
+from engine.cli.options import Progress
 from engine.models import build_model
 
 #: subcommands that only read files and run no model
@@ -114,3 +122,152 @@ def test_inpaint_eval_report_says_how_the_images_were_chosen(tmp_path, capsys, d
     drawn = capsys.readouterr().out
     assert "over 3 images" in first and "randomly drawn" not in first
     assert "over 3 randomly drawn images" in drawn
+    assert "\nmethod: exact: every known pixel precedes every hidden one" in first and "exact -- exact" not in first
+
+
+# ------------------------------------------------------------------ errors a newcomer meets first
+ROOT = Path(__file__).resolve().parents[2]
+BUNDLED = ROOT / "resources" / "checkpoints" / "fvsbn-raster.safetensors"
+
+
+def _two_line_error(capsys, argv, match):
+    """``argv`` exits 2 with ``pixelchain: error: ...`` and a short usage hint: two lines, no traceback."""
+    with pytest.raises(SystemExit) as info:
+        launcher_main(argv)
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 2, captured.err
+    assert lines[0].startswith("pixelchain: error: ") and re.search(match, lines[0]), lines[0]
+    assert lines[1].startswith("usage: pixelchain") and "--help" in lines[1], lines[1]
+    assert captured.out == ""
+    return lines
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["eval", "m.safetensors", "--threads", "0"], "argument --threads: must be at least 1"),
+    (["inpaint-eval", "m.safetensors", "--region", "top", "--split", "bogus"], "argument --split: invalid choice: 'bogus'"),
+    (["sample", "m.safetensors", "--out", "g.png", "--temperature", "abc"], "argument --temperature: invalid float value: 'abc'"),
+    (["train", "--out", "m.safetensors"], "the following arguments are required: --model"),
+])
+def test_argument_errors_take_two_lines(capsys, argv, match):
+    lines = _two_line_error(capsys, argv, match)
+    assert len(lines[1]) < 140  # the short usage, not argparse's screenful
+
+
+def test_a_mistyped_subcommand_lists_the_subcommands_with_a_suggestion(capsys):
+    """``pixelchain trian`` reaches the engine's parser (not the app's usage) and suggests ``train``."""
+    lines = _two_line_error(capsys, ["trian", "--model", "made"], "unknown command 'trian'")
+    assert "did you mean 'train'?" in lines[0]
+    assert all(name in lines[0] for name in ENGINE_COMMANDS)
+    lines = _two_line_error(capsys, ["xyzzy"], "unknown command 'xyzzy'")
+    assert "did you mean" not in lines[0]
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """``pixelchain info X | head``: the reader goes away first; no ``Broken pipe`` error, no traceback."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for argv in (["info", str(BUNDLED)], ["--help"]):
+        p = subprocess.Popen([sys.executable, "-m", "app.launcher", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=env, cwd=tmp_path)
+        p.stdout.close()  # like `head` that has read enough: every write now fails with EPIPE
+        with p.stderr:
+            err = p.stderr.read().decode()
+        p.wait(timeout=120)
+        assert "Broken pipe" not in err and "Traceback" not in err and "Exception ignored" not in err, err
+        assert p.returncode in (0, 141), (argv, p.returncode, err)
+
+
+def test_device_meta_is_refused_in_one_line(capsys):
+    assert main(["eval", str(BUNDLED), "--device", "meta", "--max-images", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--device 'meta'" in err[0] and "cpu, cuda" in err[0]
+
+
+DEEP = "[" * 5000 + "]" * 5000
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--model", "fvsbn", "--out", "OUT", "--config", '{"a": ' + DEEP + "}"],
+    ["train", "--model", "fvsbn", "--out", "OUT", "--ordering", '{"name": ' + DEEP + "}"],
+    ["eval", str(BUNDLED), "--ordering", '{"perm": ' + DEEP + "}"],
+    ["sample", str(BUNDLED), "--out", "OUT", "--ordering", "{" * 3000 + "}" * 3000],
+])
+def test_deeply_nested_json_options_are_one_line(capsys, tmp_path, argv):
+    """JSON nested thousands deep in --config or --ordering: one line (it was a RecursionError)."""
+    argv = [str(tmp_path / "x.out") if v == "OUT" else v for v in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nests deeper than" in err[0] and "Traceback" not in err[0], err
+
+
+# ------------------------------------------------------------------ progress off a terminal
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_progress_off_a_terminal_is_a_line_every_ten_seconds():
+    import io
+
+    clock, out = _Clock(), io.StringIO()
+    p = Progress("eval test", stream=out, clock=clock)
+    for done in range(1, 101):
+        clock.now += 1.0  # a second per step: 100 s in all
+        p(done * 100, 10_000)
+    p.close()
+    lines = out.getvalue().splitlines()
+    assert 8 <= len(lines) <= 10 and "\r" not in out.getvalue()
+    assert lines[0] == "eval test: 1,000 of 10,000 images (10%), 0:10 elapsed, about 1:30 left", lines[0]
+    quick = io.StringIO()
+    p = Progress("eval test", stream=quick, clock=_Clock())
+    p(5, 10)
+    p(10, 10)
+    assert quick.getvalue() == ""  # a short run prints nothing
+
+
+@pytest.mark.parametrize("command", ["eval", "inpaint-eval", "compress"])
+def test_long_commands_report_progress_on_stderr_when_it_is_not_a_terminal(tmp_path, capsys, monkeypatch, data_dir, command):
+    """`eval`, `inpaint-eval` and `compress` in a log file: progress lines on stderr, the result alone on stdout."""
+    monkeypatch.setattr(Progress, "EVERY", 0.0)  # a line at every step, so a quick run shows them
+    ck = str(BUNDLED)
+    argv = {
+        "eval": ["eval", ck, "--max-images", "40", "--batch-size", "10", "--json"],
+        "inpaint-eval": ["inpaint-eval", ck, "--region", "bottom", "--max-images", "40", "--batch-size", "10", "--json"],
+        "compress": ["compress", ck, "test", "--max-images", "40", "--chunk-size", "10", "--out", str(tmp_path / "c.pxcz"), "--json"],
+    }[command]
+    assert main([*argv, "--data", str(data_dir), "--threads", "1"]) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)  # stdout holds the result only
+    lines = captured.err.splitlines()
+    assert [ln.split(": ", 1)[1].split(" images")[0] for ln in lines] == ["10 of 40", "20 of 40", "30 of 40"], captured.err
+    assert all(ln.startswith(command) for ln in lines) and "\r" not in captured.err
+
+
+def test_main_catches_every_pixelchain_error_once(monkeypatch, capsys):
+    """A new engine error class needs no registration: deriving from PixelchainError is enough."""
+    from engine.errors import PixelchainError
+
+    class NewKindOfError(PixelchainError):
+        pass
+
+    def fail(a):
+        raise NewKindOfError("a new kind of failure, explained")
+
+    monkeypatch.setattr(clicommands, "_cmd_info", fail)
+    assert main(["info", "x.safetensors"]) == 2
+    assert capsys.readouterr().err == "pixelchain: error: a new kind of failure, explained\n"
+
+
+def test_an_os_error_names_its_file(monkeypatch, capsys):
+    import errno
+
+    def fail(a):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), "/some/where/m.safetensors")
+
+    monkeypatch.setattr(clicommands, "_cmd_info", fail)
+    assert main(["info", "x.safetensors"]) == 2
+    assert capsys.readouterr().err == "pixelchain: error: /some/where/m.safetensors: Permission denied\n"

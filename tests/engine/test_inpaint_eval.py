@@ -256,3 +256,12 @@ def test_random_order_models_and_scan_ensembles():
     assert sorted(o.spec for o in made.trained_orderings()) == sorted(o.spec for o in scan_orderings(H, W))
     got = made.known_first_ordering(left)
     assert got in made.trained_orderings() and puts_first(got, left) and got == make_ordering("column", H, W)
+
+
+def test_errors_are_pixelchain_errors():
+    """The command line prints these as one line (main() catches PixelchainError once)."""
+    from engine.errors import PixelchainError
+    from engine.tasks.inpaint_eval import region_mask
+
+    with pytest.raises(PixelchainError, match="unknown region"):
+        region_mask("middle", 28, 28)

@@ -15,6 +15,8 @@ from engine.ordering import (
     ORDERING_NAMES,
     Ordering,
     OrderingError,
+    _hilbert,
+    _hilbert_by_walking,
     known_first,
     make_ordering,
     parse_ordering,
@@ -126,7 +128,7 @@ def test_bad_explicit_permutations_are_clear_errors(perm, message):
         ("{not json", "not valid JSON"),
         ('{"name": "raster"}', "lacks a valid name/height/width"),
         ('{"name": "explicit", "height": 2, "width": 2, "perm": [0, "x", 1, 2]}', "list of integers"),
-        ('{"name": "raster", "height": 100000, "width": 100000}', "larger than an ordering may be"),
+        ('{"name": "raster", "height": 100000, "width": 100000}', "a 100000x100000 image; the images here are 2x2"),
         ('{"name": ["raster"], "height": 2, "width": 2}', "must be a string"),
         ('{"name": "random", "height": 2, "width": 2, "seed": [1]}', "seed must be an integer"),
     ],
@@ -134,6 +136,11 @@ def test_bad_explicit_permutations_are_clear_errors(perm, message):
 def test_bad_specs_are_clear_errors(text, message):
     with pytest.raises(OrderingError, match=message):
         parse_ordering(text, 2, 2)
+
+
+def test_a_json_ordering_of_any_size_is_bounded():
+    with pytest.raises(OrderingError, match="larger than an ordering may be"):
+        Ordering.from_json('{"name": "raster", "height": 100000, "width": 100000}')
 
 
 def test_json_that_is_not_an_object():
@@ -245,3 +252,47 @@ def test_corner_variants_of_the_scans_are_named_orderings():
     for bad in ("hilbert/turn", "raster/spin", "raster/"):
         with pytest.raises(OrderingError, match="unknown ordering"):
             parse_ordering(bad)
+
+
+@pytest.mark.parametrize("hw", [(28, 28), (1, 1), (1, 2), (5, 7), (16, 16), (31, 9), (3, 64), (64, 3), (100, 100)])
+def test_hilbert_computed_per_pixel_equals_the_walk_of_the_whole_curve(hw):
+    """The per-pixel Hilbert order is the very permutation checkpoints were trained with."""
+    assert np.array_equal(_hilbert(*hw), _hilbert_by_walking(*hw))
+
+
+def test_an_absurd_strip_is_bounded_work():
+    """hilbert on 1 x 2**20 walked 2**40 curve steps (killed after minutes); per pixel it is 2**20."""
+    import time
+
+    t0 = time.perf_counter()
+    o = make_ordering("hilbert", 1, 1 << 20)
+    assert np.array_equal(o.perm, np.arange(1 << 20)) and time.perf_counter() - t0 < 30
+    with pytest.raises(OrderingError, match="larger than an ordering may be"):
+        make_ordering("hilbert", 1, (1 << 20) + 1)
+
+
+@pytest.mark.parametrize("desc", [
+    {"name": "hilbert", "height": 1, "width": 1 << 20},
+    {"name": "hilbert", "height": 1 << 30, "width": 1 << 30},
+    {"name": "raster", "height": 27, "width": 29},
+    {"name": "explicit", "height": 1, "width": 784, "perm": list(range(784))},
+])
+def test_a_json_ordering_of_another_image_size_is_refused_before_it_is_built(desc, monkeypatch):
+    import engine.ordering as om
+
+    def built(*a, **k):
+        raise AssertionError("the ordering was built")
+
+    monkeypatch.setitem(om._BUILDERS, "hilbert", built)
+    monkeypatch.setitem(om._BUILDERS, "raster", built)
+    with pytest.raises(OrderingError, match="the images here are 28x28"):
+        parse_ordering(json.dumps(desc), 28, 28)
+    with pytest.raises(OrderingError, match="the images here are 28x28"):
+        Ordering.from_json(json.dumps(desc), 28, 28)
+
+
+def test_deeply_nested_json_ordering_is_an_ordering_error():
+    with pytest.raises(OrderingError, match="nests deeper than"):
+        parse_ordering('{"name": ' + "[" * 100000 + "]" * 100000 + "}")
+    with pytest.raises(OrderingError, match="nests deeper than"):
+        Ordering.from_json("[" * 100000)
