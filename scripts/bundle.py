@@ -1,13 +1,14 @@
 """Copy trained checkpoints into resources/checkpoints/ for the app, with measured test NLL.
 
-    python scripts/bundle.py [--device cuda] [--dest DIR] runs/made1000d_wd.safetensors:made-raster [more SRC:NAME[:K] ...]
+    python scripts/bundle.py [--device cuda] [--dest DIR] [--max-images N] runs/made1000d_wd.safetensors:made-raster [more SRC:NAME[:K] ...]
 
 For each: evaluate the test NLL in float32, store the weights in the smallest form that leaves the
 reported NLL (two decimals) unchanged after reloading -- int8 with group-wise scales (weight
 matrices; about half the size of float16), float16, else float32 -- and record the name, the
 test NLL and its standard error in the checkpoint's metadata. With ``:K`` (order-agnostic models)
 also the test NLL of the ensemble of K orderings (log-mean-exp), recorded as
-``test_nll_ensembleK``. Prints a Markdown table row each.
+``test_nll_ensembleK``. Prints a Markdown table row each. ``--max-images N`` measures on the first N
+test images only (quick end-to-end checks; the recorded NLL is then not the test NLL).
 """
 
 from __future__ import annotations
@@ -68,11 +69,11 @@ def bundle(src: str, name: str, test, ensemble: int = 1, device: str = "cpu", de
 
 
 def main(argv: list[str]) -> int:
-    opts = {"--device": "cpu", "--dest": None}  # where to evaluate (cuda for a large model); where to write
+    opts = {"--device": "cpu", "--dest": None, "--max-images": None}  # where to evaluate; where to write; first N test images
     while argv[:1] and argv[0] in opts and len(argv) > 1:
         opts[argv[0]], argv = argv[1], argv[2:]
     device, dest = opts["--device"], Path(opts["--dest"]) if opts["--dest"] else None
-    test = load_split("test")
+    test = load_split("test")[: int(opts["--max-images"]) if opts["--max-images"] else None]
     print("| name | family | ordering | parameters | epochs | training | valid NLL | test NLL | file | command |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for arg in argv:

@@ -18,7 +18,8 @@
 # Recipes (RUNS, default all): pixelcnn-raster lmconv-any lstm-raster transformer-any made-scans
 # made-scans-deep. Settings (environment): MINUTES=6, SIZE=full (tiny: a few units each, for the
 # end-to-end check on the CPU), MASKS=32, DEVICE=cuda, PYTHON=python3, MAX_TRAIN/MAX_VALID (quick
-# checks), EXTRA (more `pixelchain train` flags for every run), DEST ($OUT/checkpoints), OUT.
+# checks), MAX_EVAL (quick checks: measure and bundle on the first N images of each split only),
+# EXTRA (more `pixelchain train` flags for every run), DEST ($OUT/checkpoints), OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -50,6 +51,8 @@ export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 PIXELCHAIN
 limits=()
 [ -n "${MAX_TRAIN:-}" ] && limits+=(--max-train "$MAX_TRAIN")
 [ -n "${MAX_VALID:-}" ] && limits+=(--max-valid "$MAX_VALID")
+measured=()
+[ -n "${MAX_EVAL:-}" ] && measured+=(--max-images "$MAX_EVAL")
 
 ORDERINGS='["raster","snake","column","column-snake","hilbert","diagonal","spiral-in","spiral-out"]'
 # the LMConv's: the same curves, raster three times (the ordering it is measured in)
@@ -118,18 +121,18 @@ for name in $RUNS; do
   ck=runs/gpu/$name.safetensors
   tail -n 3 "$OUT/train-$name.log"
   [ -f "$ck" ] || { rows+=("| $name | no checkpoint (see train-$name.log) | | | |"); continue; }
-  "$PY" -m engine eval "$ck" --device "$DEVICE" --json > "$OUT/eval-$name.json" 2>> "$OUT/train-$name.log"
-  "$PY" -m engine eval "$ck" --device "$DEVICE" --json --split valid > "$OUT/eval-$name-valid.json" 2>> "$OUT/train-$name.log"
+  "$PY" -m engine eval "$ck" --device "$DEVICE" "${measured[@]}" --json > "$OUT/eval-$name.json" 2>> "$OUT/train-$name.log"
+  "$PY" -m engine eval "$ck" --device "$DEVICE" "${measured[@]}" --json --split valid > "$OUT/eval-$name-valid.json" 2>> "$OUT/train-$name.log"
   spec=$ck:$name other="-"
   case $name in
     made-*)
-      "$PY" -m engine eval "$ck" --device "$DEVICE" --json --ensemble "$MASKS" > "$OUT/eval-$name-ens$MASKS.json" 2>> "$OUT/train-$name.log"
+      "$PY" -m engine eval "$ck" --device "$DEVICE" "${measured[@]}" --json --ensemble "$MASKS" > "$OUT/eval-$name-ens$MASKS.json" 2>> "$OUT/train-$name.log"
       spec=$ck:$name:$MASKS other="ensemble of $MASKS: $(nll "$OUT/eval-$name-ens$MASKS.json")" ;;
     *-any)
-      "$PY" -m engine eval "$ck" --device "$DEVICE" --json --ordering random:1 > "$OUT/eval-$name-random1.json" 2>> "$OUT/train-$name.log"
+      "$PY" -m engine eval "$ck" --device "$DEVICE" "${measured[@]}" --json --ordering random:1 > "$OUT/eval-$name-random1.json" 2>> "$OUT/train-$name.log"
       other="random:1: $(nll "$OUT/eval-$name-random1.json")" ;;
   esac
-  "$PY" scripts/bundle.py --device "$DEVICE" --dest "$DEST" "$spec" > "$OUT/bundle-$name.md" 2>&1
+  "$PY" scripts/bundle.py --device "$DEVICE" "${measured[@]}" --dest "$DEST" "$spec" > "$OUT/bundle-$name.md" 2>&1
   b=$DEST/$name.safetensors
   size=$(stat -c %s "$b" 2>/dev/null || echo 0)
   if [ "$size" -gt 0 ] && [ "$size" -le $((16 << 20)) ]; then
