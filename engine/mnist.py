@@ -182,6 +182,9 @@ def _read_idx(path: Path, expect: tuple[int, ...] | None, max_bytes: int) -> tup
                 raise DataError(f"{where} is not an IDX file of unsigned bytes (magic number {head.hex() or 'missing'}, "
                                 f"expected 00000803 for images or 00000801 for labels)")
             ndim = head[3]
+            if expect is not None and ndim != len(expect):
+                raise DataError(f"{where} has the wrong magic number {head.hex()} (expected {_IDX_UBYTE << 8 | len(expect):08x}): "
+                                f"it is not the canonical MNIST file")
             dim_bytes = _read_exact(stream, 4 * ndim)
             if len(dim_bytes) < 4 * ndim:
                 raise DataError(f"{where} is truncated: it ends inside its header")
