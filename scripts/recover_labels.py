@@ -59,87 +59,123 @@ def exact_loglik(b: np.ndarray, grey: np.ndarray, eps: float) -> np.ndarray:
     return np.where(b.astype(bool), np.log(p), np.log1p(-p)).sum(axis=1)
 
 
-def best_matches(b: np.ndarray, grey: np.ndarray, eps: float, top: int = 5, chunk: int = 500,
-                 progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """The ``top`` most likely grey images for each binarized image, best first: indices (N, top) and
-    float64 log-likelihoods (N, top), the candidates found in float32 and re-scored exactly."""
+def best_matches(b: np.ndarray, grey: np.ndarray, grey_labels: np.ndarray, eps: float, top: int = 5, chunk: int = 500,
+                 progress: bool = False) -> dict[str, np.ndarray]:
+    """For each binarized image: the ``top`` most likely grey images, best first (``index`` (N, top)
+    and float64 ``loglik`` (N, top): candidates found in float32, re-scored exactly), and the exact
+    log-likelihood of the most likely grey image of each digit (``class_loglik`` (N, 10))."""
     w, c = bernoulli_terms(grey, eps)
+    by_class = [np.flatnonzero(grey_labels == d) for d in range(10)]
     n = len(b)
     idx = np.empty((n, top), dtype=np.int64)
     ll = np.empty((n, top), dtype=np.float64)
+    class_ll = np.full((n, 10), -np.inf)
     t0 = time.perf_counter()
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
+        rows = np.arange(start, stop)
         scores = torch.from_numpy(b[start:stop]).to(torch.float32) @ w + c
         cand = torch.topk(scores, top, dim=1).indices.numpy()
-        rows = np.repeat(np.arange(start, stop), top)
-        exact = exact_loglik(b[rows], grey[cand.ravel()], eps).reshape(stop - start, top)
+        exact = exact_loglik(b[np.repeat(rows, top)], grey[cand.ravel()], eps).reshape(stop - start, top)
         order = np.argsort(-exact, axis=1, kind="stable")
         idx[start:stop] = np.take_along_axis(cand, order, axis=1)
         ll[start:stop] = np.take_along_axis(exact, order, axis=1)
-        if progress:
-            secs = time.perf_counter() - t0
-            if stop == n or (start // chunk) % 10 == 9:
-                print(f"  {stop:,}/{n:,} images, {secs:.0f} s", file=sys.stderr, flush=True)
-    return idx, ll
+        for d, members in enumerate(by_class):
+            if len(members):
+                best = members[scores[:, torch.from_numpy(members)].argmax(dim=1).numpy()]
+                class_ll[start:stop, d] = exact_loglik(b[start:stop], grey[best], eps)
+        if progress and (stop == n or (start // chunk) % 10 == 9):
+            print(f"  {stop:,}/{n:,} images, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    return {"index": idx, "loglik": ll, "class_loglik": class_ll}
 
 
 def recover(b: np.ndarray, grey: np.ndarray, grey_labels: np.ndarray, eps: float, ambiguous: float,
             **kw) -> dict:
-    """Labels of the binarized images ``b`` and what the report needs."""
-    idx, ll = best_matches(b, grey, eps, **kw)
-    margin = ll[:, 0] - ll[:, 1]
+    """Labels of the binarized images ``b`` and what the report needs.
+
+    ``margin``: best minus second-best MNIST image (nats); ``label_margin``: best image minus the
+    best image of any other digit, the margin that decides the label. An image whose ``margin`` is
+    under ``ambiguous`` is a case; its label is in doubt only if its ``label_margin`` is too."""
+    m = best_matches(b, grey, grey_labels, eps, **kw)
+    idx, ll = m["index"], m["loglik"]
     labels = grey_labels[idx[:, 0]].astype(np.uint8)
+    others = m["class_loglik"].copy()
+    others[np.arange(len(b)), labels] = -np.inf
+    label_margin = ll[:, 0] - others.max(axis=1)
+    margin = ll[:, 0] - ll[:, 1]
     cases = []
     for i in np.flatnonzero(margin < ambiguous):
-        close = ll[i, 0] - ll[i] < ambiguous  # every candidate within the threshold of the best
-        cand_labels = sorted({int(grey_labels[j]) for j in idx[i, close]})
+        close = ll[i, 0] - ll[i] < ambiguous  # candidates within the threshold of the best
         cases.append({
             "image": int(i), "candidates": [int(j) for j in idx[i, close]],
             "labels": [int(grey_labels[j]) for j in idx[i, close]],
             "gaps": [round(float(ll[i, 0] - v), 3) for v in ll[i, close]],
-            "label": int(labels[i]),
-            "resolution": "same label" if len(cand_labels) == 1 else "labels differ: the best match's label taken",
+            "label": int(labels[i]), "label_margin": float(label_margin[i]),
+            "resolution": ("same label" if label_margin[i] >= ambiguous
+                           else "labels differ: the best match's label taken"),
         })
-    return {"labels": labels, "index": idx[:, 0], "loglik": ll[:, 0], "margin": margin, "cases": cases}
+    return {"labels": labels, "index": idx[:, 0], "loglik": ll[:, 0], "margin": margin, "label_margin": label_margin,
+            "cases": cases}
 
 
 def report(results: dict[str, dict], grey_labels: dict[str, np.ndarray], eps: float, ambiguous: float, sha: str,
            seconds: float, out: Path) -> str:
-    lines = [f"Recovered with eps = {eps:g}, ambiguity threshold {ambiguous:g} nats, in {seconds:.0f} s.", "",
-             "| split | images | matched against | margin min | 1% | median | mean | ambiguous | labels differ | "
-             "MNIST images matched twice |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    """The Markdown report: margins, one-to-one checks, label counts, every ambiguous case."""
+    lines = [f"Recovered with eps = {eps:g} and an ambiguity threshold of {ambiguous:g} nats, in {seconds:.0f} s.", "",
+             "Margins in nats: *image margin* = log-likelihood of the best MNIST image minus the second best; "
+             "*label margin* = the best minus the best MNIST image of another digit (what decides the label).", "",
+             "| split | images | matched against | image margin: min | 1% | median | mean | label margin: min | median | "
+             f"image margin < {ambiguous:g} | label margin < {ambiguous:g} | MNIST images matched twice |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for split, r in results.items():
-        m = r["margin"]
+        m, lm = r["margin"], r["label_margin"]
         counts = np.bincount(r["index"])
         lines.append(
             f"| {split} | {len(m):,} | MNIST {SOURCE[split]} ({len(grey_labels[SOURCE[split]]):,}) | {m.min():.2f} | "
-            f"{np.percentile(m, 1):.1f} | {np.median(m):.1f} | {m.mean():.1f} | {len(r['cases'])} | "
-            f"{sum(c['resolution'] != 'same label' for c in r['cases'])} | {int((counts > 1).sum())} |")
-    # train and valid both come from MNIST's training images: is the union one-to-one?
-    parts = [results[s]["index"] for s in ("train", "valid") if s in results]
+            f"{np.percentile(m, 1):.1f} | {np.median(m):.1f} | {m.mean():.1f} | {lm.min():.1f} | {np.median(lm):.1f} | "
+            f"{len(r['cases']):,} | {int((lm < ambiguous).sum())} | {int((counts > 1).sum())} |")
+    lines += ["", "One to one?"]
+    if "test" in results:
+        order = np.argsort(grey_labels["test"], kind="stable")  # MNIST test, ordered by class
+        same = int((results["test"]["index"] == order).sum())
+        lines.append(f"- test: the best match of binarized test image i is the i-th MNIST test image in class order for "
+                     f"{same:,} of {len(order):,} images; the binarized test split is MNIST's test set sorted by digit.")
+    parts = [s for s in ("train", "valid") if s in results]
     if parts:
-        joint = np.concatenate(parts)
-        lines += ["", f"Binarized train + valid ({len(joint):,} images) matched {len(np.unique(joint)):,} distinct MNIST "
-                      f"training images."]
-        for s in ("train", "valid"):
-            if s in results:
-                ix = results[s]["index"]
-                lines.append(f"Binarized {s}: {int((ix < 50_000).sum()):,} from MNIST's first 50,000 training images "
-                             f"(the grey train split), {int((ix >= 50_000).sum()):,} from its last 10,000 (the grey valid split).")
-    lines += ["", "Label counts, digits 0-9:"]
+        joint = np.concatenate([results[s]["index"] for s in parts])
+        joint_labels = np.concatenate([results[s]["labels"] for s in parts])
+        equal = np.array_equal(np.bincount(joint_labels, minlength=10), np.bincount(grey_labels["train"], minlength=10))
+        lines.append(f"- {' + '.join(parts)}: {len(joint):,} images matched {len(np.unique(joint)):,} distinct MNIST "
+                     f"training images; recovered label counts {'equal' if equal else 'differ from'} MNIST's training label counts.")
+        for s in parts:
+            ix = results[s]["index"]
+            lines.append(f"- binarized {s}: {int((ix < 50_000).sum()):,} matched among MNIST's first 50,000 training images "
+                         f"(the grey train split), {int((ix >= 50_000).sum()):,} among its last 10,000 (the grey valid split).")
+    lines += ["", "Recovered label counts, digits 0-9:"]
     for split, r in results.items():
         lines.append(f"- {split}: {' '.join(str(int(v)) for v in np.bincount(r['labels'], minlength=10))}")
-    lines += ["", "Ambiguous cases (margin under the threshold; candidates within it, their labels and gaps to the best):"]
-    any_case = False
+    lines += ["", f"Ambiguous images (image margin < {ambiguous:g} nats), by recovered digit:"]
     for split, r in results.items():
-        for c in r["cases"]:
-            any_case = True
-            lines.append(f"- {split} image {c['image']}: MNIST {SOURCE[split]} images {c['candidates']}, labels "
-                         f"{c['labels']}, gaps {c['gaps']} nats -> label {c['label']} ({c['resolution']})")
-    if not any_case:
-        lines.append("- none")
+        by_digit = np.bincount([c["label"] for c in r["cases"]], minlength=10) if r["cases"] else np.zeros(10, int)
+        lines.append(f"- {split}: {' '.join(str(int(v)) for v in by_digit)} (total {len(r['cases']):,})")
+    lines += ["", f"Cases whose label is in doubt (label margin < {ambiguous:g} nats): candidates within the threshold, "
+                  "their labels and gaps to the best, and the decision:"]
+    doubt = [(split, c) for split, r in results.items() for c in r["cases"] if c["resolution"] != "same label"]
+    doubt += [(split, {"image": int(i), "label": int(r["labels"][i]), "label_margin": float(r["label_margin"][i]),
+                       "candidates": [int(r["index"][i])], "labels": [int(r["labels"][i])], "gaps": [0.0],
+                       "resolution": "labels differ: the best match's label taken"})
+              for split, r in results.items()
+              for i in np.flatnonzero((r["label_margin"] < ambiguous) & (r["margin"] >= ambiguous))]
+    for split, c in doubt:
+        lines.append(f"- {split} image {c['image']}: MNIST {SOURCE[split]} images {c['candidates']}, labels {c['labels']}, "
+                     f"gaps {c['gaps']} nats, label margin {c['label_margin']:.2f} -> label {c['label']} ({c['resolution']})")
+    if not doubt:
+        lines.append("- none: for every ambiguous image all MNIST images within the threshold carry the same digit")
+    lines += ["", "Every ambiguous image (binarized index: best MNIST index, gap to the runner-up in nats); each is "
+                  "resolved as stated above:"]
+    for split, r in results.items():
+        lines.append(f"- {split} ({len(r['cases']):,}): " + ", ".join(
+            f"{c['image']}:{c['candidates'][0]}/{c['gaps'][1] if len(c['gaps']) > 1 else 0:.1f}" for c in r["cases"]))
     lines += ["", f"Label file: {out.name}, {sum(len(r['labels']) for r in results.values()):,} bytes, sha256 {sha}"]
     return "\n".join(lines)
 
@@ -179,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("not all splits recovered: the label file is left as it is", file=sys.stderr)
     if args.matches:
-        np.savez(args.matches, **{f"{s}_{k}": results[s][k] for s in splits for k in ("index", "loglik", "margin", "labels")})
+        keys = ("index", "loglik", "margin", "label_margin", "labels")
+        np.savez(args.matches, **{f"{s}_{k}": results[s][k] for s in splits for k in keys})
     text = report(results, grey_labels, args.eps, args.ambiguous, sha, seconds, args.out)
     print(text)
     if args.report:
