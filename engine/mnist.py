@@ -29,6 +29,7 @@ Pixel levels: :func:`quantize` maps a grey level to one of K levels, ``floor(x *
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import math
@@ -173,10 +174,11 @@ def _read_idx(path: Path, expect: tuple[int, ...] | None, max_bytes: int) -> tup
     digest = hashlib.md5()
     where = str(path)
     try:
-        with open(path, "rb") as raw:
+        with contextlib.ExitStack() as stack:
+            raw = stack.enter_context(open(path, "rb"))
             gz = raw.read(2) == b"\x1f\x8b"
             raw.seek(0)
-            stream: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw  # type: ignore[assignment]
+            stream: BinaryIO = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb")) if gz else raw  # type: ignore[assignment]
             head = _read_exact(stream, 4)
             if len(head) < 4 or head[:2] != b"\0\0" or head[2] != _IDX_UBYTE or not 1 <= head[3] <= 4:
                 raise DataError(f"{where} is not an IDX file of unsigned bytes (magic number {head.hex() or 'missing'}, "

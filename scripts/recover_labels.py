@@ -135,7 +135,7 @@ def report(results: dict[str, dict], grey_labels: dict[str, np.ndarray], eps: fl
             f"{np.percentile(m, 1):.1f} | {np.median(m):.1f} | {m.mean():.1f} | {lm.min():.1f} | {np.median(lm):.1f} | "
             f"{len(r['cases']):,} | {int((lm < ambiguous).sum())} | {int((counts > 1).sum())} |")
     lines += ["", "One to one?"]
-    if "test" in results:
+    if "test" in results and len(results["test"]["index"]) == len(grey_labels["test"]):
         order = np.argsort(grey_labels["test"], kind="stable")  # MNIST test, ordered by class
         same = int((results["test"]["index"] == order).sum())
         lines.append(f"- test: the best match of binarized test image i is the i-th MNIST test image in class order for "

@@ -6,6 +6,7 @@ under which it is most likely (pixels Bernoulli(grey/255))."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,35 @@ def test_labels_file_is_found_in_the_resources_package():
 
     assert LABELS_FILE == Path(resources.__file__).resolve().parent / "labels" / "binarized_mnist_labels.bin"
     assert labels.SPLIT_SIZES == {"train": 50_000, "valid": 10_000, "test": 10_000}
+
+
+def _recover_script():
+    spec = importlib.util.spec_from_file_location("recover_labels_script", ROOT / "scripts" / "recover_labels.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_recovery_finds_each_source_and_resolves_ties():
+    """scripts/recover_labels.py on made-up digits: each sample is matched to the image it was drawn
+    from; an exact duplicate with the same label is a case resolved as such, one with another label is
+    reported as a case whose label is in doubt."""
+    script = _recover_script()
+    rng = np.random.default_rng(5)
+    grey = rng.integers(0, 256, size=(40, 784)).astype(np.uint8)
+    grey[:, :200] = 0  # a background, as in MNIST
+    grey_labels = (np.arange(40) % 10).astype(np.uint8)
+    grey[27] = grey[37]  # the same image twice, both 7s
+    grey[39] = grey[38]  # the same image as an 8 and as a 9
+    source = np.concatenate([[37, 38], rng.permutation(np.setdiff1d(np.arange(40), [27, 37, 38, 39]))[:20]])
+    b = (rng.random((len(source), 784)) < grey[source] / 255.0).astype(np.uint8)
+    out = script.recover(b, grey, grey_labels, eps=1e-3, ambiguous=10.0, chunk=7)
+    assert np.array_equal(out["index"][2:], source[2:]) and np.all(out["margin"][2:] > 100)
+    assert np.array_equal(out["labels"][2:], grey_labels[source[2:]])
+    cases = {c["image"]: c for c in out["cases"]}
+    assert sorted(cases) == [0, 1]
+    assert cases[0]["resolution"] == "same label" and cases[0]["label"] == 7 and sorted(cases[0]["candidates"]) == [27, 37]
+    assert cases[1]["resolution"].startswith("labels differ") and sorted(cases[1]["labels"]) == [8, 9]
+    assert out["label_margin"][1] == 0.0 and out["label_margin"][0] > 100
+    text = script.report({"test": out}, {"test": grey_labels}, 1e-3, 10.0, "0" * 64, 1.0, Path("x.bin"))
+    assert "- test image 1: MNIST test images" in text and "labels differ: the best match's label taken" in text
