@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_file, atomic_write
+from ..atomic import atomic_file, atomic_folder, atomic_write, check_folder_target
 from .options import DATA_HELP, add_command
 
 __all__ = ["add_parsers", "load_images", "load_named_images"]
@@ -164,17 +164,21 @@ def _cmd_decompress(a: argparse.Namespace) -> int:
         data = Path(a.file).read_bytes()
     except OSError as exc:
         raise ValueError(f"cannot read {a.file}: {exc.strerror or exc}") from None
-    x = decompress(ck.model, data)
     out = Path(a.out)
+    as_folder = out.suffix.lower() not in (".npy", ".png")
+    if as_folder:  # refused before decoding: a folder must be new or empty, to hold exactly this result
+        out.parent.mkdir(parents=True, exist_ok=True)
+        check_folder_target(out)
+    x = decompress(ck.model, data)
     if out.suffix.lower() == ".npy":
         with atomic_file(out) as f:
             np.save(f, x, allow_pickle=False)
     elif out.suffix.lower() == ".png":
         save_png(x[0], out) if len(x) == 1 else save_grid(x, out, scale=1)
     else:
-        out.mkdir(parents=True, exist_ok=True)
-        for k, im in enumerate(x):
-            save_png(im, out / f"image_{k:05d}.png")
+        with atomic_folder(out) as tmp:  # the folder appears whole, or not at all
+            for k, im in enumerate(x):
+                save_png(im, tmp / f"image_{k:05d}.png")
     print(f"decoded {len(x)} images into {out}")
     return 0
 

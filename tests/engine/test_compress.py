@@ -186,3 +186,42 @@ def test_cli_round_trip(tmp_path, data_dir, capsys):
     save_checkpoint(other, make_tiny("fvsbn", {}).float())
     assert main(["decompress", str(other), str(out), "--out", str(npy)]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_cli_decompress_into_a_folder_never_mixes_runs(tmp_path, capsys, monkeypatch):
+    """A folder is the whole result or untouched: a used folder is refused before decoding; a run
+    that fails half-way leaves no folder (the issue's 2,950 stale PNGs of 3,000, 15 of 50)."""
+    from .quick_models import quick_model
+
+    ck = tmp_path / "fvsbn.safetensors"
+    save_checkpoint(ck, quick_model("fvsbn"))
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "five.npy", (rng.random((5, 28, 28)) < 0.2).astype(np.uint8))
+    np.save(tmp_path / "two.npy", (rng.random((2, 28, 28)) < 0.2).astype(np.uint8))
+    five, two, pngs = tmp_path / "five.pxcz", tmp_path / "two.pxcz", tmp_path / "pngs"
+    assert main(["compress", str(ck), str(tmp_path / "five.npy"), "--out", str(five)]) == 0
+    assert main(["compress", str(ck), str(tmp_path / "two.npy"), "--out", str(two)]) == 0
+    assert main(["decompress", str(ck), str(five), "--out", str(pngs)]) == 0
+    assert len(list(pngs.iterdir())) == 5
+    capsys.readouterr()
+    assert main(["decompress", str(ck), str(two), "--out", str(pngs)]) == 2  # not mixed into the five
+    err = capsys.readouterr().err.strip()
+    assert err == f"pixelchain: error: cannot write {pngs}: the folder is not empty; give a new or an empty folder, so that it " \
+                  "holds exactly this result"
+    assert len(list(pngs.iterdir())) == 5
+    import engine.images
+
+    calls = []
+
+    def fail_third(im, path, scale=1):  # a full disk at the third image
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        real_save_png(im, path, scale)
+
+    real_save_png = engine.images.save_png
+    monkeypatch.setattr(engine.images, "save_png", fail_third)
+    fresh = tmp_path / "fresh"
+    assert main(["decompress", str(ck), str(five), "--out", str(fresh)]) == 2
+    assert f"cannot write {fresh}: No space left on device" in capsys.readouterr().err
+    assert not fresh.exists() and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
