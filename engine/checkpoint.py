@@ -37,6 +37,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "MAX_CHECKPOINT_BYTES",
+    "MAX_WEIGHT",
     "save_checkpoint",
     "load_checkpoint",
     "read_metadata",
@@ -53,6 +54,9 @@ MAX_CHECKPOINT_BYTES = 1 << 30
 MAX_HEADER_BYTES = 64 << 20
 #: Largest image (height * width) a checkpoint may describe.
 MAX_IMAGE_PIXELS = 4096
+#: Largest magnitude of a stored weight (after int8 decoding): trained models stay below ~100 (the
+#: bundled ones below 25); finite values far beyond, up to 3e38, make the model compute NaN
+MAX_WEIGHT = 1e5
 _ALLOWED_DTYPES = {
     "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
     "I64": torch.int64, "U8": torch.uint8, "I8": torch.int8,
@@ -398,13 +402,37 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
         if scale is not None:
             if not bool(torch.isfinite(scale).all()) or bool((scale < 0).any()):
                 raise CheckpointError(f"{path}: the int8 scales of {k!r} are negative, NaN or infinite")
+            if scale.numel() and float(scale.max()) * 127 > MAX_WEIGHT:
+                raise CheckpointError(f"{path}: the int8 scales of {k!r} code weights as large as {float(scale.max()) * 127:.3g}, "
+                                      f"far beyond the {MAX_WEIGHT:.0e} a trained model has; the file is damaged or altered")
             state[k] = dequantize_int8(v, scale, info["quantization"]["group"])
         elif v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise CheckpointError(f"{path}: tensor {k!r} holds NaN or infinite values")
+        elif v.is_floating_point() and v.numel() and float(v.abs().max()) > MAX_WEIGHT:
+            raise CheckpointError(f"{path}: tensor {k!r} holds values as large as {float(v.abs().max()):.3g}, far beyond the "
+                                  f"{MAX_WEIGHT:.0e} a trained model has; the file is damaged or comes from a diverged run")
     try:
         model.load_state_dict({k: v.to(target[k].dtype) for k, v in state.items()})
     except (RuntimeError, KeyError) as exc:
         raise CheckpointError(f"{path}: the tensors do not fit the model: {exc}") from None
     model.to(device)
     model.eval()
+    _probe(model, path)
     return Checkpoint(model=model, meta=info, extra=extra, path=path)
+
+
+def _probe(model: ARModel, path: Path) -> None:
+    """Refuse weights that compute NaN or infinity: the log-likelihoods of a small probe batch (a
+    blank image, a full one and a checkerboard; a few milliseconds to ~0.1 s on the deepest bundled
+    model) must be finite, so that no figure of this model is ever NaN."""
+    param = next(iter(model.parameters()), None)
+    kw: dict[str, Any] = {"device": param.device, "dtype": param.dtype} if param is not None else {}
+    d = model.size
+    x = torch.zeros(3, d, **kw)
+    x[1] = 1
+    x[2, ::2] = 1
+    with torch.no_grad():
+        lp = model.log_prob(x)
+    if not bool(torch.isfinite(lp).all()):
+        raise CheckpointError(f"{path}: the weights compute NaN or infinite log-likelihoods (on a probe batch of 3 images); "
+                              f"the file is damaged or comes from a diverged run")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -289,6 +290,8 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     nll, se = evaluate(model, x, a.batch_size, ensemble=a.ensemble)
     secs = time.perf_counter() - t0
+    if not math.isfinite(nll):  # a figure, never NaN: the weights or this ordering compute NaN or infinity
+        raise ValueError(f"the {a.split} NLL of {a.checkpoint} is not finite ({nll}); the model computes NaN or infinity here")
     d = model.size
     res = {
         "checkpoint": str(a.checkpoint),

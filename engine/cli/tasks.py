@@ -214,6 +214,8 @@ def _cmd_inpaint_eval(a: argparse.Namespace) -> int:
     hidden = region_mask(a.region, c.height, c.width, seed=a.seed)
     t0 = time.perf_counter()
     r = evaluate_inpainting(ck.model, x, hidden, method=a.method, samples=a.samples, seed=a.seed, batch_size=a.batch_size)
+    if not np.isfinite(r.nll):  # a figure, never NaN
+        raise ValueError(f"the conditional NLL of {a.checkpoint} is not finite ({r.nll}); the model computes NaN or infinity here")
     res = dict(checkpoint=a.checkpoint, region=a.region, split=a.split, **r.to_dict(), seconds=time.perf_counter() - t0,
                subset=("random" if drawn is not None else "first") if a.max_images else "all")
     if a.json:

@@ -30,15 +30,28 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write
+from ..errors import PixelchainError
 from ..models.base import ARModel
 
-__all__ = ["BackgroundModel", "Reference", "Score", "Scorer", "compute_reference", "percentile_of", "auroc"]
+__all__ = ["ScoreError", "BackgroundModel", "Reference", "Score", "Scorer", "compute_reference", "percentile_of", "auroc"]
 
 QUANTILES = 1001
 #: 2: the content is wrapped with what it was computed from and a sha256 of both
 CACHE_VERSION = 2
 #: a cache file larger than this is not read (the reference is ~50 KB)
 CACHE_MAX_BYTES = 4 << 20
+
+
+class ScoreError(PixelchainError, ValueError):
+    """A score that would not be a number (the model computes NaN or infinity for an image)."""
+
+
+def _finite(values: np.ndarray, what: str) -> np.ndarray:
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        raise ScoreError(f"{what} is not finite for {len(bad)} of {len(values)} images (first: image {bad[0]}, {values[bad[0]]}); "
+                         f"the model computes NaN or infinity for them")
+    return values
 
 
 @dataclass
@@ -124,7 +137,7 @@ def compute_reference(model: ARModel, x: np.ndarray, background: BackgroundModel
         lps.append(model_log_prob(model, x[i : i + batch_size], batch_size))
         if progress is not None:
             progress(min(i + batch_size, len(x)), len(x))
-    lp = np.concatenate(lps)
+    lp = _finite(np.concatenate(lps) if lps else np.zeros(0), "log p(x) of a reference image")
     llr = lp - background.log_prob(x)
     p = np.linspace(0.0, 1.0, QUANTILES)
     return Reference(np.quantile(lp, p), np.quantile(llr, p), len(x), split)
@@ -247,9 +260,9 @@ class Scorer:
         """One :class:`Score` per image of ``x`` ((N, D), (N, H, W) or one (H, W) image)."""
         a = np.asarray(torch.as_tensor(x).detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
         a = a.reshape(-1, self.model.size)
-        lp = model_log_prob(self.model, a)
+        lp = _finite(model_log_prob(self.model, a), "log p(x)")
         bg = self.background.log_prob(a)
-        llr = lp - bg
+        llr = _finite(lp - bg, "the likelihood ratio")
         pc = percentile_of(lp, self.reference.log_prob_quantiles)
         lpc = percentile_of(llr, self.reference.llr_quantiles)
         return [Score(float(lp[i]), float(pc[i]), float(bg[i]), float(llr[i]), float(lpc[i])) for i in range(len(a))]

@@ -354,3 +354,40 @@ def test_a_snapshot_of_the_weights_is_saved_instead_of_the_current_ones(tmp_path
         with pytest.raises(ValueError, match="snapshot"):
             save_checkpoint(tmp_path / "b.safetensors", m, state=bad)
     assert not (tmp_path / "b.safetensors").exists()
+
+
+# ------------------------------------------------------------------- no NaN as a result
+def test_weights_that_compute_nan_are_refused_at_load(tmp_path, monkeypatch):
+    """Finite weights may still compute NaN (the issue's 'test NLL nan' with exit 0): a probe batch
+    through log_prob must give finite log-likelihoods before the model is handed out."""
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, tiny_made())
+    assert load_checkpoint(path).model.family == "made"
+    real = type(tiny_made()).log_prob_per_pixel
+    monkeypatch.setattr(type(tiny_made()), "log_prob_per_pixel", lambda self, x, o=None: real(self, x, o) * float("nan"))
+    with pytest.raises(CheckpointError, match=r"compute NaN or infinite log-likelihoods .*probe") as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_load_probe_is_cheap_on_a_bundled_model():
+    import time
+
+    path = Path(ckmod.__file__).parents[1] / "resources" / "checkpoints" / "made-raster.safetensors"
+    ck = load_checkpoint(path)
+    t0 = time.perf_counter()
+    ckmod._probe(ck.model, path)
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_eval_refuses_to_report_a_non_finite_nll(tmp_path, capsys, monkeypatch):
+    import engine.train
+    from engine.cli import main
+
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, tiny_made())
+    monkeypatch.setattr(engine.train, "evaluate", lambda *a, **k: (float("nan"), 0.1))
+    monkeypatch.setattr("engine.data.load_split", lambda *a, **k: np.zeros((4, 8), np.uint8))
+    assert main(["eval", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert "nan" not in out.lower() and err.count("\n") == 1 and err.startswith("pixelchain: error: ") and "not finite" in err

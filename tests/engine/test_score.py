@@ -183,3 +183,20 @@ def test_an_altered_background_cache_is_recomputed(monkeypatch, tmp_path):
     probs[:] = [0.999] * len(probs)
     path.write_text(json.dumps(d))
     assert score.load_background().probs.tolist() == first.probs.tolist()
+
+
+def test_a_non_finite_score_is_an_error_not_a_figure(monkeypatch):
+    """The issue's app read-out 'log p(x) = nan ... below every one of 10,000 test digits'."""
+    from engine.tasks.score import ScoreError
+
+    model = make_tiny("nade", {"hidden": 5})
+    rng = np.random.default_rng(2)
+    ref_x = (rng.uniform(size=(50, H * W)) < 0.3).astype(np.uint8)
+    bg = BackgroundModel.fit(ref_x)
+    scorer = Scorer(model, bg, compute_reference(model, ref_x, bg))
+    real = type(model).log_prob
+    monkeypatch.setattr(type(model), "log_prob", lambda self, x, o=None: real(self, x, o) * float("nan"))
+    with pytest.raises(ScoreError, match=r"log p\(x\) is not finite for 3 of 3 images"):
+        scorer.score(ref_x[:3])
+    with pytest.raises(ScoreError, match="reference image"):
+        compute_reference(model, ref_x, bg)
