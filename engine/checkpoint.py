@@ -51,7 +51,18 @@ FORMAT = "pixelchain"
 FORMAT_VERSION = 1
 #: Files above this size are refused before anything is read (override per call).
 MAX_CHECKPOINT_BYTES = 1 << 30
-MAX_HEADER_BYTES = 64 << 20
+#: a safetensors header (tensor descriptions and metadata) beyond this is refused unread; the
+#: bundled checkpoints' are below 40 KB
+MAX_HEADER_BYTES = 8 << 20
+#: most tensors a checkpoint may describe (the deepest bundled model has 144)
+MAX_TENSORS = 10_000
+#: longest metadata value other than the pixelchain JSON, and the pixelchain JSON itself
+MAX_META_STRING = 4096
+MAX_INFO_BYTES = 4 << 20
+#: longest string inside the pixelchain JSON (the bundled ones are below 500 characters), and of
+#: its ``name``, which the app shows
+MAX_INFO_STRING = 65_536
+MAX_NAME = 200
 #: Largest image (height * width) a checkpoint may describe.
 MAX_IMAGE_PIXELS = 4096
 #: Largest magnitude of a stored weight (after int8 decoding): trained models stay below ~100 (the
@@ -195,6 +206,9 @@ def _read_header(path: Path, max_bytes: int) -> dict[str, Any]:
     with open(path, "rb") as f:
         first = f.read(8)
         (n,) = struct.unpack("<Q", first)
+        if MAX_HEADER_BYTES < n <= size - 8:
+            raise CheckpointError(f"{path}: its header is {n / 2**20:.1f} MiB, more than the {MAX_HEADER_BYTES / 2**20:.0f} MiB "
+                                  f"a checkpoint's may be; refused without reading it")
         if n > min(MAX_HEADER_BYTES, size - 8):
             # A safetensors header length may well start with 0x80, so the pickle/zip magic is only
             # used to explain a file that is not safetensors anyway.
@@ -214,7 +228,10 @@ def _read_header(path: Path, max_bytes: int) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a safetensors checkpoint: its header is not JSON") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} is not a safetensors checkpoint: its header is not a JSON object")
-    end = 0
+    if len(header) > MAX_TENSORS + 1:
+        raise CheckpointError(f"{path} describes {len(header) - 1:,} tensors, more than the {MAX_TENSORS:,} a checkpoint may hold")
+    _check_metadata_strings(path, header.get("__metadata__"))
+    spans: list[tuple[int, int, str]] = []
     for name, spec in header.items():
         if name == "__metadata__":
             continue
@@ -237,10 +254,35 @@ def _read_header(path: Path, max_bytes: int) -> dict[str, Any]:
             numel *= s
         if offs[1] - offs[0] != numel * _DTYPE_SIZES[spec["dtype"]] or offs[0] < 0:
             raise CheckpointError(f"{path}: tensor {name!r} size does not match its shape")
-        end = max(end, offs[1])
+        spans.append((offs[0], offs[1], name))
+    end = max((stop for _, stop, _ in spans), default=0)
     if 8 + n + end != size:
         raise CheckpointError(f"{path} is truncated or has trailing data: expected {8 + n + end} bytes, found {size}")
+    # The tensors must tile the data exactly, each byte one tensor's: with overlapping offsets a
+    # small file could describe (and have the model built for) many times the values it holds.
+    spans.sort()
+    end = 0
+    for start, stop, name in spans:
+        if start != end:
+            what = "overlaps another tensor's" if start < end else "leaves a gap before its"
+            raise CheckpointError(f"{path}: tensor {name!r} {what} bytes (offset {start}, expected {end}); the file is damaged or crafted")
+        end = stop
     return header
+
+
+def _check_metadata_strings(path: Path, md: Any) -> None:
+    """Bound what the metadata may make a reader process or show: the number of entries, each
+    string's length, and the ``name`` the app shows (a 20 MB name froze the app for 105 s)."""
+    if md is None:
+        return
+    if not isinstance(md, dict):
+        raise CheckpointError(f"{path}: the safetensors metadata is not a JSON object")
+    if len(md) > 64:
+        raise CheckpointError(f"{path}: the metadata has {len(md):,} entries; a checkpoint has a handful")
+    for key, value in md.items():
+        limit = MAX_INFO_BYTES if key == "pixelchain" else MAX_META_STRING
+        if isinstance(value, str) and len(value) > limit:
+            raise CheckpointError(f"{path}: the metadata entry {key[:40]!r} is {len(value):,} characters long, more than the {limit:,} allowed")
 
 
 def read_metadata(path: str | os.PathLike, max_bytes: int = MAX_CHECKPOINT_BYTES) -> dict[str, Any]:
@@ -281,10 +323,32 @@ def _metadata(path: Path, header: dict[str, Any]) -> dict[str, Any]:
         raise CheckpointError(f"{path}: the pixelchain metadata is not valid JSON") from None
     if not isinstance(info, dict):
         raise CheckpointError(f"{path}: the pixelchain metadata is not a JSON object")
+    name = info.get("name")
+    if isinstance(name, str) and len(name) > MAX_NAME:
+        raise CheckpointError(f"{path}: the checkpoint's name is {len(name):,} characters long, more than the {MAX_NAME} allowed")
+    longest = _longest_string(info)
+    if longest > MAX_INFO_STRING:
+        raise CheckpointError(f"{path}: the pixelchain metadata holds a string of {longest:,} characters, more than the "
+                              f"{MAX_INFO_STRING:,} allowed")
     for key, kind in (("family", str), ("config", dict), ("ordering", dict)):
         if not isinstance(info.get(key), kind):
             raise CheckpointError(f"{path}: metadata lacks a valid {key!r}")
     return info
+
+
+def _longest_string(value: Any) -> int:
+    """The longest string (key or value) anywhere in parsed JSON, without recursion."""
+    longest, todo = 0, [value]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, str):
+            longest = max(longest, len(v))
+        elif isinstance(v, dict):
+            todo.extend(v.keys())
+            todo.extend(v.values())
+        elif isinstance(v, list):
+            todo.extend(v)
+    return longest
 
 
 def _int_field(d: dict[str, Any], key: str, default: int) -> int:
@@ -317,6 +381,8 @@ def _check_plausible_size(info: dict[str, Any], header: dict[str, Any]) -> None:
             continue
         for item in v if isinstance(v, (list, tuple)) else [v]:
             if isinstance(item, int) and not isinstance(item, bool):
+                if abs(item) > 1 << 31:  # torch would say "Overflow when unpacking long"
+                    raise ValueError(f"config value {key}={item} is out of range")
                 total += abs(item)
     numel = 0
     for name, spec in header.items():

@@ -141,6 +141,7 @@ def checkpoint_cases(d: Path, marker: Path, big_gb: int = 5) -> list[Case]:
     add("unknown config field", with_info(config=dict(info["config"], dropout_rate=0.5)), "cannot rebuild.*dropout_rate")
     add("config value of the wrong type", with_info(config=dict(info["config"], hidden="many")), "cannot rebuild")
     add("negative hidden size", with_info(config=dict(info["config"], hidden=[-7, 6])), "cannot rebuild")
+    add("config value beyond 64 bits", with_info(config=dict(info["config"], hidden=[2**70, 6])), r"hidden=\[?1180591620717411303424.* out of range")
     add("config asks for a gigantic model", with_info(config=dict(info["config"], hidden=[10**7, 10**7])), "far larger")
     add("ordering for a 100000x100000 image", with_info(ordering={"name": "raster", "height": 100000, "width": 100000}), "ordering is for")
     huge = with_info(config=dict(info["config"], height=100000, width=100000),
@@ -195,7 +196,7 @@ def checkpoint_cases(d: Path, marker: Path, big_gb: int = 5) -> list[Case]:
     h = json.loads(json.dumps(header))
     start = h["model.out.weight"]["data_offsets"][0]
     h["model.out.bias"]["data_offsets"] = [start, start + 32]
-    add("overlapping tensors", st_bytes(h, data), "cannot read the tensors|trailing")
+    add("overlapping tensors", st_bytes(h, data), "overlaps another tensor|leaves a gap|trailing")
     # not a file, missing, too large (sparse: nothing is written)
     sub = d / "a_folder.safetensors"
     sub.mkdir(exist_ok=True)

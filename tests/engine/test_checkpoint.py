@@ -391,3 +391,112 @@ def test_eval_refuses_to_report_a_non_finite_nll(tmp_path, capsys, monkeypatch):
     assert main(["eval", str(path)]) == 2
     out, err = capsys.readouterr()
     assert "nan" not in out.lower() and err.count("\n") == 1 and err.startswith("pixelchain: error: ") and "not finite" in err
+
+
+# ------------------------------------------------------------------------- bounded work
+def _header_and_data(model):
+    import io
+
+    from safetensors.torch import save
+
+    raw = save({f"model.{k}": v.contiguous() for k, v in model.state_dict().items()},
+               metadata=read_st_meta(model))
+    return read_st_bytes(io.BytesIO(raw).getvalue())
+
+
+def read_st_meta(model):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "m.safetensors"
+        save_checkpoint(p, model)
+        return read_st(p)[0]["__metadata__"]
+
+
+def read_st_bytes(raw: bytes):
+    import struct
+
+    (n,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
+
+
+def test_overlapping_offsets_are_refused_before_the_model_is_built(tmp_path, monkeypatch):
+    """The issue's 8 MB checkpoint that built a 3.3 GB model: every tensor described on the same
+    bytes, so the shapes claim far more values than the file holds."""
+    from .hostile import st_bytes
+
+    torch.manual_seed(0)
+    model = build_model("made", {"hidden": (64, 64), "height": 8, "width": 8}, make_ordering("raster", 8, 8))
+    header, data = _header_and_data(model)
+    longest = 0
+    for k, spec in header.items():
+        if k != "__metadata__":
+            a, b = spec["data_offsets"]
+            spec["data_offsets"] = [0, b - a]  # all on the first bytes
+            longest = max(longest, b - a)
+    path = tmp_path / "overlap.safetensors"
+    path.write_bytes(st_bytes(header, data[:longest]))
+    monkeypatch.setattr(ckmod, "build_model", lambda *a, **k: pytest.fail("the model was built"))
+    with pytest.raises(CheckpointError, match="overlaps another tensor's bytes") as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+    gap = json.loads(json.dumps(header))
+    for k, spec in gap.items():
+        if k != "__metadata__":
+            spec["data_offsets"] = [v + 4 for v in spec["data_offsets"]]
+    path.write_bytes(st_bytes(gap, data[:longest] + bytes(4)))
+    with pytest.raises(CheckpointError, match="leaves a gap"):
+        load_checkpoint(path)
+
+
+def test_a_header_of_very_many_tensors_is_refused_quickly(tmp_path):
+    """The issue's 43 MB header of 600k empty tensors took 42 s (and froze the app's UI thread)."""
+    import time
+
+    from .hostile import st_bytes
+
+    header, data = read_st(_saved(tmp_path))
+    for i in range(20_000):
+        header[f"model.x{i}"] = {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}
+    path = tmp_path / "many.safetensors"
+    path.write_bytes(st_bytes(header, data))
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError, match="describes 20,00[0-9] tensors, more than the 10,000"):
+        read_metadata(path)
+    assert time.perf_counter() - t0 < 1.0
+
+
+def _saved(tmp_path, **meta):
+    p = tmp_path / "src.safetensors"
+    save_checkpoint(p, tiny_made(), meta or None)
+    return p
+
+
+@pytest.mark.parametrize("where, size, message", [
+    ("name", 1_000_000, "name is 1,000,000 characters long"),
+    ("note", 300_000, "holds a string of 300,000 characters"),
+    ("other", 5000, "metadata entry 'other' is 5,000 characters long"),
+    ("many", 100, "the metadata has 10[0-9] entries"),
+    ("header", 9 << 20, "header is 9.0 MiB, more than the 8 MiB"),
+])
+def test_metadata_sizes_are_bounded(tmp_path, where, size, message):
+    """The issue's 20 MB metadata name froze the app 105 s; every string and the header are bounded."""
+    from .hostile import st_bytes
+
+    header, data = read_st(_saved(tmp_path))
+    info = json.loads(header["__metadata__"]["pixelchain"])
+    if where in ("name", "note"):
+        info[where] = "x" * size
+        header["__metadata__"]["pixelchain"] = json.dumps(info)
+    elif where == "other":
+        header["__metadata__"]["other"] = "y" * size
+    elif where == "many":
+        header["__metadata__"].update({f"k{i}": "v" for i in range(size)})
+    else:
+        header["__metadata__"]["pad"] = "z" * size
+    path = tmp_path / "meta.safetensors"
+    path.write_bytes(st_bytes(header, data))
+    with pytest.raises(CheckpointError, match=message) as info_:
+        read_metadata(path)
+    assert str(path) in str(info_.value)
+    assert load_checkpoint(_saved(tmp_path, name="n" * 200)).name == "n" * 200  # the longest name allowed
