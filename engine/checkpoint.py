@@ -282,7 +282,8 @@ def _check_metadata_strings(path: Path, md: Any) -> None:
     for key, value in md.items():
         limit = MAX_INFO_BYTES if key == "pixelchain" else MAX_META_STRING
         if isinstance(value, str) and len(value) > limit:
-            raise CheckpointError(f"{path}: the metadata entry {key[:40]!r} is {len(value):,} characters long, more than the {limit:,} allowed")
+            raise CheckpointError(f"{path}: the metadata entry {key[:40]!r} is {len(value):,} characters long, "
+                                  f"more than the {limit:,} allowed")
 
 
 def read_metadata(path: str | os.PathLike, max_bytes: int = MAX_CHECKPOINT_BYTES) -> dict[str, Any]:
