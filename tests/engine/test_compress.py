@@ -12,7 +12,7 @@ import torch
 
 from engine.checkpoint import save_checkpoint
 from engine.cli import main
-from engine.models import UnsupportedOrdering
+from engine.models import UnsupportedOrdering, build_model
 from engine.ordering import make_ordering
 from engine.tasks.compress import (
     Codec,
@@ -225,3 +225,37 @@ def test_cli_decompress_into_a_folder_never_mixes_runs(tmp_path, capsys, monkeyp
     assert main(["decompress", str(ck), str(five), "--out", str(fresh)]) == 2
     assert f"cannot write {fresh}: No space left on device" in capsys.readouterr().err
     assert not fresh.exists() and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_small_file_cannot_claim_many_images(tmp_path):
+    """The issue's 87-byte file claiming 200k images cost 165 s and 2 GB: at most 16 images a coded
+    bit are believed, checked from the header before any allocation or decoding step."""
+    from engine.tasks.compress import MAX_IMAGES_PER_BIT, read_container_header
+
+    model = make_tiny("fvsbn", {})
+    data = compress(model, np.zeros((1, H * W), np.uint8))
+    info0 = read_container_header(data)
+    head = bytearray(data[: info0.header_bytes])
+    struct.pack_into("<II", head, 4 + 1 + 16 + 4, 100_000, 65_536)  # two chunks of one word: 64 bits
+    crafted = bytes(head) + struct.pack("<II", 1, 0) * 2
+    assert len(crafted) < 90
+    with pytest.raises(CompressionError, match=r"100,000 images cannot be held in 64 bits"):
+        read_container_header(crafted)
+    struct.pack_into("<II", head, 4 + 1 + 16 + 4, 64 * MAX_IMAGES_PER_BIT + 1, 600)  # just past the bound, two chunks
+    with pytest.raises(CompressionError, match="cannot be held"):
+        read_container_header(bytes(head) + struct.pack("<II", 1, 0) * 2)
+
+
+def test_the_encoder_never_writes_a_file_the_decoder_would_refuse():
+    """A model certain of every pixel codes blank images in next to no bits: with chunks of 500 the
+    file stays within the bound and round-trips; with one chunk of 5,000 it is refused up front."""
+    torch.manual_seed(0)
+    model = build_model("fvsbn", {}, make_ordering("raster"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.fill_(-40.0 if "bias" in name else 0.0)
+    blank = np.zeros((1000, 784), np.uint8)
+    data = compress(model, blank, chunk_size=500)
+    np.testing.assert_array_equal(decompress(model, data).reshape(1000, -1), blank)
+    with pytest.raises(CompressionError, match="smaller chunk size"):
+        compress(model, np.zeros((5000, 784), np.uint8), chunk_size=5000)
