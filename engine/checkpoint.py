@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,8 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "read_metadata",
+    "update_metadata",
+    "check_can_save",
     "stored_dtype",
     "INT8",
     "quantize_int8",
@@ -188,6 +191,44 @@ def save_checkpoint(
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "pixelchain": json.dumps(info)}
     _atomic_write(path, save(tensors, metadata=metadata))
     return path
+
+
+def update_metadata(path: str | os.PathLike, info: dict[str, Any], max_bytes: int = MAX_CHECKPOINT_BYTES) -> Path:
+    """Replace the pixelchain metadata of the checkpoint at ``path`` by ``info`` (its family, config
+    and ordering stay the file's), atomically, leaving every tensor's bytes exactly as they are: a
+    float64 or int8 checkpoint is not re-coded (``eval --record`` once rounded float64 to float32)."""
+    path = Path(path)
+    header = _read_header(path, max_bytes)
+    current = _metadata(path, header)
+    new_info = dict(info, family=current["family"], config=current["config"], ordering=current["ordering"])
+    header = dict(header, __metadata__=dict(header["__metadata__"], pixelchain=json.dumps(new_info)))
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            f.seek(8 + n)
+            data = f.read()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads its header to 8 bytes
+    _atomic_write(path, struct.pack("<Q", len(text)) + text + data)
+    return path
+
+
+def check_can_save(path: str | os.PathLike) -> None:
+    """Raise :class:`CheckpointError` unless a file can be saved at ``path`` (its folder exists and
+    takes a new file), so that a long computation whose result goes there is not wasted."""
+    path = Path(path)
+    real = Path(os.path.realpath(path))
+    folder = real.parent
+    if not folder.is_dir():
+        raise CheckpointError(f"cannot save {path}: folder {folder} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{real.name}.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise CheckpointError(f"cannot save {path}: folder {folder} does not take new files ({exc.strerror or exc})") from None
 
 
 def _read_header(path: Path, max_bytes: int) -> dict[str, Any]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["DATA_HELP", "add_command", "add_threads_option", "apply_threads", "positive_int"]
+__all__ = ["DATA_HELP", "MAX_BATCH", "MAX_ENSEMBLE", "SEED", "add_command", "add_threads_option", "apply_threads", "bounded_int",
+           "positive_int"]
 
 #: help of every ``--data`` option
 DATA_HELP = "folder with binarized_mnist_*.amat (default: $PIXELCHAIN_DATA, else the download cache)"
@@ -51,3 +52,28 @@ def add_command(sub: argparse._SubParsersAction, name: str, summary: str, descri
     if compute:
         add_threads_option(p)
     return p
+
+
+def bounded_int(lo: int, hi: int):
+    """argparse type: a whole number from ``lo`` to ``hi`` (a seed or a size beyond what the engine
+    can use is refused here, not by a library's own message deep inside)."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"must be from {lo:,} to {hi:,}, got {n:,}")
+        return n
+
+    parse.__name__ = "whole number"  # how argparse names the type in its messages
+    return parse
+
+
+#: seeds: what torch's and numpy's generators take
+SEED = bounded_int(0, 2**63 - 1)
+#: members of an ensemble (``eval --ensemble``): the bundled figures use 8
+MAX_ENSEMBLE = 1000
+#: images per batch of an evaluation
+MAX_BATCH = 100_000

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_file, atomic_folder, atomic_write, check_folder_target
-from .options import DATA_HELP, add_command
+from .options import DATA_HELP, MAX_BATCH, SEED, add_command, bounded_int, positive_int
 
 __all__ = ["add_parsers", "load_images", "load_named_images"]
 
@@ -34,9 +34,9 @@ file records the checkpoint's fingerprint and the ordering; decompress needs the
     c.add_argument("sources", nargs="+", metavar="IMAGE_OR_SPLIT",
                    help="image files, .npy arrays of 0/1 images, or a split name (test, valid, train)")
     c.add_argument("--out", required=True, help="compressed file to write")
-    c.add_argument("--max-images", type=int, default=None, metavar="N", help="use only the first N images of a split or .npy")
+    c.add_argument("--max-images", type=positive_int, default=None, metavar="N", help="use only the first N images of a split or .npy")
     c.add_argument("--ordering", default=None, help="code in another ordering (order-agnostic models; stored in the file)")
-    c.add_argument("--chunk-size", type=int, default=500, metavar="N",
+    c.add_argument("--chunk-size", type=bounded_int(1, 65_536), default=500, metavar="N",
                    help="images per coder stream and stepper batch (default: %(default)s)")
     c.add_argument("--data", default=None, metavar="DIR", help=DATA_HELP)
     c.add_argument("--json", action="store_true", help="print one JSON object")
@@ -75,9 +75,9 @@ else estimated by sequential Monte Carlo or importance sampling (the report says
     i.add_argument("--method", default="auto", choices=["auto", "exact", "smc", "importance", "ignore-later"],
                    help="auto: exact where the model allows it, else sequential Monte Carlo (importance sampling with "
                         "resampling) where its sampler can reorder particles, else plain importance sampling")
-    i.add_argument("--seed", type=int, default=0,
+    i.add_argument("--seed", type=SEED, default=0,
                    help="seed of the samples, --random-subset and the random50 region (default: %(default)s)")
-    i.add_argument("--batch-size", type=int, default=500, metavar="N", help="images per batch (default: %(default)s)")
+    i.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH), default=500, metavar="N", help="images per batch (default: %(default)s)")
     i.add_argument("--split", default="test", choices=["train", "valid", "test"], help="the split to measure (default: %(default)s)")
     i.add_argument("--data", default=None, metavar="DIR", help=DATA_HELP)
     i.add_argument("--json", action="store_true", help="print one JSON object")

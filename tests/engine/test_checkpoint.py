@@ -500,3 +500,70 @@ def test_metadata_sizes_are_bounded(tmp_path, where, size, message):
         read_metadata(path)
     assert str(path) in str(info_.value)
     assert load_checkpoint(_saved(tmp_path, name="n" * 200)).name == "n" * 200  # the longest name allowed
+
+
+def _tiny_data(monkeypatch):
+    monkeypatch.setattr("engine.data.load_split", lambda *a, **k: (np.random.default_rng(0).random((6, 8)) < 0.4).astype(np.uint8))
+
+
+def test_eval_record_keeps_a_float64_checkpoint_bit_for_bit(tmp_path, monkeypatch, capsys):
+    """The issue: --record rounded a float64 checkpoint to float32 precision."""
+    from engine.cli import main
+
+    path = tmp_path / "m64.safetensors"
+    model = tiny_made().double()
+    with torch.no_grad():
+        model.out.bias.add_(1e-12)  # not representable in float32
+    save_checkpoint(path, model, {"name": "sixty-four"}, dtype=torch.float64)
+    header0, data0 = read_st(path)
+    _tiny_data(monkeypatch)
+    assert main(["eval", str(path), "--record", "--split", "valid"]) == 0
+    header1, data1 = read_st(path)
+    assert data1 == data0  # every tensor's bytes as they were
+    assert {k: v for k, v in header1.items() if k != "__metadata__"} == {k: v for k, v in header0.items() if k != "__metadata__"}
+    ck = load_checkpoint(path)
+    assert "valid_nll" in json.dumps(ck.meta) and ck.name == "sixty-four"
+    assert ckmod.stored_dtype(path) == torch.float64
+
+
+def test_eval_record_checks_it_can_write_before_computing(tmp_path, monkeypatch, capsys):
+    import engine.checkpoint
+    import engine.train
+    from engine.cli import main
+
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, tiny_made())
+    _tiny_data(monkeypatch)
+    monkeypatch.setattr(engine.train, "evaluate", lambda *a, **k: pytest.fail("the split was computed first"))
+
+    def refuse(*a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(engine.checkpoint.tempfile, "mkstemp", refuse)  # the folder takes no new files
+    assert main(["eval", str(path), "--record"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"pixelchain: error: cannot save {path}: folder {tmp_path} does not take new files (Permission denied)\n"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "CK", "--batch-size", "0"], "--batch-size: must be from 1 to 100,000, got 0"),
+    (["eval", "CK", "--ensemble", "1000000000"], "--ensemble: must be from 1 to 1,000, got 1,000,000,000"),
+    (["sample", "CK", "--out", "x.png", "--scale", "0"], "--scale: must be from 1 to 64, got 0"),
+    (["sample", "CK", "--out", "x.png", "--seed", "99999999999999999999"], "--seed: must be from 0 to"),
+    (["compress", "CK", "test", "--out", "x", "--max-images", "-1"], "--max-images: must be at least 1, got -1"),
+    (["compress", "CK", "test", "--out", "x", "--chunk-size", "0"], "--chunk-size: must be from 1 to 65,536, got 0"),
+    (["inpaint-eval", "CK", "--region", "top", "--batch-size", "0"], "--batch-size: must be from 1 to 100,000, got 0"),
+])
+def test_nonsense_sizes_and_seeds_are_refused_up_front(tmp_path, capsys, argv, message):
+    """The issue's `eval --batch-size 0` ("range() arg 3 must not be zero"), `--ensemble 1000000000`
+    (memory until it runs out), `sample --scale 0`, `--seed` beyond 64 bits ("Overflow when
+    unpacking long"), `compress --max-images -1` (silently one image fewer)."""
+    from engine.cli import main
+
+    ck = tmp_path / "m.safetensors"
+    save_checkpoint(ck, tiny_made())
+    with pytest.raises(SystemExit) as info:
+        main([str(ck) if a == "CK" else a for a in argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Overflow" not in err and "range()" not in err
