@@ -111,8 +111,8 @@ def find_data_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path, bool
 def parse_amat(path: str | os.PathLike, expected_rows: int | None = None) -> np.ndarray:
     """Parse an ``.amat`` file (plain or gzip) into an (N, 784) uint8 array."""
     path = Path(path)
-    rows = expected_rows if expected_rows is not None else max(SPLIT_SIZES.values())
-    limit = rows * MAX_BYTES_PER_IMAGE + 4096
+    most = expected_rows if expected_rows is not None else max(SPLIT_SIZES.values())
+    limit = most * MAX_BYTES_PER_IMAGE + 4096
     try:
         with open(path, "rb") as f:
             head = f.read(2)
@@ -123,7 +123,7 @@ def parse_amat(path: str | os.PathLike, expected_rows: int | None = None) -> np.
         raise DataError(f"cannot read {path}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}.") from None
     if len(raw) > limit:
         raise DataError(f"{path} {'decompresses to' if opener is not open else 'holds'} more than the {limit / 2**20:.0f} MiB "
-                        f"that {rows:,} images take as text: it is not a binarized MNIST split")
+                        f"that {most:,} images take as text: it is not a binarized MNIST split")
     lines = raw.split(b"\n")
     rows = [ln for ln in lines if ln.strip()]
     if not rows:
