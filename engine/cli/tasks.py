@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import stat
 import time
 from pathlib import Path
 
@@ -165,12 +166,16 @@ def _cmd_decompress(a: argparse.Namespace) -> int:
     except OSError as exc:
         raise ValueError(f"cannot read {a.file}: {exc.strerror or exc}") from None
     out = Path(a.out)
-    as_folder = out.suffix.lower() not in (".npy", ".png")
+    try:  # a character device or FIFO (--out /dev/null, a pipe) takes the .npy stream
+        stream = stat.S_ISCHR(out.stat().st_mode) or stat.S_ISFIFO(out.stat().st_mode)
+    except OSError:
+        stream = False
+    as_folder = out.suffix.lower() not in (".npy", ".png") and not stream
     if as_folder:  # refused before decoding: a folder must be new or empty, to hold exactly this result
         out.parent.mkdir(parents=True, exist_ok=True)
         check_folder_target(out)
     x = decompress(ck.model, data)
-    if out.suffix.lower() == ".npy":
+    if out.suffix.lower() == ".npy" or stream:
         with atomic_file(out) as f:
             np.save(f, x, allow_pickle=False)
     elif out.suffix.lower() == ".png":

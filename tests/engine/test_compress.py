@@ -259,3 +259,27 @@ def test_the_encoder_never_writes_a_file_the_decoder_would_refuse():
     np.testing.assert_array_equal(decompress(model, data).reshape(1000, -1), blank)
     with pytest.raises(CompressionError, match="smaller chunk size"):
         compress(model, np.zeros((5000, 784), np.uint8), chunk_size=5000)
+
+
+def test_cli_outputs_to_dev_null_and_through_symlinks(tmp_path, capsys):
+    """`--out /dev/null` (through a link here, so that a broken writer cannot replace the real one)
+    is written to, not replaced; a symlinked --out has its target replaced and stays a link."""
+    import os
+    import stat
+
+    from .quick_models import quick_model
+
+    ck = tmp_path / "fvsbn.safetensors"
+    save_checkpoint(ck, quick_model("fvsbn"))
+    np.save(tmp_path / "two.npy", (np.random.default_rng(0).random((2, 28, 28)) < 0.2).astype(np.uint8))
+    null = tmp_path / "null"
+    null.symlink_to("/dev/null")
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "link.pxcz"
+    link.symlink_to(tmp_path / "real" / "two.pxcz")
+    assert main(["compress", str(ck), str(tmp_path / "two.npy"), "--out", str(null)]) == 0
+    assert main(["compress", str(ck), str(tmp_path / "two.npy"), "--out", str(link)]) == 0
+    assert main(["decompress", str(ck), str(link), "--out", str(null)]) == 0
+    assert main(["sample", str(ck), "--n", "2", "--out", str(null)]) == 0
+    assert null.is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert link.is_symlink() and (tmp_path / "real" / "two.pxcz").read_bytes()[:4] == b"PXCZ"
