@@ -64,6 +64,7 @@ __all__ = [
     "atomic_folder",
     "atomic_write",
     "check_folder_target",
+    "check_writable",
     "temporary_files",
     "STALE_SECONDS",
     "TEMP_SUFFIX",
@@ -134,8 +135,8 @@ def _remove_stale(path: Path) -> None:
     """Remove the temporaries of ``path`` that no running write holds (see the module's docstring)."""
     legacy = sorted(path.parent.glob(f".{glob.escape(path.name)}.*{LEGACY_SUFFIX}"))
     for stale in temporary_files(path) + legacy:
-        try:
-            fd = os.open(stale, os.O_RDONLY)
+        try:  # non-blocking: a FIFO named like a temporary file must not hang the write
+            fd = os.open(stale, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         except OSError:  # gone already, or not ours to open
             continue
         try:
@@ -276,6 +277,24 @@ def atomic_write(path: str | os.PathLike, data: bytes | bytearray | memoryview |
     with atomic_file(path, check=check) as f:
         f.write(data)
     return Path(path)
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise :class:`WriteError` unless ``path`` can be written (its folder exists and takes a new
+    file, or it is a device or FIFO): call it before long work whose result goes there."""
+    given = Path(path)
+    real, how = _target(given)
+    if how == "direct":
+        return
+    folder = real.parent if str(real.parent) else Path(".")
+    if not folder.is_dir():
+        raise _error(errno.ENOENT, f"folder {folder} does not exist", given)
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{real.name}.", suffix=TEMP_SUFFIX)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise _error(exc.errno, f"folder {folder} does not take new files ({exc.strerror or exc})", given) from None
 
 
 def check_folder_target(path: str | os.PathLike) -> Path:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 
-from .atomic import atomic_write
+from .atomic import atomic_write, check_writable
 from .errors import PixelchainError
 from .models import ARModel, UnknownFamily, build_model
 from .ordering import Ordering
@@ -218,17 +217,10 @@ def update_metadata(path: str | os.PathLike, info: dict[str, Any], max_bytes: in
 def check_can_save(path: str | os.PathLike) -> None:
     """Raise :class:`CheckpointError` unless a file can be saved at ``path`` (its folder exists and
     takes a new file), so that a long computation whose result goes there is not wasted."""
-    path = Path(path)
-    real = Path(os.path.realpath(path))
-    folder = real.parent
-    if not folder.is_dir():
-        raise CheckpointError(f"cannot save {path}: folder {folder} does not exist")
     try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{real.name}.", suffix=".tmp")
-        os.close(fd)
-        os.unlink(probe)
+        check_writable(path)
     except OSError as exc:
-        raise CheckpointError(f"cannot save {path}: folder {folder} does not take new files ({exc.strerror or exc})") from None
+        raise CheckpointError(f"cannot save {path}: {exc.strerror or exc}") from None
 
 
 def _read_header(path: Path, max_bytes: int) -> dict[str, Any]:

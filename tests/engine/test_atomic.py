@@ -301,3 +301,16 @@ def test_the_score_cache_ignores_a_failed_write_and_leaves_nothing(tmp_path, mon
     _write_json(path, {"a": 2})  # an unwritable cache only costs time
     monkeypatch.undo()
     assert _read_json(path)["a"] == 1 and _names(path.parent) == ["ref.json"]
+
+
+@pytest.mark.skipif(atomic.fcntl is None or not hasattr(os, "mkfifo"), reason="needs flock and FIFOs")
+def test_a_fifo_named_like_a_leftover_does_not_hang_the_write(tmp_path):
+    import signal
+
+    os.mkfifo(tmp_path / ".f.bin.trap.tmp")
+    signal.alarm(10)  # a blocking open would hang here: fail instead
+    try:
+        atomic_write(tmp_path / "f.bin", b"x")
+    finally:
+        signal.alarm(0)
+    assert (tmp_path / "f.bin").read_bytes() == b"x"

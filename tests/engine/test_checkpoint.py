@@ -527,7 +527,7 @@ def test_eval_record_keeps_a_float64_checkpoint_bit_for_bit(tmp_path, monkeypatc
 
 
 def test_eval_record_checks_it_can_write_before_computing(tmp_path, monkeypatch, capsys):
-    import engine.checkpoint
+    import engine.atomic
     import engine.train
     from engine.cli import main
 
@@ -539,7 +539,7 @@ def test_eval_record_checks_it_can_write_before_computing(tmp_path, monkeypatch,
     def refuse(*a, **k):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(engine.checkpoint.tempfile, "mkstemp", refuse)  # the folder takes no new files
+    monkeypatch.setattr(engine.atomic.tempfile, "mkstemp", refuse)  # the folder takes no new files
     assert main(["eval", str(path), "--record"]) == 2
     err = capsys.readouterr().err
     assert err == f"pixelchain: error: cannot save {path}: folder {tmp_path} does not take new files (Permission denied)\n"
