@@ -315,9 +315,9 @@ def run_training(t: Tally, d: Path, kills: int) -> None:
         ("output folder not writable", lambda mp, tmp: tc.test_failed_save_keeps_the_previous_file(tmp, mp, "mkstemp", errno.EACCES)),
         ("stop mid-epoch (generator closed)", lambda mp, tmp: tt.test_closing_the_generator_stops_at_once(tmp, mp)),
         ("resume = uninterrupted run (MADE, random masks)",
-         lambda mp, tmp: tt.test_resume_after_an_interruption_repeats_an_uninterrupted_run(tmp, "made-agnostic")),
+         lambda mp, tmp: tt.test_resume_after_an_interruption_repeats_an_uninterrupted_run(tmp, "made-agnostic", {})),
         ("resume = uninterrupted run (NADE)",
-         lambda mp, tmp: tt.test_resume_after_an_interruption_repeats_an_uninterrupted_run(tmp, "nade")),
+         lambda mp, tmp: tt.test_resume_after_an_interruption_repeats_an_uninterrupted_run(tmp, "nade", {})),
         ("resume/output-folder errors", lambda mp, tmp: tt.test_resume_errors(tmp)),
     ]
     for i, (label, fn) in enumerate(faults):
