@@ -11,7 +11,12 @@ else), header fuzz (one value anywhere in the header replaced by a hostile JSON 
 image fuzz (random small images in random modes and formats), data (missing folders,
 truncated/altered files, downloads that break off or are altered, served by a loopback server;
 nothing half-written kept, a retry succeeds) and training faults (NaN/inf loss, CUDA out of memory,
-full disk, read-only folder, SIGKILL mid-save, resume equivalence). "Handled" means exactly what
+full disk, read-only folder, SIGKILL mid-save, resume equivalence), and the families of issue 30
+run as their tests: outputs (a symlink's target replaced, /dev/null and FIFOs written, folders
+whole or untouched, leftovers of killed writes removed), caches (altered or hostile caches
+recomputed), results (huge weights, NaN on a probe batch, non-finite figures refused) and bounded
+work (overlapping tensor offsets, header and metadata sizes, images per coded bit, gzip bombs,
+nonsense sizes and seeds on the command line, eval --record). "Handled" means exactly what
 the tests in tests/engine/ assert; the failures are listed by name. Also prints a few figures: the
 parse-cache load time of all 70k images, the peak memory of importing a 64-megapixel image, and the
 longest gap between training progress events (how long a stop request can wait).
@@ -310,9 +315,9 @@ def run_training(t: Tally, d: Path, kills: int) -> None:
         ("output folder not writable", lambda mp, tmp: tc.test_failed_save_keeps_the_previous_file(tmp, mp, "mkstemp", errno.EACCES)),
         ("stop mid-epoch (generator closed)", lambda mp, tmp: tt.test_closing_the_generator_stops_at_once(tmp, mp)),
         ("resume = uninterrupted run (MADE, random masks)",
-         lambda mp, tmp: tt.test_resume_after_an_interruption_repeats_an_uninterrupted_run(tmp, "made-agnostic")),
+         lambda mp, tmp: tt.test_resume_after_an_interruption_repeats_an_uninterrupted_run(tmp, "made-agnostic", {})),
         ("resume = uninterrupted run (NADE)",
-         lambda mp, tmp: tt.test_resume_after_an_interruption_repeats_an_uninterrupted_run(tmp, "nade")),
+         lambda mp, tmp: tt.test_resume_after_an_interruption_repeats_an_uninterrupted_run(tmp, "nade", {})),
         ("resume/output-folder errors", lambda mp, tmp: tt.test_resume_errors(tmp)),
     ]
     for i, (label, fn) in enumerate(faults):
@@ -341,6 +346,15 @@ def run_training(t: Tally, d: Path, kills: int) -> None:
             except Exception as exc:  # noqa: BLE001 - an unloadable file or a mismatch
                 ok, detail = False, repr(exc)
             t.record("training faults", f"SIGKILL during save #{k + 1}", ok, detail)
+        from engine.atomic import temporary_files
+        from engine.checkpoint import save_checkpoint
+
+        try:  # the killed saves' temporary files go with the next save, however young they are
+            save_checkpoint(path, load_checkpoint(path).model)
+            ok, detail = temporary_files(path) == [], ""
+        except Exception as exc:  # noqa: BLE001
+            ok, detail = False, repr(exc)
+        t.record("outputs", "leftovers of the SIGKILLed saves removed by the next save", ok, detail)
     finally:
         proc.kill()
         proc.wait(10)
@@ -403,6 +417,42 @@ def figures(d: Path, huge_path: Path | None) -> dict:
     return out
 
 
+#: the families of issue 30, as the tests that assert them: (kind, test file, -k expression)
+TEST_FAMILIES = [
+    ("outputs", "tests/engine/test_atomic.py", ""),
+    ("outputs", "tests/engine/test_compress.py", "decompress_into_a_folder"),
+    ("caches", "tests/engine/test_data.py", "parse_cache"),
+    ("caches", "tests/engine/test_score.py", "cache"),
+    ("results", "tests/engine/test_checkpoint.py", "nan or probe or non_finite or huge"),
+    ("results", "tests/engine/test_score.py", "non_finite"),
+    ("bounded work", "tests/engine/test_checkpoint.py", "overlapping or many_tensors or metadata_sizes or nonsense or record"),
+    ("bounded work", "tests/engine/test_compress.py", "small_file or encoder_never or corrupt"),
+    ("bounded work", "tests/engine/test_data.py", "gzip"),
+]
+
+
+def run_test_families(t: Tally, d: Path) -> None:
+    """Outputs (symlinks, devices, FIFOs, folders, leftovers of killed writes), verified caches,
+    non-finite results and bounded work: each test case of these families is one case here (run by
+    pytest in a child process, read back from its JUnit XML report)."""
+    import xml.etree.ElementTree as ET
+
+    for i, (kind, path, expr) in enumerate(TEST_FAMILIES):
+        report = d / f"family{i}.xml"
+        cmd = [sys.executable, "-m", "pytest", str(ROOT / path), "-q", "-p", "no:cacheprovider", f"--junitxml={report}"]
+        subprocess.run(cmd + (["-k", expr] if expr else []), cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        if not report.is_file():
+            t.record(kind, f"{path} -k {expr!r}", False, "pytest wrote no report")
+            continue
+        for case in ET.parse(report).iter("testcase"):
+            bad = case.find("failure")
+            if bad is None:
+                bad = case.find("error")
+            detail = "" if bad is None else (bad.get("message") or "")[:200]
+            t.record(kind, case.get("name", "?"), bad is None, detail)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--fuzz", type=int, default=2000, help="mutated checkpoints to try")
@@ -410,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kills", type=int, default=10, help="SIGKILLs during saves")
     ap.add_argument("--huge", type=int, default=8000, help="side of the huge valid test image (8000: 64 megapixels)")
     ap.add_argument("--no-figures", action="store_true")
+    ap.add_argument("--no-tests", action="store_true", help="skip the families run as their tests (outputs, caches, results, "
+                                                              "bounded work)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -426,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
         run_image_fuzz(t, d / "imgfuzz", a.image_fuzz)
         run_data(t, d / "data")
         run_training(t, d / "train", a.kills)
+        if not a.no_tests:
+            run_test_families(t, d)
         figs = {} if a.no_figures else figures(d, d / "img" / "huge.png")
     seconds = time.perf_counter() - t0
     if a.json:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 
-from .atomic import atomic_write
+from .atomic import atomic_write, check_writable
 from .errors import PixelchainError
 from .models import ARModel, UnknownFamily, build_model
 from .ordering import Ordering
@@ -37,9 +37,12 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "MAX_CHECKPOINT_BYTES",
+    "MAX_WEIGHT",
     "save_checkpoint",
     "load_checkpoint",
     "read_metadata",
+    "update_metadata",
+    "check_can_save",
     "stored_dtype",
     "INT8",
     "quantize_int8",
@@ -50,9 +53,23 @@ FORMAT = "pixelchain"
 FORMAT_VERSION = 1
 #: Files above this size are refused before anything is read (override per call).
 MAX_CHECKPOINT_BYTES = 1 << 30
-MAX_HEADER_BYTES = 64 << 20
+#: a safetensors header (tensor descriptions and metadata) beyond this is refused unread; the
+#: bundled checkpoints' are below 40 KB
+MAX_HEADER_BYTES = 8 << 20
+#: most tensors a checkpoint may describe (the deepest bundled model has 144)
+MAX_TENSORS = 10_000
+#: longest metadata value other than the pixelchain JSON, and the pixelchain JSON itself
+MAX_META_STRING = 4096
+MAX_INFO_BYTES = 4 << 20
+#: longest string inside the pixelchain JSON (the bundled ones are below 500 characters), and of
+#: its ``name``, which the app shows
+MAX_INFO_STRING = 65_536
+MAX_NAME = 200
 #: Largest image (height * width) a checkpoint may describe.
 MAX_IMAGE_PIXELS = 4096
+#: Largest magnitude of a stored weight (after int8 decoding): trained models stay below ~100 (the
+#: bundled ones below 25); finite values far beyond, up to 3e38, make the model compute NaN
+MAX_WEIGHT = 1e5
 _ALLOWED_DTYPES = {
     "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
     "I64": torch.int64, "U8": torch.uint8, "I8": torch.int8,
@@ -175,6 +192,37 @@ def save_checkpoint(
     return path
 
 
+def update_metadata(path: str | os.PathLike, info: dict[str, Any], max_bytes: int = MAX_CHECKPOINT_BYTES) -> Path:
+    """Replace the pixelchain metadata of the checkpoint at ``path`` by ``info`` (its family, config
+    and ordering stay the file's), atomically, leaving every tensor's bytes exactly as they are: a
+    float64 or int8 checkpoint is not re-coded (``eval --record`` once rounded float64 to float32)."""
+    path = Path(path)
+    header = _read_header(path, max_bytes)
+    current = _metadata(path, header)
+    new_info = dict(info, family=current["family"], config=current["config"], ordering=current["ordering"])
+    header = dict(header, __metadata__=dict(header["__metadata__"], pixelchain=json.dumps(new_info)))
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            f.seek(8 + n)
+            data = f.read()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads its header to 8 bytes
+    _atomic_write(path, struct.pack("<Q", len(text)) + text + data)
+    return path
+
+
+def check_can_save(path: str | os.PathLike) -> None:
+    """Raise :class:`CheckpointError` unless a file can be saved at ``path`` (its folder exists and
+    takes a new file), so that a long computation whose result goes there is not wasted."""
+    try:
+        check_writable(path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot save {path}: {exc.strerror or exc}") from None
+
+
 def _read_header(path: Path, max_bytes: int) -> dict[str, Any]:
     try:
         size = path.stat().st_size
@@ -191,6 +239,9 @@ def _read_header(path: Path, max_bytes: int) -> dict[str, Any]:
     with open(path, "rb") as f:
         first = f.read(8)
         (n,) = struct.unpack("<Q", first)
+        if MAX_HEADER_BYTES < n <= size - 8:
+            raise CheckpointError(f"{path}: its header is {n / 2**20:.1f} MiB, more than the {MAX_HEADER_BYTES / 2**20:.0f} MiB "
+                                  f"a checkpoint's may be; refused without reading it")
         if n > min(MAX_HEADER_BYTES, size - 8):
             # A safetensors header length may well start with 0x80, so the pickle/zip magic is only
             # used to explain a file that is not safetensors anyway.
@@ -210,7 +261,10 @@ def _read_header(path: Path, max_bytes: int) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a safetensors checkpoint: its header is not JSON") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} is not a safetensors checkpoint: its header is not a JSON object")
-    end = 0
+    if len(header) > MAX_TENSORS + 1:
+        raise CheckpointError(f"{path} describes {len(header) - 1:,} tensors, more than the {MAX_TENSORS:,} a checkpoint may hold")
+    _check_metadata_strings(path, header.get("__metadata__"))
+    spans: list[tuple[int, int, str]] = []
     for name, spec in header.items():
         if name == "__metadata__":
             continue
@@ -233,10 +287,36 @@ def _read_header(path: Path, max_bytes: int) -> dict[str, Any]:
             numel *= s
         if offs[1] - offs[0] != numel * _DTYPE_SIZES[spec["dtype"]] or offs[0] < 0:
             raise CheckpointError(f"{path}: tensor {name!r} size does not match its shape")
-        end = max(end, offs[1])
+        spans.append((offs[0], offs[1], name))
+    end = max((stop for _, stop, _ in spans), default=0)
     if 8 + n + end != size:
         raise CheckpointError(f"{path} is truncated or has trailing data: expected {8 + n + end} bytes, found {size}")
+    # The tensors must tile the data exactly, each byte one tensor's: with overlapping offsets a
+    # small file could describe (and have the model built for) many times the values it holds.
+    spans.sort()
+    end = 0
+    for start, stop, name in spans:
+        if start != end:
+            what = "overlaps another tensor's" if start < end else "leaves a gap before its"
+            raise CheckpointError(f"{path}: tensor {name!r} {what} bytes (offset {start}, expected {end}); the file is damaged or crafted")
+        end = stop
     return header
+
+
+def _check_metadata_strings(path: Path, md: Any) -> None:
+    """Bound what the metadata may make a reader process or show: the number of entries, each
+    string's length, and the ``name`` the app shows (a 20 MB name froze the app for 105 s)."""
+    if md is None:
+        return
+    if not isinstance(md, dict):
+        raise CheckpointError(f"{path}: the safetensors metadata is not a JSON object")
+    if len(md) > 64:
+        raise CheckpointError(f"{path}: the metadata has {len(md):,} entries; a checkpoint has a handful")
+    for key, value in md.items():
+        limit = MAX_INFO_BYTES if key == "pixelchain" else MAX_META_STRING
+        if isinstance(value, str) and len(value) > limit:
+            raise CheckpointError(f"{path}: the metadata entry {key[:40]!r} is {len(value):,} characters long, "
+                                  f"more than the {limit:,} allowed")
 
 
 def read_metadata(path: str | os.PathLike, max_bytes: int = MAX_CHECKPOINT_BYTES) -> dict[str, Any]:
@@ -277,10 +357,32 @@ def _metadata(path: Path, header: dict[str, Any]) -> dict[str, Any]:
         raise CheckpointError(f"{path}: the pixelchain metadata is not valid JSON") from None
     if not isinstance(info, dict):
         raise CheckpointError(f"{path}: the pixelchain metadata is not a JSON object")
+    name = info.get("name")
+    if isinstance(name, str) and len(name) > MAX_NAME:
+        raise CheckpointError(f"{path}: the checkpoint's name is {len(name):,} characters long, more than the {MAX_NAME} allowed")
+    longest = _longest_string(info)
+    if longest > MAX_INFO_STRING:
+        raise CheckpointError(f"{path}: the pixelchain metadata holds a string of {longest:,} characters, more than the "
+                              f"{MAX_INFO_STRING:,} allowed")
     for key, kind in (("family", str), ("config", dict), ("ordering", dict)):
         if not isinstance(info.get(key), kind):
             raise CheckpointError(f"{path}: metadata lacks a valid {key!r}")
     return info
+
+
+def _longest_string(value: Any) -> int:
+    """The longest string (key or value) anywhere in parsed JSON, without recursion."""
+    longest, todo = 0, [value]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, str):
+            longest = max(longest, len(v))
+        elif isinstance(v, dict):
+            todo.extend(v.keys())
+            todo.extend(v.values())
+        elif isinstance(v, list):
+            todo.extend(v)
+    return longest
 
 
 def _int_field(d: dict[str, Any], key: str, default: int) -> int:
@@ -313,6 +415,8 @@ def _check_plausible_size(info: dict[str, Any], header: dict[str, Any]) -> None:
             continue
         for item in v if isinstance(v, (list, tuple)) else [v]:
             if isinstance(item, int) and not isinstance(item, bool):
+                if abs(item) > 1 << 31:  # torch would say "Overflow when unpacking long"
+                    raise ValueError(f"config value {key}={item} is out of range")
                 total += abs(item)
     numel = 0
     for name, spec in header.items():
@@ -398,13 +502,37 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
         if scale is not None:
             if not bool(torch.isfinite(scale).all()) or bool((scale < 0).any()):
                 raise CheckpointError(f"{path}: the int8 scales of {k!r} are negative, NaN or infinite")
+            if scale.numel() and float(scale.max()) * 127 > MAX_WEIGHT:
+                raise CheckpointError(f"{path}: the int8 scales of {k!r} code weights as large as {float(scale.max()) * 127:.3g}, "
+                                      f"far beyond the {MAX_WEIGHT:.0e} a trained model has; the file is damaged or altered")
             state[k] = dequantize_int8(v, scale, info["quantization"]["group"])
         elif v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise CheckpointError(f"{path}: tensor {k!r} holds NaN or infinite values")
+        elif v.is_floating_point() and v.numel() and float(v.abs().max()) > MAX_WEIGHT:
+            raise CheckpointError(f"{path}: tensor {k!r} holds values as large as {float(v.abs().max()):.3g}, far beyond the "
+                                  f"{MAX_WEIGHT:.0e} a trained model has; the file is damaged or comes from a diverged run")
     try:
         model.load_state_dict({k: v.to(target[k].dtype) for k, v in state.items()})
     except (RuntimeError, KeyError) as exc:
         raise CheckpointError(f"{path}: the tensors do not fit the model: {exc}") from None
     model.to(device)
     model.eval()
+    _probe(model, path)
     return Checkpoint(model=model, meta=info, extra=extra, path=path)
+
+
+def _probe(model: ARModel, path: Path) -> None:
+    """Refuse weights that compute NaN or infinity: the log-likelihoods of a small probe batch (a
+    blank image, a full one and a checkerboard; a few milliseconds to ~0.1 s on the deepest bundled
+    model) must be finite, so that no figure of this model is ever NaN."""
+    param = next(iter(model.parameters()), None)
+    kw: dict[str, Any] = {"device": param.device, "dtype": param.dtype} if param is not None else {}
+    d = model.size
+    x = torch.zeros(3, d, **kw)
+    x[1] = 1
+    x[2, ::2] = 1
+    with torch.no_grad():
+        lp = model.log_prob(x)
+    if not bool(torch.isfinite(lp).all()):
+        raise CheckpointError(f"{path}: the weights compute NaN or infinite log-likelihoods (on a probe batch of 3 images); "
+                              f"the file is damaged or comes from a diverged run")

@@ -10,7 +10,8 @@ image per line, 784 values 0/1 separated by white space. Where the loader looks,
 
 Every parse is checked against the content checksum of the split (sha256 of the bit-packed
 array) and cached bit-packed in the cache directory (keyed by the source file's path, size and
-modification time), so later loads take milliseconds.
+modification time), so later loads take milliseconds. A cached parse is checked against the same
+checksum each time it is read, so an altered cache is parsed again, never used.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import io
 import os
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -55,6 +58,8 @@ CHECKSUMS = {
     "valid": "a256ac44ae26be720fad8616a05ed6ecfd1619930d9a208379bb2a4405df5b6d",
     "test": "9fcd8da6f0fdf09b2ba30fe63a0bb784042a0de82563172530229b983e294ff2",
 }
+#: an .amat holds a digit and a separator per value; three bytes a value (e.g. " \x0b") are still read
+MAX_BYTES_PER_IMAGE = 4 * D
 DEFAULT_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
 
 Progress = Callable[[int, int | None], None]  # (bytes so far, total bytes or None)
@@ -106,14 +111,19 @@ def find_data_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path, bool
 def parse_amat(path: str | os.PathLike, expected_rows: int | None = None) -> np.ndarray:
     """Parse an ``.amat`` file (plain or gzip) into an (N, 784) uint8 array."""
     path = Path(path)
+    most = expected_rows if expected_rows is not None else max(SPLIT_SIZES.values())
+    limit = most * MAX_BYTES_PER_IMAGE + 4096
     try:
         with open(path, "rb") as f:
             head = f.read(2)
         opener = gzip.open if head == b"\x1f\x8b" else open
         with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"cannot read {path}: {exc}.") from None
+            raw = f.read(limit + 1)  # never more: a small .gz may inflate to gigabytes
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}.") from None
+    if len(raw) > limit:
+        raise DataError(f"{path} {'decompresses to' if opener is not open else 'holds'} more than the {limit / 2**20:.0f} MiB "
+                        f"that {most:,} images take as text: it is not a binarized MNIST split")
     lines = raw.split(b"\n")
     rows = [ln for ln in lines if ln.strip()]
     if not rows:
@@ -147,6 +157,25 @@ def _parsed_cache_path(split: str, source: Path) -> Path:
     st = source.stat()
     ident = hashlib.sha256(f"{source.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
     return cache_dir() / "parsed" / f"binarized_mnist_{split}.{CHECKSUMS[split][:16]}.{ident}.npy"
+
+
+def _read_parsed_cache(cached: Path, split: str) -> np.ndarray | None:
+    """The images of a parse cache, or None (parse again) unless the file is exactly the bit-packed
+    split: its size is checked before it is read, and its content against the split's checksum
+    (the checksum is of the very bytes the cache holds, so checking costs one sha256 of ~5 MB). An
+    altered, truncated or foreign cache file is ignored and rebuilt, never believed."""
+    rows, cols = SPLIT_SIZES[split], (D + 7) // 8
+    try:
+        if not cached.is_file() or cached.stat().st_size > rows * cols + 4096:
+            return None
+        packed = np.load(io.BytesIO(cached.read_bytes()), allow_pickle=False)
+    except Exception:  # noqa: BLE001 - whatever a damaged .npy makes numpy raise, the cache is rebuilt
+        return None
+    if packed.dtype != np.uint8 or packed.shape != (rows, cols):
+        return None
+    if hashlib.sha256(np.ascontiguousarray(packed).tobytes()).hexdigest() != CHECKSUMS[split]:
+        return None
+    return np.unpackbits(packed, axis=1, count=D)
 
 
 def download_split(
@@ -231,13 +260,9 @@ def load_split(
         cached = _parsed_cache_path(split, source)
     except OSError as exc:
         raise DataError(f"cannot read {source}: {exc.strerror or exc}") from None
-    try:
-        if cached.is_file():
-            packed = np.load(cached, allow_pickle=False)
-            if packed.shape == (SPLIT_SIZES[split], (D + 7) // 8):
-                return np.unpackbits(packed, axis=1, count=D)
-    except (OSError, ValueError):
-        pass  # a broken cache is rebuilt below
+    x = _read_parsed_cache(cached, split)
+    if x is not None:
+        return x
     try:
         x = parse_amat(source, SPLIT_SIZES[split])
         _verify(x, split, source)

@@ -276,10 +276,10 @@ def with_metrics(meta: Mapping[str, Any], metrics: Mapping[str, float]) -> dict[
 
 
 def record_metrics(path: str | os.PathLike, metrics: Mapping[str, float], checkpoint: Checkpoint | None = None) -> Path:
-    """Merge ``metrics`` into the metadata of the checkpoint at ``path`` and save it in place
-    (atomically, the weights and extra tensors as loaded, stored as the file stored them: a float16
-    or int8 checkpoint stays one); ``checkpoint``: that file, when it is loaded already."""
-    from .checkpoint import load_checkpoint, save_checkpoint, stored_dtype
+    """Merge ``metrics`` into the metadata of the checkpoint at ``path`` in place (atomically; only
+    the metadata is rewritten, every tensor keeps its bytes: a float64, float16 or int8 checkpoint
+    stays exactly one); ``checkpoint``: that file, when it is loaded already."""
+    from .checkpoint import read_metadata, update_metadata
 
-    ck = checkpoint if checkpoint is not None else load_checkpoint(path)
-    return save_checkpoint(path, ck.model, with_metrics(ck.meta, metrics), extra=ck.extra, dtype=stored_dtype(path))
+    meta = checkpoint.meta if checkpoint is not None else read_metadata(path)
+    return update_metadata(path, with_metrics(meta, metrics))  # the tensors' bytes as they are

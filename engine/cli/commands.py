@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ..ordering import ORDERING_NAMES
     from ..recipes import add_family_options, add_train_options
     from ..train import PRECISIONS
-    from .options import DATA_HELP, Parser, add_command
+    from .options import DATA_HELP, MAX_BATCH, MAX_ENSEMBLE, SEED, Parser, add_command, bounded_int
     from .tasks import add_parsers as add_task_parsers
 
     p = Parser(prog="pixelchain", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,15 +80,15 @@ bits per dimension, for the model's own ordering, another one, or an ensemble of
                     compute=True)
     e.add_argument("checkpoint", help="a .safetensors checkpoint")
     e.add_argument("--split", default="test", choices=["train", "valid", "test"], help="the split to measure (default: %(default)s)")
-    e.add_argument("--ensemble", type=int, default=1, metavar="K",
+    e.add_argument("--ensemble", type=bounded_int(1, MAX_ENSEMBLE), default=1, metavar="K",
                    help="log-mean-exp over K orderings/masks (order-agnostic models; default: %(default)s)")
     e.add_argument("--ordering", default=None, help="evaluate in another ordering (order-agnostic models)")
     e.add_argument("--max-images", type=int, default=None, metavar="N",
                    help="use N images: the first N, or a random N with --random-subset (default: all)")
     e.add_argument("--random-subset", action="store_true",
                    help="draw the --max-images images at random (with --seed): the splits are sorted by digit class")
-    e.add_argument("--seed", type=int, default=0, help="seed of --random-subset (default: %(default)s)")
-    e.add_argument("--batch-size", type=int, default=500, metavar="N", help="images per batch (default: %(default)s)")
+    e.add_argument("--seed", type=SEED, default=0, help="seed of --random-subset (default: %(default)s)")
+    e.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH), default=500, metavar="N", help="images per batch (default: %(default)s)")
     e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: %(default)s)")
     e.add_argument("--data", default=None, metavar="DIR", help=DATA_HELP)
     e.add_argument("--json", action="store_true", help="print one JSON object")
@@ -101,9 +102,9 @@ Ancestral sampling in the model's own ordering or, for order-agnostic models, an
     s.add_argument("--out", required=True, help="the PNG grid to write")
     s.add_argument("--temperature", type=float, default=1.0,
                    help="divide the logits by this: below 1 sharper, above 1 noisier (default: %(default)s)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the draws (default: %(default)s)")
+    s.add_argument("--seed", type=SEED, default=0, help="seed of the draws (default: %(default)s)")
     s.add_argument("--ordering", default=None, help="sample in another ordering (order-agnostic models)")
-    s.add_argument("--scale", type=int, default=4, help="pixels per image pixel in the PNG (default: %(default)s)")
+    s.add_argument("--scale", type=bounded_int(1, 64), default=4, help="pixels per image pixel in the PNG (default: %(default)s)")
     s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: %(default)s)")
 
     i = add_command(sub, "info", "print a checkpoint's metadata as JSON", """\
@@ -272,7 +273,7 @@ def _init_from(model, path: str) -> None:
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
-    from ..checkpoint import load_checkpoint
+    from ..checkpoint import check_can_save, load_checkpoint
     from ..data import load_split, subset
     from ..models.base import nats_to_bits_per_dim
     from ..ordering import parse_ordering
@@ -282,6 +283,8 @@ def _cmd_eval(a: argparse.Namespace) -> int:
 
     if a.record and a.max_images:
         raise CommandError("--record stores the NLL of the whole split: leave out --max-images")
+    if a.record:
+        check_can_save(a.checkpoint)  # before the whole split is computed, not after
     ck = load_checkpoint(a.checkpoint, device=resolve_device(a.device))
     model = ck.model
     if a.ordering:
@@ -300,6 +303,8 @@ def _cmd_eval(a: argparse.Namespace) -> int:
             break
     progress.close()
     secs = time.perf_counter() - t0
+    if not math.isfinite(nll):  # a figure, never NaN: the weights or this ordering compute NaN or infinity
+        raise CommandError(f"the {a.split} NLL of {a.checkpoint} is not finite ({nll}); the model computes NaN or infinity here")
     d = model.size
     res = {
         "checkpoint": str(a.checkpoint),
@@ -379,8 +384,10 @@ def _check_json_options(a: argparse.Namespace) -> None:
 
 def _error_line(exc: BaseException) -> str:
     """The one line for an expected error: an OSError names its file (and its errno's words, not
-    ``[Errno 2]``); anything else is its own message."""
-    if isinstance(exc, OSError) and exc.strerror:
+    ``[Errno 2]``); an engine error, whatever else it is, says it all itself."""
+    from ..errors import PixelchainError
+
+    if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, PixelchainError):
         return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     return str(exc) or type(exc).__name__
 

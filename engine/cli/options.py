@@ -16,8 +16,8 @@ from typing import Callable, NoReturn, TextIO
 
 from ..errors import PixelchainError
 
-__all__ = ["DATA_HELP", "CommandError", "Parser", "Progress", "add_command", "add_threads_option", "apply_threads", "check_device",
-           "positive_int", "short_usage"]
+__all__ = ["DATA_HELP", "MAX_BATCH", "MAX_ENSEMBLE", "SEED", "CommandError", "Parser", "Progress", "add_command", "add_threads_option",
+           "apply_threads", "bounded_int", "check_device", "positive_int", "short_usage"]
 
 
 class CommandError(PixelchainError, ValueError):
@@ -160,3 +160,28 @@ class Progress:
             self.stream.write("\r" + " " * 100 + "\r")
             self.stream.flush()
             self.shown = False
+
+
+def bounded_int(lo: int, hi: int):
+    """argparse type: a whole number from ``lo`` to ``hi`` (a seed or a size beyond what the engine
+    can use is refused here, not by a library's own message deep inside)."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"must be from {lo:,} to {hi:,}, got {n:,}")
+        return n
+
+    parse.__name__ = "whole number"  # how argparse names the type in its messages
+    return parse
+
+
+#: seeds: what torch's and numpy's generators take
+SEED = bounded_int(0, 2**63 - 1)
+#: members of an ensemble (``eval --ensemble``): the bundled figures use 8
+MAX_ENSEMBLE = 1000
+#: images per batch of an evaluation
+MAX_BATCH = 100_000

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import stat
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_file, atomic_write
-from .options import DATA_HELP, CommandError, Progress, add_command
+from ..atomic import atomic_file, atomic_folder, atomic_write, check_folder_target
+from .options import DATA_HELP, MAX_BATCH, SEED, CommandError, Progress, add_command, bounded_int, positive_int
 
 __all__ = ["add_parsers", "load_images", "load_named_images"]
 
@@ -35,9 +36,9 @@ file records the checkpoint's fingerprint and the ordering; decompress needs the
                    help="image files (a 28x28 one is coded as it is, only thresholded; any other size is scaled and "
                         "centred like MNIST), .npy arrays of 0/1 images, or a split name (test, valid, train)")
     c.add_argument("--out", required=True, help="compressed file to write")
-    c.add_argument("--max-images", type=int, default=None, metavar="N", help="use only the first N images of a split or .npy")
+    c.add_argument("--max-images", type=positive_int, default=None, metavar="N", help="use only the first N images of a split or .npy")
     c.add_argument("--ordering", default=None, help="code in another ordering (order-agnostic models; stored in the file)")
-    c.add_argument("--chunk-size", type=int, default=500, metavar="N",
+    c.add_argument("--chunk-size", type=bounded_int(1, 65_536), default=500, metavar="N",
                    help="images per coder stream and stepper batch (default: %(default)s)")
     c.add_argument("--data", default=None, metavar="DIR", help=DATA_HELP)
     c.add_argument("--json", action="store_true", help="print one JSON object")
@@ -80,9 +81,9 @@ else estimated by sequential Monte Carlo or importance sampling (the report says
     i.add_argument("--method", default="auto", choices=["auto", "exact", "smc", "importance", "ignore-later"],
                    help="auto: exact where the model allows it, else sequential Monte Carlo (importance sampling with "
                         "resampling) where its sampler can reorder particles, else plain importance sampling")
-    i.add_argument("--seed", type=int, default=0,
+    i.add_argument("--seed", type=SEED, default=0,
                    help="seed of the samples, --random-subset and the random50 region (default: %(default)s)")
-    i.add_argument("--batch-size", type=int, default=500, metavar="N", help="images per batch (default: %(default)s)")
+    i.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH), default=500, metavar="N", help="images per batch (default: %(default)s)")
     i.add_argument("--split", default="test", choices=["train", "valid", "test"], help="the split to measure (default: %(default)s)")
     i.add_argument("--data", default=None, metavar="DIR", help=DATA_HELP)
     i.add_argument("--json", action="store_true", help="print one JSON object")
@@ -168,17 +169,25 @@ def _cmd_decompress(a: argparse.Namespace) -> int:
         data = Path(a.file).read_bytes()
     except OSError as exc:
         raise CommandError(f"cannot read {a.file}: {exc.strerror or exc}") from None
-    x = decompress(ck.model, data)
     out = Path(a.out)
-    if out.suffix.lower() == ".npy":
+    try:  # a character device or FIFO (--out /dev/null, a pipe) takes the .npy stream
+        stream = stat.S_ISCHR(out.stat().st_mode) or stat.S_ISFIFO(out.stat().st_mode)
+    except OSError:
+        stream = False
+    as_folder = out.suffix.lower() not in (".npy", ".png") and not stream
+    if as_folder:  # refused before decoding: a folder must be new or empty, to hold exactly this result
+        out.parent.mkdir(parents=True, exist_ok=True)
+        check_folder_target(out)
+    x = decompress(ck.model, data)
+    if out.suffix.lower() == ".npy" or stream:
         with atomic_file(out) as f:
             np.save(f, x, allow_pickle=False)
     elif out.suffix.lower() == ".png":
         save_png(x[0], out, ink=a.ink) if len(x) == 1 else save_grid(x, out, scale=1, ink=a.ink)
     else:
-        out.mkdir(parents=True, exist_ok=True)
-        for k, im in enumerate(x):
-            save_png(im, out / f"image_{k:05d}.png", ink=a.ink)
+        with atomic_folder(out) as tmp:  # the folder appears whole, or not at all
+            for k, im in enumerate(x):
+                save_png(im, tmp / f"image_{k:05d}.png", ink=a.ink)
     print(f"decoded {len(x)} images into {out}")
     return 0
 
@@ -217,6 +226,8 @@ def _cmd_inpaint_eval(a: argparse.Namespace) -> int:
     r = evaluate_inpainting(ck.model, x, hidden, method=a.method, samples=a.samples, seed=a.seed, batch_size=a.batch_size,
                             progress=progress)
     progress.close()
+    if not np.isfinite(r.nll):  # a figure, never NaN
+        raise CommandError(f"the conditional NLL of {a.checkpoint} is not finite ({r.nll}); the model computes NaN or infinity here")
     res = dict(checkpoint=a.checkpoint, region=a.region, split=a.split, **r.to_dict(), seconds=time.perf_counter() - t0,
                subset=("random" if drawn is not None else "first") if a.max_images else "all")
     if a.json:

@@ -78,8 +78,12 @@ _GRID = float(1 << PROB_BITS)
 _HEAD = struct.Struct("<4sB16sHHIIH")
 MAX_IMAGES = 10_000_000
 MAX_CHUNK = 65_536
-#: a file may not claim more images per bit of coded data than this (refused before any allocation)
-MAX_IMAGES_PER_BIT = 1024
+#: a file may not claim more images per bit of coded data than this (refused before any allocation
+#: or decoding step, so that the work a file asks for is proportional to its size). Each chunk's
+#: stream holds at least one 32-bit word, so a model certain of every pixel codes 500 blank images
+#: in 32 bits (15.6 per bit); real digits cost ~80 bits each. The encoder refuses to write a file
+#: beyond it (a smaller chunk size codes such images)
+MAX_IMAGES_PER_BIT = 16
 
 Progress = Callable[[int, int], None]  # (images done, total)
 
@@ -185,8 +189,9 @@ def read_container_header(data: bytes) -> ContainerInfo:
     if pos != len(data):
         raise CompressionError(f"corrupt file: {len(data) - pos} unexpected bytes after the last chunk")
     bits = 32 * sum(w for _, w in chunks)
-    if n > MAX_IMAGES_PER_BIT * (bits + 64):
-        raise CompressionError(f"corrupt header: {n} images cannot be held in {bits} bits of coded data")
+    if n > MAX_IMAGES_PER_BIT * bits:
+        raise CompressionError(f"corrupt header: {n:,} images cannot be held in {bits:,} bits of coded data "
+                               f"(at most {MAX_IMAGES_PER_BIT} images a bit)")
     return ContainerInfo(fp.hex(), h, w, n, chunk, ordering_json, crc, chunks, header_bytes, len(data))
 
 
@@ -286,6 +291,10 @@ class Codec:
             parts += [struct.pack("<I", len(words)), words.astype("<u4").tobytes()]
             if progress is not None:
                 progress(min(i + self.chunk_size, len(x)), len(x))
+        bits = 8 * sum(len(p) for p in parts[4::2])  # the coded words (parts: header, ordering, CRC, then count and words)
+        if len(x) > MAX_IMAGES_PER_BIT * bits:  # the decoder would refuse the file as implausible
+            raise CompressionError(f"these images cost less than 1/{MAX_IMAGES_PER_BIT} bit each under this model, less than a "
+                                   f"file may claim; code them with a smaller chunk size (now {self.chunk_size})")
         return b"".join(parts), ideal
 
     def decode(self, data: bytes, progress: Progress | None = None) -> np.ndarray:

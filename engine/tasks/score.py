@@ -19,6 +19,7 @@ checksum) under the pixelchain cache folder, so the app can show percentiles liv
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -29,12 +30,28 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write
+from ..errors import PixelchainError
 from ..models.base import ARModel
 
-__all__ = ["BackgroundModel", "Reference", "Score", "Scorer", "compute_reference", "percentile_of", "auroc"]
+__all__ = ["ScoreError", "BackgroundModel", "Reference", "Score", "Scorer", "compute_reference", "percentile_of", "auroc"]
 
 QUANTILES = 1001
-CACHE_VERSION = 1
+#: 2: the content is wrapped with what it was computed from and a sha256 of both
+CACHE_VERSION = 2
+#: a cache file larger than this is not read (the reference is ~50 KB)
+CACHE_MAX_BYTES = 4 << 20
+
+
+class ScoreError(PixelchainError, ValueError):
+    """A score that would not be a number (the model computes NaN or infinity for an image)."""
+
+
+def _finite(values: np.ndarray, what: str) -> np.ndarray:
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        raise ScoreError(f"{what} is not finite for {len(bad)} of {len(values)} images (first: image {bad[0]}, {values[bad[0]]}); "
+                         f"the model computes NaN or infinity for them")
+    return values
 
 
 @dataclass
@@ -65,7 +82,7 @@ class BackgroundModel:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "BackgroundModel":
         p = np.asarray(d["probs"], dtype=np.float64)
-        if p.ndim != 1 or not np.all((p > 0) & (p < 1)):
+        if p.ndim != 1 or len(p) == 0 or not np.all((p > 0) & (p < 1)):
             raise ValueError("background probabilities must lie strictly between 0 and 1")
         return cls(p, float(d.get("alpha", 1.0)))
 
@@ -94,7 +111,12 @@ class Reference:
         lq, rq = (np.asarray(d[k], dtype=np.float64) for k in ("log_prob_quantiles", "llr_quantiles"))
         if lq.ndim != 1 or len(lq) < 2 or lq.shape != rq.shape or np.any(np.diff(lq) < 0) or np.any(np.diff(rq) < 0):
             raise ValueError("reference quantiles must be two sorted lists of the same length")
-        return cls(lq, rq, int(d["n_images"]), str(d.get("split", "test")))
+        if not (np.isfinite(lq).all() and np.isfinite(rq).all()):
+            raise ValueError("reference quantiles must be finite")
+        n = d["n_images"]
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError("the reference's number of images must be a positive whole number")
+        return cls(lq, rq, n, str(d.get("split", "test")))
 
 
 @torch.no_grad()
@@ -115,7 +137,7 @@ def compute_reference(model: ARModel, x: np.ndarray, background: BackgroundModel
         lps.append(model_log_prob(model, x[i : i + batch_size], batch_size))
         if progress is not None:
             progress(min(i + batch_size, len(x)), len(x))
-    lp = np.concatenate(lps)
+    lp = _finite(np.concatenate(lps) if lps else np.zeros(0), "log p(x) of a reference image")
     llr = lp - background.log_prob(x)
     p = np.linspace(0.0, 1.0, QUANTILES)
     return Reference(np.quantile(lp, p), np.quantile(llr, p), len(x), split)
@@ -145,19 +167,40 @@ def _cache_path(name: str) -> Path:
     return cache_dir() / "scores" / name
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _digest(source: dict[str, Any], content: dict[str, Any]) -> str:
+    text = json.dumps({"source": source, "content": content}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _read_json(path: Path, source: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The content of the cache file ``path``, or None (recompute) unless it is intact and was
+    computed from ``source``: the file is bounded, depth-limited JSON (:func:`engine.jsonsafe.loads`),
+    of this cache version, names the same ``source`` (the model's fingerprint, the data's checksums)
+    and carries the sha256 of its source and content. A damaged, altered, foreign or unreadable
+    cache costs a recomputation, never a traceback or a wrong figure."""
+    from ..jsonsafe import loads
+
     try:
-        d = json.loads(path.read_text())
-        return d if isinstance(d, dict) and d.get("version") == CACHE_VERSION else None
-    except (OSError, ValueError):
+        if path.stat().st_size > CACHE_MAX_BYTES:
+            return None
+        d = loads(path.read_bytes(), what=f"cache {path}", max_bytes=CACHE_MAX_BYTES)
+    except (OSError, ValueError):  # JSONError is a ValueError
         return None
+    if not isinstance(d, dict) or d.get("version") != CACHE_VERSION:
+        return None
+    content, stored_source = d.get("content"), d.get("source")
+    if not isinstance(content, dict) or not isinstance(stored_source, dict) or stored_source != (source or {}):
+        return None
+    return content if d.get("sha256") == _digest(stored_source, content) else None
 
 
-def _write_json(path: Path, d: dict[str, Any]) -> None:
-    """Atomic write; an unwritable cache only costs time, so errors are ignored."""
+def _write_json(path: Path, d: dict[str, Any], source: dict[str, Any] | None = None) -> None:
+    """Atomic write of ``d`` with its ``source`` and checksum; an unwritable cache only costs time,
+    so errors are ignored."""
+    source = dict(source or {})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, json.dumps(dict(d, version=CACHE_VERSION)))
+        atomic_write(path, json.dumps({"version": CACHE_VERSION, "source": source, "sha256": _digest(source, d), "content": d}))
     except OSError:
         pass
 
@@ -167,7 +210,8 @@ def load_background(data_dir: str | os.PathLike | None = None, cache: bool = Tru
     from ..data import CHECKSUMS, load_split
 
     path = _cache_path(f"background-{CHECKSUMS['train'][:16]}.json")
-    d = _read_json(path) if cache else None
+    source = {"kind": "background", "train": CHECKSUMS["train"]}
+    d = _read_json(path, source) if cache else None
     if d is not None:
         try:
             return BackgroundModel.from_dict(d)
@@ -175,7 +219,7 @@ def load_background(data_dir: str | os.PathLike | None = None, cache: bool = Tru
             pass
     bg = BackgroundModel.fit(load_split("train", data_dir))
     if cache:
-        _write_json(path, bg.to_dict())
+        _write_json(path, bg.to_dict(), source)
     return bg
 
 
@@ -195,8 +239,11 @@ class Scorer:
         from .compress import model_fingerprint
 
         bg = load_background(data_dir, cache)
-        key = f"reference-{model_fingerprint(model)[:32]}-{CHECKSUMS['test'][:8]}-{CHECKSUMS['train'][:8]}.json"
-        d = _read_json(_cache_path(key)) if cache else None
+        fingerprint = model_fingerprint(model)
+        key = f"reference-{fingerprint[:32]}-{CHECKSUMS['test'][:8]}-{CHECKSUMS['train'][:8]}.json"
+        source = {"kind": "reference", "model": fingerprint, "test": CHECKSUMS["test"], "train": CHECKSUMS["train"],
+                  "background": _digest({}, bg.to_dict())}
+        d = _read_json(_cache_path(key), source) if cache else None
         ref = None
         if d is not None:
             try:
@@ -206,16 +253,16 @@ class Scorer:
         if ref is None:
             ref = compute_reference(model, load_split("test", data_dir), bg, progress=progress)
             if cache:
-                _write_json(_cache_path(key), ref.to_dict())
+                _write_json(_cache_path(key), ref.to_dict(), source)
         return cls(model, bg, ref)
 
     def score(self, x: np.ndarray | torch.Tensor) -> list[Score]:
         """One :class:`Score` per image of ``x`` ((N, D), (N, H, W) or one (H, W) image)."""
         a = np.asarray(torch.as_tensor(x).detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
         a = a.reshape(-1, self.model.size)
-        lp = model_log_prob(self.model, a)
+        lp = _finite(model_log_prob(self.model, a), "log p(x)")
         bg = self.background.log_prob(a)
-        llr = lp - bg
+        llr = _finite(lp - bg, "the likelihood ratio")
         pc = percentile_of(lp, self.reference.log_prob_quantiles)
         lpc = percentile_of(llr, self.reference.llr_quantiles)
         return [Score(float(lp[i]), float(pc[i]), float(bg[i]), float(llr[i]), float(lpc[i])) for i in range(len(a))]

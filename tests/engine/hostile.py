@@ -141,6 +141,8 @@ def checkpoint_cases(d: Path, marker: Path, big_gb: int = 5) -> list[Case]:
     add("unknown config field", with_info(config=dict(info["config"], dropout_rate=0.5)), "cannot rebuild.*dropout_rate")
     add("config value of the wrong type", with_info(config=dict(info["config"], hidden="many")), "cannot rebuild")
     add("negative hidden size", with_info(config=dict(info["config"], hidden=[-7, 6])), "cannot rebuild")
+    add("config value beyond 64 bits", with_info(config=dict(info["config"], hidden=[2**70, 6])),
+        r"hidden=1180591620717411303424 is out of range")
     add("config asks for a gigantic model", with_info(config=dict(info["config"], hidden=[10**7, 10**7])), "far larger")
     add("ordering for a 100000x100000 image", with_info(ordering={"name": "raster", "height": 100000, "width": 100000}), "ordering is for")
     huge = with_info(config=dict(info["config"], height=100000, width=100000),
@@ -175,11 +177,27 @@ def checkpoint_cases(d: Path, marker: Path, big_gb: int = 5) -> list[Case]:
         bad["model.out.weight"] = state["model.out.weight"].clone()
         bad["model.out.weight"][0, 0] = value
         add(name, st_save(bad, metadata=meta), "NaN or infinite")
+    # finite but huge: the model would compute NaN from them (the 3e38)
+    huge_w = dict(state)
+    huge_w["model.out.weight"] = state["model.out.weight"].clone()
+    huge_w["model.out.weight"][0, 0] = 3e38
+    add("finite but huge weights (3e38)", st_save(huge_w, metadata=meta), r"as large as 3e\+38")
+    from safetensors.torch import load_file
+
+    big_made = build_model("made", {"hidden": (64,), "height": 8, "width": 8}, make_ordering("raster", 8, 8))
+    q8 = d / "int8.tmp.safetensors"
+    save_checkpoint(q8, big_made, {"name": "int8"}, dtype="int8")
+    q8_tensors = load_file(str(q8))
+    q8_meta = read_st(q8)[0]["__metadata__"]
+    q8.unlink()
+    scale_key = next(k for k in q8_tensors if k.startswith("qscale."))
+    q8_tensors[scale_key] = torch.full_like(q8_tensors[scale_key], 3e38)
+    add("finite but huge int8 scales (3e38)", st_save(q8_tensors, metadata=q8_meta), "int8 scales .* as large as")
     # overlapping tensors: shapes and sizes are right, but out.bias reuses bytes of out.weight
     h = json.loads(json.dumps(header))
     start = h["model.out.weight"]["data_offsets"][0]
     h["model.out.bias"]["data_offsets"] = [start, start + 32]
-    add("overlapping tensors", st_bytes(h, data), "cannot read the tensors|trailing")
+    add("overlapping tensors", st_bytes(h, data), "overlaps another tensor|leaves a gap|trailing")
     # not a file, missing, too large (sparse: nothing is written)
     sub = d / "a_folder.safetensors"
     sub.mkdir(exist_ok=True)

@@ -109,18 +109,157 @@ def test_modes_new_files_readable_existing_mode_kept(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_bytes() == b"2"
 
 
-def test_stale_temporary_files_are_removed_fresh_ones_kept(tmp_path):
+def _held(p):
+    """Open ``p`` and lock it as a running write does; close the descriptor to let go."""
+    import fcntl
+
+    fd = os.open(p, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+@pytest.mark.skipif(atomic.fcntl is None, reason="needs flock")
+def test_leftovers_of_killed_writes_are_removed_at_once_those_of_running_writes_kept(tmp_path):
     path = tmp_path / "m.bin"
-    old, fresh = tmp_path / ".m.bin.abc123.tmp", tmp_path / ".m.bin.def456.tmp"
+    old, fresh, running = (tmp_path / f".m.bin.{tag}.tmp" for tag in ("abc123", "def456", "ghi789"))
     other = tmp_path / ".other.bin.abc123.tmp"  # another file's: not ours to remove
-    for p in (old, fresh, other):
+    for p in (old, fresh, running, other):
         p.write_bytes(b"left by a killed write")
-    long_ago = 1e9
-    os.utime(old, (long_ago, long_ago))
-    os.utime(other, (long_ago, long_ago))
-    atomic_write(path, b"new")
-    assert not old.exists() and fresh.exists() and other.exists()
-    assert temporary_files(path) == [fresh]
+    os.utime(old, (1e9, 1e9))
+    fd = _held(running)  # a write in progress elsewhere holds its lock
+    try:
+        atomic_write(path, b"new")
+        assert not old.exists() and not fresh.exists()  # a killed write's, however young: nobody holds its lock
+        assert running.exists() and other.exists()
+        assert temporary_files(path) == [running]
+    finally:
+        os.close(fd)
+    atomic_write(path, b"newer")  # its writer is gone now
+    assert temporary_files(path) == [] and other.exists()
+
+
+@pytest.mark.skipif(atomic.fcntl is None, reason="needs flock")
+def test_a_write_holds_the_lock_of_its_temporary_file_until_the_rename(tmp_path):
+    path = tmp_path / "f.bin"
+    with atomic_file(path) as f:
+        f.write(b"in progress")
+        (tmp,) = temporary_files(path)
+        with pytest.raises(BlockingIOError):
+            _held(tmp)
+        atomic._remove_stale(path)  # another writer's clean-up leaves it alone
+        assert tmp.exists()
+    assert path.read_bytes() == b"in progress" and _names(tmp_path) == ["f.bin"]
+
+
+def test_a_symlink_is_followed_and_its_target_replaced_atomically(tmp_path):
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "model.bin"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.bin"
+    link.symlink_to(target)
+    atomic_write(link, b"new content")
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_bytes() == b"new content"
+    assert _names(tmp_path) == ["link.bin", "real"] and _names(tmp_path / "real") == ["model.bin"]
+    dangling = tmp_path / "dangling.bin"
+    dangling.symlink_to(tmp_path / "real" / "new.bin")  # a link to a file still to be made: made there
+    atomic_write(dangling, b"made")
+    assert dangling.is_symlink() and (tmp_path / "real" / "new.bin").read_bytes() == b"made"
+
+
+def test_a_fifo_is_written_to_not_replaced(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader waiting: the write does not block
+    try:
+        atomic_write(fifo, b"through the pipe")
+        assert os.read(reader, 100) == b"through the pipe"
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and _names(tmp_path) == ["pipe.png"]
+
+
+def test_a_character_device_is_written_to_not_replaced(tmp_path):
+    """``--out /dev/null`` (here through a link, so that a broken writer cannot replace the real one)."""
+    link = tmp_path / "null.png"
+    link.symlink_to("/dev/null")
+    atomic_write(link, b"discarded")
+    with atomic_file(link) as f:
+        np.save(f, np.zeros(3), allow_pickle=False)
+    assert link.is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode) and _names(tmp_path) == ["null.png"]
+
+
+def test_a_folder_or_a_socket_is_refused_with_one_line(tmp_path):
+    import socket
+
+    (tmp_path / "out.png").mkdir()
+    with pytest.raises(atomic.WriteError, match=r"cannot write .*out\.png: it is a folder"):
+        atomic_write(tmp_path / "out.png", b"x")
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(tmp_path / "s.png"))
+        with pytest.raises(atomic.WriteError, match="not a regular file"):
+            atomic_write(tmp_path / "s.png", b"x")
+    finally:
+        sock.close()
+    assert stat.S_ISSOCK(os.lstat(tmp_path / "s.png").st_mode)
+
+
+def test_a_full_disk_is_reported_with_the_file_name_not_an_errno(tmp_path, monkeypatch):
+    path = tmp_path / "out.pxcz"
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
+    with pytest.raises(OSError) as info:
+        atomic_write(path, b"data")
+    assert str(info.value) == f"cannot write {path}: No space left on device"
+    assert info.value.errno == errno.ENOSPC and "Errno" not in str(info.value) and ".tmp" not in str(info.value)
+
+
+# ------------------------------------------------------------------------------- folders
+def test_a_folder_appears_whole_or_not_at_all(tmp_path):
+    from engine.atomic import atomic_folder
+
+    out = tmp_path / "pngs"
+    with pytest.raises(ZeroDivisionError):
+        with atomic_folder(out) as tmp:
+            (tmp / "image_00000.png").write_bytes(b"1")
+            assert not out.exists()
+            raise ZeroDivisionError("killed half-way")
+    assert _names(tmp_path) == []  # nothing half-done left behind
+    with atomic_folder(out) as tmp:
+        for k in range(3):
+            (tmp / f"image_{k:05d}.png").write_bytes(b"x")
+    assert _names(out) == ["image_00000.png", "image_00001.png", "image_00002.png"] and _names(tmp_path) == ["pngs"]
+
+
+def test_a_folder_target_must_be_new_or_empty(tmp_path):
+    from engine.atomic import WriteError, atomic_folder, check_folder_target
+
+    out = tmp_path / "pngs"
+    out.mkdir()
+    with atomic_folder(out) as tmp:  # an empty folder is taken over
+        (tmp / "a.png").write_bytes(b"a")
+    assert _names(out) == ["a.png"]
+    with pytest.raises(WriteError, match="not empty"):
+        check_folder_target(out)
+    with pytest.raises(WriteError, match="not empty"):
+        with atomic_folder(out):
+            pass
+    assert _names(out) == ["a.png"] and _names(tmp_path) == ["pngs"]
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(WriteError, match="not a folder"):
+        check_folder_target(tmp_path / "file")
+
+
+@pytest.mark.skipif(atomic.fcntl is None, reason="needs flock")
+def test_a_killed_folder_write_is_cleaned_up_by_the_next(tmp_path):
+    from engine.atomic import atomic_folder
+
+    stale = tmp_path / ".pngs.k1ll3d.tmp"
+    stale.mkdir()
+    (stale / "image_00000.png").write_bytes(b"half")
+    with atomic_folder(tmp_path / "pngs") as tmp:
+        (tmp / "image_00000.png").write_bytes(b"whole")
+    assert _names(tmp_path) == ["pngs"]
 
 
 def test_stale_part_files_of_earlier_versions_downloads_are_removed_too(tmp_path):
@@ -162,3 +301,16 @@ def test_the_score_cache_ignores_a_failed_write_and_leaves_nothing(tmp_path, mon
     _write_json(path, {"a": 2})  # an unwritable cache only costs time
     monkeypatch.undo()
     assert _read_json(path)["a"] == 1 and _names(path.parent) == ["ref.json"]
+
+
+@pytest.mark.skipif(atomic.fcntl is None or not hasattr(os, "mkfifo"), reason="needs flock and FIFOs")
+def test_a_fifo_named_like_a_leftover_does_not_hang_the_write(tmp_path):
+    import signal
+
+    os.mkfifo(tmp_path / ".f.bin.trap.tmp")
+    signal.alarm(10)  # a blocking open would hang here: fail instead
+    try:
+        atomic_write(tmp_path / "f.bin", b"x")
+    finally:
+        signal.alarm(0)
+    assert (tmp_path / "f.bin").read_bytes() == b"x"

@@ -244,10 +244,10 @@ def test_stale_temporary_files_of_killed_saves_are_removed(tmp_path):
     path = tmp_path / "m.safetensors"
     old, fresh = tmp_path / ".m.safetensors.abc123.tmp", tmp_path / ".m.safetensors.def456.tmp"
     old.write_bytes(b"half a checkpoint")
-    fresh.write_bytes(b"another save in progress")
+    fresh.write_bytes(b"a save killed a second ago")
     os.utime(old, (1e9, 1e9))
     save_checkpoint(path, tiny_made())
-    assert not old.exists() and fresh.exists() and load_checkpoint(path)
+    assert not old.exists() and not fresh.exists() and load_checkpoint(path)  # no save holds either one
 
 
 # ----------------------------------------------------------------------------- int8 storage
@@ -354,3 +354,220 @@ def test_a_snapshot_of_the_weights_is_saved_instead_of_the_current_ones(tmp_path
         with pytest.raises(ValueError, match="snapshot"):
             save_checkpoint(tmp_path / "b.safetensors", m, state=bad)
     assert not (tmp_path / "b.safetensors").exists()
+
+
+# ------------------------------------------------------------------- no NaN as a result
+def test_weights_that_compute_nan_are_refused_at_load(tmp_path, monkeypatch):
+    """Finite weights may still compute NaN (the issue's 'test NLL nan' with exit 0): a probe batch
+    through log_prob must give finite log-likelihoods before the model is handed out."""
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, tiny_made())
+    assert load_checkpoint(path).model.family == "made"
+    real = type(tiny_made()).log_prob_per_pixel
+    monkeypatch.setattr(type(tiny_made()), "log_prob_per_pixel", lambda self, x, o=None: real(self, x, o) * float("nan"))
+    with pytest.raises(CheckpointError, match=r"compute NaN or infinite log-likelihoods .*probe") as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_load_probe_is_cheap_on_a_bundled_model():
+    import time
+
+    path = Path(ckmod.__file__).parents[1] / "resources" / "checkpoints" / "made-raster.safetensors"
+    ck = load_checkpoint(path)
+    t0 = time.perf_counter()
+    ckmod._probe(ck.model, path)
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_eval_refuses_to_report_a_non_finite_nll(tmp_path, capsys, monkeypatch):
+    import engine.train
+    from engine.cli import main
+
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, tiny_made())
+    def nan_steps(*a, **k):
+        yield 4
+        return float("nan"), 0.1
+
+    monkeypatch.setattr(engine.train, "evaluate_steps", nan_steps)
+    monkeypatch.setattr("engine.data.load_split", lambda *a, **k: np.zeros((4, 8), np.uint8))
+    assert main(["eval", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert "nan" not in out.lower() and err.count("\n") == 1 and err.startswith("pixelchain: error: ") and "not finite" in err
+
+
+# ------------------------------------------------------------------------- bounded work
+def _header_and_data(model):
+    import io
+
+    from safetensors.torch import save
+
+    raw = save({f"model.{k}": v.contiguous() for k, v in model.state_dict().items()},
+               metadata=read_st_meta(model))
+    return read_st_bytes(io.BytesIO(raw).getvalue())
+
+
+def read_st_meta(model):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "m.safetensors"
+        save_checkpoint(p, model)
+        return read_st(p)[0]["__metadata__"]
+
+
+def read_st_bytes(raw: bytes):
+    import struct
+
+    (n,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
+
+
+def test_overlapping_offsets_are_refused_before_the_model_is_built(tmp_path, monkeypatch):
+    """The issue's 8 MB checkpoint that built a 3.3 GB model: every tensor described on the same
+    bytes, so the shapes claim far more values than the file holds."""
+    from .hostile import st_bytes
+
+    torch.manual_seed(0)
+    model = build_model("made", {"hidden": (64, 64), "height": 8, "width": 8}, make_ordering("raster", 8, 8))
+    header, data = _header_and_data(model)
+    longest = 0
+    for k, spec in header.items():
+        if k != "__metadata__":
+            a, b = spec["data_offsets"]
+            spec["data_offsets"] = [0, b - a]  # all on the first bytes
+            longest = max(longest, b - a)
+    path = tmp_path / "overlap.safetensors"
+    path.write_bytes(st_bytes(header, data[:longest]))
+    monkeypatch.setattr(ckmod, "build_model", lambda *a, **k: pytest.fail("the model was built"))
+    with pytest.raises(CheckpointError, match="overlaps another tensor's bytes") as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+    gap = json.loads(json.dumps(header))
+    for k, spec in gap.items():
+        if k != "__metadata__":
+            spec["data_offsets"] = [v + 4 for v in spec["data_offsets"]]
+    path.write_bytes(st_bytes(gap, data[:longest] + bytes(4)))
+    with pytest.raises(CheckpointError, match="leaves a gap"):
+        load_checkpoint(path)
+
+
+def test_a_header_of_very_many_tensors_is_refused_quickly(tmp_path):
+    """The issue's 43 MB header of 600k empty tensors took 42 s (and froze the app's UI thread)."""
+    import time
+
+    from .hostile import st_bytes
+
+    header, data = read_st(_saved(tmp_path))
+    for i in range(20_000):
+        header[f"model.x{i}"] = {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}
+    path = tmp_path / "many.safetensors"
+    path.write_bytes(st_bytes(header, data))
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError, match="describes 20,00[0-9] tensors, more than the 10,000"):
+        read_metadata(path)
+    assert time.perf_counter() - t0 < 1.0
+
+
+def _saved(tmp_path, **meta):
+    p = tmp_path / "src.safetensors"
+    save_checkpoint(p, tiny_made(), meta or None)
+    return p
+
+
+@pytest.mark.parametrize("where, size, message", [
+    ("name", 1_000_000, "name is 1,000,000 characters long"),
+    ("note", 300_000, "holds a string of 300,000 characters"),
+    ("other", 5000, "metadata entry 'other' is 5,000 characters long"),
+    ("many", 100, "the metadata has 10[0-9] entries"),
+    ("header", 9 << 20, "header is 9.0 MiB, more than the 8 MiB"),
+])
+def test_metadata_sizes_are_bounded(tmp_path, where, size, message):
+    """The issue's 20 MB metadata name froze the app 105 s; every string and the header are bounded."""
+    from .hostile import st_bytes
+
+    header, data = read_st(_saved(tmp_path))
+    info = json.loads(header["__metadata__"]["pixelchain"])
+    if where in ("name", "note"):
+        info[where] = "x" * size
+        header["__metadata__"]["pixelchain"] = json.dumps(info)
+    elif where == "other":
+        header["__metadata__"]["other"] = "y" * size
+    elif where == "many":
+        header["__metadata__"].update({f"k{i}": "v" for i in range(size)})
+    else:
+        header["__metadata__"]["pad"] = "z" * size
+    path = tmp_path / "meta.safetensors"
+    path.write_bytes(st_bytes(header, data))
+    with pytest.raises(CheckpointError, match=message) as info_:
+        read_metadata(path)
+    assert str(path) in str(info_.value)
+    assert load_checkpoint(_saved(tmp_path, name="n" * 200)).name == "n" * 200  # the longest name allowed
+
+
+def _tiny_data(monkeypatch):
+    monkeypatch.setattr("engine.data.load_split", lambda *a, **k: (np.random.default_rng(0).random((6, 8)) < 0.4).astype(np.uint8))
+
+
+def test_eval_record_keeps_a_float64_checkpoint_bit_for_bit(tmp_path, monkeypatch, capsys):
+    """The issue: --record rounded a float64 checkpoint to float32 precision."""
+    from engine.cli import main
+
+    path = tmp_path / "m64.safetensors"
+    model = tiny_made().double()
+    with torch.no_grad():
+        model.out.bias.add_(1e-12)  # not representable in float32
+    save_checkpoint(path, model, {"name": "sixty-four"}, dtype=torch.float64)
+    header0, data0 = read_st(path)
+    _tiny_data(monkeypatch)
+    assert main(["eval", str(path), "--record", "--split", "valid"]) == 0
+    header1, data1 = read_st(path)
+    assert data1 == data0  # every tensor's bytes as they were
+    assert {k: v for k, v in header1.items() if k != "__metadata__"} == {k: v for k, v in header0.items() if k != "__metadata__"}
+    ck = load_checkpoint(path)
+    assert "valid_nll" in json.dumps(ck.meta) and ck.name == "sixty-four"
+    assert ckmod.stored_dtype(path) == torch.float64
+
+
+def test_eval_record_checks_it_can_write_before_computing(tmp_path, monkeypatch, capsys):
+    import engine.atomic
+    import engine.train
+    from engine.cli import main
+
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, tiny_made())
+    _tiny_data(monkeypatch)
+    monkeypatch.setattr(engine.train, "evaluate", lambda *a, **k: pytest.fail("the split was computed first"))
+
+    def refuse(*a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(engine.atomic.tempfile, "mkstemp", refuse)  # the folder takes no new files
+    assert main(["eval", str(path), "--record"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"pixelchain: error: cannot save {path}: folder {tmp_path} does not take new files (Permission denied)\n"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "CK", "--batch-size", "0"], "--batch-size: must be from 1 to 100,000, got 0"),
+    (["eval", "CK", "--ensemble", "1000000000"], "--ensemble: must be from 1 to 1,000, got 1,000,000,000"),
+    (["sample", "CK", "--out", "x.png", "--scale", "0"], "--scale: must be from 1 to 64, got 0"),
+    (["sample", "CK", "--out", "x.png", "--seed", "99999999999999999999"], "--seed: must be from 0 to"),
+    (["compress", "CK", "test", "--out", "x", "--max-images", "-1"], "--max-images: must be at least 1, got -1"),
+    (["compress", "CK", "test", "--out", "x", "--chunk-size", "0"], "--chunk-size: must be from 1 to 65,536, got 0"),
+    (["inpaint-eval", "CK", "--region", "top", "--batch-size", "0"], "--batch-size: must be from 1 to 100,000, got 0"),
+])
+def test_nonsense_sizes_and_seeds_are_refused_up_front(tmp_path, capsys, argv, message):
+    """The issue's `eval --batch-size 0` ("range() arg 3 must not be zero"), `--ensemble 1000000000`
+    (memory until it runs out), `sample --scale 0`, `--seed` beyond 64 bits ("Overflow when
+    unpacking long"), `compress --max-images -1` (silently one image fewer)."""
+    from engine.cli import main
+
+    ck = tmp_path / "m.safetensors"
+    save_checkpoint(ck, tiny_made())
+    with pytest.raises(SystemExit) as info:
+        main([str(ck) if a == "CK" else a for a in argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Overflow" not in err and "range()" not in err

@@ -12,7 +12,7 @@ import torch
 
 from engine.checkpoint import save_checkpoint
 from engine.cli import main
-from engine.models import UnsupportedOrdering
+from engine.models import UnsupportedOrdering, build_model
 from engine.ordering import make_ordering
 from engine.tasks.compress import (
     Codec,
@@ -186,3 +186,100 @@ def test_cli_round_trip(tmp_path, data_dir, capsys):
     save_checkpoint(other, make_tiny("fvsbn", {}).float())
     assert main(["decompress", str(other), str(out), "--out", str(npy)]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_cli_decompress_into_a_folder_never_mixes_runs(tmp_path, capsys, monkeypatch):
+    """A folder is the whole result or untouched: a used folder is refused before decoding; a run
+    that fails half-way leaves no folder (the issue's 2,950 stale PNGs of 3,000, 15 of 50)."""
+    from .quick_models import quick_model
+
+    ck = tmp_path / "fvsbn.safetensors"
+    save_checkpoint(ck, quick_model("fvsbn"))
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "five.npy", (rng.random((5, 28, 28)) < 0.2).astype(np.uint8))
+    np.save(tmp_path / "two.npy", (rng.random((2, 28, 28)) < 0.2).astype(np.uint8))
+    five, two, pngs = tmp_path / "five.pxcz", tmp_path / "two.pxcz", tmp_path / "pngs"
+    assert main(["compress", str(ck), str(tmp_path / "five.npy"), "--out", str(five)]) == 0
+    assert main(["compress", str(ck), str(tmp_path / "two.npy"), "--out", str(two)]) == 0
+    assert main(["decompress", str(ck), str(five), "--out", str(pngs)]) == 0
+    assert len(list(pngs.iterdir())) == 5
+    capsys.readouterr()
+    assert main(["decompress", str(ck), str(two), "--out", str(pngs)]) == 2  # not mixed into the five
+    err = capsys.readouterr().err.strip()
+    assert err == f"pixelchain: error: cannot write {pngs}: the folder is not empty; give a new or an empty folder, so that it " \
+                  "holds exactly this result"
+    assert len(list(pngs.iterdir())) == 5
+    import engine.images
+
+    calls = []
+
+    def fail_third(im, path, scale=1, ink="white"):  # a full disk at the third image
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        real_save_png(im, path, scale)
+
+    real_save_png = engine.images.save_png
+    monkeypatch.setattr(engine.images, "save_png", fail_third)
+    fresh = tmp_path / "fresh"
+    assert main(["decompress", str(ck), str(five), "--out", str(fresh)]) == 2
+    assert f"cannot write {fresh}: No space left on device" in capsys.readouterr().err
+    assert not fresh.exists() and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_small_file_cannot_claim_many_images(tmp_path):
+    """The issue's 87-byte file claiming 200k images cost 165 s and 2 GB: at most 16 images a coded
+    bit are believed, checked from the header before any allocation or decoding step."""
+    from engine.tasks.compress import MAX_IMAGES_PER_BIT, read_container_header
+
+    model = make_tiny("fvsbn", {})
+    data = compress(model, np.zeros((1, H * W), np.uint8))
+    info0 = read_container_header(data)
+    head = bytearray(data[: info0.header_bytes])
+    struct.pack_into("<II", head, 4 + 1 + 16 + 4, 100_000, 65_536)  # two chunks of one word: 64 bits
+    crafted = bytes(head) + struct.pack("<II", 1, 0) * 2
+    assert len(crafted) < 90
+    with pytest.raises(CompressionError, match=r"100,000 images cannot be held in 64 bits"):
+        read_container_header(crafted)
+    struct.pack_into("<II", head, 4 + 1 + 16 + 4, 64 * MAX_IMAGES_PER_BIT + 1, 600)  # just past the bound, two chunks
+    with pytest.raises(CompressionError, match="cannot be held"):
+        read_container_header(bytes(head) + struct.pack("<II", 1, 0) * 2)
+
+
+def test_the_encoder_never_writes_a_file_the_decoder_would_refuse():
+    """A model certain of every pixel codes blank images in next to no bits: with chunks of 500 the
+    file stays within the bound and round-trips; with one chunk of 5,000 it is refused up front."""
+    torch.manual_seed(0)
+    model = build_model("fvsbn", {}, make_ordering("raster"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.fill_(-40.0 if "bias" in name else 0.0)
+    blank = np.zeros((1000, 784), np.uint8)
+    data = compress(model, blank, chunk_size=500)
+    np.testing.assert_array_equal(decompress(model, data).reshape(1000, -1), blank)
+    with pytest.raises(CompressionError, match="smaller chunk size"):
+        compress(model, np.zeros((5000, 784), np.uint8), chunk_size=5000)
+
+
+def test_cli_outputs_to_dev_null_and_through_symlinks(tmp_path, capsys):
+    """`--out /dev/null` (through a link here, so that a broken writer cannot replace the real one)
+    is written to, not replaced; a symlinked --out has its target replaced and stays a link."""
+    import os
+    import stat
+
+    from .quick_models import quick_model
+
+    ck = tmp_path / "fvsbn.safetensors"
+    save_checkpoint(ck, quick_model("fvsbn"))
+    np.save(tmp_path / "two.npy", (np.random.default_rng(0).random((2, 28, 28)) < 0.2).astype(np.uint8))
+    null = tmp_path / "null"
+    null.symlink_to("/dev/null")
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "link.pxcz"
+    link.symlink_to(tmp_path / "real" / "two.pxcz")
+    assert main(["compress", str(ck), str(tmp_path / "two.npy"), "--out", str(null)]) == 0
+    assert main(["compress", str(ck), str(tmp_path / "two.npy"), "--out", str(link)]) == 0
+    assert main(["decompress", str(ck), str(link), "--out", str(null)]) == 0
+    assert main(["sample", str(ck), "--n", "2", "--out", str(null)]) == 0
+    assert null.is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert link.is_symlink() and (tmp_path / "real" / "two.pxcz").read_bytes()[:4] == b"PXCZ"

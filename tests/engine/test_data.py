@@ -11,6 +11,7 @@ import gzip
 import itertools
 import os
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -286,3 +287,58 @@ def test_gzip_served_under_the_plain_name(fake, monkeypatch):
 def test_no_download_when_disabled(fake):
     with pytest.raises(DataError, match="has no"):
         load_split("test", download=False)
+
+
+# ------------------------------------------------------------------ verified and bounded
+def test_an_altered_parse_cache_is_parsed_again_not_used(fake, tmp_path, monkeypatch):
+    """The issue's altered parse cache made eval report 4059.7 nats instead of 108.7, exit 0."""
+    d = tmp_path / "d"
+    write_split(d, "test", fake["test"])
+    assert np.array_equal(load_split("test", d), fake["test"])
+    (cached,) = (cache_dir() / "parsed").glob("*.npy")
+    packed = np.load(cached)
+    packed[:, :40] = 255  # a well-formed .npy of the right shape: only the checksum tells
+    with open(cached, "wb") as f:
+        np.save(f, packed)
+    calls = []
+    real_parse = data.parse_amat
+    monkeypatch.setattr(data, "parse_amat", lambda *a, **k: calls.append(1) or real_parse(*a, **k))
+    assert np.array_equal(load_split("test", d), fake["test"]) and calls == [1]
+    assert np.array_equal(load_split("test", d), fake["test"]) and calls == [1]  # rebuilt whole: read again
+
+
+@pytest.mark.parametrize("content", [
+    b"\x93NUMPY\x01\x00v\x00{'descr': '|u1', 'fortran_order': False, 'shape': (100000000000, 99), }" + b" " * 40 + b"\n",
+    b"\x93NUMPY\x01\x00\x10\x00{'descr': (((" + b" " * 4 + b"\n",
+    b"\x93NUMPY\x01\x00v\x00{'descr': [('a', '<u1')], 'fortran_order': False, 'shape': (10, 99), }" + b" " * 30 + b"\n" + b"\0" * 990,
+    b"\x00" * (50 << 20),
+], ids=["claims-a-huge-shape", "malformed-header", "structured-dtype", "far-too-large"])
+def test_a_hostile_parse_cache_is_rebuilt_without_a_traceback(fake, tmp_path, content):
+    d = tmp_path / "d"
+    write_split(d, "test", fake["test"])
+    load_split("test", d)
+    (cached,) = (cache_dir() / "parsed").glob("*.npy")
+    cached.write_bytes(content)
+    assert np.array_equal(load_split("test", d), fake["test"])
+
+
+def test_a_gzip_bomb_is_refused_after_reading_a_bounded_amount(fake, tmp_path):
+    """The issue's 1.9 MB of gzip took 3.9 GB; here 128 MiB of text compress to ~130 KB."""
+    import tracemalloc
+
+    d = tmp_path / "d"
+    d.mkdir()
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing
+    block = b"0 " * (1 << 19)
+    with open(d / (NAMES["test"] + ".gz"), "wb") as f:
+        for _ in range(128):
+            f.write(comp.compress(block))
+        f.write(comp.flush())
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"decompresses to more than the 0 MiB that 10 images take as text"):
+            load_split("test", d)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20

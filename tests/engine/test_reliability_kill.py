@@ -85,4 +85,10 @@ def test_sigkill_during_saves_always_leaves_a_loadable_checkpoint(tmp_path):
         proc.wait(10)
         proc.stdin.close()
         proc.stdout.close()
+    # the killed saves' temporary files go with the next save of the same file, however young
+    from engine.atomic import temporary_files
+    from engine.checkpoint import save_checkpoint
+
+    save_checkpoint(path, load_checkpoint(path).model, {"i": -1})
+    assert temporary_files(path) == [] and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
     print("after SIGKILL mid-save the file held the", ", ".join(outcomes), "checkpoint")
