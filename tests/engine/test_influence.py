@@ -73,3 +73,50 @@ def test_one_pixels_logit_is_that_of_the_full_pass(label, family, cfg, ordering)
         assert torch.allclose(one, full[:, pixel], rtol=0, atol=1e-10), (label, pixel)
     with pytest.raises(ValueError, match="raster index"):
         m.pixel_logit(x, H * W)
+
+
+@pytest.mark.parametrize("label,family,cfg", all_tiny(), ids=[t[0] for t in all_tiny()])
+@pytest.mark.parametrize("ordering", ["raster", "snake", "random"])
+@torch.no_grad()
+def test_the_fast_flips_equal_the_flipped_images_passes(label, family, cfg, ordering):
+    """Each family's ``pixel_logit_flips`` (shared prefix, cropped receptive field, ...) gives the
+    logits of the flipped images themselves, for every pixel and flips in any order, repeated too."""
+    from engine.models.base import ARModel
+
+    m = make_tiny(family, cfg, ordering)
+    order = m.ordering
+    rng = np.random.default_rng(5)
+    for trial in range(2):
+        x = torch.as_tensor(rng.integers(0, 2, (1, H * W)).astype(np.float64))
+        for t in range(1, H * W):
+            pixel = int(order.perm[t])
+            flips = rng.permutation(np.array(order.perm[:t]))
+            if trial and t > 2:
+                flips = np.concatenate([flips, flips[:2]])  # the same pixel twice
+            fast = m.pixel_logit_flips(x, pixel, flips)
+            ref = ARModel._pixel_logit_flips(m, x, pixel, torch.as_tensor(flips), order)
+            assert fast.shape == (len(flips),)
+            torch.testing.assert_close(fast, ref, rtol=0, atol=1e-10, msg=lambda m: f"{label} pixel {pixel}: {m}")
+
+
+def test_flips_must_come_before_the_pixel():
+    m = make_tiny("lstm", {"hidden": 5, "layers": 2, "embed": 4})
+    x = np.zeros(H * W)
+    order = m.ordering
+    with pytest.raises(ValueError, match="before the pixel"):
+        m.pixel_logit_flips(x, int(order.perm[2]), [int(order.perm[2])])
+    with pytest.raises(ValueError, match="raster indices"):
+        m.pixel_logit_flips(x, int(order.perm[2]), [H * W])
+    assert m.pixel_logit_flips(x, int(order.perm[2]), []).shape == (0,)
+
+
+@pytest.mark.parametrize("label,family,cfg", all_tiny(), ids=[t[0] for t in all_tiny()])
+@torch.no_grad()
+def test_the_fast_influence_map_equals_the_reference(label, family, cfg):
+    m = make_tiny(family, cfg, "snake")
+    image = np.random.default_rng(6).integers(0, 2, H * W)
+    pixel = int(m.ordering.perm[-1])
+    fracs, fast = drain(pixel_influence_steps(m, image, pixel, batch_size=3))
+    ref_fracs, ref = drain(pixel_influence_steps(m, image, pixel, batch_size=3, fast=False))
+    assert fracs == ref_fracs
+    np.testing.assert_allclose(fast.delta, ref.delta, rtol=0, atol=1e-10)
