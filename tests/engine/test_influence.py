@@ -120,3 +120,40 @@ def test_the_fast_influence_map_equals_the_reference(label, family, cfg):
     ref_fracs, ref = drain(pixel_influence_steps(m, image, pixel, batch_size=3, fast=False))
     assert fracs == ref_fracs
     np.testing.assert_allclose(fast.delta, ref.delta, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("family,cfg", [
+    ("lmconv", {"channels": 3, "layers": 2, "kernel": 3, "first_kernel": 3, "head": 4, "order_agnostic": True, "context": 2}),
+    ("lmconv", {"channels": 2, "layers": 1, "kernel": 3, "first_kernel": 5, "head": 3, "order_agnostic": True}),
+    ("pixelcnn", {"channels": 3, "layers": 2, "kernel": 3, "first_kernel": 3, "head": 4}),
+])
+@pytest.mark.parametrize("ordering", ["raster", "hilbert", "random"])
+@torch.no_grad()
+def test_a_cone_smaller_than_the_image_gives_the_flipped_images_logits(family, cfg, ordering):
+    """On a 9x9 image the receptive field of a convolutional net is cut at every side: the cropped
+    path must still equal the full pass, at the corners, the edges and the middle."""
+    from engine.models import UnsupportedOrdering, build_model
+    from engine.models.base import ARModel
+    from engine.ordering import make_ordering
+
+    torch.manual_seed(1)
+    size = 9
+    try:
+        m = build_model(family, dict(cfg, height=size, width=size), make_ordering(ordering, size, size, seed=2))
+    except UnsupportedOrdering:
+        pytest.skip("raster only")
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.5)
+    m = m.double().eval()
+    order = m.ordering
+    rng = np.random.default_rng(7)
+    x = torch.as_tensor(rng.integers(0, 2, (1, size * size)).astype(np.float64))
+    for pixel in (0, size - 1, size * size - 1, size * (size - 1), size * 4 + 4, size * 7 + 2, size * 2 + 6):
+        t = int(order.inverse[pixel])
+        if t == 0:
+            continue
+        flips = np.array(order.perm[:t])
+        fast = m.pixel_logit_flips(x, pixel, flips)
+        ref = ARModel._pixel_logit_flips(m, x, pixel, torch.as_tensor(flips), order)
+        torch.testing.assert_close(fast, ref, rtol=0, atol=1e-10)
