@@ -325,7 +325,7 @@ class LocallyMaskedPixelCNN(ARModel):
                 sign = (xb[rows, js] - x[0, js]).to(pre.dtype)  # +1 where a 0 became 1, -1 otherwise
                 ctx = torch.sigmoid(pre[where][None] + (sign[:, None] * later)[..., None] * self.ctx_w.T[js][:, None])  # (n, P, K)
                 h = h + self.ctx_out(ctx.transpose(1, 2).reshape(n, u, r1 - r0 + 1, c1 - c0 + 1).to(h.dtype))
-            for i, (conv, res) in enumerate(zip(self.convs, self.res, strict=True)):
+            for i, (conv, res) in enumerate(zip(typed(self.convs, _LMConv), self.res, strict=True)):
                 (a0, a1, b0, b1), (r0, r1, c0, c1) = boxes[i], boxes[i + 1]
                 win = F.pad(h, (b0 - (c0 - q), (c1 + q) - b1, a0 - (r0 - q), (r1 + q) - a1))  # box i+1 dilated by q
                 keep = h[:, :, r0 - a0 : r1 - a0 + 1, c0 - b0 : c1 - b0 + 1]
