@@ -77,6 +77,8 @@ def read_cached(path: Path, checkpoint: str, order: Ordering, images_checksum: s
     """The cached (n,) log-likelihoods at ``path`` if the file is whole and is the one asked for;
     None for a missing, unreadable, altered, truncated or foreign file."""
     try:
+        if not path.is_file() or path.stat().st_size > MAX_CACHE_BYTES:  # never block on a FIFO or read a huge file
+            return None
         d = loads(path.read_bytes(), what=f"the cache {path.name}", max_bytes=MAX_CACHE_BYTES)
     except (OSError, PixelchainError, ValueError):
         return None

@@ -5,6 +5,7 @@ keyed by the checkpoint file's content."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -72,7 +73,7 @@ def _checksum(x):
     return content_checksum(x)
 
 
-@pytest.mark.parametrize("damage", ["value", "truncate", "checksum", "garbage", "count", "deep", "infinite"])
+@pytest.mark.parametrize("damage", ["value", "truncate", "checksum", "garbage", "count", "deep", "infinite", "fifo", "huge"])
 def test_an_altered_cache_is_recomputed(tmp_path, damage):
     model, path = _saved(tmp_path)
     key = checkpoint_sha256(path)
@@ -100,10 +101,17 @@ def test_an_altered_cache_is_recomputed(tmp_path, damage):
     elif damage == "infinite":
         d["log_probs"][0] = float("-inf")
         f.write_text(json.dumps(d))
+    elif damage == "fifo":  # reading it would block forever
+        f.unlink()
+        os.mkfifo(f)
+    elif damage == "huge":
+        f.write_text(json.dumps(d) + " " * (9 << 20))
     count = _Counting(model)
     fracs, again = drain(split_log_probs_steps(model, key, images=x, batch_size=10))
     assert count.calls == 3 and fracs[-1] == 1.0
     np.testing.assert_array_equal(again, first)
+    if damage == "fifo":  # the writer replaces the FIFO by the file
+        assert f.is_file()
     # and the recomputed figures are cached again
     count.calls = 0
     drain(split_log_probs_steps(model, key, images=x))
