@@ -157,3 +157,26 @@ def test_a_cone_smaller_than_the_image_gives_the_flipped_images_logits(family, c
         fast = m.pixel_logit_flips(x, pixel, flips)
         ref = ARModel._pixel_logit_flips(m, x, pixel, torch.as_tensor(flips), order)
         torch.testing.assert_close(fast, ref, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@torch.no_grad()
+def test_a_pixel_in_the_blind_spot_moves_it_by_exactly_nothing(fast):
+    """An LMConv without context in raster cannot see most of the row above to the right of its
+    kernel: flipping such a pixel leaves the conditional exactly as it was, with either path (the
+    map shows those pixels as zero, not rounding noise), while a neighbour does move it."""
+    from engine.models import build_model
+    from engine.ordering import make_ordering
+
+    torch.manual_seed(3)
+    size = 9
+    cfg = {"channels": 4, "layers": 2, "kernel": 3, "first_kernel": 3, "head": 5, "height": size, "width": size}
+    m = build_model("lmconv", cfg, make_ordering("raster", size, size)).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.5)
+    image = np.random.default_rng(8).integers(0, 2, size * size)
+    r, c = 6, 2
+    _, inf = drain(pixel_influence_steps(m, image, r * size + c, fast=fast))
+    assert (inf.delta[r - 1, c + 3 :] == 0).all()  # beyond the kernel's reach in the row above
+    assert inf.delta[r, c - 1] != 0 and inf.delta[r - 1, c] != 0
