@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -180,3 +182,31 @@ def test_a_pixel_in_the_blind_spot_moves_it_by_exactly_nothing(fast):
     _, inf = drain(pixel_influence_steps(m, image, r * size + c, fast=fast))
     assert (inf.delta[r - 1, c + 3 :] == 0).all()  # beyond the kernel's reach in the row above
     assert inf.delta[r, c - 1] != 0 and inf.delta[r - 1, c] != 0
+
+
+BUNDLED = Path(__file__).resolve().parents[2] / "resources" / "checkpoints"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lmconv-any", "pixelcnn-raster", "lstm-raster", "transformer-any", "nade-raster"])
+@torch.no_grad()
+def test_the_bundled_models_fast_flips_equal_the_flipped_images(name):
+    """At full size (28x28, 12-layer convolutional nets, float32) on a sample of earlier pixels,
+    at a pixel late in the ordering and one by the top edge, in the model's ordering and, for an
+    order-agnostic model, in a Hilbert curve."""
+    from engine.checkpoint import load_checkpoint
+    from engine.models.base import ARModel
+    from engine.ordering import make_ordering
+
+    path = BUNDLED / f"{name}.safetensors"
+    if not path.is_file():
+        pytest.skip(f"{path.name} is not bundled")
+    m = load_checkpoint(path).model.eval()
+    x = torch.as_tensor(np.random.default_rng(9).random((1, 784)) < 0.2, dtype=torch.float32)
+    for order in [m.ordering] + ([make_ordering("hilbert")] if m.any_order else []):
+        for pixel in (20 * 28 + 14, 2 * 28 + 25):
+            t = int(order.inverse[pixel])
+            flips = np.array(order.perm[:t])[:: max(1, t // 4)]  # a few: the reference is slow at this size
+            fast = m.pixel_logit_flips(x, pixel, flips, order)
+            ref = ARModel._pixel_logit_flips(m, x, pixel, torch.as_tensor(flips), order)
+            torch.testing.assert_close(fast, ref, rtol=0, atol=2e-5, msg=f"{name} {order.label} pixel {pixel}")
