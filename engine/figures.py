@@ -7,7 +7,8 @@ ordering ``o`` (see :mod:`engine.models.base`): :func:`pixel_figures` returns, p
 ``p(x_i = 1 | x_<i)`` and the negative log-likelihood ``-log p(x_i | x_<i)`` of the drawn value in
 nats, their sum ``log p(x)`` and the bits per pixel ``-log2 p(x) / D``. The long computations
 (reference log p, influence, ensemble) are generators, so a worker thread can stop them between
-batches.
+batches. The log p of the whole test split under a saved checkpoint, cached on disk, is
+:func:`engine.reference.split_log_probs_steps`.
 """
 
 from __future__ import annotations

@@ -59,6 +59,8 @@ def test_a_bad_pixel_index_is_a_clear_error():
     m = make_tiny("fvsbn", {})
     with pytest.raises(ValueError, match="raster index"):
         next(pixel_influence_steps(m, np.zeros(H * W), H * W))
+    with pytest.raises(ValueError, match="batch_size"):
+        next(pixel_influence_steps(m, np.zeros(H * W), 3, batch_size=0))
 
 
 @pytest.mark.parametrize("label,family,cfg", all_tiny(), ids=[t[0] for t in all_tiny()])
