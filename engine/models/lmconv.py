@@ -338,12 +338,19 @@ class LocallyMaskedPixelCNN(ARModel):
 
 def _valid_masked(conv: _LMConv, h: Tensor, mask: Tensor, rows: int, cols: int) -> Tensor:
     """The masked convolution ``conv`` without padding: h (B, Cin, rows + k - 1, cols + k - 1),
-    mask (k*k, rows*cols) -> (B, Cout, rows, cols), the same product as :meth:`_LMConv.forward`."""
+    mask (k*k, rows*cols) -> (B, Cout, rows, cols), the same product as :meth:`_LMConv.forward`.
+    Kernel offsets the mask closes at every position (in raster: the right and the row below) are
+    left out of the product rather than multiplied by zero."""
     b, cin = h.shape[:2]
     k = conv.k
-    stack = torch.stack([h[:, :, i : i + rows, j : j + cols] for i in range(k) for j in range(k)], 2)  # (B, Cin, k*k, rows, cols)
-    stack = (stack.reshape(b, cin, k * k, rows * cols) * mask).reshape(b, cin * k * k, rows * cols)
-    out = F.conv1d(stack, conv.weight.reshape(conv.out_channels, -1, 1), conv.bias)
+    used = [o for o in range(k * k) if bool(mask[o].any())]
+    if not used:  # no position sees any neighbour: the bias alone
+        assert conv.bias is not None  # built with a bias
+        return conv.bias.view(1, -1, 1, 1).expand(b, -1, rows, cols).to(h.dtype)
+    stack = torch.stack([h[:, :, o // k : o // k + rows, o % k : o % k + cols] for o in used], 2)  # (B, Cin, n, rows, cols)
+    stack = (stack.reshape(b, cin, len(used), rows * cols) * mask[used]).reshape(b, cin * len(used), rows * cols)
+    weight = conv.weight.reshape(conv.out_channels, cin, k * k)[:, :, used].reshape(conv.out_channels, -1, 1)
+    out = F.conv1d(stack, weight, conv.bias)
     return out.view(b, conv.out_channels, rows, cols)
 
 

@@ -212,3 +212,32 @@ def test_the_bundled_models_fast_flips_equal_the_flipped_images(name):
             fast = m.pixel_logit_flips(x, pixel, flips, order)
             ref = ARModel._pixel_logit_flips(m, x, pixel, torch.as_tensor(flips), order)
             torch.testing.assert_close(fast, ref, rtol=0, atol=2e-5, msg=f"{name} {order.label} pixel {pixel}")
+
+
+@torch.no_grad()
+def test_a_pixel_that_sees_no_neighbour_gives_its_bias_term():
+    """In a random ordering the second pixel may have no earlier neighbour within the first
+    kernel; with no layers after the first, its cone is that pixel alone, whose first layer then
+    sees nothing at all (no kernel offset is open): the fast path still agrees."""
+    from engine.models import build_model
+    from engine.models.base import ARModel
+    from engine.ordering import make_ordering
+
+    torch.manual_seed(4)
+    size = 9
+    cfg = {"channels": 3, "layers": 0, "kernel": 3, "first_kernel": 3, "head": 4, "order_agnostic": True, "height": size, "width": size}
+    m = build_model("lmconv", cfg).double().eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.5)
+    for seed in range(40):
+        order = make_ordering("random", size, size, seed=seed)
+        (r0, c0), (r1, c1) = (divmod(int(order.perm[s]), size) for s in (0, 1))
+        if max(abs(r0 - r1), abs(c0 - c1)) > 1:  # beyond the first kernel
+            break
+    else:
+        pytest.fail("no such ordering among the seeds tried")
+    x = torch.as_tensor(np.random.default_rng(1).integers(0, 2, (1, size * size)).astype(np.float64))
+    pixel, flips = int(order.perm[1]), [int(order.perm[0])]
+    torch.testing.assert_close(m.pixel_logit_flips(x, pixel, flips, order),
+                               ARModel._pixel_logit_flips(m, x, pixel, torch.as_tensor(flips), order), rtol=0, atol=1e-10)
