@@ -20,14 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ordering import Ordering
 from .base import ModelConfig, Stepper, _take, typed
-from .lstm import SequenceARModel, SequenceEmbedding, check_orderings, order_tensors
+from .lstm import SequenceARModel, SequenceEmbedding, check_orderings
 
 
 @dataclass
@@ -137,9 +136,8 @@ class OrderAgnosticTransformer(SequenceARModel):
         flips (sorted by step) runs only the positions after its earliest flip, attending to the
         cached prefix, and the last layer computes only the pinned pixel's position."""
         cfg = self.config
-        perm = order_tensors(ordering, x.device)[0]
-        t = int(ordering.inverse[pixel])
-        inv = torch.from_numpy(np.array(ordering.inverse)).to(x.device)
+        perm, inv = torch.tensor(ordering.perm, device=x.device), torch.tensor(ordering.inverse, device=x.device)
+        t = int(inv[pixel])
         s_of, rank = torch.sort(inv[flips])
         xo = x[:, perm[: t + 1]]  # (1, t+1) values in step order
         tokens = self.embed.sequence(xo, perm[: t + 1])  # (1, t+1, C)
