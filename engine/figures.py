@@ -7,7 +7,8 @@ ordering ``o`` (see :mod:`engine.models.base`): :func:`pixel_figures` returns, p
 ``p(x_i = 1 | x_<i)`` and the negative log-likelihood ``-log p(x_i | x_<i)`` of the drawn value in
 nats, their sum ``log p(x)`` and the bits per pixel ``-log2 p(x) / D``. The long computations
 (reference log p, influence, ensemble) are generators, so a worker thread can stop them between
-batches.
+batches. The log p of the whole test split under a saved checkpoint, cached on disk, is
+:func:`engine.reference.split_log_probs_steps`.
 """
 
 from __future__ import annotations
@@ -137,30 +138,34 @@ class PixelInfluence:
 
 @torch.no_grad()
 def pixel_influence_steps(model: ARModel, image: np.ndarray, pixel: int, ordering: Ordering | None = None,
-                          batch_size: int = 256):
+                          batch_size: int = 64, fast: bool = True):
     """Generator yielding the fraction done; returns the :class:`PixelInfluence` of every pixel
-    before ``pixel`` in the ordering on its conditional. Exact counterfactuals, not gradients: one
-    teacher-forced pass per earlier pixel, each with that pixel flipped, in batches (so a worker
-    can stop it between batches)."""
+    before ``pixel`` in the ordering on its conditional. Exact counterfactuals, not gradients: the
+    conditional with each earlier pixel flipped, ``batch_size`` flips at a time in the order of the
+    ordering (so a worker can stop it between batches). ``fast`` lets the family share the work the
+    flipped images have in common (:meth:`~engine.models.base.ARModel.pixel_logit_flips`: a
+    sequence model runs the unflipped prefix once, a convolutional one only the pixel's receptive
+    field); ``fast=False`` runs the reference, one teacher-forced pass per flipped image."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     model.eval()
     c = model.config
     d = c.height * c.width
     if not 0 <= int(pixel) < d:
         raise ValueError(f"pixel must be a raster index in 0..{d - 1}, got {pixel}")
     order = model.resolve_ordering(ordering)
-    dtype = next(model.parameters()).dtype
-    x = torch.as_tensor(np.asarray(image, dtype=np.float64).reshape(1, -1)).to(dtype)
+    x = model._as_batch(torch.as_tensor(np.asarray(image, dtype=np.float64).reshape(1, -1)))
     step = int(order.inverse[pixel])
     p = float(torch.sigmoid(model.pixel_logit(x, pixel, order)[0]))
     delta = np.full(d, np.nan)
     before = np.array(order.perm[:step], dtype=np.int64)  # a writable copy (the ordering is frozen)
     for start in range(0, len(before), batch_size):
         js = torch.as_tensor(before[start : start + batch_size])
-        xb = x.repeat(len(js), 1)
-        rows = torch.arange(len(js))
-        xb[rows, js] = 1 - xb[rows, js]
-        flipped = torch.sigmoid(model.pixel_logit(xb, pixel, order)).double().cpu().numpy()
-        delta[js.numpy()] = p - flipped
+        if fast:
+            logits = model.pixel_logit_flips(x, pixel, js, order)
+        else:
+            logits = ARModel._pixel_logit_flips(model, x, int(pixel), js.to(x.device), order)
+        delta[js.numpy()] = p - torch.sigmoid(logits).double().cpu().numpy()
         yield min(1.0, (start + len(js)) / len(before))
     return PixelInfluence(int(pixel), step, p, delta.reshape(c.height, c.width), order)
 

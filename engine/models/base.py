@@ -591,6 +591,47 @@ class ARModel(nn.Module):
             "parameters": self.num_parameters(),
         }
 
+    # ---------------------------------------------------------------------------------------
+    # the influence map: one pixel's conditional under single-pixel flips of one image
+    def pixel_logit_flips(self, x: Tensor | np.ndarray, pixel: int, flips: Sequence[int] | np.ndarray | Tensor,
+                          ordering: Ordering | None = None) -> Tensor:
+        """(N,) the logit of pixel ``pixel``'s conditional, teacher-forced on the one image ``x``
+        with, in row n, pixel ``flips[n]`` flipped (``1 - x``): the same values as
+        ``pixel_logit`` of the N flipped images (the influence map's counterfactuals). Every flip
+        must come before ``pixel`` in the ordering (a later one cannot move it). Families override
+        :meth:`_pixel_logit_flips` to share the work the flipped images have in common (the
+        unflipped prefix of a sequence, the receptive field of a convolutional net); the generic
+        version here builds the flipped images and is the reference those are tested against."""
+        d = self.config.height * self.config.width
+        if not 0 <= int(pixel) < d:
+            raise ValueError(f"pixel must be a raster index in 0..{d - 1}, got {pixel}")
+        order = self.resolve_ordering(ordering)
+        xb = self._as_batch(x)
+        if xb.shape[0] != 1:
+            raise ValueError(f"pixel_logit_flips takes one image, got {xb.shape[0]}")
+        js = torch.as_tensor(np.asarray(torch.as_tensor(flips).cpu(), dtype=np.int64).reshape(-1))
+        if js.numel() and (int(js.min()) < 0 or int(js.max()) >= d):
+            raise ValueError(f"flipped pixels must be raster indices in 0..{d - 1}")
+        inv = np.asarray(order.inverse)
+        t = int(inv[int(pixel)])
+        if js.numel() and int(inv[js.numpy()].max()) >= t:
+            raise ValueError("every flipped pixel must come before the pixel in the ordering")
+        if not js.numel():
+            return xb.new_zeros(0)
+        return self._pixel_logit_flips(xb, int(pixel), js.to(xb.device), order)
+
+    def _pixel_logit_flips(self, x: Tensor, pixel: int, flips: Tensor, ordering: Ordering) -> Tensor:
+        """The reference: the flipped images themselves, through :meth:`_pixel_logit`."""
+        return self._pixel_logit(flip_rows(x, flips), pixel, ordering)
+
+
+def flip_rows(x: Tensor, flips: Tensor) -> Tensor:
+    """(N, D) copies of the one image ``x`` (1, D), row n with pixel ``flips[n]`` flipped."""
+    xb = x.repeat(len(flips), 1)
+    rows = torch.arange(len(flips), device=x.device)
+    xb[rows, flips] = 1 - xb[rows, flips]
+    return xb
+
 
 def log_mean_exp(values: Tensor, dim: int = 0) -> Tensor:
     return torch.logsumexp(values, dim) - math.log(values.shape[dim])

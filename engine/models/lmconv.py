@@ -264,6 +264,92 @@ class LocallyMaskedPixelCNN(ARModel):
                 else:
                     m.copy_(t)
 
+    def _pixel_logit_flips(self, x: Tensor, pixel: int, flips: Tensor, ordering: Ordering) -> Tensor:
+        """Only the pixel's cone is computed: layer l (0 the first) at the positions within
+        ``(layers - l) * (kernel // 2)`` of it, and of those only the bounding box of the positions
+        not after it in the ordering (a later position never reaches it through the masks, so
+        leaving it out, or reading zeros for it, changes nothing). The context, a sum over all
+        earlier pixels, is the unflipped image's plus the flipped pixel's term at the positions after
+        it; it is needed only where the first layer's output is. Each layer is a valid masked
+        convolution of the box of the layer below, zero-padded where that box was cut."""
+        cfg = self.config
+        hh, ww, u = cfg.height, cfg.width, cfg.context
+        p0, q, n_layers = cfg.first_kernel // 2, cfg.kernel // 2, cfg.layers
+        r, c = divmod(pixel, ww)
+        inv = torch.from_numpy(np.array(ordering.inverse)).to(x.device)
+        t = int(inv[pixel])
+        early = (inv <= t).view(hh, ww)
+        er, ec = early.any(1).nonzero()[:, 0], early.any(0).nonzero()[:, 0]
+        lo_r, hi_r, lo_c, hi_c = max(0, int(er.min())), min(hh - 1, int(er.max())), max(0, int(ec.min())), min(ww - 1, int(ec.max()))
+
+        def box(radius: int) -> tuple[int, int, int, int]:  # rows r0..r1, cols c0..c1 (inclusive)
+            return (max(r - radius, lo_r), min(r + radius, hi_r), max(c - radius, lo_c), min(c + radius, hi_c))
+
+        boxes = [box((n_layers - i) * q) for i in range(n_layers + 1)]  # where layer i's output is needed
+        margin = p0 + n_layers * q + 1
+        steps = F.pad(inv.to(x.dtype).view(1, 1, hh, ww), (margin,) * 4, value=_FAR)[0, 0]  # (H + 2m, W + 2m)
+
+        def mask(bx: tuple[int, int, int, int], k: int, strict: bool) -> Tensor:  # (k*k, rows*cols) of box bx
+            r0, r1, c0, c1 = bx
+            nr, nc, pk = r1 - r0 + 1, c1 - c0 + 1, k // 2
+            centre = steps[margin + r0 : margin + r1 + 1, margin + c0 : margin + c1 + 1]
+            neigh = torch.stack([steps[margin + r0 - pk + i : margin + r0 - pk + i + nr, margin + c0 - pk + j : margin + c0 - pk + j + nc]
+                                 for i in range(k) for j in range(k)])
+            return ((neigh < centre) if strict else (neigh <= centre)).reshape(k * k, -1).to(x.dtype)
+
+        masks = [mask(boxes[0], cfg.first_kernel, True)] + [mask(bx, cfg.kernel, False) for bx in boxes[1:]]
+        perm = torch.from_numpy(np.array(ordering.perm)).to(x.device)
+        if u:  # the unflipped context's pre-activation at every pixel, (D, K)
+            xs = x[0, perm].to(self.ctx_w.dtype)
+            before = torch.cumsum(xs[:, None] * self.ctx_w.T[perm] + self.ctx_v.T[perm], 0)
+            before = torch.cat([torch.zeros_like(before[:1]), before[:-1]])
+            pre = torch.empty_like(before).index_copy_(0, perm, before) + self.ctx_b
+            r0, r1, c0, c1 = boxes[0]
+            where = (torch.arange(r0, r1 + 1, device=x.device)[:, None] * ww + torch.arange(c0, c1 + 1, device=x.device)).reshape(-1)
+        pieces = []
+        for js in flips.split(32):
+            n = len(js)
+            xb = x.repeat(n, 1)
+            rows = torch.arange(n, device=x.device)
+            xb[rows, js] = 1 - xb[rows, js]
+            img = xb.view(n, 1, hh, ww)
+            inp = F.pad(torch.cat([img, torch.ones_like(img)], 1), (margin,) * 4)
+            r0, r1, c0, c1 = boxes[0]
+            inp = inp[:, :, margin + r0 - p0 : margin + r1 + p0 + 1, margin + c0 - p0 : margin + c1 + p0 + 1]
+            h = _gate(_valid_masked(self.first, inp, masks[0], r1 - r0 + 1, c1 - c0 + 1))  # (n, C, rows, cols) on box 0
+            if u:
+                later = (inv[where][None, :] > inv[js][:, None]).to(pre.dtype)  # (n, P): positions after the flip
+                sign = (xb[rows, js] - x[0, js]).to(pre.dtype)  # +1 where a 0 became 1, -1 otherwise
+                ctx = torch.sigmoid(pre[where][None] + (sign[:, None] * later)[..., None] * self.ctx_w.T[js][:, None])  # (n, P, K)
+                h = h + self.ctx_out(ctx.transpose(1, 2).reshape(n, u, r1 - r0 + 1, c1 - c0 + 1).to(h.dtype))
+            for i, (conv, res) in enumerate(zip(typed(self.convs, _LMConv), self.res, strict=True)):
+                (a0, a1, b0, b1), (r0, r1, c0, c1) = boxes[i], boxes[i + 1]
+                win = F.pad(h, (b0 - (c0 - q), (c1 + q) - b1, a0 - (r0 - q), (r1 + q) - a1))  # box i+1 dilated by q
+                keep = h[:, :, r0 - a0 : r1 - a0 + 1, c0 - b0 : c1 - b0 + 1]
+                h = keep + res(_gate(_valid_masked(conv, win, masks[i + 1], r1 - r0 + 1, c1 - c0 + 1)))
+            r0, _, c0, _ = boxes[-1]
+            h = h[:, :, r - r0, c - c0][:, :, None, None]  # (n, C, 1, 1) at the pixel
+            pieces.append(self.out2(torch.relu(self.out1(torch.relu(h))))[:, 0, 0, 0] + self.pixel_bias[r, c])
+        return torch.cat(pieces)
+
+
+def _valid_masked(conv: _LMConv, h: Tensor, mask: Tensor, rows: int, cols: int) -> Tensor:
+    """The masked convolution ``conv`` without padding: h (B, Cin, rows + k - 1, cols + k - 1),
+    mask (k*k, rows*cols) -> (B, Cout, rows, cols), the same product as :meth:`_LMConv.forward`.
+    Kernel offsets the mask closes at every position (in raster: the right and the row below) are
+    left out of the product rather than multiplied by zero."""
+    b, cin = h.shape[:2]
+    k = conv.k
+    used = [o for o in range(k * k) if bool(mask[o].any())]
+    if not used:  # no position sees any neighbour: the bias alone
+        assert conv.bias is not None  # built with a bias
+        return conv.bias.view(1, -1, 1, 1).expand(b, -1, rows, cols).to(h.dtype)
+    stack = torch.stack([h[:, :, o // k : o // k + rows, o % k : o % k + cols] for o in used], 2)  # (B, Cin, n, rows, cols)
+    stack = (stack.reshape(b, cin, len(used), rows * cols) * mask[used]).reshape(b, cin * len(used), rows * cols)
+    weight = conv.weight.reshape(conv.out_channels, cin, k * k)[:, :, used].reshape(conv.out_channels, -1, 1)
+    out = F.conv1d(stack, weight, conv.bias)
+    return out.view(b, conv.out_channels, rows, cols)
+
 
 def _matrix(conv: nn.Conv2d) -> tuple[Tensor, Tensor]:
     """A convolution as a matrix over its flattened input window (input channel-major, as the

@@ -129,6 +129,42 @@ class OrderAgnosticTransformer(SequenceARModel):
     def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
         return _KVCacheStepper(self, x)
 
+    def _pixel_logit_flips(self, x: Tensor, pixel: int, flips: Tensor, ordering: Ordering) -> Tensor:
+        """A flip at step s changes token s + 1 and so, through causal attention, positions
+        s + 1 .. t only: keys and values of positions <= s are the unflipped sequence's. The
+        unflipped sequence runs once, filling every layer's key/value cache; then each piece of
+        flips (sorted by step) runs only the positions after its earliest flip, attending to the
+        cached prefix, and the last layer computes only the pinned pixel's position."""
+        cfg = self.config
+        perm, inv = torch.tensor(ordering.perm, device=x.device), torch.tensor(ordering.inverse, device=x.device)
+        t = int(inv[pixel])
+        s_of, rank = torch.sort(inv[flips])
+        xo = x[:, perm[: t + 1]]  # (1, t+1) values in step order
+        tokens = self.embed.sequence(xo, perm[: t + 1])  # (1, t+1, C)
+        flipped = self.embed.prev(1 - xo[0, s_of], perm[s_of]) + self.embed.next(perm[s_of + 1])  # (N, C): token s+1 flipped
+        blocks = typed(self.blocks, Block)
+        shape = (1, cfg.heads, t + 1, cfg.d_model // cfg.heads)
+        ks, vs = [x.new_zeros(shape) for _ in blocks], [x.new_zeros(shape) for _ in blocks]
+        h = tokens
+        for blk, k, v in zip(blocks, ks, vs, strict=True):  # the unflipped sequence: every layer's keys and values
+            h = blk.step(h, k, v, 0)
+        pieces = []
+        for idx in torch.arange(len(s_of), device=x.device).split(64):
+            s_piece = s_of[idx]
+            lo = int(s_piece[0]) + 1  # the first position that differs from the unflipped sequence
+            n = len(idx)
+            h = tokens[:, lo:].repeat(n, 1, 1)  # (n, t+1-lo, C)
+            h[torch.arange(n, device=x.device), s_piece + 1 - lo] = flipped[idx]
+            for i, blk in enumerate(blocks):
+                k, v = ks[i].expand(n, -1, -1, -1).clone(), vs[i].expand(n, -1, -1, -1).clone()
+                if i < len(blocks) - 1:
+                    h = blk.step(h, k, v, lo)
+                else:
+                    h = _last_position(blk, h, k, v, lo)  # (n, C)
+            pieces.append(self.head(self.ln_f(h))[:, 0] + self.pixel_bias[pixel])
+        logits = torch.cat(pieces)  # flips in step order
+        return torch.empty_like(logits).scatter_(0, rank, logits)
+
 
 class _KVCacheStepper(Stepper):
     """Keys and values of every layer for the tokens so far; one token of work per generated
@@ -173,3 +209,15 @@ class _KVCacheStepper(Stepper):
         self.queue = [_take(q, index) for q in self.queue]
         if self.pending is not None:
             self.pending = (self.pending[0], _take(self.pending[1], index))
+
+
+def _last_position(blk: Block, x: Tensor, cache_k: Tensor, cache_v: Tensor, t: int) -> Tensor:
+    """:meth:`Block.step` of tokens at positions ``t .. t+n-1`` (x (B, n, C)) computing the output of
+    the last position only, (B, C): the other tokens' keys and values still go into the caches."""
+    b, n, c = x.shape
+    q, k, v = map(blk._split, blk.qkv(blk.ln1(x)).split(c, dim=2))  # (B, nh, n, hd) each
+    cache_k[:, :, t : t + n] = k
+    cache_v[:, :, t : t + n] = v
+    y = F.scaled_dot_product_attention(q[:, :, -1:], cache_k[:, :, : t + n], cache_v[:, :, : t + n])  # (B, nh, 1, hd)
+    out = x[:, -1] + blk.proj(y.transpose(1, 2).reshape(b, c))
+    return out + blk.mlp(blk.ln2(out))
