@@ -210,6 +210,9 @@ def _cmd_inpaint_eval(a: argparse.Namespace) -> int:
 
     ck = load_checkpoint(a.checkpoint)
     c = ck.model.config
+    if not ck.model.binary:  # the samplers of engine.tasks.inpaint_eval draw 0/1 pixels
+        raise CommandError(f"inpaint-eval measures binary models; this checkpoint's pixels have {ck.model.levels} levels "
+                           f"({ck.model.dist_head.kind} head)")
     x = load_dataset(dataset_of(ck.meta), a.split, a.data, ck.model.levels)  # the data set the model was trained on
     x, drawn = subset(x, a.max_images, a.random_subset, a.seed)
     hidden = region_mask(a.region, c.height, c.width, seed=a.seed)
