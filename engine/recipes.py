@@ -179,10 +179,10 @@ def model_config(
     for key, value in (("direct", direct), ("order_agnostic", order_agnostic), ("num_masks", num_masks)):
         if value is not None and applies(key, value):
             cfg[key] = value
-    for key, value in (("levels", levels), ("output", output), ("components", components)):
-        if value is not None and applies(key, value):
-            cfg[key] = value
-    if int(cfg.get("levels", 2)) > 2 and output is None and cfg.get("output", "bernoulli") == "bernoulli":
+    for key, given in (("levels", levels), ("output", output), ("components", components)):
+        if given is not None and applies(key, given):
+            cfg[key] = given
+    if _as_int(cfg.get("levels", 2)) > 2 and output is None and cfg.get("output", "bernoulli") == "bernoulli":
         cfg["output"] = "categorical"  # a Bernoulli head has two levels only
     if strict and components is not None and cfg.get("output") != "logistic-mixture":
         raise ValueError("--components is the number of logistics of --head logistic-mixture")
@@ -196,6 +196,14 @@ def model_config(
         chosen = cfg.get("order_set", getattr(defaults, "order_set", "random"))
         cfg["num_masks"] = FIXED_MEMBERS if chosen in ("scans", "rows") else 0
     return cfg
+
+
+def _as_int(value: Any) -> int:
+    """A config's number of levels as an int (the model's own check refuses what is not one)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 2
 
 
 def add_family_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

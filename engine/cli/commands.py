@@ -18,7 +18,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..steps import fmt_time
 from .options import CommandError
@@ -205,12 +205,11 @@ def _cmd_train(a: argparse.Namespace) -> int:
     from ..train import BatchEnd, EpochEnd, Finished, Validating, amp_warning, device_name, resolve_amp, resolve_device, train
 
     cfg = model_config_from_args(a.model, a)
-    levels = int(cfg.get("levels", 2))
-    if levels != 2 and a.dataset != "mnist":
-        raise CommandError(f"--levels {levels} needs --dataset mnist: {a.dataset} has 2 levels")
-    dataset, levels = check_dataset(a.dataset, levels)
     ordering = parse_ordering(a.ordering)
     model = build_model(a.model, cfg, ordering)  # a bad config fails here, before any data is read
+    if model.levels != 2 and a.dataset != "mnist":
+        raise CommandError(f"--levels {model.levels} needs --dataset mnist: {a.dataset} has 2 levels")
+    dataset, levels = check_dataset(a.dataset, model.levels)
     tc = train_config_from_args(a)
     tc.validate()  # nonsense values are refused before any data is read
     ddp = dist_context(a.device)  # under torchrun: one process per GPU/CPU share; only rank 0 prints
@@ -376,6 +375,7 @@ def _cmd_info(a: argparse.Namespace) -> int:
     meta = read_metadata(a.checkpoint)
     config = meta.get("config")
     levels = config.get("levels", 2) if isinstance(config, dict) else 2
+    dataset: Any
     try:  # what the checkpoint was trained on: recorded, or for one older than the record inferred
         dataset = dataset_of(meta)
     except DataError:

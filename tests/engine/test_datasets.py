@@ -97,7 +97,8 @@ def test_labels_follow_the_images_of_each_data_set(shared_data):
         np.testing.assert_array_equal(b, binarized_labels(split))
         np.testing.assert_array_equal(g, mnist.load_labels(split, shared_data))
     # the binarized test split draws from MNIST's test images (in another order): the same digits
-    np.testing.assert_array_equal(np.bincount(load_labels("binarized-mnist", "test")), np.bincount(load_labels("mnist", "test", shared_data)))
+    counts = np.bincount(load_labels("binarized-mnist", "test"))
+    np.testing.assert_array_equal(counts, np.bincount(load_labels("mnist", "test", shared_data)))
 
 
 # ----------------------------------------------------------------------- a checkpoint's record
