@@ -228,9 +228,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
     out = Path(a.out)
     if not quiet:
         print(
-            f"training {a.model} ({model.num_parameters():,} parameters) in the {ordering.label} ordering on "
-            f"{describe(dataset, levels)}{'' if model.binary else f' ({model.dist_head.kind} head)'} on "
-            f"{device_name(device)}, {'bf16 mixed precision' if tc.amp else 'float32'}; best checkpoint -> {out}",
+            f"training {a.model} ({model.num_parameters():,} parameters{'' if model.binary else f', {model.dist_head.kind} head'}) "
+            f"on {describe(dataset, levels)} in the {ordering.label} ordering, on {device_name(device)}, "
+            f"{'bf16 mixed precision' if tc.amp else 'float32'}; best checkpoint -> {out}",
             flush=True,
         )
     warning = amp_warning(device) if tc.amp else None
