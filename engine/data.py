@@ -98,14 +98,24 @@ def find_data_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path, bool
         p = Path(data_dir).expanduser()
         if not p.is_dir():
             raise DataError(f"data directory {p} does not exist; pass the folder that holds binarized_mnist_*.amat")
-        return p, False
+        return _holding(p), False
     env = os.environ.get("PIXELCHAIN_DATA")
     if env:
         p = Path(env).expanduser()
         if not p.is_dir():
             raise DataError(f"PIXELCHAIN_DATA={env} is not a directory; point it at the folder that holds binarized_mnist_*.amat")
-        return p, False
+        return _holding(p), False
     return cache_dir() / "binarized_mnist", True
+
+
+def _holding(directory: Path) -> Path:
+    """``directory`` itself when it holds any of the three files, else its ``binarized_mnist/``
+    folder when that does (a folder of both data sets, as ``../shared/data`` is), else ``directory``
+    (whose missing files the error then names)."""
+    inner = directory / "binarized_mnist"
+    if not any(_source_in(directory, s) for s in SPLITS) and any(_source_in(inner, s) for s in SPLITS):
+        return inner
+    return directory
 
 
 def parse_amat(path: str | os.PathLike, expected_rows: int | None = None) -> np.ndarray:

@@ -225,29 +225,38 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
 INKS = ("black", "white")
 
 
-def _grey_of(image: np.ndarray, ink: str) -> np.ndarray:
-    """0/255 grey levels of a 0/1 image drawn in ``ink``."""
+def _grey_of(image: np.ndarray, ink: str, levels: int = 2) -> np.ndarray:
+    """0-255 grey levels of an image of pixel levels 0 .. ``levels``-1 drawn in ``ink``: level v has
+    the intensity ``round(v * 255 / (levels - 1))`` (0/255 for a 0/1 image), ink where it is high."""
     if ink not in INKS:
         raise ValueError(f"ink must be one of {', '.join(INKS)}, not {ink!r}")
-    on = np.asarray(image, dtype=np.uint8).clip(0, 1)
-    return ((on if ink == "white" else 1 - on) * 255).astype(np.uint8)
+    if levels == 2:
+        on = np.asarray(image, dtype=np.uint8).clip(0, 1)
+        return ((on if ink == "white" else 1 - on) * 255).astype(np.uint8)
+    if levels < 2:
+        raise ValueError(f"an image needs at least 2 pixel levels, not {levels}")
+    v = np.asarray(image).astype(np.int64).clip(0, levels - 1)
+    grey = (v * 255 + (levels - 1) // 2) // (levels - 1)  # round(v * 255 / (K-1)); K-1 odd: never a tie
+    return (grey if ink == "white" else 255 - grey).astype(np.uint8)
 
 
-def save_png(image: np.ndarray, path: str | os.PathLike, scale: int = 1, ink: str = "black") -> None:
+def save_png(image: np.ndarray, path: str | os.PathLike, scale: int = 1, ink: str = "black", levels: int = 2) -> None:
     """Save a binary (H, W) image as a 1-bit PNG (``ink`` black on white, or white on black),
-    optionally enlarged; written atomically (:mod:`engine.atomic`)."""
-    a = _grey_of(image, ink)
+    optionally enlarged; written atomically (:mod:`engine.atomic`). With ``levels`` K > 2 the
+    image holds levels 0 .. K-1 and is saved as an 8-bit grey PNG (see :func:`_grey_of`)."""
+    a = _grey_of(image, ink, levels)
     img = Image.fromarray(a.astype(np.uint8), mode="L")
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     with atomic_file(path) as f:
-        img.convert("1").save(f, format="PNG")
+        (img.convert("1") if levels == 2 else img).save(f, format="PNG")
 
 
 def save_grid(images: np.ndarray, path: str | os.PathLike, scale: int = 4, pad: int = 2, cols: int | None = None,
-              ink: str = "black") -> None:
+              ink: str = "black", levels: int = 2) -> None:
     """Save (N, H, W) binary images as one PNG grid with a grey gap between images (``ink`` as in
-    :func:`save_png`); written atomically."""
+    :func:`save_png`); written atomically. ``levels`` K > 2: images of levels 0 .. K-1, drawn in
+    grey."""
     images = np.asarray(images)
     n, h, w = images.shape
     cols = cols or int(np.ceil(np.sqrt(n)))
@@ -256,7 +265,7 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, scale: int = 4, pad: 
     for i in range(n):
         r, c = divmod(i, cols)
         y, x = pad + r * (h + pad), pad + c * (w + pad)
-        canvas[y : y + h, x : x + w] = _grey_of(images[i], ink)
+        canvas[y : y + h, x : x + w] = _grey_of(images[i], ink, levels)
     img = Image.fromarray(canvas, mode="L")
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)

@@ -136,6 +136,9 @@ def model_config(
     order_agnostic: bool | None = None,
     order_set: str | None = None,
     num_masks: int | None = None,
+    levels: int | None = None,
+    output: str | None = None,
+    components: int | None = None,
     strict: bool = True,
 ) -> dict[str, Any]:
     """The config of ``family`` (a dict for :func:`~engine.models.build_model`) from training options.
@@ -146,6 +149,8 @@ def model_config(
     With ``strict`` (the command line) an option the family does not have, or an order set without
     order-agnostic training, is a :class:`ValueError`; without it (the training panel, which
     disables such options) it is left out. Then the MADE mask rules (module docstring) apply.
+    ``levels``, ``output`` (the head) and ``components`` are fields of every family; a model of more
+    than two levels whose head is not given (or is the base's Bernoulli one) gets the categorical one.
     """
     from .models import family_class
 
@@ -174,6 +179,13 @@ def model_config(
     for key, value in (("direct", direct), ("order_agnostic", order_agnostic), ("num_masks", num_masks)):
         if value is not None and applies(key, value):
             cfg[key] = value
+    for key, given in (("levels", levels), ("output", output), ("components", components)):
+        if given is not None and applies(key, given):
+            cfg[key] = given
+    if _as_int(cfg.get("levels", 2)) > 2 and output is None and cfg.get("output", "bernoulli") == "bernoulli":
+        cfg["output"] = "categorical"  # a Bernoulli head has two levels only
+    if strict and components is not None and cfg.get("output") != "logistic-mixture":
+        raise ValueError("--components is the number of logistics of --head logistic-mixture")
     agnostic = bool(cfg.get("order_agnostic", getattr(defaults, "order_agnostic", False)))
     if order_set is not None and applies("order_set", order_set):
         if agnostic:
@@ -186,8 +198,18 @@ def model_config(
     return cfg
 
 
+def _as_int(value: Any) -> int:
+    """A config's number of levels as an int (the model's own check refuses what is not one)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 2
+
+
 def add_family_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """The family options of ``pixelchain train`` (read back by :func:`model_config_from_args`)."""
+    from .mnist import LEVELS
+    from .models.heads import HEADS
     from .models.made import ORDER_SETS
 
     parser.add_argument("--hidden", type=parse_hidden, default=None, metavar="N[,N...]",
@@ -201,6 +223,15 @@ def add_family_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup
     parser.add_argument("--num-masks", type=int, default=None, metavar="K",
                         help=f"MADE: ordering/mask pairs cycled in training, 0: a fresh one every minibatch (default: 1; "
                              f"order-agnostic: 0 with random orderings, {FIXED_MEMBERS} with scans or rows)")
+    parser.add_argument("--levels", type=int, default=None, choices=list(LEVELS), metavar="K",
+                        help=f"pixel levels: {', '.join(map(str, LEVELS))} (default: 2, binary); more than 2 needs "
+                             f"--dataset mnist")
+    parser.add_argument("--head", default=None, choices=list(HEADS),
+                        help="how the model's outputs become a pixel's distribution over its levels: bernoulli (2 levels), "
+                             "categorical (a K-way softmax) or logistic-mixture (a discretized mixture of logistics, as in "
+                             "PixelCNN++) (default: bernoulli for 2 levels, categorical for more)")
+    parser.add_argument("--components", type=int, default=None, metavar="M",
+                        help="logistics in a --head logistic-mixture (default: 5)")
     parser.add_argument("--config", default=None, metavar="JSON",
                         help="a JSON object of further config fields of the family, e.g. '{\"dropout\": 0.1}'")
 
@@ -208,12 +239,17 @@ def add_family_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup
 def model_config_from_args(family: str, args: argparse.Namespace) -> dict[str, Any]:
     """:func:`model_config` of parsed :func:`add_family_options` options (strict)."""
     return model_config(family, parse_config_json(args.config), hidden=args.hidden, direct=args.direct,
-                        order_agnostic=args.order_agnostic, order_set=args.order_set, num_masks=args.num_masks)
+                        order_agnostic=args.order_agnostic, order_set=args.order_set, num_masks=args.num_masks,
+                        levels=getattr(args, "levels", None), output=getattr(args, "head", None),
+                        components=getattr(args, "components", None))
 
 
-def train_argv(family: str, config: Mapping[str, Any], ordering: str, tc: TrainConfig, out: str | os.PathLike) -> list[str]:
+def train_argv(family: str, config: Mapping[str, Any], ordering: str, tc: TrainConfig, out: str | os.PathLike,
+               dataset: str | None = None) -> list[str]:
     """The ``pixelchain train`` arguments of a recipe: parsed, they give back ``config`` (through
-    :func:`model_config_from_args`) and ``tc``. ``ordering``: its spec (``raster``, ``random:3``)."""
+    :func:`model_config_from_args`) and ``tc``. ``ordering``: its spec (``raster``, ``random:3``).
+    ``dataset``: the data set trained on (default: ``mnist`` for more than two levels, else
+    ``binarized-mnist``, which needs no option)."""
     from .models import family_class
 
     defaults = family_class(family).config_class()
@@ -228,12 +264,21 @@ def train_argv(family: str, config: Mapping[str, Any], ordering: str, tc: TrainC
             argv.append(_flag(key))
         elif key in ("order_set", "num_masks") and agnostic:
             argv += [_flag(key), str(value)]
+        elif key == "levels":
+            argv += ["--levels", str(value)] if value != 2 else []
+        elif key == "output":
+            argv += ["--head", str(value)] if value != defaults.output else []
+        elif key == "components" and config.get("output") == "logistic-mixture":
+            argv += ["--components", str(value)]
         elif value != getattr(defaults, key, object()):
             rest[key] = list(value) if isinstance(value, tuple) else value
     if agnostic and hasattr(defaults, "num_masks") and "num_masks" not in config:
         argv += ["--num-masks", str(defaults.num_masks)]  # explicit: the mask rules must not choose another
     if rest:
         argv += ["--config", json.dumps(rest, sort_keys=True)]
+    dataset = dataset or ("mnist" if int(config.get("levels", 2)) > 2 else None)
+    if dataset and dataset != "binarized-mnist":
+        argv += ["--dataset", dataset]
     for f in dataclasses.fields(TrainConfig):
         value = getattr(tc, f.name)
         if value == f.default:
@@ -245,14 +290,18 @@ def train_argv(family: str, config: Mapping[str, Any], ordering: str, tc: TrainC
 
 
 # ------------------------------------------------------------------------- recorded metadata
-def run_metadata(device: str, command: str | Sequence[str], name: str | None = None, **extra: Any) -> dict[str, Any]:
+def run_metadata(device: str, command: str | Sequence[str], name: str | None = None, *, dataset: str = "binarized-mnist",
+                 levels: int = 2, **extra: Any) -> dict[str, Any]:
     """What a training run records beside its ``train_config`` (which :func:`~engine.train.train`
-    adds): the data's checksums, the device's name, the command line that repeats it (a list is
+    adds): the data set (``dataset``, which commands that use the checkpoint read back with
+    :func:`engine.datasets.dataset_of`) and its files' checksums at ``levels`` (the model's config
+    records its levels too), the device's name, the command line that repeats it (a list is
     quoted as a shell would need it), optionally the model's ``name`` and further entries."""
-    from .data import CHECKSUMS
+    from .datasets import data_record
 
     meta: dict[str, Any] = {
-        "data": {"name": "binarized_mnist", "checksums": {k: CHECKSUMS[k] for k in ("train", "valid")}},
+        "dataset": dataset,
+        "data": data_record(dataset, levels),
         "device": device,
         "command": command if isinstance(command, str) else "pixelchain " + shlex.join(command),
     }

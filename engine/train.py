@@ -55,6 +55,7 @@ __all__ = [
     "resolve_device",
     "resume_path",
     "device_name",
+    "marginals",
 ]
 
 
@@ -457,6 +458,20 @@ class _Schedule:
         return None
 
 
+def marginals(x: np.ndarray, levels: int = 2) -> np.ndarray:
+    """The per-pixel frequencies of the images ``x`` (N, D) that start a model's output biases:
+    (D,) the frequency of a 1 for two levels, (D, K) that of each level 0 .. K-1 otherwise (float64)."""
+    x = np.asarray(x)
+    if levels == 2:
+        return x.mean(0)
+    n, d = x.shape
+    counts = np.zeros(d * levels, np.int64)
+    offsets = np.arange(d, dtype=np.int64) * levels
+    for i in range(0, n, 4096):  # in chunks: an int64 copy of all 50,000 images would take 300 MB
+        counts += np.bincount((x[i : i + 4096].astype(np.int64) + offsets).ravel(), minlength=d * levels)
+    return counts.reshape(d, levels) / max(n, 1)
+
+
 class _Run:
     """The model, the data, the optimiser and the device of one run, and its two steps: an epoch of
     training and a validation pass."""
@@ -492,8 +507,13 @@ class _Run:
         self.start_epoch = 1
         self.train_nll = math.nan  # of the last epoch trained
         self.rng = torch.Generator()  # the model's own randomness in this run, seeded every epoch
+        self.levels = levels = int(getattr(model, "levels", 2))
+        for what, x in (("training", self.train_x), ("validation", self.valid_x)):
+            if x.size and (x.min() < 0 or x.max() >= levels):
+                raise TrainingError(f"the {what} images hold values from {x.min()} to {x.max()}, but the model's pixels have "
+                                    f"{levels} levels (0 to {levels - 1}): train it on data of its levels")
         # what a uniform model pays per image: pixels * ln(levels), binary unless the model has levels
-        self.uniform_nll = int(np.prod(self.train_x.shape[1:])) * math.log(int(getattr(model, "levels", 2)))
+        self.uniform_nll = int(np.prod(self.train_x.shape[1:])) * math.log(levels)
 
     def start(self, resume: bool, init_output_bias: bool) -> _Start:
         """The resume point (loading the state) or a fresh start (output biases at the marginals)."""
@@ -501,7 +521,7 @@ class _Run:
         if resume:
             start = self._load_state()
         elif init_output_bias:
-            marg = torch.as_tensor(self.train_x.mean(0), dtype=torch.float32, device=self.device)
+            marg = torch.as_tensor(marginals(self.train_x, self.levels), dtype=torch.float32, device=self.device)
             self.model.init_output_bias(marg)
         if self.cfg.ema > 0 and self.avg is None:  # from the starting weights, output biases included
             self.avg = _WeightAverage(self.params, self.cfg.ema)

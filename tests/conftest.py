@@ -27,6 +27,14 @@ def _private_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of both data sets (``binarized_mnist/`` and ``mnist/``), as ``--data`` takes it."""
+    if not SHARED_DATA.is_dir() or not (SHARED_DATA.parent / "mnist").is_dir():
+        pytest.skip(f"the shared data folders {SHARED_DATA} and {SHARED_DATA.parent / 'mnist'} are missing")
+    return SHARED_DATA.parent
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"the shared data folder {SHARED_DATA} is missing")

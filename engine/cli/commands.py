@@ -2,6 +2,7 @@
 
     pixelchain                      start the desktop app (app.launcher; options: --model, --ordering, --screenshot)
     pixelchain train --model made --ordering raster --epochs 20 --out made.safetensors
+    pixelchain train --model fvsbn --dataset mnist --levels 16 --head categorical --out grey.safetensors
     pixelchain eval CKPT [--json] [--ensemble K] [--split test] [--record]
     pixelchain sample CKPT --n 16 --out grid.png [--temperature T] [--seed S]
     pixelchain info CKPT            print a checkpoint's metadata
@@ -18,7 +19,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..steps import fmt_time
 from .options import CommandError
@@ -31,12 +32,13 @@ ENGINE_COMMANDS = frozenset({"train", "eval", "sample", "info", "compress", "dec
 
 
 DESCRIPTION = """\
-Autoregressive models of binarized MNIST: train them, measure their likelihood, sample, compress,
+Autoregressive models of MNIST digits, binarized or grey: train them, measure their likelihood, sample, compress,
 score and inpaint with them. Without a subcommand the installed `pixelchain` command starts the
 desktop app. Errors print one line `pixelchain: error: ...` and exit with status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..datasets import DATASETS
     from ..models import FAMILIES
     from ..ordering import ORDERING_NAMES
     from ..recipes import add_family_options, add_train_options
@@ -71,6 +73,9 @@ options make the model's config; every training option is a field of engine.trai
     run.add_argument("--init-from", default=None, metavar="CKPT",
                      help="start from the weights of a checkpoint of the same family and sizes (fine-tuning); a PixelCNN or "
                           "LMConv may have more --config layers than the checkpoint: the added layers start as identities")
+    run.add_argument("--dataset", default="binarized-mnist", choices=list(DATASETS),
+                     help="binarized-mnist: the static binarized MNIST (2 levels); mnist: the grey MNIST quantised to --levels "
+                          "(at 2 levels: intensity >= 128, another data set than binarized-mnist) (default: %(default)s)")
     run.add_argument("--data", default=None, metavar="DIR", help=DATA_HELP)
     run.add_argument("--quiet", action="store_true", help="no progress output (errors and warnings still go to stderr)")
 
@@ -108,7 +113,8 @@ Ancestral sampling in the model's own ordering or, for order-agnostic models, an
     s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: %(default)s)")
 
     i = add_command(sub, "info", "print a checkpoint's metadata as JSON", """\
-Reads only the header: family, config, ordering, training history and recorded metrics.""")
+Reads only the header: the data set and pixel levels, family, config, ordering, training history and
+recorded metrics.""")
     i.add_argument("checkpoint", help="a .safetensors checkpoint")
 
     add_task_parsers(sub)
@@ -170,7 +176,7 @@ class _Bar:
         )
 
 
-def _download_progress(split: str):
+def _download_progress(split: str, dataset: str = "binarized-mnist"):
     """A progress line on stderr for a download into the cache (only ever called when downloading)."""
     state = {"last": 0.0}
 
@@ -180,7 +186,8 @@ def _download_progress(split: str):
             return
         state["last"] = now
         size = f"{done / 2**20:.1f}" + (f" of {total / 2**20:.1f}" if total else "")
-        sys.stderr.write(f"\rdownloading the binarized MNIST {split} split: {size} MiB")
+        what = f"the binarized MNIST {split} split" if dataset == "binarized-mnist" else f"MNIST for the {split} split"
+        sys.stderr.write(f"\rdownloading {what}: {size} MiB")
         if done == total:
             sys.stderr.write("\n")
         sys.stderr.flush()
@@ -191,7 +198,7 @@ def _download_progress(split: str):
 def _cmd_train(a: argparse.Namespace) -> int:
     import torch
 
-    from ..data import load_split
+    from ..datasets import check_dataset, describe, load_dataset
     from ..distributed import context as dist_context
     from ..models import build_model
     from ..ordering import parse_ordering
@@ -201,6 +208,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
     cfg = model_config_from_args(a.model, a)
     ordering = parse_ordering(a.ordering)
     model = build_model(a.model, cfg, ordering)  # a bad config fails here, before any data is read
+    if model.levels != 2 and a.dataset != "mnist":
+        raise CommandError(f"--levels {model.levels} needs --dataset mnist: {a.dataset} has 2 levels")
+    dataset, levels = check_dataset(a.dataset, model.levels)
     tc = train_config_from_args(a)
     tc.validate()  # nonsense values are refused before any data is read
     ddp = dist_context(a.device)  # under torchrun: one process per GPU/CPU share; only rank 0 prints
@@ -214,19 +224,21 @@ def _cmd_train(a: argparse.Namespace) -> int:
     model = build_model(a.model, cfg, ordering)  # rebuilt after seeding: same initial weights for a seed
     if a.init_from:
         _init_from(model, a.init_from)
-    train_x = load_split("train", a.data, progress=_download_progress("train"))
-    valid_x = load_split("valid", a.data, progress=_download_progress("valid"))
+    train_x = load_dataset(dataset, "train", a.data, levels, progress=_download_progress("train", dataset))
+    valid_x = load_dataset(dataset, "valid", a.data, levels, progress=_download_progress("valid", dataset))
     out = Path(a.out)
     if not quiet:
         print(
-            f"training {a.model} ({model.num_parameters():,} parameters) in the {ordering.label} ordering on "
-            f"{device_name(device)}, {'bf16 mixed precision' if tc.amp else 'float32'}; best checkpoint -> {out}",
+            f"training {a.model} ({model.num_parameters():,} parameters{'' if model.binary else f', {model.dist_head.kind} head'}) "
+            f"on {describe(dataset, levels)} in the {ordering.label} ordering, on {device_name(device)}, "
+            f"{'bf16 mixed precision' if tc.amp else 'float32'}; best checkpoint -> {out}",
             flush=True,
         )
     warning = amp_warning(device) if tc.amp else None
     if warning and ddp.is_main:
         print(f"pixelchain: warning: {warning}; drop --amp / --precision bf16 to train in float32", file=sys.stderr, flush=True)
-    meta = run_metadata(device_name(device), a.argv, **({"init_from": str(a.init_from)} if a.init_from else {}))
+    meta = run_metadata(device_name(device), a.argv, dataset=dataset, levels=levels,
+                        **({"init_from": str(a.init_from)} if a.init_from else {}))
     bar = _Bar(quiet)
     t0 = time.perf_counter()
     for ev in train(model, train_x, valid_x, tc, out=out, resume=a.resume, meta=meta, init_output_bias=not a.init_from):
@@ -274,7 +286,8 @@ def _init_from(model, path: str) -> None:
 
 def _cmd_eval(a: argparse.Namespace) -> int:
     from ..checkpoint import check_can_save, load_checkpoint
-    from ..data import load_split, subset
+    from ..data import subset
+    from ..datasets import dataset_of, describe, load_dataset
     from ..models.base import nats_to_bits_per_dim
     from ..ordering import parse_ordering
     from ..recipes import nll_metrics, record_metrics
@@ -290,7 +303,8 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     if a.ordering:
         o = parse_ordering(a.ordering, model.config.height, model.config.width)
         model.set_ordering(o)
-    x = load_split(a.split, a.data, progress=_download_progress(a.split))
+    dataset, levels = dataset_of(ck.meta), model.levels  # recorded by training: no flag needed
+    x = load_dataset(dataset, a.split, a.data, levels, progress=_download_progress(a.split, dataset))
     x, drawn = subset(x, a.max_images, a.random_subset, a.seed)
     t0 = time.perf_counter()
     progress = Progress(f"eval {a.split}" + (f", ensemble of {a.ensemble}" if a.ensemble > 1 else ""))
@@ -310,6 +324,8 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         "checkpoint": str(a.checkpoint),
         "model": model.family,
         "ordering": model.ordering.spec,
+        "dataset": dataset,
+        "levels": levels,
         "split": a.split,
         "n_images": int(len(x)),
         "subset": ("random" if drawn is not None else "first") if a.max_images else "all",
@@ -329,7 +345,8 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     else:
         ens = f", ensemble of {a.ensemble}" if a.ensemble > 1 else ""
         print(
-            f"{model.family} ({model.ordering.label}{ens}): {a.split} NLL {nll:.3f} ± {se:.3f} nats per image, "
+            f"{model.family} ({model.ordering.label}{ens}) on {describe(dataset, levels)}: {a.split} NLL {nll:.3f} ± {se:.3f} "
+            f"nats per image, "
             f"{res['bits_per_dim']:.4f} bits per dimension over {len(x)} images ({secs:.1f}s)"
         )
     return 0
@@ -350,15 +367,25 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     gen = torch.Generator().manual_seed(a.seed)
     x = ck.model.sample(a.n, ordering=ordering, temperature=a.temperature, generator=gen)
     imgs = x.reshape(a.n, ck.model.config.height, ck.model.config.width).cpu().numpy()
-    save_grid(imgs, a.out, scale=a.scale)
+    save_grid(imgs, a.out, scale=a.scale, levels=ck.model.levels)  # grey for K > 2 levels
     print(f"wrote {a.n} samples to {a.out}")
     return 0
 
 
 def _cmd_info(a: argparse.Namespace) -> int:
     from ..checkpoint import read_metadata
+    from ..data import DataError
+    from ..datasets import dataset_of
 
-    print(json.dumps(read_metadata(a.checkpoint), indent=2))
+    meta = read_metadata(a.checkpoint)
+    config = meta.get("config")
+    levels = config.get("levels", 2) if isinstance(config, dict) else 2
+    dataset: Any
+    try:  # what the checkpoint was trained on: recorded, or for one older than the record inferred
+        dataset = dataset_of(meta)
+    except DataError:
+        dataset = meta.get("dataset")  # a name this pixelchain does not know: shown as it is
+    print(json.dumps({"dataset": dataset, "levels": levels, **{k: v for k, v in meta.items() if k != "dataset"}}, indent=2))
     return 0
 
 

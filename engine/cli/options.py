@@ -51,7 +51,8 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 #: help of every ``--data`` option
-DATA_HELP = "folder with binarized_mnist_*.amat (default: $PIXELCHAIN_DATA, else the download cache)"
+DATA_HELP = ("folder with the data set's files (binarized_mnist_*.amat, or the four MNIST files), or one holding binarized_mnist/ "
+             "and mnist/ folders (default: $PIXELCHAIN_DATA, else the download cache)")
 
 
 def positive_int(text: str) -> int:

@@ -213,12 +213,16 @@ def _cmd_score(a: argparse.Namespace) -> int:
 
 def _cmd_inpaint_eval(a: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
-    from ..data import load_split, subset
+    from ..data import subset
+    from ..datasets import dataset_of, load_dataset
     from ..tasks.inpaint_eval import evaluate_inpainting, region_mask
 
     ck = load_checkpoint(a.checkpoint)
     c = ck.model.config
-    x = load_split(a.split, a.data)
+    if not ck.model.binary:  # the samplers of engine.tasks.inpaint_eval draw 0/1 pixels
+        raise CommandError(f"inpaint-eval measures binary models; this checkpoint's pixels have {ck.model.levels} levels "
+                           f"({ck.model.dist_head.kind} head)")
+    x = load_dataset(dataset_of(ck.meta), a.split, a.data, ck.model.levels)  # the data set the model was trained on
     x, drawn = subset(x, a.max_images, a.random_subset, a.seed)
     hidden = region_mask(a.region, c.height, c.width, seed=a.seed)
     t0 = time.perf_counter()

@@ -316,7 +316,7 @@ class LocallyMaskedPixelCNN(ARModel):
             inp = F.pad(torch.cat([img, torch.ones_like(img)], 1), (margin,) * 4)
             r0, r1, c0, c1 = boxes[0]
             inp = inp[:, :, margin + r0 - p0 : margin + r1 + p0 + 1, margin + c0 - p0 : margin + c1 + p0 + 1]
-            h = _gate(_valid_masked(self.first, inp, masks[0], r1 - r0 + 1, c1 - c0 + 1))  # (n, C, rows, cols) on box 0
+            h = gate(_valid_masked(self.first, inp, masks[0], r1 - r0 + 1, c1 - c0 + 1))  # (n, C, rows, cols) on box 0
             if u:
                 later = (inv[where][None, :] > inv[js][:, None]).to(pre.dtype)  # (n, P): positions after the flip
                 sign = (xb[rows, js] - x[0, js]).to(pre.dtype)  # +1 where a 0 became 1, -1 otherwise
@@ -326,7 +326,7 @@ class LocallyMaskedPixelCNN(ARModel):
                 (a0, a1, b0, b1), (r0, r1, c0, c1) = boxes[i], boxes[i + 1]
                 win = F.pad(h, (b0 - (c0 - q), (c1 + q) - b1, a0 - (r0 - q), (r1 + q) - a1))  # box i+1 dilated by q
                 keep = h[:, :, r0 - a0 : r1 - a0 + 1, c0 - b0 : c1 - b0 + 1]
-                h = keep + res(_gate(_valid_masked(conv, win, masks[i + 1], r1 - r0 + 1, c1 - c0 + 1)))
+                h = keep + res(gate(_valid_masked(conv, win, masks[i + 1], r1 - r0 + 1, c1 - c0 + 1)))
             r0, _, c0, _ = boxes[-1]
             h = h[:, :, r - r0, c - c0][:, :, None, None]  # (n, C, 1, 1) at the pixel
             pieces.append(self.out2(torch.relu(self.out1(torch.relu(h))))[:, 0, 0, 0] + self.pixel_bias[r, c])

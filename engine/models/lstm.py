@@ -26,13 +26,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ordering import Ordering
 from .base import ModelConfig, Stepper, _take
 from .layers import init_bias_at_marginals
-from .sequence import SequenceARModel, SequenceEmbedding
+from .sequence import SequenceARModel, SequenceEmbedding, order_tensors
 from .train_orderings import check_orderings
 
 
