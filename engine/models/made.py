@@ -259,6 +259,7 @@ class MADE(ARModel):
         return [layer.bias + mb[k] for layer, mb in zip(typed(self.layers, nn.Linear), self.member_biases, strict=True)]
 
     def _forward(self, x: Tensor, masks: list[Tensor], k: int = 0, dropout: float = 0.0) -> Tensor:
+        """(B, D P) outputs from the network's input ``x``: the levels already scaled to [0, 1]."""
         h = x
         # masks holds the output (and direct) masks after the hidden layers'
         for layer, m, b in zip(typed(self.layers, nn.Linear), masks[: len(self.layers)], self._hidden_biases(k), strict=True):
