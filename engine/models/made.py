@@ -16,6 +16,13 @@ row scans from the top with a random direction per row (``random-rows``), orderi
 coarse top-down structure of raster and differ in which neighbours of a row come first. Such a model accepts any ordering at inference,
 and an ensemble over K members averages their *probabilities* (log-mean-exp of joint
 log-likelihoods). Sampling keeps the first layer's pre-activation and adds one column per pixel.
+
+With K > 2 levels the inputs are the levels scaled to [0, 1] and every pixel has ``P`` outputs (K for
+a softmax, 3 M for a logistic mixture), raster pixel-major (pixel ``i``'s are ``i P .. i P + P - 1``):
+the output and direct masks repeat each pixel's row P times, so all of a pixel's numbers see exactly
+what its one logit would. An order-agnostic model tells a pixel not yet drawn from a black one as it
+does at K = 2: by the connectivity, which follows the ordering (a black pixel before the output
+feeds it a zero through a connection; a later pixel has no connection at all), not by the value.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from torch import Tensor, nn
 
 from ..ordering import Ordering, make_ordering, scan_orderings
 from .base import ARModel, ModelConfig, Stepper, _take, typed
+from .heads import scale_levels
 from .layers import init_bias_at_marginals
 
 
@@ -99,8 +107,9 @@ class MADE(ARModel):
         self.any_order = bool(config.order_agnostic)
         sizes = [d, *[int(h) for h in config.hidden]]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-        self.out = nn.Linear(sizes[-1], d)
-        self.direct = nn.Linear(d, d, bias=False) if config.direct else None
+        p = self.out_params  # outputs per pixel: 1 for a binary model, whose shapes are unchanged
+        self.out = nn.Linear(sizes[-1], d * p)
+        self.direct = nn.Linear(d, d * p, bias=False) if config.direct else None
         if self.direct is not None:
             nn.init.zeros_(self.direct.weight)
         if not 0.0 <= float(config.dropout) < 1.0:
@@ -158,9 +167,10 @@ class MADE(ARModel):
         degs = self._degrees(k)
         masks = [degs[0][:, None] >= step[None, :]]
         masks += [b[:, None] >= a[None, :] for a, b in zip(degs[:-1], degs[1:], strict=True)]
-        masks.append(step[:, None] > degs[-1][None, :])
+        p = self.out_params  # each pixel's P output rows share its row of the mask
+        masks.append(np.repeat(step[:, None] > degs[-1][None, :], p, axis=0))
         if self.direct is not None:
-            masks.append(step[:, None] > step[None, :])
+            masks.append(np.repeat(step[:, None] > step[None, :], p, axis=0))
         return [torch.as_tensor(m, dtype=torch.float32) for m in masks]
 
     def _masks(self, ordering: Ordering, k: int = 0) -> list[Tensor]:
@@ -249,6 +259,7 @@ class MADE(ARModel):
         return [layer.bias + mb[k] for layer, mb in zip(typed(self.layers, nn.Linear), self.member_biases, strict=True)]
 
     def _forward(self, x: Tensor, masks: list[Tensor], k: int = 0, dropout: float = 0.0) -> Tensor:
+        """(B, D P) outputs from the network's input ``x``: the levels already scaled to [0, 1]."""
         h = x
         # masks holds the output (and direct) masks after the hidden layers'
         for layer, m, b in zip(typed(self.layers, nn.Linear), masks[: len(self.layers)], self._hidden_biases(k), strict=True):
@@ -263,15 +274,24 @@ class MADE(ARModel):
             out = out + F.linear(x, self.direct.weight * masks[-1])
         return out
 
+    def _params(self, out: Tensor) -> Tensor:
+        """The output layer's (B, D P) as the head's numbers: (B, D) binary, else (B, D, P)."""
+        return out if self.binary else out.view(len(out), self.size, self.out_params)
+
+    def _nll(self, out: Tensor, x: Tensor) -> Tensor:
+        """(B,) negative log-likelihood of the levels ``x`` under the output layer's ``out``."""
+        if self.binary:
+            return F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(1)
+        return -self.dist_head.log_prob_of(self._params(out), x).sum(1)
+
     def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
         k = self.connectivity_for(ordering)
-        return self._forward(x, self._masks(ordering, k), k)
+        return self._params(self._forward(scale_levels(x, self.levels), self._masks(ordering, k), k))
 
     def member_log_prob(self, x: Tensor | np.ndarray, k: int) -> Tensor:
         x = self._as_batch(x)
         ordering, conn = self.member(k)
-        logits = self._forward(x, self._masks(ordering, conn), conn)
-        return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
+        return -self._nll(self._forward(scale_levels(x, self.levels), self._masks(ordering, conn), conn), x)
 
     def training_loss(self, x: Tensor) -> Tensor:
         c = self.config
@@ -286,8 +306,7 @@ class MADE(ARModel):
             k = 0 if c.num_masks == 1 else int(torch.randint(c.num_masks, (), generator=self.train_generator))
             ordering, conn = self.member(k)
             masks = self._masks(ordering, conn)
-        logits = self._forward(self._as_batch(x), masks, conn, dropout=drop)
-        return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1).mean()
+        return self._nll(self._forward(scale_levels(self._as_batch(x), self.levels), masks, conn, dropout=drop), x).mean()
 
     def init_output_bias(self, marginals: Tensor) -> None:
         init_bias_at_marginals(self.out.bias, marginals)
@@ -306,21 +325,29 @@ class _MADEStepper(Stepper):
         self.w1 = layers[0].weight * masks[0]  # (H1, D)
         self.pre = (biases[0] + 0 * x[:, :1]).clone()  # (B, H1)
         self.rest = [(layer.weight * mk, b) for layer, mk, b in zip(layers[1:], masks[1:n], biases[1:], strict=True)]
-        self.wout = m.out.weight * masks[n]  # (D, H_L)
+        self.p, self.levels = m.out_params, m.levels
+        self.wout = m.out.weight * masks[n]  # (D P, H_L)
         self.bout = m.out.bias
         self.wdir = m.direct.weight * masks[-1] if m.direct is not None else None
-        self.dacc = torch.zeros_like(x) if self.wdir is not None else None
+        self.dacc = x.new_zeros(len(x), m.size * self.p) if self.wdir is not None else None  # (B, D P)
 
     def logits(self, pixel: int) -> Tensor:
         h = torch.relu(self.pre)
         for w, b in self.rest:
             h = torch.relu(F.linear(h, w, b))
-        out = h @ self.wout[pixel] + self.bout[pixel]
+        if self.p == 1:
+            out = h @ self.wout[pixel] + self.bout[pixel]
+            if self.dacc is not None:
+                out = out + self.dacc[:, pixel]
+            return out
+        rows = slice(pixel * self.p, (pixel + 1) * self.p)  # the pixel's P outputs
+        out = h @ self.wout[rows].T + self.bout[rows]  # (B, P)
         if self.dacc is not None:
-            out = out + self.dacc[:, pixel]
+            out = out + self.dacc[:, rows]
         return out
 
     def observe(self, pixel: int, value: Tensor) -> None:
+        value = scale_levels(value, self.levels)
         self.pre.addcmul_(value[:, None], self.w1[:, pixel][None, :])
         if self.dacc is not None and self.wdir is not None:  # both or neither
             self.dacc.addcmul_(value[:, None], self.wdir[:, pixel][None, :])

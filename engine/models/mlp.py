@@ -5,6 +5,11 @@ has its own ``(hidden x D)`` input weights, masked to the steps before ``t``. No
 between conditionals, so the model has O(D^2 H) parameters (Bengio & Bengio 2000 describe the
 shared-weight cousin; this is the unshared baseline). Sampling keeps every conditional's
 pre-activation and adds one column per generated pixel.
+
+With K > 2 levels each small network reads the earlier pixels' levels scaled to [0, 1] and ends in
+``P`` outputs (K for a softmax, 3 M for a logistic mixture): ``v`` becomes (D, P, H) and the bias
+D P values (each step's P together). A binary model keeps its (D, H) and (D,) tensors, so its
+checkpoints load unchanged.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from torch import Tensor, nn
 
 from ..ordering import Ordering
 from .base import ARModel, ModelConfig, Stepper, _take
+from .heads import scale_levels
 from .layers import init_bias_at_marginals
 
 
@@ -38,20 +44,30 @@ class PixelMLP(ARModel):
             raise ValueError("hidden must be at least 1")
         self.w1 = nn.Parameter(torch.randn(d, h, d) * (1.0 / d) ** 0.5)  # (step, hidden, earlier step)
         self.c = nn.Parameter(torch.zeros(d, h))
-        self.v = nn.Parameter(torch.randn(d, h) * (1.0 / h) ** 0.5)
-        self.bias = nn.Parameter(torch.zeros(d))
+        # a binary model's shapes are those its checkpoints hold; P outputs per step otherwise
+        out = () if self.binary else (self.out_params,)
+        # the bias stays flat (D P values, each step's P together): a bias is a vector, as everywhere
+        self.v = nn.Parameter(torch.randn(d, *out, h) * (1.0 / h) ** 0.5)  # (step, [output,] hidden)
+        self.bias = nn.Parameter(torch.zeros(d * self.out_params))
         self.register_buffer("mask", torch.tril(torch.ones(d, d), -1)[:, None, :], persistent=False)
         self.register_ordering_buffers()
+
+    def _out_bias(self) -> Tensor:
+        """The output bias by step: (D,) binary, else (D, P)."""
+        return self.bias if self.binary else self.bias.view(self.size, self.out_params)
 
     def init_output_bias(self, marginals: Tensor) -> None:
         init_bias_at_marginals(self.bias, marginals, perm=self.perm)
 
     def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
         d, h = self.config.size, self.config.hidden
-        xo = x[:, self.perm]  # (B, D)
+        xo = scale_levels(x, self.levels)[:, self.perm]  # (B, D)
         w = (self.w1 * self.mask).reshape(d * h, d)
         pre = (xo @ w.T).reshape(-1, d, h) + self.c  # (B, D, H)
-        lo = (torch.relu(pre) * self.v).sum(-1) + self.bias  # (B, D) in step order
+        if self.binary:
+            lo = (torch.relu(pre) * self.v).sum(-1) + self.bias  # (B, D) in step order
+        else:
+            lo = torch.einsum("bdh,dph->bdp", torch.relu(pre), self.v) + self._out_bias()  # (B, D, P) in step order
         return lo[:, self.inv]
 
     def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
@@ -64,13 +80,16 @@ class _MLPStepper(Stepper):
         self.w = m.w1 * m.mask  # (D, H, D)
         self.pre = (m.c + 0 * x[:, :1, None]).clone()  # (B, D, H)
         self.inv = m.ordering.inverse
+        self.levels = m.levels
+        self.bias = m._out_bias()  # (D,) or (D, P)
 
     def logits(self, pixel: int) -> Tensor:
         t = self.inv[pixel]
-        return torch.relu(self.pre[:, t]) @ self.m.v[t] + self.m.bias[t]
+        v = self.m.v[t]  # (H,), or (P, H)
+        return torch.relu(self.pre[:, t]) @ (v if v.dim() == 1 else v.T) + self.bias[t]
 
     def observe(self, pixel: int, value: Tensor) -> None:
-        self.pre.addcmul_(value[:, None, None], self.w[None, :, :, self.inv[pixel]])
+        self.pre.addcmul_(scale_levels(value, self.levels)[:, None, None], self.w[None, :, :, self.inv[pixel]])
 
     def select(self, index: Tensor) -> None:
         self.pre = _take(self.pre, index)

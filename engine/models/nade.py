@@ -5,6 +5,12 @@ All conditionals share one input matrix ``W``: the hidden state of step ``t`` is
 The pre-activation of step ``t+1`` is that of step ``t`` plus one row of ``W``, so density and
 sampling cost O(DH) instead of O(D^2 H): the density pass is an exclusive cumulative sum, and the
 sampler carries the running activation from pixel to pixel.
+
+With K > 2 levels a pixel adds its level scaled to [0, 1] times its row of ``W`` to the hidden state
+(``x_s / (K - 1)``: the same linear update, so the running activation and the blocked sums are
+unchanged), and each step reads ``P`` numbers off the hidden state (K for a softmax, 3 M for a
+logistic mixture): ``V`` of shape (D, P, H) and a bias of D P values (each step's P together). A
+binary model keeps its (D, H) and (D,) tensors, so its checkpoints load unchanged.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from torch import Tensor, nn
 
 from ..ordering import Ordering
 from .base import ARModel, ModelConfig, Stepper, _take
+from .heads import scale_levels
 from .layers import init_bias_at_marginals
 
 _BLOCK = 28
@@ -41,9 +48,16 @@ class NADE(ARModel):
             raise ValueError("hidden must be at least 1")
         self.w = nn.Parameter(torch.randn(d, h) * 0.01)  # row s: what step s adds to the hidden state
         self.c = nn.Parameter(torch.zeros(h))
-        self.v = nn.Parameter(torch.randn(d, h) * 0.01)
-        self.bias = nn.Parameter(torch.zeros(d))
+        # a binary model's shapes are those its checkpoints hold; P outputs per step otherwise
+        out = () if self.binary else (self.out_params,)
+        # the bias stays flat (D P values, each step's P together): a bias is a vector, as everywhere
+        self.v = nn.Parameter(torch.randn(d, *out, h) * 0.01)  # (step, [output,] hidden)
+        self.bias = nn.Parameter(torch.zeros(d * self.out_params))
         self.register_ordering_buffers()
+
+    def _out_bias(self) -> Tensor:
+        """The output bias by step: (D,) binary, else (D, P)."""
+        return self.bias if self.binary else self.bias.view(self.size, self.out_params)
 
     def init_output_bias(self, marginals: Tensor) -> None:
         init_bias_at_marginals(self.bias, marginals, perm=self.perm)
@@ -69,20 +83,22 @@ class NADE(ARModel):
         return (sel @ wa).reshape(b, nb * k, h)[:, :d]
 
     def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
-        xo = x[:, self.perm]  # (B, D)
+        xo = scale_levels(x, self.levels)[:, self.perm]  # (B, D)
         # the fused path is for the CPU, where the plain one is memory-bound; on a GPU the plain one
         # is a few large kernels instead of ~100 small ones per block loop. Gradients with respect to
         # the pixels (the autoregressive-property checks) need the plain path too.
         if xo.requires_grad or xo.device.type != "cpu":
             lo = self._logits_plain(xo)
         else:
-            lo = _FusedLogits.apply(xo, self.w, self.c, self.v, self.bias, _FUSED_BLOCK)
+            lo = _FusedLogits.apply(xo, self.w, self.c, self.v, self._out_bias(), _FUSED_BLOCK)
         return lo[:, self.inv]
 
     def _logits_plain(self, xo: Tensor) -> Tensor:
         """Step-order logits through ordinary autograd; keeps the whole (B, D, H) hidden tensor."""
         hid = torch.sigmoid(self._pre_activations(xo))  # (B, D, H)
-        return torch.einsum("bdh,dh->bd", hid, self.v) + self.bias
+        if self.binary:
+            return torch.einsum("bdh,dh->bd", hid, self.v) + self.bias
+        return torch.einsum("bdh,dph->bdp", hid, self.v) + self._out_bias()  # (B, D, P)
 
     def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
         return _NADEStepper(self, x)
@@ -102,13 +118,16 @@ class _NADEStepper(Stepper):
         self.m = m
         self.a = (m.c + 0 * x[:, :1]).clone()  # (B, H)
         self.inv = m.ordering.inverse
+        self.levels = m.levels
+        self.bias = m._out_bias()  # (D,) or (D, P)
 
     def logits(self, pixel: int) -> Tensor:
         t = self.inv[pixel]
-        return torch.sigmoid(self.a) @ self.m.v[t] + self.m.bias[t]
+        v = self.m.v[t]  # (H,), or (P, H)
+        return torch.sigmoid(self.a) @ (v if v.dim() == 1 else v.T) + self.bias[t]
 
     def observe(self, pixel: int, value: Tensor) -> None:
-        self.a.addcmul_(value[:, None], self.m.w[self.inv[pixel]][None, :])
+        self.a.addcmul_(scale_levels(value, self.levels)[:, None], self.m.w[self.inv[pixel]][None, :])
 
     def select(self, index: Tensor) -> None:
         self.a = _take(self.a, index)
@@ -122,7 +141,10 @@ class _FusedLogits(torch.autograd.Function):
     core. Here each block's tensors stay small enough to live in cache; the forward keeps only the
     running pre-activation at each block start, and the backward recomputes the block's hidden
     units, then sends the gradient of the running sum back to earlier blocks through a carried
-    (B, H) total. ~5x faster. Gradients flow to the parameters only (the input is data)."""
+    (B, H) total. ~5x faster. Gradients flow to the parameters only (the input is data).
+
+    ``v`` is (D, H) for one logit per step, or (D, P, H) for P head numbers per step (K > 2 levels),
+    the logits then (B, D, P); the binary arithmetic is kept as it was, operation for operation."""
 
     @staticmethod
     def forward(ctx, xo, w, c, v, bias, k):
@@ -130,7 +152,8 @@ class _FusedLogits(torch.autograd.Function):
         h = w.shape[1]
         xt = xo.t().contiguous()  # (D, B)
         tri = torch.tril(torch.ones(k, k, dtype=xo.dtype, device=xo.device), -1)
-        out = torch.empty(d, b, dtype=xo.dtype, device=xo.device)
+        multi = v.dim() == 3
+        out = torch.empty(d, b, *v.shape[1:-1], dtype=xo.dtype, device=xo.device)  # (D, B[, P])
         run = c.expand(b, h).clone()  # pre-activation before the block
         starts = range(0, d, k)
         befores = torch.empty(len(starts), b, h, dtype=xo.dtype, device=xo.device)
@@ -138,11 +161,14 @@ class _FusedLogits(torch.autograd.Function):
             e = min(s + k, d)
             hid = _block_hidden(xt[s:e], tri, w[s:e], run)
             befores[i] = run
-            out[s:e] = torch.bmm(hid, v[s:e, :, None]).squeeze(2)
+            if multi:
+                out[s:e] = torch.bmm(hid, v[s:e].transpose(1, 2))  # (n, B, H) @ (n, H, P)
+            else:
+                out[s:e] = torch.bmm(hid, v[s:e, :, None]).squeeze(2)
             run.addmm_(xt[s:e].t(), w[s:e])
         ctx.k = k
         ctx.save_for_backward(xt, w, v, befores)
-        return out.t() + bias
+        return out.transpose(0, 1) + bias
 
     @staticmethod
     def backward(ctx, g):
@@ -150,7 +176,8 @@ class _FusedLogits(torch.autograd.Function):
         k = ctx.k
         d, b = xt.shape
         h = w.shape[1]
-        gt = g.t().contiguous()
+        multi = v.dim() == 3
+        gt = g.transpose(0, 1).contiguous()  # (D, B[, P])
         tri = torch.tril(torch.ones(k, k, dtype=xt.dtype, device=xt.device), -1)
         dw, dv = torch.empty_like(w), torch.empty_like(v)
         later = torch.zeros(b, h, dtype=xt.dtype, device=xt.device)  # d loss / d running sum, from later blocks
@@ -159,11 +186,15 @@ class _FusedLogits(torch.autograd.Function):
             s = starts[i]
             e = min(s + k, d)
             n = e - s
-            xb, gb = xt[s:e], gt[s:e]  # (n, B)
+            xb, gb = xt[s:e], gt[s:e]  # (n, B), gb (n, B[, P])
             dw[s:e] = xb @ later  # this block's pixels feed every later block's running sum
             hid = _block_hidden(xb, tri, w[s:e], befores[i])
-            dv[s:e] = torch.bmm(gb[:, None, :], hid).squeeze(1)
-            da = hid.mul_(1 - hid).mul_(gb[:, :, None] * v[s:e, None, :])  # (n, B, H), in place
+            if multi:
+                dv[s:e] = torch.bmm(gb.transpose(1, 2), hid)  # (n, P, B) @ (n, B, H)
+                da = hid.mul_(1 - hid).mul_(torch.bmm(gb, v[s:e]))  # (n, B, H), in place
+            else:
+                dv[s:e] = torch.bmm(gb[:, None, :], hid).squeeze(1)
+                da = hid.mul_(1 - hid).mul_(gb[:, :, None] * v[s:e, None, :])  # (n, B, H), in place
             sel = tri[:n, :n, None] * xb[None, :, :]  # (j, i, B): x_i where i < j
             dw[s:e] += sel.permute(1, 0, 2).reshape(n, n * b) @ da.reshape(n * b, h)
             later += da.sum(0)

@@ -23,6 +23,10 @@ D = H * W
 #: family -> (label, config) of tiny grey models; every family must appear (see the first test)
 LEVEL_TINY: dict[str, list[tuple[str, dict]]] = {
     "fvsbn": [("fvsbn", {})],
+    "mlp": [("mlp", {"hidden": 3})],
+    "nade": [("nade", {"hidden": 5})],
+    "made": [("made", {"hidden": (9,)}),
+             ("made-agnostic", {"hidden": (12,), "order_agnostic": True, "num_masks": 4, "direct": True})],
 }
 HEADS = [("categorical", {"output": "categorical"}), ("mixture", {"output": "logistic-mixture", "components": 2})]
 CASES = [(f"{label}-{hname}", fam, dict(cfg, levels=K, **hcfg))
