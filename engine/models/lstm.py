@@ -17,6 +17,11 @@ inpainting puts known pixels first and is exact); otherwise it is trained, and u
 ordering only. Mixing named orderings (raster, snake, Hilbert, ...) into ``train_orderings`` spends
 the network's capacity on the orderings people pick, which random orderings alone dilute.
 
+With K > 2 pixel levels the token carries the level (scaled to [0, 1], with a few fixed features
+of it; see :class:`~engine.models.sequence.SequenceEmbedding`) and the output layer gives the
+head's P numbers per step (K softmax logits, or a logistic mixture's 3 M), each pixel with its own
+bias for each of them.
+
 The fast sampler carries the recurrent state: O(1) work per pixel instead of a pass over the
 whole sequence. :class:`~engine.models.sequence.SequenceEmbedding` and the order-agnostic training
 of :class:`~engine.models.sequence.SequenceARModel` are shared with the Transformer.
@@ -61,18 +66,19 @@ class PixelLSTM(SequenceARModel):
             raise ValueError("hidden, layers and embed must be positive")
         check_orderings(config.train_orderings, config.height, config.width)
         self.any_order = bool(config.order_agnostic)
-        self.embed = SequenceEmbedding(config.height, config.width, config.embed, std=0.1)
+        self.embed = SequenceEmbedding(config.height, config.width, config.embed, std=0.1, levels=config.levels)
         self.rnn = nn.LSTM(config.embed, config.hidden, config.layers, batch_first=True)
-        self.out = nn.Linear(config.hidden, 1)
-        self.pixel_bias = nn.Parameter(torch.zeros(config.size))
+        self.out = nn.Linear(config.hidden, self.out_params)
+        self.pixel_bias = self._new_pixel_bias()
 
     def init_output_bias(self, marginals: Tensor) -> None:
         init_bias_at_marginals(self.pixel_bias, marginals, zero=[self.out.bias])
 
     def _step_logits(self, xo: Tensor, perm: Tensor) -> Tensor:
-        """(B, D) logits in step order for images ``xo`` (B, D) in step order of ``perm``."""
+        """(B, D) logits in step order for images ``xo`` (B, D) in step order of ``perm``; (B, D, P)
+        with K > 2 levels."""
         h, _ = self.rnn(self.embed.sequence(xo, perm))  # (B, D, hidden)
-        return self.out(h)[..., 0] + self.pixel_bias[perm]
+        return self._read_out(self.out(h), perm)
 
     def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
         return _LSTMStepper(self, x.shape[0])
@@ -140,7 +146,7 @@ class _LSTMStepper(Stepper):
             h, state = self.m.rnn(tokens, self.state)  # (B, n, hidden)
             if self.queue:  # the queued tokens are consumed for good
                 self.queue = []
-            logit = self.m.out(h[:, -1])[:, 0] + self.m.pixel_bias[pixel]
+            logit = self.m._read_out(self.m.out(h[:, -1]), pixel)  # (B,), or (B, P)
             self.pending = (pixel, logit, state)
         return self.pending[1]
 

@@ -13,6 +13,17 @@ inference, including the "known pixels first" orderings that make inpainting exa
 Pre-norm blocks: ``x + attn(ln(x))``, ``x + mlp(ln(x))``, with
 :func:`torch.nn.functional.scaled_dot_product_attention`. The fast sampler keeps a key/value
 cache per layer, so each new pixel costs one token's work instead of a pass over the sequence.
+
+With K > 2 pixel levels the token carries the level (scaled to [0, 1], with a few fixed features
+of it; see :class:`~engine.models.sequence.SequenceEmbedding`) and the output layer gives the
+head's P numbers per step, each pixel with its own bias for each of them.
+
+Dropout (on the embeddings, the attention weights and both residual branches) draws its masks from
+the training run's own generator (``ARModel.train_generator``) when one is lent, so a run with
+dropout repeats from its seed, also across a resume within an epoch, whatever other threads do
+with the global generator. Attention with dropout is then computed explicitly (the fused kernel
+draws from the global generator); without dropout, and in evaluation, it is the fused
+:func:`~torch.nn.functional.scaled_dot_product_attention` as before.
 """
 
 from __future__ import annotations
@@ -44,6 +55,18 @@ class TransformerConfig(ModelConfig):
     train_orderings: tuple[str, ...] = ("random",)
 
 
+def dropout(t: Tensor, p: float, generator: torch.Generator | None) -> Tensor:
+    """Inverted dropout of ``t`` at rate ``p`` in training: the mask drawn from ``generator`` (a
+    training run's own, on its device) when given, else from the global generator as
+    :func:`torch.nn.functional.dropout` draws it."""
+    if p <= 0.0:
+        return t
+    if generator is None:
+        return F.dropout(t, p, training=True)
+    keep = torch.rand(t.shape, generator=generator, device=generator.device) >= p
+    return t * keep.to(t.device) / (1.0 - p)
+
+
 class Block(nn.Module):
     def __init__(self, c: int, heads: int, mlp_ratio: int, dropout: float):
         super().__init__()
@@ -62,13 +85,25 @@ class Block(nn.Module):
         b, n, c = t.shape
         return t.view(b, n, self.heads, c // self.heads).transpose(1, 2)
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, T, C) -> (B, T, C), causal
+    def _mlp(self, x: Tensor, p: float, generator: torch.Generator | None) -> Tensor:
+        """The MLP branch with its dropout (rate ``p``) drawn from ``generator``; the ``nn.Dropout``
+        in :attr:`mlp` stays for the parameter names but is not called."""
+        fc, act, out = self.mlp[0], self.mlp[1], self.mlp[2]
+        return dropout(out(act(fc(x))), p, generator)
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:  # (B, T, C) -> (B, T, C), causal
         b, n, c = x.shape
         q, k, v = map(self._split, self.qkv(self.ln1(x)).split(c, dim=2))  # (B, nh, T, hd) each
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)  # (B, nh, T, hd)
-        x = x + F.dropout(self.proj(y.transpose(1, 2).reshape(b, n, c)), p, self.training)
-        return x + self.mlp(self.ln2(x))
+        if p > 0.0:  # explicit, so that the attention's dropout mask comes from the run's generator
+            scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (B, nh, T, T)
+            causal = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+            att = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+            y = dropout(att, p, generator) @ v  # (B, nh, T, hd)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hd)
+        x = x + dropout(self.proj(y.transpose(1, 2).reshape(b, n, c)), p, generator)
+        return x + self._mlp(self.ln2(x), p, generator)
 
     def step(self, x: Tensor, cache_k: Tensor, cache_v: Tensor, t: int) -> Tensor:
         """Tokens at positions ``t .. t+n-1``: x (B, n, C); keys/values of positions < t are in the
@@ -84,7 +119,7 @@ class Block(nn.Module):
             mask = torch.ones(n, t + n, dtype=torch.bool, device=x.device).tril(diagonal=t)
             y = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask)  # (B, nh, n, hd)
         x = x + self.proj(y.transpose(1, 2).reshape(b, n, c))
-        return x + self.mlp(self.ln2(x))
+        return x + self._mlp(self.ln2(x), 0.0, None)
 
 
 class OrderAgnosticTransformer(SequenceARModel):
@@ -102,11 +137,11 @@ class OrderAgnosticTransformer(SequenceARModel):
             raise ValueError("dropout must lie in [0, 1)")
         check_orderings(config.train_orderings, config.height, config.width)
         self.any_order = bool(config.order_agnostic)
-        self.embed = SequenceEmbedding(config.height, config.width, c)
+        self.embed = SequenceEmbedding(config.height, config.width, c, levels=config.levels)
         self.blocks = nn.ModuleList(Block(c, config.heads, config.mlp_ratio, config.dropout) for _ in range(config.layers))
         self.ln_f = nn.LayerNorm(c)
-        self.head = nn.Linear(c, 1)
-        self.pixel_bias = nn.Parameter(torch.zeros(config.size))
+        self.head = nn.Linear(c, self.out_params)
+        self.pixel_bias = self._new_pixel_bias()
         for name, p in self.named_parameters():
             if p.dim() == 2 and not name.startswith("embed"):
                 nn.init.normal_(p, 0.0, 0.02)
@@ -120,11 +155,14 @@ class OrderAgnosticTransformer(SequenceARModel):
         init_bias_at_marginals(self.pixel_bias, marginals, zero=[self.head.bias])
 
     def _step_logits(self, xo: Tensor, perm: Tensor) -> Tensor:
-        """(B, D) logits in step order for images ``xo`` (B, D) in step order of ``perm``."""
-        h = F.dropout(self.embed.sequence(xo, perm), self.config.dropout, self.training)  # (B, D, C)
+        """(B, D) logits in step order for images ``xo`` (B, D) in step order of ``perm``; (B, D, P)
+        with K > 2 levels."""
+        p = float(self.config.dropout) if self.training else 0.0
+        gen = self.train_generator
+        h = dropout(self.embed.sequence(xo, perm), p, gen)  # (B, D, C)
         for blk in self.blocks:
-            h = blk(h)
-        return self.head(self.ln_f(h))[..., 0] + self.pixel_bias[perm]  # (B, D)
+            h = blk(h, gen)
+        return self._read_out(self.head(self.ln_f(h)), perm)  # (B, D) or (B, D, P)
 
     def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
         return _KVCacheStepper(self, x)
@@ -190,7 +228,7 @@ class _KVCacheStepper(Stepper):
                 h = blk.step(h, k, v, self.done)
             self.done += len(self.queue)
             self.queue = []
-            logit = self.m.head(self.m.ln_f(h[:, -1]))[:, 0] + self.m.pixel_bias[pixel]
+            logit = self.m._read_out(self.m.head(self.m.ln_f(h[:, -1])), pixel)  # (B,), or (B, P)
             self.pending = (pixel, logit)
         return self.pending[1]
 

@@ -27,6 +27,10 @@ LEVEL_TINY: dict[str, list[tuple[str, dict]]] = {
     "nade": [("nade", {"hidden": 5})],
     "made": [("made", {"hidden": (9,)}),
              ("made-agnostic", {"hidden": (12,), "order_agnostic": True, "num_masks": 4, "direct": True})],
+    "lstm": [("lstm", {"hidden": 5, "layers": 2, "embed": 4}),
+             ("lstm-agnostic", {"hidden": 4, "layers": 1, "embed": 3, "order_agnostic": True})],
+    "transformer": [("transformer-agnostic", {"d_model": 8, "layers": 2, "heads": 2, "mlp_ratio": 2}),
+                    ("transformer-fixed-order", {"d_model": 4, "layers": 1, "heads": 1, "mlp_ratio": 1, "order_agnostic": False})],
 }
 HEADS = [("categorical", {"output": "categorical"}), ("mixture", {"output": "logistic-mixture", "components": 2})]
 CASES = [(f"{label}-{hname}", fam, dict(cfg, levels=K, **hcfg))
