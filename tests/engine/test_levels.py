@@ -24,10 +24,12 @@ D = H * W
 LEVEL_TINY: dict[str, list[tuple[str, dict]]] = {
     "fvsbn": [("fvsbn", {})],
     "pixelcnn": [("pixelcnn", {"channels": 3, "layers": 2, "kernel": 3, "first_kernel": 3, "head": 4})],
-    "lmconv": [("lmconv", {"channels": 3, "layers": 2, "kernel": 3, "first_kernel": 3, "head": 4}),
-               ("lmconv-agnostic", {"channels": 3, "layers": 1, "head": 4, "order_agnostic": True, "train_orderings": ("raster", "random")}),
-               ("lmconv-agnostic-context", {"channels": 3, "layers": 1, "head": 4, "context": 3, "order_agnostic": True,
-                                            "train_orderings": ("raster", "snake", "random")})],
+    "lmconv": [
+        ("lmconv", {"channels": 3, "layers": 2, "kernel": 3, "first_kernel": 3, "head": 4}),
+        ("lmconv-agnostic", {"channels": 3, "layers": 1, "head": 4, "order_agnostic": True, "train_orderings": ("raster", "random")}),
+        ("lmconv-agnostic-context", {"channels": 3, "layers": 1, "head": 4, "context": 3, "order_agnostic": True,
+                                     "train_orderings": ("raster", "snake", "random")}),
+    ],
 }
 HEADS = [("categorical", {"output": "categorical"}), ("mixture", {"output": "logistic-mixture", "components": 2})]
 CASES = [(f"{label}-{hname}", fam, dict(cfg, levels=K, **hcfg))
