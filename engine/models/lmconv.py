@@ -37,7 +37,7 @@ from ..ordering import Ordering
 from .base import ARModel, ModelConfig, Stepper, _take, typed
 from .heads import scale_levels
 from .layers import gate, init_bias_at_marginals
-from .pixelcnn import check_same_levels
+from .pixelcnn import check_same_levels, output_head
 from .train_orderings import check_orderings, draw_orderings, named_orderings
 
 
@@ -161,7 +161,7 @@ class LocallyMaskedPixelCNN(ARModel):
 
     def _net(self, img: Tensor, steps: Tensor | None, masks: tuple[Tensor, Tensor] | None = None,
              perm: Tensor | None = None) -> Tensor:
-        """(B, P, H', W') head numbers (P = 1: the logits) of images ``img`` (B, 1, H', W'), levels
+        """(B, H', W') logits, or (B, H', W', P) head numbers, of images ``img`` (B, 1, H', W'), levels
         scaled to [0, 1], whose steps are ``steps`` (B|1, 1, H', W'); with ``context``, ``perm``
         (B|1, D) is the ordering (step -> pixel) of each image. No per-pixel bias yet."""
         if masks is None:
@@ -176,14 +176,14 @@ class LocallyMaskedPixelCNN(ARModel):
             h = h + self.ctx_out(self._context(img.flatten(1), perm).view(-1, self.config.context, *img.shape[2:]))
         for conv, res in zip(self.convs, self.res, strict=True):
             h = h + res(gate(conv(h, bm)))
-        return self.out2(torch.relu(self.out1(torch.relu(h))))
+        return output_head(self.out1, self.out2, h, self.binary)
 
     def _with_bias(self, out: Tensor) -> Tensor:
-        """(B, D) logits, or (B, D, P) raster-indexed head numbers, from the network's (B, P, H, W)."""
+        """(B, D) logits, or (B, D, P) raster-indexed head numbers, from the network's output."""
         b = out.shape[0]
         if self.binary:
-            return (out[:, 0] + self.pixel_bias).reshape(b, -1)
-        return (out.permute(0, 2, 3, 1).reshape(b, -1) + self.pixel_bias).view(b, self.config.size, self.out_params)
+            return (out + self.pixel_bias).reshape(b, -1)
+        return (out.reshape(b, -1) + self.pixel_bias).view(b, self.config.size, self.out_params)
 
     def _context(self, x: Tensor, perm: Tensor) -> Tensor:
         """(B, K, D) summary at every pixel of the pixels before it: x (B, D) scaled levels, perm (B|1, D)."""

@@ -67,6 +67,18 @@ def check_same_levels(model: ARModel, src: ARModel) -> None:
                          "a model can only grow from one with the same levels and head")
 
 
+def output_head(out1: nn.Conv2d, out2: nn.Conv2d, h: Tensor, binary: bool) -> Tensor:
+    """The 1x1 head ``out2(relu(out1(relu(h))))`` of a (B, C, H, W) stream: (B, H, W) logits, or
+    (B, H, W, P) head numbers. With P > 1 it runs channel-last as two matrix products, so a pixel's P
+    numbers come out side by side, as the output head reads them, without a transposing copy of the
+    largest tensor of the network (at K = 256, P = 256 numbers per pixel against C or ``head`` for
+    the stream)."""
+    if binary:
+        return out2(torch.relu(out1(torch.relu(h))))[:, 0]
+    a = torch.relu(F.linear(torch.relu(h).permute(0, 2, 3, 1), out1.weight[:, :, 0, 0], out1.bias))
+    return F.linear(a, out2.weight[:, :, 0, 0], out2.bias)
+
+
 def _down(a: Tensor) -> Tensor:
     """Shift a (B, C, H, W) map down one row (row r receives row r-1, row 0 zeros)."""
     return F.pad(a, (0, 0, 1, 0))[:, :, :-1]
@@ -163,8 +175,7 @@ class GatedPixelCNN(ARModel):
 
     # -- the network ---------------------------------------------------------------------------
     def _head(self, h: Tensor) -> Tensor:  # (B, C, R, W') -> (B, R, W'), or (B, R, W', P)
-        out = self.out2(torch.relu(self.out1(torch.relu(h))))
-        return out[:, 0] if self.binary else out.permute(0, 2, 3, 1)
+        return output_head(self.out1, self.out2, h, self.binary)
 
     def _vertical(self, img: Tensor) -> list[Tensor]:
         """Pre-activations of the vertical stack, one (B, 2C, H, W) map per layer."""
@@ -191,7 +202,7 @@ class GatedPixelCNN(ARModel):
         h = self._horizontal(img, self._links(self._vertical(img)))
         if self.binary:
             return (self._head(h) + self.pixel_bias).reshape(b, -1)
-        return (self._head(h).reshape(b, -1) + self.pixel_bias).view(b, self.config.size, self.out_params)
+        return (self._head(h).reshape(b, -1) + self.pixel_bias).view(b, self.config.size, self.out_params)  # (B, D, P)
 
     def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
         return _PixelCNNStepper(self, x)

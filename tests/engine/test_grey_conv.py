@@ -7,6 +7,7 @@ and a few training steps on real grey digits."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 
 from engine.models import build_model
 from engine.models.lmconv import LMConvConfig
-from engine.models.pixelcnn import PixelCNNConfig
+from engine.models.pixelcnn import PixelCNNConfig, output_head
 from engine.ordering import make_ordering
 
 H, W, K = 7, 9, 16
@@ -68,15 +69,19 @@ def test_lmconv_cached_stepper_matches_teacher_forcing(head, context):
                 st.observe(p, x[:, p])
 
 
-def _features(m: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The input of the output head's first 1x1 (what the network computed from the image)."""
+def _features(m: torch.nn.Module, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> torch.Tensor:
+    """The residual stream the output head reads (what the network computed from the image)."""
+    module = importlib.import_module(type(m).__module__)
     got: list[torch.Tensor] = []
-    handle = m.out1.register_forward_hook(lambda mod, inp, out: got.append(inp[0]))
-    try:
-        with torch.no_grad():
-            m.logits(x)
-    finally:
-        handle.remove()
+
+    def recording(out1, out2, h, binary):
+        got.append(h)
+        return output_head(out1, out2, h, binary)
+
+    with monkeypatch.context() as mp, torch.no_grad():
+        mp.setattr(module, "output_head", recording)
+        m.logits(x)
+    assert len(got) == 1
     return got[0]
 
 
@@ -84,7 +89,7 @@ def _features(m: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     ("pixelcnn", {"channels": 4, "layers": 2, "kernel": 3, "first_kernel": 3, "head": 5}),
     ("lmconv", {"channels": 4, "layers": 2, "kernel": 3, "first_kernel": 3, "head": 5, "context": 4}),
 ], ids=["pixelcnn", "lmconv-context"])
-def test_the_network_reads_levels_scaled_to_the_unit_interval(family, cfg):
+def test_the_network_reads_levels_scaled_to_the_unit_interval(family, cfg, monkeypatch):
     """A grey model given levels 0 and K-1 computes what the binary model with the same weights
     computes from 0 and 1: the image channel and the context both see x / (K - 1)."""
     binary = randomised(build_model(family, dict(cfg, height=H, width=W)))
@@ -95,7 +100,7 @@ def test_the_network_reads_levels_scaled_to_the_unit_interval(family, cfg):
             if not name.startswith(("out2.", "pixel_bias")):
                 mine[name].copy_(t)
     x = images(4, levels=2, seed=2)
-    torch.testing.assert_close(_features(grey, x * 255), _features(binary, x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(_features(grey, x * 255, monkeypatch), _features(binary, x, monkeypatch), rtol=1e-12, atol=1e-12)
 
 
 GROW = [
