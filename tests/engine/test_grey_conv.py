@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +169,21 @@ def test_training_on_real_grey_digits_lowers_the_loss(family, cfg):
     with torch.no_grad():
         end = m.training_loss(x).item()
     assert np.isfinite(end) and end < 0.95 * start, (start, end)  # (the softmax starts at the marginals already)
+
+
+@pytest.mark.parametrize("family,output", [("pixelcnn", "categorical"), ("lmconv", "logistic-mixture")])
+def test_the_deep_training_bench_times_grey_models(family, output):
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, str(root / "bench" / "deep_training_step.py"), "--family", family, "--sizes", "0", "--threads", "1",
+           "--steps", "1", "--warmup", "0", "--batch", "2", "--levels", "16", "--output", output, "--components", "4", "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=root)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)["rows"]
+    head = "categorical" if output == "categorical" else "logistic-mixture x4"
+    assert rows and all(r["levels"] == 16 and r["head"] == head and r["error"] is None and r["images_per_s"] > 0 for r in rows)
+    spec = importlib.util.spec_from_file_location("deep_training_step", root / "bench" / "deep_training_step.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    grey = build_model(family, dict(bench.SIZES[family][0][1], levels=16, output=output, components=4))
+    assert {r["params"] for r in rows} == {grey.num_parameters()}  # the grey model was timed, not the binary one
