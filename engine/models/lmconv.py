@@ -12,6 +12,12 @@ every earlier pixel, ``sigmoid(b + sum over earlier q of (W[:, q] x_q + V[:, q])
 black pixel from one not yet drawn), computed for all positions at once by a cumulative sum along
 the ordering and added to the residual stream after the first layer by a 1x1 convolution.
 
+With K > 2 levels the image channel and the summary's ``x_q`` hold the level scaled to [0, 1], and
+a black pixel (level 0) is still told from one not yet drawn as at K = 2: the constant channel, 1
+wherever a pixel is visible, is masked with the image, and ``V`` is added for known pixels only. The
+1x1 head gives the output head's P numbers per pixel (K for a softmax, 3 M for a logistic mixture),
+each with its own per-pixel bias; a binary model keeps one logit and its parameters as they were.
+
 Fast sampling: every layer's output at a position depends only on pixels before it in the
 ordering, so it is final once the ordering reaches that position; the stepper computes each
 position's outputs then, one kernel window per layer from the cached outputs of its neighbours,
@@ -29,7 +35,9 @@ from torch import Tensor, nn
 
 from ..ordering import Ordering
 from .base import ARModel, ModelConfig, Stepper, _take, typed
+from .heads import scale_levels
 from .layers import gate, init_bias_at_marginals
+from .pixelcnn import check_same_levels, output_head
 from .train_orderings import check_orderings, draw_orderings, named_orderings
 
 
@@ -130,8 +138,12 @@ class LocallyMaskedPixelCNN(ARModel):
         self.convs = nn.ModuleList(_LMConv(c, 2 * c, k) for _ in range(config.layers))
         self.res = nn.ModuleList(nn.Conv2d(c, c, 1) for _ in range(config.layers))
         self.out1 = nn.Conv2d(c, config.head, 1)
-        self.out2 = nn.Conv2d(config.head, 1, 1)
-        self.pixel_bias = nn.Parameter(torch.zeros(config.height, config.width))
+        self.out2 = nn.Conv2d(config.head, self.out_params, 1)
+        # per pixel, a bias for each of the head's numbers, D P values pixel-major (a vector, like
+        # every bias: the (D, K) level frequencies of a softmax head start it); a binary model's
+        # stays (H, W), as saved
+        bias_shape = (config.height, config.width) if self.binary else (config.size * self.out_params,)
+        self.pixel_bias = nn.Parameter(torch.zeros(bias_shape))
         self.reach = k0 // 2 + config.layers * (k // 2)
         u, d = config.context, config.height * config.width
         if u:  # the summary's weights per pixel (value, and being known), its bias and its readout
@@ -149,8 +161,9 @@ class LocallyMaskedPixelCNN(ARModel):
 
     def _net(self, img: Tensor, steps: Tensor | None, masks: tuple[Tensor, Tensor] | None = None,
              perm: Tensor | None = None) -> Tensor:
-        """(B, H', W') logits of images ``img`` (B, 1, H', W') whose steps are ``steps`` (B|1, 1, H', W');
-        with ``context``, ``perm`` (B|1, D) is the ordering (step -> pixel) of each image."""
+        """(B, H', W') logits, or (B, H', W', P) head numbers, of images ``img`` (B, 1, H', W'), levels
+        scaled to [0, 1], whose steps are ``steps`` (B|1, 1, H', W'); with ``context``, ``perm``
+        (B|1, D) is the ordering (step -> pixel) of each image. No per-pixel bias yet."""
         if masks is None:
             if steps is None:
                 raise ValueError("_net needs the step maps or the masks made from them")
@@ -163,10 +176,17 @@ class LocallyMaskedPixelCNN(ARModel):
             h = h + self.ctx_out(self._context(img.flatten(1), perm).view(-1, self.config.context, *img.shape[2:]))
         for conv, res in zip(self.convs, self.res, strict=True):
             h = h + res(gate(conv(h, bm)))
-        return self.out2(torch.relu(self.out1(torch.relu(h))))[:, 0]
+        return output_head(self.out1, self.out2, h, self.binary)
+
+    def _with_bias(self, out: Tensor) -> Tensor:
+        """(B, D) logits, or (B, D, P) raster-indexed head numbers, from the network's output."""
+        b = out.shape[0]
+        if self.binary:
+            return (out + self.pixel_bias).reshape(b, -1)
+        return (out.reshape(b, -1) + self.pixel_bias).view(b, self.config.size, self.out_params)
 
     def _context(self, x: Tensor, perm: Tensor) -> Tensor:
-        """(B, K, D) summary at every pixel of the pixels before it: x (B, D), perm (B|1, D)."""
+        """(B, K, D) summary at every pixel of the pixels before it: x (B, D) scaled levels, perm (B|1, D)."""
         b, u = x.shape[0], self.config.context
         perm = perm.expand(b, -1)
         xs = x.gather(1, perm).to(self.ctx_w.dtype)  # (B, D) values in the order they are drawn
@@ -184,10 +204,9 @@ class LocallyMaskedPixelCNN(ARModel):
         b = x.shape[0]
         inv = torch.from_numpy(np.array(ordering.inverse)).to(x.device)[None]  # (1, D)
         masks = self._masks(self._steps(inv, x.dtype))
-        img = x.view(b, 1, self.config.height, self.config.width)
+        img = scale_levels(x, self.levels).view(b, 1, self.config.height, self.config.width)
         perm = torch.from_numpy(np.array(ordering.perm)).to(x.device)[None]  # (1, D)
-        out = self._net(img, None, masks, perm)
-        return (out + self.pixel_bias).reshape(b, -1)
+        return self._with_bias(self._net(img, None, masks, perm))
 
     def trained_orderings(self) -> list[Ordering]:
         c = self.config
@@ -199,8 +218,10 @@ class LocallyMaskedPixelCNN(ARModel):
         c = self.config
         perm = draw_orderings(c.train_orderings, x.shape[0], c.height, c.width, x.device, self.train_generator)  # (B, D)
         steps = self._steps(torch.argsort(perm, dim=1), x.dtype)  # (B, 1, H, W)
-        logits = self._net(x.view(-1, 1, c.height, c.width), steps, perm=perm) + self.pixel_bias
-        return F.binary_cross_entropy_with_logits(logits.flatten(1), x, reduction="none").sum(1).mean()
+        params = self._with_bias(self._net(scale_levels(x, self.levels).view(-1, 1, c.height, c.width), steps, perm=perm))
+        if self.binary:
+            return F.binary_cross_entropy_with_logits(params, x, reduction="none").sum(1).mean()
+        return -self.dist_head.log_prob_of(params, x).sum(1).mean()
 
     def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
         return _CachedStepper(self, x, ordering)
@@ -222,7 +243,9 @@ class LocallyMaskedPixelCNN(ARModel):
         gradients at once, the others from the second step on, once those have moved.
 
         A model with ``context`` may also start from one without: the summary's readout starts at
-        zero, so again the conditionals are the source's, and the summary opens as training goes."""
+        zero, so again the conditionals are the source's, and the summary opens as training goes.
+        The levels and the head must be the source's."""
+        check_same_levels(self, src)
         c0, c = getattr(src.config, "channels", None), self.config.channels
         u0, u = getattr(src.config, "context", 0), self.config.context
         if src.family == self.family and u0 != u:
@@ -381,7 +404,8 @@ class _CachedStepper(Stepper):
         mask_a, mask_b = m._masks(m._steps(inv, dt))  # (1, k0*k0, D), (1, k*k, D)
         self.mask_a, self.mask_b = mask_a[0].T.to(dt), mask_b[0].T.to(dt)  # (D, k0*k0), (D, k*k)
         p0 = self.k0 // 2
-        img = x.view(b, 1, self.h, self.w)
+        self.levels = m.levels
+        img = scale_levels(x, self.levels).view(b, 1, self.h, self.w)
         self.xp = F.pad(torch.cat([img, torch.ones_like(img)], 1), (p0, p0, p0, p0))  # (B, 2, H+2p0, W+2p0)
         # the residual stream after the first layer and after each following one, zero-padded by q
         self.acts = [x.new_zeros(b, c, self.h + 2 * q, self.w + 2 * q) for _ in range(cfg.layers + 1)]
@@ -413,9 +437,11 @@ class _CachedStepper(Stepper):
         return h
 
     def logits(self, pixel: int) -> Tensor:
-        out = _apply(self.out2, torch.relu(_apply(self.out1, torch.relu(self._compute(pixel)))))  # (B, 1)
+        out = _apply(self.out2, torch.relu(_apply(self.out1, torch.relu(self._compute(pixel)))))  # (B, P)
         r, col = divmod(pixel, self.w)
-        return out[:, 0] + self.m.pixel_bias[r, col]
+        if self.m.binary:
+            return out[:, 0] + self.m.pixel_bias[r, col]
+        return out + self.m.pixel_bias.view(-1, self.m.out_params)[pixel]
 
     def observe(self, pixel: int, value: Tensor) -> None:
         if not self.ready[pixel]:  # a known pixel: its outputs are needed by the later ones all the same
@@ -423,9 +449,10 @@ class _CachedStepper(Stepper):
         self.x[:, pixel] = value
         r, col = divmod(pixel, self.w)
         p0 = self.k0 // 2
-        self.xp[:, 0, r + p0, col + p0] = value
+        scaled = scale_levels(value, self.levels)
+        self.xp[:, 0, r + p0, col + p0] = scaled
         if self.m.config.context:
-            self.ctx = self.ctx + value.to(self.ctx.dtype)[:, None] * self.ctx_w[:, pixel] + self.ctx_v[:, pixel]
+            self.ctx = self.ctx + scaled.to(self.ctx.dtype)[:, None] * self.ctx_w[:, pixel] + self.ctx_v[:, pixel]
 
     def select(self, index: Tensor) -> None:
         self.x, self.xp = _take(self.x, index), _take(self.xp, index)

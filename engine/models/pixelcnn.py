@@ -16,6 +16,12 @@ the first is residual (``h + 1x1(gated)``). A 1x1 head gives one Bernoulli logit
 learned per-pixel bias started at the pixel marginals. Raster is the only ordering: the kernels'
 shapes fix it.
 
+With K > 2 levels the image channel holds the level scaled to [0, 1] (the first layer's type-A mask
+still hides the current pixel, so its level enters only the later pixels' conditionals), and the
+head's last 1x1 gives the output head's P numbers per pixel (K for a softmax, 3 M for a logistic
+mixture), each with its own per-pixel bias; a binary model keeps one logit and its parameters as
+they were.
+
 Fast sampling (compute only what can change): when a row starts, the vertical stack is computed
 once on the rows above it (cropped to its receptive field) and its contributions to the next row
 are cached; for every pixel only the horizontal stack of the current row is recomputed, cropped
@@ -34,6 +40,7 @@ from torch import Tensor, nn
 
 from ..ordering import Ordering, make_ordering
 from .base import ARModel, ModelConfig, Stepper, UnsupportedOrdering, _take, typed
+from .heads import scale_levels
 from .layers import gate, init_bias_at_marginals
 
 
@@ -44,6 +51,32 @@ class PixelCNNConfig(ModelConfig):
     kernel: int = 3  #: odd kernel width of the gated layers
     first_kernel: int = 7  #: odd kernel width of the first layer
     head: int = 128  #: hidden units of the 1x1 output head
+
+
+def check_same_levels(model: ARModel, src: ARModel) -> None:
+    """Refuse to start ``model`` from ``src`` when their pixels differ: the output layer's shape and
+    meaning follow the levels and the head, so no weight of one says anything about the other."""
+    a, b = model.config, src.config
+    if src.family != model.family:
+        return  # the family's own check says so
+    if (a.levels, a.output) != (b.levels, b.output) or (a.output == "logistic-mixture" and a.components != b.components):
+        def pixels(c: ModelConfig) -> str:
+            extra = f" of {c.components} components" if c.output == "logistic-mixture" else ""
+            return f"{c.levels} levels with a {c.output} head{extra}"
+        raise ValueError(f"the checkpoint's pixels have {pixels(b)}, this model's {pixels(a)}: "
+                         "a model can only grow from one with the same levels and head")
+
+
+def output_head(out1: nn.Conv2d, out2: nn.Conv2d, h: Tensor, binary: bool) -> Tensor:
+    """The 1x1 head ``out2(relu(out1(relu(h))))`` of a (B, C, H, W) stream: (B, H, W) logits, or
+    (B, H, W, P) head numbers. With P > 1 it runs channel-last as two matrix products, so a pixel's P
+    numbers come out side by side, as the output head reads them, without a transposing copy of the
+    largest tensor of the network (at K = 256, P = 256 numbers per pixel against C or ``head`` for
+    the stream)."""
+    if binary:
+        return out2(torch.relu(out1(torch.relu(h))))[:, 0]
+    a = torch.relu(F.linear(torch.relu(h).permute(0, 2, 3, 1), out1.weight[:, :, 0, 0], out1.bias))
+    return F.linear(a, out2.weight[:, :, 0, 0], out2.bias)
 
 
 def _down(a: Tensor) -> Tensor:
@@ -104,8 +137,12 @@ class GatedPixelCNN(ARModel):
         self.links = nn.ModuleList(nn.Conv2d(2 * c, 2 * c, 1) for _ in range(config.layers))
         self.res = nn.ModuleList(nn.Conv2d(c, c, 1) for _ in range(config.layers))
         self.out1 = nn.Conv2d(c, config.head, 1)
-        self.out2 = nn.Conv2d(config.head, 1, 1)
-        self.pixel_bias = nn.Parameter(torch.zeros(config.height, config.width))
+        self.out2 = nn.Conv2d(config.head, self.out_params, 1)
+        # per pixel, a bias for each of the head's numbers, D P values pixel-major (a vector, like
+        # every bias: the (D, K) level frequencies of a softmax head start it); a binary model's
+        # stays (H, W), as saved
+        bias_shape = (config.height, config.width) if self.binary else (config.size * self.out_params,)
+        self.pixel_bias = nn.Parameter(torch.zeros(bias_shape))
         # rows above / columns left of a pixel that can reach it (receptive field of the crops)
         self.reach_rows = k0 // 2 + config.layers * (k // 2)
         self.reach_cols = k0 // 2 + 1 + config.layers * (k // 2)
@@ -132,9 +169,13 @@ class GatedPixelCNN(ARModel):
     def init_output_bias(self, marginals: Tensor) -> None:
         init_bias_at_marginals(self.pixel_bias, marginals, zero=[self.out2.bias])
 
+    def grow_from(self, src: ARModel) -> None:
+        check_same_levels(self, src)
+        super().grow_from(src)
+
     # -- the network ---------------------------------------------------------------------------
-    def _head(self, h: Tensor) -> Tensor:  # (B, C, R, W') -> (B, R, W')
-        return self.out2(torch.relu(self.out1(torch.relu(h))))[:, 0]
+    def _head(self, h: Tensor) -> Tensor:  # (B, C, R, W') -> (B, R, W'), or (B, R, W', P)
+        return output_head(self.out1, self.out2, h, self.binary)
 
     def _vertical(self, img: Tensor) -> list[Tensor]:
         """Pre-activations of the vertical stack, one (B, 2C, H, W) map per layer."""
@@ -157,9 +198,11 @@ class GatedPixelCNN(ARModel):
 
     def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
         b = x.shape[0]
-        img = x.view(b, 1, self.config.height, self.config.width)  # (B, 1, H, W)
+        img = scale_levels(x, self.levels).view(b, 1, self.config.height, self.config.width)  # (B, 1, H, W)
         h = self._horizontal(img, self._links(self._vertical(img)))
-        return (self._head(h) + self.pixel_bias).reshape(b, -1)
+        if self.binary:
+            return (self._head(h) + self.pixel_bias).reshape(b, -1)
+        return (self._head(h).reshape(b, -1) + self.pixel_bias).view(b, self.config.size, self.out_params)  # (B, D, P)
 
     def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
         return _PixelCNNStepper(self, x)
@@ -191,7 +234,7 @@ class _PixelCNNStepper(Stepper):
     steps of columns left of it), as matrix products on channel-last tensors."""
 
     def __init__(self, m: GatedPixelCNN, x: Tensor):
-        self.m, self.x = m, x
+        self.m, self.x = m, x  # x holds levels; the network reads them scaled
         cfg = m.config
         self.h, self.w, self.b = cfg.height, cfg.width, x.shape[0]
         self.pad = m.reach_cols + 1  # zero columns left of the row, so every window is a crop
@@ -202,13 +245,13 @@ class _PixelCNNStepper(Stepper):
         self.w0 = m.h0.weight[:, 0, 0, :]  # (2C, k0//2 + 1)
         self.wh = [conv.weight[:, :, 0, :].permute(0, 2, 1).reshape(2 * c, (q + 1) * c) for conv in typed(m.hs, _HConv)]  # tap-major
         self.wres = [res.weight[:, :, 0, 0] for res in typed(m.res, nn.Conv2d)]  # (C, C)
-        self.w1, self.w2 = m.out1.weight[:, :, 0, 0], m.out2.weight[:, :, 0, 0]  # (head, C), (1, head)
+        self.w1, self.w2 = m.out1.weight[:, :, 0, 0], m.out2.weight[:, :, 0, 0]  # (head, C), (P, head)
 
     def _row_links(self, r: int) -> list[Tensor]:
         """(B, pad + W, 2C) vertical contributions to row r (from image rows < r), channel-last."""
         m = self.m
         mods = [m.link0, *m.links]
-        img = self.x.view(self.b, 1, self.h, self.w)
+        img = scale_levels(self.x, m.levels).view(self.b, 1, self.h, self.w)
         if r == 0:
             lks = [mod(self.x.new_zeros(self.b, 2 * m.config.channels, 1, self.w)) for mod in mods]
         elif r - 1 < m.reach_rows:  # near the top: the stack on all rows above, zero-padded as in the full pass
@@ -231,7 +274,7 @@ class _PixelCNNStepper(Stepper):
         q, p0, n_layers = cfg.kernel // 2, cfg.first_kernel // 2, cfg.layers
         cc = c + self.pad  # column of the pixel in padded coordinates
         lo = cc - n_layers * q  # first column layer 0 must produce
-        xr = F.pad(self.x[:, r * self.w : (r + 1) * self.w], (self.pad, 0))  # (B, pad + W)
+        xr = F.pad(scale_levels(self.x[:, r * self.w : (r + 1) * self.w], m.levels), (self.pad, 0))  # (B, pad + W)
         win = xr[:, lo - 1 - p0 : cc].unfold(1, p0 + 1, 1).contiguous()  # (B, n, p0+1): column j sees j-1-p0 .. j-1
         h = gate(F.linear(win, self.w0, m.h0.bias) + self.links[0][:, lo : cc + 1], -1)  # (B, n, C)
         valid = None
@@ -246,8 +289,8 @@ class _PixelCNNStepper(Stepper):
             if valid is not None:
                 valid = valid[q:]
                 h = h * valid
-        out = F.linear(torch.relu(F.linear(torch.relu(h[:, -1]), self.w1, m.out1.bias)), self.w2, m.out2.bias)  # (B, 1)
-        return out[:, 0] + m.pixel_bias[r, c]
+        out = F.linear(torch.relu(F.linear(torch.relu(h[:, -1]), self.w1, m.out1.bias)), self.w2, m.out2.bias)  # (B, P)
+        return out[:, 0] + m.pixel_bias[r, c] if m.binary else out + m.pixel_bias.view(-1, m.out_params)[pixel]
 
     def observe(self, pixel: int, value: Tensor) -> None:
         self.x[:, pixel] = value

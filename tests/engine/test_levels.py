@@ -31,6 +31,13 @@ LEVEL_TINY: dict[str, list[tuple[str, dict]]] = {
              ("lstm-agnostic", {"hidden": 4, "layers": 1, "embed": 3, "order_agnostic": True})],
     "transformer": [("transformer-agnostic", {"d_model": 8, "layers": 2, "heads": 2, "mlp_ratio": 2}),
                     ("transformer-fixed-order", {"d_model": 4, "layers": 1, "heads": 1, "mlp_ratio": 1, "order_agnostic": False})],
+    "pixelcnn": [("pixelcnn", {"channels": 3, "layers": 2, "kernel": 3, "first_kernel": 3, "head": 4})],
+    "lmconv": [
+        ("lmconv", {"channels": 3, "layers": 2, "kernel": 3, "first_kernel": 3, "head": 4}),
+        ("lmconv-agnostic", {"channels": 3, "layers": 1, "head": 4, "order_agnostic": True, "train_orderings": ("raster", "random")}),
+        ("lmconv-agnostic-context", {"channels": 3, "layers": 1, "head": 4, "context": 3, "order_agnostic": True,
+                                     "train_orderings": ("raster", "snake", "random")}),
+    ],
 }
 HEADS = [("categorical", {"output": "categorical"}), ("mixture", {"output": "logistic-mixture", "components": 2})]
 CASES = [(f"{label}-{hname}", fam, dict(cfg, levels=K, **hcfg))
