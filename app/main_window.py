@@ -100,7 +100,7 @@ class MainWindow(QMainWindow):
         self.influence = InfluenceController(st, self.influence_view, self)
         self.runs = RunController(st, self.canvas, self.sampling, self)
         self.editing = EditingController(st, self.compute, self.heatmaps, self)
-        self.acts = actions.build(self, st, self.checkpoints, self.editing, self.model_picker, self.ordering_picker)
+        self.acts = actions.build(self, st, self.checkpoints, self.editing, self.model_picker, self.ordering_picker, self.settings)
         self._lay_out()
 
         # -- wiring -----------------------------------------------------------------------------
@@ -234,7 +234,20 @@ class MainWindow(QMainWindow):
             total = max(self.splitter.width(), 900)
             self.splitter.setSizes([int(total * 0.45), int(total * 0.27), int(total * 0.28)])
 
+    def confirm_quit(self) -> bool:
+        """Quitting during training asks first (the run would stop; its best checkpoint so far is kept)."""
+        if not self.training.running:
+            return True
+        answer = QMessageBox.question(
+            self, "Quit pixelchain?",
+            "A model is training. Quitting stops the run; the best checkpoint so far is kept.\n\nQuit anyway?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
     def closeEvent(self, ev: QCloseEvent) -> None:  # noqa: N802 (Qt)
+        if not self.confirm_quit():
+            ev.ignore()
+            return
         self.state.stop_run()
         if self.training.running:
             self.training.stop()

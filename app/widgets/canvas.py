@@ -238,6 +238,7 @@ class CanvasWidget(QWidget):
                 p.setBrush(Qt.BrushStyle.NoBrush)
                 p.drawRect(QRectF(x0 + c * cell, y0 + r * cell, cell, cell).adjusted(1, 1, -1, -1))
         p.setPen(QPen(QColor(255, 255, 255, 70), 1))
+        p.setBrush(Qt.BrushStyle.NoBrush)  # the frame only: the path's last dot left a red brush set
         p.drawRect(rect)
         p.end()
 

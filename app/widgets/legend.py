@@ -32,6 +32,10 @@ class OrderLegend(QWidget):
         lut = lookup_table(9)
         stops = ", ".join(f"stop:{i / 8:.3f} rgb({r},{g},{b})" for i, (r, g, b) in enumerate(lut.tolist()))
         self.bar.setStyleSheet(f"background: qlineargradient(x1:0, y1:0, x2:1, y2:0, {stops}); border-radius: 3px;")
+        # hidden, it keeps its height: the canvas above does not jump when the overlay is switched on
+        policy = self.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        self.setSizePolicy(policy)
         self.setVisible(False)
 
     def show_for(self, mode: str, ordering: Ordering | None) -> None:

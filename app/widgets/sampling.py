@@ -11,9 +11,12 @@ pixels; frames reach the GUI at most ~60 times a second at full speed.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import (
     QButtonGroup,
     QDoubleSpinBox,
@@ -36,6 +39,14 @@ __all__ = ["SamplingPanel", "Frame", "sample_job", "SPEEDS"]
 
 #: pixels per second of the speed slider; 0 = as fast as the model goes
 SPEEDS = (2, 5, 20, 60, 200, 1000, 0)
+
+#: as long as the notes on inpainting get (app.runs.inpaint_note): the room the note keeps
+LONGEST_NOTE = ("Approximate: this LMCONV is tied to the column-snake from the bottom right ordering, so the 784 known "
+                "pixels that come after the first masked pixel in it are ignored when filling the region.")
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"<[^>]*>", "", text)
 
 
 def tile(images: np.ndarray, h: int, w: int, pending: np.ndarray | None = None, pad: int = 1) -> np.ndarray:
@@ -92,6 +103,7 @@ class SamplingPanel(QWidget):
         self.exactness = QLabel()
         self.exactness.setWordWrap(True)
         self.exactness.setObjectName("hint")
+        self.exactness.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         ml.addWidget(self.exactness)
         lay.addWidget(mode)
 
@@ -208,8 +220,25 @@ class SamplingPanel(QWidget):
         self.pause_btn.setChecked(paused)
 
     def set_inpaint_note(self, text: str) -> None:
-        """Say how exact inpainting the masked region is under the model and ordering."""
+        """Say how exact inpainting the masked region is under the model and ordering (or, while
+        sampling is chosen, what sampling does)."""
         self.exactness.setText(text)
+        self._reserve_note_height()
+
+    def _reserve_note_height(self) -> None:
+        """Keep the note as tall as the longest one it shows at this width, so that the controls
+        below it (the Run button) stay put when the note changes."""
+        lab = self.exactness
+        width = lab.width() if lab.width() > 50 else max(self.width() - 40, 200)
+        fm = lab.fontMetrics()
+        flags = int(Qt.TextFlag.TextWordWrap)
+        tallest = max(fm.boundingRect(0, 0, width, 10_000, flags, text).height() for text in (LONGEST_NOTE, _plain(lab.text())))
+        if lab.minimumHeight() != tallest + 2:
+            lab.setMinimumHeight(tallest + 2)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 (Qt)
+        super().resizeEvent(event)
+        self._reserve_note_height()
 
     def delay(self) -> float:
         s = SPEEDS[self.speed.value()]

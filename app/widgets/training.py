@@ -214,6 +214,8 @@ class TrainingPanel(QWidget):
         self.plot.setMinimumHeight(120)
         self.plot.setLabel("bottom", "epoch")
         self.plot.setLabel("left", "NLL (nats)")
+        for side in ("bottom", "left"):  # epochs and nats as they are, never "epoch (x0.001)"
+            self.plot.getAxis(side).enableAutoSIPrefix(False)
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self.plot.addLegend(offset=(-10, 10))
         self.plot.setMenuEnabled(False)
