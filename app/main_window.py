@@ -149,6 +149,8 @@ class MainWindow(QMainWindow):
         ml.setContentsMargins(0, 0, 0, 0)
         t2 = QLabel("Conditionals  <span style='color:#8b95a5'>teacher-forced on the canvas</span>")
         t2.setObjectName("section")
+        t2.setWordWrap(True)  # wraps in a narrow column instead of setting its width
+        t2.setMinimumWidth(10)
         ml.addWidget(t2)
         ml.addWidget(self.heatmaps, 1)
         self.tabs = QTabWidget()

@@ -55,7 +55,7 @@ class CanvasWidget(QWidget):
         self._last: tuple[int, int] | None = None
         self._painting_mask = False
         self.setMouseTracking(True)
-        self.setMinimumSize(300, 300)
+        self.setMinimumSize(220, 220)  # the window fits a 1024 x 700 screen
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setCursor(Qt.CursorShape.CrossCursor)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)

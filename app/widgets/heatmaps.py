@@ -77,7 +77,7 @@ class HeatmapPanel(pg.GraphicsLayoutWidget):
         self._hover = -1
         self.scene().sigMouseMoved.connect(self._on_move)
         self.scene().sigMouseClicked.connect(self._on_click)
-        self.setMinimumWidth(300)
+        self.setMinimumWidth(220)  # with the colour bars: fits the middle column of a 1024 px window
 
     def show_figures(self, prob: np.ndarray, nll: np.ndarray) -> None:
         self.shape = prob.shape

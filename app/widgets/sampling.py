@@ -11,12 +11,9 @@ pixels; frames reach the GUI at most ~60 times a second at full speed.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QResizeEvent
+from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
     QDoubleSpinBox,
@@ -41,12 +38,8 @@ __all__ = ["SamplingPanel", "Frame", "sample_job", "SPEEDS"]
 SPEEDS = (2, 5, 20, 60, 200, 1000, 0)
 
 #: as long as the notes on inpainting get (app.runs.inpaint_note): the room the note keeps
-LONGEST_NOTE = ("Approximate: this LMCONV is tied to the column-snake from the bottom right ordering, so the 784 known "
+LONGEST_NOTE = ("<b>Approximate</b>: this LMCONV is tied to the column-snake from the bottom right ordering, so the 784 known "
                 "pixels that come after the first masked pixel in it are ignored when filling the region.")
-
-
-def _plain(text: str) -> str:
-    return re.sub(r"<[^>]*>", "", text)
 
 
 def tile(images: np.ndarray, h: int, w: int, pending: np.ndarray | None = None, pad: int = 1) -> np.ndarray:
@@ -105,6 +98,7 @@ class SamplingPanel(QWidget):
         self.exactness.setObjectName("hint")
         self.exactness.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         ml.addWidget(self.exactness)
+        self.exactness.installEventFilter(self)
         lay.addWidget(mode)
 
         opts = QGroupBox("Options")
@@ -145,7 +139,9 @@ class SamplingPanel(QWidget):
         for b in (self.run_btn, self.pause_btn, self.step_btn, self.stop_btn):
             ctl.addWidget(b)
         lay.addLayout(ctl)
-        self._controls = ctl
+        self._more = QHBoxLayout()  # controls added by others (the fork): a row of their own, so the
+        self._more.setContentsMargins(0, 0, 0, 0)  # panel stays narrow enough for a 1024 px window
+        lay.addLayout(self._more)
         self.progress = QProgressBar()
         self.progress.setRange(0, 784)
         self.progress.setValue(0)
@@ -192,8 +188,8 @@ class SamplingPanel(QWidget):
         self.mode_inpaint.toggled.connect(lambda _on: self.modeChanged.emit(self.mode))
 
     def add_control(self, button: QWidget) -> None:
-        """Put ``button`` at the end of the row of run controls (Run, Pause, Step, Stop)."""
-        self._controls.addWidget(button)
+        """Put ``button`` on the row under the run controls (Run, Pause, Step, Stop)."""
+        self._more.addWidget(button)
 
     @property
     def mode(self) -> str:
@@ -229,16 +225,21 @@ class SamplingPanel(QWidget):
         """Keep the note as tall as the longest one it shows at this width, so that the controls
         below it (the Run button) stay put when the note changes."""
         lab = self.exactness
-        width = lab.width() if lab.width() > 50 else max(self.width() - 40, 200)
-        fm = lab.fontMetrics()
-        flags = int(Qt.TextFlag.TextWordWrap)
-        tallest = max(fm.boundingRect(0, 0, width, 10_000, flags, text).height() for text in (LONGEST_NOTE, _plain(lab.text())))
-        if lab.minimumHeight() != tallest + 2:
-            lab.setMinimumHeight(tallest + 2)
+        width = lab.width()
+        if width < 50:  # not laid out yet
+            return
+        current = lab.text()
+        lab.setText(LONGEST_NOTE)  # measured as the label lays it out (rich text, its style's font)
+        tallest = lab.heightForWidth(width)
+        lab.setText(current)
+        tallest = max(tallest, lab.heightForWidth(width))
+        if lab.minimumHeight() != tallest:
+            lab.setMinimumHeight(tallest)
 
-    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 (Qt)
-        super().resizeEvent(event)
-        self._reserve_note_height()
+    def eventFilter(self, obj: QObject, ev: QEvent) -> bool:  # noqa: N802 (Qt)
+        if obj is self.exactness and ev.type() == QEvent.Type.Resize:  # a new width: a new height to keep
+            self._reserve_note_height()
+        return super().eventFilter(obj, ev)
 
     def delay(self) -> float:
         s = SPEEDS[self.speed.value()]
