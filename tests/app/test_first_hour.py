@@ -311,3 +311,15 @@ def test_a_fifo_named_png_does_not_block_the_import(qtbot, win, tmp_path):
         unblock.cancel()
     assert time.perf_counter() - t0 < 3
     assert "digit.png" in win.last_error and "\n" not in win.last_error.strip()
+
+
+def test_the_training_chart_counts_epochs_without_an_si_prefix(qtbot, win):
+    panel = win.training
+    win.show_panel(panel)
+    panel.batch_curve.setData([0.001, 0.002, 0.004], [0.0021, 0.0022, 0.0019])  # the first minibatches of a run
+    panel.plot.getPlotItem().vb.autoRange()
+    QApplication.processEvents()
+    for side, name in (("bottom", "epoch"), ("left", "NLL (nats)")):
+        axis = panel.plot.getAxis(side)
+        assert axis.autoSIPrefixScale == 1.0 and axis.labelString().count("(") <= 1, axis.labelString()
+        assert name in axis.labelString() and "x0.001" not in axis.labelString() and "(m" not in axis.labelString()
