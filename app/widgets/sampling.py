@@ -141,6 +141,7 @@ class SamplingPanel(QWidget):
         lay.addLayout(ctl)
         self._more = QHBoxLayout()  # controls added by others (the fork): a row of their own, so the
         self._more.setContentsMargins(0, 0, 0, 0)  # panel stays narrow enough for a 1024 px window
+        self._more.addStretch(1)
         lay.addLayout(self._more)
         self.progress = QProgressBar()
         self.progress.setRange(0, 784)
@@ -189,7 +190,7 @@ class SamplingPanel(QWidget):
 
     def add_control(self, button: QWidget) -> None:
         """Put ``button`` on the row under the run controls (Run, Pause, Step, Stop)."""
-        self._more.addWidget(button)
+        self._more.insertWidget(self._more.count() - 1, button)
 
     @property
     def mode(self) -> str:

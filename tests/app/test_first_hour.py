@@ -94,6 +94,11 @@ def test_at_1024_by_700_the_canvas_and_the_panels_key_controls_are_whole(qtbot, 
     win.show_panel(win.training)
     QApplication.processEvents()
     assert not win.tabs.currentWidget().horizontalScrollBar().isVisible()
+    for overlay in ("path", "steps"):  # the overlay's legend (with the ordering's name) does not widen the window
+        win.state.set_overlay(overlay)
+        QApplication.processEvents()
+        assert win.minimumSizeHint().width() <= 1024 and win.width() == 1024, overlay
+        assert frame.contains(_rect_in(win, win.tabs)) and frame.contains(_rect_in(win, win.canvas))
 
 
 def test_window_size_option_and_its_old_name():
