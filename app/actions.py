@@ -9,19 +9,40 @@ changes (tool, overlay, undo history, model).
 
 from __future__ import annotations
 
+import html
 from functools import partial
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable, Protocol
 
-from PySide6.QtCore import QObject, Qt
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import QComboBox, QFileDialog, QLabel, QMainWindow, QMenu, QMessageBox, QSizePolicy, QSpinBox, QToolBar, QWidget
+from PySide6.QtCore import QObject, QSettings, Qt, QUrl
+from PySide6.QtGui import QAction, QActionGroup, QDesktopServices, QKeySequence
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMenu,
+    QMessageBox,
+    QSizePolicy,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
 
 from engine.catalogue import ModelEntry
 
+from . import settings as app_settings
 from .state import AppState
 
-__all__ = ["Actions", "Checkpoints", "Files", "build", "CKPT_FILTER", "IMAGE_FILTER"]
+__all__ = ["Actions", "Checkpoints", "Files", "build", "app_version", "recent_labels", "CKPT_FILTER", "IMAGE_FILTER", "DOCS_DIR"]
+
+#: the documentation (docs/ beside app/ in the repository, and in an editable install)
+DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"
 
 CKPT_FILTER = "pixelchain checkpoints (*.safetensors);;All files (*)"
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.tif *.tiff *.webp *.pgm *.ppm);;All files (*)"
@@ -57,9 +78,10 @@ def _act(parent: QObject, text: str, slot: Callable[[], object], shortcut: objec
 class Actions(QObject):
     """The window's actions, menus and toolbars (made by :func:`build`)."""
 
-    def __init__(self, win: QMainWindow, state: AppState, checkpoints: Checkpoints, files: Files):
+    def __init__(self, win: QMainWindow, state: AppState, checkpoints: Checkpoints, files: Files, settings: QSettings | None = None):
         super().__init__(win)
         self.win, self.state, self.checkpoints, self.files = win, state, checkpoints, files
+        self.settings = app_settings.make_settings() if settings is None else settings
         mb = win.menuBar()
         f = mb.addMenu("&File")
         self.act_open = _act(win, "&Open Checkpoint…", self.open_dialog, QKeySequence.StandardKey.Open, "Open a .safetensors checkpoint")
@@ -119,7 +141,11 @@ class Actions(QObject):
         self.tool_actions["draw"].setChecked(True)
 
         h = mb.addMenu("&Help")
-        h.addAction(_act(win, "&About pixelchain", self.about))
+        self.act_shortcuts = _act(win, "&Keyboard Shortcuts", self.shortcuts_dialog, None, "Every shortcut of the menus")
+        self.act_docs = _act(win, "&Documentation", self.open_docs, None, f"The guides in {DOCS_DIR}")
+        self.act_about = _act(win, "&About pixelchain", self.about)
+        for a in (self.act_shortcuts, self.act_docs, self.act_about):
+            h.addAction(a)
 
         state.toolChanged.connect(lambda tool: self.tool_actions[tool].setChecked(True))
         state.overlayChanged.connect(self._show_overlay)
@@ -192,8 +218,8 @@ class Actions(QObject):
         """List the recent checkpoints and the bundled models among ``entries`` in the File menu."""
         open_ = self.checkpoints.open_checkpoint
         self.recent_menu.clear()
-        for p in recent:
-            a = self.recent_menu.addAction(p.name)
+        for p, label in zip(recent, recent_labels(recent), strict=True):
+            a = self.recent_menu.addAction(label)
             a.setToolTip(str(p))
             a.setStatusTip(str(p))
             a.triggered.connect(lambda _c=False, p=p: open_(p, "recent"))
@@ -208,51 +234,153 @@ class Actions(QObject):
             self.bundled_menu.addAction("(none bundled)").setEnabled(False)
 
     # -- dialogs -----------------------------------------------------------------------------------
+    def _start(self, name: str = "") -> str:
+        """Where a file dialog starts: the folder last used (persisted in the settings)."""
+        folder = app_settings.last_folder(self.settings)
+        return str(folder / name) if name else str(folder)
+
+    def _chosen(self, path: str) -> str:
+        if path:
+            app_settings.remember_folder(self.settings, path)
+        return path
+
     def open_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self.win, "Open checkpoint", str(Path.home()), CKPT_FILTER)
+        path = self._chosen(QFileDialog.getOpenFileName(self.win, "Open checkpoint", self._start(), CKPT_FILTER)[0])
         if path:
             self.checkpoints.open_checkpoint(Path(path), "opened")
 
     def save_dialog(self) -> None:
         if self.state.model is None:
             return
-        path, _ = QFileDialog.getSaveFileName(self.win, "Save checkpoint as", str(Path.home() / "model.safetensors"), CKPT_FILTER)
+        path = self._chosen(QFileDialog.getSaveFileName(self.win, "Save checkpoint as", self._start("model.safetensors"), CKPT_FILTER)[0])
         if path:
             if not path.endswith(".safetensors"):
                 path += ".safetensors"
             self.checkpoints.save_checkpoint_as(path)
 
     def import_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self.win, "Import image", str(Path.home()), IMAGE_FILTER)
+        path = self._chosen(QFileDialog.getOpenFileName(self.win, "Import image", self._start(), IMAGE_FILTER)[0])
         if path:
             self.files.import_image_file(path)
 
     def export_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self.win, "Export canvas as PNG", str(Path.home() / "digit.png"), "PNG images (*.png)")
+        path = self._chosen(QFileDialog.getSaveFileName(self.win, "Export canvas as PNG", self._start("digit.png"),
+                                                        "PNG images (*.png)")[0])
         if path:
             self.files.export_image_file(path)
 
     def export_conditionals_dialog(self) -> None:
         path, chosen = QFileDialog.getSaveFileName(
-            self.win, "Export the conditionals", str(Path.home() / "conditionals.csv"),
+            self.win, "Export the conditionals", self._start("conditionals.csv"),
             "CSV table, one row per pixel (*.csv);;PNG image of the heatmaps (*.png)")
-        if path:
+        if self._chosen(path):
             if Path(path).suffix.lower() not in (".csv", ".png"):
                 path += ".png" if "PNG" in chosen else ".csv"
             self.files.export_conditionals(path)
 
+    # -- help ------------------------------------------------------------------------------------
+    def shortcuts(self) -> list[tuple[str, str, str]]:
+        """(menu, action, keys) of every action with a shortcut, in the order of the menus, from
+        the actions themselves (so the list never falls behind them)."""
+        rows: list[tuple[str, str, str]] = []
+
+        def walk(menu: QMenu, where: str) -> None:
+            for a in menu.actions():
+                sub = a.menu()
+                if isinstance(sub, QMenu):
+                    walk(sub, f"{where} ▸ {_bare(sub.title())}")
+                elif not a.shortcut().isEmpty():
+                    rows.append((where, _bare(a.text()), a.shortcut().toString(QKeySequence.SequenceFormat.NativeText)))
+
+        for top in self.win.menuBar().actions():
+            menu = top.menu()
+            if isinstance(menu, QMenu):
+                walk(menu, _bare(menu.title()))
+        return rows
+
+    def shortcuts_dialog(self) -> QDialog:
+        """A window listing :meth:`shortcuts` (not modal: it can stay open beside the canvas)."""
+        dlg = QDialog(self.win)
+        dlg.setWindowTitle("Keyboard shortcuts")
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        lay = QVBoxLayout(dlg)
+        rows = self.shortcuts()
+        table = QTableWidget(len(rows), 3)
+        table.setHorizontalHeaderLabels(["Menu", "Action", "Shortcut"])
+        for r, row in enumerate(rows):
+            for c, text in enumerate(row):
+                table.setItem(r, c, QTableWidgetItem(text))
+        table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        table.verticalHeader().setVisible(False)
+        table.resizeColumnsToContents()
+        table.horizontalHeader().setStretchLastSection(True)
+        lay.addWidget(table)
+        note = QLabel("Ctrl+click pins a pixel with any tool; the right mouse button erases (or removes mask).")
+        note.setObjectName("hint")
+        note.setWordWrap(True)
+        lay.addWidget(note)
+        dlg.resize(520, 560)
+        dlg.show()
+        self.shortcuts_window = dlg
+        return dlg
+
+    def open_docs(self) -> bool:
+        """Open the documentation folder (docs/) in the desktop's file browser; where that fails,
+        say where it is."""
+        if DOCS_DIR.is_dir() and QDesktopServices.openUrl(QUrl.fromLocalFile(str(DOCS_DIR))):
+            self.state.show_status(f"Opened {DOCS_DIR}", 6000)
+            return True
+        where = DOCS_DIR if DOCS_DIR.is_dir() else "the docs/ folder of the pixelchain repository"
+        self.state.show_status(f"The documentation is in {where} (start with README.md beside it)", 15000)
+        return False
+
     def about(self) -> None:
         QMessageBox.about(
             self.win, "About pixelchain",
-            "<b>pixelchain</b><br>Explore autoregressive models of binarized MNIST: "
+            f"<b>pixelchain</b> {html.escape(app_version())}<br>Explore autoregressive models of binarized MNIST: "
             "log p(x) = Σ<sub>t</sub> log p(x<sub>o<sub>t</sub></sub> | x<sub>o<sub>&lt;t</sub></sub>).<br><br>"
-            "Draw on the canvas to see every pixel's conditional; pick an ordering; sample, inpaint and train models.",
+            "Draw on the canvas to see every pixel's conditional; pick an ordering; sample, inpaint and train models.<br><br>"
+            f"Documentation: <a href='{QUrl.fromLocalFile(str(DOCS_DIR)).toString()}'>{html.escape(str(DOCS_DIR))}</a> "
+            "· shortcuts: Help ▸ Keyboard Shortcuts",
         )
 
 
+def _bare(text: str) -> str:
+    """A menu text without its mnemonic ampersands and dots ("&Open Checkpoint…" -> "Open Checkpoint")."""
+    return text.replace("&&", "\0").replace("&", "").replace("\0", "&").rstrip("…").rstrip(".")
+
+
+def app_version() -> str:
+    """The installed package's version ("0.1.0"), or "(version unknown)" when run from a tree that
+    is not installed."""
+    try:
+        return version("pixelchain")
+    except PackageNotFoundError:
+        return "(version unknown)"
+
+
+def recent_labels(paths: list[Path]) -> list[str]:
+    """Menu texts of the recent files: the file name, and where two share one, as many of the
+    last folders of each as tell them apart ("best.safetensors — runs/a")."""
+    labels = [p.name for p in paths]
+    for name in set(labels):
+        same = [i for i, lab in enumerate(labels) if lab == name]
+        if len(same) < 2:
+            continue
+        parents = [paths[i].parent.parts for i in same]
+        depth = max(len(p) for p in parents)
+        k = 1
+        while k < depth and len({p[-k:] for p in parents}) < len(parents):
+            k += 1
+        for i, parts in zip(same, parents, strict=True):
+            where = "/".join(parts[-k:]) if parts[-k:] else "/"
+            labels[i] = f"{name} — {where}"
+    return labels
+
+
 def build(win: QMainWindow, state: AppState, checkpoints: Checkpoints, files: Files, model_picker: QWidget,
-          ordering_picker: QWidget) -> Actions:
+          ordering_picker: QWidget, settings: QSettings | None = None) -> Actions:
     """The menus of ``win`` and its toolbars, as one :class:`Actions`."""
-    acts = Actions(win, state, checkpoints, files)
+    acts = Actions(win, state, checkpoints, files, settings)
     acts.add_toolbars(model_picker, ordering_picker)
     return acts

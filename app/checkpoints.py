@@ -9,7 +9,9 @@ in the settings, and reports every failure through the state (``state.error``).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import cast
 
 from PySide6.QtCore import QObject, QSettings, Signal
 
@@ -23,9 +25,16 @@ from . import settings as app_settings
 from .state import AppState
 from .widgets.model_info import ModelInfo
 from .widgets.pickers import ModelPicker, OrderingPicker
+from .widgets.text import plain
 from .worker import Worker
 
-__all__ = ["CheckpointController"]
+__all__ = ["CheckpointController", "shown_entry"]
+
+
+def shown_entry(entry: ModelEntry) -> ModelEntry:
+    """``entry`` with the strings its file gave (name, family, ordering) cut to one short line
+    for the picker, the menus and the messages (:func:`app.widgets.text.plain`)."""
+    return dataclasses.replace(entry, name=plain(entry.name), family=plain(entry.family, 40), ordering=plain(entry.ordering, 60))
 
 
 class CheckpointController(QObject):
@@ -43,6 +52,8 @@ class CheckpointController(QObject):
         self.bundled_dir = Path(bundled_dir)
         self._loads: dict[int, tuple[Path, str]] = {}  #: checkpoint loads in flight
         self._misc: dict[int, str] = {}  #: other jobs in flight: "default" or "save"
+        self._listing: int | None = None  #: the job reading the recent files' headers
+        self._default_pending = False  #: start_default waits for that job
         state.modelChanged.connect(self._on_model_changed)
         model_picker.entryChosen.connect(lambda e: self.open_checkpoint(e.path, e.source))
         ordering_picker.orderingChosen.connect(self.set_ordering)
@@ -52,27 +63,43 @@ class CheckpointController(QObject):
 
     @property
     def recent(self) -> list[Path]:
-        return list(app_settings.recent_files(self.settings))
+        """The recent files (opened, saved or trained; a bundled model is listed as bundled only)."""
+        return [p for p in app_settings.recent_files(self.settings) if not self.is_bundled(p)]
+
+    def is_bundled(self, path: Path) -> bool:
+        """``path`` is one of the bundled models (however it was opened)."""
+        try:
+            return Path(path).resolve().parent == self.bundled_dir.resolve()
+        except OSError:
+            return False
+
+    @property
+    def listing(self) -> bool:
+        """The recent files' headers are still being read (at start-up, on the compute worker)."""
+        return self._listing is not None
 
     def populate(self) -> list[ModelEntry]:
-        """Fill the model picker; returns the bundled entries (the training panel's recipes)."""
-        entries, errors = list_checkpoints(self.bundled_dir, "bundled")
+        """Fill the model picker with the bundled models, and ask the compute worker for the recent
+        files' entries (a header can be tens of megabytes: never read on the GUI thread; they are
+        added when read). Returns the bundled entries (the training panel's recipes)."""
+        listed, errors = list_checkpoints(self.bundled_dir, "bundled")
+        entries = [shown_entry(e) for e in listed]
         for e in entries:
             self.model_picker.add_entry(e)
-        for p in app_settings.recent_files(self.settings):
-            if p.is_file():
-                try:
-                    self.model_picker.add_entry(ModelEntry.from_file(p, "recent"))
-                except Exception:  # noqa: BLE001 -- an unreadable recent file is skipped
-                    continue
         for msg in errors:
             self.state.show_status(msg, 8000)
+        recent = self.recent
+        if recent:
+            self._listing = self.compute.submit(jobs.entries_job, recent, "recent", replace=False).id
         self.listChanged.emit()
         return entries
 
     def start_default(self) -> None:
         """Open the best bundled model, else the most recent one, else an untrained FVSBN."""
         entries = [e for e in self.model_picker.entries if e.source == "bundled"]
+        if not entries and self.listing:  # the recent files may hold one: decide once they are read
+            self._default_pending = True
+            return
         if entries:
             best = min(entries, key=lambda e: e.test_nll if e.test_nll is not None else float("inf"))
             self.open_checkpoint(best.path, "bundled")
@@ -85,9 +112,14 @@ class CheckpointController(QObject):
             self.state.show_status("No checkpoints yet: building an untrained FVSBN…")
 
     def open_checkpoint(self, path: Path, source: str = "opened") -> None:
-        job = self.compute.submit(jobs.load_job, Path(path), replace=False)
-        self._loads[job.id] = (Path(path), source)
-        self.state.show_status(f"Loading {Path(path).name}…")
+        """Read ``path`` on the compute worker (weights and header) and show it; a bundled model
+        stays bundled whichever way it is opened, anything else joins the recent files."""
+        path = Path(path)
+        if self.is_bundled(path):
+            source = "bundled"
+        job = self.compute.submit(jobs.open_job, path, source, replace=False)
+        self._loads[job.id] = (path, source)
+        self.state.show_status(f"Loading {plain(path.name)}…")
 
     def _check_size(self, model: ARModel) -> None:
         c, (h, w) = model.config, self.state.shape
@@ -127,19 +159,25 @@ class CheckpointController(QObject):
         st = self.state
         if job_id in self._loads:
             path, source = self._loads[job_id]
-            assert isinstance(value, Checkpoint)
+            ck, read = cast(tuple[Checkpoint, ModelEntry], value)
+            entry = shown_entry(read)
             try:
-                entry = ModelEntry.from_file(path, source)
-                self._check_size(value.model)
+                self._check_size(ck.model)
                 self.model_picker.add_entry(entry)
-                self.set_model(value.model, entry, value.meta)
+                self.set_model(ck.model, entry, ck.meta)
             except Exception as exc:  # noqa: BLE001
-                st.show_error(f"Cannot use {path.name}: {exc}")
+                st.show_error(f"Cannot use {plain(path.name)}: {exc}")
                 return
             if source != "bundled":
                 app_settings.add_recent(self.settings, path)
                 self.listChanged.emit()
-            st.show_status(f"Loaded {entry.name} ({entry.family}) from {path}", 6000)
+            st.show_status(f"Loaded {entry.name} ({entry.family}) from {plain(path, 300)}", 6000)
+            return
+        if job_id == self._listing:
+            for e in cast(list[ModelEntry], value):
+                if not self.is_bundled(e.path):
+                    self.model_picker.add_entry(shown_entry(e))
+            self.listChanged.emit()
             return
         kind = self._misc.get(job_id)
         if kind == "default":
@@ -154,11 +192,16 @@ class CheckpointController(QObject):
 
     def _on_error(self, job_id: int, message: str) -> None:
         if job_id in self._loads:
-            self.state.show_error(f"Cannot open {self._loads[job_id][0].name}:\n{message}")
+            self.state.show_error(f"Cannot open {plain(self._loads[job_id][0].name)}:\n{message}")
         elif job_id in self._misc:
             self.state.show_error(message)
 
     def _on_finished(self, job_id: int, _cancelled: bool) -> None:
+        if job_id == self._listing:
+            self._listing = None
+            if self._default_pending:
+                self._default_pending = False
+                self.start_default()
         self._loads.pop(job_id, None)
         self._misc.pop(job_id, None)
 
@@ -179,7 +222,7 @@ class CheckpointController(QObject):
         except Exception as exc:  # noqa: BLE001
             self.state.show_error(f"The trained checkpoint cannot be read: {exc}")
             return
-        self.model_picker.add_entry(entry)
+        self.model_picker.add_entry(shown_entry(entry))
         app_settings.add_recent(self.settings, path)
         self.listChanged.emit()
         self.state.show_status(f"Training {how}: {path.name} is in the model picker", 8000)

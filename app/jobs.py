@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from engine.catalogue import ModelEntry
 from engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from engine.figures import EnsembleFigures, PixelFigures, ensemble_figures_steps, pixel_figures, pixel_influence_steps, reference_log_probs
 from engine.models import build_model
@@ -28,7 +29,8 @@ from engine.recipes import nll_metrics, record_metrics, run_metadata, train_argv
 from engine.sampling import ForkPoint, continue_fork
 from engine.train import BatchEnd, Finished, TrainConfig, device_name, resolve_device
 
-__all__ = ["figures_job", "ensemble_job", "influence_job", "load_job", "reference_job", "test_digit_job", "default_model_job",
+__all__ = ["figures_job", "ensemble_job", "influence_job", "load_job", "open_job",
+           "entries_job", "reference_job", "test_digit_job", "default_model_job",
            "save_job", "warm_up_job", "sample_job", "fork_job", "training_job", "scorer_job", "canvas_job", "compare_job",
            "Frame", "Throttle", "FRAME_INTERVAL", "REFERENCE_IMAGES", "CODEC_CACHE"]
 
@@ -81,6 +83,28 @@ def ensemble_job(job, model: ARModel, image: np.ndarray, n: int):
 
 def load_job(job, path: Path) -> Checkpoint:
     return load_checkpoint(path, device="cpu")
+
+
+def open_job(job, path: Path, source: str) -> tuple[Checkpoint, ModelEntry]:
+    """The checkpoint and its picker entry: both read here, never on the GUI thread (a header can
+    be tens of megabytes)."""
+    ck = load_checkpoint(path, device="cpu")
+    job.check()
+    return ck, ModelEntry.from_file(path, source)
+
+
+def entries_job(job, paths: list[Path], source: str) -> list[ModelEntry]:
+    """Picker entries of the readable checkpoints among ``paths`` (the recent files at start-up);
+    an unreadable or vanished one is skipped."""
+    entries = []
+    for p in paths:
+        job.check()
+        try:
+            if p.is_file():
+                entries.append(ModelEntry.from_file(p, source))
+        except Exception:  # noqa: BLE001 -- a damaged recent file is simply not listed
+            continue
+    return entries
 
 
 def reference_job(job, model: ARModel, ordering: Ordering, budget_seconds: float = REFERENCE_BUDGET_SECONDS):

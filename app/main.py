@@ -1,9 +1,10 @@
-"""Start the desktop app: ``pixelchain [--model NAME] [--ordering NAME] [--screenshot PATH]``.
+"""Start the desktop app: ``pixelchain [--model NAME] [--ordering NAME] [--data DIR] [--screenshot PATH]``.
 
 ``--model`` takes a bundled model's name (see File ▸ Bundled Models) or a checkpoint path.
 ``--screenshot PATH`` runs offscreen: it opens the model, draws a test digit, waits for the
 heatmaps and the percentile, pins a pixel so the inspector has something to show, saves a PNG of
-the whole window and exits 0 (1 with a message if anything failed).
+the whole window (``--window-size WxH``, 1600x1000 by default) and exits 0 (1 with a message if
+anything failed). ``--data DIR`` is where the binarized MNIST files are (as ``PIXELCHAIN_DATA``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Sequence, cast
 if TYPE_CHECKING:
     from PySide6.QtWidgets import QApplication
 
-__all__ = ["main", "build_parser", "make_app"]
+__all__ = ["main", "build_parser", "make_app", "use_data_dir", "window_size"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ordering", default=None, help="ordering to show, e.g. raster, snake, random:3 (if the model allows it)")
     p.add_argument("--screenshot", default=None, metavar="PATH", help="render offscreen, save a PNG of the window, exit")
     p.add_argument("--digit", type=int, default=3010, help="test digit drawn for --screenshot (index in the test split)")
-    p.add_argument("--size", default="1600x1000", help="window size for --screenshot, WxH")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="folder holding binarized_mnist_{train,valid,test}.amat (as PIXELCHAIN_DATA; else the per-user cache)")
+    p.add_argument("--window-size", "--size", dest="size", default="1600x1000", metavar="WxH",
+                   help="window size for --screenshot, e.g. 1024x700 (--size is the old name)")
     p.add_argument("--tab", default="inspect", choices=["inspect", "sample", "train"], help="side panel shown in --screenshot")
     p.add_argument("--overlay", default="off", choices=["off", "steps", "path"], help="ordering overlay on the canvas in --screenshot")
     p.add_argument("--timeout", type=float, default=120.0,
@@ -63,6 +67,24 @@ def default_size(app: QApplication) -> tuple[int, int]:
     return fitted_size(1500, 940)
 
 
+def window_size(text: str) -> tuple[int, int]:
+    """``"1024x700"`` -> (1024, 700); ValueError with a one-line reason otherwise."""
+    w, sep, h = text.lower().partition("x")
+    if not sep or not w.strip().isdigit() or not h.strip().isdigit() or not (100 <= int(w) <= 10_000 and 100 <= int(h) <= 10_000):
+        raise ValueError(f"--window-size wants WIDTHxHEIGHT in pixels, each 100 to 10000, e.g. 1024x700 (got {text!r})")
+    return int(w), int(h)
+
+
+def use_data_dir(folder: str) -> None:
+    """``--data DIR``: the test digits, the percentile and training read the binarized MNIST files
+    from ``folder`` (the app's jobs find it as PIXELCHAIN_DATA, as the command line does);
+    ValueError when it is not a folder."""
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"--data {folder}: not a folder; give the folder that holds binarized_mnist_*.amat")
+    os.environ["PIXELCHAIN_DATA"] = str(path.resolve())
+
+
 def _run_window(a: argparse.Namespace) -> int:
     from engine.catalogue import resolve_model_name
     from engine.ordering import parse_ordering
@@ -73,8 +95,7 @@ def _run_window(a: argparse.Namespace) -> int:
     app = make_app()
     win = MainWindow()
     if a.screenshot:
-        w, _, h = a.size.partition("x")
-        win.resize(int(w), int(h))
+        win.resize(*window_size(a.size))
     else:
         geo = win.settings.value("window/geometry")
         if geo is not None:
@@ -116,7 +137,14 @@ def _run_window(a: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        window_size(a.size)
+        if a.data is not None:
+            use_data_dir(a.data)
+    except ValueError as exc:
+        parser.exit(2, f"pixelchain: error: {exc}\n")
     if a.screenshot and "QT_QPA_PLATFORM" not in os.environ:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     rc = _run_window(a)

@@ -100,7 +100,7 @@ class MainWindow(QMainWindow):
         self.influence = InfluenceController(st, self.influence_view, self)
         self.runs = RunController(st, self.canvas, self.sampling, self)
         self.editing = EditingController(st, self.compute, self.heatmaps, self)
-        self.acts = actions.build(self, st, self.checkpoints, self.editing, self.model_picker, self.ordering_picker)
+        self.acts = actions.build(self, st, self.checkpoints, self.editing, self.model_picker, self.ordering_picker, self.settings)
         self._lay_out()
 
         # -- wiring -----------------------------------------------------------------------------
@@ -149,6 +149,8 @@ class MainWindow(QMainWindow):
         ml.setContentsMargins(0, 0, 0, 0)
         t2 = QLabel("Conditionals  <span style='color:#8b95a5'>teacher-forced on the canvas</span>")
         t2.setObjectName("section")
+        t2.setWordWrap(True)  # wraps in a narrow column instead of setting its width
+        t2.setMinimumWidth(10)
         ml.addWidget(t2)
         ml.addWidget(self.heatmaps, 1)
         self.tabs = QTabWidget()
@@ -234,7 +236,20 @@ class MainWindow(QMainWindow):
             total = max(self.splitter.width(), 900)
             self.splitter.setSizes([int(total * 0.45), int(total * 0.27), int(total * 0.28)])
 
+    def confirm_quit(self) -> bool:
+        """Quitting during training asks first (the run would stop; its best checkpoint so far is kept)."""
+        if not self.training.running:
+            return True
+        answer = QMessageBox.question(
+            self, "Quit pixelchain?",
+            "A model is training. Quitting stops the run; the best checkpoint so far is kept.\n\nQuit anyway?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
     def closeEvent(self, ev: QCloseEvent) -> None:  # noqa: N802 (Qt)
+        if not self.confirm_quit():
+            ev.ignore()
+            return
         self.state.stop_run()
         if self.training.running:
             self.training.stop()

@@ -27,7 +27,16 @@ from .widgets.canvas import CanvasWidget
 from .widgets.sampling import SamplingPanel
 from .worker import Worker
 
-__all__ = ["RunController", "inpaint_note"]
+__all__ = ["RunController", "inpaint_note", "sample_note"]
+
+
+def sample_note(state: AppState) -> str | None:
+    """What "Sample new digits" does in the state's ordering (None: no model): the note on
+    inpainting would be stale there."""
+    if state.model is None or state.ordering is None:
+        return None
+    return (f"Draws new digits pixel by pixel in the {state.ordering.label} ordering; the canvas and "
+            "its mask are not used (choose Inpaint to regenerate a masked region).")
 
 
 def inpaint_note(state: AppState) -> str | None:
@@ -88,7 +97,7 @@ class RunController(QObject):
         self.requests.finished.connect(self._on_finished)
 
     def update_note(self, *_: object) -> None:
-        text = inpaint_note(self.state)
+        text = sample_note(self.state) if self.panel.mode == "sample" else inpaint_note(self.state)
         if text is not None:
             self.panel.set_inpaint_note(text)
 

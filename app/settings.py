@@ -12,7 +12,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, QStandardPaths
 
-__all__ = ["make_settings", "models_dir", "bundled_dir", "recent_files", "add_recent", "MAX_RECENT"]
+__all__ = ["make_settings", "models_dir", "bundled_dir", "recent_files", "add_recent", "MAX_RECENT", "last_folder",
+           "remember_folder"]
 
 MAX_RECENT = 8
 
@@ -55,3 +56,20 @@ def add_recent(settings: QSettings, path: Path) -> list[Path]:
     settings.setValue("recent/checkpoints", [str(p) for p in items])
     settings.sync()
     return items
+
+
+def last_folder(settings: QSettings) -> Path:
+    """The folder of the last file chosen in a file dialog (the home folder before any, or when
+    that folder is gone): every dialog starts there."""
+    raw = settings.value("dialogs/folder", "")
+    if isinstance(raw, str) and raw:
+        folder = Path(raw)
+        if folder.is_dir():
+            return folder
+    return Path.home()
+
+
+def remember_folder(settings: QSettings, chosen: str | Path) -> None:
+    """A file was chosen in a dialog: the next dialog starts in its folder."""
+    settings.setValue("dialogs/folder", str(Path(chosen).parent))
+    settings.sync()

@@ -55,7 +55,7 @@ class CanvasWidget(QWidget):
         self._last: tuple[int, int] | None = None
         self._painting_mask = False
         self.setMouseTracking(True)
-        self.setMinimumSize(300, 300)
+        self.setMinimumSize(220, 220)  # the window fits a 1024 x 700 screen
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setCursor(Qt.CursorShape.CrossCursor)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
@@ -238,6 +238,7 @@ class CanvasWidget(QWidget):
                 p.setBrush(Qt.BrushStyle.NoBrush)
                 p.drawRect(QRectF(x0 + c * cell, y0 + r * cell, cell, cell).adjusted(1, 1, -1, -1))
         p.setPen(QPen(QColor(255, 255, 255, 70), 1))
+        p.setBrush(Qt.BrushStyle.NoBrush)  # the frame only: the path's last dot left a red brush set
         p.drawRect(rect)
         p.end()
 

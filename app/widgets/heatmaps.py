@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Signal
-from PySide6.QtGui import QColor, QPen
+from PySide6.QtGui import QColor, QPen, QResizeEvent
 from PySide6.QtWidgets import QGraphicsRectItem, QWidget
 
 from .colors import NLL_MAP, PROB_MAP
@@ -77,7 +77,7 @@ class HeatmapPanel(pg.GraphicsLayoutWidget):
         self._hover = -1
         self.scene().sigMouseMoved.connect(self._on_move)
         self.scene().sigMouseClicked.connect(self._on_click)
-        self.setMinimumWidth(300)
+        self.setMinimumWidth(220)  # with the colour bars: fits the middle column of a 1024 px window
 
     def show_figures(self, prob: np.ndarray, nll: np.ndarray) -> None:
         self.shape = prob.shape
@@ -87,7 +87,7 @@ class HeatmapPanel(pg.GraphicsLayoutWidget):
 
     def _pixel(self, scene_pos: QPointF) -> int:
         h, w = self.shape
-        for m in self.maps:
+        for m in getattr(self, "maps", ()):  # (a resize may come during construction)
             if m.plot.vb.sceneBoundingRect().contains(scene_pos):
                 pt = m.plot.vb.mapSceneToView(scene_pos)
                 r, c = int(np.floor(pt.y())), int(np.floor(pt.x()))
@@ -97,7 +97,7 @@ class HeatmapPanel(pg.GraphicsLayoutWidget):
 
     def set_marker(self, idx: int, which: str = "pin") -> None:
         h, w = self.shape
-        for m in self.maps:
+        for m in getattr(self, "maps", ()):  # (a resize may come during construction)
             item = m.marker if which == "pin" else m.hover
             if idx < 0:
                 item.setVisible(False)
@@ -105,6 +105,18 @@ class HeatmapPanel(pg.GraphicsLayoutWidget):
                 r, c = divmod(idx, w)
                 item.setRect(QRectF(c, r, 1, 1))
                 item.setVisible(True)
+
+    def resizeEvent(self, ev: QResizeEvent) -> None:  # noqa: N802 (Qt)
+        # a title wider than a narrow panel (a 1024 px window) wraps onto two lines rather than
+        # widen the column and push the colour bar out
+        room = max(self.viewport().width() - 24, 60)
+        for m in getattr(self, "maps", ()):  # (a resize may come during construction)
+            item = m.title.item
+            item.setTextWidth(-1)
+            if item.boundingRect().width() > room:
+                item.setTextWidth(room)
+            m.title.updateMin()
+        super().resizeEvent(ev)
 
     def _on_move(self, pos: QPointF) -> None:
         idx = self._pixel(pos)

@@ -9,6 +9,7 @@ among the test digits under the same model and ordering.
 
 from __future__ import annotations
 
+import html
 import math
 
 import numpy as np
@@ -151,6 +152,7 @@ class ReadOut(QFrame):
         self.log_p: float | None = None
         self.percentile: float | None = None
         self.ensemble: EnsembleFigures | None = None
+        self._pct_note: str | None = None  #: the whole note shown in place of the percentile
         self.set_figures(None)
         self.set_percentile(None, "")
         self.set_ensemble(None, 0)
@@ -184,7 +186,21 @@ class ReadOut(QFrame):
 
     def resizeEvent(self, event) -> None:  # noqa: N802 (Qt)
         super().resizeEvent(event)
+        self._elide_note()
         self._relayout()
+
+    def note_room(self) -> int:
+        """The width the percentile's note may take: the read-out less its margins, the column
+        beside it (bits/pixel or the ensemble) and the model's name."""
+        m = self._grid.contentsMargins()
+        beside = max(self.bpp.sizeHint().width(), self.ens.sizeHint().width() if not self.ens.isHidden() else 0)
+        return max(60, self.width() - m.left() - m.right() - 2 * self.SPACING - beside - 40)
+
+    def _elide_note(self) -> None:
+        if self._pct_note is None:
+            return
+        shown = self.pct.fontMetrics().elidedText(self._pct_note, Qt.TextElideMode.ElideRight, self.note_room())
+        self.pct.setText(html.escape(shown, quote=False))
 
     def set_figures(self, figures: PixelFigures | None) -> None:
         if figures is None:
@@ -201,8 +217,13 @@ class ReadOut(QFrame):
         """``pct``: percent of the reference digits less likely than the drawn one; ``note`` says
         which digits ("among 10,000 test digits")."""
         self.percentile = pct
+        self._pct_note = None
         if pct is None or not math.isfinite(pct):
-            self.pct.setText(f"percentile: {note or '–'}")
+            # a note, maybe a long error (no test digits: where to put them): one line, cut to the
+            # room there is, the whole text in the tooltip
+            self._pct_note = " ".join(f"percentile: {note or '–'}".split())
+            self.pct.setToolTip(self._pct_note)
+            self._elide_note()
         elif pct >= 100.0:  # more likely than every reference digit (a blank canvas, say)
             self.pct.setText(f"<b>above every one</b> {note.replace('among ', 'of ', 1)}")
         elif pct <= 0.0:
@@ -255,6 +276,11 @@ class ReadOut(QFrame):
 
     def set_percentile_tooltip(self, text: str) -> None:
         self.pct.setToolTip(text)
+
+    @property
+    def percentile_text(self) -> str:
+        """The whole text of the percentile's line (a long note is cut on screen)."""
+        return self._pct_note if self._pct_note is not None else self.pct.text()
 
     def set_model_text(self, text: str) -> None:
         self.model.set_full_text(text)

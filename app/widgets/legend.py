@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QWidget
 
 from engine.ordering import Ordering
 
@@ -25,6 +25,10 @@ class OrderLegend(QWidget):
         self.note = QLabel()
         for lab in (self.first, self.last, self.note):
             lab.setObjectName("legend")
+        # the ordering's name never widens the window (a 1024 px screen): it is cut, whole in the tooltip
+        self.note.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        self.note.setMinimumWidth(10)
+        self.bar.setMinimumWidth(30)
         lay.addWidget(self.first)
         lay.addWidget(self.bar, 1)
         lay.addWidget(self.last)
@@ -32,6 +36,10 @@ class OrderLegend(QWidget):
         lut = lookup_table(9)
         stops = ", ".join(f"stop:{i / 8:.3f} rgb({r},{g},{b})" for i, (r, g, b) in enumerate(lut.tolist()))
         self.bar.setStyleSheet(f"background: qlineargradient(x1:0, y1:0, x2:1, y2:0, {stops}); border-radius: 3px;")
+        # hidden, it keeps its height: the canvas above does not jump when the overlay is switched on
+        policy = self.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        self.setSizePolicy(policy)
         self.setVisible(False)
 
     def show_for(self, mode: str, ordering: Ordering | None) -> None:
@@ -39,3 +47,4 @@ class OrderLegend(QWidget):
         if ordering is not None:
             self.last.setText(f"step {ordering.size}")
             self.note.setText(f"  {ordering.label}" + ("  (green dot: first, red: last)" if mode == "path" else ""))
+            self.note.setToolTip(self.note.text().strip())

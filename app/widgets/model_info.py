@@ -11,7 +11,25 @@ from engine.catalogue import ModelEntry
 from engine.figures import ensemble_kind
 from engine.models.base import ARModel
 
-__all__ = ["ModelInfo"]
+from .text import rich
+
+__all__ = ["ModelInfo", "trained_on"]
+
+#: how the orderings an order-agnostic model trained over are named
+ORDER_SETS = {"random": "random orderings", "scans": "the 16 line scans", "rows": "random row scans"}
+
+
+def trained_on(model: ARModel) -> str:
+    """The orderings an order-agnostic model was trained over, in words ("random orderings",
+    "the 16 line scans", "spiral-in, raster")."""
+    names = getattr(model.config, "train_orderings", None)
+    if isinstance(names, (list, tuple)) and names:
+        return ", ".join("random orderings" if n == "random" else str(n) for n in names)
+    order_set = getattr(model.config, "order_set", None)
+    if isinstance(order_set, str):
+        return ORDER_SETS.get(order_set, order_set)
+    trained = model.trained_orderings()
+    return ", ".join(o.label for o in trained) if trained else "random orderings"
 
 
 class ModelInfo(QGroupBox):
@@ -34,11 +52,16 @@ class ModelInfo(QGroupBox):
 
     def show_model(self, model: ARModel, entry: ModelEntry | None, meta: dict) -> None:
         rows = []
-        name = entry.name if entry else "untrained default"
-        rows.append(f"<b style='font-size:14px'>{name}</b> &nbsp; <span style='color:#8b95a5'>{model.family.upper()}</span>")
+        # every string from the file is escaped and cut (widgets/text.py): a name holding HTML or
+        # megabytes of text shows as a short line of its characters
+        name = rich(entry.name) if entry else "untrained default"
+        rows.append(f"<b style='font-size:14px'>{name}</b> &nbsp; <span style='color:#8b95a5'>{rich(model.family.upper())}</span>")
         if model.description:
             rows.append(f"<span style='color:#aab3c0'>{model.description}</span>")
-        rows.append(f"{model.num_parameters():,} parameters · trained ordering: {model.ordering.label}")
+        if model.any_order:  # its own ordering is only the default shown, not a limit
+            rows.append(f"{model.num_parameters():,} parameters · any ordering (trained on {rich(trained_on(model))})")
+        else:
+            rows.append(f"{model.num_parameters():,} parameters · trained ordering: {rich(model.ordering.label)}")
         rows.extend(model.notes())
         if model.any_order and getattr(model.config, "order_set", "random") == "scans":
             rows.append("Trained over the 16 line scans (raster, column, snake and column-snake from every corner): "
@@ -73,7 +96,7 @@ class ModelInfo(QGroupBox):
             rows.append(f"validation NLL {vn:.2f} nats/image")
         hist = meta.get("history")
         if isinstance(hist, list) and hist:
-            rows.append(f"{len(hist)} epochs trained" + (f" on {meta['device']}" if isinstance(meta.get("device"), str) else ""))
+            rows.append(f"{len(hist)} epochs trained" + (f" on {rich(meta['device'])}" if isinstance(meta.get("device"), str) else ""))
         if entry is not None:
-            rows.append(f"<span style='color:#8b95a5'>{entry.path}</span>")
+            rows.append(f"<span style='color:#8b95a5'>{rich(entry.path, 400)}</span>")
         self.text.setText("<br><br>".join(rows))

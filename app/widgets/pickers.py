@@ -21,6 +21,8 @@ from engine.catalogue import ModelEntry
 from engine.models.base import ARModel
 from engine.ordering import ORDERING_DESCRIPTIONS, ORDERING_NAMES, SCAN_VARIANT_NAMES, SEEDED_NAMES, Ordering, make_ordering
 
+from .text import rich
+
 #: what the ordering picker lists: the named orderings, then the line scans from the other corners
 PICKER_NAMES: tuple[str, ...] = ORDERING_NAMES + SCAN_VARIANT_NAMES
 
@@ -86,14 +88,15 @@ class ModelPicker(QComboBox):
 
     @staticmethod
     def _tip(e: ModelEntry) -> str:
-        parts = [f"<b>{e.name}</b> ({e.source})", f"family: {e.family}", f"ordering: {e.ordering}"]
+        # a rich-text tooltip: the strings from the file are escaped (a name may hold markup)
+        parts = [f"<b>{rich(e.name)}</b> ({e.source})", f"family: {rich(e.family)}", f"ordering: {rich(e.ordering)}"]
         if e.test_nll is not None:
             parts.append(f"test NLL: {e.test_nll:.3f} nats" + (" (the model's own ordering)" if e.ensemble else ""))
         if e.ensemble is not None:
             parts.append(f"test NLL of an ensemble of {e.ensemble[0]}: {e.ensemble[1]:.3f} nats")
         if e.valid_nll is not None:
             parts.append(f"validation NLL: {e.valid_nll:.3f} nats")
-        parts.append(str(e.path))
+        parts.append(rich(e.path, 400))
         return "<br>".join(parts)
 
     def _on_activated(self, row: int) -> None:

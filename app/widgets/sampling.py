@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
     QDoubleSpinBox,
@@ -36,6 +36,10 @@ __all__ = ["SamplingPanel", "Frame", "sample_job", "SPEEDS"]
 
 #: pixels per second of the speed slider; 0 = as fast as the model goes
 SPEEDS = (2, 5, 20, 60, 200, 1000, 0)
+
+#: as long as the notes on inpainting get (app.runs.inpaint_note): the room the note keeps
+LONGEST_NOTE = ("<b>Approximate</b>: this LMCONV is tied to the column-snake from the bottom right ordering, so the 784 known "
+                "pixels that come after the first masked pixel in it are ignored when filling the region.")
 
 
 def tile(images: np.ndarray, h: int, w: int, pending: np.ndarray | None = None, pad: int = 1) -> np.ndarray:
@@ -92,7 +96,9 @@ class SamplingPanel(QWidget):
         self.exactness = QLabel()
         self.exactness.setWordWrap(True)
         self.exactness.setObjectName("hint")
+        self.exactness.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         ml.addWidget(self.exactness)
+        self.exactness.installEventFilter(self)
         lay.addWidget(mode)
 
         opts = QGroupBox("Options")
@@ -133,7 +139,10 @@ class SamplingPanel(QWidget):
         for b in (self.run_btn, self.pause_btn, self.step_btn, self.stop_btn):
             ctl.addWidget(b)
         lay.addLayout(ctl)
-        self._controls = ctl
+        self._more = QHBoxLayout()  # controls added by others (the fork): a row of their own, so the
+        self._more.setContentsMargins(0, 0, 0, 0)  # panel stays narrow enough for a 1024 px window
+        self._more.addStretch(1)
+        lay.addLayout(self._more)
         self.progress = QProgressBar()
         self.progress.setRange(0, 784)
         self.progress.setValue(0)
@@ -180,8 +189,8 @@ class SamplingPanel(QWidget):
         self.mode_inpaint.toggled.connect(lambda _on: self.modeChanged.emit(self.mode))
 
     def add_control(self, button: QWidget) -> None:
-        """Put ``button`` at the end of the row of run controls (Run, Pause, Step, Stop)."""
-        self._controls.addWidget(button)
+        """Put ``button`` on the row under the run controls (Run, Pause, Step, Stop)."""
+        self._more.insertWidget(self._more.count() - 1, button)
 
     @property
     def mode(self) -> str:
@@ -208,8 +217,30 @@ class SamplingPanel(QWidget):
         self.pause_btn.setChecked(paused)
 
     def set_inpaint_note(self, text: str) -> None:
-        """Say how exact inpainting the masked region is under the model and ordering."""
+        """Say how exact inpainting the masked region is under the model and ordering (or, while
+        sampling is chosen, what sampling does)."""
         self.exactness.setText(text)
+        self._reserve_note_height()
+
+    def _reserve_note_height(self) -> None:
+        """Keep the note as tall as the longest one it shows at this width, so that the controls
+        below it (the Run button) stay put when the note changes."""
+        lab = self.exactness
+        width = lab.width()
+        if width < 50:  # not laid out yet
+            return
+        current = lab.text()
+        lab.setText(LONGEST_NOTE)  # measured as the label lays it out (rich text, its style's font)
+        tallest = lab.heightForWidth(width)
+        lab.setText(current)
+        tallest = max(tallest, lab.heightForWidth(width))
+        if lab.minimumHeight() != tallest:
+            lab.setMinimumHeight(tallest)
+
+    def eventFilter(self, obj: QObject, ev: QEvent) -> bool:  # noqa: N802 (Qt)
+        if obj is self.exactness and ev.type() == QEvent.Type.Resize:  # a new width: a new height to keep
+            self._reserve_note_height()
+        return super().eventFilter(obj, ev)
 
     def delay(self) -> float:
         s = SPEEDS[self.speed.value()]

@@ -149,12 +149,12 @@ class TrainingPanel(QWidget):
         self.max_train.setRange(0, 50000)
         self.max_train.setSingleStep(1000)
         self.max_train.setValue(10000)
-        self.max_train.setSpecialValueText("all 50,000")
+        self.max_train.setSpecialValueText("all")  # short: the form fits a 1024 px window
         self.max_valid = QSpinBox()
         self.max_valid.setRange(0, 10000)
         self.max_valid.setSingleStep(500)
         self.max_valid.setValue(2000)
-        self.max_valid.setSpecialValueText("all 10,000")
+        self.max_valid.setSpecialValueText("all")
         dev = self._device = resolve_device("auto")
         slow_bf16 = amp_warning(dev)
         if slow_bf16:  # emulated bf16 would only slow training down: say so instead of offering it
@@ -168,6 +168,7 @@ class TrainingPanel(QWidget):
                                 "so it is on by default for them (as `pixelchain train --precision auto`)")
         self.small.setChecked(dev.type == "cpu")
         self.device.setObjectName("value")
+        self.device.setWordWrap(True)  # a long device name wraps rather than widen the panel (a 1024 px screen)
         form.addRow("recipe", self.recipe)
         form.addRow("family", self.family)
         form.addRow("ordering", self.ordering)
@@ -214,6 +215,8 @@ class TrainingPanel(QWidget):
         self.plot.setMinimumHeight(120)
         self.plot.setLabel("bottom", "epoch")
         self.plot.setLabel("left", "NLL (nats)")
+        for side in ("bottom", "left"):  # epochs and nats as they are, never "epoch (x0.001)"
+            self.plot.getAxis(side).enableAutoSIPrefix(False)
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self.plot.addLegend(offset=(-10, 10))
         self.plot.setMenuEnabled(False)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -70,6 +71,7 @@ options make the model's config; every training option is a field of engine.trai
     run = t.add_argument_group("run")
     run.add_argument("--out", required=True, help="where the best checkpoint goes (.safetensors)")
     run.add_argument("--resume", action="store_true", help="continue the run saved next to --out")
+    run.add_argument("--overwrite", action="store_true", help="start over even if --out exists, replacing it at the first save")
     run.add_argument("--init-from", default=None, metavar="CKPT",
                      help="start from the weights of a checkpoint of the same family and sizes (fine-tuning); a PixelCNN or "
                           "LMConv may have more --config layers than the checkpoint: the added layers start as identities")
@@ -213,6 +215,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
     dataset, levels = check_dataset(a.dataset, model.levels)
     tc = train_config_from_args(a)
     tc.validate()  # nonsense values are refused before any data is read
+    if os.path.lexists(a.out) and not (a.resume or a.overwrite):  # never silently start over on a finished run
+        raise CommandError(f"--out {a.out} exists; pass --resume to continue its run or --overwrite to start over and replace it")
     ddp = dist_context(a.device)  # under torchrun: one process per GPU/CPU share; only rank 0 prints
     quiet = a.quiet or not ddp.is_main
     device = ddp.device if ddp.device is not None else resolve_device(a.device)  # set when distributed

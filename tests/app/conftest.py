@@ -29,6 +29,22 @@ def _own_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("PIXELCHAIN_SETTINGS", str(tmp_path / "settings" / "pixelchain.ini"))
 
 
+@pytest.fixture(autouse=True)
+def _questions_answered_yes(monkeypatch):
+    """A modal question (quitting during training) would wait forever offscreen: answered Yes
+    unless a test patches it itself (and records that it was asked)."""
+    from PySide6.QtWidgets import QMessageBox
+
+    asked: list[str] = []
+
+    def question(parent, title, text, *args, **kwargs):
+        asked.append(text)
+        return QMessageBox.StandardButton.Yes
+
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(question))
+    return asked
+
+
 @pytest.fixture(scope="session")
 def bundled(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("bundled")

@@ -209,8 +209,11 @@ def test_inpaint_without_a_mask_explains_instead_of_running(qtbot, win):
     assert not win.state.running and "mask" in win.last_error.lower()
 
 
-def test_open_checkpoint_through_the_menu(qtbot, win, bundled, monkeypatch):
-    path = bundled / "fvsbn-snake.safetensors"
+def test_open_checkpoint_through_the_menu(qtbot, win, bundled, monkeypatch, tmp_path):
+    # a copy outside the bundled folder: it joins the recent files (a bundled model stays bundled:
+    # test_first_hour.py)
+    path = tmp_path / "fvsbn-snake.safetensors"
+    path.write_bytes((bundled / "fvsbn-snake.safetensors").read_bytes())
     monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(path), "")))
     with qtbot.waitSignal(win.modelChanged, timeout=20000):
         win.acts.act_open.trigger()

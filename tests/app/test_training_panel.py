@@ -74,14 +74,22 @@ def test_stop_takes_effect_quickly_and_keeps_the_best_epoch(qtbot, win, data_dir
     assert "Stopped" in panel.status.text()
 
 
-def test_closing_the_window_mid_training_stops_cleanly(qtbot, make_window, bundled, data_dir):
+def test_closing_the_window_mid_training_asks_then_stops_cleanly(qtbot, make_window, bundled, data_dir, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
     win = make_window(bundled)
     panel = win.training
     _small(panel, epochs=200, max_train=2000)
     panel.start_btn.click()
     qtbot.waitUntil(lambda: panel.progress.value() > 0, timeout=60000)
     out_dir = panel.out_dir
-    win.close()
+    answers = [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes]
+    asked: list[str] = []
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda _p, _t, text, *a, **k: asked.append(text) or answers.pop(0)))
+    assert not win.close()  # "No": the window and the run go on
+    assert len(asked) == 1 and "training" in asked[0] and win.isVisible() and panel.running
+    assert win.close()  # "Yes"
+    assert len(asked) == 2 and not win.isVisible()
     assert not win.trainer._thread.isRunning() and not win.compute._thread.isRunning()
     leftovers = [p.name for p in out_dir.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []  # nothing half-written

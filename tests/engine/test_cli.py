@@ -138,6 +138,18 @@ def test_eval_random_subset_draws_across_the_split(trained, capsys):
     assert subset(x, None)[0] is x
 
 
+def test_an_existing_out_is_refused_unless_resume_or_overwrite(trained, tmp_path, capsys, data_dir):
+    """Re-running a finished `train` command no longer starts over silently and replaces its --out."""
+    out = tmp_path / "done.safetensors"
+    out.write_bytes(trained.read_bytes())
+    before = out.read_bytes()
+    argv = ["train", *TINY, "--out", str(out), "--data", str(data_dir)]
+    run_error(capsys, argv, "--resume to continue its run or --overwrite")
+    assert out.read_bytes() == before
+    assert main([*argv, "--overwrite"]) == 0
+    assert out.read_bytes() != before and load_checkpoint(out).meta["history"]
+
+
 def test_resume_continues(trained, tmp_path, data_dir):
     out = tmp_path / "r.safetensors"
     for name in (trained, trained.with_name("fvsbn.resume.safetensors")):
@@ -265,7 +277,8 @@ def test_amp_on_a_cpu_without_bf16_warns(monkeypatch, capsys, tmp_path, data_dir
     err = capsys.readouterr().err
     assert "pixelchain: warning: this CPU" in err and "drop --amp" in err
     monkeypatch.setattr(tr, "_cpu_flags", lambda: {"avx512_bf16"})
-    assert main(["train", *TINY, "--epochs", "1", "--amp", "--device", "cpu", "--out", str(out), "--data", str(data_dir)]) == 0
+    assert main(["train", *TINY, "--epochs", "1", "--amp", "--device", "cpu", "--out", str(out), "--data", str(data_dir),
+                 "--overwrite"]) == 0
     assert "warning" not in capsys.readouterr().err
 
 
