@@ -111,6 +111,8 @@ def _write(path: Path, checkpoint: str, order: Ordering, images_checksum: str, v
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            path.unlink()  # the cache is ours: a FIFO or link in its place is replaced, never written through
         atomic_write(path, json.dumps(d))
     except OSError:
         pass

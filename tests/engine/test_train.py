@@ -731,10 +731,10 @@ def test_a_run_repeats_from_its_seed_while_another_thread_reseeds_the_global_gen
             torch.manual_seed(12345)
             torch.rand(7)
 
+    got = agnostic()  # built before the meddling starts: its initial weights come from the global generator
     other = threading.Thread(target=meddle)
     other.start()
     try:
-        got = agnostic()
         result: list = []
         runner = threading.Thread(target=lambda: result.extend(train(got, TRAIN_X, VALID_X, c)))
         runner.start()
