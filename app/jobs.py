@@ -22,7 +22,7 @@ import torch
 from engine.catalogue import ModelEntry
 from engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from engine.figures import EnsembleFigures, PixelFigures, ensemble_figures_steps, pixel_figures, pixel_influence_steps, reference_log_probs
-from engine.models import build_model
+from engine.models import build_seeded
 from engine.models.base import ARModel
 from engine.ordering import Ordering
 from engine.recipes import nll_metrics, record_metrics, run_metadata, train_argv
@@ -147,8 +147,7 @@ def test_digit_job(job, index: int | None, seed: int | None = None) -> tuple[int
 def default_model_job(job) -> ARModel:
     """An untrained FVSBN whose biases are the training pixel marginals (when the data is there):
     something to explore before any checkpoint is opened or trained."""
-    torch.manual_seed(0)
-    model = build_model("fvsbn")
+    model = build_seeded("fvsbn", seed=0)
     try:
         marg = torch.as_tensor(split("train").mean(0), dtype=torch.float32)
         model.init_output_bias(marg)
@@ -260,8 +259,7 @@ def training_job(job, family: str, config: dict, ordering_spec: dict, tc: TrainC
     from engine.train import evaluate_steps, train
 
     ordering = Ordering.from_dict(ordering_spec)
-    torch.manual_seed(tc.seed)
-    model = build_model(family, config, ordering)
+    model = build_seeded(family, config, ordering, seed=tc.seed)
     train_x = load_split("train")
     valid_x = load_split("valid")
     job.check()

@@ -198,11 +198,10 @@ def _download_progress(split: str, dataset: str = "binarized-mnist"):
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    import torch
 
     from ..datasets import check_dataset, describe, load_dataset
     from ..distributed import context as dist_context
-    from ..models import build_model
+    from ..models import build_model, build_seeded
     from ..ordering import parse_ordering
     from ..recipes import model_config_from_args, run_metadata, train_config_from_args
     from ..train import BatchEnd, EpochEnd, Finished, Validating, amp_warning, device_name, resolve_amp, resolve_device, train
@@ -224,8 +223,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         raise CommandError(f"--amp contradicts --precision {a.precision}")
     precision = "bf16" if a.amp else (a.precision or "auto")
     tc.amp = resolve_amp(precision, device, a.model)
-    torch.manual_seed(a.seed)
-    model = build_model(a.model, cfg, ordering)  # rebuilt after seeding: same initial weights for a seed
+    model = build_seeded(a.model, cfg, ordering, seed=a.seed)  # rebuilt: the same initial weights for a seed
     if a.init_from:
         _init_from(model, a.init_from)
     train_x = load_dataset(dataset, "train", a.data, levels, progress=_download_progress("train", dataset))

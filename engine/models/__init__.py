@@ -6,7 +6,10 @@ family name, a config dict and an ordering (what a checkpoint stores).
 
 from __future__ import annotations
 
+import threading
 from typing import Any
+
+import torch
 
 from ..errors import PixelchainError
 from ..ordering import Ordering
@@ -66,6 +69,25 @@ def build_model(family: str, config: dict[str, Any] | ModelConfig | None = None,
     return cls(config, ordering)
 
 
+#: held while a model draws its initial weights from the global generator (see :func:`build_seeded`)
+_INIT_LOCK = threading.Lock()
+
+
+def build_seeded(family: str, config: dict[str, Any] | ModelConfig | None = None, ordering: Ordering | None = None,
+                 seed: int = 0) -> ARModel:
+    """:func:`build_model` with initial weights that depend on ``seed`` alone.
+
+    The layers draw their initial weights from torch's global generator, which every thread of a
+    process shares. Here the global generator is seeded, used and given back its previous state
+    (``torch.random.fork_rng``) while a lock is held, so two threads building models (the app's
+    training panel and a default model, the command line under a test) cannot reseed or draw in
+    the middle of each other's initialisation; after the call the global generator is where it
+    was. Training itself draws from a generator of its own (``ARModel.train_generator``)."""
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(family, config, ordering)
+
+
 __all__ = [
     "ARModel",
     "ModelConfig",
@@ -77,6 +99,7 @@ __all__ = [
     "QUICK_CONFIGS",
     "family_class",
     "build_model",
+    "build_seeded",
     "FVSBN",
     "FVSBNConfig",
     "PixelMLP",

@@ -805,3 +805,35 @@ def test_a_validation_nll_far_above_the_best_for_epochs_stops_and_keeps_the_last
     assert states == ([1, 1, 3, 4, 4, 4] if every == 1 else [None] * 6)
     assert load_checkpoint(out).meta["epoch"] == 4  # the best, written at the stop when held back
     assert (load_checkpoint(resume_path(out)).meta["epoch"] if resume_path(out).exists() else None) == (4 if every == 1 else None)
+
+
+def test_build_seeded_gives_the_seeds_weights_while_another_thread_builds_and_leaves_the_global_generator():
+    """The app builds a training run's model on one worker thread while another may build a default
+    model: each gets the initial weights of its own seed, and the global generator is left as it was."""
+    import threading
+
+    from engine.models import build_seeded
+
+    spec = {"hidden": 7, "height": H, "width": W}
+    want = build_seeded("nade", spec, seed=3).state_dict()
+    stop = threading.Event()
+
+    def other_builds():
+        while not stop.is_set():
+            build_seeded("nade", spec, seed=99)
+
+    other = threading.Thread(target=other_builds)
+    other.start()
+    try:
+        got = [build_seeded("nade", spec, seed=3).state_dict() for _ in range(20)]
+    finally:
+        stop.set()
+        other.join()
+    for g in got:
+        for k, v in want.items():
+            assert torch.equal(v, g[k]), k
+    torch.manual_seed(5)
+    expect = torch.rand(3)
+    torch.manual_seed(5)
+    build_seeded("nade", spec, seed=1)
+    assert torch.equal(torch.rand(3), expect)
