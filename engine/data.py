@@ -92,20 +92,23 @@ def content_checksum(x: np.ndarray) -> str:
     return hashlib.sha256(np.packbits(np.asarray(x, dtype=np.uint8), axis=1).tobytes()).hexdigest()
 
 
-def find_data_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
-    """The directory to read from and whether it is the download cache."""
+def find_folder(data_dir: str | os.PathLike | None, holding: Callable[[Path], Path], what: str, cache_name: str) -> tuple[Path, bool]:
+    """The folder a data set is read from, and whether it is the download cache: ``data_dir``, else
+    ``$PIXELCHAIN_DATA``, else the cache's ``cache_name`` folder. ``holding`` picks the folder of
+    the files inside the one given (a folder holding a data set's own folder, as ../shared/data
+    does); ``what`` names the files in the error of a folder that does not exist."""
     if data_dir is not None:
         p = Path(data_dir).expanduser()
         if not p.is_dir():
-            raise DataError(f"data directory {p} does not exist; pass the folder that holds binarized_mnist_*.amat")
-        return _holding(p), False
+            raise DataError(f"data directory {p} does not exist; pass the folder that holds {what}")
+        return holding(p), False
     env = os.environ.get("PIXELCHAIN_DATA")
     if env:
         p = Path(env).expanduser()
         if not p.is_dir():
-            raise DataError(f"PIXELCHAIN_DATA={env} is not a directory; point it at the folder that holds binarized_mnist_*.amat")
-        return _holding(p), False
-    return cache_dir() / "binarized_mnist", True
+            raise DataError(f"PIXELCHAIN_DATA={env} is not a directory; point it at the folder that holds {what}")
+        return holding(p), False
+    return cache_dir() / cache_name, True
 
 
 def _holding(directory: Path) -> Path:
@@ -116,6 +119,11 @@ def _holding(directory: Path) -> Path:
     if not any(_source_in(directory, s) for s in SPLITS) and any(_source_in(inner, s) for s in SPLITS):
         return inner
     return directory
+
+
+def find_data_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
+    """The directory to read the binarized files from and whether it is the download cache."""
+    return find_folder(data_dir, _holding, "binarized_mnist_*.amat", "binarized_mnist")
 
 
 def parse_amat(path: str | os.PathLike, expected_rows: int | None = None) -> np.ndarray:

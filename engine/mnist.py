@@ -43,7 +43,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple
 import numpy as np
 
 from .atomic import atomic_file
-from .data import DataError, cache_dir
+from .data import DataError, find_folder
 from .errors import PixelchainError
 
 __all__ = [
@@ -143,19 +143,7 @@ def _holding(directory: Path) -> Path:
 
 def find_mnist_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
     """The directory to read the MNIST files from, and whether it is the download cache."""
-    if data_dir is not None:
-        p = Path(data_dir).expanduser()
-        if not p.is_dir():
-            raise DataError(f"data directory {p} does not exist; pass the folder that holds the MNIST files or a mnist/ folder")
-        return _holding(p), False
-    env = os.environ.get("PIXELCHAIN_DATA")
-    if env:
-        p = Path(env).expanduser()
-        if not p.is_dir():
-            raise DataError(f"PIXELCHAIN_DATA={env} is not a directory; point it at the folder that holds the MNIST files "
-                            f"or a mnist/ folder")
-        return _holding(p), False
-    return cache_dir() / "mnist", True
+    return find_folder(data_dir, _holding, "the MNIST files or a mnist/ folder", "mnist")
 
 
 # ----------------------------------------------------------------------------------- parsing
