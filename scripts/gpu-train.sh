@@ -108,7 +108,7 @@ pids=()
 for name in $RUNS; do
   # shellcheck disable=SC2046  # the recipe's flags split on spaces; its JSON has none
   "$PY" -m engine train $(recipe "$name") --epochs 5000 --max-minutes "$MINUTES" --fit-schedule --state-every 0 \
-    --device "$DEVICE" "${limits[@]}" ${EXTRA:-} --out "runs/gpu/$name.safetensors" > "$OUT/train-$name.log" 2>&1 &
+    --device "$DEVICE" "${limits[@]}" ${EXTRA:-} --overwrite --out "runs/gpu/$name.safetensors" > "$OUT/train-$name.log" 2>&1 &
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done

@@ -7,12 +7,16 @@ and so every checkpoint, as they were.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-__all__ = ["gate", "init_bias_at_marginals"]
+if TYPE_CHECKING:
+    from .base import ARModel, ModelConfig
+
+__all__ = ["check_same_levels", "gate", "init_bias_at_marginals", "output_head"]
 
 
 def gate(a: Tensor, dim: int = 1) -> Tensor:
@@ -51,3 +55,29 @@ def init_bias_at_marginals(bias: Tensor, marginals: Tensor, *, perm: Tensor | No
             if t is None:
                 raise ValueError("a bias to start at zero is missing (the layer was built without one)")
             t.zero_()
+
+
+def check_same_levels(model: ARModel, src: ARModel) -> None:
+    """Refuse to start ``model`` from ``src`` when their pixels differ: the output layer's shape and
+    meaning follow the levels and the head, so no weight of one says anything about the other."""
+    a, b = model.config, src.config
+    if src.family != model.family:
+        return  # the family's own check says so
+    if (a.levels, a.output) != (b.levels, b.output) or (a.output == "logistic-mixture" and a.components != b.components):
+        def pixels(c: ModelConfig) -> str:
+            extra = f" of {c.components} components" if c.output == "logistic-mixture" else ""
+            return f"{c.levels} levels with a {c.output} head{extra}"
+        raise ValueError(f"the checkpoint's pixels have {pixels(b)}, this model's {pixels(a)}: "
+                         "a model can only grow from one with the same levels and head")
+
+
+def output_head(out1: nn.Conv2d, out2: nn.Conv2d, h: Tensor, binary: bool) -> Tensor:
+    """The 1x1 head ``out2(relu(out1(relu(h))))`` of a (B, C, H, W) stream: (B, H, W) logits, or
+    (B, H, W, P) head numbers. With P > 1 it runs channel-last as two matrix products, so a pixel's P
+    numbers come out side by side, as the output head reads them, without a transposing copy of the
+    largest tensor of the network (at K = 256, P = 256 numbers per pixel against C or ``head`` for
+    the stream)."""
+    if binary:
+        return out2(torch.relu(out1(torch.relu(h))))[:, 0]
+    a = torch.relu(F.linear(torch.relu(h).permute(0, 2, 3, 1), out1.weight[:, :, 0, 0], out1.bias))
+    return F.linear(a, out2.weight[:, :, 0, 0], out2.bias)

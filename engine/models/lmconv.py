@@ -36,8 +36,7 @@ from torch import Tensor, nn
 from ..ordering import Ordering
 from .base import ARModel, ModelConfig, Stepper, _take, typed
 from .heads import scale_levels
-from .layers import gate, init_bias_at_marginals
-from .pixelcnn import check_same_levels, output_head
+from .layers import check_same_levels, gate, init_bias_at_marginals, output_head
 from .train_orderings import check_orderings, draw_orderings, named_orderings
 
 

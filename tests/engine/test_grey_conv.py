@@ -19,8 +19,9 @@ import pytest
 import torch
 
 from engine.models import build_model
+from engine.models.layers import output_head
 from engine.models.lmconv import LMConvConfig
-from engine.models.pixelcnn import PixelCNNConfig, output_head
+from engine.models.pixelcnn import PixelCNNConfig
 from engine.ordering import make_ordering
 
 H, W, K = 7, 9, 16
