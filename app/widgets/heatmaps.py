@@ -73,7 +73,7 @@ class _Map:
         self.title.setText(title, size="11pt")
         self.levels = levels
         self.bar.setLevels(values=levels)
-        self.bar.axis.setLabel(label)
+        self.bar.getAxis("left").setLabel(label)  # where ColorBarItem puts its label
 
 
 class HeatmapPanel(pg.GraphicsLayoutWidget):

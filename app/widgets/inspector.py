@@ -50,12 +50,16 @@ class LevelChart(pg.PlotWidget):
         self.setMenuEnabled(False)
         self.setMouseEnabled(False, False)
         self.hideButtons()
-        self.setMinimumHeight(130)
-        self.setMaximumHeight(170)
+        self.setMinimumHeight(150)
+        self.setMaximumHeight(190)
         pl = self.getPlotItem()
         pl.setLabel("bottom", "level v")
-        pl.setLabel("left", "p(x<sub>i</sub> = v | x<sub>&lt;i</sub>)")
-        pl.getAxis("left").setWidth(42)
+        pl.setTitle(f"<span style='color:{BAR}'>p(x<sub>i</sub> = v | x<sub>&lt;i</sub>)</span> &nbsp; "
+                    f"<span style='color:{DRAWN}'>&#9632; drawn</span> &nbsp; <span style='color:{MEAN}'>&#8942; mean</span>",
+                    size="8pt")
+        pl.setLabel("left", "p(v)")
+        pl.getAxis("left").enableAutoSIPrefix(False)  # probabilities, never "x0.001"
+        pl.getAxis("left").setWidth(46)
         self.bars = pg.BarGraphItem(x=[0], height=[0], width=1.0, brush=BAR, pen=None)
         self.drawn_bar = pg.BarGraphItem(x=[0], height=[0], width=1.0, brush=DRAWN, pen=pg.mkPen(DRAWN, width=1))
         self.mean_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(MEAN, width=1.5, style=Qt.PenStyle.DashLine))
