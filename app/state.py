@@ -148,8 +148,9 @@ class AppState(QObject):
         return (self.model_key, self.ordering, self.session.version)
 
     def replace_canvas(self, image: np.ndarray, mask: np.ndarray | None = None, record: bool = True) -> None:
-        """Put ``image`` on the canvas (one undo step unless ``record`` is False) and, if given,
-        ``mask`` as the inpainting mask (in the same step)."""
+        """Put ``image`` (levels 0 .. K-1 of the model shown; 0/1 for a binary model) on the canvas
+        (one undo step unless ``record`` is False) and, if given, ``mask`` as the inpainting mask
+        (in the same step)."""
         self.session.set_canvas(np.asarray(image).reshape(self.shape), record=record)
         if mask is not None:
             self.session.set_mask(np.asarray(mask, bool).reshape(self.shape), record=False)
