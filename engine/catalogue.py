@@ -31,6 +31,7 @@ class ModelEntry:
     ensemble: tuple[int, float] | None = None
     levels: int = 2  #: pixel levels K of the model (2: binary)
     head: str = ""  #: its output head for K > 2 (categorical, logistic-mixture)
+    dataset: str = ""  #: the data set it was trained on (engine.datasets), when the file says or implies it
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, source: str = "opened") -> "ModelEntry":
@@ -55,6 +56,7 @@ class ModelEntry:
             source=source,
             ensemble=recorded_ensemble(metrics),
             **_levels_of(info.get("config")),
+            dataset=_dataset_of(info),
         )
 
     @property
@@ -69,6 +71,16 @@ class ModelEntry:
             nll += f"  ·  ensemble of {self.ensemble[0]}: {self.ensemble[1]:.2f}"
         grey = f"  ·  {self.levels} levels" if self.levels > 2 else ""
         return f"{self.name}  ·  {self.family.upper()}{grey}  ·  {nll}"
+
+
+def _dataset_of(info: dict[str, Any]) -> str:
+    from .datasets import dataset_of
+    from .errors import PixelchainError
+
+    try:
+        return dataset_of(info)
+    except PixelchainError:
+        return ""
 
 
 def _levels_of(config: Any) -> dict[str, Any]:

@@ -277,3 +277,30 @@ def test_figures_of_a_k16_model_match_its_log_prob():
     assert f.log_p == pytest.approx(lp, abs=1e-3) and f.levels == 16
     assert f.distribution(5).sum() == pytest.approx(1.0) and 0 <= f.mean_level(5) <= 15
     assert 0 <= f.entropy(5) <= math.log(16) + 1e-9
+
+
+def test_the_conditionals_table_of_a_grey_model_gives_the_expected_level():
+    from engine.figures import conditionals_csv
+
+    torch.manual_seed(0)
+    m = build_model("fvsbn", {"levels": 16, "output": "categorical"})
+    x = np.random.default_rng(0).integers(0, 16, 784)
+    f = pixel_figures(m, x)
+    lines = conditionals_csv(f, x).splitlines()
+    assert "# 16 levels: mean_level is E[x_i | x_<i] on 0..15" in lines
+    header = next(line for line in lines if line.startswith("step,"))
+    assert header.split(",")[5] == "mean_level"
+    first = next(line for line in lines if line.startswith("1,")).split(",")
+    assert int(first[4]) == x[0] and float(first[5]) == pytest.approx(f.mean_level(0), rel=1e-4)
+
+
+def test_the_picker_names_a_grey_checkpoints_levels_and_head(grey_bundled):
+    from app.widgets.pickers import ModelPicker
+    from engine.catalogue import ModelEntry
+
+    grey = ModelEntry.from_file(grey_bundled / "fvsbn-grey16.safetensors")
+    binary = ModelEntry.from_file(grey_bundled / "fvsbn-binary.safetensors")
+    assert (grey.levels, grey.head) == (16, "categorical") and "16 levels" in grey.label
+    assert (binary.levels, binary.head) == (2, "bernoulli") and "levels" not in binary.label
+    assert grey.dataset == "mnist" and binary.dataset == "binarized-mnist"
+    assert "pixels: 16 levels, softmax · MNIST at 16 levels" in ModelPicker._tip(grey) and "levels" not in ModelPicker._tip(binary)
