@@ -304,3 +304,19 @@ def test_the_picker_names_a_grey_checkpoints_levels_and_head(grey_bundled):
     assert (binary.levels, binary.head) == (2, "bernoulli") and "levels" not in binary.label
     assert grey.dataset == "mnist" and binary.dataset == "binarized-mnist"
     assert "pixels: 16 levels, softmax · MNIST at 16 levels" in ModelPicker._tip(grey) and "levels" not in ModelPicker._tip(binary)
+
+
+def test_grey_inpainting_keeps_the_known_levels(qtbot, gwin):
+    win = gwin
+    stroke(qtbot, win, [(4, 14), (24, 14)])
+    original = win.session.canvas.copy()
+    win.sampling.mask_half.click()
+    s = win.sampling
+    s.count.setValue(1)
+    with qtbot.waitSignal(win.runFinished, timeout=60000) as blocker:
+        s.run_btn.click()
+    assert blocker.args == [True]
+    out = win.session.canvas
+    np.testing.assert_array_equal(out[:14], original[:14])  # the known half, grey levels and all
+    assert out[:14].max() == 255 and len(set(np.unique(original[:14]).tolist())) > 2
+    assert len(set(np.unique(out[14:]).tolist())) > 10  # the generated half: levels, not 0/1
