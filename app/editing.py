@@ -43,7 +43,8 @@ class EditingController(QObject):
     def load_test_digit(self, index: int | None = None) -> None:
         if self.state.locked:
             return
-        self._digits.add(self.compute.submit(jobs.test_digit_job, index, replace=False).id)
+        st = self.state  # (a grey model's digits come from the grey data set, at its levels)
+        self._digits.add(self.compute.submit(jobs.test_digit_job, index, None, st.dataset, st.levels, replace=False).id)
 
     def _on_result(self, job_id: int, value: object) -> None:
         if job_id not in self._digits:
@@ -65,11 +66,14 @@ class EditingController(QObject):
             st.show_status("Stop the sampling run first", 4000)
             return False
         try:
-            img = import_image(path)
+            img = import_image(path, grey=st.levels > 2)
         except Exception as exc:  # noqa: BLE001 -- ImageError and anything pillow raises
             st.show_error(str(exc))
             return False
-        st.replace_canvas(img)
+        if st.levels > 2:
+            st.replace_intensity(img)  # keeps its grey levels, quantised at the model's
+        else:
+            st.replace_canvas(img)
         st.show_status(f"Imported {Path(path).name}", 4000)
         return True
 
@@ -98,7 +102,7 @@ class EditingController(QObject):
 
     def export_image_file(self, path: str | Path, scale: int = 10) -> bool:
         try:
-            save_png(self.state.session.canvas, path, scale=scale)
+            save_png(self.state.session.canvas, path, scale=scale, levels=self.state.levels)
         except (OSError, ValueError) as exc:
             self.state.show_error(f"Cannot save {path}: {exc}")
             return False

@@ -135,7 +135,7 @@ class FiguresController(QObject):
     def _show_figures(self, key: tuple, figs: PixelFigures) -> None:
         st = self.state
         st.set_figures(figs)
-        self.heatmaps.show_figures(figs.prob, figs.nll)
+        self.heatmaps.show_figures(figs.prob, figs.nll, figs.levels)
         self.readout.set_figures(figs)
         self._update_percentile()
         self.request_ensemble(key)

@@ -62,6 +62,23 @@ def split(name: str) -> np.ndarray:
         return _split_cache[name]
 
 
+_grey_cache: dict[tuple[str, str, int], np.ndarray] = {}  #: (data set, split, levels) -> images
+
+
+def dataset_split(dataset: str, name: str, levels: int = 2) -> np.ndarray:
+    """A split of ``dataset`` at ``levels`` (:func:`engine.datasets.load_dataset`), loaded once per
+    process; the binarized data set is :func:`split`'s."""
+    if dataset == "binarized-mnist":
+        return split(name)
+    from engine.datasets import load_dataset
+
+    key = (dataset, name, int(levels))
+    with _split_lock:
+        if key not in _grey_cache:
+            _grey_cache[key] = load_dataset(dataset, name, levels=levels)
+        return _grey_cache[key]
+
+
 def figures_job(job, model: ARModel, image: np.ndarray, ordering: Ordering) -> PixelFigures:
     t0 = time.perf_counter()
     figs = pixel_figures(model, image, ordering)
@@ -137,8 +154,11 @@ def _scaled(gen, lo: float, hi: float):
         yield lo + (hi - lo) * f
 
 
-def test_digit_job(job, index: int | None, seed: int | None = None) -> tuple[int, np.ndarray]:
-    x = split("test")
+def test_digit_job(job, index: int | None, seed: int | None = None, dataset: str = "binarized-mnist",
+                   levels: int = 2) -> tuple[int, np.ndarray]:
+    """Test digit ``index`` (None: a random one) of ``dataset`` at ``levels``: the grey data set's
+    digits keep their grey levels for a grey model."""
+    x = dataset_split(dataset, "test", levels)
     if index is None:
         index = int(np.random.default_rng(seed).integers(len(x)))
     return index, x[index].reshape(28, 28).astype(np.uint8)
@@ -201,10 +221,11 @@ class Frame:
     total: int
     step: int
     pixel: int
-    prob: float  #: p(x=1) used for the first image's draw
-    value: int
+    prob: float  #: p(x=1) used for the first image's draw; for K > 2 levels E[x] / (K - 1) on [0, 1]
+    value: int  #: the level drawn
     x: np.ndarray  #: (n, D) images so far
     order: Ordering
+    levels: int = 2  #: K, the model's pixel levels
 
 
 def sample_job(job, model: ARModel, n: int, known: np.ndarray | None, values: np.ndarray | None, ordering: Ordering,
@@ -219,7 +240,8 @@ def sample_job(job, model: ARModel, n: int, known: np.ndarray | None, values: np
         for st in steps:
             x = st.x
             if throttle.due(job.delay > 0 or job.paused or st.index == st.total - 1):
-                yield Frame(st.index, st.total, st.step, st.pixel, float(st.prob[0]), int(st.value[0]), st.x.cpu().numpy().copy(), order)
+                yield Frame(st.index, st.total, st.step, st.pixel, float(st.prob[0]), int(st.value[0]), st.x.cpu().numpy().copy(), order,
+                            model.levels)
             else:
                 job.check()
     finally:

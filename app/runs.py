@@ -121,7 +121,7 @@ class RunController(QObject):
         unknown = np.ones(st.model.size, bool) if known is None else ~known
         n, seed, temperature = self.panel.settings()
         self.panel.set_running(True)
-        self.panel.begin(n, unknown, st.shape)
+        self.panel.begin(n, unknown, st.shape, st.levels)
         self.canvas.show_run(np.where(unknown, 0, st.session.flat()), unknown.copy())
         self._result = None
         job = self.requests.submit(mode, sample_job, st.model, n, known, values, st.ordering, temperature, seed,
@@ -199,7 +199,7 @@ class RunController(QObject):
                 return
         h, w = self.state.shape
         try:
-            save_grid(self.panel.images.reshape(-1, h, w).astype(np.uint8), path, scale=6)
+            save_grid(self.panel.images.reshape(-1, h, w).astype(np.uint8), path, scale=6, levels=self.state.levels)
         except (OSError, ValueError) as exc:
             self.state.show_error(f"Cannot save {path}: {exc}")
             return

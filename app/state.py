@@ -14,6 +14,11 @@ depend on how the window is put together.
 ``model_key`` increases with every model set, so a request can name "this model" even when the
 same checkpoint is opened twice. :meth:`canvas_key` is (model key, ordering, canvas version): the
 tag of everything computed from the canvas (see :class:`app.latest.Latest`).
+
+Grey models: the document holds the levels 0 .. K-1 of the model shown over the intensities drawn
+(:class:`engine.document.Session`); :meth:`AppState.set_model` re-quantises the drawing at the new
+model's K (``canvasReplaced`` follows when that changes the canvas), and ``ink`` is the soft brush's
+intensity (0..1) at K > 2.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from engine.catalogue import ModelEntry
+from engine.datasets import DEFAULT_DATASET, dataset_of
 from engine.document import Session
+from engine.errors import PixelchainError
 from engine.figures import EnsembleFigures, PixelFigures
 from engine.models.base import ARModel
 from engine.ordering import Ordering
@@ -88,6 +95,7 @@ class AppState(QObject):
         self.ordering: Ordering | None = None
         self.tool = "draw"
         self.brush = 2
+        self.ink = 1.0  #: the soft brush's intensity at the stroke's centre (0..1), for a grey model
         self.overlay = "off"
         self.pinned = -1
         self.hover = -1
@@ -107,7 +115,24 @@ class AppState(QObject):
         self.meta = dict(meta or {})
         self.model_key += 1
         self.ordering = ordering if ordering is not None else model.ordering
+        requantised = self.session.set_levels(model.levels)
         self.modelChanged.emit()
+        if requantised:  # the same drawing at the new model's levels
+            self.canvas_replaced()
+
+    @property
+    def dataset(self) -> str:
+        """The data set the model shown was trained on (its checkpoint says; the untrained default
+        and an unreadable entry: binarized MNIST, or the grey MNIST for a model of K > 2 levels)."""
+        try:
+            return dataset_of(self.meta)
+        except PixelchainError:
+            return DEFAULT_DATASET if self.levels == 2 else "mnist"
+
+    @property
+    def levels(self) -> int:
+        """K, the pixel levels of the model shown (and of the canvas): 2 for a binary model."""
+        return self.session.levels
 
     def set_ordering(self, ordering: Ordering) -> None:
         self.ordering = ordering
@@ -123,11 +148,17 @@ class AppState(QObject):
         return (self.model_key, self.ordering, self.session.version)
 
     def replace_canvas(self, image: np.ndarray, mask: np.ndarray | None = None, record: bool = True) -> None:
-        """Put ``image`` on the canvas (one undo step unless ``record`` is False) and, if given,
-        ``mask`` as the inpainting mask (in the same step)."""
+        """Put ``image`` (levels 0 .. K-1 of the model shown; 0/1 for a binary model) on the canvas
+        (one undo step unless ``record`` is False) and, if given, ``mask`` as the inpainting mask
+        (in the same step)."""
         self.session.set_canvas(np.asarray(image).reshape(self.shape), record=record)
         if mask is not None:
             self.session.set_mask(np.asarray(mask, bool).reshape(self.shape), record=False)
+        self.canvas_replaced()
+
+    def replace_intensity(self, intensity: np.ndarray, record: bool = True) -> None:
+        """Put a grey picture (0-255, ink high) on the canvas, quantised at the model's levels (one undo step)."""
+        self.session.set_intensity(np.asarray(intensity).reshape(self.shape), record=record)
         self.canvas_replaced()
 
     def canvas_replaced(self) -> None:
@@ -151,7 +182,7 @@ class AppState(QObject):
         """Paint with the current brush on the ink (or the mask) from ``from_point`` to ``(row,
         col)``; emits ``inkPainted`` and ``canvasChanged`` (or ``maskChanged``) when something
         changed, and returns whether it did."""
-        changed = self.session.paint(row, col, value, self.brush, mask=mask, from_point=from_point)
+        changed = self.session.paint(row, col, value, self.brush, mask=mask, from_point=from_point, strength=self.ink)
         if changed:
             if mask:
                 self.maskChanged.emit()
@@ -203,6 +234,10 @@ class AppState(QObject):
 
     def set_brush(self, size: int) -> None:
         self.brush = int(size)
+
+    def set_ink(self, strength: float) -> None:
+        """The grey brush's intensity, 0..1 (a binary model's brush is always full ink)."""
+        self.ink = float(min(max(strength, 0.0), 1.0))
 
     def set_overlay(self, overlay: str) -> None:
         self.overlay = overlay

@@ -29,6 +29,9 @@ class ModelEntry:
     source: str = "bundled"  #: bundled, opened or trained
     #: (K, test NLL) of the largest ensemble of orderings or masks the checkpoint records
     ensemble: tuple[int, float] | None = None
+    levels: int = 2  #: pixel levels K of the model (2: binary)
+    head: str = ""  #: its output head for K > 2 (categorical, logistic-mixture)
+    dataset: str = ""  #: the data set it was trained on (engine.datasets), when the file says or implies it
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, source: str = "opened") -> "ModelEntry":
@@ -52,6 +55,8 @@ class ModelEntry:
             ordering=label,
             source=source,
             ensemble=recorded_ensemble(metrics),
+            **_levels_of(info.get("config")),
+            dataset=_dataset_of(info),
         )
 
     @property
@@ -64,7 +69,28 @@ class ModelEntry:
             nll = "NLL not measured"
         if self.ensemble is not None:
             nll += f"  ·  ensemble of {self.ensemble[0]}: {self.ensemble[1]:.2f}"
-        return f"{self.name}  ·  {self.family.upper()}  ·  {nll}"
+        grey = f"  ·  {self.levels} levels" if self.levels > 2 else ""
+        return f"{self.name}  ·  {self.family.upper()}{grey}  ·  {nll}"
+
+
+def _dataset_of(info: dict[str, Any]) -> str:
+    from .datasets import dataset_of
+    from .errors import PixelchainError
+
+    try:
+        return dataset_of(info)
+    except PixelchainError:
+        return ""
+
+
+def _levels_of(config: Any) -> dict[str, Any]:
+    """``levels`` and ``head`` of a checkpoint's config (absent from binary models' older files)."""
+    if not isinstance(config, dict):
+        return {}
+    k = config.get("levels", 2)
+    head = config.get("output", "")
+    return {"levels": k if isinstance(k, int) and not isinstance(k, bool) and k >= 2 else 2,
+            "head": head if isinstance(head, str) else ""}
 
 
 def list_checkpoints(folder: str | os.PathLike, source: str = "bundled") -> tuple[list[ModelEntry], list[str]]:

@@ -5,7 +5,10 @@ read-out of an ensemble of orderings or masks.
 Figures follow the chain rule ``log p(x) = sum_t log p(x_{o_t} | x_{o_<t})`` of the model's
 ordering ``o`` (see :mod:`engine.models.base`): :func:`pixel_figures` returns, per raster pixel,
 ``p(x_i = 1 | x_<i)`` and the negative log-likelihood ``-log p(x_i | x_<i)`` of the drawn value in
-nats, their sum ``log p(x)`` and the bits per pixel ``-log2 p(x) / D``. The long computations
+nats, their sum ``log p(x)`` and the bits per pixel ``-log2 p(x) / D``. For a model of K > 2 grey
+levels the first is the expected value ``E[x_i | x_<i] / (K - 1)`` on [0, 1] and the figures also
+hold every pixel's whole conditional, the (D, K) table of ``log p(x_i = v | x_<i)`` (784 x 256
+numbers: one teacher-forced pass computes them anyway), for the inspector's bar chart. The long computations
 (reference log p, influence, ensemble) are generators, so a worker thread can stop them between
 batches. The log p of the whole test split under a saved checkpoint, cached on disk, is
 :func:`engine.reference.split_log_probs_steps`.
@@ -45,24 +48,55 @@ LOG2 = math.log(2.0)
 class PixelFigures:
     """What the heatmaps and the status area show for one image."""
 
-    prob: np.ndarray  #: (H, W) p(x_i = 1 | x_<i)
+    prob: np.ndarray  #: (H, W) p(x_i = 1 | x_<i); with K > 2 levels E[x_i | x_<i] / (K - 1)
     nll: np.ndarray  #: (H, W) -log p(x_i | x_<i) of the drawn value, nats
     log_p: float  #: log p(x), nats
     ordering: Ordering
     extra: dict[str, Any] = field(default_factory=dict)
+    #: (D, K) log p(x_i = v | x_<i), raster-indexed, for a model of K > 2 levels (None for a binary one)
+    table: np.ndarray | None = None
 
     @property
     def bits_per_pixel(self) -> float:
         return -self.log_p / (self.prob.size * LOG2)
 
+    @property
+    def levels(self) -> int:
+        """K, the levels of the model these figures come from (2: binary)."""
+        return 2 if self.table is None else int(self.table.shape[1])
+
+    def distribution(self, pixel: int) -> np.ndarray:
+        """(K,) float64 p(x_i = v | x_<i) of raster pixel ``pixel`` over the levels v (a binary
+        model's two: 1 - p, p)."""
+        if self.table is None:
+            p = float(self.prob.reshape(-1)[pixel])
+            return np.array([1.0 - p, p])
+        lp = self.table[pixel].astype(np.float64)
+        q = np.exp(lp - lp.max())
+        return q / q.sum()
+
+    def mean_level(self, pixel: int) -> float:
+        """E[x_i | x_<i] in levels (0 .. K-1)."""
+        q = self.distribution(pixel)
+        return float(q @ np.arange(len(q)))
+
+    def entropy(self, pixel: int) -> float:
+        """H[x_i | x_<i] in nats: how uncertain the model is about the pixel, whatever was drawn."""
+        q = self.distribution(pixel)
+        nz = q[q > 0]
+        return float(-(nz * np.log(nz)).sum())
+
 
 @torch.no_grad()
 def pixel_figures(model: ARModel, image: np.ndarray, ordering: Ordering | None = None) -> PixelFigures:
-    """Conditionals and per-pixel NLL of ``image`` ((H, W) or (D,) 0/1) in one teacher-forced pass."""
+    """Conditionals and per-pixel NLL of ``image`` ((H, W) or (D,) 0/1, or levels 0 .. K-1) in one
+    teacher-forced pass."""
     model.eval()
     c = model.config
     x = torch.as_tensor(np.asarray(image, dtype=np.float32).reshape(1, -1))
     order = model.resolve_ordering(ordering)
+    if not model.binary:
+        return _level_figures(model, x, order)
     logits = model.logits(x, order).float().cpu()
     xt = x.to(logits.dtype)
     nll = torch.nn.functional.binary_cross_entropy_with_logits(logits, xt, reduction="none")
@@ -75,14 +109,35 @@ def pixel_figures(model: ARModel, image: np.ndarray, ordering: Ordering | None =
     )
 
 
+def _level_figures(model: ARModel, x: torch.Tensor, order: Ordering) -> PixelFigures:
+    """:func:`pixel_figures` of a model of K > 2 levels: the whole (D, K) table from one pass."""
+    c = model.config
+    k = model.levels
+    table = model.dist_head.log_probs(model.logits(x, order)).double().cpu()[0]  # (D, K)
+    values = x[0].long().clamp(0, k - 1)
+    nll = -table.gather(1, values[:, None])[:, 0]
+    mean = table.exp() @ torch.arange(k, dtype=table.dtype) / (k - 1)
+    return PixelFigures(
+        prob=mean.float().reshape(c.height, c.width).numpy(),
+        nll=nll.float().reshape(c.height, c.width).numpy(),
+        log_p=-float(nll.sum()),
+        ordering=order,
+        table=table.float().numpy(),
+    )
+
+
 def conditionals_csv(figures: PixelFigures, image: np.ndarray, model_label: str = "") -> str:
     """The figures of ``image`` as a CSV table, one row per pixel in the order the chain rule
-    visits them: step (1-based), row, col, raster index, the drawn value, p(x_i = 1 | x_<i), the
-    NLL of the drawn value in nats and bits, and the running total of log p. Comment lines (``#``)
-    first say which model and ordering, and the total log p(x)."""
+    visits them: step (1-based), row, col, raster index, the drawn value, p(x_i = 1 | x_<i) (for K > 2
+    levels E[x_i | x_<i] in levels, column ``mean_level``), the NLL of the drawn value in nats and
+    bits, and the running total of log p. Comment lines (``#``) first say which model and ordering,
+    and the total log p(x)."""
     h, w = figures.prob.shape
     values = np.asarray(image).reshape(-1).astype(np.int64)
     prob = figures.prob.reshape(-1).astype(np.float64)
+    grey = figures.levels > 2
+    if grey:
+        prob = prob * (figures.levels - 1)
     nll = figures.nll.reshape(-1).astype(np.float64)
     order = figures.ordering
     lines = []
@@ -90,7 +145,9 @@ def conditionals_csv(figures: PixelFigures, image: np.ndarray, model_label: str 
         lines.append(f"# model: {model_label}")
     lines.append(f"# ordering: {order.label}")
     lines.append(f"# log p(x) = {figures.log_p:.6f} nats = {figures.log_p / LOG2:.6f} bits; {figures.bits_per_pixel:.6f} bits/pixel")
-    lines.append("step,row,col,raster_index,value,p_one,nll_nats,nll_bits,log_p_so_far_nats")
+    if grey:
+        lines.append(f"# {figures.levels} levels: mean_level is E[x_i | x_<i] on 0..{figures.levels - 1}")
+    lines.append(f"step,row,col,raster_index,value,{'mean_level' if grey else 'p_one'},nll_nats,nll_bits,log_p_so_far_nats")
     total = 0.0
     for t in range(h * w):
         i = int(order.perm[t])

@@ -70,11 +70,17 @@ def _to_gray(img: Image.Image) -> np.ndarray:
 
 def to_digit(gray: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """A (28, 28) uint8 0/1 digit from a grey array with ink high, MNIST-style."""
+    return (mnist_field(gray, threshold) > 0.5).astype(np.uint8)
+
+
+def mnist_field(gray: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """The (28, 28) float grey digit (0..1, ink high) of :func:`to_digit` before its threshold:
+    what a grey model's canvas imports (``threshold`` only finds the ink's bounding box)."""
     g = np.asarray(gray, dtype=np.float64)
     g = np.where(np.isfinite(g), g, 0.0).clip(0.0, None)  # no NaN, infinity or negative ink
     ink = g > threshold * g.max() if g.max() > 0 else np.zeros(g.shape, bool)
     if not ink.any():
-        return np.zeros((28, 28), np.uint8)
+        return np.zeros((28, 28))
     rows, cols = np.nonzero(ink)
     crop = g[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     h, w = crop.shape
@@ -92,7 +98,7 @@ def to_digit(gray: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     top = int(np.clip(round(13.5 - cy), 0, 28 - nh))
     left = int(np.clip(round(13.5 - cx), 0, 28 - nw))
     field[top : top + nh, left : left + nw] = small
-    return (field > 0.5).astype(np.uint8)
+    return field
 
 
 def open_regular(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) -> BinaryIO:
@@ -120,8 +126,10 @@ def open_regular(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) -> Bi
         raise
 
 
-def import_image(path: str | os.PathLike, threshold: float = 0.5, fit: str = "auto") -> np.ndarray:
+def import_image(path: str | os.PathLike, threshold: float = 0.5, fit: str = "auto", grey: bool = False) -> np.ndarray:
     """Read an image file into a (28, 28) uint8 0/1 digit; :class:`ImageError` if it cannot be.
+    ``grey``: a (28, 28) uint8 digit of intensities 0-255 instead (ink high, brightest ink 255),
+    not thresholded, for a model of grey levels.
 
     ``fit``: ``"auto"`` takes a 28x28 picture as it is (only thresholded, ink detected as for any
     picture) and makes any other size MNIST-like (:func:`to_digit`); ``"mnist"`` always does the
@@ -166,10 +174,18 @@ def import_image(path: str | os.PathLike, threshold: float = 0.5, fit: str = "au
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageError(f"{path} is damaged or truncated: {exc}") from None
     if gray.shape == (28, 28) and fit != "mnist":
-        return as_is(gray, threshold)
+        return _intensities(gray) if grey else as_is(gray, threshold)
     if fit == "none":
         raise ImageError(f"{path} is {gray.shape[1]}x{gray.shape[0]} pixels, not 28x28")
-    return to_digit(gray, threshold)
+    return _intensities(mnist_field(gray, threshold)) if grey else to_digit(gray, threshold)
+
+
+def _intensities(gray: np.ndarray) -> np.ndarray:
+    """uint8 0-255 of a grey array with ink high, its brightest ink at 255."""
+    g = np.asarray(gray, dtype=np.float64)
+    g = np.where(np.isfinite(g), g, 0.0).clip(0.0, None)
+    top = g.max()
+    return np.zeros(g.shape, np.uint8) if top <= 0 else np.rint(g / top * 255).astype(np.uint8)
 
 
 def as_is(gray: np.ndarray, threshold: float = 0.5) -> np.ndarray:

@@ -1,6 +1,9 @@
-"""The drawing canvas: a 28x28 binary digit shown large, with a pixel grid and overlays.
+"""The drawing canvas: a 28x28 digit shown large, with a pixel grid and overlays.
 
-Left button paints with the current tool (ink, or the inpainting mask), right button erases;
+The digit is binary, or of the grey model's K levels (level v drawn at v / (K - 1) between paper
+and ink); with a grey model the brush is soft and round, its intensity the state's ``ink``
+(:meth:`engine.document.Session.paint`). Left button paints with the current tool (ink, or the
+inpainting mask), right button erases;
 the ``inspect`` tool pins the clicked pixel instead (Ctrl+click pins with any tool). Overlays:
 the ordering as a step-number colour gradient or as a path through the pixel centres; the
 predecessors of the pinned pixel (what its conditional sees); the mask; during sampling the
@@ -64,6 +67,7 @@ class CanvasWidget(QWidget):
         state.canvasReplaced.connect(self.update)
         state.pinChanged.connect(self.set_pinned)
         state.overlayChanged.connect(self.set_overlay)
+        state.modelChanged.connect(self.update)  # (a grey model's levels change how the canvas looks)
 
     @property
     def session(self) -> Session:
@@ -202,7 +206,14 @@ class CanvasWidget(QWidget):
         p.fillRect(self.rect(), self.palette().window())
         rgba = np.empty((h, w, 4), np.uint8)
         rgba[...] = (PAPER.red(), PAPER.green(), PAPER.blue(), 255)
-        rgba[img > 0.5] = (INK.red(), INK.green(), INK.blue(), 255)
+        levels = self.session.levels
+        if levels == 2:
+            rgba[img > 0.5] = (INK.red(), INK.green(), INK.blue(), 255)
+        else:
+            t = (np.asarray(img, np.float64) / (levels - 1)).clip(0.0, 1.0)[..., None]
+            paper = np.array([PAPER.red(), PAPER.green(), PAPER.blue()], np.float64)
+            ink = np.array([INK.red(), INK.green(), INK.blue()], np.float64)
+            rgba[..., :3] = np.rint(paper + (ink - paper) * t).astype(np.uint8)
         if self.pending is not None:
             rgba[self.pending] = (38, 42, 50, 255)
         if self.overlay == "steps" and self.ordering is not None:

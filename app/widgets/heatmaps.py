@@ -8,6 +8,10 @@ Two maps, each a row-major :class:`pyqtgraph.ImageItem` with *fixed* levels and 
 * ``-log p(x_i | x_<i)`` -- how surprising the drawn value is, in nats, on a 0..``NLL_MAX`` scale
   (larger values are clipped to the top colour; the inspector shows the exact number).
 
+For a model of K > 2 grey levels the first map is the expected intensity ``E[x_i | x_<i] / (K - 1)``
+(on the same 0..1 scale) and the second the NLL of the drawn level on a 0..``NLL_MAX_GREY`` scale
+(a K-way conditional can be surprised by up to log K nats).
+
 Hovering a map reports the pixel like hovering the canvas; clicking pins it.
 """
 
@@ -21,9 +25,14 @@ from PySide6.QtWidgets import QGraphicsRectItem, QWidget
 
 from .colors import NLL_MAP, PROB_MAP
 
-__all__ = ["HeatmapPanel", "NLL_MAX"]
+__all__ = ["HeatmapPanel", "NLL_MAX", "NLL_MAX_GREY"]
 
 NLL_MAX = 5.0
+NLL_MAX_GREY = 8.0
+
+PROB_TITLE = "p(x<sub>i</sub> = 1 | x<sub>&lt;i</sub>)"
+MEAN_TITLE = "E[x<sub>i</sub> | x<sub>&lt;i</sub>] / (K&minus;1), the expected intensity"
+NLL_TITLE = "&minus;log p(x<sub>i</sub> | x<sub>&lt;i</sub>) of the drawn value"
 
 
 class _Map:
@@ -60,6 +69,12 @@ class _Map:
     def set(self, data: np.ndarray) -> None:
         self.image.setImage(np.asarray(data, np.float32), levels=self.levels, autoLevels=False)
 
+    def set_scale(self, title: str, levels: tuple[float, float], label: str) -> None:
+        self.title.setText(title, size="11pt")
+        self.levels = levels
+        self.bar.setLevels(values=levels)
+        self.bar.getAxis("left").setLabel(label)  # where ColorBarItem puts its label
+
 
 class HeatmapPanel(pg.GraphicsLayoutWidget):
     hovered = Signal(int)
@@ -69,8 +84,9 @@ class HeatmapPanel(pg.GraphicsLayoutWidget):
         super().__init__(parent)
         self.setBackground("#14171c")
         self.ci.setSpacing(14)
-        self.prob = _Map(self.ci, 0, "p(x<sub>i</sub> = 1 | x<sub>&lt;i</sub>)", PROB_MAP, (0.0, 1.0), "probability")
-        self.nll = _Map(self.ci, 1, "&minus;log p(x<sub>i</sub> | x<sub>&lt;i</sub>) of the drawn value", NLL_MAP, (0.0, NLL_MAX), "nats")
+        self.prob = _Map(self.ci, 0, PROB_TITLE, PROB_MAP, (0.0, 1.0), "probability")
+        self.nll = _Map(self.ci, 1, NLL_TITLE, NLL_MAP, (0.0, NLL_MAX), "nats")
+        self.levels = 2  #: the levels of the model whose figures are shown
         self.maps = (self.prob, self.nll)
         self.updates = 0  #: how many results have been shown (tests and the bench watch it)
         self.shape = (28, 28)
@@ -79,11 +95,26 @@ class HeatmapPanel(pg.GraphicsLayoutWidget):
         self.scene().sigMouseClicked.connect(self._on_click)
         self.setMinimumWidth(220)  # with the colour bars: fits the middle column of a 1024 px window
 
-    def show_figures(self, prob: np.ndarray, nll: np.ndarray) -> None:
+    def show_figures(self, prob: np.ndarray, nll: np.ndarray, levels: int = 2) -> None:
+        """``prob``: p(x_i = 1 | x_<i), or for ``levels`` K > 2 E[x_i | x_<i] / (K - 1)."""
+        self.set_levels(levels)
         self.shape = prob.shape
         self.prob.set(prob)
-        self.nll.set(np.minimum(nll, NLL_MAX))
+        self.nll.set(np.minimum(nll, self.nll.levels[1]))
         self.updates += 1
+
+    def set_levels(self, levels: int) -> None:
+        """Title and scale the maps for a binary model or one of ``levels`` K > 2 grey levels."""
+        if levels == self.levels:
+            return
+        self.levels = levels
+        if levels > 2:
+            self.prob.set_scale(MEAN_TITLE, (0.0, 1.0), "intensity")
+            self.nll.set_scale(NLL_TITLE, (0.0, NLL_MAX_GREY), "nats")
+        else:
+            self.prob.set_scale(PROB_TITLE, (0.0, 1.0), "probability")
+            self.nll.set_scale(NLL_TITLE, (0.0, NLL_MAX), "nats")
+        self.resizeEvent(QResizeEvent(self.size(), self.size()))  # re-wrap the new titles
 
     def _pixel(self, scene_pos: QPointF) -> int:
         h, w = self.shape

@@ -2,9 +2,12 @@
 
 :class:`Inspector` shows, for the hovered (or pinned) pixel, its coordinates, its step in the
 ordering, the drawn value, ``p(x_i = 1 | x_<i)`` and the NLL of the drawn value in nats, and how
-many pixels its conditional sees. :class:`ReadOut` is the status area under the canvas: the total
-``log p(x)`` in nats, the bits per pixel ``-log2 p(x) / D``, and the percentile of ``log p(x)``
-among the test digits under the same model and ordering.
+many pixels its conditional sees. For a model of K > 2 grey levels it shows the pixel's whole
+conditional ``p(x_i = v | x_<i)`` as a bar chart over the K levels (PixelRNN's figure, for any
+pixel), the drawn level marked, with its mean ``E[x_i | x_<i]`` and its entropy in nats and bits.
+:class:`ReadOut` is the status area under the canvas: the total ``log p(x)`` in nats, the bits per
+pixel ``-log2 p(x) / D`` ("bits/dim" for a grey model, as the grey literature says), and the
+percentile of ``log p(x)`` among the test digits under the same model and ordering.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import html
 import math
 
 import numpy as np
+import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QFormLayout,
@@ -30,7 +34,53 @@ from PySide6.QtWidgets import (
 from engine.figures import EnsembleFigures, PixelFigures
 from engine.ordering import Ordering
 
-__all__ = ["Inspector", "ReadOut"]
+__all__ = ["Inspector", "ReadOut", "LevelChart"]
+
+BAR = "#38bdf8"
+DRAWN = "#facc15"
+MEAN = "#f472b6"
+
+
+class LevelChart(pg.PlotWidget):
+    """A grey pixel's conditional over its K levels as bars, the drawn level's bar in yellow and the
+    mean as a dashed line. ``heights`` and ``drawn`` hold what is shown (tests read them)."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent, background="#14171c")
+        self.setMenuEnabled(False)
+        self.setMouseEnabled(False, False)
+        self.hideButtons()
+        self.setMinimumHeight(150)
+        self.setMaximumHeight(190)
+        pl = self.getPlotItem()
+        pl.setLabel("bottom", "level v")
+        pl.setTitle(f"<span style='color:{BAR}'>p(x<sub>i</sub> = v | x<sub>&lt;i</sub>)</span> &nbsp; "
+                    f"<span style='color:{DRAWN}'>&#9632; drawn</span> &nbsp; <span style='color:{MEAN}'>&#8942; mean</span>",
+                    size="8pt")
+        pl.setLabel("left", "p(v)")
+        pl.getAxis("left").enableAutoSIPrefix(False)  # probabilities, never "x0.001"
+        pl.getAxis("left").setWidth(46)
+        self.bars = pg.BarGraphItem(x=[0], height=[0], width=1.0, brush=BAR, pen=None)
+        self.drawn_bar = pg.BarGraphItem(x=[0], height=[0], width=1.0, brush=DRAWN, pen=pg.mkPen(DRAWN, width=1))
+        self.mean_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(MEAN, width=1.5, style=Qt.PenStyle.DashLine))
+        for item in (self.bars, self.drawn_bar, self.mean_line):
+            self.addItem(item)
+        self.heights = np.zeros(0)
+        self.drawn = -1
+
+    def show_distribution(self, q: np.ndarray, drawn: int, mean: float) -> None:
+        k = len(q)
+        x = np.arange(k, dtype=np.float64)
+        self.heights = np.asarray(q, np.float64)
+        self.drawn = int(drawn)
+        self.bars.setOpts(x=x, height=self.heights, width=1.0)
+        # the drawn level stands out even where the model gives it almost nothing: its bar is at least
+        # a few percent of the tallest one, and at least a few levels wide when K is large
+        top = float(self.heights.max()) if k else 1.0
+        self.drawn_bar.setOpts(x=[drawn], height=[max(float(self.heights[drawn]), 0.04 * top)], width=max(1.0, k / 85))
+        self.mean_line.setValue(mean)
+        self.setXRange(-0.5, k - 0.5, padding=0.01)
+        self.setYRange(0.0, top * 1.08 if top > 0 else 1.0, padding=0)
 
 
 def _value(text: str = "–") -> QLabel:
@@ -52,14 +102,22 @@ class Inspector(QGroupBox):
         lay.addWidget(self.mode)
         form = QFormLayout()
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
-        self.fields = {k: _value() for k in ("pixel", "step", "value", "prob", "nll", "context")}
+        self.fields = {k: _value() for k in ("pixel", "step", "value", "prob", "nll", "context", "entropy")}
+        self.labels: dict[str, QLabel] = {}
         for key, text in (("pixel", "pixel (row, col)"), ("step", "step in ordering"), ("value", "drawn value x<sub>i</sub>"),
                           ("prob", "p(x<sub>i</sub> = 1 | x<sub>&lt;i</sub>)"), ("nll", "&minus;log p(x<sub>i</sub> | x<sub>&lt;i</sub>)"),
-                          ("context", "conditioned on")):
+                          ("entropy", "entropy H[x<sub>i</sub> | x<sub>&lt;i</sub>]"), ("context", "conditioned on")):
             lab = QLabel(text)
             lab.setTextFormat(Qt.TextFormat.RichText)
+            self.labels[key] = lab
             form.addRow(lab, self.fields[key])
+        self._form = form
+        form.setRowVisible(self.fields["entropy"], False)  # grey models only
         lay.addLayout(form)
+        self.chart = LevelChart()
+        self.chart.setVisible(False)  # grey models only: a binary pixel's conditional is one number
+        lay.addWidget(self.chart)
+        self.levels = 2  #: the levels of the model whose figures are shown
         row = QHBoxLayout()
         self.unpin = QPushButton("Unpin")
         self.unpin.setEnabled(False)
@@ -72,9 +130,12 @@ class Inspector(QGroupBox):
     def show_pixel(self, idx: int, figures: PixelFigures | None, canvas: np.ndarray, ordering: Ordering | None, pinned: bool) -> None:
         self.pixel = idx
         self.unpin.setEnabled(pinned)
+        self._set_levels(figures.levels if figures is not None else self.levels)
         if idx < 0:
             for lab in self.fields.values():
                 lab.setText("–")
+            if self.levels > 2:
+                self.chart.show_distribution(np.zeros(self.levels), 0, 0.0)
             self.mode.setText("Hover a pixel; click it with the Inspect tool (or Ctrl+click) to pin it.")
             return
         w = canvas.shape[1]
@@ -86,7 +147,19 @@ class Inspector(QGroupBox):
             t = int(ordering.inverse[idx])
             self.fields["step"].setText(f"{t + 1} of {ordering.size}   ({ordering.label})")
             self.fields["context"].setText(f"{t} earlier pixels")
-        if figures is not None:
+        if figures is not None and figures.levels > 2:
+            k = figures.levels
+            drawn = int(np.clip(canvas.reshape(-1)[idx], 0, k - 1))
+            q = figures.distribution(idx)
+            mean = figures.mean_level(idx)
+            ent = figures.entropy(idx)
+            nll = float(figures.nll.reshape(-1)[idx])
+            self.fields["value"].setText(f"{drawn} of 0–{k - 1}")
+            self.fields["prob"].setText(f"{mean:.2f}  ({mean / (k - 1):.3f} of full ink)")
+            self.fields["nll"].setText(f"{nll:.3f} nats  ({nll / math.log(2):.3f} bits)")
+            self.fields["entropy"].setText(f"{ent:.3f} nats  ({ent / math.log(2):.3f} bits)")
+            self.chart.show_distribution(q, drawn, mean)
+        elif figures is not None:
             p = float(figures.prob.reshape(-1)[idx])
             nll = float(figures.nll.reshape(-1)[idx])
             self.fields["prob"].setText(f"{p:.4f}")
@@ -94,6 +167,17 @@ class Inspector(QGroupBox):
         else:
             self.fields["prob"].setText("–")
             self.fields["nll"].setText("–")
+            self.fields["entropy"].setText("–")
+
+    def _set_levels(self, levels: int) -> None:
+        """Binary: today's rows. K > 2: the mean instead of p(x = 1), the entropy, the bar chart."""
+        if levels == self.levels:
+            return
+        self.levels = levels
+        grey = levels > 2
+        self.labels["prob"].setText("E[x<sub>i</sub> | x<sub>&lt;i</sub>]" if grey else "p(x<sub>i</sub> = 1 | x<sub>&lt;i</sub>)")
+        self._form.setRowVisible(self.fields["entropy"], grey)
+        self.chart.setVisible(grey)
 
 
 class _ElidedLabel(QLabel):
@@ -210,7 +294,8 @@ class ReadOut(QFrame):
             return
         self.log_p = figures.log_p
         self.logp.setText(f"log p(x) = <b>{figures.log_p:.2f}</b> nats")
-        self.bpp.setText(f"<b>{figures.bits_per_pixel:.4f}</b> bits/pixel")
+        unit = "bits/pixel" if figures.levels == 2 else "bits/dim"  # (the grey literature's name for it)
+        self.bpp.setText(f"<b>{figures.bits_per_pixel:.4f}</b> {unit}")
         self._relayout()
 
     def set_percentile(self, pct: float | None, note: str) -> None:

@@ -8,12 +8,38 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFrame, QGroupBox, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from engine.catalogue import ModelEntry
+from engine.datasets import DEFAULT_DATASET, dataset_of, describe
+from engine.errors import PixelchainError
 from engine.figures import ensemble_kind
 from engine.models.base import ARModel
 
 from .text import rich
 
-__all__ = ["ModelInfo", "trained_on"]
+__all__ = ["ModelInfo", "trained_on", "head_name", "levels_text"]
+
+#: what a grey model's output head is, in a few words
+HEAD_NAMES = {"categorical": "softmax", "logistic-mixture": "mixture of logistics"}
+
+
+def head_name(kind: str, components: int | None = None) -> str:
+    """``softmax`` or ``mixture of 5 logistics`` (PixelCNN++'s discretized mixture)."""
+    if kind == "logistic-mixture" and components:
+        return f"mixture of {components} logistics"
+    return HEAD_NAMES.get(kind, kind or "softmax")
+
+
+def levels_text(model: ARModel, meta: dict) -> str | None:
+    """"256 levels, softmax · trained on MNIST at 256 levels" for a grey model, None for a binary
+    one of binarized MNIST (whose panel stays as it always was)."""
+    try:
+        dataset = dataset_of(meta)
+    except PixelchainError:
+        dataset = "mnist" if model.levels > 2 else DEFAULT_DATASET
+    data = describe(dataset, model.levels)
+    if model.binary:
+        return None if dataset == DEFAULT_DATASET else f"binary pixels · trained on {data}"
+    head = head_name(model.dist_head.kind, getattr(model.config, "components", None))
+    return f"<b>{model.levels} levels</b>, {head} · trained on {data}"
 
 #: how the orderings an order-agnostic model trained over are named
 ORDER_SETS = {"random": "random orderings", "scans": "the 16 line scans", "rows": "random row scans"}
@@ -62,6 +88,9 @@ class ModelInfo(QGroupBox):
             rows.append(f"{model.num_parameters():,} parameters · any ordering (trained on {rich(trained_on(model))})")
         else:
             rows.append(f"{model.num_parameters():,} parameters · trained ordering: {rich(model.ordering.label)}")
+        levels = levels_text(model, meta)
+        if levels is not None:
+            rows.append(levels)
         rows.extend(model.notes())
         if model.any_order and getattr(model.config, "order_set", "random") == "scans":
             rows.append("Trained over the 16 line scans (raster, column, snake and column-snake from every corner): "
@@ -84,7 +113,8 @@ class ModelInfo(QGroupBox):
         metrics: dict[str, Any] = meta["metrics"] if isinstance(meta.get("metrics"), dict) else {}
         tn, vn = metrics.get("test_nll"), metrics.get("valid_nll")
         if isinstance(tn, (int, float)):
-            rows.append(f"test NLL <b>{tn:.2f}</b> nats/image ({tn / (model.size * 0.6931471805599453):.4f} bits/pixel)")
+            unit = "bits/pixel" if model.binary else "bits/dim"
+            rows.append(f"test NLL <b>{tn:.2f}</b> nats/image ({tn / (model.size * 0.6931471805599453):.4f} {unit})")
         for key, val in sorted(metrics.items()):  # e.g. test_nll_ensemble32 of an order-agnostic MADE
             k = key.removeprefix("test_nll_ensemble")
             if key.startswith("test_nll_ensemble") and k.isdigit() and isinstance(val, (int, float)):

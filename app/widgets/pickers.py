@@ -18,9 +18,11 @@ from PySide6.QtGui import QStandardItemModel
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSpinBox, QWidget
 
 from engine.catalogue import ModelEntry
+from engine.datasets import describe
 from engine.models.base import ARModel
 from engine.ordering import ORDERING_DESCRIPTIONS, ORDERING_NAMES, SCAN_VARIANT_NAMES, SEEDED_NAMES, Ordering, make_ordering
 
+from .model_info import head_name
 from .text import rich
 
 #: what the ordering picker lists: the named orderings, then the line scans from the other corners
@@ -90,6 +92,9 @@ class ModelPicker(QComboBox):
     def _tip(e: ModelEntry) -> str:
         # a rich-text tooltip: the strings from the file are escaped (a name may hold markup)
         parts = [f"<b>{rich(e.name)}</b> ({e.source})", f"family: {rich(e.family)}", f"ordering: {rich(e.ordering)}"]
+        if e.levels > 2:
+            parts.append(f"pixels: {e.levels} levels, {rich(head_name(e.head))}"
+                         + (f" · {rich(describe(e.dataset, e.levels))}" if e.dataset else ""))
         if e.test_nll is not None:
             parts.append(f"test NLL: {e.test_nll:.3f} nats" + (" (the model's own ordering)" if e.ensemble else ""))
         if e.ensemble is not None:

@@ -42,8 +42,9 @@ LONGEST_NOTE = ("<b>Approximate</b>: this LMCONV is tied to the column-snake fro
                 "pixels that come after the first masked pixel in it are ignored when filling the region.")
 
 
-def tile(images: np.ndarray, h: int, w: int, pending: np.ndarray | None = None, pad: int = 1) -> np.ndarray:
-    """(rows*(h+pad)+pad, cols*(w+pad)+pad) float grid: ink 1, paper 0, pending 0.35, gaps 0.15."""
+def tile(images: np.ndarray, h: int, w: int, pending: np.ndarray | None = None, pad: int = 1, levels: int = 2) -> np.ndarray:
+    """(rows*(h+pad)+pad, cols*(w+pad)+pad) float grid: ink 1, paper 0, pending 0.35, gaps 0.15;
+    images of ``levels`` K > 2 levels are scaled by 1 / (K - 1) (grey)."""
     n = len(images)
     cols = int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / cols))
@@ -51,6 +52,8 @@ def tile(images: np.ndarray, h: int, w: int, pending: np.ndarray | None = None, 
     for i in range(n):
         r, c = divmod(i, cols)
         tile_ = images[i].reshape(h, w).astype(np.float32)
+        if levels > 2:
+            tile_ = tile_ / (levels - 1)
         if pending is not None:
             tile_ = np.where(pending.reshape(h, w), 0.3, tile_)
         out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = tile_
@@ -175,6 +178,7 @@ class SamplingPanel(QWidget):
 
         self.images: np.ndarray | None = None
         self.shape = (28, 28)
+        self.levels = 2  #: K of the run's model (grey tiles for K > 2)
         self.set_running(False)
         self._speed_changed(self.speed.value())
         self.run_btn.clicked.connect(lambda: self.runRequested.emit("inpaint" if self.mode_inpaint.isChecked() else "sample"))
@@ -266,13 +270,18 @@ class SamplingPanel(QWidget):
         self.progress.setValue(fr.index + 1)
         self.progress.setFormat(f"pixel {fr.index + 1} / {fr.total}")
         r, c = divmod(fr.pixel, w)
-        self.live.setText(f"drawing ({r}, {c}) · step {fr.step + 1} · p(x=1) = {fr.prob:.3f} → {fr.value}")
+        if fr.levels > 2:  # prob is the expected value on [0, 1]: say it in levels, as the draw is
+            self.live.setText(f"drawing ({r}, {c}) · step {fr.step + 1} · E[x] = {fr.prob * (fr.levels - 1):.1f} → level {fr.value}")
+        else:
+            self.live.setText(f"drawing ({r}, {c}) · step {fr.step + 1} · p(x=1) = {fr.prob:.3f} → {fr.value}")
         pending = np.zeros(h * w, bool)
         pending[fr.order.perm[fr.step + 1:]] = True
         self.show_grid(fr.x, pending & self._unknown)
 
-    def begin(self, n: int, unknown: np.ndarray, shape: tuple[int, int]) -> None:
+    def begin(self, n: int, unknown: np.ndarray, shape: tuple[int, int], levels: int = 2) -> None:
+        """A run of ``n`` images of ``shape`` starts, generating the ``unknown`` pixels at ``levels`` (K)."""
         self.shape = shape
+        self.levels = levels
         self._unknown = np.asarray(unknown, bool)
         self.images = None
         self.save_btn.setEnabled(False)
@@ -282,7 +291,7 @@ class SamplingPanel(QWidget):
 
     def show_grid(self, images: np.ndarray, pending: np.ndarray | None = None) -> None:
         h, w = self.shape
-        grid = tile(images, h, w, pending)
+        grid = tile(images, h, w, pending, levels=self.levels)
         old = self.grid_image.image
         self.grid_image.setImage(grid, levels=(0.0, 1.0), autoLevels=False)
         if old is None or old.shape != grid.shape:
