@@ -202,7 +202,9 @@ def pixel_influence_steps(model: ARModel, image: np.ndarray, pixel: int, orderin
     ordering (so a worker can stop it between batches). ``fast`` lets the family share the work the
     flipped images have in common (:meth:`~engine.models.base.ARModel.pixel_logit_flips`: a
     sequence model runs the unflipped prefix once, a convolutional one only the pixel's receptive
-    field); ``fast=False`` runs the reference, one teacher-forced pass per flipped image."""
+    field); ``fast=False`` runs the reference, one teacher-forced pass per flipped image. With K > 2
+    levels the figure is the expected intensity ``E[x_i | x_<i] / (K - 1)`` instead of ``p(x_i = 1)``,
+    and a flip inverts the earlier pixel's intensity (level v becomes K - 1 - v)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     model.eval()
@@ -213,7 +215,7 @@ def pixel_influence_steps(model: ARModel, image: np.ndarray, pixel: int, orderin
     order = model.resolve_ordering(ordering)
     x = model._as_batch(torch.as_tensor(np.asarray(image, dtype=np.float64).reshape(1, -1)))
     step = int(order.inverse[pixel])
-    p = float(torch.sigmoid(model.pixel_logit(x, pixel, order)[0]))
+    p = float(_expected(model, model.pixel_logit(x, pixel, order))[0])
     delta = np.full(d, np.nan)
     before = np.array(order.perm[:step], dtype=np.int64)  # a writable copy (the ordering is frozen)
     for start in range(0, len(before), batch_size):
@@ -222,9 +224,17 @@ def pixel_influence_steps(model: ARModel, image: np.ndarray, pixel: int, orderin
             logits = model.pixel_logit_flips(x, pixel, js, order)
         else:
             logits = ARModel._pixel_logit_flips(model, x, int(pixel), js.to(x.device), order)
-        delta[js.numpy()] = p - torch.sigmoid(logits).double().cpu().numpy()
+        delta[js.numpy()] = p - _expected(model, logits).double().cpu().numpy()
         yield min(1.0, (start + len(js)) / len(before))
     return PixelInfluence(int(pixel), step, p, delta.reshape(c.height, c.width), order)
+
+
+def _expected(model: ARModel, params: torch.Tensor) -> torch.Tensor:
+    """(N,) what the influence map compares: p(x_i = 1) of (N,) logits, or E[x_i] / (K - 1) of the
+    head's (N, P) numbers."""
+    if model.binary:
+        return torch.sigmoid(params)
+    return model.dist_head.mean(params) / (model.levels - 1)
 
 
 def percentile(value: float, reference: np.ndarray) -> float:

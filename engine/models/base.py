@@ -596,7 +596,8 @@ class ARModel(nn.Module):
     def pixel_logit_flips(self, x: Tensor | np.ndarray, pixel: int, flips: Sequence[int] | np.ndarray | Tensor,
                           ordering: Ordering | None = None) -> Tensor:
         """(N,) the logit of pixel ``pixel``'s conditional, teacher-forced on the one image ``x``
-        with, in row n, pixel ``flips[n]`` flipped (``1 - x``): the same values as
+        with, in row n, pixel ``flips[n]`` flipped (``1 - x``; ``K - 1 - x`` at K levels, whose rows
+        are the head's (N, P) numbers): the same values as
         ``pixel_logit`` of the N flipped images (the influence map's counterfactuals). Every flip
         must come before ``pixel`` in the ordering (a later one cannot move it). Families override
         :meth:`_pixel_logit_flips` to share the work the flipped images have in common (the
@@ -617,19 +618,22 @@ class ARModel(nn.Module):
         if js.numel() and int(inv[js.numpy()].max()) >= t:
             raise ValueError("every flipped pixel must come before the pixel in the ordering")
         if not js.numel():
-            return xb.new_zeros(0)
+            return xb.new_zeros((0,) if self.binary else (0, self.out_params))
+        if not self.binary:  # the families' shortcuts flip 0 and 1; a grey pixel's flip goes the reference way
+            return ARModel._pixel_logit_flips(self, xb, int(pixel), js.to(xb.device), order)
         return self._pixel_logit_flips(xb, int(pixel), js.to(xb.device), order)
 
     def _pixel_logit_flips(self, x: Tensor, pixel: int, flips: Tensor, ordering: Ordering) -> Tensor:
         """The reference: the flipped images themselves, through :meth:`_pixel_logit`."""
-        return self._pixel_logit(flip_rows(x, flips), pixel, ordering)
+        return self._pixel_logit(flip_rows(x, flips, self.levels), pixel, ordering)
 
 
-def flip_rows(x: Tensor, flips: Tensor) -> Tensor:
-    """(N, D) copies of the one image ``x`` (1, D), row n with pixel ``flips[n]`` flipped."""
+def flip_rows(x: Tensor, flips: Tensor, levels: int = 2) -> Tensor:
+    """(N, D) copies of the one image ``x`` (1, D), row n with pixel ``flips[n]`` flipped: level v
+    becomes ``K - 1 - v`` (0 and 1 swap in a binary image; a grey pixel's intensity is inverted)."""
     xb = x.repeat(len(flips), 1)
     rows = torch.arange(len(flips), device=x.device)
-    xb[rows, flips] = 1 - xb[rows, flips]
+    xb[rows, flips] = (levels - 1) - xb[rows, flips]
     return xb
 
 

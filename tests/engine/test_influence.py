@@ -241,3 +241,32 @@ def test_a_pixel_that_sees_no_neighbour_gives_its_bias_term():
     pixel, flips = int(order.perm[1]), [int(order.perm[0])]
     torch.testing.assert_close(m.pixel_logit_flips(x, pixel, flips, order),
                                ARModel._pixel_logit_flips(m, x, pixel, torch.as_tensor(flips), order), rtol=0, atol=1e-10)
+
+
+def test_a_grey_models_influence_map_inverts_each_earlier_pixel_and_compares_expected_intensities():
+    from engine.models import build_model
+    from engine.models.base import flip_rows
+    from engine.ordering import make_ordering
+
+    torch.manual_seed(0)
+    m = build_model("nade", {"hidden": 6, "levels": 16, "output": "logistic-mixture", "components": 2, "height": 3, "width": 3},
+                    make_ordering("raster", 3, 3)).double()
+    x = torch.randint(0, 16, (1, 9), generator=torch.Generator().manual_seed(1)).double()
+    pixel = 7
+    steps = pixel_influence_steps(m, x.numpy().reshape(3, 3), pixel, fast=True)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            inf = stop.value
+            break
+    with torch.no_grad():
+        def expected(img):
+            return float((m.level_log_probs(img)[0, pixel].exp() * torch.arange(16)).sum() / 15)
+
+        assert inf.p == pytest.approx(expected(x))
+        for j in range(pixel):
+            flipped = flip_rows(x, torch.tensor([j]), 16)
+            assert flipped[0, j] == 15 - x[0, j]
+            assert inf.delta.reshape(-1)[j] == pytest.approx(expected(x) - expected(flipped), abs=1e-9)
+    assert np.isnan(inf.delta.reshape(-1)[pixel:]).all()
