@@ -13,6 +13,7 @@ test images only (quick end-to-end checks; the recorded NLL is then not the test
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -23,15 +24,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.checkpoint import INT8, load_checkpoint, save_checkpoint  # noqa: E402
-from engine.data import load_split  # noqa: E402
+from engine.datasets import dataset_of, load_dataset  # noqa: E402
 from engine.recipes import nll_metrics, with_metrics  # noqa: E402
 from engine.train import evaluate  # noqa: E402
 
 DEST = ROOT / "resources" / "checkpoints"
 
 
-def bundle(src: str, name: str, test, ensemble: int = 1, device: str = "cpu", dest: Path | None = None) -> str:
+def test_images(ck, max_images: int | None = None):
+    """The test split of the data set the checkpoint was trained on, at its model's levels."""
+    return load_dataset(dataset_of(ck.meta), "test", levels=ck.model.levels)[:max_images]
+
+
+def bundle(src: str, name: str, test=None, ensemble: int = 1, device: str = "cpu", dest: Path | None = None,
+           max_images: int | None = None) -> str:
+    """Bundle ``src`` as ``name``, measured on ``test`` (default: the test split of its data set)."""
     ck = load_checkpoint(src, device=device)
+    if test is None:
+        test = test_images(ck, max_images)
     t0 = time.perf_counter()
     nll, se = evaluate(ck.model, test)
     secs = time.perf_counter() - t0
@@ -62,7 +72,8 @@ def bundle(src: str, name: str, test, ensemble: int = 1, device: str = "cpu", de
     m = ck.model
     return (
         f"| {name} | {m.family} | {m.ordering.label} | {m.num_parameters():,} | {epochs} "
-        f"| {wall / 60:.0f} min, {ck.meta.get('device', '?')} | {valid:.2f} | {nll:.2f} ± {se:.2f}{ens} "
+        f"| {wall / 60:.0f} min, {ck.meta.get('device', '?')} | {valid:.2f} | {nll:.2f} ± {se:.2f}{ens}"
+        f" ({nll / (m.size * math.log(2)):.4f} bits/dim) "
         f"| {out.stat().st_size / 2**20:.1f} MB ({meta['weights_dtype']}) | `{ck.meta.get('command', '')}` |"
         f"  <!-- eval {secs:.1f}s -->"
     )
@@ -73,13 +84,13 @@ def main(argv: list[str]) -> int:
     while argv[:1] and argv[0] in opts and len(argv) > 1:
         opts[argv[0]], argv = argv[1], argv[2:]
     device, dest = opts["--device"], Path(opts["--dest"]) if opts["--dest"] else None
-    test = load_split("test")[: int(opts["--max-images"]) if opts["--max-images"] else None]
+    max_images = int(opts["--max-images"]) if opts["--max-images"] else None
     print("| name | family | ordering | parameters | epochs | training | valid NLL | test NLL | file | command |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for arg in argv:
         src, _, rest = arg.partition(":")
         name, _, k = rest.partition(":")
-        print(bundle(src, name or Path(src).stem, test, int(k or 1), device, dest), flush=True)
+        print(bundle(src, name or Path(src).stem, None, int(k or 1), device, dest, max_images), flush=True)
     return 0
 
 

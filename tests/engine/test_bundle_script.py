@@ -59,3 +59,18 @@ def test_bundle_picks_the_smallest_storage_that_keeps_the_reported_nll(tmp_path)
     assert (ck.meta["weights_dtype"] == "int8") == int8_keeps
     if int8_keeps:
         assert out.stat().st_size < 0.6 * save_checkpoint(tmp_path / "f16.safetensors", m, dtype=torch.float16).stat().st_size
+
+
+def test_a_grey_checkpoint_is_measured_on_its_own_data_set(tmp_path, shared_data, monkeypatch):
+    from engine.datasets import load_dataset
+
+    monkeypatch.setenv("PIXELCHAIN_DATA", str(shared_data))
+    torch.manual_seed(2)
+    m = build_model("fvsbn", {"levels": 4, "output": "categorical"})
+    src = tmp_path / "grey.safetensors"
+    save_checkpoint(src, m, {"history": [], "epoch": 0, "dataset": "mnist"})
+    row = _bundle_module(tmp_path / "out").bundle(str(src), "g", max_images=30)
+    x = load_dataset("mnist", "test", levels=4)[:30]
+    met = load_checkpoint(tmp_path / "out" / "g.safetensors").meta["metrics"]
+    assert met["test_nll"] == pytest.approx(evaluate(m, x)[0], abs=0.01)
+    assert f"{met['test_nll'] / (784 * np.log(2)):.4f} bits/dim" in row
