@@ -310,8 +310,8 @@ class Scorer:
             bg = load_background(data_dir, cache, dataset=dataset, levels=levels)
         fingerprint = model_fingerprint(model)
         key = f"reference-{fingerprint[:32]}-{sums['test'][:8]}-{sums['train'][:8]}.json"
-        source = {"kind": "reference", "model": fingerprint, "test": sums["test"], "train": sums["train"],
-                  "background": _digest({}, bg.to_dict())}
+        source: dict[str, Any] = {"kind": "reference", "model": fingerprint, "test": sums["test"], "train": sums["train"],
+                                  "background": _digest({}, bg.to_dict())}
         if dataset != DEFAULT_DATASET:  # what a binary model's cache has always named, plus the data set and levels
             key = f"reference-{fingerprint[:32]}-{dataset}-{levels}-{sums['test'][:8]}-{sums['train'][:8]}.json"
             source.update(dataset=dataset, levels=levels)
