@@ -127,6 +127,8 @@ def import_grey(path: str | Path, levels: int) -> np.ndarray:
             gray = _to_gray(img)
     except ImageError:
         raise
+    except Image.DecompressionBombError as exc:  # pillow refuses an absurd size from the header, before our check
+        raise ImageError(f"{path} was refused as a decompression bomb: {exc}") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path} is not an image pillow can read") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
