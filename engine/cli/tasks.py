@@ -216,8 +216,8 @@ def _cmd_compress(a: argparse.Namespace) -> int:
         print(f"compressed {len(x)} images into {a.out}: {len(data)} bytes, {res['bits_per_image']:.2f} bits per image "
               f"(ideal -log2 p(x) {res['ideal_bits_per_image']:.2f}; {kind} is {png * 8:.0f} bits) in {secs:.2f}s")
         if levels > 2:  # the lossless PNG of the same images, next to the coded size
-            print(f"the same {'digit' if len(x) == 1 else f'{len(x)} digits'} as lossless 8-bit grey PNG"
-                  f"{'' if len(x) == 1 else 's'}: {int(sum(pngs))} bytes; coded: {len(data)} bytes "
+            print(f"the same {'digit as a lossless 8-bit grey PNG' if len(x) == 1 else f'{len(x)} digits as lossless 8-bit grey PNGs'}"
+                  f": {int(sum(pngs))} bytes; coded: {len(data)} bytes "
                   f"({len(data) / max(1, sum(pngs)):.1%} of the PNG size)")
     return 0
 
