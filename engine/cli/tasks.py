@@ -27,14 +27,18 @@ __all__ = ["add_parsers", "load_images", "load_named_images"]
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     from ..tasks.inpaint_eval import REGIONS
 
-    c = add_command(sub, "compress", "losslessly compress binary images with a model (entropy coding)", """\
+    c = add_command(sub, "compress", "losslessly compress images with a model (entropy coding)", """\
 Arithmetic coding with the model's conditionals: an image costs about -log2 p(x) bits. The
-file records the checkpoint's fingerprint and the ordering; decompress needs the same checkpoint.""",
+file records the checkpoint's fingerprint, the ordering and the pixel levels; decompress needs the
+same checkpoint. A grey model (K > 2 levels) codes grey pictures; the output compares each
+coded size with the same image as a lossless PNG.""",
                     compute=True)
     c.add_argument("checkpoint", help="a .safetensors checkpoint")
     c.add_argument("sources", nargs="+", metavar="IMAGE_OR_SPLIT",
-                   help="image files (a 28x28 one is coded as it is, only thresholded; any other size is scaled and "
-                        "centred like MNIST), .npy arrays of 0/1 images, or a split name (test, valid, train)")
+                   help="image files (binary model: a 28x28 one is coded as it is, only thresholded; any other size is "
+                        "scaled and centred like MNIST; grey model: a 28x28 grey picture, intensity i at level "
+                        "floor(i*K/256)), .npy arrays of 0/1 images (of levels 0..K-1 for a grey model), or a split "
+                        "name (test, valid, train) of the checkpoint's data set")
     c.add_argument("--out", required=True, help="compressed file to write")
     c.add_argument("--max-images", type=positive_int, default=None, metavar="N", help="use only the first N images of a split or .npy")
     c.add_argument("--ordering", default=None, help="code in another ordering (order-agnostic models; stored in the file)")
@@ -46,7 +50,8 @@ file records the checkpoint's fingerprint and the ordering; decompress needs the
 
     d = add_command(sub, "decompress", "decode a file made by `pixelchain compress` with the same checkpoint", """\
 Refuses a file made with another checkpoint (its fingerprint differs). PNGs are written in
---ink: a 28x28 PNG compressed as it was comes back pixel for pixel in its own ink.""", compute=True)
+--ink: a 28x28 PNG compressed as it was comes back pixel for pixel in its own ink. Grey images
+(K levels) are written as 8-bit grey PNGs, level v at intensity round(v*255/(K-1)).""", compute=True)
     d.add_argument("checkpoint", help="the checkpoint the file was compressed with")
     d.add_argument("file", help="the compressed file")
     d.add_argument("--out", required=True, help="a folder (one PNG per image), a .npy file, or a .png (one image or a grid)")
@@ -90,21 +95,67 @@ else estimated by sequential Monte Carlo or importance sampling (the report says
     i.set_defaults(handler=_cmd_inpaint_eval)
 
 
-def load_images(sources: list[str], data: str | None = None, max_images: int | None = None) -> np.ndarray:
-    """(N, 28, 28) uint8 images from image files, .npy arrays and split names, in order."""
-    return load_named_images(sources, data, max_images)[0]
+def load_images(sources: list[str], data: str | None = None, max_images: int | None = None, levels: int = 2,
+                dataset: str | None = None) -> np.ndarray:
+    """(N, 28, 28) uint8 images from image files, .npy arrays and split names, in order: 0/1
+    images, or levels 0 .. ``levels``-1 for a grey model (see :func:`load_named_images`)."""
+    return load_named_images(sources, data, max_images, levels, dataset)[0]
 
 
-def load_named_images(sources: list[str], data: str | None = None, max_images: int | None = None) -> tuple[np.ndarray, list[str]]:
-    """The images of :func:`load_images` and a name for each (``file`` or ``file[k]``)."""
+def import_grey(path: str | Path, levels: int) -> np.ndarray:
+    """A 28x28 grey picture as (28, 28) uint8 levels ``0 .. levels-1``, pixel for pixel: the ink is
+    detected as :func:`engine.images.import_image` detects it (light ink on dark is kept, dark ink
+    on light paper inverted) and intensity i becomes level ``floor(i * K / 256)``, as the grey data
+    set is quantised, so a PNG written by ``decompress`` (level v at ``round(v * 255 / (K - 1))``)
+    comes back as the levels it holds. Other sizes are refused: coding a grey picture is lossless,
+    and scaling one would change its pixels. The file is checked as the binary importer checks it
+    (a regular file, the formats it allows), and its size is read from the header before decoding."""
+    from PIL import Image, UnidentifiedImageError
+
+    from ..images import IMAGE_FORMATS, ImageError, _to_gray, open_regular
+    from ..mnist import quantize
+
+    path = Path(path)
+    try:
+        with open_regular(path) as f, Image.open(f, formats=IMAGE_FORMATS) as img:
+            if img.size != (28, 28):
+                raise ImageError(f"{path} is {img.size[0]}x{img.size[1]} pixels: a grey model codes a 28x28 picture pixel for "
+                                 f"pixel (scale it to 28x28 first)")
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)  # animations: the first frame
+            img.load()
+            gray = _to_gray(img)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:  # pillow refuses an absurd size from the header, before our check
+        raise ImageError(f"{path} was refused as a decompression bomb: {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path} is not an image pillow can read") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError(f"{path} is damaged or truncated: {exc}") from None
+    return quantize(np.rint(np.clip(gray, 0.0, 1.0) * 255).astype(np.uint8), levels)
+
+
+def load_named_images(sources: list[str], data: str | None = None, max_images: int | None = None, levels: int = 2,
+                      dataset: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """The images of :func:`load_images` and a name for each (``file`` or ``file[k]``).
+
+    ``levels`` K > 2 (a grey model's): image files are read by :func:`import_grey` and ``.npy``
+    arrays must hold levels ``0 .. K-1``. A split name reads ``dataset`` (a checkpoint's, from
+    :func:`engine.datasets.dataset_of`) at ``levels``; without it a binary model's splits are
+    binarized MNIST's, as they have always been, and a grey model's those of MNIST."""
     from ..data import SPLITS, load_split
+    from ..datasets import load_dataset
     from ..images import import_image, load_npy
 
     out, names = [], []
     for src in sources:
         p = Path(src)
         if src in SPLITS and not p.exists():
-            a = load_split(src, data)
+            if dataset is None and levels == 2:
+                a = load_split(src, data)
+            else:
+                a = load_dataset(dataset or "mnist", src, data, levels)
             a = a[:max_images] if max_images else a
         elif p.suffix.lower() == ".npy":
             a = load_npy(p)  # a strict header check; only regular files
@@ -114,9 +165,13 @@ def load_named_images(sources: list[str], data: str | None = None, max_images: i
                 a = a.reshape(-1, 28, 28)
             if a.ndim != 3 or a.shape[1:] != (28, 28):
                 raise CommandError(f"{p} holds an array of shape {a.shape}; expected (N, 784), (N, 28, 28) or (28, 28)")
-            if a.size and not np.isin(a, (0, 1)).all():
+            if levels == 2 and a.size and not np.isin(a, (0, 1)).all():
                 raise CommandError(f"{p} holds values other than 0 and 1")
+            if levels > 2 and a.size and not np.isin(a, np.arange(levels)).all():
+                raise CommandError(f"{p} holds values other than the levels 0 to {levels - 1} of this {levels}-level model")
             a = a[:max_images] if max_images else a
+        elif levels > 2:
+            a = import_grey(p, levels)[None]
         else:
             a = import_image(p)[None]
         a = np.asarray(a, dtype=np.uint8).reshape(-1, 28, 28)
@@ -127,13 +182,15 @@ def load_named_images(sources: list[str], data: str | None = None, max_images: i
 
 def _cmd_compress(a: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
+    from ..datasets import dataset_of
     from ..ordering import parse_ordering
     from ..tasks.compress import Codec, png_size_bytes, read_container_header
 
     ck = load_checkpoint(a.checkpoint)
     c = ck.model.config
+    levels = ck.model.levels
     ordering = parse_ordering(a.ordering, c.height, c.width) if a.ordering else None
-    x = load_images(a.sources, a.data, a.max_images)
+    x = load_images(a.sources, a.data, a.max_images, levels, dataset_of(ck.meta))
     if len(x) == 0:
         raise CommandError("no images to compress")
     codec = Codec(ck.model, ordering, a.chunk_size)
@@ -144,18 +201,24 @@ def _cmd_compress(a: argparse.Namespace) -> int:
     secs = time.perf_counter() - t0
     atomic_write(a.out, data)
     info = read_container_header(data)
-    png = float(np.mean([png_size_bytes(im) for im in x]))
+    pngs = [png_size_bytes(im, levels) for im in x]
+    png = float(np.mean(pngs))
     res = {
-        "checkpoint": a.checkpoint, "out": a.out, "n_images": int(len(x)), "file_bytes": len(data),
+        "checkpoint": a.checkpoint, "out": a.out, "n_images": int(len(x)), "levels": levels, "file_bytes": len(data),
         "bits_per_image": 8 * len(data) / len(x),
         "payload_bits_per_image": 32 * sum(w for _, w in info.chunks) / len(x),
-        "ideal_bits_per_image": float(ideal.mean()), "png_bytes_per_image": png, "seconds": secs,
+        "ideal_bits_per_image": float(ideal.mean()), "png_bytes": int(sum(pngs)), "png_bytes_per_image": png, "seconds": secs,
     }
     if a.json:
         print(json.dumps(res))
     else:
+        kind = "a 1-bit PNG" if levels == 2 else "an 8-bit grey PNG"
         print(f"compressed {len(x)} images into {a.out}: {len(data)} bytes, {res['bits_per_image']:.2f} bits per image "
-              f"(ideal -log2 p(x) {res['ideal_bits_per_image']:.2f}; a 1-bit PNG is {png * 8:.0f} bits) in {secs:.2f}s")
+              f"(ideal -log2 p(x) {res['ideal_bits_per_image']:.2f}; {kind} is {png * 8:.0f} bits) in {secs:.2f}s")
+        if levels > 2:  # the lossless PNG of the same images, next to the coded size
+            print(f"the same {'digit as a lossless 8-bit grey PNG' if len(x) == 1 else f'{len(x)} digits as lossless 8-bit grey PNGs'}"
+                  f": {int(sum(pngs))} bytes; coded: {len(data)} bytes "
+                  f"({len(data) / max(1, sum(pngs)):.1%} of the PNG size)")
     return 0
 
 
@@ -179,26 +242,30 @@ def _cmd_decompress(a: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         check_folder_target(out)
     x = decompress(ck.model, data)
+    grey = {"levels": ck.model.levels} if ck.model.levels > 2 else {}  # 8-bit grey PNGs; a binary model's as before
     if out.suffix.lower() == ".npy" or stream:
         with atomic_file(out) as f:
             np.save(f, x, allow_pickle=False)
     elif out.suffix.lower() == ".png":
-        save_png(x[0], out, ink=a.ink) if len(x) == 1 else save_grid(x, out, scale=1, ink=a.ink)
+        save_png(x[0], out, ink=a.ink, **grey) if len(x) == 1 else save_grid(x, out, scale=1, ink=a.ink, **grey)
     else:
         with atomic_folder(out) as tmp:  # the folder appears whole, or not at all
             for k, im in enumerate(x):
-                save_png(im, tmp / f"image_{k:05d}.png", ink=a.ink)
+                save_png(im, tmp / f"image_{k:05d}.png", ink=a.ink, **grey)
     print(f"decoded {len(x)} images into {out}")
     return 0
 
 
 def _cmd_score(a: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
+    from ..datasets import dataset_of
     from ..tasks.score import Scorer
 
     ck = load_checkpoint(a.checkpoint)
-    x, names = load_named_images(a.images, a.data)  # a bad file is reported before the reference is measured
-    scorer = Scorer.for_model(ck.model, data_dir=a.data)
+    dataset = dataset_of(ck.meta)
+    # a bad file is reported before the reference is measured
+    x, names = load_named_images(a.images, a.data, levels=ck.model.levels, dataset=dataset)
+    scorer = Scorer.for_model(ck.model, data_dir=a.data, dataset=dataset)
     results = scorer.score(x)
     rows = [dict(image=name, **r.to_dict()) for name, r in zip(names, results, strict=True)]
     if a.json:
@@ -219,9 +286,6 @@ def _cmd_inpaint_eval(a: argparse.Namespace) -> int:
 
     ck = load_checkpoint(a.checkpoint)
     c = ck.model.config
-    if not ck.model.binary:  # the samplers of engine.tasks.inpaint_eval draw 0/1 pixels
-        raise CommandError(f"inpaint-eval measures binary models; this checkpoint's pixels have {ck.model.levels} levels "
-                           f"({ck.model.dist_head.kind} head)")
     x = load_dataset(dataset_of(ck.meta), a.split, a.data, ck.model.levels)  # the data set the model was trained on
     x, drawn = subset(x, a.max_images, a.random_subset, a.seed)
     hidden = region_mask(a.region, c.height, c.width, seed=a.seed)

@@ -12,7 +12,9 @@ averaged over the test split. How it is computed depends on what the model allow
 * ``importance`` otherwise: ``p(x_K) = E_q[prod_{k in K} p(x_k | x_<k)]`` with the proposal ``q``
   drawing each hidden pixel from the model's own conditional in its ordering (known pixels held at
   their values) -- the hidden pixels' factors cancel in the weight. ``log p(x_K)`` is estimated by
-  the log-mean-exp of ``S`` weights; the estimate is consistent as ``S`` grows but, by Jensen's
+  the log-mean-exp of ``S`` weights (for a grey model, a known pixel's factor is its level's
+  probability under the head, and a hidden pixel is drawn from the head's K levels); the estimate
+  is consistent as ``S`` grows but, by Jensen's
   inequality, biased towards a *lower* (optimistic) conditional NLL for finite ``S``. The mean
   effective sample size is reported so a weak estimate is visible.
 * ``ignore-later``: ``sum_{h in H} log p(x_h | x_<h)`` in the model's ordering -- each hidden
@@ -134,16 +136,23 @@ def _importance(model: ARModel, x: torch.Tensor, hidden: np.ndarray, samples: in
     first_hidden = int(np.argmax(hidden[model.ordering.perm]))
     last_hidden = d - 1 - int(np.argmax(hidden[model.ordering.perm][::-1]))
     base = torch.arange(b, device=dev)[:, None] * s  # (B, 1) first particle of each image
+    head = None if model.binary else model.dist_head  # K > 2 levels: the stepper gives (B*S, P) head parameters
     for t, pixel in enumerate(model.ordering.perm.tolist()):
         logit = stepper.logits(pixel)
         if not hidden[pixel]:
             v = truth[:, pixel]
             if t > first_hidden:  # known pixels before the first hidden one: the same factor in every weight
-                ll = -F.binary_cross_entropy_with_logits(logit.double(), v.double(), reduction="none")
+                if head is None:
+                    ll = -F.binary_cross_entropy_with_logits(logit.double(), v.double(), reduction="none")
+                else:
+                    ll = head.log_prob_of(logit.double(), v.double())
                 logw += ll.view(b, s)
         else:
             u = torch.rand(b * s, generator=gen).to(x.device)
-            v = (u < torch.sigmoid(logit.float())).to(x.dtype)
+            if head is None:
+                v = (u < torch.sigmoid(logit.float())).to(x.dtype)
+            else:  # the level whose CDF interval holds u, as the model's own sampler draws it
+                v = head.sample(logit.float(), u).to(x.dtype)
         stepper.observe(pixel, v)
         work[:, pixel] = v
         # resampling pays only while hidden pixels remain to be drawn afresh from the survivors

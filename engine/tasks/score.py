@@ -5,7 +5,8 @@ Two scores for an image ``x`` under a model ``p``:
 * the total log-likelihood ``log p(x)``, reported as a percentile of the same quantity over the
   test digits (0: less likely than every test digit, 100: more likely than all of them);
 * the likelihood ratio ``log p(x) - log p_bg(x)`` against a background model, here a per-pixel
-  independent Bernoulli fitted on the training split (:class:`BackgroundModel`). Raw likelihoods
+  independent Bernoulli fitted on the training split (:class:`BackgroundModel`; for a grey model
+  of K levels, independent per-pixel level frequencies, a categorical per pixel). Raw likelihoods
   of deep generative models are known to rank some out-of-distribution inputs (e.g. nearly blank
   images) above real data (Nalisnick et al. 2019, "Do Deep Generative Models Know What They Don't
   Know?"); dividing by a simple background model that captures the low-level statistics (how much
@@ -15,6 +16,8 @@ Two scores for an image ``x`` under a model ``p``:
 The test-set distributions of both scores are summarised by 1001 sorted quantiles and cached in a
 small JSON file per model (keyed by :func:`~engine.tasks.compress.model_fingerprint` and the data's
 checksum) under the pixelchain cache folder, so the app can show percentiles live while drawing.
+The reference digits and the training split come from the model's own data set at its levels
+(``dataset``: binarized MNIST for a binary model unless told otherwise, MNIST for a grey one).
 """
 
 from __future__ import annotations
@@ -56,32 +59,67 @@ def _finite(values: np.ndarray, what: str) -> np.ndarray:
 
 @dataclass
 class BackgroundModel:
-    """Independent Bernoulli pixels: ``log p(x) = sum_i x_i log m_i + (1 - x_i) log(1 - m_i)``."""
+    """Independent pixels. Binary: ``log p(x) = sum_i x_i log m_i + (1 - x_i) log(1 - m_i)`` with
+    ``probs`` (D,) the probability of ink; K > 2 levels: ``log p(x) = sum_i log m_i[x_i]`` with
+    ``probs`` (D, K) each pixel's level frequencies."""
 
-    probs: np.ndarray  #: (D,) probability of ink per pixel
+    probs: np.ndarray  #: (D,) probability of ink per pixel, or (D, K) probability of each level
     alpha: float = 1.0  #: add-alpha smoothing used in the fit
 
+    @property
+    def levels(self) -> int:
+        return 2 if self.probs.ndim == 1 else int(self.probs.shape[1])
+
+    @property
+    def size(self) -> int:
+        """D, the pixels of an image."""
+        return int(self.probs.shape[0])
+
     @classmethod
-    def fit(cls, x: np.ndarray, alpha: float = 1.0) -> "BackgroundModel":
-        """Smoothed per-pixel frequencies ``(count + alpha) / (n + 2 alpha)`` of (N, D) binary images."""
+    def fit(cls, x: np.ndarray, alpha: float = 1.0, levels: int = 2) -> "BackgroundModel":
+        """Smoothed per-pixel frequencies of (N, D) images: ``(count + alpha) / (n + 2 alpha)`` of a
+        1 for binary images, ``(count of v + alpha) / (n + K alpha)`` of each level v for ``levels``
+        K > 2 (no level has probability 0, so any image has a finite score)."""
         x = np.asarray(x).reshape(len(x), -1)
         if len(x) == 0:
             raise ValueError("the background model needs at least one image")
-        counts = x.sum(axis=0, dtype=np.float64)
-        return cls((counts + alpha) / (len(x) + 2 * alpha), alpha)
+        if levels == 2:
+            counts = x.sum(axis=0, dtype=np.float64)
+            return cls((counts + alpha) / (len(x) + 2 * alpha), alpha)
+        if alpha <= 0:
+            raise ValueError("the smoothing of a K-level background model must be positive")
+        v = x.astype(np.int64)
+        if v.min() < 0 or v.max() >= levels:
+            raise ValueError(f"images of {levels} levels hold values 0 to {levels - 1}, not {v.min()} to {v.max()}")
+        d = x.shape[1]
+        counts = np.bincount((np.arange(d) * levels + v).ravel(), minlength=d * levels).reshape(d, levels)
+        return cls((counts + alpha) / (len(x) + levels * alpha), alpha)
 
     def log_prob(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
         """(N,) log p_bg(x) in nats."""
         a = np.asarray(torch.as_tensor(x).detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
         a = a.reshape(-1, self.probs.shape[0])
-        return a @ np.log(self.probs) + (1 - a) @ np.log1p(-self.probs)
+        if self.probs.ndim == 1:
+            return a @ np.log(self.probs) + (1 - a) @ np.log1p(-self.probs)
+        v = a.astype(np.int64)
+        if v.size and (v.min() < 0 or v.max() >= self.levels or not np.array_equal(v, a)):
+            raise ValueError(f"the background model scores images of levels 0 to {self.levels - 1}")
+        return np.log(self.probs)[np.arange(self.size), v].sum(axis=1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "probs": self.probs.tolist()}
+        d: dict[str, Any] = {"alpha": self.alpha, "probs": self.probs.tolist()}
+        if self.probs.ndim == 2:
+            d["levels"] = self.levels
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "BackgroundModel":
         p = np.asarray(d["probs"], dtype=np.float64)
+        if p.ndim == 2:  # K levels: every row a distribution with no empty level
+            if p.shape[0] == 0 or p.shape[1] < 3 or d.get("levels") != p.shape[1] or not np.all((p > 0) & (p < 1)) \
+                    or not np.allclose(p.sum(axis=1), 1.0, rtol=0, atol=1e-9):
+                raise ValueError("background level frequencies must be positive rows that sum to 1")
+            return cls(p, float(d.get("alpha", 1.0)))
         if p.ndim != 1 or len(p) == 0 or not np.all((p > 0) & (p < 1)):
             raise ValueError("background probabilities must lie strictly between 0 and 1")
         return cls(p, float(d.get("alpha", 1.0)))
@@ -205,19 +243,40 @@ def _write_json(path: Path, d: dict[str, Any], source: dict[str, Any] | None = N
         pass
 
 
-def load_background(data_dir: str | os.PathLike | None = None, cache: bool = True) -> BackgroundModel:
-    """The background model fitted on the training split (cached by the split's checksum)."""
-    from ..data import CHECKSUMS, load_split
+def _split_checksums(dataset: str) -> dict[str, str]:
+    """The checksums of the files the train and test splits of ``dataset`` come from."""
+    if dataset == "binarized-mnist":
+        from ..data import CHECKSUMS
 
-    path = _cache_path(f"background-{CHECKSUMS['train'][:16]}.json")
-    source = {"kind": "background", "train": CHECKSUMS["train"]}
+        return {"train": CHECKSUMS["train"], "test": CHECKSUMS["test"]}
+    from ..mnist import FILES
+
+    return {"train": FILES["train-images"].md5, "test": FILES["test-images"].md5}
+
+
+def load_background(data_dir: str | os.PathLike | None = None, cache: bool = True, dataset: str = "binarized-mnist",
+                    levels: int = 2) -> BackgroundModel:
+    """The background model fitted on the training split of ``dataset`` at ``levels`` (cached by
+    the split's checksum, the data set and the levels)."""
+    from ..datasets import check_dataset, load_dataset
+
+    dataset, levels = check_dataset(dataset, levels)
+    train = _split_checksums(dataset)["train"]
+    if dataset == "binarized-mnist":  # the cache of every binary model so far, unchanged
+        path = _cache_path(f"background-{train[:16]}.json")
+        source: dict[str, Any] = {"kind": "background", "train": train}
+    else:
+        path = _cache_path(f"background-{dataset}-{levels}-{train[:16]}.json")
+        source = {"kind": "background", "dataset": dataset, "levels": levels, "train": train}
     d = _read_json(path, source) if cache else None
     if d is not None:
         try:
-            return BackgroundModel.from_dict(d)
+            bg = BackgroundModel.from_dict(d)
+            if bg.levels == levels:
+                return bg
         except (KeyError, TypeError, ValueError):
             pass
-    bg = BackgroundModel.fit(load_split("train", data_dir))
+    bg = BackgroundModel.fit(load_dataset(dataset, "train", data_dir, levels), levels=levels)
     if cache:
         _write_json(path, bg.to_dict(), source)
     return bg
@@ -229,20 +288,33 @@ class Scorer:
     def __init__(self, model: ARModel, background: BackgroundModel, reference: Reference):
         if background.probs.shape[0] != model.size:
             raise ValueError(f"the background model has {background.probs.shape[0]} pixels, the model {model.size}")
+        if background.levels != model.levels:
+            raise ValueError(f"the background model has {background.levels} pixel levels, the model {model.levels}")
         self.model, self.background, self.reference = model, background, reference
 
     @classmethod
     def for_model(cls, model: ARModel, data_dir: str | os.PathLike | None = None, cache: bool = True,
-                  progress: Callable[[int, int], None] | None = None) -> "Scorer":
-        """Background fitted on the training split and reference from the whole test split, cached."""
-        from ..data import CHECKSUMS, load_split
+                  progress: Callable[[int, int], None] | None = None, dataset: str | None = None) -> "Scorer":
+        """Background fitted on the training split and reference from the whole test split of
+        ``dataset`` (a checkpoint's, :func:`engine.datasets.dataset_of`; by default binarized MNIST
+        for a binary model, MNIST for a grey one) at the model's levels, cached."""
+        from ..datasets import DEFAULT_DATASET, check_dataset, load_dataset
         from .compress import model_fingerprint
 
-        bg = load_background(data_dir, cache)
+        levels = model.levels
+        dataset, levels = check_dataset(dataset or (DEFAULT_DATASET if levels == 2 else "mnist"), levels)
+        sums = _split_checksums(dataset)
+        if dataset == DEFAULT_DATASET:
+            bg = load_background(data_dir, cache)
+        else:
+            bg = load_background(data_dir, cache, dataset=dataset, levels=levels)
         fingerprint = model_fingerprint(model)
-        key = f"reference-{fingerprint[:32]}-{CHECKSUMS['test'][:8]}-{CHECKSUMS['train'][:8]}.json"
-        source = {"kind": "reference", "model": fingerprint, "test": CHECKSUMS["test"], "train": CHECKSUMS["train"],
-                  "background": _digest({}, bg.to_dict())}
+        key = f"reference-{fingerprint[:32]}-{sums['test'][:8]}-{sums['train'][:8]}.json"
+        source: dict[str, Any] = {"kind": "reference", "model": fingerprint, "test": sums["test"], "train": sums["train"],
+                                  "background": _digest({}, bg.to_dict())}
+        if dataset != DEFAULT_DATASET:  # what a binary model's cache has always named, plus the data set and levels
+            key = f"reference-{fingerprint[:32]}-{dataset}-{levels}-{sums['test'][:8]}-{sums['train'][:8]}.json"
+            source.update(dataset=dataset, levels=levels)
         d = _read_json(_cache_path(key), source) if cache else None
         ref = None
         if d is not None:
@@ -251,7 +323,7 @@ class Scorer:
             except (KeyError, TypeError, ValueError):
                 ref = None
         if ref is None:
-            ref = compute_reference(model, load_split("test", data_dir), bg, progress=progress)
+            ref = compute_reference(model, load_dataset(dataset, "test", data_dir, levels), bg, progress=progress)
             if cache:
                 _write_json(_cache_path(key), ref.to_dict(), source)
         return cls(model, bg, ref)
