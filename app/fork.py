@@ -23,7 +23,7 @@ from typing import cast
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, QRectF, Signal
+from PySide6.QtCore import QObject, QPoint, QRect, QRectF, QSize, Signal
 from PySide6.QtWidgets import QDialog, QGraphicsRectItem, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from engine.models.base import ARModel
@@ -33,11 +33,35 @@ from .jobs import fork_job
 from .latest import Latest
 from .screen import fitted_size
 from .state import AppState
+from .widgets.canvas import CanvasWidget
 from .widgets.sampling import SamplingPanel
 from .worker import Worker
 
-__all__ = ["fork_job", "ForkController", "ForkDialog"]
+__all__ = ["fork_job", "ForkController", "ForkDialog", "place_beside"]
 
+GAP = 8  #: pixels between the fork window and what it must not cover
+
+
+def place_beside(window: QRect, size: QSize, screen: QRect, avoid: QRect | None = None, gap: int = GAP) -> QPoint:
+    """Where a window of ``size`` goes so that it covers neither ``window`` nor, failing that, the
+    part ``avoid`` of it (the canvas the user is asked to edit), inside ``screen`` (the screen's
+    available geometry; all in global coordinates, frames included): right of the window, left of
+    it, below, above, then right or left of ``avoid``; on the screen's right edge if nothing fits."""
+    w, h = size.width(), size.height()
+
+    def clamp(v: int, lo: int, hi: int) -> int:
+        return max(lo, min(v, hi))
+
+    y = clamp(window.top(), screen.top(), screen.bottom() - h + 1)
+    x = clamp(window.left(), screen.left(), screen.right() - w + 1)
+    candidates = [(window.right() + 1 + gap, y), (window.left() - gap - w, y), (x, window.bottom() + 1 + gap), (x, window.top() - gap - h)]
+    if avoid is not None:
+        ya = clamp(avoid.top(), screen.top(), screen.bottom() - h + 1)
+        candidates += [(avoid.right() + 1 + gap, ya), (avoid.left() - gap - w, ya)]
+    for cx, cy in candidates:
+        if screen.left() <= cx and cx + w - 1 <= screen.right() and screen.top() <= cy and cy + h - 1 <= screen.bottom():
+            return QPoint(cx, cy)
+    return QPoint(max(screen.left(), screen.right() - w + 1), y)
 
 
 class ForkDialog(QDialog):
@@ -142,6 +166,7 @@ class ForkController(QObject):
         self.model: ARModel | None = None
         self.result: tuple[np.ndarray, np.ndarray] | None = None
         self._await_stop = False
+        self._mask_set = False  #: the canvas holds the mask this fork put there
         self._serial = 0  #: numbers the continuations asked for
         self.dialog = ForkDialog(parent)
         self.button = QPushButton("Fork here")
@@ -155,6 +180,8 @@ class ForkController(QObject):
         state.closing.connect(lambda: self.worker.shutdown(600_000))
         self.dialog.continueRequested.connect(self.continue_both)
         self.dialog.useRequested.connect(self.use)
+        self.dialog.finished.connect(lambda _r: self._on_dialog_closed())
+        state.canvasChanged.connect(self._on_canvas_changed)
         self.requests.progress.connect(self._on_progress)
         self.requests.result.connect(self._on_result)
         self.requests.error.connect(lambda _k, m: self.dialog.set_note(f"The fork failed: {m}"))
@@ -188,6 +215,7 @@ class ForkController(QObject):
         self._await_stop = False
         st, fp = self.state, self.point
         st.replace_canvas(fp.prefix, mask=~fp.decided)
+        self._mask_set = True
         left = fp.pending
         self.dialog.set_note(
             f"Paused with {left} pixels to go. Change pixels on the canvas (the masked part is still to be drawn), "
@@ -196,9 +224,40 @@ class ForkController(QObject):
         self.dialog.set_info("")
         self.dialog.set_done(False)
         self.dialog.set_can_continue(True)
+        self._place_dialog()
         self.dialog.show()
         st.show_status(f"Forked with {left} pixels to go: change pixels on the canvas, then Continue both", 8000)
         self.forked.emit()
+
+    def _place_dialog(self) -> None:
+        """Open the dialog beside the window, never over the canvas it asks to edit (where the
+        screen leaves room)."""
+        win = self.dialog.parentWidget()
+        if win is None or self.dialog.isVisible():
+            return
+        win = win.window()
+        screen = win.screen()
+        frame = win.frameGeometry().size() - win.geometry().size()  # what the window manager adds
+        size = self.dialog.size() + frame
+        canvas = win.findChild(CanvasWidget)
+        avoid = QRect(canvas.mapToGlobal(QPoint(0, 0)), canvas.size()) if canvas is not None else None
+        self.dialog.move(place_beside(win.frameGeometry(), size, screen.availableGeometry(), avoid))
+
+    def _on_canvas_changed(self) -> None:
+        """While the user edits the fork point, the forked image shows the edit live."""
+        fp = self.point
+        if fp is None or not self.dialog.isVisible() or self.result is not None or self.requests.busy or self.state.running:
+            return
+        edited = self.state.session.flat()
+        changed = edited != fp.prefix
+        self.dialog.show_pair(np.stack([fp.prefix, edited]), ~fp.decided & ~changed, changed, self.state.shape)
+
+    def _on_dialog_closed(self) -> None:
+        """The fork is over: the mask it put on the canvas (the pixels still to draw) goes too."""
+        self.requests.cancel()
+        if self._mask_set and not self.state.running and self.state.session.mask.any():
+            self.state.clear_mask()
+        self._mask_set = False
 
     # -- both continuations --------------------------------------------------------------------
     def continue_both(self) -> None:
@@ -243,4 +302,6 @@ class ForkController(QObject):
     def use(self, which: int) -> None:
         if self.result is None or self.state.running:
             return
-        self.state.replace_canvas(self.result[0][which])
+        # a whole image: nothing is left to draw, so the fork's mask goes with the same undo step
+        self.state.replace_canvas(self.result[0][which], mask=np.zeros(self.state.shape, bool))
+        self._mask_set = False
