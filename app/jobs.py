@@ -31,7 +31,7 @@ from engine.sampling import ForkPoint, continue_fork
 from engine.train import BatchEnd, Finished, TrainConfig, device_name, resolve_device
 
 __all__ = ["figures_job", "ensemble_job", "influence_job", "load_job", "open_job",
-           "entries_job", "reference_job", "split_job", "checkpoint_key", "test_digit_job", "default_model_job",
+           "entries_job", "reference_job", "measure_test_split", "checkpoint_key", "test_digit_job", "default_model_job",
            "save_job", "warm_up_job", "sample_job", "fork_job", "training_job", "scorer_job", "canvas_job", "compare_job",
            "Frame", "Throttle", "FRAME_INTERVAL", "REFERENCE_IMAGES", "CODEC_CACHE"]
 
@@ -116,7 +116,7 @@ def reference_job(job, model: ARModel, ordering: Ordering, checkpoint: Path | No
     the file's sha256 and the ordering (:func:`engine.reference.split_log_probs_steps`), so they are
     measured once per checkpoint and ordering, here and in the Compress tab alike. ``None`` (an
     untrained or unsaved model) measures without caching. Stops between two batches when cancelled."""
-    return (yield from split_job(job, model, ordering, checkpoint))
+    return (yield from measure_test_split(job, model, ordering, checkpoint))
 
 
 def checkpoint_key(path: Path | None) -> str | None:
@@ -141,7 +141,7 @@ def checkpoint_key(path: Path | None) -> str | None:
     return sha
 
 
-def split_job(job, model: ARModel, ordering: Ordering, checkpoint: Path | None):
+def measure_test_split(job, model: ARModel, ordering: Ordering, checkpoint: Path | None):
     """Yields the fraction done; returns log p of the whole test split (see :func:`reference_job`).
 
     The read-out and the Compress tab both ask for these figures, on their own workers: the second
@@ -344,7 +344,7 @@ def _model_for(model: ARModel, ordering: Ordering) -> ARModel:
 def scorer_job(job, model: ARModel, ordering: Ordering, checkpoint: Path | None = None):
     """Worker side: yields the fraction of the test digits measured; returns the
     :class:`engine.tasks.score.Scorer` of ``model`` in ``ordering``. Its log p of the test split are
-    those of the read-out's percentile (:func:`split_job`: cached on disk per checkpoint file and
+    those of the read-out's percentile (:func:`measure_test_split`: cached on disk per checkpoint file and
     ordering, measured once for both); its quantiles are cached as well (``engine.tasks.score``).
     Stops between batches once the job is cancelled."""
     from engine.tasks.score import Scorer
@@ -353,7 +353,7 @@ def scorer_job(job, model: ARModel, ordering: Ordering, checkpoint: Path | None 
     cached = Scorer.cached(m)
     if cached is not None:
         return cached
-    logp = yield from split_job(job, model, ordering, checkpoint)
+    logp = yield from measure_test_split(job, model, ordering, checkpoint)
     job.check()
     return Scorer.for_model(m, log_probs=logp)
 

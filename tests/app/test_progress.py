@@ -179,3 +179,31 @@ def test_pinning_another_pixel_cancels_the_old_map(qtbot, win, monkeypatch):
     assert shown == [second] and win.influence_view.influence.pixel == second
     want = drain(pixel_influence_steps(win.model, win.figures.extra["image"], second, win.ordering))[1]
     np.testing.assert_allclose(win.influence_view.influence.delta, want.delta, atol=1e-6)
+
+
+class _Job:
+    cancelled = False
+
+    def check(self) -> None:
+        pass
+
+
+def test_a_second_measurement_of_the_same_checkpoint_waits_for_the_first_and_reads_its_cache(bundled):
+    """The read-out and the Compress tab ask at once: the test digits are scored once."""
+    from engine.checkpoint import load_checkpoint
+
+    path = bundled / "made-raster.safetensors"
+    model = load_checkpoint(path).model.eval()
+    scored = []
+    real = model.log_prob
+    model.log_prob = lambda x, *a, **k: (scored.append(len(x)), real(x, *a, **k))[1]
+    a = jobs.measure_test_split(_Job(), model, model.ordering, path)
+    b = jobs.measure_test_split(_Job(), model, model.ordering, path)
+    first = next(a)  # a measures ...
+    assert 0 < first < 1
+    assert next(b) == first  # ... b waits, showing a's progress
+    fracs_a, logp_a = drain(a)
+    assert sum(scored) == 10_000
+    fracs_b, logp_b = drain(b)
+    assert fracs_b[-1] == 1.0 and sum(scored) == 10_000  # read back from the cache a wrote
+    np.testing.assert_array_equal(logp_a, logp_b)
