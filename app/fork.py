@@ -42,26 +42,35 @@ __all__ = ["fork_job", "ForkController", "ForkDialog", "place_beside"]
 GAP = 8  #: pixels between the fork window and what it must not cover
 
 
-def place_beside(window: QRect, size: QSize, screen: QRect, avoid: QRect | None = None, gap: int = GAP) -> QPoint:
+def place_beside(window: QRect, size: QSize, screen: QRect, avoid: QRect | None = None, gap: int = GAP,
+                 minimum: QSize | None = None) -> QRect:
     """Where a window of ``size`` goes so that it covers neither ``window`` nor, failing that, the
     part ``avoid`` of it (the canvas the user is asked to edit), inside ``screen`` (the screen's
     available geometry; all in global coordinates, frames included): right of the window, left of
-    it, below, above, then right or left of ``avoid``; on the screen's right edge if nothing fits."""
+    it, below, above, then right or left of ``avoid``; at its full size where one fits, else as
+    narrow as ``minimum`` allows; on the screen's right edge if nothing fits."""
     w, h = size.width(), size.height()
+    min_w = minimum.width() if minimum is not None else w
 
     def clamp(v: int, lo: int, hi: int) -> int:
         return max(lo, min(v, hi))
 
-    y = clamp(window.top(), screen.top(), screen.bottom() - h + 1)
+    def beside(r: QRect, least: int) -> list[QRect]:
+        y = clamp(r.top(), screen.top(), screen.bottom() - h + 1)
+        right = min(w, screen.right() - (r.right() + gap))
+        left = min(w, r.left() - gap - screen.left())
+        return [QRect(r.right() + 1 + gap, y, right, h) if right >= least else QRect(),
+                QRect(r.left() - gap - left, y, left, h) if left >= least else QRect()]
+
     x = clamp(window.left(), screen.left(), screen.right() - w + 1)
-    candidates = [(window.right() + 1 + gap, y), (window.left() - gap - w, y), (x, window.bottom() + 1 + gap), (x, window.top() - gap - h)]
-    if avoid is not None:
-        ya = clamp(avoid.top(), screen.top(), screen.bottom() - h + 1)
-        candidates += [(avoid.right() + 1 + gap, ya), (avoid.left() - gap - w, ya)]
-    for cx, cy in candidates:
-        if screen.left() <= cx and cx + w - 1 <= screen.right() and screen.top() <= cy and cy + h - 1 <= screen.bottom():
-            return QPoint(cx, cy)
-    return QPoint(max(screen.left(), screen.right() - w + 1), y)
+    for least in (w, min_w):
+        candidates = beside(window, least) + [QRect(x, window.bottom() + 1 + gap, w, h), QRect(x, window.top() - gap - h, w, h)]
+        if avoid is not None:
+            candidates += beside(avoid, least)
+        for rect in candidates:
+            if not rect.isEmpty() and screen.contains(rect):
+                return rect
+    return QRect(max(screen.left(), screen.right() - w + 1), clamp(window.top(), screen.top(), screen.bottom() - h + 1), w, h)
 
 
 class ForkDialog(QDialog):
@@ -110,7 +119,8 @@ class ForkDialog(QDialog):
         self.continue_btn.clicked.connect(self.continueRequested)
         self.use_a.clicked.connect(lambda: self.useRequested.emit(0))
         self.use_b.clicked.connect(lambda: self.useRequested.emit(1))
-        self.resize(*fitted_size(960, 520))
+        self.preferred = QSize(*fitted_size(960, 520))  #: its size where the screen leaves room
+        self.resize(self.preferred)
         self._marks: list[QGraphicsRectItem] = []
         self.images_shown: np.ndarray | None = None
         self.set_done(False)
@@ -238,10 +248,13 @@ class ForkController(QObject):
         win = win.window()
         screen = win.screen()
         frame = win.frameGeometry().size() - win.geometry().size()  # what the window manager adds
-        size = self.dialog.size() + frame
         canvas = win.findChild(CanvasWidget)
         avoid = QRect(canvas.mapToGlobal(QPoint(0, 0)), canvas.size()) if canvas is not None else None
-        self.dialog.move(place_beside(win.frameGeometry(), size, screen.availableGeometry(), avoid))
+        least = self.dialog.minimumSizeHint()
+        rect = place_beside(win.frameGeometry(), self.dialog.preferred.expandedTo(least) + frame, screen.availableGeometry(), avoid,
+                            minimum=least + frame)
+        self.dialog.resize(rect.size() - frame)
+        self.dialog.move(rect.topLeft())
 
     def _on_canvas_changed(self) -> None:
         """While the user edits the fork point, the forked image shows the edit live."""

@@ -265,7 +265,7 @@ class CompressPanel(QWidget):
         if score is not None:
             self.score = score
             self.pct.setText(f"{score.percentile:.1f} percentile  ·  log p = {score.log_prob_nats:.1f} nats")
-            self.llr.setText(f"{score.llr_percentile:.1f} percentile  ·  log p − log p_bg = {score.llr_nats:+.1f} nats")
+            self.llr.setText(f"{score.llr_percentile:.1f} percentile  ·  {score.llr_nats:+.1f} nats")
             if key == cur:
                 self.scoreShown.emit()
 

@@ -133,8 +133,10 @@ def test_the_fork_window_opens_where_the_layout_says(qtbot, win):
     _fork_after(qtbot, win, 3)
     frame = win.frameGeometry().size() - win.geometry().size()
     canvas = QRect(win.canvas.mapToGlobal(QPoint(0, 0)), win.canvas.size())
-    want = place_beside(win.frameGeometry(), fork.dialog.size() + frame, win.screen().availableGeometry(), canvas)
-    assert fork.dialog.pos() == want
+    least = fork.dialog.minimumSizeHint()
+    want = place_beside(win.frameGeometry(), fork.dialog.preferred.expandedTo(least) + frame, win.screen().availableGeometry(),
+                        canvas, minimum=least + frame)
+    assert fork.dialog.frameGeometry() == want
 
 
 SCREEN = QRect(0, 0, 1600, 1000)
@@ -144,8 +146,8 @@ SCREEN = QRect(0, 0, 1600, 1000)
                                     QRect(300, 500, 1000, 500)])
 def test_the_fork_window_goes_beside_the_window_where_there_is_room(window):
     size = QSize(600, 450)
-    pos = place_beside(window, size, SCREEN)
-    placed = QRect(pos, size)
+    placed = place_beside(window, size, SCREEN)
+    assert placed.size() == size
     assert SCREEN.contains(placed) and not placed.intersects(window)
     gaps = (placed.left() - window.right() - 1, window.left() - placed.right() - 1,
             placed.top() - window.bottom() - 1, window.top() - placed.bottom() - 1)
@@ -155,12 +157,16 @@ def test_the_fork_window_goes_beside_the_window_where_there_is_room(window):
 def test_without_room_beside_the_window_it_keeps_off_the_canvas():
     window, canvas = QRect(0, 0, 1600, 1000), QRect(20, 60, 560, 560)
     size = QSize(960, 520)
-    placed = QRect(place_beside(window, size, SCREEN, canvas), size)
-    assert SCREEN.contains(placed) and not placed.intersects(canvas)
+    placed = place_beside(window, size, SCREEN, canvas)
+    assert SCREEN.contains(placed) and not placed.intersects(canvas) and placed.size() == size
     # a canvas on the right: the window goes to its left
     canvas = QRect(1000, 60, 560, 560)
-    placed = QRect(place_beside(window, size, SCREEN, canvas), size)
-    assert SCREEN.contains(placed) and not placed.intersects(canvas)
-    # no room anywhere: on the screen, at its right edge
-    placed = QRect(place_beside(window, QSize(1500, 900), SCREEN, QRect(20, 60, 900, 900)), QSize(1500, 900))
-    assert SCREEN.contains(placed) and placed.right() == SCREEN.right()
+    placed = place_beside(window, size, SCREEN, canvas)
+    assert SCREEN.contains(placed) and not placed.intersects(canvas) and placed.size() == size
+    # a little less room than its size: as narrow as its minimum allows, still off the canvas
+    canvas = QRect(100, 60, 560, 560)
+    placed = place_beside(window, size, SCREEN, canvas, minimum=QSize(900, 400))
+    assert SCREEN.contains(placed) and not placed.intersects(canvas) and placed.width() == 1600 - 660 - GAP
+    # no room anywhere: on the screen, at its right edge, at its size
+    placed = place_beside(window, QSize(1500, 900), SCREEN, QRect(20, 60, 900, 900))
+    assert SCREEN.contains(placed) and placed.right() == SCREEN.right() and placed.size() == QSize(1500, 900)
