@@ -140,12 +140,15 @@ class ForkDialog(QDialog):
     def set_can_continue(self, enabled: bool) -> None:
         self.continue_btn.setEnabled(enabled)
 
-    def show_pair(self, x: np.ndarray, pending: np.ndarray, changed: np.ndarray, shape: tuple[int, int]) -> None:
-        """Rows of ``x`` as images; ``pending`` pixels grey; ``changed`` outlined on the forked one."""
+    def show_pair(self, x: np.ndarray, pending: np.ndarray, changed: np.ndarray, shape: tuple[int, int],
+                  pending_original: np.ndarray | None = None) -> None:
+        """Rows of ``x`` as images; ``pending`` pixels grey (``pending_original`` on the original,
+        if given: an edit ahead of the run is not in it); ``changed`` outlined on the forked one."""
         h, w = shape
         self.images_shown = np.asarray(x)
         for i in range(2):
-            im = np.where(pending, 0.35, x[i]).reshape(h, w).astype(np.float32)
+            grey = pending_original if i == 0 and pending_original is not None else pending
+            im = np.where(grey, 0.35, x[i]).reshape(h, w).astype(np.float32)
             self.images[i].setImage(im, levels=(0.0, 1.0), autoLevels=False)
         diff = np.where(pending, 0.0, x[1] - x[0]).reshape(h, w).astype(np.float32)
         self.images[2].setImage(diff, levels=(-1.0, 1.0), autoLevels=False)
@@ -263,7 +266,7 @@ class ForkController(QObject):
             return
         edited = self.state.session.flat()
         changed = edited != fp.prefix
-        self.dialog.show_pair(np.stack([fp.prefix, edited]), ~fp.decided & ~changed, changed, self.state.shape)
+        self.dialog.show_pair(np.stack([fp.prefix, edited]), ~fp.decided & ~changed, changed, self.state.shape, ~fp.decided)
 
     def _on_dialog_closed(self) -> None:
         """The fork is over: the mask it put on the canvas (the pixels still to draw) goes too."""

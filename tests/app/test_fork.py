@@ -50,6 +50,12 @@ def test_fork_a_paused_run_and_compare_both_continuations(qtbot, win):
     forked, original = fork.dialog.images[1].image.reshape(-1), fork.dialog.images[0].image.reshape(-1)
     assert forked[14] == 1 - old and original[14] == old and len(fork.dialog._marks) == 1
     np.testing.assert_array_equal(fork.dialog.images[2].image.reshape(-1)[:STEPS], win.session.flat()[:STEPS] - prefix[:STEPS])
+    # ink drawn ahead of the run shows in the fork at once, and only there: the original still has it to draw
+    stroke(qtbot, win, [(20, 10)])
+    forked, original = fork.dialog.images[1].image.reshape(-1), fork.dialog.images[0].image.reshape(-1)
+    assert forked[20 * 28 + 10] == 1 and original[20 * 28 + 10] == np.float32(0.35) and len(fork.dialog._marks) == 2
+    stroke(qtbot, win, [(20, 10)], Qt.RightButton)  # and taken back
+    assert fork.dialog.images[1].image.reshape(-1)[20 * 28 + 10] == np.float32(0.35) and len(fork.dialog._marks) == 1
     with qtbot.waitSignal(fork.finished, timeout=20000):
         click(fork.dialog.continue_btn)
     x, lp = fork.result
