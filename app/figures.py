@@ -9,7 +9,9 @@ the running one ends, so the worker never queues stale work and the newest canva
 Every request carries (model key, ordering, canvas version) and its result is dropped when it
 belongs to another model or ordering. The ensemble log p (order-agnostic models: n passes, on
 its own worker so the next stroke's heatmaps never wait for it) and the test digits' log p for
-the percentile (its own worker, cached per model and ordering) follow each new heatmap.
+the percentile (its own worker: the whole test split, measured once per checkpoint file and
+ordering with its progress shown, cached on disk, and cancelled when the model or ordering
+changes first) follow each new heatmap.
 ``last_latency`` is the time from the end of a stroke to its heatmaps on screen
 (bench/gui_latency.py reports it).
 """
@@ -17,6 +19,7 @@ the percentile (its own worker, cached per model and ordering) follow each new h
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -30,9 +33,20 @@ from .widgets.heatmaps import HeatmapPanel
 from .widgets.inspector import Inspector, ReadOut
 from .worker import Worker
 
-__all__ = ["FiguresController", "DEBOUNCE_MS"]
+__all__ = ["FiguresController", "DEBOUNCE_MS", "measuring_note", "checkpoint_path"]
 
 DEBOUNCE_MS = 12
+
+
+def measuring_note(frac: float) -> str:
+    """What the read-out (and the Compress tab) says while the test digits are being measured."""
+    return f"measuring the {jobs.REFERENCE_IMAGES:,} test digits: {frac:.0%}"
+
+
+def checkpoint_path(state: AppState) -> Path | None:
+    """The file the model shown was read from (the key of its cached figures); None for a model
+    that was never saved (the untrained default)."""
+    return state.entry.path if state.entry is not None and state.model is not None else None
 
 
 class FiguresController(QObject):
@@ -77,8 +91,7 @@ class FiguresController(QObject):
         self.figure_requests.error.connect(lambda _k, m: state.show_error(m))
         self.ensemble_requests.result.connect(self._on_ensemble_result)
         self.ensemble_requests.error.connect(lambda _k, m: readout.show_ensemble(f"ensemble: unavailable ({m})"))
-        self.reference_requests.progress.connect(
-            lambda _k, frac: self._set_percentile(None, f"measuring the test digits… {float(frac):.0%}"))
+        self.reference_requests.progress.connect(lambda _k, frac: self._set_percentile(None, measuring_note(float(frac))))
         self.reference_requests.result.connect(self._on_ref_result)
         self.reference_requests.error.connect(lambda _k, m: self._set_percentile(None, f"unavailable ({m})"))
 
@@ -202,12 +215,19 @@ class FiguresController(QObject):
         return (self.state.model_key, self.state.ordering)
 
     def request_reference(self) -> None:
+        """Measure the test digits for the model and ordering shown (once per checkpoint file and
+        ordering: cached on disk); a measurement for another model or ordering is cancelled."""
         st = self.state
-        if st.model is None or self._ref_key() in self.reference:
+        key = self._ref_key()
+        if self.reference_requests.pending not in (None, key):
+            self.reference_requests.cancel()
+        if st.model is None or key in self.reference:
             self._update_percentile()
             return
-        self._set_percentile(None, "computing on the test digits…")
-        self.reference_requests.submit(self._ref_key(), jobs.reference_job, st.model, st.ordering)
+        if self.reference_requests.pending == key:
+            return
+        self._set_percentile(None, measuring_note(0.0))
+        self.reference_requests.submit(key, jobs.reference_job, st.model, st.ordering, checkpoint_path(st), st.dataset)
 
     def _on_ref_result(self, key: tuple, logp: object) -> None:
         self.reference[key] = np.asarray(logp)
@@ -225,9 +245,8 @@ class FiguresController(QObject):
         if ref is None or figs is None:
             return
         pct = percentile(figs.log_p, ref)
-        subset = "" if len(ref) >= jobs.REFERENCE_IMAGES else " (random subset)"
-        self._set_percentile(pct, f"among {len(ref):,} test digits{subset}", (
-            f"log p(x) of the drawn digit compared with {len(ref):,} test digits under the same model and ordering: "
-            f"median {np.median(ref):.1f}, 5th–95th percentile {np.percentile(ref, 5):.1f} to {np.percentile(ref, 95):.1f} nats"
-            + ("" if not subset else ". This model is slow to score, so a fixed random subset of the test split is used.")))
+        self._set_percentile(pct, f"among the {len(ref):,} test digits", (
+            f"log p(x) of the drawn digit compared with all {len(ref):,} test digits under the same model and ordering: "
+            f"median {np.median(ref):.1f}, 5th–95th percentile {np.percentile(ref, 5):.1f} to {np.percentile(ref, 95):.1f} nats. "
+            "Measured once per checkpoint and ordering, and cached."))
         self.percentileShown.emit()

@@ -23,7 +23,7 @@ from typing import cast
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, QRectF, Signal
+from PySide6.QtCore import QObject, QPoint, QRect, QRectF, QSize, Signal
 from PySide6.QtWidgets import QDialog, QGraphicsRectItem, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from engine.models.base import ARModel
@@ -33,11 +33,44 @@ from .jobs import fork_job
 from .latest import Latest
 from .screen import fitted_size
 from .state import AppState
+from .widgets.canvas import CanvasWidget
 from .widgets.sampling import SamplingPanel
 from .worker import Worker
 
-__all__ = ["fork_job", "ForkController", "ForkDialog"]
+__all__ = ["fork_job", "ForkController", "ForkDialog", "place_beside"]
 
+GAP = 8  #: pixels between the fork window and what it must not cover
+
+
+def place_beside(window: QRect, size: QSize, screen: QRect, avoid: QRect | None = None, gap: int = GAP,
+                 minimum: QSize | None = None) -> QRect:
+    """Where a window of ``size`` goes so that it covers neither ``window`` nor, failing that, the
+    part ``avoid`` of it (the canvas the user is asked to edit), inside ``screen`` (the screen's
+    available geometry; all in global coordinates, frames included): right of the window, left of
+    it, below, above, then right or left of ``avoid``; at its full size where one fits, else as
+    narrow as ``minimum`` allows; on the screen's right edge if nothing fits."""
+    w, h = size.width(), size.height()
+    min_w = minimum.width() if minimum is not None else w
+
+    def clamp(v: int, lo: int, hi: int) -> int:
+        return max(lo, min(v, hi))
+
+    def beside(r: QRect, least: int) -> list[QRect]:
+        y = clamp(r.top(), screen.top(), screen.bottom() - h + 1)
+        right = min(w, screen.right() - (r.right() + gap))
+        left = min(w, r.left() - gap - screen.left())
+        return [QRect(r.right() + 1 + gap, y, right, h) if right >= least else QRect(),
+                QRect(r.left() - gap - left, y, left, h) if left >= least else QRect()]
+
+    x = clamp(window.left(), screen.left(), screen.right() - w + 1)
+    for least in (w, min_w):
+        candidates = beside(window, least) + [QRect(x, window.bottom() + 1 + gap, w, h), QRect(x, window.top() - gap - h, w, h)]
+        if avoid is not None:
+            candidates += beside(avoid, least)
+        for rect in candidates:
+            if not rect.isEmpty() and screen.contains(rect):
+                return rect
+    return QRect(max(screen.left(), screen.right() - w + 1), clamp(window.top(), screen.top(), screen.bottom() - h + 1), w, h)
 
 
 class ForkDialog(QDialog):
@@ -86,7 +119,8 @@ class ForkDialog(QDialog):
         self.continue_btn.clicked.connect(self.continueRequested)
         self.use_a.clicked.connect(lambda: self.useRequested.emit(0))
         self.use_b.clicked.connect(lambda: self.useRequested.emit(1))
-        self.resize(*fitted_size(960, 520))
+        self.preferred = QSize(*fitted_size(960, 520))  #: its size where the screen leaves room
+        self.resize(self.preferred)
         self._marks: list[QGraphicsRectItem] = []
         self.images_shown: np.ndarray | None = None
         self.set_done(False)
@@ -106,12 +140,15 @@ class ForkDialog(QDialog):
     def set_can_continue(self, enabled: bool) -> None:
         self.continue_btn.setEnabled(enabled)
 
-    def show_pair(self, x: np.ndarray, pending: np.ndarray, changed: np.ndarray, shape: tuple[int, int]) -> None:
-        """Rows of ``x`` as images; ``pending`` pixels grey; ``changed`` outlined on the forked one."""
+    def show_pair(self, x: np.ndarray, pending: np.ndarray, changed: np.ndarray, shape: tuple[int, int],
+                  pending_original: np.ndarray | None = None) -> None:
+        """Rows of ``x`` as images; ``pending`` pixels grey (``pending_original`` on the original,
+        if given: an edit ahead of the run is not in it); ``changed`` outlined on the forked one."""
         h, w = shape
         self.images_shown = np.asarray(x)
         for i in range(2):
-            im = np.where(pending, 0.35, x[i]).reshape(h, w).astype(np.float32)
+            grey = pending_original if i == 0 and pending_original is not None else pending
+            im = np.where(grey, 0.35, x[i]).reshape(h, w).astype(np.float32)
             self.images[i].setImage(im, levels=(0.0, 1.0), autoLevels=False)
         diff = np.where(pending, 0.0, x[1] - x[0]).reshape(h, w).astype(np.float32)
         self.images[2].setImage(diff, levels=(-1.0, 1.0), autoLevels=False)
@@ -142,6 +179,7 @@ class ForkController(QObject):
         self.model: ARModel | None = None
         self.result: tuple[np.ndarray, np.ndarray] | None = None
         self._await_stop = False
+        self._mask_set = False  #: the canvas holds the mask this fork put there
         self._serial = 0  #: numbers the continuations asked for
         self.dialog = ForkDialog(parent)
         self.button = QPushButton("Fork here")
@@ -155,6 +193,8 @@ class ForkController(QObject):
         state.closing.connect(lambda: self.worker.shutdown(600_000))
         self.dialog.continueRequested.connect(self.continue_both)
         self.dialog.useRequested.connect(self.use)
+        self.dialog.finished.connect(lambda _r: self._on_dialog_closed())
+        state.canvasChanged.connect(self._on_canvas_changed)
         self.requests.progress.connect(self._on_progress)
         self.requests.result.connect(self._on_result)
         self.requests.error.connect(lambda _k, m: self.dialog.set_note(f"The fork failed: {m}"))
@@ -188,6 +228,7 @@ class ForkController(QObject):
         self._await_stop = False
         st, fp = self.state, self.point
         st.replace_canvas(fp.prefix, mask=~fp.decided)
+        self._mask_set = True
         left = fp.pending
         self.dialog.set_note(
             f"Paused with {left} pixels to go. Change pixels on the canvas (the masked part is still to be drawn), "
@@ -196,9 +237,43 @@ class ForkController(QObject):
         self.dialog.set_info("")
         self.dialog.set_done(False)
         self.dialog.set_can_continue(True)
+        self._place_dialog()
         self.dialog.show()
         st.show_status(f"Forked with {left} pixels to go: change pixels on the canvas, then Continue both", 8000)
         self.forked.emit()
+
+    def _place_dialog(self) -> None:
+        """Open the dialog beside the window, never over the canvas it asks to edit (where the
+        screen leaves room)."""
+        win = self.dialog.parentWidget()
+        if win is None or self.dialog.isVisible():
+            return
+        win = win.window()
+        screen = win.screen()
+        frame = win.frameGeometry().size() - win.geometry().size()  # what the window manager adds
+        canvas = win.findChild(CanvasWidget)
+        avoid = QRect(canvas.mapToGlobal(QPoint(0, 0)), canvas.size()) if canvas is not None else None
+        least = self.dialog.minimumSizeHint()
+        rect = place_beside(win.frameGeometry(), self.dialog.preferred.expandedTo(least) + frame, screen.availableGeometry(), avoid,
+                            minimum=least + frame)
+        self.dialog.resize(rect.size() - frame)
+        self.dialog.move(rect.topLeft())
+
+    def _on_canvas_changed(self) -> None:
+        """While the user edits the fork point, the forked image shows the edit live."""
+        fp = self.point
+        if fp is None or not self.dialog.isVisible() or self.result is not None or self.requests.busy or self.state.running:
+            return
+        edited = self.state.session.flat()
+        changed = edited != fp.prefix
+        self.dialog.show_pair(np.stack([fp.prefix, edited]), ~fp.decided & ~changed, changed, self.state.shape, ~fp.decided)
+
+    def _on_dialog_closed(self) -> None:
+        """The fork is over: the mask it put on the canvas (the pixels still to draw) goes too."""
+        self.requests.cancel()
+        if self._mask_set and not self.state.running and self.state.session.mask.any():
+            self.state.clear_mask()
+        self._mask_set = False
 
     # -- both continuations --------------------------------------------------------------------
     def continue_both(self) -> None:
@@ -243,4 +318,6 @@ class ForkController(QObject):
     def use(self, which: int) -> None:
         if self.result is None or self.state.running:
             return
-        self.state.replace_canvas(self.result[0][which])
+        # a whole image: nothing is left to draw, so the fork's mask goes with the same undo step
+        self.state.replace_canvas(self.result[0][which], mask=np.zeros(self.state.shape, bool))
+        self._mask_set = False

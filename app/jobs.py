@@ -21,16 +21,17 @@ import torch
 
 from engine.catalogue import ModelEntry
 from engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from engine.figures import EnsembleFigures, PixelFigures, ensemble_figures_steps, pixel_figures, pixel_influence_steps, reference_log_probs
+from engine.figures import EnsembleFigures, PixelFigures, ensemble_figures_steps, pixel_figures, pixel_influence_steps
 from engine.models import build_seeded
 from engine.models.base import ARModel
 from engine.ordering import Ordering
 from engine.recipes import nll_metrics, record_metrics, run_metadata, train_argv
+from engine.reference import checkpoint_sha256, split_log_probs_steps
 from engine.sampling import ForkPoint, continue_fork
 from engine.train import BatchEnd, Finished, TrainConfig, device_name, resolve_device
 
 __all__ = ["figures_job", "ensemble_job", "influence_job", "load_job", "open_job",
-           "entries_job", "reference_job", "test_digit_job", "default_model_job",
+           "entries_job", "reference_job", "measure_test_split", "checkpoint_key", "test_digit_job", "default_model_job",
            "save_job", "warm_up_job", "sample_job", "fork_job", "training_job", "scorer_job", "canvas_job", "compare_job",
            "Frame", "Throttle", "FRAME_INTERVAL", "REFERENCE_IMAGES", "CODEC_CACHE"]
 
@@ -41,15 +42,16 @@ BATCH_INTERVAL = 0.05
 #: codecs kept per compress panel (one per model and ordering)
 CODEC_CACHE = 4
 
-#: how many test digits the percentile is measured against (the whole static test split) ...
+#: how many test digits the percentile is measured against: the whole static test split, always
 REFERENCE_IMAGES = 10_000
-#: ... unless scoring them would take longer than this; then a random subset of at least MIN_REFERENCE
-REFERENCE_BUDGET_SECONDS = 60.0
-MIN_REFERENCE = 200
-PROBE = 50
 
 _split_cache: dict[str, np.ndarray] = {}
 _split_lock = threading.Lock()
+_sha_cache: dict[tuple, str] = {}  #: (path, size, mtime) -> the checkpoint file's sha256
+_sha_lock = threading.Lock()
+_measuring: dict[tuple, threading.Lock] = {}  #: (sha256, ordering) -> held while its test digits are measured
+_measured: dict[tuple, float] = {}  #: ... and how far that measurement is
+_measure_lock = threading.Lock()
 
 
 def split(name: str) -> np.ndarray:
@@ -124,34 +126,69 @@ def entries_job(job, paths: list[Path], source: str) -> list[ModelEntry]:
     return entries
 
 
-def reference_job(job, model: ARModel, ordering: Ordering, budget_seconds: float = REFERENCE_BUDGET_SECONDS):
-    """Yields the fraction done; returns log p of the reference test digits.
+def reference_job(job, model: ARModel, ordering: Ordering, checkpoint: Path | None = None, dataset: str = "binarized-mnist"):
+    """Yields the fraction done; returns log p of every test digit (all 10,000), in the split's order.
 
-    All 10,000 test digits when the model is fast enough to score them within ``budget_seconds``
-    (FVSBN, NADE, MADE on a CPU); otherwise a fixed random subset (at least ``MIN_REFERENCE``) so
-    the percentile arrives in reasonable time for deep models. The test split is sorted by class,
-    so the subset is drawn by a seeded permutation, never the first N."""
-    x_all = split("test")
-    n_all = min(REFERENCE_IMAGES, len(x_all))
-    order = np.random.default_rng(0).permutation(len(x_all))[:n_all]
+    ``checkpoint`` is the file the model was loaded from: its figures are cached on disk, keyed by
+    the file's sha256 and the ordering (:func:`engine.reference.split_log_probs_steps`), so they are
+    measured once per checkpoint and ordering, here and in the Compress tab alike. ``None`` (an
+    untrained or unsaved model) measures without caching. Stops between two batches when cancelled."""
+    return (yield from measure_test_split(job, model, ordering, checkpoint, dataset))
+
+
+def checkpoint_key(path: Path | None) -> str | None:
+    """The sha256 of the checkpoint file ``path`` (None: none, or unreadable), hashed once per
+    file version (path, size, modification time) and process."""
+    if path is None:
+        return None
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    memo = (str(path), st.st_size, st.st_mtime_ns)
+    with _sha_lock:
+        if memo in _sha_cache:
+            return _sha_cache[memo]
+    try:
+        sha = checkpoint_sha256(path)
+    except OSError:
+        return None
+    with _sha_lock:
+        _sha_cache[memo] = sha
+    return sha
+
+
+def measure_test_split(job, model: ARModel, ordering: Ordering, checkpoint: Path | None, dataset: str = "binarized-mnist"):
+    """Yields the fraction done; returns log p of the whole test split of ``dataset`` at the model's
+    levels (see :func:`reference_job`).
+
+    The read-out and the Compress tab both ask for these figures, on their own workers: the second
+    to ask for a checkpoint and ordering being measured waits for the first (showing its progress)
+    and then reads the cache, rather than measuring the same 10,000 digits a second time. Should
+    the first be cancelled, the second measures them itself."""
+    sha = checkpoint_key(checkpoint)
+    images = dataset_split(dataset, "test", model.levels)
     job.check()
-    probe = x_all[order[:PROBE]]
-    t0 = time.perf_counter()
-    first = yield from _scaled(reference_log_probs(model, probe, ordering, batch_size=PROBE), 0.0, 0.02)
-    per_image = (time.perf_counter() - t0) / len(probe)
-    n = n_all if per_image * n_all <= budget_seconds else int(max(MIN_REFERENCE, min(n_all, budget_seconds / per_image)))
-    rest = yield from _scaled(reference_log_probs(model, x_all[order[PROBE:n]], ordering, batch_size=250), 0.02, 1.0)
-    return np.concatenate([first, rest])
-
-
-def _scaled(gen, lo: float, hi: float):
-    """Re-yield a generator's fractions mapped to [lo, hi]; returns its return value."""
-    while True:
-        try:
-            f = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        yield lo + (hi - lo) * f
+    if sha is None:
+        return (yield from split_log_probs_steps(model, None, ordering, images=images))
+    key = (sha, np.asarray(model.resolve_ordering(ordering).perm).tobytes())
+    with _measure_lock:
+        lock = _measuring.setdefault(key, threading.Lock())
+    while not lock.acquire(timeout=0.1):
+        job.check()
+        yield _measured.get(key, 0.0)
+    try:
+        steps = split_log_probs_steps(model, sha, ordering, images=images)
+        while True:
+            try:
+                frac = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            _measured[key] = frac
+            yield frac
+    finally:
+        _measured.pop(key, None)
+        lock.release()
 
 
 def test_digit_job(job, index: int | None, seed: int | None = None, dataset: str = "binarized-mnist",
@@ -325,15 +362,21 @@ def _model_for(model: ARModel, ordering: Ordering) -> ARModel:
     return m
 
 
-def scorer_job(job, model: ARModel, ordering: Ordering):
-    """Worker side: the :class:`engine.tasks.score.Scorer` of ``model`` in ``ordering`` (reference cached
-    on disk). Stops between batches once the job is cancelled."""
+def scorer_job(job, model: ARModel, ordering: Ordering, checkpoint: Path | None = None, dataset: str = "binarized-mnist"):
+    """Worker side: yields the fraction of the test digits measured; returns the
+    :class:`engine.tasks.score.Scorer` of ``model`` in ``ordering``. Its log p of the test split are
+    those of the read-out's percentile (:func:`measure_test_split`: cached on disk per checkpoint file and
+    ordering, measured once for both); its quantiles are cached as well (``engine.tasks.score``).
+    Stops between batches once the job is cancelled."""
     from engine.tasks.score import Scorer
 
-    def progress(_done: int, _total: int) -> None:
-        job.check()
-
-    return Scorer.for_model(_model_for(model, ordering), progress=progress)
+    m = _model_for(model, ordering)
+    cached = Scorer.cached(m, dataset=dataset)
+    if cached is not None:
+        return cached
+    logp = yield from measure_test_split(job, model, ordering, checkpoint, dataset)
+    job.check()
+    return Scorer.for_model(m, log_probs=logp, dataset=dataset)
 
 
 def canvas_job(job, cache: dict, model: ARModel, ordering: Ordering, image: np.ndarray, scorer, codec_key: tuple):

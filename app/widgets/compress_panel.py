@@ -29,7 +29,7 @@ from PySide6.QtCore import QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPainter, QPalette
 from PySide6.QtWidgets import QFormLayout, QGroupBox, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from ..jobs import canvas_job, scorer_job
+from ..jobs import REFERENCE_IMAGES, canvas_job, scorer_job
 from ..latest import Latest
 from ..state import AppState
 from ..worker import Worker
@@ -163,9 +163,12 @@ class CompressPanel(QWidget):
         state.canvasChanged.connect(self.schedule)
         state.figuresShown.connect(self.schedule)
         state.modelChanged.connect(self.schedule)
+        state.modelChanged.connect(self._cancel_stale_reference)
+        state.orderingChanged.connect(self._cancel_stale_reference)
         state.closing.connect(self.shutdown)
         self.requests.result.connect(self._on_result)
         self.requests.error.connect(lambda _k, m: self._set_error(f"cannot code this image: {m}"))
+        self.scorer_requests.progress.connect(lambda _k, frac: self._show_measuring(float(frac)))
         self.scorer_requests.result.connect(self._on_scorer)
         self.scorer_requests.error.connect(self._on_scorer_error)
 
@@ -190,17 +193,33 @@ class CompressPanel(QWidget):
         if self.isVisible():
             self._debounce.start()
 
+    def _cancel_stale_reference(self) -> None:
+        """A reference being measured for another model or ordering than the one shown is no longer
+        wanted: stop it (the model or ordering changed, whether or not the tab is shown)."""
+        key = self._key()
+        pending = self.scorer_requests.pending
+        if pending is not None and (key is None or pending != key[:2]):
+            self.scorer_requests.cancel()
+            if key is not None and key[:2] in self.scorers:
+                self._show_reference(self.scorers[key[:2]])
+
+    def _show_measuring(self, frac: float) -> None:
+        self.status.setText(f"Measuring the {REFERENCE_IMAGES:,} test digits under this model: {frac:.0%} "
+                            "(once per checkpoint and ordering; cached)")
+
     def request(self) -> None:
+        self._cancel_stale_reference()
         key = self._key()
         if key is None or key == self.requests.shown:
             return
         st = self.state
         skey = key[:2]
         if skey not in self.scorers and skey != self._scorer_failed and self.scorer_requests.pending != skey:
-            self.status.setText("Measuring the test digits under this model (once per model and ordering; cached)…")
+            self._show_measuring(0.0)
             self.pct.setText("…")
             self.llr.setText("…")
-            self.scorer_requests.submit(skey, scorer_job, st.model, st.ordering)
+            path = st.entry.path if st.entry is not None else None
+            self.scorer_requests.submit(skey, scorer_job, st.model, st.ordering, path, st.dataset)
         self.requests.submit(key, canvas_job, self._codecs, st.model, st.ordering, st.session.canvas.copy(),
                              self.scorers.get(skey), skey)
 
@@ -215,12 +234,15 @@ class CompressPanel(QWidget):
     # ------------------------------------------------------------------------------------------
     def _on_scorer(self, key: tuple, scorer: Scorer) -> None:
         self.scorers[key] = scorer
-        n = scorer.reference.n_images
-        self.status.setText(f"Percentiles among {n:,} {scorer.reference.split} digits under the same model and ordering.")
+        self._show_reference(scorer)
         cur = self._key()
         if cur is not None and cur[:2] == key:
             self.requests.forget()  # the code length is shown but the scores are not: ask again
             self.request()
+
+    def _show_reference(self, scorer: Scorer) -> None:
+        n = scorer.reference.n_images
+        self.status.setText(f"Percentiles among the {n:,} {scorer.reference.split} digits under the same model and ordering.")
 
     def _on_scorer_error(self, key: tuple, message: str) -> None:
         self._scorer_failed = key
@@ -242,8 +264,8 @@ class CompressPanel(QWidget):
             self.codeShown.emit()
         if score is not None:
             self.score = score
-            self.pct.setText(f"{score.percentile:.1f}  ·  log p = {score.log_prob_nats:.1f} nats")
-            self.llr.setText(f"{score.llr_percentile:.1f}  ·  {score.llr_nats:+.1f} nats")
+            self.pct.setText(f"{score.percentile:.1f} percentile  ·  log p = {score.log_prob_nats:.1f} nats")
+            self.llr.setText(f"{score.llr_percentile:.1f} percentile  ·  {score.llr_nats:+.1f} nats")
             if key == cur:
                 self.scoreShown.emit()
 

@@ -167,15 +167,24 @@ def model_log_prob(model: ARModel, x: np.ndarray, batch_size: int = 500) -> np.n
 
 
 def compute_reference(model: ARModel, x: np.ndarray, background: BackgroundModel, split: str = "test",
-                      batch_size: int = 500, progress: Callable[[int, int], None] | None = None) -> Reference:
-    """The quantiles of log p and of the likelihood ratio over the images ``x`` (the test split)."""
+                      batch_size: int = 500, progress: Callable[[int, int], None] | None = None,
+                      log_probs: np.ndarray | None = None) -> Reference:
+    """The quantiles of log p and of the likelihood ratio over the images ``x`` (the test split).
+    ``log_probs``: log p of ``x`` under ``model`` already measured (e.g. cached by
+    :func:`engine.reference.split_log_probs_steps`), so the model is not run again."""
     x = np.asarray(x).reshape(len(x), -1)
-    lps = []
-    for i in range(0, len(x), batch_size):
-        lps.append(model_log_prob(model, x[i : i + batch_size], batch_size))
-        if progress is not None:
-            progress(min(i + batch_size, len(x)), len(x))
-    lp = _finite(np.concatenate(lps) if lps else np.zeros(0), "log p(x) of a reference image")
+    if log_probs is not None:
+        lp = np.asarray(log_probs, dtype=np.float64).reshape(-1)
+        if len(lp) != len(x):
+            raise ValueError(f"{len(lp)} log-likelihoods were given for {len(x)} reference images")
+        lp = _finite(lp, "log p(x) of a reference image")
+    else:
+        lps = []
+        for i in range(0, len(x), batch_size):
+            lps.append(model_log_prob(model, x[i : i + batch_size], batch_size))
+            if progress is not None:
+                progress(min(i + batch_size, len(x)), len(x))
+        lp = _finite(np.concatenate(lps) if lps else np.zeros(0), "log p(x) of a reference image")
     llr = lp - background.log_prob(x)
     p = np.linspace(0.0, 1.0, QUANTILES)
     return Reference(np.quantile(lp, p), np.quantile(llr, p), len(x), split)
@@ -292,22 +301,12 @@ class Scorer:
             raise ValueError(f"the background model has {background.levels} pixel levels, the model {model.levels}")
         self.model, self.background, self.reference = model, background, reference
 
-    @classmethod
-    def for_model(cls, model: ARModel, data_dir: str | os.PathLike | None = None, cache: bool = True,
-                  progress: Callable[[int, int], None] | None = None, dataset: str | None = None) -> "Scorer":
-        """Background fitted on the training split and reference from the whole test split of
-        ``dataset`` (a checkpoint's, :func:`engine.datasets.dataset_of`; by default binarized MNIST
-        for a binary model, MNIST for a grey one) at the model's levels, cached."""
-        from ..datasets import DEFAULT_DATASET, check_dataset, load_dataset
+    @staticmethod
+    def _reference_cache(model: ARModel, bg: BackgroundModel, dataset: str, levels: int) -> tuple[Path, dict[str, Any]]:
+        from ..datasets import DEFAULT_DATASET
         from .compress import model_fingerprint
 
-        levels = model.levels
-        dataset, levels = check_dataset(dataset or (DEFAULT_DATASET if levels == 2 else "mnist"), levels)
         sums = _split_checksums(dataset)
-        if dataset == DEFAULT_DATASET:
-            bg = load_background(data_dir, cache)
-        else:
-            bg = load_background(data_dir, cache, dataset=dataset, levels=levels)
         fingerprint = model_fingerprint(model)
         key = f"reference-{fingerprint[:32]}-{sums['test'][:8]}-{sums['train'][:8]}.json"
         source: dict[str, Any] = {"kind": "reference", "model": fingerprint, "test": sums["test"], "train": sums["train"],
@@ -315,17 +314,61 @@ class Scorer:
         if dataset != DEFAULT_DATASET:  # what a binary model's cache has always named, plus the data set and levels
             key = f"reference-{fingerprint[:32]}-{dataset}-{levels}-{sums['test'][:8]}-{sums['train'][:8]}.json"
             source.update(dataset=dataset, levels=levels)
-        d = _read_json(_cache_path(key), source) if cache else None
-        ref = None
-        if d is not None:
-            try:
-                ref = Reference.from_dict(d)
-            except (KeyError, TypeError, ValueError):
-                ref = None
+        return _cache_path(key), source
+
+    @staticmethod
+    def _read_reference(path: Path, source: dict[str, Any]) -> Reference | None:
+        d = _read_json(path, source)
+        if d is None:
+            return None
+        try:
+            return Reference.from_dict(d)
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    @staticmethod
+    def _data(model: ARModel, dataset: str | None) -> tuple[str, int]:
+        """The data set a model is scored against, and its levels: a checkpoint's (by default
+        binarized MNIST for a binary model, MNIST for a grey one)."""
+        from ..datasets import DEFAULT_DATASET, check_dataset
+
+        return check_dataset(dataset or (DEFAULT_DATASET if model.levels == 2 else "mnist"), model.levels)
+
+    @staticmethod
+    def _background(data_dir: str | os.PathLike | None, cache: bool, dataset: str, levels: int) -> BackgroundModel:
+        from ..datasets import DEFAULT_DATASET
+
+        if dataset == DEFAULT_DATASET:
+            return load_background(data_dir, cache)
+        return load_background(data_dir, cache, dataset=dataset, levels=levels)
+
+    @classmethod
+    def cached(cls, model: ARModel, data_dir: str | os.PathLike | None = None, dataset: str | None = None) -> "Scorer | None":
+        """The scorer of :meth:`for_model` when its reference is cached (no pass of the model), else None."""
+        dataset, levels = cls._data(model, dataset)
+        bg = cls._background(data_dir, True, dataset, levels)
+        ref = cls._read_reference(*cls._reference_cache(model, bg, dataset, levels))
+        return cls(model, bg, ref) if ref is not None else None
+
+    @classmethod
+    def for_model(cls, model: ARModel, data_dir: str | os.PathLike | None = None, cache: bool = True,
+                  progress: Callable[[int, int], None] | None = None, dataset: str | None = None,
+                  log_probs: np.ndarray | None = None) -> "Scorer":
+        """Background fitted on the training split and reference from the whole test split of
+        ``dataset`` (a checkpoint's, :func:`engine.datasets.dataset_of`; by default binarized MNIST
+        for a binary model, MNIST for a grey one) at the model's levels, cached. ``log_probs``: the
+        test split's log p under ``model``, when already measured."""
+        from ..datasets import load_dataset
+
+        dataset, levels = cls._data(model, dataset)
+        bg = cls._background(data_dir, cache, dataset, levels)
+        path, source = cls._reference_cache(model, bg, dataset, levels)
+        ref = cls._read_reference(path, source) if cache else None
         if ref is None:
-            ref = compute_reference(model, load_dataset(dataset, "test", data_dir, levels), bg, progress=progress)
+            ref = compute_reference(model, load_dataset(dataset, "test", data_dir, levels), bg, progress=progress,
+                                    log_probs=log_probs)
             if cache:
-                _write_json(_cache_path(key), ref.to_dict(), source)
+                _write_json(path, ref.to_dict(), source)
         return cls(model, bg, ref)
 
     def score(self, x: np.ndarray | torch.Tensor) -> list[Score]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from PySide6.QtCore import QPoint, QRect, QUrl
+from PySide6.QtCore import QPoint, QRect, QSize, QUrl
 from PySide6.QtGui import QAction, QColor, QDesktopServices
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox, QTableWidget
 
@@ -33,8 +33,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _settle(qtbot, win, w: int, h: int) -> None:
+    """Resize the window and wait until it has its new size (Qt keeps it at least at its minimum)
+    and its layouts have been redone (the posted layout requests handled)."""
     win.resize(w, h)
-    qtbot.wait(50)
+    qtbot.waitUntil(lambda: win.size() == QSize(w, h).expandedTo(win.minimumSize()), timeout=5000)
+    QApplication.sendPostedEvents()
     QApplication.processEvents()
 
 

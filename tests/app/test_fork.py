@@ -4,10 +4,12 @@ canvas, continue both; the original continuation is the run's own completion."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, QRect, QSize, Qt
 from PySide6.QtTest import QTest
 
+from app.fork import GAP, place_beside
 from engine.sampling import continue_fork
 
 from .test_main_window import stroke
@@ -44,6 +46,16 @@ def test_fork_a_paused_run_and_compare_both_continuations(qtbot, win):
     old = win.session.canvas[0, 14]
     stroke(qtbot, win, [(0, 14)], Qt.RightButton if old else Qt.LeftButton)
     assert win.session.canvas[0, 14] == 1 - old and (win.session.flat() != prefix).sum() == 1
+    # the fork's panel shows the edit at once: the forked image holds it, outlined, the original does not
+    forked, original = fork.dialog.images[1].image.reshape(-1), fork.dialog.images[0].image.reshape(-1)
+    assert forked[14] == 1 - old and original[14] == old and len(fork.dialog._marks) == 1
+    np.testing.assert_array_equal(fork.dialog.images[2].image.reshape(-1)[:STEPS], win.session.flat()[:STEPS] - prefix[:STEPS])
+    # ink drawn ahead of the run shows in the fork at once, and only there: the original still has it to draw
+    stroke(qtbot, win, [(20, 10)])
+    forked, original = fork.dialog.images[1].image.reshape(-1), fork.dialog.images[0].image.reshape(-1)
+    assert forked[20 * 28 + 10] == 1 and original[20 * 28 + 10] == np.float32(0.35) and len(fork.dialog._marks) == 2
+    stroke(qtbot, win, [(20, 10)], Qt.RightButton)  # and taken back
+    assert fork.dialog.images[1].image.reshape(-1)[20 * 28 + 10] == np.float32(0.35) and len(fork.dialog._marks) == 1
     with qtbot.waitSignal(fork.finished, timeout=20000):
         click(fork.dialog.continue_btn)
     x, lp = fork.result
@@ -73,6 +85,7 @@ def test_fork_a_paused_run_and_compare_both_continuations(qtbot, win):
     with qtbot.waitSignal(win.figuresShown, timeout=10000):
         click(fork.dialog.use_b)
     np.testing.assert_array_equal(win.session.flat(), x[1])
+    assert not win.session.mask.any()  # a whole image: nothing left to draw
 
 
 def _fork_after(qtbot, win, steps: int) -> None:
@@ -91,6 +104,8 @@ def test_a_new_fork_drops_the_continuation_of_the_previous_one(qtbot, win):
     """A continuation still running when the user forks another run never reaches the new fork's
     dialog: its images belong to the old fork point."""
     s, fork = win.sampling, win.fork
+    ended: dict[int, bool] = {}
+    fork.worker.finished.connect(lambda i, c: ended.__setitem__(i, c))
     win.show_panel(s)
     _fork_after(qtbot, win, 5)
     s.speed.setValue(0)  # the slowest speed: the continuation is still running below
@@ -101,5 +116,63 @@ def test_a_new_fork_drops_the_continuation_of_the_previous_one(qtbot, win):
     _fork_after(qtbot, win, 8)
     assert old.cancelled and not fork.requests.busy
     assert fork.point.draws == 8 and fork.result is None and fork.dialog.continue_btn.isEnabled()
-    qtbot.wait(300)  # whatever the old job still sends is dropped
+    # the old job ends (its signals come in order, so whatever it still sent has arrived by then) ...
+    qtbot.waitUntil(lambda: old.id in ended, timeout=10000)
+    assert ended[old.id] is True
+    # ... and none of it reached the new fork
     assert fork.result is None and fork.dialog.info.text() == ""
+
+
+def test_closing_the_fork_window_takes_its_mask_away(qtbot, win):
+    s, fork = win.sampling, win.fork
+    win.show_panel(s)
+    _fork_after(qtbot, win, 6)
+    assert win.session.mask.sum() == 784 - 6 and fork.dialog.isVisible()
+    with qtbot.waitSignal(win.state.maskChanged, timeout=5000):
+        fork.dialog.close()
+    assert not win.session.mask.any() and not fork.dialog.isVisible()
+
+
+def test_the_fork_window_opens_where_the_layout_says(qtbot, win):
+    s, fork = win.sampling, win.fork
+    win.show_panel(s)
+    _fork_after(qtbot, win, 3)
+    frame = win.frameGeometry().size() - win.geometry().size()
+    canvas = QRect(win.canvas.mapToGlobal(QPoint(0, 0)), win.canvas.size())
+    least = fork.dialog.minimumSizeHint()
+    want = place_beside(win.frameGeometry(), fork.dialog.preferred.expandedTo(least) + frame, win.screen().availableGeometry(),
+                        canvas, minimum=least + frame)
+    assert fork.dialog.frameGeometry() == want
+
+
+SCREEN = QRect(0, 0, 1600, 1000)
+
+
+@pytest.mark.parametrize("window", [QRect(0, 0, 900, 700), QRect(700, 100, 900, 700), QRect(300, 0, 1000, 480),
+                                    QRect(300, 500, 1000, 500)])
+def test_the_fork_window_goes_beside_the_window_where_there_is_room(window):
+    size = QSize(600, 450)
+    placed = place_beside(window, size, SCREEN)
+    assert placed.size() == size
+    assert SCREEN.contains(placed) and not placed.intersects(window)
+    gaps = (placed.left() - window.right() - 1, window.left() - placed.right() - 1,
+            placed.top() - window.bottom() - 1, window.top() - placed.bottom() - 1)
+    assert GAP in gaps
+
+
+def test_without_room_beside_the_window_it_keeps_off_the_canvas():
+    window, canvas = QRect(0, 0, 1600, 1000), QRect(20, 60, 560, 560)
+    size = QSize(960, 520)
+    placed = place_beside(window, size, SCREEN, canvas)
+    assert SCREEN.contains(placed) and not placed.intersects(canvas) and placed.size() == size
+    # a canvas on the right: the window goes to its left
+    canvas = QRect(1000, 60, 560, 560)
+    placed = place_beside(window, size, SCREEN, canvas)
+    assert SCREEN.contains(placed) and not placed.intersects(canvas) and placed.size() == size
+    # a little less room than its size: as narrow as its minimum allows, still off the canvas
+    canvas = QRect(100, 60, 560, 560)
+    placed = place_beside(window, size, SCREEN, canvas, minimum=QSize(900, 400))
+    assert SCREEN.contains(placed) and not placed.intersects(canvas) and placed.width() == 1600 - 660 - GAP
+    # no room anywhere: on the screen, at its right edge, at its size
+    placed = place_beside(window, QSize(1500, 900), SCREEN, QRect(20, 60, 900, 900))
+    assert SCREEN.contains(placed) and placed.right() == SCREEN.right() and placed.size() == QSize(1500, 900)

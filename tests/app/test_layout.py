@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from PySide6.QtCore import QSize
 from PySide6.QtWidgets import QApplication, QScrollArea, QToolButton
 
 from app.widgets.inspector import ReadOut
@@ -9,8 +10,11 @@ from engine.figures import EnsembleFigures
 
 
 def _settle(qtbot, win, w: int, h: int) -> None:
+    """Resize the window and wait until it has its new size (Qt keeps it at least at its minimum)
+    and its layouts have been redone (the posted layout requests handled)."""
     win.resize(w, h)
-    qtbot.wait(50)
+    qtbot.waitUntil(lambda: win.size() == QSize(w, h).expandedTo(win.minimumSize()), timeout=5000)
+    QApplication.sendPostedEvents()
     QApplication.processEvents()
 
 
