@@ -43,8 +43,9 @@ from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple
 import numpy as np
 
 from .atomic import atomic_file
-from .data import DataError, find_folder
+from .data import IMAGE_SHAPE, SPLIT_SIZES, SPLITS, D, DataError, find_folder
 from .errors import PixelchainError
+from .models.heads import LEVELS  # the pixel levels a model may have: one list for the models and the data
 
 __all__ = [
     "SPLITS",
@@ -70,12 +71,7 @@ __all__ = [
     "level_centres",
 ]
 
-SPLITS = ("train", "valid", "test")
-SPLIT_SIZES = {"train": 50_000, "valid": 10_000, "test": 10_000}
-IMAGE_SHAPE = (28, 28)
-D = 784
-#: the pixel levels a model may use (2 is the binary case; its data is the binarized split)
-LEVELS = (2, 4, 8, 16, 256)
+
 #: no IDX file is parsed into more than this many bytes (the largest canonical file has 47,040,000)
 MAX_IDX_BYTES = 64 << 20
 
