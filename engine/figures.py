@@ -184,6 +184,7 @@ class PixelInfluence:
     p: float  #: p(x_i = 1 | x_<i) as drawn
     delta: np.ndarray  #: (H, W)
     ordering: Ordering
+    levels: int = 2  #: K: with more than 2, ``p`` and ``delta`` are of E[x_i | x_<i] / (K - 1), a flip inverts
 
     def strongest(self, n: int = 3) -> list[tuple[int, float]]:
         """The ``n`` pixels (raster index, delta) that move it most, largest |delta| first."""
@@ -226,7 +227,7 @@ def pixel_influence_steps(model: ARModel, image: np.ndarray, pixel: int, orderin
             logits = ARModel._pixel_logit_flips(model, x, int(pixel), js.to(x.device), order)
         delta[js.numpy()] = p - _expected(model, logits).double().cpu().numpy()
         yield min(1.0, (start + len(js)) / len(before))
-    return PixelInfluence(int(pixel), step, p, delta.reshape(c.height, c.width), order)
+    return PixelInfluence(int(pixel), step, p, delta.reshape(c.height, c.width), order, model.levels)
 
 
 def _expected(model: ARModel, params: torch.Tensor) -> torch.Tensor:

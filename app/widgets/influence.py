@@ -132,9 +132,11 @@ class InfluenceView(QGroupBox):
         self.marker.setRect(QRectF(c, r, 1, 1))
         self.marker.setVisible(True)
         self.hint.setVisible(False)
-        lines = [f"({r}, {c}): p(x<sub>i</sub> = 1 | x<sub>&lt;i</sub>) = <b>{inf.p:.3f}</b> as drawn; "
+        what, flip = ("p(x<sub>i</sub> = 1 | x<sub>&lt;i</sub>)", "flipped") if inf.levels == 2 else \
+            ("E[x<sub>i</sub> | x<sub>&lt;i</sub>] / (K−1)", "inverted")
+        lines = [f"({r}, {c}): {what} = <b>{inf.p:.3f}</b> as drawn; "
                  "<span style='color:#f87171'>red</span>: a pixel's value raises it, "
-                 "<span style='color:#60a5fa'>blue</span>: lowers it, by the change if it alone were flipped"]
+                 f"<span style='color:#60a5fa'>blue</span>: lowers it, by the change if it alone were {flip}"]
         top = inf.strongest(3)
         if top:
             lines.append("strongest: " + ",  ".join(f"({j // w}, {j % w}) <b>{_signed(v)}</b>" for j, v in top))
@@ -175,6 +177,7 @@ class InfluenceView(QGroupBox):
         if np.isnan(v):
             text = f"{where}: itself" if j == inf.pixel else f"{where}: after it in the ordering, cannot move it"
         else:
-            text = (f"{where}: p(x_i = 1 | x_<i) would be {inf.p - v:.3f} with this pixel flipped, "
+            what, flip = ("p(x_i = 1 | x_<i)", "flipped") if inf.levels == 2 else ("E[x_i | x_<i] / (K-1)", "inverted")
+            text = (f"{where}: {what} would be {inf.p - v:.3f} with this pixel {flip}, "
                     f"{inf.p:.3f} as drawn ({_signed(v)})")
         self.view.setToolTip(text)

@@ -264,7 +264,7 @@ def test_a_grey_models_influence_map_inverts_each_earlier_pixel_and_compares_exp
         def expected(img):
             return float((m.level_log_probs(img)[0, pixel].exp() * torch.arange(16)).sum() / 15)
 
-        assert inf.p == pytest.approx(expected(x))
+        assert inf.p == pytest.approx(expected(x)) and inf.levels == 16
         for j in range(pixel):
             flipped = flip_rows(x, torch.tensor([j]), 16)
             assert flipped[0, j] == 15 - x[0, j]
