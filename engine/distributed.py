@@ -58,8 +58,8 @@ class _Loss(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model.training_loss(x)
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.model.training_loss(x, y)
 
 
 @dataclass
@@ -87,7 +87,7 @@ class DistContext:
             idx = idx.repeat(math.ceil(self.world_size / len(idx)))
         return idx[self.rank :: self.world_size]
 
-    def loss_fn(self, model: ARModel) -> Callable[[Tensor], Tensor]:
+    def loss_fn(self, model: ARModel) -> Callable[[Tensor, Tensor | None], Tensor]:
         """What to call on a minibatch for the loss to minimise (gradient-synchronising under DDP)."""
         if not self.enabled:
             return model.training_loss

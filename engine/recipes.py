@@ -140,6 +140,7 @@ def model_config(
     output: str | None = None,
     components: int | None = None,
     strict: bool = True,
+    classes: int | None = None,
 ) -> dict[str, Any]:
     """The config of ``family`` (a dict for :func:`~engine.models.build_model`) from training options.
 
@@ -179,7 +180,7 @@ def model_config(
     for key, value in (("direct", direct), ("order_agnostic", order_agnostic), ("num_masks", num_masks)):
         if value is not None and applies(key, value):
             cfg[key] = value
-    for key, given in (("levels", levels), ("output", output), ("components", components)):
+    for key, given in (("levels", levels), ("output", output), ("components", components), ("classes", classes)):
         if given is not None and applies(key, given):
             cfg[key] = given
     if _as_int(cfg.get("levels", 2)) > 2 and output is None and cfg.get("output", "bernoulli") == "bernoulli":
@@ -232,6 +233,9 @@ def add_family_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup
                              "PixelCNN++) (default: bernoulli for 2 levels, categorical for more)")
     parser.add_argument("--components", type=int, default=None, metavar="M",
                         help="logistics in a --head logistic-mixture (default: 5)")
+    parser.add_argument("--classes", type=int, default=None, metavar="C",
+                        help="10: a class-conditional model p(x | digit), trained on the labels; it also classifies "
+                             "(pixelchain classify) and its NLL is of the marginal p(x) (default: 0, unconditional)")
     parser.add_argument("--config", default=None, metavar="JSON",
                         help="a JSON object of further config fields of the family, e.g. '{\"dropout\": 0.1}'")
 
@@ -241,7 +245,7 @@ def model_config_from_args(family: str, args: argparse.Namespace) -> dict[str, A
     return model_config(family, parse_config_json(args.config), hidden=args.hidden, direct=args.direct,
                         order_agnostic=args.order_agnostic, order_set=args.order_set, num_masks=args.num_masks,
                         levels=getattr(args, "levels", None), output=getattr(args, "head", None),
-                        components=getattr(args, "components", None))
+                        components=getattr(args, "components", None), classes=getattr(args, "classes", None))
 
 
 def train_argv(family: str, config: Mapping[str, Any], ordering: str, tc: TrainConfig, out: str | os.PathLike,
@@ -270,6 +274,8 @@ def train_argv(family: str, config: Mapping[str, Any], ordering: str, tc: TrainC
             argv += ["--head", str(value)] if value != defaults.output else []
         elif key == "components" and config.get("output") == "logistic-mixture":
             argv += ["--components", str(value)]
+        elif key == "classes":
+            argv += ["--classes", str(value)] if value else []
         elif value != getattr(defaults, key, object()):
             rest[key] = list(value) if isinstance(value, tuple) else value
     if agnostic and hasattr(defaults, "num_masks") and "num_masks" not in config:

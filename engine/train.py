@@ -296,11 +296,16 @@ def resume_path(out: str | Path) -> Path:
 
 
 def evaluate_steps(
-    model: ARModel, x: np.ndarray | torch.Tensor, batch_size: int = 1000, ensemble: int = 1, target_seconds: float | None = None
+    model: ARModel, x: np.ndarray | torch.Tensor, batch_size: int = 1000, ensemble: int = 1, target_seconds: float | None = None,
+    y: np.ndarray | torch.Tensor | None = None,
 ) -> Generator[int, None, tuple[float, float]]:
     """:func:`evaluate` as a generator that yields the number of images done after each chunk and
     returns ``(mean NLL, standard error)``. With ``target_seconds`` the chunk size adapts so that
-    each chunk takes about that long (at most ``batch_size``), so a caller can stop between chunks."""
+    each chunk takes about that long (at most ``batch_size``), so a caller can stop between chunks.
+    With labels ``y`` (a conditional model) the NLL is of p(x | y); without, of the model's p(x)
+    (for a conditional model the marginal over classes)."""
+    if y is not None and ensemble != 1:
+        raise ValueError("an ensemble's NLL is of p(x), without labels")
     was_training = model.training
     model.eval()
     nlls = []
@@ -311,7 +316,10 @@ def evaluate_steps(
             t = time.perf_counter()
             xb = torch.as_tensor(np.asarray(x[i : i + chunk]), dtype=torch.float32)
             with torch.no_grad():
-                lp = model.member_log_prob(xb, 0) if ensemble == 1 else model.ensemble_log_prob(xb, ensemble)
+                if y is not None:
+                    lp = model.log_prob(xb, y=torch.as_tensor(np.asarray(y[i : i + chunk])))
+                else:
+                    lp = model.member_log_prob(xb, 0) if ensemble == 1 else model.ensemble_log_prob(xb, ensemble)
             nlls.append(-lp.double().cpu())
             i += len(xb)
             if target_seconds:
@@ -370,13 +378,17 @@ def train(
     resume: bool = False,
     meta: dict[str, Any] | None = None,
     init_output_bias: bool = True,
+    train_y: np.ndarray | None = None,
+    valid_y: np.ndarray | None = None,
 ) -> Iterator[Event]:
     """Train ``model`` with Adam, yielding progress; keeps the best-on-validation checkpoint.
 
     A fresh run first sets the output biases to the training marginals; ``init_output_bias=False``
-    keeps the model's own (when it starts from trained weights)."""
+    keeps the model's own (when it starts from trained weights). A class-conditional model needs the
+    labels ``train_y`` and ``valid_y``: it minimises -log p(x | y), is validated on it, and its class
+    prior p(y) is set to the training labels' frequencies."""
     config.validate()
-    run = _Run(model, train_x, valid_x, config, out)
+    run = _Run(model, train_x, valid_x, config, out, train_y, valid_y)
     start = run.start(resume, init_output_bias)
     schedule = _Schedule(config, start, run.ddp)
     saver = _Saver(run, start, meta)
@@ -476,7 +488,8 @@ class _Run:
     """The model, the data, the optimiser and the device of one run, and its two steps: an epoch of
     training and a validation pass."""
 
-    def __init__(self, model: ARModel, train_x: np.ndarray, valid_x: np.ndarray, cfg: TrainConfig, out: str | Path | None):
+    def __init__(self, model: ARModel, train_x: np.ndarray, valid_x: np.ndarray, cfg: TrainConfig, out: str | Path | None,
+                 train_y: np.ndarray | None = None, valid_y: np.ndarray | None = None):
         self.cfg = cfg
         self.ddp = ddp = distributed.context(cfg.device)  # several processes under torchrun, else a no-op
         self.device = device = ddp.device if ddp.device is not None else resolve_device(cfg.device)  # set when distributed
@@ -484,6 +497,7 @@ class _Run:
         self.valid_x = np.asarray(valid_x[: cfg.max_valid] if cfg.max_valid else valid_x)
         if len(self.train_x) == 0 or len(self.valid_x) == 0:
             raise TrainingError("training needs at least one training and one validation image")
+        self.train_y, self.valid_y = self._labels(model, train_y, valid_y)
         self.out = Path(out) if out is not None else None
         if self.out is not None and not self.out.parent.is_dir():
             raise TrainingError(f"cannot save to {self.out}: folder {self.out.parent} does not exist")
@@ -498,8 +512,10 @@ class _Run:
         self.avg: _WeightAverage | None = None
         self.loss_fn = ddp.loss_fn(model)  # model.training_loss, gradient-synchronising under DDP
         self.x_all = torch.as_tensor(self.train_x, dtype=torch.float32)
+        self.y_all = None if self.train_y is None else torch.as_tensor(self.train_y, dtype=torch.long)
         if device.type != "cpu":
             self.x_all = self.x_all.to(device)
+            self.y_all = None if self.y_all is None else self.y_all.to(device)
         self.n = len(self.x_all)
         self.batches = math.ceil(self.n / cfg.batch_size)
         self.done_batches = 0  # by this run
@@ -515,14 +531,37 @@ class _Run:
         # what a uniform model pays per image: pixels * ln(levels), binary unless the model has levels
         self.uniform_nll = int(np.prod(self.train_x.shape[1:])) * math.log(levels)
 
+    def _labels(self, model: ARModel, train_y: np.ndarray | None,
+                valid_y: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The labels of the images used, checked, for a conditional model; None for another."""
+        if not model.classes:
+            return None, None
+        if train_y is None or valid_y is None:
+            raise TrainingError("a class-conditional model trains on labelled images: give the labels of both splits")
+        cfg, out = self.cfg, []
+        for what, y, x in (("training", train_y, self.train_x), ("validation", valid_y, self.valid_x)):
+            y = np.asarray(y).reshape(-1)
+            cap = cfg.max_train if what == "training" else cfg.max_valid
+            y = y[:cap] if cap else y
+            if len(y) != len(x):
+                raise TrainingError(f"{len(y)} {what} labels for {len(x)} images")
+            if y.size and (y.min() < 0 or y.max() >= model.classes):
+                raise TrainingError(f"the {what} labels run from {y.min()} to {y.max()}, but the model takes {model.classes} classes")
+            out.append(y.astype(np.int64))
+        return out[0], out[1]
+
     def start(self, resume: bool, init_output_bias: bool) -> _Start:
-        """The resume point (loading the state) or a fresh start (output biases at the marginals)."""
+        """The resume point (loading the state) or a fresh start (output biases at the marginals,
+        the class prior at the labels' frequencies)."""
         start = _Start()
         if resume:
             start = self._load_state()
-        elif init_output_bias:
-            marg = torch.as_tensor(marginals(self.train_x, self.levels), dtype=torch.float32, device=self.device)
-            self.model.init_output_bias(marg)
+        else:
+            if self.train_y is not None:
+                self.model.set_class_prior(np.bincount(self.train_y, minlength=self.model.classes))
+            if init_output_bias:
+                marg = torch.as_tensor(marginals(self.train_x, self.levels), dtype=torch.float32, device=self.device)
+                self.model.init_output_bias(marg)
         if self.cfg.ema > 0 and self.avg is None:  # from the starting weights, output biases included
             self.avg = _WeightAverage(self.params, self.cfg.ema)
         if start.skip > self.batches:
@@ -612,7 +651,8 @@ class _Run:
         self.model.train()
         for b in range(first, batches):
             idx = ddp.shard(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
-            lv = self._step(self.x_all[idx.to(self.x_all.device)], epoch, b)
+            yb = None if self.y_all is None else self.y_all[idx.to(self.y_all.device)]
+            lv = self._step(self.x_all[idx.to(self.x_all.device)], yb, epoch, b)
             if not math.isfinite(lv):
                 return saver.diverged(lv, epoch, b)
             if lv > DIVERGED_LOSS * self.uniform_nll:
@@ -630,16 +670,16 @@ class _Run:
         self.train_nll = total / max(count, 1)
         return None
 
-    def _step(self, xb: torch.Tensor, epoch: int, b: int) -> float:
+    def _step(self, xb: torch.Tensor, yb: torch.Tensor | None, epoch: int, b: int) -> float:
         """One optimiser step on ``xb``; returns its loss (nats per image), taking no step when that
         is not finite."""
         cfg, device = self.cfg, self.device
         try:
             if cfg.amp and device.type in ("cuda", "cpu"):
                 with torch.autocast(device.type, dtype=torch.bfloat16):
-                    loss = self.loss_fn(xb)
+                    loss = self.loss_fn(xb, yb)
             else:
-                loss = self.loss_fn(xb)
+                loss = self.loss_fn(xb, yb)
             lv = self.ddp.mean(float(loss.detach()))
         except torch.cuda.OutOfMemoryError:
             raise _out_of_memory("a training batch", len(xb), "--batch-size", epoch, b + 1) from None
@@ -675,11 +715,13 @@ class _Run:
         cfg, ddp, valid_x = self.cfg, self.ddp, self.valid_x
         try:
             if ddp.enabled:  # every process must take part: no stopping half-way
+                if self.valid_y is not None:
+                    raise TrainingError("distributed training of a class-conditional model is not supported")
                 part = ddp.eval_shard(valid_x)
                 mean, se = evaluate(self.model, part, cfg.eval_batch_size) if len(part) else (0.0, 0.0)
                 return ddp.combine_nll(mean, se, len(part))[0]
             # in chunks of about 0.2 s, so that whoever drives the run can stop it between them
-            steps = evaluate_steps(self.model, valid_x, cfg.eval_batch_size, target_seconds=0.2)
+            steps = evaluate_steps(self.model, valid_x, cfg.eval_batch_size, target_seconds=0.2, y=self.valid_y)
             while True:
                 try:
                     done = next(steps)

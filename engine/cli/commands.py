@@ -199,7 +199,7 @@ def _download_progress(split: str, dataset: str = "binarized-mnist"):
 
 def _cmd_train(a: argparse.Namespace) -> int:
 
-    from ..datasets import check_dataset, describe, load_dataset
+    from ..datasets import check_dataset, describe, load_dataset, load_labels
     from ..distributed import context as dist_context
     from ..models import build_model, build_seeded
     from ..ordering import parse_ordering
@@ -228,10 +228,13 @@ def _cmd_train(a: argparse.Namespace) -> int:
         _init_from(model, a.init_from)
     train_x = load_dataset(dataset, "train", a.data, levels, progress=_download_progress("train", dataset))
     valid_x = load_dataset(dataset, "valid", a.data, levels, progress=_download_progress("valid", dataset))
+    train_y = load_labels(dataset, "train", a.data) if model.classes else None
+    valid_y = load_labels(dataset, "valid", a.data) if model.classes else None
     out = Path(a.out)
     if not quiet:
         print(
-            f"training {a.model} ({model.num_parameters():,} parameters{'' if model.binary else f', {model.dist_head.kind} head'}) "
+            f"training {a.model} ({model.num_parameters():,} parameters{'' if model.binary else f', {model.dist_head.kind} head'}"
+            f"{f', conditioned on {model.classes} classes' if model.classes else ''}) "
             f"on {describe(dataset, levels)} in the {ordering.label} ordering, on {device_name(device)}, "
             f"{'bf16 mixed precision' if tc.amp else 'float32'}; best checkpoint -> {out}",
             flush=True,
@@ -243,7 +246,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
                         **({"init_from": str(a.init_from)} if a.init_from else {}))
     bar = _Bar(quiet)
     t0 = time.perf_counter()
-    for ev in train(model, train_x, valid_x, tc, out=out, resume=a.resume, meta=meta, init_output_bias=not a.init_from):
+    for ev in train(model, train_x, valid_x, tc, out=out, resume=a.resume, meta=meta, init_output_bias=not a.init_from,
+                    train_y=train_y, valid_y=valid_y):
         if isinstance(ev, BatchEnd):
             bar.batch(ev)
         elif isinstance(ev, Validating):
@@ -275,6 +279,11 @@ def _init_from(model, path: str) -> None:
     diff = sorted(k for k in set(mine) | set(theirs) if k not in mine or k not in theirs or mine[k].shape != theirs[k].shape)
     if not diff:
         model.load_state_dict(theirs)
+        return
+    if model.classes and not src.classes and all(k in mine and k not in theirs and k.startswith("class_") for k in diff):
+        # a conditional model from an unconditional one: its class terms start at zero, so it computes
+        # the source's conditionals for every class until training moves them apart
+        model.load_state_dict(theirs, strict=False)
         return
     if model.residual_out:  # deeper (and, for LMConv, wider): grow_from says what else differs
         try:

@@ -51,6 +51,12 @@ __all__ = [
 ]
 
 LOG2 = math.log(2.0)
+#: the most classes a model may be conditioned on
+MAX_CLASSES = 1000
+#: images per piece of the marginal over classes (:meth:`ARModel._marginal_params`)
+MARGINAL_CHUNK = 16
+#: a class argument: None (the marginal over classes, or an unconditional model), an int for every image, or one per image
+ClassArg = Tensor | np.ndarray | int | Sequence[int] | None
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -78,6 +84,8 @@ class ModelConfig:
     output: str = dataclasses.field(default="bernoulli", kw_only=True)
     #: logistics in a ``logistic-mixture`` head
     components: int = dataclasses.field(default=5, kw_only=True)
+    #: classes the model is conditioned on (10 for the digits' labels); 0: an unconditional model
+    classes: int = dataclasses.field(default=0, kw_only=True)
 
     @property
     def size(self) -> int:
@@ -115,6 +123,7 @@ class SampleStep:
     prob: Tensor  #: (B,) probability of a 1 used for the draw (after temperature); for K > 2 levels the expected value on [0, 1]
     value: Tensor  #: (B,) the drawn values
     x: Tensor  #: (B, D) the images so far
+    y: Tensor | None = None  #: (B,) the class each image is drawn from (a class-conditional model), else None
 
 
 class Stepper:
@@ -150,6 +159,7 @@ def draw_steps(
     rows: Tensor | None = None,
     fixed: Tensor | None = None,
     head: Head | None = None,
+    y: Tensor | None = None,
 ) -> Iterator[SampleStep]:
     """The sampling loop: visit ``ordering``, tell ``stepper`` the ``known`` (D,) pixels and draw
     the others into ``x`` (B, D), which is changed in place; yields after each drawn pixel.
@@ -161,7 +171,8 @@ def draw_steps(
     row of ``x`` uses (default row b uses uniform b); ``fixed`` (B, D) bool: pixels whose value in
     ``x`` is kept when the ordering reaches them instead of being drawn. ``head``: the model's output
     head where pixels have more than 2 levels; the one uniform then picks the level by inverting
-    the tempered conditional's CDF (:meth:`engine.models.heads.Head.sample`)."""
+    the tempered conditional's CDF (:meth:`engine.models.heads.Head.sample`). ``y``: the classes the
+stepper was made with, reported in each step."""
     multi = head is not None and head.levels > 2
     b = x.shape[0]
     batch = b if batch is None else batch
@@ -187,7 +198,7 @@ def draw_steps(
             value = torch.where(fixed[:, pixel], x[:, pixel], value)
         stepper.observe(pixel, value)
         x[:, pixel] = value
-        yield SampleStep(index=index, total=total, step=t, pixel=pixel, prob=prob, value=value, x=x)
+        yield SampleStep(index=index, total=total, step=t, pixel=pixel, prob=prob, value=value, x=x, y=y)
         index += 1
 
 
@@ -202,17 +213,18 @@ def _take(t: Tensor | None, index: Tensor, dim: int = 0) -> Tensor | None:
 class ReferenceStepper(Stepper):
     """One full teacher-forced pass per pixel: slow, simple, and the reference for fast paths."""
 
-    def __init__(self, model: "ARModel", x: Tensor, ordering: Ordering):
-        self.model, self.x, self.ordering = model, x, ordering
+    def __init__(self, model: "ARModel", x: Tensor, ordering: Ordering, y: Tensor | None = None):
+        self.model, self.x, self.ordering, self.y = model, x, ordering, y
 
     def logits(self, pixel: int) -> Tensor:
-        return self.model._logits(self.x, self.ordering)[:, pixel]
+        return self.model._logits(self.x, self.ordering, self.y)[:, pixel]
 
     def observe(self, pixel: int, value: Tensor) -> None:
         self.x[:, pixel] = value
 
     def select(self, index: Tensor) -> None:
         self.x = _take(self.x, index)
+        self.y = _take(self.y, index)
 
 
 class ARModel(nn.Module):
@@ -236,6 +248,12 @@ class ARModel(nn.Module):
     #: the model's own ordering as long tensors, for families that call :meth:`register_ordering_buffers`
     perm: Tensor
     inv: Tensor
+    #: whether the family can be conditioned on a class (``config.classes > 0``): it then takes ``y``
+    #: in :meth:`_logits`, :meth:`stepper` and :meth:`training_loss` and adds a learned embedding of it
+    #: where it forms its hidden state or logits
+    takes_classes: ClassVar[bool] = False
+    #: (classes,) log p(y), the training frequencies of the classes (a conditional model only)
+    class_log_prior: Tensor
 
     def __init__(self, config: ModelConfig, ordering: Ordering | None = None):
         super().__init__()
@@ -243,6 +261,15 @@ class ARModel(nn.Module):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
         self.dist_head: Head = make_head(config.output, config.levels, config.components)
+        if config.classes < 0 or config.classes == 1 or config.classes > MAX_CLASSES:
+            raise ValueError(f"classes must be 0 (unconditional) or 2 to {MAX_CLASSES}, got {config.classes}")
+        if config.classes:
+            if not self.takes_classes:
+                raise ValueError(f"the {self.family} family cannot be conditioned on a class")
+            if self.dist_head.kind == "logistic-mixture":
+                raise ValueError("a class-conditional model needs a Bernoulli or categorical head: the marginal over "
+                                 "classes of a logistic mixture is not one")
+            self.register_buffer("class_log_prior", torch.full((config.classes,), -math.log(config.classes)))
         if ordering is None:
             ordering = make_ordering("raster", config.height, config.width)
         if (ordering.height, ordering.width) != (config.height, config.width):
@@ -253,19 +280,22 @@ class ARModel(nn.Module):
 
     # ---------------------------------------------------------------------------------------
     # what a family implements
-    def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
+    def _logits(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Tensor:
         """(B, D) logits of p(x_i = 1 | pixels before i in ``ordering``), raster-indexed; with more
         than one head number per pixel (:attr:`out_params` > 1), (B, D, out_params). ``x`` holds
-        levels 0 .. K-1; a family feeds its network :func:`~engine.models.heads.scale_levels` of it."""
+        levels 0 .. K-1; a family feeds its network :func:`~engine.models.heads.scale_levels` of it.
+        ``y``: (B,) long, the class of each image, given exactly when the model is conditional."""
         raise NotImplementedError
 
-    def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
-        """The fast incremental sampler; families override it. ``x`` is updated in place."""
-        return ReferenceStepper(self, x, ordering)
+    def stepper(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Stepper:
+        """The fast incremental sampler; families override it. ``x`` is updated in place; ``y`` as
+        in :meth:`_logits`."""
+        return ReferenceStepper(self, x, ordering, y)
 
-    def training_loss(self, x: Tensor) -> Tensor:
-        """Mean negative log-likelihood (nats per image) minimised in training."""
-        return -self.log_prob(x).mean()
+    def training_loss(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Mean negative log-likelihood (nats per image) minimised in training: of p(x | y) where
+        ``y`` is given."""
+        return -self.log_prob(x, y=y).mean()
 
     # ---------------------------------------------------------------------------------------
     # shared behaviour
@@ -277,6 +307,11 @@ class ARModel(nn.Module):
     def levels(self) -> int:
         """K, the values a pixel takes (2 for the binary models)."""
         return self.config.levels
+
+    @property
+    def classes(self) -> int:
+        """The number of classes a conditional model takes, 0 for an unconditional one."""
+        return self.config.classes
 
     @property
     def out_params(self) -> int:
@@ -348,65 +383,173 @@ class ARModel(nn.Module):
             raise ValueError(f"expected images of {self.size} pixels, got shape {tuple(x.shape)}")
         return x.to(device=self.device, dtype=self._dtype())
 
+    def _as_classes(self, y: Tensor | np.ndarray | int | Sequence[int] | None, b: int) -> Tensor | None:
+        """(B,) long classes from an int (every image), a sequence or a tensor; None stays None (the
+        marginal over classes of a conditional model). Checked against the model's classes."""
+        if y is None:
+            return None
+        if not self.classes:
+            raise ValueError("this model is not conditioned on a class")
+        t = torch.as_tensor(y).reshape(-1).to(torch.long)
+        if t.numel() == 1 and b != 1:
+            t = t.expand(b)
+        if t.numel() != b:
+            raise ValueError(f"{t.numel()} classes given for {b} images")
+        if int(t.min()) < 0 or int(t.max()) >= self.classes:
+            raise ValueError(f"a class must be in 0..{self.classes - 1}")
+        return t.to(self.device)
+
     def _dtype(self) -> torch.dtype:
         for p in self.parameters():
             return p.dtype
         return torch.get_default_dtype()
 
-    def logits(self, x: Tensor | np.ndarray, ordering: Ordering | None = None) -> Tensor:
-        """(B, D) logits of every pixel's conditional, teacher-forced on ``x``."""
-        return self._full_logits(self._as_batch(x), self.resolve_ordering(ordering))
+    def logits(self, x: Tensor | np.ndarray, ordering: Ordering | None = None, y: ClassArg = None) -> Tensor:
+        """(B, D) logits of every pixel's conditional, teacher-forced on ``x``. For a conditional
+        model, given class(es) ``y`` (an int for all images, or one per image): the conditionals of
+        p(x | y); without: those of the marginal p(x) = sum_y p(y) p(x | y) (:meth:`_marginal_params`)."""
+        xb = self._as_batch(x)
+        return self._full_logits(xb, self.resolve_ordering(ordering), self._as_classes(y, len(xb)))
 
-    def _full_logits(self, x: Tensor, ordering: Ordering) -> Tensor:
-        """:meth:`_logits`, in pieces of :attr:`eval_chunk` images where that is faster."""
+    def _full_logits(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Tensor:
+        """:meth:`_logits`, in pieces of :attr:`eval_chunk` images where that is faster; the
+        marginal over classes for a conditional model given no ``y``."""
+        if self.classes and y is None:
+            return self._marginal_params(x, ordering)
         n = self.eval_chunk
         if not (n and len(x) > n and not torch.is_grad_enabled() and x.device.type == "cpu"):
-            return self._logits(x, ordering)
+            return self._logits(x, ordering, y)
         pieces = []
-        for part in x.split(n):
+        ys = y.split(n) if y is not None else [None] * len(x.split(n))
+        for part, yp in zip(x.split(n), ys, strict=True):
             k = len(part)
             if k < n:  # pad the last piece: every piece the same size, the same kernels, so an image's
                 # figures do not depend on where a batch ends (evaluation at 500 and 1000 agree exactly)
                 part = torch.cat([part, part.new_zeros(n - k, part.shape[1])])
-            pieces.append(self._logits(part, ordering)[:k])
+                if yp is not None:
+                    yp = torch.cat([yp, yp.new_zeros(n - k)])
+            pieces.append(self._logits(part, ordering, yp)[:k])
         return torch.cat(pieces)
 
-    def pixel_logit(self, x: Tensor | np.ndarray, pixel: int, ordering: Ordering | None = None) -> Tensor:
+    def pixel_logit(self, x: Tensor | np.ndarray, pixel: int, ordering: Ordering | None = None, y: ClassArg = None) -> Tensor:
         """(B,) the logit of pixel ``pixel``'s conditional, teacher-forced on ``x``: the same value as
-        ``logits(x, ordering)[:, pixel]``, for less work in the families that read the image as a
+        ``logits(x, ordering, y)[:, pixel]``, for less work in the families that read the image as a
         sequence (they run only the steps up to the pixel's)."""
         d = self.config.height * self.config.width
         if not 0 <= int(pixel) < d:
             raise ValueError(f"pixel must be a raster index in 0..{d - 1}, got {pixel}")
-        return self._pixel_logit(self._as_batch(x), int(pixel), self.resolve_ordering(ordering))
+        xb = self._as_batch(x)
+        return self._params_at(xb, int(pixel), self.resolve_ordering(ordering), self._as_classes(y, len(xb)))
 
-    def _pixel_logit(self, x: Tensor, pixel: int, ordering: Ordering) -> Tensor:
-        return self._logits(x, ordering)[:, pixel]
+    def _params_at(self, x: Tensor, pixel: int, ordering: Ordering, y: Tensor | None) -> Tensor:
+        if self.classes and y is None:
+            return self._marginal_params(x, ordering)[:, pixel]
+        return self._pixel_logit(x, pixel, ordering, y)
 
-    def conditionals(self, x: Tensor | np.ndarray, ordering: Ordering | None = None) -> Tensor:
+    def _pixel_logit(self, x: Tensor, pixel: int, ordering: Ordering, y: Tensor | None = None) -> Tensor:
+        return self._logits(x, ordering, y)[:, pixel]
+
+    def conditionals(self, x: Tensor | np.ndarray, ordering: Ordering | None = None, y: ClassArg = None) -> Tensor:
         """(B, D) p(x_i = 1 | x_<i) for every pixel; with K > 2 levels, the expected value
         E[x_i | x_<i] / (K - 1) on [0, 1] (the same number for K = 2)."""
-        params = self.logits(x, ordering)
+        params = self.logits(x, ordering, y)
         if self.binary:
             return torch.sigmoid(params)
         return self.dist_head.mean(params) / (self.levels - 1)
 
-    def level_log_probs(self, x: Tensor | np.ndarray, ordering: Ordering | None = None) -> Tensor:
+    def level_log_probs(self, x: Tensor | np.ndarray, ordering: Ordering | None = None, y: ClassArg = None) -> Tensor:
         """(B, D, K) every pixel's whole conditional: log p(x_i = v | x_<i) for each level v."""
-        params = self.logits(x, ordering)
+        return self._level_log_probs(self.logits(x, ordering, y))
+
+    def _level_log_probs(self, params: Tensor) -> Tensor:
         return self.dist_head.log_probs(params[..., None] if self.binary else params)
 
-    def log_prob_per_pixel(self, x: Tensor | np.ndarray, ordering: Ordering | None = None) -> Tensor:
-        """(B, D) log p(x_i | x_<i) in nats of the values in ``x``."""
+    def log_prob_per_pixel(self, x: Tensor | np.ndarray, ordering: Ordering | None = None, y: ClassArg = None) -> Tensor:
+        """(B, D) log p(x_i | x_<i) in nats of the values in ``x`` (given ``y`` for a conditional
+        model, else under its marginal over classes)."""
         x = self._as_batch(x)
-        params = self._full_logits(x, self.resolve_ordering(ordering))
-        if self.binary:
-            return -F.binary_cross_entropy_with_logits(params, x, reduction="none")
-        return self.dist_head.log_prob_of(params, x)
+        params = self._full_logits(x, self.resolve_ordering(ordering), self._as_classes(y, len(x)))
+        return self._observed(params, x)
 
-    def log_prob(self, x: Tensor | np.ndarray, ordering: Ordering | None = None) -> Tensor:
-        """(B,) log p(x) in nats."""
-        return self.log_prob_per_pixel(x, ordering).sum(dim=1)
+    def _observed(self, params: Tensor, x: Tensor) -> Tensor:
+        """(..., D) log p of the values ``x`` under the head numbers ``params``."""
+        if self.binary:
+            return -F.binary_cross_entropy_with_logits(params, x.expand_as(params), reduction="none")
+        return self.dist_head.log_prob_of(params, x.expand(*params.shape[:-1]))
+
+    def log_prob(self, x: Tensor | np.ndarray, ordering: Ordering | None = None, y: ClassArg = None) -> Tensor:
+        """(B,) log p(x) in nats; log p(x | y) given ``y``."""
+        return self.log_prob_per_pixel(x, ordering, y).sum(dim=1)
+
+    # ---------------------------------------------------------------------------------------
+    # classes: p(x | y), the marginal p(x) and the posterior p(y | x)
+    def class_log_probs(self, x: Tensor | np.ndarray, ordering: Ordering | None = None) -> Tensor:
+        """(C, B, D) log p(x_i | x_<i, y = c) of the values in ``x`` for every class c, in one
+        batched pass over the C classes."""
+        xb = self._as_batch(x)
+        return self._observed(self._per_class_params(xb, self.resolve_ordering(ordering)), xb)
+
+    def _per_class_params(self, x: Tensor, ordering: Ordering) -> Tensor:
+        """(C, B, D[, P]) the head numbers of every image under every class."""
+        if not self.classes:
+            raise ValueError("this model is not conditioned on a class")
+        c, b = self.classes, len(x)
+        ys = torch.arange(c, device=x.device).repeat_interleave(b)
+        params = self._full_logits(x.repeat(c, 1), ordering, ys)
+        return params.view(c, b, *params.shape[1:])
+
+    def class_log_posterior(self, x: Tensor | np.ndarray, ordering: Ordering | None = None, upto: int | None = None,
+                            per_pixel: Tensor | None = None) -> Tensor:
+        """(B, C) log p(y | x) by Bayes' rule, from the first ``upto`` pixels of ``ordering`` (all by
+        default): log p(y) + sum_{t < upto} log p(x_{o_t} | x_{o_<t}, y), normalised over y. Exact
+        for a prefix of the ordering, whatever the pixels after it hold. ``per_pixel``: the
+        :meth:`class_log_probs` of ``x`` where the caller has them."""
+        order = self.resolve_ordering(ordering)
+        lp = self.class_log_probs(x, order) if per_pixel is None else per_pixel
+        d = lp.shape[-1]
+        upto = d if upto is None else int(upto)
+        if not 0 <= upto <= d:
+            raise ValueError(f"upto must be in 0..{d}, got {upto}")
+        steps = torch.tensor(np.array(order.perm[:upto], dtype=np.int64), device=lp.device)
+        joint = self.class_log_prior.to(lp.device, _wide(lp).dtype)[:, None] + _wide(lp).index_select(-1, steps).sum(-1)
+        return torch.log_softmax(joint, dim=0).T
+
+    def _prefix_log_posterior(self, lp: Tensor, ordering: Ordering) -> Tensor:
+        """(C, B, D): at each pixel, log p(y | the pixels before it in ``ordering``), from the
+        (C, B, D) per-class log-probabilities ``lp``: an exclusive running sum along the ordering."""
+        perm = torch.tensor(np.array(ordering.perm, dtype=np.int64), device=lp.device)
+        in_order = _wide(lp).index_select(-1, perm)
+        before = torch.cumsum(in_order, -1) - in_order
+        cum = torch.empty_like(before)
+        cum[..., perm] = before
+        joint = self.class_log_prior.to(lp.device, cum.dtype)[:, None, None] + cum
+        return joint - torch.logsumexp(joint, dim=0, keepdim=True)
+
+    def _marginal_params(self, x: Tensor, ordering: Ordering) -> Tensor:
+        """The head numbers of the marginal model p(x) = sum_y p(y) p(x | y), itself autoregressive:
+        p(x_i | x_<i) = sum_y p(y | x_<i) p(x_i | x_<i, y), with p(y | x_<i) from the pixels before
+        i. Returned as a Bernoulli logit (B, D) or categorical logits (B, D, K), whose log-probs sum
+        over pixels to log sum_y p(y) p(x | y) exactly. In pieces of images: the (C, B, D, K) level
+        log-probabilities of a large batch would not stay in memory."""
+        if len(x) > MARGINAL_CHUNK:
+            return torch.cat([self._marginal_params(part, ordering) for part in x.split(MARGINAL_CHUNK)])
+        params = self._per_class_params(x, ordering)
+        levels = _wide(self._level_log_probs(params))  # (C, B, D, K)
+        lp = self._observed(params, x)
+        post = self._prefix_log_posterior(lp, ordering)
+        mix = torch.logsumexp(post[..., None] + levels, dim=0)  # (B, D, K)
+        if self.binary:
+            return (mix[..., 1] - mix[..., 0]).to(params.dtype)
+        return mix.to(params.dtype)
+
+    def set_class_prior(self, counts: Tensor | np.ndarray) -> None:
+        """Set p(y) to the frequencies of ``counts`` (C,), the training labels' counts; a class
+        never seen keeps a small weight (add-one smoothing) so that no image is impossible."""
+        c = torch.as_tensor(np.asarray(counts), dtype=torch.float64).reshape(-1)
+        if c.numel() != self.classes or bool((c < 0).any()):
+            raise ValueError(f"class counts must be {self.classes} non-negative numbers")
+        c = c + 1.0
+        self.class_log_prior.copy_(torch.log(c / c.sum()).to(self.class_log_prior))
 
     # ---------------------------------------------------------------------------------------
     # sampling and inpainting
@@ -454,6 +597,7 @@ class ARModel(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         fast: bool = True,
+        y: ClassArg = None,
     ) -> Generator[SampleStep, None, None]:
         """Generate ``n`` images pixel by pixel, yielding after each generated pixel.
 
@@ -464,6 +608,13 @@ class ARModel(nn.Module):
         :meth:`inpaint_is_exact`). Random numbers come from ``generator`` (a CPU generator; one
         uniform per image per generated pixel), so the fast and reference samplers draw the same
         images for the same seed. Stop the run by no longer iterating.
+
+        A conditional model draws from p(x | y) given ``y`` (an int for every image, or one per
+        image); without, from its marginal: each image's class is drawn first (one
+        ``torch.multinomial`` on ``generator`` before any pixel) from p(y), or with known pixels from
+        p(y | the known pixels the ordering visits before the first unknown one) -- all of them when
+        the known pixels come first, as an order-agnostic model puts them -- and the pixels then from
+        p(x | y). The steps report the classes (:attr:`SampleStep.y`).
         """
         if temperature <= 0 or not math.isfinite(temperature):
             raise ValueError(f"temperature must be a positive number, got {temperature}")
@@ -485,8 +636,22 @@ class ARModel(nn.Module):
         order = self.sampling_ordering(known_np, ordering)
         if generator is None:
             generator = torch.Generator()
-        stepper = self.stepper(x, order) if fast else ReferenceStepper(self, x, order)
-        yield from draw_steps(stepper, x, known_np, order, generator, temperature, head=self.dist_head)
+        yt = self._as_classes(y, n)
+        if self.classes and yt is None:
+            yt = self._draw_classes(x, known_np, order, generator)
+        stepper = self.stepper(x, order, yt) if fast else ReferenceStepper(self, x, order, yt)
+        yield from draw_steps(stepper, x, known_np, order, generator, temperature, head=self.dist_head, y=yt)
+
+    def _draw_classes(self, x: Tensor, known: np.ndarray, order: Ordering, generator: torch.Generator) -> Tensor:
+        """(B,) classes drawn from p(y | the known pixels ``order`` visits before its first unknown one)."""
+        steps_known = known[np.asarray(order.perm)]
+        upto = int(np.argmin(steps_known)) if not steps_known.all() else len(steps_known)
+        if upto == 0:
+            log_post = self.class_log_prior.float()[None].expand(len(x), -1)
+        else:
+            log_post = self.class_log_posterior(x, order, upto)
+        probs = log_post.exp().to(generator.device)
+        return torch.multinomial(probs, 1, generator=generator)[:, 0].to(self.device)
 
     def sample(self, n: int = 1, **kwargs: Any) -> Tensor:
         """Run :meth:`sample_steps` to the end; returns (n, D) images."""
@@ -588,13 +753,14 @@ class ARModel(nn.Module):
             "any_order": self.any_order,
             "levels": self.levels,
             "head": self.dist_head.kind,
+            "classes": self.classes,
             "parameters": self.num_parameters(),
         }
 
     # ---------------------------------------------------------------------------------------
     # the influence map: one pixel's conditional under single-pixel flips of one image
     def pixel_logit_flips(self, x: Tensor | np.ndarray, pixel: int, flips: Sequence[int] | np.ndarray | Tensor,
-                          ordering: Ordering | None = None) -> Tensor:
+                          ordering: Ordering | None = None, y: ClassArg = None) -> Tensor:
         """(N,) the logit of pixel ``pixel``'s conditional, teacher-forced on the one image ``x``
         with, in row n, pixel ``flips[n]`` flipped (``1 - x``; ``K - 1 - x`` at K levels, whose rows
         are the head's (N, P) numbers): the same values as
@@ -619,6 +785,10 @@ class ARModel(nn.Module):
             raise ValueError("every flipped pixel must come before the pixel in the ordering")
         if not js.numel():
             return xb.new_zeros((0,) if self.binary else (0, self.out_params))
+        if self.classes:  # given a class or under the marginal: the flipped images themselves
+            flipped = flip_rows(xb, js.to(xb.device), self.levels)
+            yt = self._as_classes(y, 1)
+            return self._params_at(flipped, int(pixel), order, None if yt is None else yt.expand(len(flipped)))
         if not self.binary:  # the families' shortcuts flip 0 and 1; a grey pixel's flip goes the reference way
             return ARModel._pixel_logit_flips(self, xb, int(pixel), js.to(xb.device), order)
         return self._pixel_logit_flips(xb, int(pixel), js.to(xb.device), order)
@@ -635,6 +805,11 @@ def flip_rows(x: Tensor, flips: Tensor, levels: int = 2) -> Tensor:
     rows = torch.arange(len(flips), device=x.device)
     xb[rows, flips] = (levels - 1) - xb[rows, flips]
     return xb
+
+
+def _wide(t: Tensor) -> Tensor:
+    """``t`` in float32 at least (sums of log-probabilities over 784 pixels need it), float64 kept."""
+    return t if t.dtype == torch.float64 else t.float()
 
 
 def log_mean_exp(values: Tensor, dim: int = 0) -> Tensor:

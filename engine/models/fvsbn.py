@@ -48,14 +48,14 @@ class FVSBN(ARModel):
     def init_output_bias(self, marginals: Tensor) -> None:
         init_bias_at_marginals(self.bias, marginals, perm=self.perm)
 
-    def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
+    def _logits(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Tensor:
         xo = scale_levels(x, self.levels)[:, self.perm]  # (B, D) in step order
         out = F.linear(xo, self.weight * self.mask, self.bias)  # (B, D P)
         if self.binary:
             return out[:, self.inv]
         return out.view(len(x), self.size, self.out_params)[:, self.inv]  # (B, D, P) raster-indexed
 
-    def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
+    def stepper(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Stepper:
         return _FVSBNStepper(self, x)
 
 

@@ -81,3 +81,25 @@ def output_head(out1: nn.Conv2d, out2: nn.Conv2d, h: Tensor, binary: bool) -> Te
         return out2(torch.relu(out1(torch.relu(h))))[:, 0]
     a = torch.relu(F.linear(torch.relu(h).permute(0, 2, 3, 1), out1.weight[:, :, 0, 0], out1.bias))
     return F.linear(a, out2.weight[:, :, 0, 0], out2.bias)
+
+
+def class_embedding(classes: int, width: int) -> nn.Embedding | None:
+    """A learned vector of ``width`` numbers per class that a conditional family adds where it forms
+    its hidden state or logits; None for an unconditional model (``classes == 0``). It starts at
+    zero, so a conditional model started from an unconditional one's weights computes exactly its
+    conditionals, for every class, and training moves the classes apart from there."""
+    if not classes:
+        return None
+    emb = nn.Embedding(classes, width)
+    nn.init.zeros_(emb.weight)
+    return emb
+
+
+def class_vectors(emb: nn.Embedding | None, y: Tensor | None) -> Tensor | None:
+    """(B, width) the embedding of each image's class; None for an unconditional model. A
+    conditional model's family is always given the classes (the marginal is formed above it)."""
+    if emb is None:
+        return None
+    if y is None:
+        raise ValueError("a class-conditional model needs the class of each image")
+    return emb(y)

@@ -199,7 +199,7 @@ class LocallyMaskedPixelCNN(ARModel):
         """(B|1, 1, H, W) step maps from (B|1, D) inverse permutations."""
         return inverse.to(dtype).view(-1, 1, self.config.height, self.config.width)
 
-    def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
+    def _logits(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Tensor:
         b = x.shape[0]
         inv = torch.from_numpy(np.array(ordering.inverse)).to(x.device)[None]  # (1, D)
         masks = self._masks(self._steps(inv, x.dtype))
@@ -211,7 +211,7 @@ class LocallyMaskedPixelCNN(ARModel):
         c = self.config
         return named_orderings(c.train_orderings, c.height, c.width) if self.any_order else []
 
-    def training_loss(self, x: Tensor) -> Tensor:
+    def training_loss(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         if not self.config.order_agnostic:
             return super().training_loss(x)
         c = self.config
@@ -222,7 +222,7 @@ class LocallyMaskedPixelCNN(ARModel):
             return F.binary_cross_entropy_with_logits(params, x, reduction="none").sum(1).mean()
         return -self.dist_head.log_prob_of(params, x).sum(1).mean()
 
-    def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
+    def stepper(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Stepper:
         return _CachedStepper(self, x, ordering)
 
     def notes(self) -> list[str]:

@@ -80,7 +80,7 @@ class PixelLSTM(SequenceARModel):
         h, _ = self.rnn(self.embed.sequence(xo, perm))  # (B, D, hidden)
         return self._read_out(self.out(h), perm)
 
-    def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
+    def stepper(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Stepper:
         return _LSTMStepper(self, x.shape[0])
 
     def _pixel_logit_flips(self, x: Tensor, pixel: int, flips: Tensor, ordering: Ordering) -> Tensor:

@@ -284,7 +284,7 @@ class MADE(ARModel):
             return F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(1)
         return -self.dist_head.log_prob_of(self._params(out), x).sum(1)
 
-    def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
+    def _logits(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Tensor:
         k = self.connectivity_for(ordering)
         return self._params(self._forward(scale_levels(x, self.levels), self._masks(ordering, k), k))
 
@@ -293,7 +293,7 @@ class MADE(ARModel):
         ordering, conn = self.member(k)
         return -self._nll(self._forward(scale_levels(x, self.levels), self._masks(ordering, conn), conn), x)
 
-    def training_loss(self, x: Tensor) -> Tensor:
+    def training_loss(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         c = self.config
         drop = float(c.dropout)
         if c.num_masks == 1 and not c.order_agnostic and drop == 0:
@@ -311,7 +311,7 @@ class MADE(ARModel):
     def init_output_bias(self, marginals: Tensor) -> None:
         init_bias_at_marginals(self.out.bias, marginals)
 
-    def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
+    def stepper(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Stepper:
         k = self.connectivity_for(ordering)
         return _MADEStepper(self, x, self._masks(ordering, k), self._hidden_biases(k))
 

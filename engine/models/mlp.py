@@ -59,7 +59,7 @@ class PixelMLP(ARModel):
     def init_output_bias(self, marginals: Tensor) -> None:
         init_bias_at_marginals(self.bias, marginals, perm=self.perm)
 
-    def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
+    def _logits(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Tensor:
         d, h = self.config.size, self.config.hidden
         xo = scale_levels(x, self.levels)[:, self.perm]  # (B, D)
         w = (self.w1 * self.mask).reshape(d * h, d)
@@ -70,7 +70,7 @@ class PixelMLP(ARModel):
             lo = torch.einsum("bdh,dph->bdp", torch.relu(pre), self.v) + self._out_bias()  # (B, D, P) in step order
         return lo[:, self.inv]
 
-    def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
+    def stepper(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Stepper:
         return _MLPStepper(self, x)
 
 

@@ -82,7 +82,7 @@ class NADE(ARModel):
         wa = torch.cat([wb.unsqueeze(0).expand(b, nb, k, h), before[:, :, None, :]], 2)  # (B, nb, k+1, H)
         return (sel @ wa).reshape(b, nb * k, h)[:, :d]
 
-    def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
+    def _logits(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Tensor:
         xo = scale_levels(x, self.levels)[:, self.perm]  # (B, D)
         # the fused path is for the CPU, where the plain one is memory-bound; on a GPU the plain one
         # is a few large kernels instead of ~100 small ones per block loop. Gradients with respect to
@@ -100,7 +100,7 @@ class NADE(ARModel):
             return torch.einsum("bdh,dh->bd", hid, self.v) + self.bias
         return torch.einsum("bdh,dph->bdp", hid, self.v) + self._out_bias()  # (B, D, P)
 
-    def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
+    def stepper(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Stepper:
         return _NADEStepper(self, x)
 
     def _pixel_logit_flips(self, x: Tensor, pixel: int, flips: Tensor, ordering: Ordering) -> Tensor:

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from ..ordering import Ordering, make_ordering
 from .base import ARModel, ModelConfig, Stepper, UnsupportedOrdering, _take, typed
 from .heads import scale_levels
-from .layers import check_same_levels, gate, init_bias_at_marginals, output_head
+from .layers import check_same_levels, class_embedding, class_vectors, gate, init_bias_at_marginals, output_head
 
 
 @dataclass
@@ -51,6 +51,11 @@ class PixelCNNConfig(ModelConfig):
     kernel: int = 3  #: odd kernel width of the gated layers
     first_kernel: int = 7  #: odd kernel width of the first layer
     head: int = 128  #: hidden units of the 1x1 output head
+
+
+def _plus(a: Tensor, b: Tensor | None) -> Tensor:
+    """A (B, C, H, W) map plus a (B, C) class term at every position (nothing without one)."""
+    return a if b is None else a + b[:, :, None, None].to(a.dtype)
 
 
 def _down(a: Tensor) -> Tensor:
@@ -92,6 +97,7 @@ class GatedPixelCNN(ARModel):
     description = "Gated PixelCNN: vertical and horizontal convolution stacks, raster order only."
     residual_out = ("res",)  # the horizontal stack's 1x1 closes each layer's residual branch
     eval_chunk = 16
+    takes_classes = True
 
     def __init__(self, config: PixelCNNConfig, ordering: Ordering | None = None):
         raster = make_ordering("raster", config.height, config.width)
@@ -117,6 +123,9 @@ class GatedPixelCNN(ARModel):
         # stays (H, W), as saved
         bias_shape = (config.height, config.width) if self.binary else (config.size * self.out_params,)
         self.pixel_bias = nn.Parameter(torch.zeros(bias_shape))
+        # conditional: per layer a class term for the vertical and one for the horizontal pre-activations
+        # (van den Oord et al.'s V h, with h a learned vector per class), 4C numbers a layer
+        self.class_emb = class_embedding(config.classes, (config.layers + 1) * 4 * c)
         # rows above / columns left of a pixel that can reach it (receptive field of the crops)
         self.reach_rows = k0 // 2 + config.layers * (k // 2)
         self.reach_cols = k0 // 2 + 1 + config.layers * (k // 2)
@@ -151,11 +160,21 @@ class GatedPixelCNN(ARModel):
     def _head(self, h: Tensor) -> Tensor:  # (B, C, R, W') -> (B, R, W'), or (B, R, W', P)
         return output_head(self.out1, self.out2, h, self.binary)
 
-    def _vertical(self, img: Tensor) -> list[Tensor]:
+    def _class_terms(self, y: Tensor | None) -> tuple[list[Tensor | None], list[Tensor | None]]:
+        """Per layer, the (B, 2C) class terms of the vertical and of the horizontal stack (Nones for
+        an unconditional model)."""
+        n = self.config.layers + 1
+        e = class_vectors(self.class_emb, y)
+        if e is None:
+            return [None] * n, [None] * n
+        e = e.view(len(e), n, 2, -1)
+        return [e[:, i, 0] for i in range(n)], [e[:, i, 1] for i in range(n)]
+
+    def _vertical(self, img: Tensor, cv: list[Tensor | None]) -> list[Tensor]:
         """Pre-activations of the vertical stack, one (B, 2C, H, W) map per layer."""
-        pre = [self.v0(img)]
-        for conv in self.vs:
-            pre.append(conv(gate(pre[-1])))
+        pre = [_plus(self.v0(img), cv[0])]
+        for conv, b in zip(self.vs, cv[1:], strict=True):
+            pre.append(_plus(conv(gate(pre[-1])), b))
         return pre
 
     def _horizontal(self, img: Tensor, links: list[Tensor]) -> Tensor:
@@ -166,20 +185,23 @@ class GatedPixelCNN(ARModel):
             h = h + res(gate(conv(h) + link))
         return h
 
-    def _links(self, vpre: list[Tensor]) -> list[Tensor]:
+    def _links(self, vpre: list[Tensor], ch: list[Tensor | None]) -> list[Tensor]:
+        """What the horizontal stack adds to its pre-activations: the vertical stack shifted down
+        one row through the 1x1 links, and the class terms."""
         mods = [self.link0, *self.links]
-        return [m(_down(v)) for m, v in zip(mods, vpre, strict=True)]
+        return [_plus(m(_down(v)), b) for m, v, b in zip(mods, vpre, ch, strict=True)]
 
-    def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
+    def _logits(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Tensor:
         b = x.shape[0]
         img = scale_levels(x, self.levels).view(b, 1, self.config.height, self.config.width)  # (B, 1, H, W)
-        h = self._horizontal(img, self._links(self._vertical(img)))
+        cv, ch = self._class_terms(y)
+        h = self._horizontal(img, self._links(self._vertical(img, cv), ch))
         if self.binary:
             return (self._head(h) + self.pixel_bias).reshape(b, -1)
         return (self._head(h).reshape(b, -1) + self.pixel_bias).view(b, self.config.size, self.out_params)  # (B, D, P)
 
-    def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
-        return _PixelCNNStepper(self, x)
+    def stepper(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Stepper:
+        return _PixelCNNStepper(self, x, y)
 
     def _pixel_logit_flips(self, x: Tensor, pixel: int, flips: Tensor, ordering: Ordering) -> Tensor:
         """The fast sampler's computation of one pixel (the vertical stack on the rows above that
@@ -207,8 +229,9 @@ class _PixelCNNStepper(Stepper):
     of the current row's horizontal stack that reaches the pixel (layer l on ``layers - l`` kernel
     steps of columns left of it), as matrix products on channel-last tensors."""
 
-    def __init__(self, m: GatedPixelCNN, x: Tensor):
+    def __init__(self, m: GatedPixelCNN, x: Tensor, y: Tensor | None = None):
         self.m, self.x = m, x  # x holds levels; the network reads them scaled
+        self.cv, self.ch = m._class_terms(y)
         cfg = m.config
         self.h, self.w, self.b = cfg.height, cfg.width, x.shape[0]
         self.pad = m.reach_cols + 1  # zero columns left of the row, so every window is a crop
@@ -227,17 +250,18 @@ class _PixelCNNStepper(Stepper):
         mods = [m.link0, *m.links]
         img = scale_levels(self.x, m.levels).view(self.b, 1, self.h, self.w)
         if r == 0:
-            lks = [mod(self.x.new_zeros(self.b, 2 * m.config.channels, 1, self.w)) for mod in mods]
+            vlast = [self.x.new_zeros(self.b, 2 * m.config.channels, 1, self.w)] * len(mods)
         elif r - 1 < m.reach_rows:  # near the top: the stack on all rows above, zero-padded as in the full pass
-            lks = [mod(v[:, :, -1:]) for mod, v in zip(mods, m._vertical(img[:, :, :r]), strict=True)]
+            vlast = [v[:, :, -1:] for v in m._vertical(img[:, :, :r], self.cv)]
         else:  # no padding: each layer computes only the rows that still reach row r - 1
             p0, q = m.config.first_kernel // 2, m.config.kernel // 2
-            v = F.conv2d(F.pad(img[:, :, r - 1 - m.reach_rows : r], (p0, p0, 0, 0)), m.v0.weight, m.v0.bias)
+            v = _plus(F.conv2d(F.pad(img[:, :, r - 1 - m.reach_rows : r], (p0, p0, 0, 0)), m.v0.weight, m.v0.bias), self.cv[0])
             vpre = [v]  # (B, 2C, rows, W), rows shrinking by q per layer down to 1
-            for conv in typed(m.vs, _VConv):
-                v = F.conv2d(F.pad(gate(v), (q, q, 0, 0)), conv.weight, conv.bias)
+            for conv, cb in zip(typed(m.vs, _VConv), self.cv[1:], strict=True):
+                v = _plus(F.conv2d(F.pad(gate(v), (q, q, 0, 0)), conv.weight, conv.bias), cb)
                 vpre.append(v)
-            lks = [mod(v[:, :, -1:]) for mod, v in zip(mods, vpre, strict=True)]
+            vlast = [v[:, :, -1:] for v in vpre]
+        lks = [_plus(mod(v), cb) for mod, v, cb in zip(mods, vlast, self.ch, strict=True)]
         return [F.pad(lk[:, :, 0].transpose(1, 2), (0, 0, self.pad, 0)) for lk in lks]
 
     def logits(self, pixel: int) -> Tensor:
@@ -274,4 +298,6 @@ class _PixelCNNStepper(Stepper):
     def select(self, index: Tensor) -> None:
         self.x = _take(self.x, index)
         self.links = [_take(lk, index) for lk in self.links]
+        self.cv = [_take(t, index) for t in self.cv]
+        self.ch = [_take(t, index) for t in self.ch]
         self.b = int(index.numel())

@@ -134,11 +134,11 @@ class SequenceARModel(ARModel):
             return out[..., 0] + self.pixel_bias[pix]
         return out + self.pixel_bias.view(self.size, self.out_params)[pix]
 
-    def _logits(self, x: Tensor, ordering: Ordering) -> Tensor:
+    def _logits(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Tensor:
         perm, inv = order_tensors(ordering, x.device)
         return self._step_logits(x[:, perm], perm)[:, inv]
 
-    def _pixel_logit(self, x: Tensor, pixel: int, ordering: Ordering) -> Tensor:
+    def _pixel_logit(self, x: Tensor, pixel: int, ordering: Ordering, y: Tensor | None = None) -> Tensor:
         # the conditional at step t reads steps 0..t only: run that prefix of the sequence
         perm = order_tensors(ordering, x.device)[0]
         t = int(ordering.inverse[pixel]) + 1
@@ -148,7 +148,7 @@ class SequenceARModel(ARModel):
         c = self.config
         return named_orderings(c.train_orderings, c.height, c.width) if self.any_order else []  # type: ignore[attr-defined]
 
-    def training_loss(self, x: Tensor) -> Tensor:
+    def training_loss(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         if not self.any_order:
             return super().training_loss(x)
         c = self.config

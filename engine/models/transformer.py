@@ -164,7 +164,7 @@ class OrderAgnosticTransformer(SequenceARModel):
             h = blk(h, gen)
         return self._read_out(self.head(self.ln_f(h)), perm)  # (B, D) or (B, D, P)
 
-    def stepper(self, x: Tensor, ordering: Ordering) -> Stepper:
+    def stepper(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Stepper:
         return _KVCacheStepper(self, x)
 
     def _pixel_logit_flips(self, x: Tensor, pixel: int, flips: Tensor, ordering: Ordering) -> Tensor:

@@ -1,0 +1,203 @@
+"""Class-conditional models (issue 28): every family that takes a class gives p(x | y) with the
+autoregressive property and exact normalisation for every class; the marginal sum_y p(y) p(x | y)
+is itself an autoregressive model whose conditionals normalise; Bayes' rule gives p(y | x) and
+p(y | a prefix of the ordering); the fast sampler equals the reference given a class and under the
+marginal; a checkpoint keeps the classes and the prior; a conditional model started from an
+unconditional one's weights computes its conditionals."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.models import FAMILIES, build_model, family_class
+from engine.ordering import make_ordering
+
+from .test_levels import LEVEL_TINY
+
+H, W, C = 2, 2, 3
+D = H * W
+PRIOR = np.array([5, 3, 2])
+
+HEADS = [("binary", {}, 2), ("categorical", {"output": "categorical", "levels": 4}, 4)]
+CONDITIONAL = [f for f in FAMILIES if family_class(f).takes_classes]
+CASES = [(f"{label}-{hname}", fam, dict(cfg, classes=C, **hcfg), k)
+         for fam, items in LEVEL_TINY.items() if fam in CONDITIONAL
+         for label, cfg in items for hname, hcfg, k in HEADS]
+IDS = [c[0] for c in CASES]
+
+
+def make(family: str, cfg: dict, ordering_name: str = "raster", seed: int = 0):
+    torch.manual_seed(seed)
+    o = make_ordering(ordering_name, H, W, seed=seed)
+    if not family_class(family).builds_in(o)[0]:
+        pytest.skip(f"{family} is tied to its own ordering")
+    m = build_model(family, dict(cfg, height=H, width=W), o)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.7)
+        m.set_class_prior(PRIOR)
+    return m.double().eval()
+
+
+def all_images(k: int) -> torch.Tensor:
+    return torch.tensor(list(itertools.product(range(k), repeat=D)), dtype=torch.float64)
+
+
+def random_images(n: int, k: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, k, (n, D), generator=torch.Generator().manual_seed(seed)).double()
+
+
+@pytest.mark.parametrize("label,family,cfg,k", CASES, ids=IDS)
+@pytest.mark.parametrize("oname", ["raster", "random"])
+def test_autoregressive_property_for_every_class_and_the_marginal(label, family, cfg, k, oname):
+    m = make(family, cfg, oname, seed=1)
+    inv = np.asarray(m.ordering.inverse)
+    for y in [*range(C), None]:
+        x = random_images(3, k).requires_grad_(True)
+        params = m.logits(x, y=y)
+        for i in range(D):
+            g, = torch.autograd.grad(params[:, i].sum(), x, retain_graph=True)
+            later = [j for j in range(D) if inv[j] >= inv[i]]
+            assert torch.all(g[:, later] == 0), f"class {y}: pixel {i}'s conditional depends on itself or a later pixel"
+
+
+@pytest.mark.parametrize("label,family,cfg,k", CASES, ids=IDS)
+def test_every_class_and_the_marginal_normalise(label, family, cfg, k):
+    m = make(family, cfg, "random" if m_any(family, cfg) else "raster", seed=2)
+    xs = all_images(k)
+    with torch.no_grad():
+        per_class = torch.stack([m.log_prob(xs, y=y) for y in range(C)])  # (C, K^D)
+        marginal = m.log_prob(xs)
+    for y in range(C):
+        assert torch.logsumexp(per_class[y], 0).item() == pytest.approx(0.0, abs=1e-9)
+    assert torch.logsumexp(marginal, 0).item() == pytest.approx(0.0, abs=1e-9)
+    prior = torch.as_tensor(np.log(PRIOR + 1.0) - np.log((PRIOR + 1.0).sum()))
+    torch.testing.assert_close(m.class_log_prior, prior, atol=1e-6, rtol=0)  # the training frequencies, add-one smoothed
+    log_prior = torch.log_softmax(m.class_log_prior, 0)
+    torch.testing.assert_close(marginal, torch.logsumexp(log_prior[:, None] + per_class, 0), atol=1e-9, rtol=0)
+    # the classes are wired in: they give different distributions
+    assert (per_class[0] - per_class[1]).abs().max() > 1e-3
+
+
+def m_any(family: str, cfg: dict) -> bool:
+    return bool(cfg.get("order_agnostic", getattr(family_class(family).config_class(), "order_agnostic", False)))
+
+
+@pytest.mark.parametrize("label,family,cfg,k", CASES, ids=IDS)
+def test_posterior_is_bayes_rule_over_any_prefix(label, family, cfg, k):
+    m = make(family, cfg, seed=3)
+    x = random_images(5, k, seed=1)
+    with torch.no_grad():
+        lp = m.class_log_probs(x)  # (C, B, D)
+        post = m.class_log_posterior(x)
+        joint = m.class_log_prior[:, None] + torch.stack([m.log_prob(x, y=y) for y in range(C)])
+        torch.testing.assert_close(post, torch.log_softmax(joint, 0).T, atol=1e-9, rtol=0)
+        torch.testing.assert_close(lp.sum(-1), joint - m.class_log_prior[:, None], atol=1e-9, rtol=0)
+        perm = list(m.ordering.perm)
+        for t in range(D + 1):
+            want = torch.log_softmax(m.class_log_prior[:, None] + lp[:, :, perm[:t]].sum(-1), 0).T
+            torch.testing.assert_close(m.class_log_posterior(x, upto=t), want, atol=1e-9, rtol=0)
+        # the posterior from a prefix does not depend on the pixels after it
+        x2 = x.clone()
+        x2[:, perm[2:]] = (k - 1) - x2[:, perm[2:]]
+        torch.testing.assert_close(m.class_log_posterior(x2, upto=2), m.class_log_posterior(x, upto=2))
+
+
+@pytest.mark.parametrize("label,family,cfg,k", CASES, ids=IDS)
+def test_fast_sampler_equals_reference_given_a_class_and_under_the_marginal(label, family, cfg, k):
+    m = make(family, cfg, seed=4)
+    for y in (torch.tensor([0, 2, 1, 2]), None):
+        a = m.sample(4, y=y, generator=torch.Generator().manual_seed(7), fast=True)
+        b = m.sample(4, y=y, generator=torch.Generator().manual_seed(7), fast=False)
+        assert torch.equal(a, b)
+    steps = list(m.sample_steps(6, generator=torch.Generator().manual_seed(1)))
+    assert steps[-1].y is not None and steps[-1].y.shape == (6,)
+    assert int(steps[-1].y.min()) >= 0 and int(steps[-1].y.max()) < C
+
+
+@pytest.mark.parametrize("label,family,cfg,k", CASES, ids=IDS)
+def test_inpainting_keeps_known_pixels_for_a_class(label, family, cfg, k):
+    m = make(family, cfg, seed=5)
+    known = np.array([True, False, True, False])
+    values = random_images(1, k, seed=3)[0]
+    for y in (1, None):
+        out = m.inpaint(known, values, n=5, y=y, generator=torch.Generator().manual_seed(2))
+        assert torch.equal(out[:, known], values[known].expand(5, -1))
+
+
+def test_classes_drawn_without_known_pixels_follow_the_prior():
+    m = make("pixelcnn", dict(LEVEL_TINY["pixelcnn"][0][1], classes=C), seed=6)
+    y = m.sample_steps(3000, generator=torch.Generator().manual_seed(0))
+    first = next(y)
+    assert first.y is not None
+    freq = np.bincount(first.y.numpy(), minlength=C) / 3000
+    np.testing.assert_allclose(freq, (PRIOR + 1) / (PRIOR + 1).sum(), atol=0.03)
+
+
+@pytest.mark.parametrize("label,family,cfg,k", CASES, ids=IDS)
+def test_checkpoint_round_trip_keeps_classes_and_prior(label, family, cfg, k, tmp_path):
+    m = make(family, cfg, seed=7).float()
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, m)
+    back = load_checkpoint(path).model
+    assert back.classes == C
+    assert torch.equal(back.class_log_prior, m.class_log_prior)
+    x = random_images(4, k).float()
+    assert torch.equal(back.log_prob(x, y=2), m.log_prob(x, y=2))
+
+
+def test_zero_class_terms_compute_the_unconditional_model():
+    cfg = dict(LEVEL_TINY["pixelcnn"][0][1], height=H, width=W)
+    torch.manual_seed(0)
+    plain = build_model("pixelcnn", cfg)
+    cond = build_model("pixelcnn", dict(cfg, classes=C))
+    missing = cond.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("class_") for k in missing)
+    x = random_images(4, 2).float()
+    with torch.no_grad():
+        for y in range(C):
+            torch.testing.assert_close(cond.log_prob(x, y=y), plain.log_prob(x))
+        torch.testing.assert_close(cond.log_prob(x), plain.log_prob(x))
+
+
+def test_bad_classes_are_refused():
+    cfg = dict(LEVEL_TINY["pixelcnn"][0][1], height=H, width=W)
+    with pytest.raises(ValueError, match="Bernoulli or categorical"):
+        build_model("pixelcnn", dict(cfg, classes=C, levels=4, output="logistic-mixture"))
+    with pytest.raises(ValueError, match="classes must be"):
+        build_model("pixelcnn", dict(cfg, classes=1))
+    m = build_model("pixelcnn", dict(cfg, classes=C))
+    x = random_images(2, 2).float()
+    with pytest.raises(ValueError, match="a class must be in 0..2"):
+        m.log_prob(x, y=3)
+    with pytest.raises(ValueError, match="2 images"):
+        m.log_prob(x, y=[0, 1, 2])
+    with pytest.raises(ValueError, match="not conditioned"):
+        build_model("pixelcnn", cfg).log_prob(x, y=0)
+
+
+def test_training_on_labels_sets_the_prior_and_learns_the_classes(tmp_path):
+    from engine.train import EpochEnd, TrainConfig, TrainingError, train
+
+    rng = np.random.default_rng(0)
+    y = rng.choice(C, size=600, p=[0.5, 0.3, 0.2])
+    x = (rng.random((600, D)) < 0.1).astype(np.float32)
+    x[np.arange(600), y] = 1.0  # class c lights pixel c
+    cfg = dict(LEVEL_TINY["pixelcnn"][0][1], height=H, width=W, classes=C)
+    m = build_model("pixelcnn", cfg)
+    tc = TrainConfig(epochs=6, batch_size=50, lr=5e-2, device="cpu")
+    with pytest.raises(TrainingError, match="labels"):
+        next(iter(train(m, x[:500], x[500:], tc)))
+    events = list(train(m, x[:500], x[500:], tc, out=tmp_path / "m.safetensors", train_y=y[:500], valid_y=y[500:]))
+    ends = [e for e in events if isinstance(e, EpochEnd)]
+    assert ends[-1].valid_nll < ends[0].valid_nll
+    np.testing.assert_allclose(m.class_log_prior.exp().numpy(), (np.bincount(y[:500], minlength=C) + 1) / 503, atol=1e-6)
+    back = load_checkpoint(tmp_path / "m.safetensors").model
+    with torch.no_grad():
+        guess = back.class_log_posterior(torch.as_tensor(x[500:])).argmax(1).numpy()
+    assert (guess == y[500:]).mean() > 0.9
