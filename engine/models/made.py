@@ -271,7 +271,8 @@ class MADE(ARModel):
         h = x
         e = class_vectors(self.class_emb, y)  # (B, H1) added to the first layer's pre-activation
         # masks holds the output (and direct) masks after the hidden layers'
-        for i, (layer, m, b) in enumerate(zip(typed(self.layers, nn.Linear), masks[: len(self.layers)], self._hidden_biases(k), strict=True)):
+        layers = zip(typed(self.layers, nn.Linear), masks[: len(self.layers)], self._hidden_biases(k), strict=True)
+        for i, (layer, m, b) in enumerate(layers):
             a = F.linear(h, layer.weight * m, b)
             h = torch.relu(a if i or e is None else a + e)
             if dropout > 0 and self.train_generator is not None:  # a training run's own generator
