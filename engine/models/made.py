@@ -23,6 +23,11 @@ the output and direct masks repeat each pixel's row P times, so all of a pixel's
 what its one logit would. An order-agnostic model tells a pixel not yet drawn from a black one as it
 does at K = 2: by the connectivity, which follows the ordering (a black pixel before the output
 feeds it a zero through a connection; a later pixel has no connection at all), not by the value.
+
+Conditioned on a class ``y`` (``classes > 0``), the first hidden layer's pre-activation gains a
+learned vector per class (``class_emb``, zero at the start): every hidden unit may see the class,
+which is no pixel, so no mask changes and the autoregressive property holds in every ordering and
+connectivity -- one embedding serves all members of an order-agnostic model.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from torch import Tensor, nn
 from ..ordering import Ordering, make_ordering, scan_orderings
 from .base import ARModel, ModelConfig, Stepper, _take, typed
 from .heads import scale_levels
-from .layers import init_bias_at_marginals
+from .layers import class_embedding, class_vectors, init_bias_at_marginals
 
 
 @dataclass
@@ -93,6 +98,7 @@ class MADE(ARModel):
     config_class = MADEConfig
     config: MADEConfig
     description = "Masked autoencoder (MADE): a masked MLP, optionally order- and connectivity-agnostic."
+    takes_classes = True
 
     def __init__(self, config: MADEConfig, ordering: Ordering | None = None):
         super().__init__(config, ordering)
@@ -110,6 +116,7 @@ class MADE(ARModel):
         p = self.out_params  # outputs per pixel: 1 for a binary model, whose shapes are unchanged
         self.out = nn.Linear(sizes[-1], d * p)
         self.direct = nn.Linear(d, d * p, bias=False) if config.direct else None
+        self.class_emb = class_embedding(config.classes, sizes[1])  # conditional: on the first hidden layer
         if self.direct is not None:
             nn.init.zeros_(self.direct.weight)
         if not 0.0 <= float(config.dropout) < 1.0:
@@ -258,12 +265,16 @@ class MADE(ARModel):
         k = k if 0 <= k < self.config.num_masks else 0
         return [layer.bias + mb[k] for layer, mb in zip(typed(self.layers, nn.Linear), self.member_biases, strict=True)]
 
-    def _forward(self, x: Tensor, masks: list[Tensor], k: int = 0, dropout: float = 0.0) -> Tensor:
-        """(B, D P) outputs from the network's input ``x``: the levels already scaled to [0, 1]."""
+    def _forward(self, x: Tensor, masks: list[Tensor], k: int = 0, dropout: float = 0.0, y: Tensor | None = None) -> Tensor:
+        """(B, D P) outputs from the network's input ``x``: the levels already scaled to [0, 1];
+        ``y`` the classes of a conditional model."""
         h = x
+        e = class_vectors(self.class_emb, y)  # (B, H1) added to the first layer's pre-activation
         # masks holds the output (and direct) masks after the hidden layers'
-        for layer, m, b in zip(typed(self.layers, nn.Linear), masks[: len(self.layers)], self._hidden_biases(k), strict=True):
-            h = torch.relu(F.linear(h, layer.weight * m, b))
+        layers = zip(typed(self.layers, nn.Linear), masks[: len(self.layers)], self._hidden_biases(k), strict=True)
+        for i, (layer, m, b) in enumerate(layers):
+            a = F.linear(h, layer.weight * m, b)
+            h = torch.relu(a if i or e is None else a + e)
             if dropout > 0 and self.train_generator is not None:  # a training run's own generator
                 keep = torch.rand(h.shape, generator=self.train_generator, device=self.train_generator.device) >= dropout
                 h = h * keep.to(h.device) / (1.0 - dropout)
@@ -286,18 +297,27 @@ class MADE(ARModel):
 
     def _logits(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Tensor:
         k = self.connectivity_for(ordering)
-        return self._params(self._forward(scale_levels(x, self.levels), self._masks(ordering, k), k))
+        return self._params(self._forward(scale_levels(x, self.levels), self._masks(ordering, k), k, y=y))
 
     def member_log_prob(self, x: Tensor | np.ndarray, k: int) -> Tensor:
+        """(B,) log p(x) under member ``k``; for a conditional model the member's marginal over the
+        classes, log sum_y p(y) p(x | y), from one pass over the C copies of the batch."""
         x = self._as_batch(x)
         ordering, conn = self.member(k)
-        return -self._nll(self._forward(scale_levels(x, self.levels), self._masks(ordering, conn), conn), x)
+        masks = self._masks(ordering, conn)
+        if not self.classes:
+            return -self._nll(self._forward(scale_levels(x, self.levels), masks, conn), x)
+        c, b = self.classes, len(x)
+        xs = x.repeat(c, 1)
+        ys = torch.arange(c, device=x.device).repeat_interleave(b)
+        per_class = -self._nll(self._forward(scale_levels(xs, self.levels), masks, conn, y=ys), xs).view(c, b)
+        return torch.logsumexp(self.class_log_prior.to(per_class)[:, None] + per_class, 0)
 
     def training_loss(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         c = self.config
         drop = float(c.dropout)
         if c.num_masks == 1 and not c.order_agnostic and drop == 0:
-            return super().training_loss(x)
+            return super().training_loss(x, y)
         if c.num_masks == 0:  # a fresh ordering and connectivity for every minibatch
             k = 1 + int(torch.randint(2**62, (), generator=self.train_generator))
             ordering, _ = self.member(k) if c.order_agnostic else (self.ordering, k)
@@ -306,24 +326,26 @@ class MADE(ARModel):
             k = 0 if c.num_masks == 1 else int(torch.randint(c.num_masks, (), generator=self.train_generator))
             ordering, conn = self.member(k)
             masks = self._masks(ordering, conn)
-        return self._nll(self._forward(scale_levels(self._as_batch(x), self.levels), masks, conn, dropout=drop), x).mean()
+        out = self._forward(scale_levels(self._as_batch(x), self.levels), masks, conn, dropout=drop, y=y)
+        return self._nll(out, x).mean()
 
     def init_output_bias(self, marginals: Tensor) -> None:
         init_bias_at_marginals(self.out.bias, marginals)
 
     def stepper(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Stepper:
         k = self.connectivity_for(ordering)
-        return _MADEStepper(self, x, self._masks(ordering, k), self._hidden_biases(k))
+        return _MADEStepper(self, x, self._masks(ordering, k), self._hidden_biases(k), class_vectors(self.class_emb, y))
 
 
 class _MADEStepper(Stepper):
     """Keeps the first layer's pre-activation; the layers above are recomputed per pixel."""
 
-    def __init__(self, m: MADE, x: Tensor, masks: list[Tensor], biases: list[Tensor]):
+    def __init__(self, m: MADE, x: Tensor, masks: list[Tensor], biases: list[Tensor], e: Tensor | None = None):
         layers = typed(m.layers, nn.Linear)
         n = len(layers)
         self.w1 = layers[0].weight * masks[0]  # (H1, D)
-        self.pre = (biases[0] + 0 * x[:, :1]).clone()  # (B, H1)
+        # (B, H1), with the class vectors ``e`` in it for a conditional model (select carries them)
+        self.pre = (biases[0] + 0 * x[:, :1]).clone() if e is None else biases[0] + e
         self.rest = [(layer.weight * mk, b) for layer, mk, b in zip(layers[1:], masks[1:n], biases[1:], strict=True)]
         self.p, self.levels = m.out_params, m.levels
         self.wout = m.out.weight * masks[n]  # (D P, H_L)

@@ -10,6 +10,12 @@ With K > 2 levels each small network reads the earlier pixels' levels scaled to 
 ``P`` outputs (K for a softmax, 3 M for a logistic mixture): ``v`` becomes (D, P, H) and the bias
 D P values (each step's P together). A binary model keeps its (D, H) and (D,) tensors, so its
 checkpoints load unchanged.
+
+Conditioned on a class ``y`` (``classes > 0``), each step's hidden bias becomes ``c_t + e_y[t]``: a
+learned (D, H) table per class (``class_emb``, zero at the start). The class enters each pixel's
+hidden pre-activation rather than its logits, as ``c`` does in NADE, so a class can change which
+hidden units a pixel's network uses, not only a pixel's prior; and it is per step, because the
+networks share nothing -- hidden unit j of one pixel has no relation to unit j of another.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from torch import Tensor, nn
 from ..ordering import Ordering
 from .base import ARModel, ModelConfig, Stepper, _take
 from .heads import scale_levels
-from .layers import init_bias_at_marginals
+from .layers import class_embedding, class_vectors, init_bias_at_marginals
 
 
 @dataclass
@@ -36,6 +42,7 @@ class PixelMLP(ARModel):
     config: MLPConfig
     mask: Tensor  # buffer
     description = "An independent small MLP for every pixel's conditional (no weight sharing)."
+    takes_classes = True
 
     def __init__(self, config: MLPConfig, ordering: Ordering | None = None):
         super().__init__(config, ordering)
@@ -44,6 +51,8 @@ class PixelMLP(ARModel):
             raise ValueError("hidden must be at least 1")
         self.w1 = nn.Parameter(torch.randn(d, h, d) * (1.0 / d) ** 0.5)  # (step, hidden, earlier step)
         self.c = nn.Parameter(torch.zeros(d, h))
+        # conditional: per class a (D, H) term on every step's hidden pre-activation (flattened)
+        self.class_emb = class_embedding(config.classes, d * h)
         # a binary model's shapes are those its checkpoints hold; P outputs per step otherwise
         out = () if self.binary else (self.out_params,)
         # the bias stays flat (D P values, each step's P together): a bias is a vector, as everywhere
@@ -59,11 +68,16 @@ class PixelMLP(ARModel):
     def init_output_bias(self, marginals: Tensor) -> None:
         init_bias_at_marginals(self.bias, marginals, perm=self.perm)
 
+    def _hidden_bias(self, y: Tensor | None) -> Tensor:
+        """Every step's hidden bias: ``c`` (D, H), or with a class ``c + e_y`` (B, D, H)."""
+        e = class_vectors(self.class_emb, y)
+        return self.c if e is None else self.c + e.view(len(e), *self.c.shape)
+
     def _logits(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Tensor:
         d, h = self.config.size, self.config.hidden
         xo = scale_levels(x, self.levels)[:, self.perm]  # (B, D)
         w = (self.w1 * self.mask).reshape(d * h, d)
-        pre = (xo @ w.T).reshape(-1, d, h) + self.c  # (B, D, H)
+        pre = (xo @ w.T).reshape(-1, d, h) + self._hidden_bias(y)  # (B, D, H)
         if self.binary:
             lo = (torch.relu(pre) * self.v).sum(-1) + self.bias  # (B, D) in step order
         else:
@@ -71,14 +85,14 @@ class PixelMLP(ARModel):
         return lo[:, self.inv]
 
     def stepper(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Stepper:
-        return _MLPStepper(self, x)
+        return _MLPStepper(self, x, y)
 
 
 class _MLPStepper(Stepper):
-    def __init__(self, m: PixelMLP, x: Tensor):
+    def __init__(self, m: PixelMLP, x: Tensor, y: Tensor | None = None):
         self.m = m
         self.w = m.w1 * m.mask  # (D, H, D)
-        self.pre = (m.c + 0 * x[:, :1, None]).clone()  # (B, D, H)
+        self.pre = (m._hidden_bias(y) + 0 * x[:, :1, None]).clone()  # (B, D, H); select carries the class in it
         self.inv = m.ordering.inverse
         self.levels = m.levels
         self.bias = m._out_bias()  # (D,) or (D, P)

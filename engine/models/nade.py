@@ -11,6 +11,11 @@ With K > 2 levels a pixel adds its level scaled to [0, 1] times its row of ``W``
 unchanged), and each step reads ``P`` numbers off the hidden state (K for a softmax, 3 M for a
 logistic mixture): ``V`` of shape (D, P, H) and a bias of D P values (each step's P together). A
 binary model keeps its (D, H) and (D,) tensors, so its checkpoints load unchanged.
+
+Conditioned on a class ``y`` (``classes > 0``), the running activation starts at ``c + e_y`` instead
+of ``c``: a learned H-vector per class (``class_emb``, zero at the start) that every step's hidden
+state carries, as if the class were one more input read before the first pixel. The recursion, the
+fused path and the sampler are unchanged but for that start, now one per image.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from torch import Tensor, nn
 from ..ordering import Ordering
 from .base import ARModel, ModelConfig, Stepper, _take
 from .heads import scale_levels
-from .layers import init_bias_at_marginals
+from .layers import class_embedding, class_vectors, init_bias_at_marginals
 
 _BLOCK = 28
 _FUSED_BLOCK = 8
@@ -40,6 +45,7 @@ class NADE(ARModel):
     config_class = NADEConfig
     config: NADEConfig
     description = "Neural autoregressive distribution estimator: tied weights, O(DH) running activation."
+    takes_classes = True
 
     def __init__(self, config: NADEConfig, ordering: Ordering | None = None):
         super().__init__(config, ordering)
@@ -48,6 +54,7 @@ class NADE(ARModel):
             raise ValueError("hidden must be at least 1")
         self.w = nn.Parameter(torch.randn(d, h) * 0.01)  # row s: what step s adds to the hidden state
         self.c = nn.Parameter(torch.zeros(h))
+        self.class_emb = class_embedding(config.classes, h)  # conditional: added to c
         # a binary model's shapes are those its checkpoints hold; P outputs per step otherwise
         out = () if self.binary else (self.out_params,)
         # the bias stays flat (D P values, each step's P together): a bias is a vector, as everywhere
@@ -62,8 +69,14 @@ class NADE(ARModel):
     def init_output_bias(self, marginals: Tensor) -> None:
         init_bias_at_marginals(self.bias, marginals, perm=self.perm)
 
-    def _pre_activations(self, xo: Tensor) -> Tensor:
-        """(B, D, H) hidden pre-activations of every step: ``c`` plus the exclusive prefix sums of
+    def _start(self, y: Tensor | None) -> Tensor:
+        """The hidden pre-activation before any pixel: ``c`` (H,), or with a class ``c + e_y`` (B, H)."""
+        e = class_vectors(self.class_emb, y)
+        return self.c if e is None else self.c + e
+
+    def _pre_activations(self, xo: Tensor, c: Tensor | None = None) -> Tensor:
+        """(B, D, H) hidden pre-activations of every step: ``c`` ((H,) or (B, H) per image; the
+        model's ``c`` by default) plus the exclusive prefix sums of
         ``x_s W[s]``. Computed in blocks of k steps: block totals are summed across blocks, and
         within a block a k x k strictly-lower-triangular selector (plus a column for the running
         total) is one batched matrix product -- a few passes over the (B, D, H) tensor instead of
@@ -76,7 +89,8 @@ class NADE(ARModel):
         xb = F.pad(xo, (0, pad)).view(b, nb, k)  # (B, nb, k)
         wb = F.pad(self.w, (0, 0, 0, pad)).view(nb, k, h)  # (nb, k, H)
         totals = torch.einsum("bnk,nkh->bnh", xb, wb)  # (B, nb, H)
-        before = F.pad(totals.cumsum(1)[:, :-1], (0, 0, 1, 0)) + self.c  # (B, nb, H)
+        c = self.c if c is None else c
+        before = F.pad(totals.cumsum(1)[:, :-1], (0, 0, 1, 0)) + (c if c.dim() == 1 else c[:, None])  # (B, nb, H)
         tri = torch.tril(torch.ones(k, k, dtype=xo.dtype, device=xo.device), -1)
         sel = torch.cat([xb[:, :, None, :] * tri, torch.ones(b, nb, k, 1, dtype=xo.dtype, device=xo.device)], -1)  # (B, nb, k, k+1)
         wa = torch.cat([wb.unsqueeze(0).expand(b, nb, k, h), before[:, :, None, :]], 2)  # (B, nb, k+1, H)
@@ -87,21 +101,23 @@ class NADE(ARModel):
         # the fused path is for the CPU, where the plain one is memory-bound; on a GPU the plain one
         # is a few large kernels instead of ~100 small ones per block loop. Gradients with respect to
         # the pixels (the autoregressive-property checks) need the plain path too.
+        c = self._start(y)
         if xo.requires_grad or xo.device.type != "cpu":
-            lo = self._logits_plain(xo)
+            lo = self._logits_plain(xo, c)
         else:
-            lo = _FusedLogits.apply(xo, self.w, self.c, self.v, self._out_bias(), _FUSED_BLOCK)
+            lo = _FusedLogits.apply(xo, self.w, c, self.v, self._out_bias(), _FUSED_BLOCK)
         return lo[:, self.inv]
 
-    def _logits_plain(self, xo: Tensor) -> Tensor:
-        """Step-order logits through ordinary autograd; keeps the whole (B, D, H) hidden tensor."""
-        hid = torch.sigmoid(self._pre_activations(xo))  # (B, D, H)
+    def _logits_plain(self, xo: Tensor, c: Tensor | None = None) -> Tensor:
+        """Step-order logits through ordinary autograd; keeps the whole (B, D, H) hidden tensor.
+        ``c``: the start of the hidden pre-activation, as in :meth:`_pre_activations`."""
+        hid = torch.sigmoid(self._pre_activations(xo, c))  # (B, D, H)
         if self.binary:
             return torch.einsum("bdh,dh->bd", hid, self.v) + self.bias
         return torch.einsum("bdh,dph->bdp", hid, self.v) + self._out_bias()  # (B, D, P)
 
     def stepper(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Stepper:
-        return _NADEStepper(self, x)
+        return _NADEStepper(self, x, y)
 
     def _pixel_logit_flips(self, x: Tensor, pixel: int, flips: Tensor, ordering: Ordering) -> Tensor:
         """The hidden pre-activation of step t is a sum over the earlier steps, so a flip at step s
@@ -114,9 +130,9 @@ class NADE(ARModel):
 
 
 class _NADEStepper(Stepper):
-    def __init__(self, m: NADE, x: Tensor):
+    def __init__(self, m: NADE, x: Tensor, y: Tensor | None = None):
         self.m = m
-        self.a = (m.c + 0 * x[:, :1]).clone()  # (B, H)
+        self.a = (m._start(y) + 0 * x[:, :1]).clone()  # (B, H), the class's start in it (select carries it)
         self.inv = m.ordering.inverse
         self.levels = m.levels
         self.bias = m._out_bias()  # (D,) or (D, P)
@@ -144,7 +160,8 @@ class _FusedLogits(torch.autograd.Function):
     (B, H) total. ~5x faster. Gradients flow to the parameters only (the input is data).
 
     ``v`` is (D, H) for one logit per step, or (D, P, H) for P head numbers per step (K > 2 levels),
-    the logits then (B, D, P); the binary arithmetic is kept as it was, operation for operation."""
+    the logits then (B, D, P); the binary arithmetic is kept as it was, operation for operation.
+    ``c`` is (H,), or (B, H) for a start per image (a class-conditional model: ``c + e_y``)."""
 
     @staticmethod
     def forward(ctx, xo, w, c, v, bias, k):
@@ -166,7 +183,7 @@ class _FusedLogits(torch.autograd.Function):
             else:
                 out[s:e] = torch.bmm(hid, v[s:e, :, None]).squeeze(2)
             run.addmm_(xt[s:e].t(), w[s:e])
-        ctx.k = k
+        ctx.k, ctx.per_image = k, c.dim() == 2
         ctx.save_for_backward(xt, w, v, befores)
         return out.transpose(0, 1) + bias
 
@@ -198,7 +215,7 @@ class _FusedLogits(torch.autograd.Function):
             sel = tri[:n, :n, None] * xb[None, :, :]  # (j, i, B): x_i where i < j
             dw[s:e] += sel.permute(1, 0, 2).reshape(n, n * b) @ da.reshape(n * b, h)
             later += da.sum(0)
-        return None, dw, later.sum(0), dv, g.sum(0), None
+        return None, dw, later if ctx.per_image else later.sum(0), dv, g.sum(0), None
 
 
 def _block_hidden(xb: Tensor, tri: Tensor, wb: Tensor, run: Tensor) -> Tensor:
