@@ -45,7 +45,7 @@ from engine.datasets import load_dataset, load_labels  # noqa: E402
 from engine.models.heads import scale_levels  # noqa: E402
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "resources" / "checkpoints"
-LAMBDAS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+LAMBDAS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 Features = Callable[[torch.Tensor], torch.Tensor]
 
 
