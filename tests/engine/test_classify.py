@@ -150,6 +150,24 @@ def test_the_marginal_nll_is_evals(conditional, capsys):
     assert "marginal" in capsys.readouterr().out
 
 
+def test_inpaint_eval_of_a_conditional_model_is_of_its_marginal(conditional, data_dir, capsys):
+    """Exact (bottom half given the top in raster order) and sampled (top given the bottom, through
+    the marginal's stepper): the conditional of p(x) = sum_y p(y) p(x | y)."""
+    capsys.readouterr()
+    assert main(["inpaint-eval", str(conditional), "--region", "bottom", "--max-images", "3", "--json", "--threads", "1"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["classes"] == 10 and res["exact"]
+    model = load_checkpoint(conditional).model.eval()
+    x = torch.as_tensor(load_dataset("binarized-mnist", "test", data_dir)[:3], dtype=torch.float32)
+    with torch.no_grad():
+        lpp = model.log_prob_per_pixel(x).double()  # the marginal's conditionals
+    assert res["nll_nats"] == pytest.approx(float(-lpp[:, 392:].sum(1).mean()), abs=1e-3)
+    argv = ["inpaint-eval", str(conditional), "--region", "top", "--max-images", "2", "--samples", "4", "--json", "--threads", "1"]
+    assert main(argv) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert not res["exact"] and math.isfinite(res["nll_nats"]) and res["nll_nats"] > 0
+
+
 def test_the_table(conditional, capsys):
     capsys.readouterr()
     assert main(["classify", str(conditional), "--max-images", "30", "--random-subset", "--threads", "1", "--split", "valid"]) == 0
