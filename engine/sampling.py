@@ -9,7 +9,12 @@ the conditional after temperature. So everything a run depends on after ``k`` ge
 
 * its images so far and the set of pixels decided by then (given from the start, or drawn), and
 * the generator's state after ``k`` draws of ``n`` uniforms (:func:`generator_at` rebuilds it from
-  the seed).
+  the seed), and
+* for a class-conditional model, the class each image is drawn from (:attr:`SampleStep.y`). A run
+  of a conditional model given no class drew them first, one ``torch.multinomial`` over the
+  (n, C) class probabilities before any pixel; :func:`generator_at` replays that draw too
+  (``classes``). Continued without classes, a conditional model's images continue under its
+  marginal p(x) (:class:`engine.marginal.MarginalStepper`: one uniform per pixel, no class drawn).
 
 :func:`continue_steps` continues from there and, fed the same images and generator state, gives
 the very images the uninterrupted run would have given. Continuing *changed* images with the same
@@ -33,19 +38,25 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .models.base import ARModel, SampleStep, draw_steps
+from .marginal import stepper_for
+from .models.base import ARModel, ClassArg, SampleStep, draw_steps
 from .ordering import Ordering
 
 __all__ = ["generator_at", "continue_steps", "continue_run", "ForkPoint", "continue_fork"]
 
 
-def generator_at(seed: int, draws: int, batch: int, device: str | torch.device = "cpu") -> torch.Generator:
+def generator_at(seed: int, draws: int, batch: int, device: str | torch.device = "cpu", classes: int = 0) -> torch.Generator:
     """The generator of a run seeded with ``seed`` as it stands after ``draws`` generated pixels of a
     batch of ``batch`` images: the draws are replayed exactly as :meth:`ARModel.sample_steps` made
-    them (one ``torch.rand(batch)`` per pixel), so the stream continues where the run left it."""
-    if draws < 0 or batch < 1:
-        raise ValueError(f"need draws >= 0 and batch >= 1, got draws={draws}, batch={batch}")
+    them (one ``torch.rand(batch)`` per pixel), so the stream continues where the run left it.
+    ``classes``: C when the run was of a conditional model of C classes given no class, which drew
+    each image's class first (one ``torch.multinomial`` of ``batch`` rows of C probabilities: what
+    it takes from the generator depends on the shape, not on the probabilities); 0 otherwise."""
+    if draws < 0 or batch < 1 or classes < 0:
+        raise ValueError(f"need draws >= 0, batch >= 1 and classes >= 0, got draws={draws}, batch={batch}, classes={classes}")
     gen = torch.Generator(device=device).manual_seed(int(seed))
+    if classes:
+        torch.multinomial(torch.ones(int(batch), int(classes), device=gen.device), 1, generator=gen)
     for _ in range(int(draws)):
         torch.rand(int(batch), generator=gen, device=gen.device)
     return gen
@@ -63,6 +74,7 @@ def continue_steps(
     batch: int | None = None,
     rows: np.ndarray | list[int] | None = None,
     fixed: np.ndarray | None = None,
+    y: ClassArg = None,
 ) -> Iterator[SampleStep]:
     """Generate the pixels of ``x`` not in ``known``, in ``ordering``, yielding after each one.
 
@@ -74,6 +86,9 @@ def continue_steps(
     run drew per pixel (its batch size, default B); ``rows`` (B,): which of them each row of ``x``
     uses (default row b uses uniform b), so several edits of one image of a batch share its random
     numbers. ``fixed`` (B, D) bool: pending pixels whose value in ``x`` is kept when reached.
+    ``y``: for a class-conditional model, the class of each image (an int for all, or one per image;
+    the run's :attr:`SampleStep.y`), continued under p(x | y); None continues under the marginal
+    p(x), as exact a continuation of the decided pixels, but not the run's own when it had classes.
 
     Yields :class:`engine.models.base.SampleStep` objects whose ``index`` and ``total`` count the
     pixels of this continuation; ``x`` of a step is shared, copy it to keep it.
@@ -98,8 +113,10 @@ def continue_steps(
     xt[clear] = 0
     fixed_t = torch.as_tensor(fixed_np.copy(), device=xt.device)
     model.eval()
-    stepper = model.stepper(xt, ordering)
-    yield from draw_steps(stepper, xt, known_np, ordering, generator, temperature, batch=batch, rows=rows_t, fixed=fixed_t)
+    yt = model._as_classes(y, b)
+    stepper = stepper_for(model, xt, ordering, yt)
+    yield from draw_steps(stepper, xt, known_np, ordering, generator, temperature, batch=batch, rows=rows_t, fixed=fixed_t,
+                          head=model.dist_head, y=yt)
 
 
 def continue_run(model: ARModel, x: np.ndarray | Tensor, known: np.ndarray, ordering: Ordering, **kwargs) -> Tensor:
@@ -122,6 +139,12 @@ class ForkPoint:
     seed: int
     temperature: float
     row: int = 0  #: which image of the batch the fork continues
+    #: a class-conditional model: the class image ``row`` was drawn from (its :attr:`SampleStep.y`);
+    #: None continues under the model's marginal over classes (and for an unconditional model)
+    y: int | None = None
+    #: C when the run drew its images' classes on its generator (a conditional model of C classes
+    #: sampled without a class), so that :meth:`generator` replays that draw; 0 otherwise
+    class_draw: int = 0
 
     @property
     def pending(self) -> int:
@@ -129,7 +152,7 @@ class ForkPoint:
 
     def generator(self) -> torch.Generator:
         """The run's generator as it stood at the pause."""
-        return generator_at(self.seed, self.draws, self.batch)
+        return generator_at(self.seed, self.draws, self.batch, classes=self.class_draw)
 
 
 def continue_fork(model: ARModel, point: ForkPoint, edited: np.ndarray,
@@ -147,7 +170,7 @@ def continue_fork(model: ARModel, point: ForkPoint, edited: np.ndarray,
     x = np.stack([prefix, ed])
     steps = continue_steps(model, x, point.decided, point.ordering, generator=point.generator(),
                            temperature=point.temperature if temperature is None else temperature,
-                           batch=point.batch, rows=[point.row, point.row], fixed=fixed)
+                           batch=point.batch, rows=[point.row, point.row], fixed=fixed, y=point.y)
     last = None
     for step in steps:
         last = step.x

@@ -7,6 +7,7 @@
     pixelchain sample CKPT --n 16 --out grid.png [--temperature T] [--seed S]
     pixelchain info CKPT            print a checkpoint's metadata
     pixelchain compress|decompress|score|inpaint-eval ...   see engine/cli/tasks.py
+    pixelchain classify CKPT [--split test] [--json]        a class-conditional model as a classifier (engine/cli/classify.py)
 
 Errors print one line ``pixelchain: error: ...`` and exit with status 2; no traceback.
 """
@@ -28,8 +29,8 @@ from .options import CommandError
 __all__ = ["ENGINE_COMMANDS", "main", "build_parser", "quiet_broken_pipe"]
 
 #: every subcommand (the launcher hands these to :func:`main` without importing Qt); compress,
-#: decompress, score and inpaint-eval have their parsers and handlers in engine/cli/tasks.py
-ENGINE_COMMANDS = frozenset({"train", "eval", "sample", "info", "compress", "decompress", "score", "inpaint-eval"})
+#: decompress, score and inpaint-eval have their parsers and handlers in engine/cli/tasks.py, classify in engine/cli/classify.py
+ENGINE_COMMANDS = frozenset({"train", "eval", "sample", "info", "compress", "decompress", "score", "inpaint-eval", "classify"})
 
 
 DESCRIPTION = """\
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ..ordering import ORDERING_NAMES
     from ..recipes import add_family_options, add_train_options
     from ..train import PRECISIONS
+    from .classify import add_parser as add_classify_parser
     from .options import DATA_HELP, MAX_BATCH, MAX_ENSEMBLE, SEED, Parser, add_command, bounded_int
     from .tasks import add_parsers as add_task_parsers
 
@@ -112,6 +114,9 @@ Ancestral sampling in the model's own ordering or, for order-agnostic models, an
     s.add_argument("--seed", type=SEED, default=0, help="seed of the draws (default: %(default)s)")
     s.add_argument("--ordering", default=None, help="sample in another ordering (order-agnostic models)")
     s.add_argument("--scale", type=bounded_int(1, 64), default=4, help="pixels per image pixel in the PNG (default: %(default)s)")
+    s.add_argument("--class", dest="klass", type=bounded_int(0, 999), default=None, metavar="N",
+                   help="a class-conditional model: draw from p(x | y = N), e.g. --class 7 for sevens (default: from the "
+                        "marginal p(x), each image's class drawn from p(y) first)")
     s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: %(default)s)")
 
     i = add_command(sub, "info", "print a checkpoint's metadata as JSON", """\
@@ -120,6 +125,7 @@ recorded metrics.""")
     i.add_argument("checkpoint", help="a .safetensors checkpoint")
 
     add_task_parsers(sub)
+    add_classify_parser(sub)
     return p
 
 
@@ -346,6 +352,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         "bits_per_dim": nats_to_bits_per_dim(nll, d),
         "parameters": model.num_parameters(),
         "seconds": secs,
+        "classes": model.classes,  # > 0: the NLL is of the marginal p(x) = sum_y p(y) p(x | y)
     }
     if a.split == "test":
         res["test_nll_nats"] = nll
@@ -360,6 +367,9 @@ def _cmd_eval(a: argparse.Namespace) -> int:
             f"nats per image, "
             f"{res['bits_per_dim']:.4f} bits per dimension over {len(x)} images ({secs:.1f}s)"
         )
+        if model.classes:
+            print(f"(a class-conditional model: the NLL of its marginal p(x) = sum_y p(y) p(x | y) over its {model.classes} classes; "
+                  f"`pixelchain classify` also gives -log p(x | true class) and the accuracy)")
     return 0
 
 
@@ -375,11 +385,25 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     ordering = parse_ordering(a.ordering, ck.model.config.height, ck.model.config.width) if a.ordering else None
     if a.n < 1:
         raise CommandError("--n must be at least 1")
+    model = ck.model
+    if a.klass is not None and not model.classes:
+        raise CommandError(f"--class {a.klass}: {a.checkpoint} holds an unconditional model, which has no classes")
+    if a.klass is not None and a.klass >= model.classes:
+        raise CommandError(f"--class {a.klass}: the model's classes are 0 to {model.classes - 1}")
     gen = torch.Generator().manual_seed(a.seed)
-    x = ck.model.sample(a.n, ordering=ordering, temperature=a.temperature, generator=gen)
-    imgs = x.reshape(a.n, ck.model.config.height, ck.model.config.width).cpu().numpy()
-    save_grid(imgs, a.out, scale=a.scale, levels=ck.model.levels)  # grey for K > 2 levels
-    print(f"wrote {a.n} samples to {a.out}")
+    x = classes = None
+    for step in model.sample_steps(a.n, ordering=ordering, temperature=a.temperature, generator=gen, y=a.klass):
+        x, classes = step.x, step.y
+    assert x is not None  # every pixel is drawn
+    imgs = x.reshape(a.n, model.config.height, model.config.width).cpu().numpy()
+    save_grid(imgs, a.out, scale=a.scale, levels=model.levels)  # grey for K > 2 levels
+    if a.klass is not None:
+        print(f"wrote {a.n} samples of class {a.klass} to {a.out}")
+    elif classes is not None:  # the marginal: say which class each image was drawn from
+        print(f"wrote {a.n} samples to {a.out}, from the marginal p(x); their classes, drawn from p(y): "
+              f"{' '.join(str(int(k)) for k in classes.tolist())}")
+    else:
+        print(f"wrote {a.n} samples to {a.out}")
     return 0
 
 

@@ -297,7 +297,8 @@ def _cmd_inpaint_eval(a: argparse.Namespace) -> int:
     if not np.isfinite(r.nll):  # a figure, never NaN
         raise CommandError(f"the conditional NLL of {a.checkpoint} is not finite ({r.nll}); the model computes NaN or infinity here")
     res = dict(checkpoint=a.checkpoint, region=a.region, split=a.split, **r.to_dict(), seconds=time.perf_counter() - t0,
-               subset=("random" if drawn is not None else "first") if a.max_images else "all")
+               subset=("random" if drawn is not None else "first") if a.max_images else "all",
+               classes=ck.model.classes)  # > 0: of the marginal p(x) = sum_y p(y) p(x | y)
     if a.json:
         print(json.dumps(res))
     else:
@@ -306,4 +307,7 @@ def _cmd_inpaint_eval(a: argparse.Namespace) -> int:
               f"conditional NLL {r.nll:.3f} ± {r.stderr:.3f} nats per image ({r.nll / r.hidden_pixels:.4f} nats per hidden pixel) "
               f"over {r.n_images} {'randomly drawn ' if drawn is not None else ''}images\nmethod: {r.method}{how}: {r.note}"
               + (f"; mean effective sample size {r.mean_ess:.1f} of {r.samples}" if r.mean_ess is not None else ""))
+        if ck.model.classes:
+            print(f"(a class-conditional model: the conditional of its marginal p(x) = sum_y p(y) p(x | y) over its "
+                  f"{ck.model.classes} classes)")
     return 0

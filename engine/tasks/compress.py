@@ -64,6 +64,7 @@ import numpy as np
 import torch
 
 from ..errors import PixelchainError
+from ..marginal import stepper_for
 from ..models.base import ARModel
 from ..models.heads import LEVELS
 from ..ordering import Ordering, OrderingError
@@ -303,7 +304,7 @@ class Codec:
         family = constriction.stream.model.Bernoulli(perfect=False)
         d = self.model.size
         x = torch.zeros(b, d, dtype=torch.float64)
-        stepper = self.model.stepper(x, self.ordering)
+        stepper = stepper_for(self.model, x, self.ordering)
         probs = np.empty((d, b), dtype=np.float64)
         out = np.empty((b, d), dtype=np.uint8)
         for t, pixel in enumerate(self.ordering.perm.tolist()):
@@ -329,7 +330,7 @@ class Codec:
         head = self.model.dist_head
         d = self.model.size
         x = torch.zeros(b, d, dtype=torch.float64)
-        stepper = self.model.stepper(x, self.ordering)
+        stepper = stepper_for(self.model, x, self.ordering)
         ideal = np.zeros(b, dtype=np.float64)
         out = np.empty((b, d), dtype=np.uint8)
         rows = np.arange(b)

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PixelchainError
+from ..marginal import stepper_for
 from ..models.base import ARModel
 
 __all__ = ["REGIONS", "region_mask", "InpaintError", "InpaintResult", "conditional_log_prob", "evaluate_inpainting",
@@ -129,7 +130,7 @@ def _importance(model: ARModel, x: torch.Tensor, hidden: np.ndarray, samples: in
     known_t = torch.as_tensor(~hidden, device=x.device)
     truth = x.repeat_interleave(s, 0)  # (B*S, D)
     work = torch.where(known_t, truth, torch.zeros_like(truth))
-    stepper = model.stepper(work, model.ordering)
+    stepper = stepper_for(model, work, model.ordering)  # a conditional model: its marginal over classes
     dev = x.device
     logw = torch.zeros(b, s, dtype=torch.float64, device=dev)
     log_z = torch.zeros(b, dtype=torch.float64, device=dev)
@@ -185,7 +186,7 @@ def _importance(model: ARModel, x: torch.Tensor, hidden: np.ndarray, samples: in
 def supports_resampling(model: ARModel) -> bool:
     """Whether the model's fast stepper can reorder its particles (sequential Monte Carlo)."""
     p = next(model.parameters())
-    st = model.stepper(torch.zeros(1, model.size, dtype=p.dtype, device=p.device), model.ordering)
+    st = stepper_for(model, torch.zeros(1, model.size, dtype=p.dtype, device=p.device), model.ordering)
     try:
         st.select(torch.zeros(1, dtype=torch.long))
     except NotImplementedError:

@@ -364,7 +364,7 @@ def test_weights_that_compute_nan_are_refused_at_load(tmp_path, monkeypatch):
     save_checkpoint(path, tiny_made())
     assert load_checkpoint(path).model.family == "made"
     real = type(tiny_made()).log_prob_per_pixel
-    monkeypatch.setattr(type(tiny_made()), "log_prob_per_pixel", lambda self, x, o=None: real(self, x, o) * float("nan"))
+    monkeypatch.setattr(type(tiny_made()), "log_prob_per_pixel", lambda self, x, o=None, y=None: real(self, x, o, y) * float("nan"))
     with pytest.raises(CheckpointError, match=r"compute NaN or infinite log-likelihoods .*probe") as info:
         load_checkpoint(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)

@@ -226,10 +226,10 @@ def test_error_paths(trained, tmp_path, capsys, name):
 def test_training_faults_on_the_command_line(trained, tmp_path, capsys, monkeypatch, fault, data_dir):
     out = tmp_path / "m.safetensors"
     if fault == "nan":
-        monkeypatch.setattr(FVSBN, "training_loss", lambda self, x: torch.tensor(float("nan"), requires_grad=True))
+        monkeypatch.setattr(FVSBN, "training_loss", lambda self, x, y=None: torch.tensor(float("nan"), requires_grad=True))
         match = "the loss became nan"
     elif fault == "oom":
-        def oom(self, x):
+        def oom(self, x, y=None):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
         monkeypatch.setattr(FVSBN, "training_loss", oom)
         match = "batch of 100 images"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import engine.cli.classify as cliclassify
 import engine.cli.commands as clicommands
 import engine.cli.tasks as clitasks
 from app.launcher import main as launcher_main
@@ -68,6 +69,7 @@ def _minimal_argv(name: str, tmp_path) -> list[str]:
         "score": ["score", ck, str(tmp_path / "x.npy")],
         "inpaint-eval": ["inpaint-eval", ck, "--region", "top"],
         "info": ["info", ck],
+        "classify": ["classify", ck],
     }[name]
 
 
@@ -88,6 +90,7 @@ def test_every_compute_command_takes_threads_and_runs_with_them(tmp_path, monkey
         monkeypatch.setattr(clicommands, attr, fake(name))
     for name in ("compress", "decompress", "score", "inpaint-eval"):
         monkeypatch.setattr(clitasks, f"_cmd_{name.replace('-', '_')}", fake(name))
+    monkeypatch.setattr(cliclassify, "_cmd_classify", fake("classify"))
     before = torch.get_num_threads()
     want = before + 1  # differs from the current count, so a command that ignores it is caught
     try:
