@@ -201,3 +201,21 @@ def test_training_on_labels_sets_the_prior_and_learns_the_classes(tmp_path):
     with torch.no_grad():
         guess = back.class_log_posterior(torch.as_tensor(x[500:])).argmax(1).numpy()
     assert (guess == y[500:]).mean() > 0.9
+
+
+def test_hybrid_loss_is_the_generative_loss_plus_the_weighted_classifier_cross_entropy():
+    from engine.train import TrainConfig, TrainingError, hybrid_loss, train
+
+    m = make("pixelcnn", dict(LEVEL_TINY["pixelcnn"][0][1], classes=C), seed=8)
+    x, y = random_images(6, 2, seed=4), torch.tensor([0, 1, 2, 2, 1, 0])
+    with torch.no_grad():
+        gen = -m.log_prob(x, y=y)
+        ce = -m.class_log_posterior(x)[torch.arange(6), y]
+        want = (gen + 2.5 * ce).mean()
+    torch.testing.assert_close(hybrid_loss(m, 2.5, x, y), want)
+    with pytest.raises(TrainingError, match="class-weight"):
+        TrainConfig(class_weight=-1).validate()
+    plain = build_model("pixelcnn", dict(LEVEL_TINY["pixelcnn"][0][1], height=H, width=W))
+    xs = np.zeros((4, D), np.float32)
+    with pytest.raises(TrainingError, match="no classes"):
+        next(iter(train(plain, xs, xs, TrainConfig(class_weight=1.0))))
