@@ -5,7 +5,11 @@
 For each: evaluate the test NLL in float32, store the weights in the smallest form that leaves the
 reported NLL (two decimals) unchanged after reloading -- int8 with group-wise scales (weight
 matrices; about half the size of float16), float16, else float32 -- and record the name, the
-test NLL and its standard error in the checkpoint's metadata. With ``:K`` (order-agnostic models)
+test NLL and its standard error in the checkpoint's metadata. A class-conditional model is measured
+by its classifier pass (:mod:`engine.classify`: the NLL of its marginal over classes and the test
+accuracy of its Bayes classifier, both recorded). ``--dtype float16|float32`` starts the search at
+that form (float32 keeps the weights bit for bit, so it is not measured again: for a model whose
+evaluation is long). With ``:K`` (order-agnostic models)
 also the test NLL of the ensemble of K orderings (log-mean-exp), recorded as
 ``test_nll_ensembleK``. Prints a Markdown table row each. ``--max-images N`` measures on the first N
 test images only (quick end-to-end checks; the recorded NLL is then not the test NLL).
@@ -24,8 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.checkpoint import INT8, load_checkpoint, save_checkpoint  # noqa: E402
-from engine.datasets import dataset_of, load_dataset  # noqa: E402
-from engine.recipes import nll_metrics, with_metrics  # noqa: E402
+from engine.classify import classify  # noqa: E402
+from engine.datasets import dataset_of, load_dataset, load_labels  # noqa: E402
+from engine.recipes import nll_metrics, record_metrics, with_metrics  # noqa: E402
 from engine.train import evaluate  # noqa: E402
 
 DEST = ROOT / "resources" / "checkpoints"
@@ -36,16 +41,28 @@ def test_images(ck, max_images: int | None = None):
     return load_dataset(dataset_of(ck.meta), "test", levels=ck.model.levels)[:max_images]
 
 
+def measure(model, test, labels) -> tuple[float, float, dict]:
+    """(NLL, standard error, further metrics): the classifier pass for a conditional model."""
+    if not model.classes:
+        return (*evaluate(model, test), {})
+    r = classify(model, test, labels)
+    return r.nll_nats, r.stderr_nats, {"test_accuracy": r.accuracy, "test_cond_nll": r.cond_nll_nats}
+
+
 def bundle(src: str, name: str, test=None, ensemble: int = 1, device: str = "cpu", dest: Path | None = None,
-           max_images: int | None = None) -> str:
+           max_images: int | None = None, first_dtype: str | None = None) -> str:
     """Bundle ``src`` as ``name``, measured on ``test`` (default: the test split of its data set)."""
     ck = load_checkpoint(src, device=device)
+    labels = None
     if test is None:
         test = test_images(ck, max_images)
+        labels = load_labels(dataset_of(ck.meta), "test")[:max_images] if ck.model.classes else None
+    elif ck.model.classes:
+        raise ValueError("a conditional model is bundled on its own test split (its labels)")
     t0 = time.perf_counter()
-    nll, se = evaluate(ck.model, test)
+    nll, se, more = measure(ck.model, test, labels)
     secs = time.perf_counter() - t0
-    meta = with_metrics(dict(ck.meta, name=name), nll_metrics("test", nll, se))
+    meta = with_metrics(dict(ck.meta, name=name), dict(nll_metrics("test", nll, se), **more))
     ens = ""
     if ensemble > 1:
         enll, ese = evaluate(ck.model, test, batch_size=500, ensemble=ensemble)
@@ -55,12 +72,19 @@ def bundle(src: str, name: str, test=None, ensemble: int = 1, device: str = "cpu
     dest = dest or DEST
     dest.mkdir(parents=True, exist_ok=True)
     out = dest / f"{name}.safetensors"
-    for dtype in (INT8, torch.float16, None):
+    forms = [INT8, torch.float16, None]
+    forms = forms[{None: 0, "float16": 1, "float32": 2}[first_dtype]:]
+    for dtype in forms:
         meta["weights_dtype"] = INT8 if dtype == INT8 else str(dtype or torch.float32).replace("torch.", "")
         save_checkpoint(out, ck.model, meta, dtype=dtype)
+        if dtype is None:
+            break  # float32 is the model's own weights, bit for bit
         reloaded = load_checkpoint(out, device=device).model
-        nll2, _ = evaluate(reloaded, test)
+        nll2, _, more2 = measure(reloaded, test, labels)
         same = f"{nll2:.2f}" == f"{nll:.2f}"
+        if same and more2 != more:  # the classifier's figures of the weights as stored
+            more = more2
+            record_metrics(out, more)
         if same and ensemble > 1:
             same = f"{evaluate(reloaded, test, batch_size=500, ensemble=ensemble)[0]:.2f}" == f"{enll:.2f}"
         if same:
@@ -74,13 +98,15 @@ def bundle(src: str, name: str, test=None, ensemble: int = 1, device: str = "cpu
         f"| {name} | {m.family} | {m.ordering.label} | {m.num_parameters():,} | {epochs} "
         f"| {wall / 60:.0f} min, {ck.meta.get('device', '?')} | {valid:.2f} | {nll:.2f} ± {se:.2f}{ens}"
         f" ({nll / (m.size * math.log(2)):.4f} bits/dim) "
-        f"| {out.stat().st_size / 2**20:.1f} MB ({meta['weights_dtype']}) | `{ck.meta.get('command', '')}` |"
+        + (f"; accuracy {more['test_accuracy'] * 100:.2f}%" if more else "")
+        + f" | {out.stat().st_size / 2**20:.1f} MB ({meta['weights_dtype']}) | `{ck.meta.get('command', '')}` |"
         f"  <!-- eval {secs:.1f}s -->"
     )
 
 
 def main(argv: list[str]) -> int:
-    opts = {"--device": "cpu", "--dest": None, "--max-images": None}  # where to evaluate; where to write; first N test images
+    # where to evaluate; where to write; first N test images; the first stored form tried
+    opts = {"--device": "cpu", "--dest": None, "--max-images": None, "--dtype": None}
     while argv[:1] and argv[0] in opts and len(argv) > 1:
         opts[argv[0]], argv = argv[1], argv[2:]
     device, dest = opts["--device"], Path(opts["--dest"]) if opts["--dest"] else None
@@ -90,7 +116,7 @@ def main(argv: list[str]) -> int:
     for arg in argv:
         src, _, rest = arg.partition(":")
         name, _, k = rest.partition(":")
-        print(bundle(src, name or Path(src).stem, None, int(k or 1), device, dest, max_images), flush=True)
+        print(bundle(src, name or Path(src).stem, None, int(k or 1), device, dest, max_images, opts["--dtype"]), flush=True)
     return 0
 
 
