@@ -99,7 +99,8 @@ def continue_steps(
     fixed_t = torch.as_tensor(fixed_np.copy(), device=xt.device)
     model.eval()
     stepper = model.stepper(xt, ordering)
-    yield from draw_steps(stepper, xt, known_np, ordering, generator, temperature, batch=batch, rows=rows_t, fixed=fixed_t)
+    yield from draw_steps(stepper, xt, known_np, ordering, generator, temperature, batch=batch, rows=rows_t, fixed=fixed_t,
+                          head=model.dist_head)
 
 
 def continue_run(model: ARModel, x: np.ndarray | Tensor, known: np.ndarray, ordering: Ordering, **kwargs) -> Tensor:
