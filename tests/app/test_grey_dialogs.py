@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPointF, Qt
 from PySide6.QtTest import QTest
 
+from app.widgets.inspector import level_ticks
 from engine.checkpoint import load_checkpoint
 from engine.document import level_of
 from engine.figures import pixel_figures
@@ -115,3 +116,27 @@ def test_fork_a_grey_run_shows_grey_images_and_continues_it_exactly(qtbot, gwin)
     assert len(set(np.unique(x[0]).tolist()) - {0.0, 255.0}) > 10
     np.testing.assert_allclose(dlg.images[2].image.reshape(-1), (x[1] - x[0]) / 255, atol=1e-6)
     assert "more ink in the fork" in dlg.info.text()
+
+
+def test_a_background_pixels_bars_stand_clear_of_the_axes_and_the_influence_says_what_moves(qtbot, gwin):  # noqa: F811
+    win = gwin
+    stroke(qtbot, win, [(6, 10), (20, 16)])
+    idx = 14 * 28 + 2  # paper, away from the stroke: the conditional's mass is at level 0
+    assert win.session.canvas.reshape(-1)[idx] == 0
+    win.state.set_pin(idx)
+    chart = win.inspector.chart
+    assert chart.isVisible() and len(chart.heights) == 256
+    pl = chart.getPlotItem()
+    # level 0's bar (from -0.5) and level 255's (to 255.5) lie inside the plot, clear of its axes (the
+    # left axis's line runs along the view's left edge)
+    left = pl.vb.sceneBoundingRect().left()
+    x0 = pl.vb.mapViewToScene(QPointF(-0.5, 0.0)).x()
+    x255 = pl.vb.mapViewToScene(QPointF(255.5, 0.0)).x()
+    assert x0 > left + 4 and x255 < pl.vb.sceneBoundingRect().right() - 4
+    ticks = [v for v, _ in pl.getAxis("bottom")._tickLevels[0]]
+    assert ticks[0] == 0 and ticks[-1] == 255
+    assert level_ticks(4) == [0, 1, 2, 3] and level_ticks(16) == [0, 4, 8, 12, 15]
+    # the influence map of a grey pixel: its colour bar names the expected intensity, not p
+    qtbot.waitUntil(lambda: win.influence.up_to_date, timeout=60000)
+    label = win.influence_view.bar.getAxis("left").labelText
+    assert "E[x]" in label and "\u0394p" not in label
