@@ -177,7 +177,10 @@ class CompareDialog(QDialog):
         self.diff_image = pg.ImageItem(axisOrder="row-major")
         self.diff_image.setImage(np.zeros((28, 28), np.float32), levels=(-1.0, 1.0), autoLevels=False)
         self.diff_plot.addItem(self.diff_image)
-        self.summary = ci.addLabel("", row=4, col=1, colspan=max(1, n - 1), size="9pt", justify="left")
+        # beside the difference map where there are columns to span; below it with one column, whose
+        # only other cell in that row is the difference's colour bar
+        self.summary = (ci.addLabel("", row=4, col=1, colspan=n - 1, size="9pt", justify="left") if n > 1
+                        else ci.addLabel("", row=5, col=0, size="9pt", justify="left"))
         self.diff_bar = pg.ColorBarItem(values=(-1.0, 1.0), colorMap=pg.colormap.get(DIFF_MAP), interactive=False, width=14)
         self.diff_bar.setImageItem(self.diff_image)
         ci.addItem(self.diff_bar, row=4, col=n)

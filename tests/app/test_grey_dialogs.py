@@ -140,3 +140,16 @@ def test_a_background_pixels_bars_stand_clear_of_the_axes_and_the_influence_says
     qtbot.waitUntil(lambda: win.influence.up_to_date, timeout=60000)
     label = win.influence_view.bar.getAxis("left").labelText
     assert "E[x]" in label and "\u0394p" not in label
+
+
+def test_one_column_keeps_its_totals_off_the_difference_colour_bar(qtbot, gwin):  # noqa: F811
+    win = gwin
+    stroke(qtbot, win, [(6, 14), (22, 12)])
+    dlg = open_compare(qtbot, win)
+    dlg.choose(0, "__current__")
+    dlg.choose(1, None)
+    qtbot.waitUntil(lambda: dlg.up_to_date and len(dlg.results) == 1, timeout=20000)
+    qtbot.wait(50)  # the scene lays the new grid out
+    assert len(dlg.columns) == 1 and "nats" in dlg.summary.text
+    summary, bar = dlg.summary.sceneBoundingRect(), dlg.diff_bar.sceneBoundingRect()
+    assert summary.width() > 0 and not summary.intersects(bar)
