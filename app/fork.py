@@ -93,6 +93,7 @@ class ForkDialog(QDialog):
         self.view.setBackground("#14171c")
         self.view.setMinimumSize(900, 330)
         self.titles, self.images, self.plots = [], [], []
+        self.pending_backs: list[QGraphicsRectItem] = []
         for col, title in enumerate(("original continuation", "forked (edited pixels outlined)", "forked − original")):
             self.titles.append(self.view.ci.addLabel(title, row=0, col=col, size="9pt"))
             vb = self.view.ci.addViewBox(row=1, col=col, lockAspect=True, invertY=True, enableMouse=False)
@@ -100,6 +101,14 @@ class ForkDialog(QDialog):
             img = pg.ImageItem(axisOrder="row-major")
             vb.addItem(img)
             vb.setRange(QRectF(0, 0, 28, 28), padding=0.02)
+            if col < 2:  # behind the image: shows through a grey model's pixels still to draw
+                todo = QGraphicsRectItem(QRectF(0, 0, 28, 28))
+                todo.setBrush(pg.mkBrush(PENDING_COLOR))
+                todo.setPen(pg.mkPen(None))
+                todo.setZValue(-1)
+                todo.setVisible(False)
+                vb.addItem(todo)
+                self.pending_backs.append(todo)
             self.images.append(img)
             self.plots.append(vb)
         self.images[2].setColorMap(pg.colormap.get("CET-D1"))
@@ -151,13 +160,14 @@ class ForkDialog(QDialog):
 
         A binary model's pending pixels are mid-grey, a value no pixel of it takes. A grey model's
         pixels take every grey, so its pending ones are left out of the image (NaN, drawn
-        transparent) and show the view's own colour instead."""
+        transparent) and show a blue square behind the image instead."""
         h, w = shape
         self.images_shown = np.asarray(x)
         scale = float(max(levels - 1, 1))
         grey = levels > 2
-        for i, vb in enumerate(self.plots[:2]):
-            vb.setBackgroundColor(PENDING_COLOR if grey else None)
+        for i, back in enumerate(self.pending_backs):
+            back.setRect(QRectF(0, 0, w, h))
+            back.setVisible(grey)
             todo = pending_original if i == 0 and pending_original is not None else pending
             im = np.where(todo, np.nan if grey else PENDING_BINARY, x[i] / scale).reshape(h, w).astype(np.float32)
             self.images[i].setImage(im, levels=(0.0, 1.0), autoLevels=False)

@@ -89,7 +89,7 @@ def test_fork_a_grey_run_shows_grey_images_and_continues_it_exactly(qtbot, gwin)
     shown = dlg.images[0].image.reshape(-1)
     np.testing.assert_allclose(shown[:STEPS], prefix[:STEPS] / 255, atol=1e-6)
     assert np.isnan(shown[STEPS:]).all()
-    assert dlg.plots[0].state["background"] is not None
+    assert all(back.isVisible() and back.rect().width() == 28 for back in dlg.pending_backs)
     # edit a drawn pixel with the grey brush: the forked image shows its level, the original not
     win.acts.brush.setValue(1)
     col = int(np.argmin(prefix[:28]))  # the palest drawn pixel of row 0: full ink changes it
