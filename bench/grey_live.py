@@ -112,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         print("no grey checkpoints to measure (bundle one or pass its path)", file=sys.stderr)
         return 1
+    for path in paths:
+        levels = load_checkpoint(path, device="cpu").model.levels
+        if levels <= 2:
+            print(f"{path}: not a grey model ({levels} levels)", file=sys.stderr)
+            return 2
     rows = []
     if not a.json:
         print(f"torch {torch.__version__}, {a.threads} thread(s), {platform.processor() or platform.machine()}")
