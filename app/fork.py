@@ -40,6 +40,9 @@ from .worker import Worker
 __all__ = ["fork_job", "ForkController", "ForkDialog", "place_beside"]
 
 GAP = 8  #: pixels between the fork window and what it must not cover
+PENDING_BINARY = 0.35  #: a binary model's pixels still to draw: a grey no binary pixel takes
+PENDING_COLOR = "#2b4c7e"  #: behind a grey model's pixels still to draw (every grey is a pixel value)
+PENDING_COLOR_TEXT = "#6b93d6"  #: that blue, light enough to read as text on the dark theme
 
 
 def place_beside(window: QRect, size: QSize, screen: QRect, avoid: QRect | None = None, gap: int = GAP,
@@ -90,6 +93,7 @@ class ForkDialog(QDialog):
         self.view.setBackground("#14171c")
         self.view.setMinimumSize(900, 330)
         self.titles, self.images, self.plots = [], [], []
+        self.pending_backs: list[QGraphicsRectItem] = []
         for col, title in enumerate(("original continuation", "forked (edited pixels outlined)", "forked − original")):
             self.titles.append(self.view.ci.addLabel(title, row=0, col=col, size="9pt"))
             vb = self.view.ci.addViewBox(row=1, col=col, lockAspect=True, invertY=True, enableMouse=False)
@@ -97,6 +101,14 @@ class ForkDialog(QDialog):
             img = pg.ImageItem(axisOrder="row-major")
             vb.addItem(img)
             vb.setRange(QRectF(0, 0, 28, 28), padding=0.02)
+            if col < 2:  # behind the image: shows through a grey model's pixels still to draw
+                todo = QGraphicsRectItem(QRectF(0, 0, 28, 28))
+                todo.setBrush(pg.mkBrush(PENDING_COLOR))
+                todo.setPen(pg.mkPen(None))
+                todo.setZValue(-1)
+                todo.setVisible(False)
+                vb.addItem(todo)
+                self.pending_backs.append(todo)
             self.images.append(img)
             self.plots.append(vb)
         self.images[2].setColorMap(pg.colormap.get("CET-D1"))
@@ -141,16 +153,25 @@ class ForkDialog(QDialog):
         self.continue_btn.setEnabled(enabled)
 
     def show_pair(self, x: np.ndarray, pending: np.ndarray, changed: np.ndarray, shape: tuple[int, int],
-                  pending_original: np.ndarray | None = None) -> None:
-        """Rows of ``x`` as images; ``pending`` pixels grey (``pending_original`` on the original,
-        if given: an edit ahead of the run is not in it); ``changed`` outlined on the forked one."""
+                  pending_original: np.ndarray | None = None, levels: int = 2) -> None:
+        """Rows of ``x`` (levels 0 .. ``levels``-1) as images on 0..1; ``pending`` pixels marked
+        (``pending_original`` on the original, if given: an edit ahead of the run is not in it);
+        ``changed`` outlined on the forked one.
+
+        A binary model's pending pixels are mid-grey, a value no pixel of it takes. A grey model's
+        pixels take every grey, so its pending ones are left out of the image (NaN, drawn
+        transparent) and show a blue square behind the image instead."""
         h, w = shape
         self.images_shown = np.asarray(x)
-        for i in range(2):
-            grey = pending_original if i == 0 and pending_original is not None else pending
-            im = np.where(grey, 0.35, x[i]).reshape(h, w).astype(np.float32)
+        scale = float(max(levels - 1, 1))
+        grey = levels > 2
+        for i, back in enumerate(self.pending_backs):
+            back.setRect(QRectF(0, 0, w, h))
+            back.setVisible(grey)
+            todo = pending_original if i == 0 and pending_original is not None else pending
+            im = np.where(todo, np.nan if grey else PENDING_BINARY, x[i] / scale).reshape(h, w).astype(np.float32)
             self.images[i].setImage(im, levels=(0.0, 1.0), autoLevels=False)
-        diff = np.where(pending, 0.0, x[1] - x[0]).reshape(h, w).astype(np.float32)
+        diff = np.where(pending, 0.0, (x[1] - x[0]) / scale).reshape(h, w).astype(np.float32)
         self.images[2].setImage(diff, levels=(-1.0, 1.0), autoLevels=False)
         for m in self._marks:
             self.plots[1].removeItem(m)
@@ -200,6 +221,11 @@ class ForkController(QObject):
         self.requests.error.connect(lambda _k, m: self.dialog.set_note(f"The fork failed: {m}"))
         self._sync()
 
+    @property
+    def levels(self) -> int:
+        """K, the pixel levels of the forked run's model (2 before any fork)."""
+        return self.model.levels if self.model is not None else 2
+
     # -- the paused run ------------------------------------------------------------------------
     def _sync(self) -> None:
         run = self.state.run
@@ -230,10 +256,12 @@ class ForkController(QObject):
         st.replace_canvas(fp.prefix, mask=~fp.decided)
         self._mask_set = True
         left = fp.pending
+        todo = f"<span style='color:{PENDING_COLOR_TEXT}'>blue</span> below, " if self.levels > 2 else ""
         self.dialog.set_note(
-            f"Paused with {left} pixels to go. Change pixels on the canvas (the masked part is still to be drawn), "
+            f"Paused with {left} pixels to go. Change pixels on the canvas (the masked part, {todo}is still to be drawn), "
             "then <b>Continue both</b>: the original and the changed image continue with the same random numbers.")
-        self.dialog.show_pair(np.stack([fp.prefix, fp.prefix]), ~fp.decided, np.zeros_like(fp.decided), st.shape)
+        self.dialog.show_pair(np.stack([fp.prefix, fp.prefix]), ~fp.decided, np.zeros_like(fp.decided), st.shape,
+                              levels=self.levels)
         self.dialog.set_info("")
         self.dialog.set_done(False)
         self.dialog.set_can_continue(True)
@@ -266,7 +294,8 @@ class ForkController(QObject):
             return
         edited = self.state.session.flat()
         changed = edited != fp.prefix
-        self.dialog.show_pair(np.stack([fp.prefix, edited]), ~fp.decided & ~changed, changed, self.state.shape, ~fp.decided)
+        self.dialog.show_pair(np.stack([fp.prefix, edited]), ~fp.decided & ~changed, changed, self.state.shape, ~fp.decided,
+                              levels=self.levels)
 
     def _on_dialog_closed(self) -> None:
         """The fork is over: the mask it put on the canvas (the pixels still to draw) goes too."""
@@ -296,7 +325,7 @@ class ForkController(QObject):
         pending = ~fp.decided
         todo = fp.ordering.perm[pending[fp.ordering.perm]]  # the pixels to draw, in the run's order
         pending[todo[:done]] = False
-        self.dialog.show_pair(x, pending, self.changed, self.state.shape)
+        self.dialog.show_pair(x, pending, self.changed, self.state.shape, levels=self.levels)
         self.dialog.set_info(f"pixel {done} / {total}")
 
     def _on_result(self, _key: int, value: object) -> None:
@@ -304,13 +333,14 @@ class ForkController(QObject):
         if self.point is None:
             return
         self.result = (x, lp)
-        self.dialog.show_pair(x, np.zeros(x.shape[1], bool), self.changed, self.state.shape)
+        self.dialog.show_pair(x, np.zeros(x.shape[1], bool), self.changed, self.state.shape, levels=self.levels)
         drawn = ~self.point.decided & ~self.changed
         differ = int((x[0] != x[1])[drawn].sum())
+        more = ("more ink in the fork", "more in the original") if self.levels > 2 else ("ink only in the fork", "only in the original")
         self.dialog.set_info(
             f"original: log p = {lp[0]:.1f} nats · forked: log p = {lp[1]:.1f} nats · "
             f"{int(self.changed.sum())} pixel(s) edited · {differ} of {int(drawn.sum())} newly drawn pixels differ "
-            "(<span style='color:#ef4444'>red</span>: ink only in the fork, <span style='color:#3b82f6'>blue</span>: only in the original)")
+            f"(<span style='color:#ef4444'>red</span>: {more[0]}, <span style='color:#3b82f6'>blue</span>: {more[1]})")
         self.dialog.set_done(True)
         self.dialog.set_can_continue(True)
         self.finished.emit()

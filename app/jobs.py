@@ -398,11 +398,15 @@ def canvas_job(job, cache: dict, model: ARModel, ordering: Ordering, image: np.n
     return cl, score, time.perf_counter() - t0
 
 
-def compare_job(job, cache: dict, specs: list, image: np.ndarray) -> list:
-    """Worker side. ``specs``: per column (model object or checkpoint path, ordering or None).
-    Returns per column a PixelFigures or an error message. ``cache`` (path -> model) is
-    touched only on this worker's thread."""
+def compare_job(job, cache: dict, specs: list, intensity: np.ndarray) -> list:
+    """Worker side. ``specs``: per column (model object or checkpoint path, ordering or None);
+    ``intensity``: the drawing's 0-255 intensities (:attr:`engine.document.Session.intensity`), which
+    each column quantises at its own model's levels, as the canvas would be shown to that model (a
+    binary model sees "intensity >= 128", a grey one its K levels). Returns per column a
+    PixelFigures or an error message. ``cache`` (path -> model) is touched only on this worker's
+    thread."""
     from engine.checkpoint import load_checkpoint
+    from engine.document import level_of
 
     out: list = []
     for model, ordering in specs:
@@ -414,7 +418,7 @@ def compare_job(job, cache: dict, specs: list, image: np.ndarray) -> list:
                     cache[path] = load_checkpoint(Path(path), device="cpu").model.eval()
                 model = cache[path]
             ok, why = (True, "") if ordering is None else model.supports(ordering)
-            out.append(pixel_figures(model, image, ordering) if ok else f"not available:<br>{why}")
+            out.append(pixel_figures(model, level_of(intensity, model.levels), ordering) if ok else f"not available:<br>{why}")
         except Exception as exc:  # noqa: BLE001 -- one unreadable checkpoint only blanks its column
             out.append(f"error: {exc}")
     return out

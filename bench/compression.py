@@ -12,11 +12,11 @@ every image decodes exactly, images per second encoded and decoded, and the mean
 image as an optimised 1-bit PNG. The target: payload within 1% of the NLL plus the coder's
 overhead (a few bits per stream of ``--chunk-size`` images).
 
-Grey figures (K = 256 levels, 200 grey test digits by default): the same columns for a grey model,
-with the PNG the lossless 8-bit grey PNG of each digit. The model is the bundled
-``resources/checkpoints/pixelcnn-grey256.safetensors`` when present (or ``--grey-checkpoint``),
-else a small NADE with a logistic-mixture head trained here for ``--train-seconds`` (a minute).
-Each checkpoint is measured on its own data set at its own levels.
+Grey figures (K = 256 levels, 200 grey test digits by default): the same columns for each grey
+model, with the PNG the lossless 8-bit grey PNG of each digit. The models are the bundled
+checkpoints of more than two levels (or those given with ``--grey-checkpoint``, which may be
+repeated), else a small NADE with a logistic-mixture head trained here for ``--train-seconds`` (a
+minute). Each checkpoint is measured on its own data set at its own levels.
 """
 
 from __future__ import annotations
@@ -40,7 +40,12 @@ from engine.tasks.compress import Codec, png_size_bytes, read_container_header
 from engine.train import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
-GREY_BUNDLED = ROOT / "resources" / "checkpoints" / "pixelcnn-grey256.safetensors"
+BUNDLED = ROOT / "resources" / "checkpoints"
+
+
+def bundled_grey() -> list[str]:
+    """The bundled checkpoints whose model has more than two levels."""
+    return [str(p) for p in sorted(BUNDLED.glob("*.safetensors")) if load_checkpoint(p).model.levels > 2]
 
 
 def default_checkpoints() -> list[str]:
@@ -129,8 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--grey-only", action="store_true", help="only the grey figures")
     p.add_argument("--no-grey", action="store_true", help="only the checkpoints' figures")
-    p.add_argument("--grey-checkpoint", default=None, help=f"a grey checkpoint (default: {GREY_BUNDLED.name} if bundled, "
-                   "else a NADE trained for --train-seconds)")
+    p.add_argument("--grey-checkpoint", action="append", default=None,
+                   help="a grey checkpoint, may be repeated (default: every bundled one of more than two levels, "
+                        "else a NADE trained for --train-seconds)")
     p.add_argument("--grey-images", type=int, default=200, help="grey test digits (default: %(default)s)")
     p.add_argument("--train-seconds", type=float, default=60.0)
     a = p.parse_args(argv)
@@ -145,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     grey: list[dict] = []
     note = ""
     if not a.no_grey:
-        path = a.grey_checkpoint or (str(GREY_BUNDLED) if GREY_BUNDLED.exists() else None)
-        if path is not None:
-            grey = [bench_one(path, split_images(path, a.data, a.grey_images), a.chunk_size)]
+        paths = a.grey_checkpoint or bundled_grey()
+        if paths:
+            grey = [bench_one(path, split_images(path, a.data, a.grey_images), a.chunk_size) for path in paths]
         else:
             t0 = time.perf_counter()
             model = train_grey_nade(a.data, a.train_seconds)

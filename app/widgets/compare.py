@@ -11,6 +11,12 @@ with fixed symmetric levels, so white always means "no difference". An order-agn
 with order-agnostic training, Uria et al. 2014 / Germain et al. 2015) defines one joint distribution
 per ordering; comparing orderings shows how much ``log p(x)`` depends on it.
 
+Each model sees the drawing at its own pixel levels (the canvas's 0-255 intensities quantised at
+its K, as the canvas would show them to it). A grey model's map is the expected intensity
+``E[x_i | x_<i] / (K - 1)``, on the same 0..1 scale as a binary model's ``p(x_i = 1 | x_<i)``; the
+titles say which. Two models of different levels score different images, so their totals are not
+set against each other.
+
 The dialog is handed the app's state (:class:`app.state.AppState`) and the list of known models.
 Requests are debounced and every new one replaces the previous, tagged with the canvas version and
 the columns' choices (:class:`app.latest.Latest`), so a stale result is never shown; nothing is
@@ -61,6 +67,8 @@ class _Column:
 
 
 P_HTML = "p(x<sub>i</sub> = 1 | x<sub>&lt;i</sub>)"
+#: what a grey model's map shows: the expected level on 0..1 (the same "how much ink" as a binary p)
+E_HTML = "E[x<sub>i</sub> | x<sub>&lt;i</sub>] / (K&minus;1)"
 NLL_HTML = "&minus;log p(x<sub>i</sub> | x<sub>&lt;i</sub>)"
 
 
@@ -169,7 +177,10 @@ class CompareDialog(QDialog):
         self.diff_image = pg.ImageItem(axisOrder="row-major")
         self.diff_image.setImage(np.zeros((28, 28), np.float32), levels=(-1.0, 1.0), autoLevels=False)
         self.diff_plot.addItem(self.diff_image)
-        self.summary = ci.addLabel("", row=4, col=1, colspan=max(1, n - 1), size="9pt", justify="left")
+        # beside the difference map where there are columns to span; below it with one column, whose
+        # only other cell in that row is the difference's colour bar
+        self.summary = (ci.addLabel("", row=4, col=1, colspan=n - 1, size="9pt", justify="left") if n > 1
+                        else ci.addLabel("", row=5, col=0, size="9pt", justify="left"))
         self.diff_bar = pg.ColorBarItem(values=(-1.0, 1.0), colorMap=pg.colormap.get(DIFF_MAP), interactive=False, width=14)
         self.diff_bar.setImageItem(self.diff_image)
         ci.addItem(self.diff_bar, row=4, col=n)
@@ -248,7 +259,7 @@ class CompareDialog(QDialog):
             return
         self.note.setText("computing…")
         self._pending = (labels, cols)
-        self.requests.submit(self._key(labels), compare_job, self._models, specs, self.state.session.canvas.copy())
+        self.requests.submit(self._key(labels), compare_job, self._models, specs, self.state.session.intensity.copy())
 
     def _on_result(self, _key: tuple, figs: list[PixelFigures | str]) -> None:  # what compare_job returns
         labels, cols = self._pending
@@ -258,8 +269,14 @@ class CompareDialog(QDialog):
         if len(figs) != len(self.columns):
             self._build(len(figs))
         rows = []
+        levels = {f.levels for f in figs if not isinstance(f, str)}
+        grey, binary = any(k > 2 for k in levels), 2 in levels
+        self.bar.getAxis("left").setLabel("expected ink" if grey and binary else "expected intensity" if grey else "probability")
+        self.diff_what.setItemText(0, {(True, True): "p(x_i = 1 | x_<i) or E[x_i | x_<i] / (K−1)",
+                                       (True, False): "E[x_i | x_<i] / (K−1), the expected intensity"}.get(
+                                           (grey, binary), "p(x_i = 1 | x_<i)"))
         for c, label, f in zip(self.columns, labels, figs, strict=True):
-            c.title.setText(label)
+            c.title.setText(label if isinstance(f, str) or f.levels == 2 else f"{label} · {f.levels} levels")
             c.image.setVisible(not isinstance(f, str))  # no map rather than a misleading blank one
             if isinstance(f, str):
                 c.totals.setText(f"<span style='color:#f87171'>{f}</span>")
@@ -296,10 +313,16 @@ class CompareDialog(QDialog):
         self.diff_image.setVisible(True)
         total = float(fa.log_p - fb.log_p)
         A, B = "ABCD"[a], "ABCD"[b]
-        self.diff_title.setText(f"{A} &minus; {B}: {P_HTML if what == 'prob' else NLL_HTML}")
+        prob_html = P_HTML if fa.levels == fb.levels == 2 else E_HTML if fa.levels > 2 and fb.levels > 2 else f"{P_HTML} or {E_HTML}"
+        self.diff_title.setText(f"{A} &minus; {B}: {prob_html if what == 'prob' else NLL_HTML}")
+        if fa.levels == fb.levels:
+            versus = f"<br><br>log p({A}) &minus; log p({B}) = <b>{total:+.1f}</b> nats"
+        else:  # the drawing at K levels and at K' is not the same data: the totals do not compare
+            versus = (f"<br><br>{A} sees the drawing at {fa.levels} levels, {B} at {fb.levels}: "
+                      "their log p are of different images and do not compare")
         self.summary.setText(
             "<br>".join(self._summary_rows)
-            + f"<br><br>log p({A}) &minus; log p({B}) = <b>{total:+.1f}</b> nats"
+            + versus
             + f"<br><span style='color:#f87171'>red</span>: {A} {'expects more ink' if what == 'prob' else 'more surprised'} · "
             + f"<span style='color:#60a5fa'>blue</span>: {B} {'expects more ink' if what == 'prob' else 'more surprised'}"
             + f"<br>fixed scale &plusmn;{lim:g}{'' if what == 'prob' else ' nats (clipped)'}")

@@ -121,6 +121,8 @@ class InfluenceView(QGroupBox):
         d = np.nan_to_num(inf.delta, nan=0.0).astype(np.float32)
         self.image.setImage(d, levels=(-self.scale, self.scale), autoLevels=False)
         self.bar.setLevels((-self.scale, self.scale))
+        # a binary pixel's p(x_i = 1) moves; a grey one's expected intensity on 0..1
+        self.bar.getAxis("left").setLabel("\u0394p" if inf.levels == 2 else "\u0394E[x]/(K\u22121)")
         shade = np.zeros((h, w, 4), np.uint8)
         if image is not None:
             shade[np.asarray(image).reshape(h, w) > 0] = (0, 0, 0, 70)

@@ -34,11 +34,16 @@ from PySide6.QtWidgets import (
 from engine.figures import EnsembleFigures, PixelFigures
 from engine.ordering import Ordering
 
-__all__ = ["Inspector", "ReadOut", "LevelChart"]
+__all__ = ["Inspector", "ReadOut", "LevelChart", "level_ticks"]
 
 BAR = "#38bdf8"
 DRAWN = "#facc15"
 MEAN = "#f472b6"
+
+
+def level_ticks(k: int) -> list[int]:
+    """The labelled levels of a K-level axis: both ends and the quarters between them."""
+    return sorted({0, k // 4, k // 2, 3 * k // 4, k - 1})
 
 
 class LevelChart(pg.PlotWidget):
@@ -54,6 +59,7 @@ class LevelChart(pg.PlotWidget):
         self.setMaximumHeight(190)
         pl = self.getPlotItem()
         pl.setLabel("bottom", "level v")
+        pl.getAxis("bottom").setStyle(hideOverlappingLabels=False)  # the label of level K-1 at the axis's end too
         pl.setTitle(f"<span style='color:{BAR}'>p(x<sub>i</sub> = v | x<sub>&lt;i</sub>)</span> &nbsp; "
                     f"<span style='color:{DRAWN}'>&#9632; drawn</span> &nbsp; <span style='color:{MEAN}'>&#8942; mean</span>",
                     size="8pt")
@@ -79,7 +85,11 @@ class LevelChart(pg.PlotWidget):
         top = float(self.heights.max()) if k else 1.0
         self.drawn_bar.setOpts(x=[drawn], height=[max(float(self.heights[drawn]), 0.04 * top)], width=max(1.0, k / 85))
         self.mean_line.setValue(mean)
-        self.setXRange(-0.5, k - 0.5, padding=0.01)
+        # a margin of a few levels each side: levels 0 and K-1 (paper and full ink, where most of a
+        # digit's mass sits) stand clear of the axes instead of hiding in them; both ends labelled,
+        # with room on the right for the last label, which is centred on level K-1
+        self.setXRange(-0.5 - max(0.5, 0.025 * k), k - 0.5 + max(0.5, 0.06 * k), padding=0)
+        self.getPlotItem().getAxis("bottom").setTicks([[(v, str(v)) for v in level_ticks(k)]])
         self.setYRange(0.0, top * 1.08 if top > 0 else 1.0, padding=0)
 
 
