@@ -165,8 +165,8 @@ class LocallyMaskedPixelCNN(ARModel):
         # conditional: per gated layer (the first, then each of ``convs``) a (2C) class term added to
         # its pre-activations; one embedding per layer, so that a deeper model grows from a shallower
         # one's by name, as every other weight does
-        self.class_layers = (nn.ModuleList(class_embedding(config.classes, 2 * c) for _ in range(config.layers + 1))
-                             if config.classes else None)
+        embs = [class_embedding(config.classes, 2 * c) for _ in range(config.layers + 1)]  # Nones if unconditional
+        self.class_layers = nn.ModuleList(e for e in embs if e is not None) if config.classes else None
 
     def init_output_bias(self, marginals: Tensor) -> None:
         init_bias_at_marginals(self.pixel_bias, marginals, zero=[self.out2.bias])
