@@ -22,6 +22,12 @@ Fast sampling: every layer's output at a position depends only on pixels before 
 ordering, so it is final once the ordering reaches that position; the stepper computes each
 position's outputs then, one kernel window per layer from the cached outputs of its neighbours,
 and caches them.
+
+Conditioned on a class (``classes``), every gated layer adds a learned vector of its class to its
+pre-activations at every position, as the gated PixelCNN does (van den Oord et al. 2016's
+``V^T h``, ``h`` one vector per class): one embedding per layer, ``class_layers``, started at zero
+so that a conditional model begins as the unconditional one. A class is no pixel: the masks are
+untouched and every conditional stays causal given the class.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from torch import Tensor, nn
 from ..ordering import Ordering
 from .base import ARModel, ModelConfig, Stepper, _take, typed
 from .heads import scale_levels
-from .layers import check_same_levels, gate, init_bias_at_marginals, output_head
+from .layers import check_same_levels, class_embedding, class_vectors, gate, init_bias_at_marginals, output_head
 from .train_orderings import check_orderings, draw_orderings, named_orderings
 
 
@@ -59,6 +65,11 @@ class LMConvConfig(ModelConfig):
 
 
 _FAR = 1e9  # the step of positions outside the image: never visible
+
+
+def _plus(a: Tensor, b: Tensor | None) -> Tensor:
+    """A (B, C, H, W) map plus a (B, C) class term at every position (nothing without one)."""
+    return a if b is None else a + b[:, :, None, None].to(a.dtype)
 
 
 def _local_masks(steps: Tensor, k: int, strict: bool) -> Tensor:
@@ -120,6 +131,7 @@ class LocallyMaskedPixelCNN(ARModel):
     eval_chunk = 16
     config: LMConvConfig
     description = "Locally masked PixelCNN: a convolutional network usable in any ordering."
+    takes_classes = True
 
     def __init__(self, config: LMConvConfig, ordering: Ordering | None = None):
         super().__init__(config, ordering)
@@ -150,6 +162,11 @@ class LocallyMaskedPixelCNN(ARModel):
             self.ctx_v = nn.Parameter(torch.randn(u, d) * 0.01)
             self.ctx_b = nn.Parameter(torch.zeros(u))
             self.ctx_out = nn.Conv2d(u, c, 1)
+        # conditional: per gated layer (the first, then each of ``convs``) a (2C) class term added to
+        # its pre-activations; one embedding per layer, so that a deeper model grows from a shallower
+        # one's by name, as every other weight does
+        embs = [class_embedding(config.classes, 2 * c) for _ in range(config.layers + 1)]  # Nones if unconditional
+        self.class_layers = nn.ModuleList(e for e in embs if e is not None) if config.classes else None
 
     def init_output_bias(self, marginals: Tensor) -> None:
         init_bias_at_marginals(self.pixel_bias, marginals, zero=[self.out2.bias])
@@ -158,23 +175,32 @@ class LocallyMaskedPixelCNN(ARModel):
         """Type A (first layer) and type B masks, (B|1, k*k, L), of step maps (B|1, 1, H', W')."""
         return _local_masks(steps, self.config.first_kernel, strict=True), _local_masks(steps, self.config.kernel, strict=False)
 
+    def _class_terms(self, y: Tensor | None) -> list[Tensor | None]:
+        """Per gated layer (the first, then each of ``convs``), the (B, 2C) class term of its
+        pre-activations; Nones for an unconditional model."""
+        if self.class_layers is None:
+            return [None] * (self.config.layers + 1)
+        return [class_vectors(emb, y) for emb in typed(self.class_layers, nn.Embedding)]
+
     def _net(self, img: Tensor, steps: Tensor | None, masks: tuple[Tensor, Tensor] | None = None,
-             perm: Tensor | None = None) -> Tensor:
+             perm: Tensor | None = None, y: Tensor | None = None) -> Tensor:
         """(B, H', W') logits, or (B, H', W', P) head numbers, of images ``img`` (B, 1, H', W'), levels
         scaled to [0, 1], whose steps are ``steps`` (B|1, 1, H', W'); with ``context``, ``perm``
-        (B|1, D) is the ordering (step -> pixel) of each image. No per-pixel bias yet."""
+        (B|1, D) is the ordering (step -> pixel) of each image; ``y`` (B,) the classes of a
+        conditional model. No per-pixel bias yet."""
         if masks is None:
             if steps is None:
                 raise ValueError("_net needs the step maps or the masks made from them")
             masks = self._masks(steps)
         a, bm = masks
-        h = gate(self.first(torch.cat([img, torch.ones_like(img)], 1), a))  # (B, C, H', W')
+        cls = self._class_terms(y)
+        h = gate(_plus(self.first(torch.cat([img, torch.ones_like(img)], 1), a), cls[0]))  # (B, C, H', W')
         if self.config.context:
             if perm is None:
                 raise ValueError("a model with context needs the ordering of each image")
             h = h + self.ctx_out(self._context(img.flatten(1), perm).view(-1, self.config.context, *img.shape[2:]))
-        for conv, res in zip(self.convs, self.res, strict=True):
-            h = h + res(gate(conv(h, bm)))
+        for conv, res, cb in zip(self.convs, self.res, cls[1:], strict=True):
+            h = h + res(gate(_plus(conv(h, bm), cb)))
         return output_head(self.out1, self.out2, h, self.binary)
 
     def _with_bias(self, out: Tensor) -> Tensor:
@@ -205,7 +231,7 @@ class LocallyMaskedPixelCNN(ARModel):
         masks = self._masks(self._steps(inv, x.dtype))
         img = scale_levels(x, self.levels).view(b, 1, self.config.height, self.config.width)
         perm = torch.from_numpy(np.array(ordering.perm)).to(x.device)[None]  # (1, D)
-        return self._with_bias(self._net(img, None, masks, perm))
+        return self._with_bias(self._net(img, None, masks, perm, y))
 
     def trained_orderings(self) -> list[Ordering]:
         c = self.config
@@ -213,17 +239,18 @@ class LocallyMaskedPixelCNN(ARModel):
 
     def training_loss(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         if not self.config.order_agnostic:
-            return super().training_loss(x)
+            return super().training_loss(x, y)
         c = self.config
         perm = draw_orderings(c.train_orderings, x.shape[0], c.height, c.width, x.device, self.train_generator)  # (B, D)
         steps = self._steps(torch.argsort(perm, dim=1), x.dtype)  # (B, 1, H, W)
-        params = self._with_bias(self._net(scale_levels(x, self.levels).view(-1, 1, c.height, c.width), steps, perm=perm))
+        img = scale_levels(x, self.levels).view(-1, 1, c.height, c.width)
+        params = self._with_bias(self._net(img, steps, perm=perm, y=y))  # each image's class in its own ordering
         if self.binary:
             return F.binary_cross_entropy_with_logits(params, x, reduction="none").sum(1).mean()
         return -self.dist_head.log_prob_of(params, x).sum(1).mean()
 
     def stepper(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Stepper:
-        return _CachedStepper(self, x, ordering)
+        return _CachedStepper(self, x, ordering, y)
 
     def notes(self) -> list[str]:
         if self.config.context:
@@ -278,6 +305,9 @@ class LocallyMaskedPixelCNN(ARModel):
                     m[(gated,) + cols] = t
                     if name.startswith("first."):  # the new filter half: tanh(0) = 0, new channels start at 0
                         m[c0:c].zero_()
+                elif name.startswith("class_layers."):  # (classes, 2C) terms of the gated pre-activations
+                    m.zero_()
+                    m[:, gated] = t
                 elif name.startswith(("res.", "ctx_out.")):  # write the stream: their new rows (and columns) closed
                     m.zero_()
                     m[(slice(None, c0),) + cols] = t
@@ -393,8 +423,9 @@ class _CachedStepper(Stepper):
     cached. A pixel costs one kernel window per layer, however deep the network (the cone of
     positions that reach a pixel grows with the square of the depth)."""
 
-    def __init__(self, m: LocallyMaskedPixelCNN, x: Tensor, ordering: Ordering):
+    def __init__(self, m: LocallyMaskedPixelCNN, x: Tensor, ordering: Ordering, y: Tensor | None = None):
         self.m, self.x = m, x
+        self.cls = m._class_terms(y)  # per gated layer (B, 2C), or Nones
         cfg = m.config
         self.h, self.w = cfg.height, cfg.width
         self.k0, self.k = cfg.first_kernel, cfg.kernel
@@ -424,16 +455,21 @@ class _CachedStepper(Stepper):
         r, col = divmod(pixel, self.w)
         q, k, k0 = self.k // 2, self.k, self.k0
         win = self.xp[:, :, r : r + k0, col : col + k0].reshape(b, 2, k0 * k0)
-        h = gate(_apply(self.first, (win * self.mask_a[pixel]).reshape(b, -1)))  # (B, C)
+        h = gate(self._plus(_apply(self.first, (win * self.mask_a[pixel]).reshape(b, -1)), 0))  # (B, C)
         if self.m.config.context:  # reached in order: the summary holds exactly the earlier pixels
             h = h + _apply(self.ctx_out, torch.sigmoid(self.ctx))
         self.acts[0][:, :, r + q, col + q] = h
         for i, (conv, res) in enumerate(zip(self.convs, self.res, strict=True)):
             win = self.acts[i][:, :, r : r + k, col : col + k].reshape(b, -1, k * k)
-            h = h + _apply(res, gate(_apply(conv, (win * self.mask_b[pixel]).reshape(b, -1))))
+            h = h + _apply(res, gate(self._plus(_apply(conv, (win * self.mask_b[pixel]).reshape(b, -1)), i + 1)))
             self.acts[i + 1][:, :, r + q, col + q] = h
         self.ready[pixel] = True
         return h
+
+    def _plus(self, pre: Tensor, layer: int) -> Tensor:
+        """(B, 2C) pre-activations of gated layer ``layer`` at one position, plus its class term."""
+        cb = self.cls[layer]
+        return pre if cb is None else pre + cb.to(pre.dtype)
 
     def logits(self, pixel: int) -> Tensor:
         out = _apply(self.out2, torch.relu(_apply(self.out1, torch.relu(self._compute(pixel)))))  # (B, P)
@@ -456,5 +492,6 @@ class _CachedStepper(Stepper):
     def select(self, index: Tensor) -> None:
         self.x, self.xp = _take(self.x, index), _take(self.xp, index)
         self.acts = [_take(a, index) for a in self.acts]
+        self.cls = [_take(t, index) for t in self.cls]
         if self.m.config.context:
             self.ctx = _take(self.ctx, index)

@@ -22,6 +22,9 @@ of it; see :class:`~engine.models.sequence.SequenceEmbedding`) and the output la
 head's P numbers per step (K softmax logits, or a logistic mixture's 3 M), each pixel with its own
 bias for each of them.
 
+A class-conditional model (``classes``) adds a learned vector of the class to every token
+(see :class:`~engine.models.sequence.SequenceARModel`).
+
 The fast sampler carries the recurrent state: O(1) work per pixel instead of a pass over the
 whole sequence. :class:`~engine.models.sequence.SequenceEmbedding` and the order-agnostic training
 of :class:`~engine.models.sequence.SequenceARModel` are shared with the Transformer.
@@ -38,7 +41,7 @@ from torch import Tensor, nn
 
 from ..ordering import Ordering
 from .base import ModelConfig, Stepper, _take
-from .layers import init_bias_at_marginals
+from .layers import class_embedding, class_vectors, init_bias_at_marginals
 from .sequence import SequenceARModel, SequenceEmbedding, order_tensors
 from .train_orderings import check_orderings
 
@@ -59,6 +62,7 @@ class PixelLSTM(SequenceARModel):
     config_class = LSTMConfig
     config: LSTMConfig
     description = "LSTM over the pixel sequence; the next pixel's position is an input, so it can be order-agnostic."
+    takes_classes = True
 
     def __init__(self, config: LSTMConfig, ordering: Ordering | None = None):
         super().__init__(config, ordering)
@@ -70,18 +74,19 @@ class PixelLSTM(SequenceARModel):
         self.rnn = nn.LSTM(config.embed, config.hidden, config.layers, batch_first=True)
         self.out = nn.Linear(config.hidden, self.out_params)
         self.pixel_bias = self._new_pixel_bias()
+        self.class_emb = class_embedding(config.classes, config.embed)  # added to every token (conditional)
 
     def init_output_bias(self, marginals: Tensor) -> None:
         init_bias_at_marginals(self.pixel_bias, marginals, zero=[self.out.bias])
 
-    def _step_logits(self, xo: Tensor, perm: Tensor) -> Tensor:
+    def _step_logits(self, xo: Tensor, perm: Tensor, y: Tensor | None = None) -> Tensor:
         """(B, D) logits in step order for images ``xo`` (B, D) in step order of ``perm``; (B, D, P)
-        with K > 2 levels."""
-        h, _ = self.rnn(self.embed.sequence(xo, perm))  # (B, D, hidden)
+        with K > 2 levels; ``y`` the classes of a conditional model."""
+        h, _ = self.rnn(self._tokens(xo, perm, y))  # (B, D, hidden)
         return self._read_out(self.out(h), perm)
 
     def stepper(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Stepper:
-        return _LSTMStepper(self, x.shape[0])
+        return _LSTMStepper(self, x.shape[0], y)
 
     def _pixel_logit_flips(self, x: Tensor, pixel: int, flips: Tensor, ordering: Ordering) -> Tensor:
         """A flip at step s changes token s + 1 only, so every flipped sequence shares the state
@@ -131,18 +136,24 @@ class PixelLSTM(SequenceARModel):
 class _LSTMStepper(Stepper):
     """Carries the LSTM state (h, c) from pixel to pixel. Pixels observed without being asked for
     (known pixels) are queued and run through the LSTM as one sequence when the next logits are
-    asked for."""
+    asked for. A conditional model's class vectors (B, E) go into every token."""
 
-    def __init__(self, m: PixelLSTM, b: int):
+    def __init__(self, m: PixelLSTM, b: int, y: Tensor | None = None):
         self.m, self.b = m, b
+        self.cls = class_vectors(m.class_emb, y)
         self.state: tuple[Tensor, Tensor] | None = None  # ((layers, B, hidden), ...)
         self.prev: tuple[int, Tensor] | None = None
         self.queue: list[Tensor] = []  # (B, E) tokens of observed pixels not yet run
         self.pending: tuple[int, Tensor, tuple[Tensor, Tensor]] | None = None
 
+    def _token(self, pixel: int) -> Tensor:
+        """(B, E) the token that asks for ``pixel`` after the last observed one, with the class."""
+        tok = self.m.embed.token(self.b, self.prev, pixel)
+        return tok if self.cls is None else tok + self.cls.to(tok.dtype)
+
     def logits(self, pixel: int) -> Tensor:
         if self.pending is None or self.pending[0] != pixel:
-            tokens = torch.stack([*self.queue, self.m.embed.token(self.b, self.prev, pixel)], 1)  # (B, n, E)
+            tokens = torch.stack([*self.queue, self._token(pixel)], 1)  # (B, n, E)
             h, state = self.m.rnn(tokens, self.state)  # (B, n, hidden)
             if self.queue:  # the queued tokens are consumed for good
                 self.queue = []
@@ -154,10 +165,12 @@ class _LSTMStepper(Stepper):
         if self.pending is not None and self.pending[0] == pixel:
             self.state = self.pending[2]
         else:
-            self.queue.append(self.m.embed.token(self.b, self.prev, pixel))
+            self.queue.append(self._token(pixel))
         self.prev, self.pending = (pixel, value.to(self.m.pixel_bias.dtype)), None
 
     def select(self, index: Tensor) -> None:
+        self.cls = _take(self.cls, index)
+        self.b = int(index.numel())
         if self.state is not None:
             self.state = (_take(self.state[0], index, 1), _take(self.state[1], index, 1))
         if self.prev is not None:

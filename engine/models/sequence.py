@@ -9,6 +9,12 @@ With K > 2 pixel levels a step outputs the head's P numbers instead of one logit
 carries the level scaled to [0, 1] (see :class:`SequenceEmbedding`). A sequence model sees only
 the pixels it has read, so an order-agnostic one tells a pixel not yet drawn (no token) from a
 black one (a token of level 0) at any K.
+
+Conditioned on a class (``classes``), a learned vector of the class (``class_emb``, started at zero)
+is added to every token, not only to the start token: the LSTM would otherwise have to carry the
+class in its state across up to D steps, and the Transformer spend attention on finding it, where
+with it in every token each step's input holds it as the gated PixelCNN's layers hold theirs. A
+class is no pixel: every output stays a function of the earlier pixels (and the class) only.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from torch import Tensor, nn
 from ..ordering import Ordering
 from .base import ARModel
 from .heads import Head, scale_levels
+from .layers import class_vectors
 from .train_orderings import draw_orderings, named_orderings
 
 __all__ = ["SequenceARModel", "SequenceEmbedding", "order_tensors", "step_nll"]
@@ -118,9 +125,21 @@ class SequenceARModel(ARModel):
     eval_chunk = 16  # 1.4x faster per image than at 400 (one thread, the LSTM and the Transformer)
     #: a learned output bias per pixel: (D,) logits for a binary model, D P numbers (pixel-major) else
     pixel_bias: nn.Parameter
+    #: the token embedding, and a conditional model's class vectors added to every token (None if
+    #: unconditional): both set by the subclass, the latter with :func:`~engine.models.layers.class_embedding`
+    #: (no class-level default: it would hide the registered module from ``nn.Module.__getattr__``)
+    embed: SequenceEmbedding
+    class_emb: nn.Embedding | None
 
-    def _step_logits(self, xo: Tensor, perm: Tensor) -> Tensor:
+    def _step_logits(self, xo: Tensor, perm: Tensor, y: Tensor | None = None) -> Tensor:
         raise NotImplementedError
+
+    def _tokens(self, xo: Tensor, perm: Tensor, y: Tensor | None = None) -> Tensor:
+        """(B, T, dim) tokens of images ``xo`` (B, T) in step order of ``perm`` ((T,) or (B, T)), each
+        with its image's class vector added in a conditional model."""
+        tokens = self.embed.sequence(xo, perm)
+        cls = class_vectors(self.class_emb, y)
+        return tokens if cls is None else tokens + cls[:, None].to(tokens.dtype)
 
     def _new_pixel_bias(self) -> nn.Parameter:
         """The zero :attr:`pixel_bias`: one logit per pixel when binary, the head's P numbers per
@@ -136,13 +155,13 @@ class SequenceARModel(ARModel):
 
     def _logits(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Tensor:
         perm, inv = order_tensors(ordering, x.device)
-        return self._step_logits(x[:, perm], perm)[:, inv]
+        return self._step_logits(x[:, perm], perm, y)[:, inv]
 
     def _pixel_logit(self, x: Tensor, pixel: int, ordering: Ordering, y: Tensor | None = None) -> Tensor:
         # the conditional at step t reads steps 0..t only: run that prefix of the sequence
         perm = order_tensors(ordering, x.device)[0]
         t = int(ordering.inverse[pixel]) + 1
-        return self._step_logits(x[:, perm[:t]], perm[:t])[:, -1]
+        return self._step_logits(x[:, perm[:t]], perm[:t], y)[:, -1]
 
     def trained_orderings(self) -> list[Ordering]:
         c = self.config
@@ -150,8 +169,8 @@ class SequenceARModel(ARModel):
 
     def training_loss(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         if not self.any_order:
-            return super().training_loss(x)
+            return super().training_loss(x, y)
         c = self.config
         perm = draw_orderings(c.train_orderings, x.shape[0], c.height, c.width, x.device, self.train_generator)  # type: ignore[attr-defined]
         xo = x.gather(1, perm)
-        return step_nll(self._step_logits(xo, perm), xo, None if self.binary else self.dist_head)
+        return step_nll(self._step_logits(xo, perm, y), xo, None if self.binary else self.dist_head)

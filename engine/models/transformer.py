@@ -18,6 +18,9 @@ With K > 2 pixel levels the token carries the level (scaled to [0, 1], with a fe
 of it; see :class:`~engine.models.sequence.SequenceEmbedding`) and the output layer gives the
 head's P numbers per step, each pixel with its own bias for each of them.
 
+A class-conditional model (``classes``) adds a learned vector of the class to every token
+(see :class:`~engine.models.sequence.SequenceARModel`).
+
 Dropout (on the embeddings, the attention weights and both residual branches) draws its masks from
 the training run's own generator (``ARModel.train_generator``) when one is lent, so a run with
 dropout repeats from its seed, also across a resume within an epoch, whatever other threads do
@@ -37,7 +40,7 @@ from torch import Tensor, nn
 
 from ..ordering import Ordering
 from .base import ModelConfig, Stepper, _take, typed
-from .layers import init_bias_at_marginals
+from .layers import class_embedding, class_vectors, init_bias_at_marginals
 from .sequence import SequenceARModel, SequenceEmbedding
 from .train_orderings import check_orderings
 
@@ -127,6 +130,7 @@ class OrderAgnosticTransformer(SequenceARModel):
     config_class = TransformerConfig
     config: TransformerConfig
     description = "Order-agnostic Transformer decoder (sigma-GPT): any ordering, exact inpainting, key/value cache."
+    takes_classes = True
 
     def __init__(self, config: TransformerConfig, ordering: Ordering | None = None):
         super().__init__(config, ordering)
@@ -150,22 +154,24 @@ class OrderAgnosticTransformer(SequenceARModel):
         for blk in typed(self.blocks, Block):  # residual projections scaled by depth (GPT-2)
             nn.init.normal_(blk.proj.weight, 0.0, 0.02 / (2 * config.layers) ** 0.5)
             nn.init.normal_(blk.mlp_out.weight, 0.0, 0.02 / (2 * config.layers) ** 0.5)
+        # added to every token (conditional); made after the initialisation above, so it starts at zero
+        self.class_emb = class_embedding(config.classes, c)
 
     def init_output_bias(self, marginals: Tensor) -> None:
         init_bias_at_marginals(self.pixel_bias, marginals, zero=[self.head.bias])
 
-    def _step_logits(self, xo: Tensor, perm: Tensor) -> Tensor:
+    def _step_logits(self, xo: Tensor, perm: Tensor, y: Tensor | None = None) -> Tensor:
         """(B, D) logits in step order for images ``xo`` (B, D) in step order of ``perm``; (B, D, P)
-        with K > 2 levels."""
+        with K > 2 levels; ``y`` the classes of a conditional model."""
         p = float(self.config.dropout) if self.training else 0.0
         gen = self.train_generator
-        h = dropout(self.embed.sequence(xo, perm), p, gen)  # (B, D, C)
+        h = dropout(self._tokens(xo, perm, y), p, gen)  # (B, D, C)
         for blk in self.blocks:
             h = blk(h, gen)
         return self._read_out(self.head(self.ln_f(h)), perm)  # (B, D) or (B, D, P)
 
     def stepper(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Stepper:
-        return _KVCacheStepper(self, x)
+        return _KVCacheStepper(self, x, y)
 
     def _pixel_logit_flips(self, x: Tensor, pixel: int, flips: Tensor, ordering: Ordering) -> Tensor:
         """A flip at step s changes token s + 1 and so, through causal attention, positions
@@ -207,11 +213,13 @@ class OrderAgnosticTransformer(SequenceARModel):
 class _KVCacheStepper(Stepper):
     """Keys and values of every layer for the tokens so far; one token of work per generated
     pixel. Pixels observed without being asked for (known pixels) are queued and go through the
-    network together, as one causal chunk, when the next logits are asked for."""
+    network together, as one causal chunk, when the next logits are asked for. A conditional
+    model's class vectors (B, C) go into every token."""
 
-    def __init__(self, m: OrderAgnosticTransformer, x: Tensor):
+    def __init__(self, m: OrderAgnosticTransformer, x: Tensor, y: Tensor | None = None):
         c = m.config
         self.m, self.b = m, x.shape[0]
+        self.cls = class_vectors(m.class_emb, y)
         self.done = 0  # tokens whose keys/values are in the caches
         shape = (self.b, c.heads, c.size, c.d_model // c.heads)  # (B, nh, D, hd)
         self.k = [x.new_zeros(shape) for _ in m.blocks]
@@ -220,9 +228,14 @@ class _KVCacheStepper(Stepper):
         self.queue: list[Tensor] = []  # (B, C) tokens of observed pixels not yet run
         self.pending: tuple[int, Tensor] | None = None  # pixel asked for and its logits
 
+    def _token(self, pixel: int) -> Tensor:
+        """(B, C) the token that asks for ``pixel`` after the last observed one, with the class."""
+        tok = self.m.embed.token(self.b, self.prev, pixel)
+        return tok if self.cls is None else tok + self.cls.to(tok.dtype)
+
     def logits(self, pixel: int) -> Tensor:
         if self.pending is None or self.pending[0] != pixel:
-            tokens = torch.stack([*self.queue, self.m.embed.token(self.b, self.prev, pixel)], 1)  # (B, n, C)
+            tokens = torch.stack([*self.queue, self._token(pixel)], 1)  # (B, n, C)
             h = tokens
             for blk, k, v in zip(typed(self.m.blocks, Block), self.k, self.v, strict=True):
                 h = blk.step(h, k, v, self.done)
@@ -236,10 +249,12 @@ class _KVCacheStepper(Stepper):
         if self.pending is not None and self.pending[0] == pixel:
             self.done += 1  # its token is already in the caches
         else:
-            self.queue.append(self.m.embed.token(self.b, self.prev, pixel))
+            self.queue.append(self._token(pixel))
         self.prev, self.pending = (pixel, value.to(self.m.pixel_bias.dtype)), None
 
     def select(self, index: Tensor) -> None:
+        self.cls = _take(self.cls, index)
+        self.b = int(index.numel())
         self.k = [_take(k, index) for k in self.k]
         self.v = [_take(v, index) for v in self.v]
         if self.prev is not None:

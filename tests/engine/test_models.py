@@ -385,7 +385,7 @@ def test_deep_families_evaluate_large_batches_in_pieces_with_the_same_result(lab
     whole = m.logits(x)  # gradients enabled: one pass over the batch
     calls: list[int] = []
     real = m._logits
-    m._logits = lambda part, o: calls.append(len(part)) or real(part, o)
+    m._logits = lambda part, o, y=None: calls.append(len(part)) or real(part, o, y)  # base passes the classes (None)
     with torch.no_grad():
         pieces = m.logits(x)
         lp = m.log_prob_per_pixel(x)

@@ -95,9 +95,9 @@ def test_a_dropout_transformer_killed_within_an_epoch_resumes_exactly(tmp_path, 
     def timed(m):
         real = m.training_loss
 
-        def loss(x):
+        def loss(x, y=None):  # train() passes the labels (None for an unconditional model)
             clock["now"] += 10.0
-            return real(x)
+            return real(x, y)
 
         monkeypatch.setattr(m, "training_loss", loss)
         return m
