@@ -728,6 +728,12 @@ class ARModel(nn.Module):
         mine, theirs = self.state_dict(), src.state_dict()
         with torch.no_grad():
             for name, t in theirs.items():
+                if mine[name].shape != t.shape and name.startswith("class_") and mine[name].shape[:-1] == t.shape[:-1]:
+                    # a class table laid out layer by layer (the gated PixelCNN's): the source's layers'
+                    # terms come first, the added layers' start at zero like the rest of those layers
+                    mine[name].zero_()
+                    mine[name][..., : t.shape[-1]].copy_(t)
+                    continue
                 mine[name].copy_(t)  # same names and shapes: the configs agree apart from depth
             for mod in self.residual_out:
                 for layer in getattr(self, mod)[src_layers:]:

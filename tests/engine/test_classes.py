@@ -52,6 +52,22 @@ def random_images(n: int, k: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, k, (n, D), generator=torch.Generator().manual_seed(seed)).double()
 
 
+def test_every_family_takes_a_class():
+    assert set(CONDITIONAL) == set(FAMILIES)
+
+
+def test_a_deeper_conditional_pixelcnn_grown_from_a_shallower_one_keeps_every_class():
+    base = dict(LEVEL_TINY["pixelcnn"][0][1], height=H, width=W, classes=C)
+    small = make("pixelcnn", base, seed=9).float()
+    big = build_model("pixelcnn", dict(base, layers=base["layers"] + 2))
+    big.grow_from(small)
+    big.class_log_prior.copy_(small.class_log_prior)
+    x = random_images(5, 2).float()
+    with torch.no_grad():
+        for y in range(C):
+            torch.testing.assert_close(big.log_prob(x, y=y), small.log_prob(x, y=y))
+
+
 @pytest.mark.parametrize("label,family,cfg,k", CASES, ids=IDS)
 @pytest.mark.parametrize("oname", ["raster", "random"])
 def test_autoregressive_property_for_every_class_and_the_marginal(label, family, cfg, k, oname):
