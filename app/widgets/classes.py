@@ -1,0 +1,286 @@
+"""Which digit the drawing is, by Bayes' rule, and which pixels say so (a class-conditional model).
+
+:class:`ClassPanel` shows two things from one :class:`engine.class_figures.ClassFigures`:
+
+* a bar chart of p(y | canvas) over the classes, from the pixels of the ordering drawn so far
+  (the note under it says which);
+* the evidence map, ``log p(x_i | x_<i, y = a) - log p(x_i | x_<i, y = b)`` per pixel for two classes
+  (the two most probable ones, or two picked in the combo boxes), on a diverging scale symmetric
+  around 0: red argues for ``a``, blue for ``b``; pixels after the prefix, which the posterior does
+  not count, are grey.
+
+It also holds the class the heatmaps and the inspector are conditioned on ("any": the marginal over
+classes). The panel only shows and asks (signals); :class:`app.classes.ClassesController` decides.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
+
+from engine.class_figures import ClassFigures
+
+from .colors import EVIDENCE_MAP, lookup_table
+
+__all__ = ["ClassPanel", "FOR_A", "FOR_B", "class_combo"]
+
+FOR_A = "#e65042"  #: the colour of the class red pixels argue for (the red end of the scale)
+FOR_B = "#1981fa"  #: ... and of the one blue pixels argue for (the blue end)
+BAR = "#64748b"
+#: pixels after the prefix, which the posterior does not count yet
+NOT_COUNTED = (58, 63, 72)
+#: the smallest half-range of the evidence scale, nats (a faint map is not stretched to full colour)
+MIN_SCALE = 0.5
+ANY = "any"
+
+
+def class_combo(classes: int, first: str) -> QComboBox:
+    """A combo box of ``first`` (its data None) then the classes 0 .. C-1."""
+    box = QComboBox()
+    fill_classes(box, classes, first)
+    return box
+
+
+def fill_classes(box: QComboBox, classes: int, first: str) -> None:
+    box.blockSignals(True)
+    box.clear()
+    box.addItem(first, None)
+    for c in range(classes):
+        box.addItem(str(c), c)
+    box.blockSignals(False)
+
+
+def select_class(box: QComboBox, cls: int | None) -> None:
+    """Show ``cls`` in ``box`` without emitting (the state already holds it)."""
+    i = box.findData(cls) if cls is not None else 0
+    box.blockSignals(True)
+    box.setCurrentIndex(max(i, 0))
+    box.blockSignals(False)
+
+
+def nice_scale(values: np.ndarray) -> float:
+    """The half-range of a symmetric scale covering ``values``: 1, 2 or 5 times a power of ten."""
+    finite = np.abs(values[np.isfinite(values)])
+    top = max(float(finite.max()) if finite.size else 0.0, MIN_SCALE)
+    for step in (1.0, 2.0, 5.0):
+        for p in range(-1, 4):
+            if step * 10.0**p >= top:
+                s = step * 10.0**p
+                return s
+    return top
+
+
+class _Bars(pg.PlotWidget):
+    def __init__(self) -> None:
+        super().__init__(background="#14171c")
+        self.setMenuEnabled(False)
+        self.setMouseEnabled(False, False)
+        self.hideButtons()
+        pl = self.getPlotItem()
+        pl.setLabel("left", "p(y | canvas)")
+        pl.getAxis("left").enableAutoSIPrefix(False)
+        pl.getAxis("left").setWidth(40)
+        pl.getAxis("left").setTicks([[(v, f"{v:g}") for v in (0.0, 0.5, 1.0)]])
+        self.bars = pg.BarGraphItem(x=np.arange(10), height=np.zeros(10), width=0.75, brush=BAR, pen=None)
+        self.addItem(self.bars)
+        self.labels: list[pg.TextItem] = []
+        self.set_classes(10)
+
+    def set_classes(self, classes: int) -> None:
+        pl = self.getPlotItem()
+        pl.getAxis("bottom").setTicks([[(c, str(c)) for c in range(classes)]])
+        self.setXRange(-0.6, classes - 0.4, padding=0)
+        self.setYRange(0.0, 1.12, padding=0)
+        for t in self.labels:
+            self.removeItem(t)
+        self.labels = []
+        for c in range(classes):
+            t = pg.TextItem("", color="#d8dde6", anchor=(0.5, 1.0))
+            t.setPos(c, 0.0)
+            self.addItem(t)
+            self.labels.append(t)
+
+    def show(self, p: np.ndarray, a: int, b: int) -> None:  # type: ignore[override]
+        brushes = [pg.mkBrush(FOR_A if c == a else FOR_B if c == b else BAR) for c in range(len(p))]
+        self.bars.setOpts(x=np.arange(len(p)), height=p, width=0.75, brushes=brushes)
+        for c, t in enumerate(self.labels):
+            t.setText(f"{p[c]:.2f}" if p[c] >= 0.005 else "")
+            t.setPos(c, float(p[c]))
+
+
+class _Evidence(pg.GraphicsLayoutWidget):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setBackground("#14171c")
+        self.vb = self.addViewBox(lockAspect=True, invertY=True, enableMouse=False)
+        self.vb.setMenuEnabled(False)
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.image.setImage(np.zeros((28, 28, 4), np.uint8), autoLevels=False)
+        self.vb.addItem(self.image)
+        self.vb.setRange(xRange=(0, 28), yRange=(0, 28), padding=0.02)
+
+    def show(self, rgba: np.ndarray) -> None:  # type: ignore[override]
+        self.image.setImage(rgba, autoLevels=False, levels=(0, 255))
+
+
+def evidence_rgba(ev: np.ndarray, scale: float) -> np.ndarray:
+    """(H, W, 4) uint8 colours of an evidence map on the diverging scale -scale..scale (blue..red);
+    NaN pixels (outside the prefix) grey."""
+    lut = lookup_table(256, EVIDENCE_MAP)
+    t = np.clip((np.nan_to_num(ev, nan=0.0) / scale + 1.0) / 2.0, 0.0, 1.0)
+    rgb = lut[np.rint(t * 255).astype(np.int64)]
+    out = np.empty(ev.shape + (4,), np.uint8)
+    out[..., :3] = rgb
+    out[..., 3] = 255
+    out[~np.isfinite(ev)] = (*NOT_COUNTED, 255)
+    return out
+
+
+class ClassPanel(QWidget):
+    """The class read-out under a conditional model (see the module docstring)."""
+
+    givenPicked = Signal(object)  #: the class the conditionals are shown for (None: the marginal, "any")
+    pairPicked = Signal(object)  #: the evidence map's classes (a, b), or None for the two most probable
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 4, 0, 0)
+        lay.setSpacing(4)
+        head = QHBoxLayout()
+        self.title = QLabel("Which digit?  <span style='color:#8b95a5'>p(y | canvas) by Bayes' rule</span>")
+        self.title.setObjectName("section")
+        self.title.setMinimumWidth(10)
+        head.addWidget(self.title, 1)
+        head.addWidget(_hint("heatmaps given"))
+        self.given = class_combo(10, ANY)
+        self.given.setToolTip("Show the heatmaps and the inspector for p(x | y) of one digit; "
+                              "'any' shows the marginal p(x) = sum_y p(y) p(x | y)")
+        head.addWidget(self.given)
+        lay.addLayout(head)
+
+        grid = QGridLayout()
+        grid.setHorizontalSpacing(10)
+        grid.setVerticalSpacing(2)
+        self.bars = _Bars()
+        self.evidence = _Evidence()
+        for w in (self.bars, self.evidence):
+            w.setMinimumHeight(120)
+            w.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        erow = QHBoxLayout()
+        erow.addWidget(_hint("evidence"))
+        self.pick_a = class_combo(10, "top")
+        self.pick_a.setToolTip("The digit red pixels argue for ('top': the most probable)")
+        self.pick_b = class_combo(10, "2nd")
+        self.pick_b.setToolTip("The digit blue pixels argue for ('2nd': the second most probable)")
+        erow.addWidget(self.pick_a)
+        erow.addWidget(_hint("vs"))
+        erow.addWidget(self.pick_b)
+        erow.addStretch(1)
+        self.note = QLabel("–")
+        self.note.setObjectName("hint")
+        self.note.setWordWrap(True)
+        self.note.setMinimumWidth(10)
+        self.legend = _Legend()
+        grid.addWidget(self.bars, 0, 0)
+        grid.addLayout(erow, 1, 1)
+        grid.addWidget(self.evidence, 0, 1)
+        grid.addWidget(self.note, 1, 0)
+        grid.addWidget(self.legend, 2, 0, 1, 2)
+        grid.setColumnStretch(0, 1)
+        grid.setColumnStretch(1, 1)
+        lay.addLayout(grid, 1)
+        self.setMaximumHeight(260)  # the canvas above keeps most of the column
+
+        self.figures: ClassFigures | None = None
+        self.pair: tuple[int, int] | None = None  #: the classes of the evidence map shown
+        self.values = np.zeros(0)  #: the bar heights shown, p(y | canvas)
+        self.evidence_shown: np.ndarray | None = None  #: (H, W) the evidence map shown, NaN outside the prefix
+        self.scale = MIN_SCALE
+        self.given.currentIndexChanged.connect(lambda _i: self.givenPicked.emit(self.given.currentData()))
+        self.pick_a.currentIndexChanged.connect(self._pair_changed)
+        self.pick_b.currentIndexChanged.connect(self._pair_changed)
+
+    # -- intent methods ---------------------------------------------------------------------------
+    def set_classes(self, classes: int) -> None:
+        """A model of ``classes`` classes is shown: the pickers offer them, nothing is shown yet."""
+        for box, first in ((self.given, ANY), (self.pick_a, "top"), (self.pick_b, "2nd")):
+            fill_classes(box, classes, first)
+        self.bars.set_classes(classes)
+        self.figures = None
+
+    def set_given(self, cls: int | None) -> None:
+        select_class(self.given, cls)
+
+    def set_pair(self, pair: tuple[int, int] | None) -> None:
+        select_class(self.pick_a, None if pair is None else pair[0])
+        select_class(self.pick_b, None if pair is None else pair[1])
+
+    def show_classes(self, figs: ClassFigures, pair: tuple[int, int] | None) -> None:
+        """Show the posterior and the evidence of ``pair`` (None: the two most probable classes)."""
+        self.figures = figs
+        a, b = pair if pair is not None else figs.top_two()
+        self.pair = (a, b)
+        p = figs.posterior
+        self.values = p
+        self.bars.show(p, a, b)
+        ev = figs.evidence(a, b)
+        self.evidence_shown = ev
+        self.scale = nice_scale(ev)
+        self.evidence.show(evidence_rgba(ev, self.scale))
+        best = figs.ranked()[0]
+        self.note.setText(f"most probable: <b>{best}</b> ({p[best]:.0%}) · {figs.note}")
+        self.legend.show_pair(a, b, self.scale, float(figs.log_post[a] - figs.log_post[b]))
+
+    def _pair_changed(self, _i: int) -> None:
+        a, b = self.pick_a.currentData(), self.pick_b.currentData()
+        if a is None and b is None:
+            self.pairPicked.emit(None)
+            return
+        top = self.figures.ranked() if self.figures is not None else list(range(10))
+        if a is None:
+            a = next(c for c in top if c != b)
+        if b is None:
+            b = next(c for c in top if c != a)
+        self.pairPicked.emit((int(a), int(b)))
+
+
+def _hint(text: str) -> QLabel:
+    lab = QLabel(text)
+    lab.setObjectName("hint")
+    return lab
+
+
+class _Legend(QWidget):
+    """The evidence scale: which colour argues for which digit, and how many nats the ends are."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.left = QLabel()
+        self.bar = QLabel()
+        self.bar.setFixedHeight(10)
+        self.bar.setMinimumWidth(40)
+        self.right = QLabel()
+        self.odds = QLabel()
+        for lab in (self.left, self.right, self.odds):
+            lab.setObjectName("legend")
+        self.odds.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        lay.addWidget(self.left)
+        lay.addWidget(self.bar, 1)
+        lay.addWidget(self.right)
+        lay.addWidget(self.odds)
+        lut = lookup_table(9, EVIDENCE_MAP)
+        stops = ", ".join(f"stop:{i / 8:.3f} rgb({r},{g},{b})" for i, (r, g, b) in enumerate(lut.tolist()))
+        self.bar.setStyleSheet(f"background: qlineargradient(x1:0, y1:0, x2:1, y2:0, {stops}); border-radius: 3px;")
+
+    def show_pair(self, a: int, b: int, scale: float, log_odds: float) -> None:
+        self.left.setText(f"<span style='color:{FOR_B}'>for {b}</span> −{scale:g} nats")
+        self.right.setText(f"+{scale:g} <span style='color:{FOR_A}'>for {a}</span>")
+        self.odds.setText(f"  log p({a}|x) − log p({b}|x) = {log_odds:+.1f} nats")
+        self.setToolTip(f"Each pixel drawn so far: log p(x_i | x_<i, y={a}) − log p(x_i | x_<i, y={b}). Red pixels argue for {a}, "
+                        f"blue for {b}; summed over the pixels drawn so far, with the prior's log-odds, they give the "
+                        "posterior log-odds on the right. Grey pixels come after the last drawn one in the ordering and are not counted.")
