@@ -110,8 +110,9 @@ class AppState(QObject):
         #: a class-conditional model's picked class: the heatmaps and the inspector show p(x | y = given)
         #: and sampling draws from it; None: the marginal over classes ("any", sampling draws the class)
         self.given: int | None = None
-        #: the classes (a, b) of the evidence map; None: the two most probable ones
-        self.evidence_pair: tuple[int, int] | None = None
+        #: the classes (a, b) of the evidence map as picked; None in place of the most probable one
+        #: (a) and of the most probable other one (b)
+        self.evidence_pair: tuple[int | None, int | None] = (None, None)
 
     # -- model and ordering ------------------------------------------------------------------------
     def set_model(self, model: ARModel, entry: ModelEntry | None, meta: dict | None = None,
@@ -124,8 +125,8 @@ class AppState(QObject):
         self.ordering = ordering if ordering is not None else model.ordering
         if self.given is not None and self.given >= model.classes:
             self.given = None  # (changed with the model: modelChanged tells the listeners)
-        if self.evidence_pair is not None and max(self.evidence_pair) >= model.classes:
-            self.evidence_pair = None
+        if any(c is not None and c >= model.classes for c in self.evidence_pair):
+            self.evidence_pair = (None, None)
         requantised = self.session.set_levels(model.levels)
         self.modelChanged.emit()
         if requantised:  # the same drawing at the new model's levels
@@ -163,9 +164,12 @@ class AppState(QObject):
             self.given = cls
             self.givenChanged.emit()
 
-    def set_evidence_pair(self, pair: tuple[int, int] | None) -> None:
-        """The evidence map's two classes (None: the two most probable)."""
-        pair = None if pair is None else (int(pair[0]), int(pair[1]))
+    def set_evidence_pair(self, pair: tuple[int | None, int | None]) -> None:
+        """The evidence map's two classes (None for either: the most probable one)."""
+        a, b = (None if c is None else int(c) for c in pair)
+        if any(c is not None and not 0 <= c < self.classes for c in (a, b)):
+            raise ValueError(f"a class must be in 0..{self.classes - 1}")
+        pair = (a, b)
         if pair != self.evidence_pair:
             self.evidence_pair = pair
             self.pairChanged.emit()

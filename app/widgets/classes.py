@@ -24,7 +24,7 @@ from engine.class_figures import ClassFigures
 
 from .colors import EVIDENCE_MAP, lookup_table
 
-__all__ = ["ClassPanel", "FOR_A", "FOR_B", "class_combo"]
+__all__ = ["ClassPanel", "FOR_A", "FOR_B", "Pick", "class_combo", "resolve_pair"]
 
 FOR_A = "#e65042"  #: the colour of the class red pixels argue for (the red end of the scale)
 FOR_B = "#1981fa"  #: ... and of the one blue pixels argue for (the blue end)
@@ -58,6 +58,22 @@ def select_class(box: QComboBox, cls: int | None) -> None:
     box.blockSignals(True)
     box.setCurrentIndex(max(i, 0))
     box.blockSignals(False)
+
+
+#: the evidence map's classes as picked: (a, b), None where the most probable ("top") or the next ("2nd")
+Pick = tuple[int | None, int | None]
+
+
+def resolve_pair(figs: ClassFigures, pick: Pick) -> tuple[int, int]:
+    """The classes (a, b) of the evidence map: the picked ones, the most probable in place of a
+    missing ``a`` and the most probable other than ``a`` in place of a missing ``b``."""
+    a, b = pick
+    ranked = figs.ranked()
+    if a is None:
+        a = next(c for c in ranked if c != b)
+    if b is None:
+        b = next(c for c in ranked if c != a)
+    return int(a), int(b)
 
 
 def nice_scale(values: np.ndarray) -> float:
@@ -142,7 +158,7 @@ class ClassPanel(QWidget):
     """The class read-out under a conditional model (see the module docstring)."""
 
     givenPicked = Signal(object)  #: the class the conditionals are shown for (None: the marginal, "any")
-    pairPicked = Signal(object)  #: the evidence map's classes (a, b), or None for the two most probable
+    pairPicked = Signal(object)  #: the evidence map's classes (a, b) as picked, None where "top" / "2nd"
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -214,14 +230,15 @@ class ClassPanel(QWidget):
     def set_given(self, cls: int | None) -> None:
         select_class(self.given, cls)
 
-    def set_pair(self, pair: tuple[int, int] | None) -> None:
-        select_class(self.pick_a, None if pair is None else pair[0])
-        select_class(self.pick_b, None if pair is None else pair[1])
+    def set_pair(self, pick: Pick) -> None:
+        select_class(self.pick_a, pick[0])
+        select_class(self.pick_b, pick[1])
 
-    def show_classes(self, figs: ClassFigures, pair: tuple[int, int] | None) -> None:
-        """Show the posterior and the evidence of ``pair`` (None: the two most probable classes)."""
+    def show_classes(self, figs: ClassFigures, pick: Pick = (None, None)) -> None:
+        """Show the posterior and the evidence between the classes ``pick`` (None: the most
+        probable, the second most probable, :func:`resolve_pair`)."""
         self.figures = figs
-        a, b = pair if pair is not None else figs.top_two()
+        a, b = resolve_pair(figs, pick)
         self.pair = (a, b)
         p = figs.posterior
         self.values = p
@@ -235,16 +252,7 @@ class ClassPanel(QWidget):
         self.legend.show_pair(a, b, self.scale, float(figs.log_post[a] - figs.log_post[b]))
 
     def _pair_changed(self, _i: int) -> None:
-        a, b = self.pick_a.currentData(), self.pick_b.currentData()
-        if a is None and b is None:
-            self.pairPicked.emit(None)
-            return
-        top = self.figures.ranked() if self.figures is not None else list(range(10))
-        if a is None:
-            a = next(c for c in top if c != b)
-        if b is None:
-            b = next(c for c in top if c != a)
-        self.pairPicked.emit((int(a), int(b)))
+        self.pairPicked.emit((self.pick_a.currentData(), self.pick_b.currentData()))
 
 
 def _hint(text: str) -> QLabel:
