@@ -44,7 +44,8 @@ def class_note(state: AppState, mode: str) -> str:
     if not state.classes:
         return ""
     if state.given is not None:
-        return f" Every image is drawn from p(x | y = {state.given})" + (", the canvas completed as a " + str(state.given) + "." if mode == "inpaint" else ".")
+        y = state.given
+        return f" Every image is drawn from p(x | y = {y})" + (f": the canvas completed as a {y}." if mode == "inpaint" else ".")
     if mode == "inpaint":
         return " The digit is drawn first from p(y | the known pixels before the first masked one), then the pixels given it."
     return " Each image's digit is drawn first from p(y), then its pixels from p(x | y)."

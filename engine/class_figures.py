@@ -115,8 +115,8 @@ def class_pass(model: ARModel, x: Tensor, ordering: Ordering, y: int | None = No
             raise ValueError(f"a class must be in 0..{model.classes - 1}")
         shown = params[int(y)]
     else:  # the marginal, as ARModel._marginal_params forms it, from the pass above
-        levels = model._level_log_probs(params).double()  # (C, 1, D, K)
-        post = model._prefix_log_posterior(lp, ordering).double()  # (C, 1, D)
+        levels = model._level_log_probs(params).float()  # (C, 1, D, K), float32 as the engine's marginal
+        post = model._prefix_log_posterior(lp, ordering).float()  # (C, 1, D)
         mix = torch.logsumexp(post[..., None] + levels, dim=0)  # (1, D, K)
         shown = (mix[..., 1] - mix[..., 0] if model.binary else mix).to(params.dtype)
     c = model.config

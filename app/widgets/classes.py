@@ -118,7 +118,7 @@ class _Bars(pg.PlotWidget):
             self.addItem(t)
             self.labels.append(t)
 
-    def show(self, p: np.ndarray, a: int, b: int) -> None:  # type: ignore[override]
+    def show_posterior(self, p: np.ndarray, a: int, b: int) -> None:
         brushes = [pg.mkBrush(FOR_A if c == a else FOR_B if c == b else BAR) for c in range(len(p))]
         self.bars.setOpts(x=np.arange(len(p)), height=p, width=0.75, brushes=brushes)
         for c, t in enumerate(self.labels):
@@ -137,7 +137,7 @@ class _Evidence(pg.GraphicsLayoutWidget):
         self.vb.addItem(self.image)
         self.vb.setRange(xRange=(0, 28), yRange=(0, 28), padding=0.02)
 
-    def show(self, rgba: np.ndarray) -> None:  # type: ignore[override]
+    def show_rgba(self, rgba: np.ndarray) -> None:
         self.image.setImage(rgba, autoLevels=False, levels=(0, 255))
 
 
@@ -242,11 +242,11 @@ class ClassPanel(QWidget):
         self.pair = (a, b)
         p = figs.posterior
         self.values = p
-        self.bars.show(p, a, b)
+        self.bars.show_posterior(p, a, b)
         ev = figs.evidence(a, b)
         self.evidence_shown = ev
         self.scale = nice_scale(ev)
-        self.evidence.show(evidence_rgba(ev, self.scale))
+        self.evidence.show_rgba(evidence_rgba(ev, self.scale))
         best = figs.ranked()[0]
         self.note.setText(f"most probable: <b>{best}</b> ({p[best]:.0%}) · {figs.note}")
         self.legend.show_pair(a, b, self.scale, float(figs.log_post[a] - figs.log_post[b]))

@@ -49,10 +49,10 @@ def _pt(canvas, r, c) -> QPoint:
 def stroke(qtbot, win, points) -> None:
     cv = win.canvas
     with qtbot.waitSignal(win.figuresShown, timeout=10000):
-        QTest.mousePress(cv, Qt.LeftButton, Qt.NoModifier, _pt(cv, *points[0]))
+        QTest.mousePress(cv, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, _pt(cv, *points[0]))
         for p in points[1:]:
             QTest.mouseMove(cv, _pt(cv, *p))
-        QTest.mouseRelease(cv, Qt.LeftButton, Qt.NoModifier, _pt(cv, *points[-1]))
+        QTest.mouseRelease(cv, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, _pt(cv, *points[-1]))
 
 
 def engine_posterior(win) -> tuple[np.ndarray, int]:

@@ -96,7 +96,7 @@ def test_pixel_figures_of_a_conditional_model():
     m = tiny_conditional(4, seed=1)
     img = drawing(4)
     f = pixel_figures(m, img)
-    assert f.classes is not None and f.given is None
+    assert f.classes is not None and f.given is None and f.table is not None
     ref = m.level_log_probs(img.reshape(1, -1))[0].numpy()
     np.testing.assert_allclose(f.table, ref, atol=1e-4)
     f7 = pixel_figures(m, img, y=7)
