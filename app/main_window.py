@@ -6,7 +6,8 @@ state and its own widgets, owning its workers and requests (:class:`app.latest.L
 ``checkpoints`` (:mod:`app.checkpoints`: the model picker, opening and saving), ``live``
 (:mod:`app.figures`: heatmaps, inspector, read-out), ``influence`` (:mod:`app.influence`),
 ``runs`` (:mod:`app.runs`: sampling and inpainting), ``editing`` (:mod:`app.editing`: test
-digits and image files) and ``fork`` (:mod:`app.fork`). Menus and toolbars are an
+digits and image files), ``fork`` (:mod:`app.fork`) and ``classes`` (:mod:`app.classes`: the
+class panel of a class-conditional model, under the canvas). Menus and toolbars are an
 :class:`app.actions.Actions` (``acts``). Heatmaps, loading and saving share the ``compute`` worker.
 """
 
