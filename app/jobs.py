@@ -91,9 +91,10 @@ def figures_job(job, model: ARModel, image: np.ndarray, ordering: Ordering, y: i
     return figs
 
 
-def influence_job(job, model: ARModel, image: np.ndarray, pixel: int, ordering: Ordering):
-    """Yields the fraction of earlier pixels done; returns the :class:`PixelInfluence`."""
-    return (yield from pixel_influence_steps(model, image, pixel, ordering))
+def influence_job(job, model: ARModel, image: np.ndarray, pixel: int, ordering: Ordering, y: int | None = None):
+    """Yields the fraction of earlier pixels done; returns the :class:`PixelInfluence` (of the
+    conditional given class ``y`` for a class-conditional model; None: the marginal)."""
+    return (yield from pixel_influence_steps(model, image, pixel, ordering, y=y))
 
 
 def ensemble_job(job, model: ARModel, image: np.ndarray, n: int):

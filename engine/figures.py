@@ -218,7 +218,7 @@ class PixelInfluence:
 
 @torch.no_grad()
 def pixel_influence_steps(model: ARModel, image: np.ndarray, pixel: int, ordering: Ordering | None = None,
-                          batch_size: int = 64, fast: bool = True):
+                          batch_size: int = 64, fast: bool = True, y: int | None = None):
     """Generator yielding the fraction done; returns the :class:`PixelInfluence` of every pixel
     before ``pixel`` in the ordering on its conditional. Exact counterfactuals, not gradients: the
     conditional with each earlier pixel flipped, ``batch_size`` flips at a time in the order of the
@@ -227,7 +227,8 @@ def pixel_influence_steps(model: ARModel, image: np.ndarray, pixel: int, orderin
     sequence model runs the unflipped prefix once, a convolutional one only the pixel's receptive
     field); ``fast=False`` runs the reference, one teacher-forced pass per flipped image. With K > 2
     levels the figure is the expected intensity ``E[x_i | x_<i] / (K - 1)`` instead of ``p(x_i = 1)``,
-    and a flip inverts the earlier pixel's intensity (level v becomes K - 1 - v)."""
+    and a flip inverts the earlier pixel's intensity (level v becomes K - 1 - v). ``y``: for a
+    class-conditional model, the class the conditional is given (None: the marginal over classes)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     model.eval()
@@ -238,13 +239,13 @@ def pixel_influence_steps(model: ARModel, image: np.ndarray, pixel: int, orderin
     order = model.resolve_ordering(ordering)
     x = model._as_batch(torch.as_tensor(np.asarray(image, dtype=np.float64).reshape(1, -1)))
     step = int(order.inverse[pixel])
-    p = float(_expected(model, model.pixel_logit(x, pixel, order))[0])
+    p = float(_expected(model, model.pixel_logit(x, pixel, order, y=y))[0])
     delta = np.full(d, np.nan)
     before = np.array(order.perm[:step], dtype=np.int64)  # a writable copy (the ordering is frozen)
     for start in range(0, len(before), batch_size):
         js = torch.as_tensor(before[start : start + batch_size])
-        if fast:
-            logits = model.pixel_logit_flips(x, pixel, js, order)
+        if fast or model.classes:  # (a conditional model's flips are the flipped images already)
+            logits = model.pixel_logit_flips(x, pixel, js, order, y=y)
         else:
             logits = ARModel._pixel_logit_flips(model, x, int(pixel), js.to(x.device), order)
         delta[js.numpy()] = p - _expected(model, logits).double().cpu().numpy()

@@ -106,3 +106,21 @@ def test_pixel_figures_of_a_conditional_model():
         pixel_figures(m, img, y=10)
     with pytest.raises(ValueError):
         pixel_figures(build_model("fvsbn"), img, y=1)
+
+
+def test_the_influence_map_of_a_picked_class():
+    from engine.figures import pixel_influence_steps
+    from engine.steps import drain
+
+    m = tiny_conditional(2, seed=2)
+    img = drawing(2)
+    pixel = 7 * 28 + 12
+    x = torch.as_tensor(img.reshape(1, -1), dtype=torch.float32)
+    _, inf = drain(pixel_influence_steps(m, img, pixel, y=4, batch_size=256))
+    assert inf.p == pytest.approx(float(torch.sigmoid(m.pixel_logit(x, pixel, y=4))[0]), abs=1e-6)
+    assert inf.p != pytest.approx(float(torch.sigmoid(m.pixel_logit(x, pixel, y=5))[0]), abs=1e-4)
+    j = 6 * 28 + 11  # an inked pixel before it: flipped, the conditional given y = 4 moves by delta
+    flipped = x.clone()
+    flipped[0, j] = 0
+    moved = float(torch.sigmoid(m.pixel_logit(flipped, pixel, y=4))[0])
+    assert inf.delta.reshape(-1)[j] == pytest.approx(inf.p - moved, abs=1e-5)
