@@ -149,10 +149,13 @@ class MainWindow(QMainWindow):
         row = QHBoxLayout()
         row.setSpacing(8)
         row.addWidget(self.acts.canvas_toolbar, 0, Qt.AlignmentFlag.AlignTop)
-        row.addWidget(self.canvas, 1)
+        under = QVBoxLayout()  # the class panel under the canvas, right of the toolbar: it keeps its height
+        under.setContentsMargins(0, 0, 0, 0)
+        under.addWidget(self.canvas, 1)
+        under.addWidget(self.class_panel)  # shown for a class-conditional model only
+        row.addLayout(under, 1)
         ll.addLayout(row, 1)
         ll.addWidget(self.legend)
-        ll.addWidget(self.class_panel)  # shown for a class-conditional model only
         mid = QWidget()
         ml = QVBoxLayout(mid)
         ml.setContentsMargins(0, 0, 0, 0)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from engine.class_figures import ClassFigures
 
@@ -32,7 +32,7 @@ BAR = "#64748b"
 #: pixels after the prefix, which the posterior does not count yet
 NOT_COUNTED = (58, 63, 72)
 #: the smallest half-range of the evidence scale, nats (a faint map is not stretched to full colour)
-MIN_SCALE = 0.5
+MIN_SCALE = 0.05
 ANY = "any"
 
 
@@ -77,52 +77,50 @@ def resolve_pair(figs: ClassFigures, pick: Pick) -> tuple[int, int]:
 
 
 def nice_scale(values: np.ndarray) -> float:
-    """The half-range of a symmetric scale covering ``values``: 1, 2 or 5 times a power of ten."""
+    """The half-range of a symmetric scale for ``values``: the 98th percentile of their sizes (a
+    few outlying pixels are clipped to the end colours rather than wash out the rest), rounded up
+    to 1, 2 or 5 times a power of ten, at least :data:`MIN_SCALE`."""
     finite = np.abs(values[np.isfinite(values)])
-    top = max(float(finite.max()) if finite.size else 0.0, MIN_SCALE)
-    for step in (1.0, 2.0, 5.0):
-        for p in range(-1, 4):
+    top = max(float(np.percentile(finite, 98)) if finite.size else 0.0, MIN_SCALE)
+    for p in range(-2, 4):
+        for step in (1.0, 2.0, 5.0):
             if step * 10.0**p >= top:
-                s = step * 10.0**p
-                return s
+                return step * 10.0**p
     return top
 
 
 class _Bars(pg.PlotWidget):
+    """p(y | canvas) as bars, the evidence map's two classes in its colours with their values."""
+
     def __init__(self) -> None:
         super().__init__(background="#14171c")
         self.setMenuEnabled(False)
         self.setMouseEnabled(False, False)
         self.hideButtons()
         pl = self.getPlotItem()
-        pl.setLabel("left", "p(y | canvas)")
         pl.getAxis("left").enableAutoSIPrefix(False)
-        pl.getAxis("left").setWidth(40)
+        pl.getAxis("left").setWidth(30)
         pl.getAxis("left").setTicks([[(v, f"{v:g}") for v in (0.0, 0.5, 1.0)]])
         self.bars = pg.BarGraphItem(x=np.arange(10), height=np.zeros(10), width=0.75, brush=BAR, pen=None)
         self.addItem(self.bars)
-        self.labels: list[pg.TextItem] = []
+        self.labels = [pg.TextItem("", color="#e6ebf2", anchor=(0.5, 1.0)) for _ in range(2)]
+        for t in self.labels:
+            self.addItem(t)
         self.set_classes(10)
 
     def set_classes(self, classes: int) -> None:
         pl = self.getPlotItem()
         pl.getAxis("bottom").setTicks([[(c, str(c)) for c in range(classes)]])
         self.setXRange(-0.6, classes - 0.4, padding=0)
-        self.setYRange(0.0, 1.12, padding=0)
-        for t in self.labels:
-            self.removeItem(t)
-        self.labels = []
-        for c in range(classes):
-            t = pg.TextItem("", color="#d8dde6", anchor=(0.5, 1.0))
-            t.setPos(c, 0.0)
-            self.addItem(t)
-            self.labels.append(t)
+        self.setYRange(0.0, 1.05, padding=0)
 
     def show_posterior(self, p: np.ndarray, a: int, b: int) -> None:
         brushes = [pg.mkBrush(FOR_A if c == a else FOR_B if c == b else BAR) for c in range(len(p))]
         self.bars.setOpts(x=np.arange(len(p)), height=p, width=0.75, brushes=brushes)
-        for c, t in enumerate(self.labels):
-            t.setText(f"{p[c]:.2f}" if p[c] >= 0.005 else "")
+        for t, c in zip(self.labels, (a, b), strict=True):
+            t.setText(f"{p[c]:.2f}")
+            inside = p[c] > 0.7  # a tall bar carries its value inside, below its top
+            t.setAnchor((0.5, 0.0) if inside else (0.5, 1.0))
             t.setPos(c, float(p[c]))
 
 
@@ -166,9 +164,10 @@ class ClassPanel(QWidget):
         lay.setContentsMargins(0, 4, 0, 0)
         lay.setSpacing(4)
         head = QHBoxLayout()
-        self.title = QLabel("Which digit?  <span style='color:#8b95a5'>p(y | canvas) by Bayes' rule</span>")
+        self.title = QLabel("Which digit?  <span style='color:#8b95a5'>p(y | canvas)</span>")
         self.title.setObjectName("section")
         self.title.setMinimumWidth(10)
+        self.title.setToolTip("Bayes' rule: p(y | x) is proportional to p(y) p(x | y), with p(x | y) from the model")
         head.addWidget(self.title, 1)
         head.addWidget(_hint("heatmaps given"))
         self.given = class_combo(10, ANY)
@@ -177,20 +176,18 @@ class ClassPanel(QWidget):
         head.addWidget(self.given)
         lay.addLayout(head)
 
-        grid = QGridLayout()
-        grid.setHorizontalSpacing(10)
-        grid.setVerticalSpacing(2)
         self.bars = _Bars()
         self.evidence = _Evidence()
         for w in (self.bars, self.evidence):
-            w.setMinimumHeight(120)
+            w.setMinimumSize(120, 110)
             w.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         erow = QHBoxLayout()
-        erow.addWidget(_hint("evidence"))
         self.pick_a = class_combo(10, "top")
         self.pick_a.setToolTip("The digit red pixels argue for ('top': the most probable)")
         self.pick_b = class_combo(10, "2nd")
-        self.pick_b.setToolTip("The digit blue pixels argue for ('2nd': the second most probable)")
+        self.pick_b.setToolTip("The digit blue pixels argue for ('2nd': the most probable other one)")
+        erow.addStretch(1)
+        erow.addWidget(_hint("evidence"))
         erow.addWidget(self.pick_a)
         erow.addWidget(_hint("vs"))
         erow.addWidget(self.pick_b)
@@ -199,16 +196,22 @@ class ClassPanel(QWidget):
         self.note.setObjectName("hint")
         self.note.setWordWrap(True)
         self.note.setMinimumWidth(10)
+        self.note.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.legend = _Legend()
-        grid.addWidget(self.bars, 0, 0)
-        grid.addLayout(erow, 1, 1)
-        grid.addWidget(self.evidence, 0, 1)
-        grid.addWidget(self.note, 1, 0)
-        grid.addWidget(self.legend, 2, 0, 1, 2)
-        grid.setColumnStretch(0, 1)
-        grid.setColumnStretch(1, 1)
-        lay.addLayout(grid, 1)
-        self.setMaximumHeight(260)  # the canvas above keeps most of the column
+        left, right = QVBoxLayout(), QVBoxLayout()
+        for col in (left, right):
+            col.setSpacing(3)
+        left.addWidget(self.bars, 1)
+        left.addWidget(self.note)
+        right.addWidget(self.evidence, 1)
+        right.addWidget(self.legend)
+        right.addLayout(erow)
+        cols = QHBoxLayout()
+        cols.setSpacing(10)
+        cols.addLayout(left, 1)
+        cols.addLayout(right, 1)
+        lay.addLayout(cols, 1)
+        self.setMaximumHeight(320)  # the canvas above keeps most of the column
 
         self.figures: ClassFigures | None = None
         self.pair: tuple[int, int] | None = None  #: the classes of the evidence map shown
@@ -248,8 +251,10 @@ class ClassPanel(QWidget):
         self.scale = nice_scale(ev)
         self.evidence.show_rgba(evidence_rgba(ev, self.scale))
         best = figs.ranked()[0]
-        self.note.setText(f"most probable: <b>{best}</b> ({p[best]:.0%}) · {figs.note}")
-        self.legend.show_pair(a, b, self.scale, float(figs.log_post[a] - figs.log_post[b]))
+        odds = float(figs.log_post[a] - figs.log_post[b])
+        self.note.setText(f"most probable: <b>{best}</b> ({p[best]:.0%}) · {figs.note}<br>"
+                          f"log p({a} | x) − log p({b} | x) = {odds:+.2f} nats")
+        self.legend.show_pair(a, b, self.scale)
 
     def _pair_changed(self, _i: int) -> None:
         self.pairPicked.emit((self.pick_a.currentData(), self.pick_b.currentData()))
@@ -262,33 +267,30 @@ def _hint(text: str) -> QLabel:
 
 
 class _Legend(QWidget):
-    """The evidence scale: which colour argues for which digit, and how many nats the ends are."""
+    """The evidence scale: which colour argues for which digit and how many nats its ends are."""
 
     def __init__(self) -> None:
         super().__init__()
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
         self.left = QLabel()
         self.bar = QLabel()
         self.bar.setFixedHeight(10)
-        self.bar.setMinimumWidth(40)
+        self.bar.setMinimumWidth(24)
         self.right = QLabel()
-        self.odds = QLabel()
-        for lab in (self.left, self.right, self.odds):
+        for lab in (self.left, self.right):
             lab.setObjectName("legend")
-        self.odds.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        lay.addWidget(self.left)
-        lay.addWidget(self.bar, 1)
-        lay.addWidget(self.right)
-        lay.addWidget(self.odds)
+        row.addWidget(self.left)
+        row.addWidget(self.bar, 1)
+        row.addWidget(self.right)
         lut = lookup_table(9, EVIDENCE_MAP)
         stops = ", ".join(f"stop:{i / 8:.3f} rgb({r},{g},{b})" for i, (r, g, b) in enumerate(lut.tolist()))
         self.bar.setStyleSheet(f"background: qlineargradient(x1:0, y1:0, x2:1, y2:0, {stops}); border-radius: 3px;")
 
-    def show_pair(self, a: int, b: int, scale: float, log_odds: float) -> None:
-        self.left.setText(f"<span style='color:{FOR_B}'>for {b}</span> −{scale:g} nats")
-        self.right.setText(f"+{scale:g} <span style='color:{FOR_A}'>for {a}</span>")
-        self.odds.setText(f"  log p({a}|x) − log p({b}|x) = {log_odds:+.1f} nats")
-        self.setToolTip(f"Each pixel drawn so far: log p(x_i | x_<i, y={a}) − log p(x_i | x_<i, y={b}). Red pixels argue for {a}, "
-                        f"blue for {b}; summed over the pixels drawn so far, with the prior's log-odds, they give the "
-                        "posterior log-odds on the right. Grey pixels come after the last drawn one in the ordering and are not counted.")
+    def show_pair(self, a: int, b: int, scale: float) -> None:
+        self.left.setText(f"<b style='color:{FOR_B}'>{b}</b> −{scale:g}")
+        self.right.setText(f"+{scale:g} nats <b style='color:{FOR_A}'>{a}</b>")
+        self.setToolTip(f"Each pixel drawn so far: log p(x_i | x_<i, y={a}) − log p(x_i | x_<i, y={b}) in nats, clipped to "
+                        f"±{scale:g}. Red pixels argue for {a}, blue for {b}, black for neither; summed with the prior's "
+                        f"log-odds they give the posterior log-odds log p({a} | x) − log p({b} | x). Grey pixels come after "
+                        "the last drawn one in the ordering and are not counted.")

@@ -55,11 +55,16 @@ def stroke(qtbot, win, points) -> None:
         QTest.mouseRelease(cv, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, _pt(cv, *points[-1]))
 
 
-def engine_posterior(win) -> tuple[np.ndarray, int]:
+def engine_log_posterior(win) -> tuple[np.ndarray, int]:
     x = win.session.flat().astype(np.float32)[None]
     upto = drawn_prefix(x, win.ordering)
     with torch.no_grad():
-        return win.model.class_log_posterior(x, win.ordering, upto=upto)[0].exp().double().numpy(), upto
+        return win.model.class_log_posterior(x, win.ordering, upto=upto)[0].double().numpy(), upto
+
+
+def engine_posterior(win) -> tuple[np.ndarray, int]:
+    log_post, upto = engine_log_posterior(win)
+    return np.exp(log_post), upto
 
 
 def shown_for_canvas(win) -> bool:
@@ -100,8 +105,8 @@ def test_the_evidence_map_is_the_engines_difference_for_the_chosen_classes(qtbot
     x = win.session.flat().astype(np.float32)[None]
     with torch.no_grad():
         lp = win.model.class_log_probs(x, win.ordering)[:, 0].double().numpy()
-    post, upto = engine_posterior(win)
-    top = list(np.argsort(-post, kind="stable"))
+    post_log, upto = engine_log_posterior(win)
+    top = list(np.argsort(-post_log, kind="stable"))
     counted = np.zeros(784, bool)
     counted[win.ordering.perm[:upto]] = True
 
@@ -110,7 +115,8 @@ def test_the_evidence_map_is_the_engines_difference_for_the_chosen_classes(qtbot
         ev = panel.evidence_shown.reshape(-1)
         np.testing.assert_allclose(ev[counted], (lp[a] - lp[b])[counted], atol=1e-4)
         assert np.isnan(ev[~counted]).all()
-        assert f"for {a}" in panel.legend.right.text() and f"for {b}" in panel.legend.left.text()
+        assert f">{a}<" in panel.legend.right.text() and f">{b}<" in panel.legend.left.text()
+        assert f"log p({a} | x) − log p({b} | x) = {post_log[a] - post_log[b]:+.2f} nats" in panel.note.text()
 
     check(int(top[0]), int(top[1]))  # by default the two most probable classes
     panel.pick_a.setCurrentIndex(panel.pick_a.findData(4))
