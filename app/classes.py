@@ -29,7 +29,7 @@ def conditionals_title(state: AppState) -> str:
         return BASE_TITLE + "</span>"
     if state.given is None:
         return BASE_TITLE + f" · marginal over the {state.classes} digits</span>"
-    return BASE_TITLE + f" · given y = {state.given}</span>"
+    return BASE_TITLE + f" · given y&nbsp;=&nbsp;{state.given}</span>"  # never broken at the "="
 
 
 class ClassesController(QObject):

@@ -145,7 +145,7 @@ def test_the_heatmaps_show_the_marginal_or_the_picked_class(qtbot, cwin):
     qtbot.waitUntil(lambda: win.figures.given == 7 and not win.live.pending, timeout=10000)
     np.testing.assert_allclose(win.figures.prob.reshape(-1), given7, atol=1e-5)
     np.testing.assert_allclose(win.heatmaps.prob.image.image.reshape(-1), given7, atol=1e-5)
-    assert "given y = 7" in win.maps_title.text()
+    assert "given y&nbsp;=&nbsp;7" in win.maps_title.text()
     assert win.sampling.digit.currentData() == 7  # one picked class, shown by both pickers
     win.state.set_pin(300)
     assert win.inspector.fields["given"].text() == "y = 7"
