@@ -45,6 +45,16 @@ LONGEST_NOTE = ("<b>Approximate</b>: this LMCONV is tied to the column-snake fro
                 "pixels that come after the first masked pixel in it are ignored when filling the region.")
 
 
+def classes_text(y: np.ndarray | None) -> str:
+    """The classes a run draws, for its progress bar ("" for an unconditional model)."""
+    if y is None or len(y) == 0:
+        return ""
+    kinds = np.unique(y)
+    if len(kinds) == 1:
+        return f" · a {int(kinds[0])}" if len(y) == 1 else f" · all {int(kinds[0])}s"
+    return " · digits " + ", ".join(str(int(c)) for c in y) if len(y) <= 6 else f" · {len(kinds)} different digits"
+
+
 def grid_cols(n: int, cols: int | None = None) -> int:
     """Columns of a grid of ``n`` images: ``cols``, or as square as it gets."""
     return int(cols) if cols else int(np.ceil(np.sqrt(n)))
@@ -311,13 +321,12 @@ class SamplingPanel(QWidget):
         h, w = self.shape
         self.progress.setRange(0, max(fr.total, 1))
         self.progress.setValue(fr.index + 1)
-        self.progress.setFormat(f"pixel {fr.index + 1} / {fr.total}")
+        self.progress.setFormat(f"pixel {fr.index + 1} / {fr.total}{classes_text(fr.y)}")
         r, c = divmod(fr.pixel, w)
-        cls = f" · a {int(fr.y[0])}" if fr.y is not None else ""
         if fr.levels > 2:  # prob is the expected value on [0, 1]: say it in levels, as the draw is
-            self.live.setText(f"drawing ({r}, {c}) · step {fr.step + 1} · E[x] = {fr.prob * (fr.levels - 1):.1f} → level {fr.value}{cls}")
+            self.live.setText(f"drawing ({r}, {c}) · step {fr.step + 1} · E[x] = {fr.prob * (fr.levels - 1):.1f} → level {fr.value}")
         else:
-            self.live.setText(f"drawing ({r}, {c}) · step {fr.step + 1} · p(x=1) = {fr.prob:.3f} → {fr.value}{cls}")
+            self.live.setText(f"drawing ({r}, {c}) · step {fr.step + 1} · p(x=1) = {fr.prob:.3f} → {fr.value}")
         self.classes_drawn = fr.y
         pending = np.zeros(h * w, bool)
         pending[fr.order.perm[fr.step + 1:]] = True

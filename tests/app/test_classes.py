@@ -199,6 +199,7 @@ def test_the_grid_has_one_row_per_digit_and_can_be_stopped(qtbot, cwin):
     with qtbot.waitSignal(win.runFinished, timeout=20000) as blocker:
         s.grid_btn.click()
         qtbot.waitUntil(lambda: s.progress.value() >= 1, timeout=10000)
+        assert s.progress.format().endswith("· 10 different digits")
         s.stop_btn.click()
     assert blocker.args == [False]
     np.testing.assert_array_equal(win.session.canvas, canvas)
