@@ -222,3 +222,22 @@ def test_an_unconditional_model_hides_the_class_panel(qtbot, win, class_bundled)
     assert win.state.given is None and not win.class_panel.isVisible()
     assert "given" not in win.maps_title.text()
     qtbot.waitUntil(lambda: win.figures is not None and win.figures.classes is None and not win.live.pending, timeout=10000)
+
+
+def test_inpainting_completes_the_canvas_as_the_picked_digit(qtbot, cwin):
+    win = cwin
+    s = win.sampling
+    stroke(qtbot, win, [(4, 8), (4, 20), (20, 12)])
+    win.runs.mask_lower_half()
+    s.digit.setCurrentIndex(s.digit.findData(7))
+    assert "completed as a 7" in s.exactness.text()
+    known, values = win.session.known.copy(), win.session.flat().copy()
+    s.count.setValue(3)
+    seed = s.seed.value()
+    with qtbot.waitSignal(win.runFinished, timeout=60000) as blocker:
+        s.run_btn.click()
+    assert blocker.args == [True]
+    np.testing.assert_array_equal(s.classes_drawn, [7, 7, 7])
+    ref = win.model.inpaint(known, values, 3, ordering=win.ordering, generator=torch.Generator().manual_seed(seed), y=7).numpy()
+    np.testing.assert_array_equal(s.images, ref)
+    np.testing.assert_array_equal(s.images[:, known.reshape(-1)], np.broadcast_to(values[known.reshape(-1)], (3, int(known.sum()))))
