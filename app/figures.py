@@ -80,6 +80,7 @@ class FiguresController(QObject):
         state.canvasReplaced.connect(self.request_figures)
         state.modelChanged.connect(self._on_model_or_ordering)
         state.orderingChanged.connect(self._on_model_or_ordering)
+        state.givenChanged.connect(self.request_figures)
         state.hoverChanged.connect(self._on_hover)
         state.pinChanged.connect(self._on_pin)
         state.closing.connect(self.shutdown)
@@ -129,7 +130,12 @@ class FiguresController(QObject):
         return self.figure_requests.busy or self._fig_dirty
 
     def _figures_fresh(self, key: tuple) -> bool:
-        return key[:2] == (self.state.model_key, self.state.ordering)
+        # (model key, ordering, canvas version, picked class): an older canvas is still worth showing, another class is not
+        return key[:2] == (self.state.model_key, self.state.ordering) and key[3] == self._given()
+
+    def _given(self) -> int | None:
+        """The class the heatmaps are conditioned on (a conditional model), None: the marginal."""
+        return self.state.given if self.state.classes else None
 
     def request_figures(self) -> None:
         st = self.state
@@ -139,7 +145,9 @@ class FiguresController(QObject):
             self._fig_dirty = True
             return
         self._fig_dirty = False
-        self.figure_requests.submit(st.canvas_key(), jobs.figures_job, st.model, st.session.flat(), st.ordering)
+        given = self._given()
+        self.figure_requests.submit((*st.canvas_key(), given), jobs.figures_job, st.model, st.session.flat(), st.ordering,
+                                    given)
 
     def _on_figures_finished(self, _key: tuple, _cancelled: bool) -> None:
         if self._fig_dirty:

@@ -68,7 +68,7 @@ class InfluenceController(QObject):
         if not req.wanted(key):
             return
         self.view.show_progress(st.pinned, figs.prob.shape[1], 0.0)
-        req.submit(key, jobs.influence_job, st.model, figs.extra["image"], st.pinned, figs.ordering)
+        req.submit(key, jobs.influence_job, st.model, figs.extra["image"], st.pinned, figs.ordering, figs.given)
 
     def _on_progress(self, key: tuple, frac: object) -> None:
         figs = self.state.figures

@@ -81,17 +81,20 @@ def dataset_split(dataset: str, name: str, levels: int = 2) -> np.ndarray:
         return _grey_cache[key]
 
 
-def figures_job(job, model: ARModel, image: np.ndarray, ordering: Ordering) -> PixelFigures:
+def figures_job(job, model: ARModel, image: np.ndarray, ordering: Ordering, y: int | None = None) -> PixelFigures:
+    """The heatmaps' figures of ``image``; for a class-conditional model, from one pass over every
+    class, with the class read-out (``figs.classes``) and of class ``y``'s conditionals (None: the marginal)."""
     t0 = time.perf_counter()
-    figs = pixel_figures(model, image, ordering)
+    figs = pixel_figures(model, image, ordering, y)
     figs.extra["seconds"] = time.perf_counter() - t0
     figs.extra["image"] = np.array(image, copy=True)  # the canvas these figures belong to (exports)
     return figs
 
 
-def influence_job(job, model: ARModel, image: np.ndarray, pixel: int, ordering: Ordering):
-    """Yields the fraction of earlier pixels done; returns the :class:`PixelInfluence`."""
-    return (yield from pixel_influence_steps(model, image, pixel, ordering))
+def influence_job(job, model: ARModel, image: np.ndarray, pixel: int, ordering: Ordering, y: int | None = None):
+    """Yields the fraction of earlier pixels done; returns the :class:`PixelInfluence` (of the
+    conditional given class ``y`` for a class-conditional model; None: the marginal)."""
+    return (yield from pixel_influence_steps(model, image, pixel, ordering, y=y))
 
 
 def ensemble_job(job, model: ARModel, image: np.ndarray, n: int):
@@ -263,14 +266,17 @@ class Frame:
     x: np.ndarray  #: (n, D) images so far
     order: Ordering
     levels: int = 2  #: K, the model's pixel levels
+    y: np.ndarray | None = None  #: (n,) the class each image is drawn from (a class-conditional model)
 
 
 def sample_job(job, model: ARModel, n: int, known: np.ndarray | None, values: np.ndarray | None, ordering: Ordering,
-               temperature: float, seed: int):
-    """Worker-side generator: yields :class:`Frame` objects, returns the final (n, D) images."""
+               temperature: float, seed: int, y: int | np.ndarray | None = None):
+    """Worker-side generator: yields :class:`Frame` objects, returns the final (n, D) images. ``y``:
+    the class (or one per image) a class-conditional model draws from; None: it draws the classes."""
     gen = torch.Generator().manual_seed(int(seed))
     order = model.sampling_ordering(known, ordering)
-    steps = model.sample_steps(n, known=known, values=values, ordering=ordering, temperature=temperature, generator=gen)
+    steps = model.sample_steps(n, known=known, values=values, ordering=ordering, temperature=temperature, generator=gen,
+                               y=y)
     throttle = Throttle(FRAME_INTERVAL)
     x = None
     try:
@@ -278,7 +284,7 @@ def sample_job(job, model: ARModel, n: int, known: np.ndarray | None, values: np
             x = st.x
             if throttle.due(job.delay > 0 or job.paused or st.index == st.total - 1):
                 yield Frame(st.index, st.total, st.step, st.pixel, float(st.prob[0]), int(st.value[0]), st.x.cpu().numpy().copy(), order,
-                            model.levels)
+                            model.levels, None if st.y is None else st.y.cpu().numpy().copy())
             else:
                 job.check()
     finally:

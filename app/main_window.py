@@ -6,7 +6,8 @@ state and its own widgets, owning its workers and requests (:class:`app.latest.L
 ``checkpoints`` (:mod:`app.checkpoints`: the model picker, opening and saving), ``live``
 (:mod:`app.figures`: heatmaps, inspector, read-out), ``influence`` (:mod:`app.influence`),
 ``runs`` (:mod:`app.runs`: sampling and inpainting), ``editing`` (:mod:`app.editing`: test
-digits and image files) and ``fork`` (:mod:`app.fork`). Menus and toolbars are an
+digits and image files), ``fork`` (:mod:`app.fork`) and ``classes`` (:mod:`app.classes`: the
+class panel of a class-conditional model, under the canvas). Menus and toolbars are an
 :class:`app.actions.Actions` (``acts``). Heatmaps, loading and saving share the ``compute`` worker.
 """
 
@@ -37,6 +38,7 @@ from engine.ordering import Ordering
 from . import actions, jobs
 from . import settings as app_settings
 from .checkpoints import CheckpointController
+from .classes import ClassesController, conditionals_title
 from .editing import EditingController
 from .figures import FiguresController
 from .fork import ForkController
@@ -44,6 +46,7 @@ from .influence import InfluenceController
 from .runs import RunController
 from .state import AppState
 from .widgets.canvas import CanvasWidget
+from .widgets.classes import ClassPanel
 from .widgets.compare import install as install_compare
 from .widgets.compress_panel import CompressPanel
 from .widgets.heatmaps import HeatmapPanel
@@ -71,6 +74,7 @@ class MainWindow(QMainWindow):
     ensembleShown = Signal()
     influenceShown = Signal()  #: the pinned pixel's influence map is up to date
     runFinished = Signal(bool)  #: a sampling run ended (True: completed)
+    classesShown = Signal()  #: a conditional model's class panel shows the figures on screen
 
     def __init__(self, bundled: Path | None = None, parent: QWidget | None = None):
         super().__init__(parent)
@@ -94,12 +98,15 @@ class MainWindow(QMainWindow):
         self.sampling = SamplingPanel()
         self.training = TrainingPanel(self.trainer, app_settings.models_dir())
         self.legend = OrderLegend()
+        self.class_panel = ClassPanel()
+        self.maps_title = QLabel()
         self.checkpoints = CheckpointController(st, self.compute, self.model_picker, self.ordering_picker, self.model_info,
                                                 self.settings, self.bundled_dir, self)
         self.live = FiguresController(st, self.compute, self.heatmaps, self.readout, self.inspector, self)
         self.influence = InfluenceController(st, self.influence_view, self)
         self.runs = RunController(st, self.canvas, self.sampling, self)
         self.editing = EditingController(st, self.compute, self.heatmaps, self)
+        self.classes = ClassesController(st, self.class_panel, self.maps_title, self)
         self.acts = actions.build(self, st, self.checkpoints, self.editing, self.model_picker, self.ordering_picker, self.settings)
         self._lay_out()
 
@@ -113,6 +120,7 @@ class MainWindow(QMainWindow):
         st.modelChanged.connect(self.modelChanged)
         st.figuresShown.connect(self.figuresShown)
         st.runFinished.connect(self.runFinished)
+        self.classes.shown.connect(self.classesShown)
         self.live.percentileShown.connect(self.percentileShown)
         self.live.ensembleShown.connect(self.ensembleShown)
         self.influence.shown.connect(self.influenceShown)
@@ -141,13 +149,18 @@ class MainWindow(QMainWindow):
         row = QHBoxLayout()
         row.setSpacing(8)
         row.addWidget(self.acts.canvas_toolbar, 0, Qt.AlignmentFlag.AlignTop)
-        row.addWidget(self.canvas, 1)
+        under = QVBoxLayout()  # the class panel under the canvas, right of the toolbar: it keeps its height
+        under.setContentsMargins(0, 0, 0, 0)
+        under.addWidget(self.canvas, 1)
+        under.addWidget(self.class_panel)  # shown for a class-conditional model only
+        row.addLayout(under, 1)
         ll.addLayout(row, 1)
         ll.addWidget(self.legend)
         mid = QWidget()
         ml = QVBoxLayout(mid)
         ml.setContentsMargins(0, 0, 0, 0)
-        t2 = QLabel("Conditionals  <span style='color:#8b95a5'>teacher-forced on the canvas</span>")
+        t2 = self.maps_title
+        t2.setText(conditionals_title(self.state))
         t2.setObjectName("section")
         t2.setWordWrap(True)  # wraps in a narrow column instead of setting its width
         t2.setMinimumWidth(10)

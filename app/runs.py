@@ -27,7 +27,7 @@ from .widgets.canvas import CanvasWidget
 from .widgets.sampling import SamplingPanel
 from .worker import Worker
 
-__all__ = ["RunController", "inpaint_note", "sample_note"]
+__all__ = ["RunController", "inpaint_note", "sample_note", "drawn_note"]
 
 
 def sample_note(state: AppState) -> str | None:
@@ -36,7 +36,19 @@ def sample_note(state: AppState) -> str | None:
     if state.model is None or state.ordering is None:
         return None
     return (f"Draws new digits pixel by pixel in the {state.ordering.label} ordering; the canvas and "
-            "its mask are not used (choose Inpaint to regenerate a masked region).")
+            "its mask are not used (choose Inpaint to regenerate a masked region)." + class_note(state, "sample"))
+
+
+def class_note(state: AppState, mode: str) -> str:
+    """What a class-conditional model draws from ("" for an unconditional one)."""
+    if not state.classes:
+        return ""
+    if state.given is not None:
+        y = state.given
+        return f" Every image is drawn from p(x | y = {y})" + (f": the canvas completed as a {y}." if mode == "inpaint" else ".")
+    if mode == "inpaint":
+        return " The digit is drawn first from p(y | the known pixels before the first masked one), then the pixels given it."
+    return " Each image's digit is drawn first from p(y), then its pixels from p(x | y)."
 
 
 def inpaint_note(state: AppState) -> str | None:
@@ -65,6 +77,16 @@ def inpaint_note(state: AppState) -> str | None:
             f"{ignored} known pixels that come after the first masked pixel in it are ignored when filling the region.")
 
 
+def drawn_note(drawn: np.ndarray | None, given: int | None) -> str:
+    """What the run's classes were: the digit asked for, or those the model drew ("" unconditional)."""
+    if drawn is None or len(drawn) == 0:
+        return ""
+    if given is not None:
+        return f" of a {given}"
+    shown = ", ".join(str(int(c)) for c in drawn[:12]) + (", …" if len(drawn) > 12 else "")
+    return f"; digits drawn: {shown}"
+
+
 class RunController(QObject):
     """Starts, steps, pauses and stops runs from the sampling panel (see the module docstring)."""
 
@@ -88,7 +110,11 @@ class RunController(QObject):
         p.clearMaskRequested.connect(state.clear_mask)
         p.maskHalfRequested.connect(self.mask_lower_half)
         p.modeChanged.connect(self.update_note)
-        for sig in (state.modelChanged, state.orderingChanged, state.maskChanged, state.canvasReplaced):
+        p.classPicked.connect(state.set_given)
+        p.classGridRequested.connect(self.start_class_grid)
+        state.givenChanged.connect(lambda: p.set_class(state.given))
+        state.modelChanged.connect(self._on_model)
+        for sig in (state.modelChanged, state.orderingChanged, state.maskChanged, state.canvasReplaced, state.givenChanged):
             sig.connect(self.update_note)
         state.closing.connect(lambda: self.worker.shutdown(600_000))
         self.requests.progress.connect(self._on_frame)
@@ -96,8 +122,14 @@ class RunController(QObject):
         self.requests.error.connect(lambda _k, m: state.show_error(f"Sampling failed: {m}"))
         self.requests.finished.connect(self._on_finished)
 
+    def _on_model(self) -> None:
+        self.panel.set_classes(self.state.classes)
+        self.panel.set_class(self.state.given)
+
     def update_note(self, *_: object) -> None:
         text = sample_note(self.state) if self.panel.mode == "sample" else inpaint_note(self.state)
+        if text is not None and self.panel.mode == "inpaint":
+            text += class_note(self.state, "inpaint")
         if text is not None:
             self.panel.set_inpaint_note(text)
 
@@ -107,6 +139,8 @@ class RunController(QObject):
 
     # -- the run ---------------------------------------------------------------------------------
     def start_run(self, mode: str, paused: bool = False) -> None:
+        """Sample ("sample") or inpaint ("inpaint") as the panel says; a class-conditional model
+        draws (or completes the canvas as) the picked digit, or with none picked draws the digit too."""
         st = self.state
         if st.model is None or st.running:
             return
@@ -124,7 +158,8 @@ class RunController(QObject):
         self.panel.begin(n, unknown, st.shape, st.levels)
         self.canvas.show_run(np.where(unknown, 0, st.session.flat()), unknown.copy())
         self._result = None
-        job = self.requests.submit(mode, sample_job, st.model, n, known, values, st.ordering, temperature, seed,
+        y = st.given if st.classes else None
+        job = self.requests.submit(mode, sample_job, st.model, n, known, values, st.ordering, temperature, seed, y,
                                    start_paused=paused)
         job.delay = self.panel.delay()
         if paused:
@@ -132,6 +167,27 @@ class RunController(QObject):
             job.step()
         st.start_run(Run(job, mode, n, seed, temperature, unknown))
         st.show_status("Inpainting…" if mode == "inpaint" else "Sampling…")
+
+    def start_class_grid(self, per_class: int) -> None:
+        """Sample ``per_class`` digits of every class of a conditional model, from p(x | y), into a
+        grid with one row per class: a run like any other (progress, pause, stop), whose images stay
+        in the grid (the canvas is left as it was)."""
+        st = self.state
+        if st.model is None or st.running or not st.classes:
+            return
+        c = st.classes
+        n = c * per_class
+        _, seed, temperature = self.panel.settings()
+        unknown = np.ones(st.model.size, bool)
+        self.panel.set_running(True)
+        self.panel.begin(n, unknown, st.shape, st.levels, cols=per_class, row_labels=[str(k) for k in range(c)])
+        self.canvas.show_run(np.zeros(st.model.size), unknown.copy())
+        self._result = None
+        y = np.repeat(np.arange(c), per_class)
+        job = self.requests.submit("grid", sample_job, st.model, n, None, None, st.ordering, temperature, seed, y)
+        job.delay = self.panel.delay()
+        st.start_run(Run(job, "grid", n, seed, temperature, unknown))
+        st.show_status(f"Sampling {per_class} of each digit…")
 
     def step_run(self) -> None:
         run = self.state.run
@@ -160,7 +216,13 @@ class RunController(QObject):
 
     def _on_result(self, mode: str, x: object) -> None:
         images = np.asarray(x)
-        self.panel.finish(images, f"done: {len(images)} {'completions' if mode == 'inpaint' else 'samples'}")
+        if mode == "grid":
+            per = len(images) // max(self.state.classes, 1)
+            self.panel.finish(images, f"done: {per} samples of p(x | y) for each digit y, one row per digit")
+            self.panel.advance_seed()
+            return
+        self.panel.finish(images, f"done: {len(images)} {'completions' if mode == 'inpaint' else 'samples'}"
+                          + drawn_note(self.panel.classes_drawn, self.state.given))
         self._result = images[0]
         if mode == "sample":
             self.panel.advance_seed()

@@ -84,6 +84,8 @@ class AppState(QObject):
     status = Signal(str, int)  #: a message for the status bar and how long to show it (ms)
     error = Signal(str)  #: something failed that the user must be told about (a message box)
     closing = Signal()  #: the app is closing: stop your workers
+    givenChanged = Signal()  #: the picked class (``given``) of a class-conditional model changed
+    pairChanged = Signal()  #: the two classes of the evidence map (``evidence_pair``) changed
 
     def __init__(self, session: Session | None = None, parent: QObject | None = None):
         super().__init__(parent)
@@ -105,6 +107,12 @@ class AppState(QObject):
         self.percentile: float | None = None  #: the drawn digit's percentile among test digits, when known
         self.percentile_note = ""  #: which digits, or why there is no percentile
         self.run: Run | None = None
+        #: a class-conditional model's picked class: the heatmaps and the inspector show p(x | y = given)
+        #: and sampling draws from it; None: the marginal over classes ("any", sampling draws the class)
+        self.given: int | None = None
+        #: the classes (a, b) of the evidence map as picked; None in place of the most probable one
+        #: (a) and of the most probable other one (b)
+        self.evidence_pair: tuple[int | None, int | None] = (None, None)
 
     # -- model and ordering ------------------------------------------------------------------------
     def set_model(self, model: ARModel, entry: ModelEntry | None, meta: dict | None = None,
@@ -115,6 +123,10 @@ class AppState(QObject):
         self.meta = dict(meta or {})
         self.model_key += 1
         self.ordering = ordering if ordering is not None else model.ordering
+        if self.given is not None and self.given >= model.classes:
+            self.given = None  # (changed with the model: modelChanged tells the listeners)
+        if any(c is not None and c >= model.classes for c in self.evidence_pair):
+            self.evidence_pair = (None, None)
         requantised = self.session.set_levels(model.levels)
         self.modelChanged.emit()
         if requantised:  # the same drawing at the new model's levels
@@ -137,6 +149,30 @@ class AppState(QObject):
     def set_ordering(self, ordering: Ordering) -> None:
         self.ordering = ordering
         self.orderingChanged.emit()
+
+    @property
+    def classes(self) -> int:
+        """The classes of the model shown (0: none, or an unconditional model)."""
+        return self.model.classes if self.model is not None else 0
+
+    def set_given(self, cls: int | None) -> None:
+        """Condition the heatmaps, the inspector and sampling on class ``cls`` (None: the marginal)."""
+        cls = None if cls is None else int(cls)
+        if cls is not None and not 0 <= cls < self.classes:
+            raise ValueError(f"a class must be in 0..{self.classes - 1}")
+        if cls != self.given:
+            self.given = cls
+            self.givenChanged.emit()
+
+    def set_evidence_pair(self, pair: tuple[int | None, int | None]) -> None:
+        """The evidence map's two classes (None for either: the most probable one)."""
+        a, b = (None if c is None else int(c) for c in pair)
+        if any(c is not None and not 0 <= c < self.classes for c in (a, b)):
+            raise ValueError(f"a class must be in 0..{self.classes - 1}")
+        pair = (a, b)
+        if pair != self.evidence_pair:
+            self.evidence_pair = pair
+            self.pairChanged.emit()
 
     # -- canvas -----------------------------------------------------------------------------------
     @property

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .class_figures import ClassFigures, class_pass
 from .models.base import ARModel, ClassArg, flip_rows, log_mean_exp
 from .ordering import Ordering
 
@@ -55,6 +56,10 @@ class PixelFigures:
     extra: dict[str, Any] = field(default_factory=dict)
     #: (D, K) log p(x_i = v | x_<i), raster-indexed, for a model of K > 2 levels (None for a binary one)
     table: np.ndarray | None = None
+    #: a class-conditional model's posterior over classes and per-class figures of the same pass
+    classes: ClassFigures | None = None
+    #: the class whose conditionals these are (a conditional model; None: the marginal over classes)
+    given: int | None = None
 
     @property
     def bits_per_pixel(self) -> float:
@@ -88,16 +93,33 @@ class PixelFigures:
 
 
 @torch.no_grad()
-def pixel_figures(model: ARModel, image: np.ndarray, ordering: Ordering | None = None) -> PixelFigures:
+def pixel_figures(model: ARModel, image: np.ndarray, ordering: Ordering | None = None, y: int | None = None) -> PixelFigures:
     """Conditionals and per-pixel NLL of ``image`` ((H, W) or (D,) 0/1, or levels 0 .. K-1) in one
-    teacher-forced pass."""
+    teacher-forced pass. For a class-conditional model the pass runs every class at once
+    (:func:`engine.class_figures.class_pass`): the figures are of class ``y``'s conditionals, or of
+    the marginal's for None, and ``classes`` holds the posterior over classes and the per-class
+    log-probabilities of the same pass."""
     model.eval()
-    c = model.config
     x = torch.as_tensor(np.asarray(image, dtype=np.float32).reshape(1, -1))
     order = model.resolve_ordering(ordering)
+    if model.classes:
+        xb = x.to(model.device)
+        params, cls = class_pass(model, xb, order, y)
+        figs = _figures_of(model, x, params, order)
+        figs.classes = cls
+        figs.given = y
+        return figs
+    if y is not None:
+        raise ValueError("this model is not conditioned on a class")
+    return _figures_of(model, x, model.logits(x, order), order)
+
+
+def _figures_of(model: ARModel, x: torch.Tensor, params: torch.Tensor, order: Ordering) -> PixelFigures:
+    """The figures of ``x`` (1, D) from the head numbers ``params`` of its conditionals."""
+    c = model.config
     if not model.binary:
-        return _level_figures(model, x, order)
-    logits = model.logits(x, order).float().cpu()
+        return _level_figures(model, x, params, order)
+    logits = params.float().cpu()
     xt = x.to(logits.dtype)
     nll = torch.nn.functional.binary_cross_entropy_with_logits(logits, xt, reduction="none")
     prob = torch.sigmoid(logits)
@@ -109,11 +131,11 @@ def pixel_figures(model: ARModel, image: np.ndarray, ordering: Ordering | None =
     )
 
 
-def _level_figures(model: ARModel, x: torch.Tensor, order: Ordering) -> PixelFigures:
+def _level_figures(model: ARModel, x: torch.Tensor, params: torch.Tensor, order: Ordering) -> PixelFigures:
     """:func:`pixel_figures` of a model of K > 2 levels: the whole (D, K) table from one pass."""
     c = model.config
     k = model.levels
-    table = model.dist_head.log_probs(model.logits(x, order)).double().cpu()[0]  # (D, K)
+    table = model.dist_head.log_probs(params).double().cpu()[0]  # (D, K)
     values = x[0].long().clamp(0, k - 1)
     nll = -table.gather(1, values[:, None])[:, 0]
     mean = table.exp() @ torch.arange(k, dtype=table.dtype) / (k - 1)

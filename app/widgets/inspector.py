@@ -93,6 +93,14 @@ class LevelChart(pg.PlotWidget):
         self.setYRange(0.0, top * 1.08 if top > 0 else 1.0, padding=0)
 
 
+def given_text(figures: PixelFigures | None) -> str:
+    """The class a conditional model's conditionals are given ("" for an unconditional model): one
+    class, or any (the marginal over classes)."""
+    if figures is None or figures.classes is None:
+        return ""
+    return f"y = {figures.given}" if figures.given is not None else f"any y (sum over {figures.classes.classes})"
+
+
 def _value(text: str = "–") -> QLabel:
     lab = QLabel(text)
     lab.setObjectName("value")
@@ -112,17 +120,19 @@ class Inspector(QGroupBox):
         lay.addWidget(self.mode)
         form = QFormLayout()
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
-        self.fields = {k: _value() for k in ("pixel", "step", "value", "prob", "nll", "context", "entropy")}
+        self.fields = {k: _value() for k in ("pixel", "step", "value", "prob", "nll", "context", "entropy", "given")}
         self.labels: dict[str, QLabel] = {}
         for key, text in (("pixel", "pixel (row, col)"), ("step", "step in ordering"), ("value", "drawn value x<sub>i</sub>"),
                           ("prob", "p(x<sub>i</sub> = 1 | x<sub>&lt;i</sub>)"), ("nll", "&minus;log p(x<sub>i</sub> | x<sub>&lt;i</sub>)"),
-                          ("entropy", "entropy H[x<sub>i</sub> | x<sub>&lt;i</sub>]"), ("context", "conditioned on")):
+                          ("entropy", "entropy H[x<sub>i</sub> | x<sub>&lt;i</sub>]"), ("context", "conditioned on"),
+                          ("given", "and the class")):
             lab = QLabel(text)
             lab.setTextFormat(Qt.TextFormat.RichText)
             self.labels[key] = lab
             form.addRow(lab, self.fields[key])
         self._form = form
         form.setRowVisible(self.fields["entropy"], False)  # grey models only
+        form.setRowVisible(self.fields["given"], False)  # class-conditional models only
         lay.addLayout(form)
         self.chart = LevelChart()
         self.chart.setVisible(False)  # grey models only: a binary pixel's conditional is one number
@@ -157,6 +167,8 @@ class Inspector(QGroupBox):
             t = int(ordering.inverse[idx])
             self.fields["step"].setText(f"{t + 1} of {ordering.size}   ({ordering.label})")
             self.fields["context"].setText(f"{t} earlier pixels")
+        self._form.setRowVisible(self.fields["given"], figures is not None and figures.classes is not None)
+        self.fields["given"].setText(given_text(figures))
         if figures is not None and figures.levels > 2:
             k = figures.levels
             drawn = int(np.clip(canvas.reshape(-1)[idx], 0, k - 1))

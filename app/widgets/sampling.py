@@ -31,9 +31,12 @@ from PySide6.QtWidgets import (
 )
 
 from ..jobs import Frame, sample_job
+from .classes import class_combo, fill_classes, select_class
 
 __all__ = ["SamplingPanel", "Frame", "sample_job", "SPEEDS"]
 
+#: samples of each digit in the one-row-per-digit grid
+GRID_PER_CLASS = 8
 #: pixels per second of the speed slider; 0 = as fast as the model goes
 SPEEDS = (2, 5, 20, 60, 200, 1000, 0)
 
@@ -42,11 +45,28 @@ LONGEST_NOTE = ("<b>Approximate</b>: this LMCONV is tied to the column-snake fro
                 "pixels that come after the first masked pixel in it are ignored when filling the region.")
 
 
-def tile(images: np.ndarray, h: int, w: int, pending: np.ndarray | None = None, pad: int = 1, levels: int = 2) -> np.ndarray:
+def classes_text(y: np.ndarray | None) -> str:
+    """The classes a run draws, for its progress bar ("" for an unconditional model)."""
+    if y is None or len(y) == 0:
+        return ""
+    kinds = np.unique(y)
+    if len(kinds) == 1:
+        return f" · a {int(kinds[0])}" if len(y) == 1 else f" · all {int(kinds[0])}s"
+    return " · digits " + ", ".join(str(int(c)) for c in y) if len(y) <= 6 else f" · {len(kinds)} different digits"
+
+
+def grid_cols(n: int, cols: int | None = None) -> int:
+    """Columns of a grid of ``n`` images: ``cols``, or as square as it gets."""
+    return int(cols) if cols else int(np.ceil(np.sqrt(n)))
+
+
+def tile(images: np.ndarray, h: int, w: int, pending: np.ndarray | None = None, pad: int = 1, levels: int = 2,
+         cols: int | None = None) -> np.ndarray:
     """(rows*(h+pad)+pad, cols*(w+pad)+pad) float grid: ink 1, paper 0, pending 0.35, gaps 0.15;
-    images of ``levels`` K > 2 levels are scaled by 1 / (K - 1) (grey)."""
+    images of ``levels`` K > 2 levels are scaled by 1 / (K - 1) (grey). ``cols``: columns (default:
+    as square as it gets)."""
     n = len(images)
-    cols = int(np.ceil(np.sqrt(n)))
+    cols = grid_cols(n, cols)
     rows = int(np.ceil(n / cols))
     out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad), 0.15, np.float32)
     for i in range(n):
@@ -74,6 +94,8 @@ class SamplingPanel(QWidget):
     clearMaskRequested = Signal()
     maskHalfRequested = Signal()
     modeChanged = Signal(str)  #: "sample" or "inpaint" was chosen
+    classPicked = Signal(object)  #: the digit to draw or complete as (None: any, the model draws it)
+    classGridRequested = Signal(int)  #: a grid of this many samples of each digit, one row per digit
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -129,6 +151,21 @@ class SamplingPanel(QWidget):
         form.addRow("samples N", self.count)
         form.addRow("seed", self.seed)
         form.addRow("speed", srow)
+        crow = QHBoxLayout()
+        self.digit = class_combo(10, "any")
+        self.digit.setToolTip("A class-conditional model draws (or completes the canvas as) this digit; "
+                              "'any' draws the digit too, from p(y), or from p(y | known pixels) when inpainting")
+        self.grid_btn = QPushButton("One row per digit")
+        self.grid_btn.setToolTip("Sample a grid with one row per digit: 8 samples of p(x | y) for each y")
+        crow.addWidget(self.digit)
+        crow.addWidget(self.grid_btn)
+        crow.addStretch(1)
+        self._digit_row = QWidget()
+        self._digit_row.setLayout(crow)
+        crow.setContentsMargins(0, 0, 0, 0)
+        form.addRow("digit y", self._digit_row)
+        self._form = form
+        form.setRowVisible(self._digit_row, False)  # class-conditional models only
         lay.addWidget(opts)
 
         ctl = QHBoxLayout()
@@ -177,6 +214,10 @@ class SamplingPanel(QWidget):
         lay.addLayout(grow)
 
         self.images: np.ndarray | None = None
+        self.classes_drawn: np.ndarray | None = None  #: the class of each image of the last run (conditional models)
+        self.cols: int | None = None  #: columns of the grid (None: as square as it gets)
+        self._labels: list[pg.TextItem] = []
+        self._refit = False  #: the next grid shown sets the view's range (new row labels)
         self.shape = (28, 28)
         self.levels = 2  #: K of the run's model (grey tiles for K > 2)
         self.set_running(False)
@@ -191,6 +232,18 @@ class SamplingPanel(QWidget):
         self.mask_clear.clicked.connect(self.clearMaskRequested)
         self.mask_half.clicked.connect(self.maskHalfRequested)
         self.mode_inpaint.toggled.connect(lambda _on: self.modeChanged.emit(self.mode))
+        self.digit.currentIndexChanged.connect(lambda _i: self.classPicked.emit(self.digit.currentData()))
+        self.grid_btn.clicked.connect(lambda: self.classGridRequested.emit(GRID_PER_CLASS))
+
+    def set_classes(self, classes: int) -> None:
+        """Offer the digits of a class-conditional model of ``classes`` classes (0: hide the picker)."""
+        self._form.setRowVisible(self._digit_row, classes > 0)
+        if classes:
+            fill_classes(self.digit, classes, "any")
+
+    def set_class(self, cls: int | None) -> None:
+        """Show ``cls`` as the digit picked (None: any), without emitting ``classPicked``."""
+        select_class(self.digit, cls)
 
     def add_control(self, button: QWidget) -> None:
         """Put ``button`` on the row under the run controls (Run, Pause, Step, Stop)."""
@@ -261,27 +314,34 @@ class SamplingPanel(QWidget):
         self.pause_btn.setEnabled(running)
         if not running:
             self.pause_btn.setChecked(False)
-        for w in (self.mode_sample, self.mode_inpaint, self.count, self.seed, self.temperature):
+        for w in (self.mode_sample, self.mode_inpaint, self.count, self.seed, self.temperature, self.digit, self.grid_btn):
             w.setEnabled(not running)
 
     def show_frame(self, fr: Frame) -> None:
         h, w = self.shape
         self.progress.setRange(0, max(fr.total, 1))
         self.progress.setValue(fr.index + 1)
-        self.progress.setFormat(f"pixel {fr.index + 1} / {fr.total}")
+        self.progress.setFormat(f"pixel {fr.index + 1} / {fr.total}{classes_text(fr.y)}")
         r, c = divmod(fr.pixel, w)
         if fr.levels > 2:  # prob is the expected value on [0, 1]: say it in levels, as the draw is
             self.live.setText(f"drawing ({r}, {c}) · step {fr.step + 1} · E[x] = {fr.prob * (fr.levels - 1):.1f} → level {fr.value}")
         else:
             self.live.setText(f"drawing ({r}, {c}) · step {fr.step + 1} · p(x=1) = {fr.prob:.3f} → {fr.value}")
+        self.classes_drawn = fr.y
         pending = np.zeros(h * w, bool)
         pending[fr.order.perm[fr.step + 1:]] = True
         self.show_grid(fr.x, pending & self._unknown)
 
-    def begin(self, n: int, unknown: np.ndarray, shape: tuple[int, int], levels: int = 2) -> None:
-        """A run of ``n`` images of ``shape`` starts, generating the ``unknown`` pixels at ``levels`` (K)."""
+    def begin(self, n: int, unknown: np.ndarray, shape: tuple[int, int], levels: int = 2, cols: int | None = None,
+              row_labels: list[str] | None = None) -> None:
+        """A run of ``n`` images of ``shape`` starts, generating the ``unknown`` pixels at ``levels`` (K),
+        shown in ``cols`` columns (default: a square grid) with ``row_labels`` left of the rows."""
         self.shape = shape
         self.levels = levels
+        self.cols = cols
+        self.classes_drawn = None
+        self._set_row_labels(row_labels or [])
+        self._refit = True
         self._unknown = np.asarray(unknown, bool)
         self.images = None
         self.save_btn.setEnabled(False)
@@ -291,11 +351,24 @@ class SamplingPanel(QWidget):
 
     def show_grid(self, images: np.ndarray, pending: np.ndarray | None = None) -> None:
         h, w = self.shape
-        grid = tile(images, h, w, pending, levels=self.levels)
+        grid = tile(images, h, w, pending, levels=self.levels, cols=self.cols)
         old = self.grid_image.image
         self.grid_image.setImage(grid, levels=(0.0, 1.0), autoLevels=False)
-        if old is None or old.shape != grid.shape:
-            self.grid_box.autoRange(padding=0.02)
+        if old is None or old.shape != grid.shape or self._refit:
+            self._refit = False
+            left = -12.0 if self._labels else 0.0  # room for the row labels
+            self.grid_box.setRange(xRange=(left, grid.shape[1]), yRange=(0, grid.shape[0]), padding=0.02)
+
+    def _set_row_labels(self, labels: list[str]) -> None:
+        for t in self._labels:
+            self.grid_box.removeItem(t)
+        self._labels = []
+        h = self.shape[0]
+        for r, text in enumerate(labels):
+            t = pg.TextItem(text, color="#d8dde6", anchor=(1.0, 0.5))
+            t.setPos(-2, 1 + r * (h + 1) + h / 2)
+            self.grid_box.addItem(t)
+            self._labels.append(t)
 
     def finish(self, images: np.ndarray | None, note: str) -> None:
         if images is not None:
@@ -313,7 +386,7 @@ class SamplingPanel(QWidget):
         pt = self.grid_box.mapSceneToView(ev.scenePos())
         h, w = self.shape
         n = len(self.images)
-        cols = int(np.ceil(np.sqrt(n)))
+        cols = grid_cols(n, self.cols)
         c, r = int(pt.x() // (w + 1)), int(pt.y() // (h + 1))
         i = r * cols + c
         if 0 <= c < cols and 0 <= i < n:
