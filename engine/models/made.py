@@ -297,7 +297,10 @@ class MADE(ARModel):
 
     def _logits(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Tensor:
         k = self.connectivity_for(ordering)
-        return self._params(self._forward(scale_levels(x, self.levels), self._masks(ordering, k), k, y=y))
+        # dropout only where a training run asks for the logits themselves (hybrid training of a
+        # conditional model), drawn from the run's own generator; never for a caller outside a run
+        drop = float(self.config.dropout) if self.training and self.train_generator is not None else 0.0
+        return self._params(self._forward(scale_levels(x, self.levels), self._masks(ordering, k), k, dropout=drop, y=y))
 
     def member_log_prob(self, x: Tensor | np.ndarray, k: int) -> Tensor:
         """(B,) log p(x) under member ``k``; for a conditional model the member's marginal over the

@@ -235,3 +235,15 @@ def test_hybrid_loss_is_the_generative_loss_plus_the_weighted_classifier_cross_e
     xs = np.zeros((4, D), np.float32)
     with pytest.raises(TrainingError, match="no classes"):
         next(iter(train(plain, xs, xs, TrainConfig(class_weight=1.0))))
+
+
+def test_hybrid_training_of_a_made_drops_units_only_while_a_run_holds_its_generator():
+    m = build_model("made", dict(height=H, width=W, hidden=(16,), dropout=0.5, classes=C))
+    x, y = random_images(4, 2, seed=5).float(), torch.tensor([0, 1, 2, 0])
+    plain = m.logits(x, y=y)
+    m.train_generator = torch.Generator().manual_seed(0)
+    m.train()
+    dropped = m._logits(x, m.ordering, y)
+    assert not torch.equal(dropped, plain)
+    m.eval()
+    assert torch.equal(m._logits(x, m.ordering, y), plain)
