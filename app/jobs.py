@@ -319,17 +319,23 @@ def training_job(job, family: str, config: dict, ordering_spec: dict, tc: TrainC
     """Worker-side generator: yields engine events (BatchEnd at most ~20 per second), returns the
     :class:`Finished` event with, for a completed run, ``test_nll`` in its history's last entry."""
     from engine.checkpoint import load_checkpoint
-    from engine.data import load_split
+    from engine.datasets import load_dataset, load_labels
     from engine.ordering import Ordering
     from engine.train import evaluate_steps, train
 
     ordering = Ordering.from_dict(ordering_spec)
     model = build_seeded(family, config, ordering, seed=tc.seed)
-    train_x = load_split("train")
-    valid_x = load_split("valid")
+    # the data of the model's levels (a grey recipe trains on the grey digits), and the labels of a
+    # class-conditional one
+    dataset, levels = ("mnist" if model.levels > 2 else "binarized-mnist"), model.levels
+    train_x = load_dataset(dataset, "train", levels=levels)
+    valid_x = load_dataset(dataset, "valid", levels=levels)
+    train_y = load_labels(dataset, "train") if model.classes else None
+    valid_y = load_labels(dataset, "valid") if model.classes else None
     job.check()
-    meta = run_metadata(device_name(resolve_device(tc.device)), train_argv(family, config, ordering.spec, tc, out), name=out.stem)
-    gen = train(model, train_x, valid_x, tc, out=out, meta=meta)
+    argv = train_argv(family, config, ordering.spec, tc, out, dataset=dataset)
+    meta = run_metadata(device_name(resolve_device(tc.device)), argv, name=out.stem, dataset=dataset, levels=levels)
+    gen = train(model, train_x, valid_x, tc, out=out, meta=meta, train_y=train_y, valid_y=valid_y)
     throttle = Throttle(BATCH_INTERVAL)
     final = None
     try:
@@ -345,7 +351,7 @@ def training_job(job, family: str, config: dict, ordering_spec: dict, tc: TrainC
     if final is not None and final.best_path is not None and measure_test and final.reason != "diverged":
         yield "measuring the test NLL"
         ck = load_checkpoint(final.best_path)
-        steps = evaluate_steps(ck.model, load_split("test"), target_seconds=0.2)
+        steps = evaluate_steps(ck.model, load_dataset(dataset, "test", levels=levels), target_seconds=0.2)
         while True:  # in ~0.2 s chunks, so that a stop is honoured during the measurement too
             job.check()
             try:
