@@ -558,6 +558,8 @@ class _Run:
                                     f"{levels} levels (0 to {levels - 1}): train it on data of its levels")
         # what a uniform model pays per image: pixels * ln(levels), binary unless the model has levels
         self.uniform_nll = int(np.prod(self.train_x.shape[1:])) * math.log(levels)
+        if cfg.class_weight:  # and, in hybrid training, the weighted cross-entropy of a uniform classifier
+            self.uniform_nll += cfg.class_weight * math.log(model.classes)
 
     def _labels(self, model: ARModel, train_y: np.ndarray | None,
                 valid_y: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:

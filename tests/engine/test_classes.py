@@ -247,3 +247,15 @@ def test_hybrid_training_of_a_made_drops_units_only_while_a_run_holds_its_genera
     assert not torch.equal(dropped, plain)
     m.eval()
     assert torch.equal(m._logits(x, m.ordering, y), plain)
+
+
+def test_hybrid_training_counts_a_uniform_classifier_in_the_divergence_bound():
+    import math
+
+    from engine.train import TrainConfig, _Run
+
+    m = build_model("pixelcnn", dict(LEVEL_TINY["pixelcnn"][0][1], height=H, width=W, classes=C))
+    xs, ys = np.zeros((4, D), np.float32), np.array([0, 1, 2, 0])
+    plain = _Run(m, xs, xs, TrainConfig(), None, ys, ys)
+    hybrid = _Run(m, xs, xs, TrainConfig(class_weight=50.0), None, ys, ys)
+    assert hybrid.uniform_nll == pytest.approx(plain.uniform_nll + 50.0 * math.log(C))
