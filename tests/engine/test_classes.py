@@ -229,8 +229,15 @@ def test_hybrid_loss_is_the_generative_loss_plus_the_weighted_classifier_cross_e
         ce = -m.class_log_posterior(x)[torch.arange(6), y]
         want = (gen + 2.5 * ce).mean()
     torch.testing.assert_close(hybrid_loss(m, 2.5, x, y), want)
+    # the classifier term on the first 2 images only: every image's generative term, 2 images' cross-entropy
+    with torch.no_grad():
+        part = gen.mean() + 2.5 * ce[:2].mean()
+    torch.testing.assert_close(hybrid_loss(m, 2.5, x, y, class_batch=2), part)
+    torch.testing.assert_close(hybrid_loss(m, 2.5, x, y, class_batch=50), want)
     with pytest.raises(TrainingError, match="class-weight"):
         TrainConfig(class_weight=-1).validate()
+    with pytest.raises(TrainingError, match="class-batch"):
+        TrainConfig(class_batch=-3).validate()
     plain = build_model("pixelcnn", dict(LEVEL_TINY["pixelcnn"][0][1], height=H, width=W))
     xs = np.zeros((4, D), np.float32)
     with pytest.raises(TrainingError, match="no classes"):

@@ -69,7 +69,7 @@ def test_closing_the_generator_stops_at_once(tmp_path, monkeypatch):
     m = model()
     calls = []
     real = m.training_loss
-    monkeypatch.setattr(m, "training_loss", lambda x: calls.append(1) or real(x))
+    monkeypatch.setattr(m, "training_loss", lambda x, y=None: calls.append(1) or real(x, y))
     gen = train(m, TRAIN_X, VALID_X, cfg(), out=out)
     for ev in gen:
         if isinstance(ev, BatchEnd) and ev.batch == 3:
@@ -85,7 +85,7 @@ def test_closing_the_generator_stops_at_once(tmp_path, monkeypatch):
 def fixed_validation_scores(monkeypatch, scores):
     """Make each epoch's validation return the next of ``scores``."""
 
-    def evaluate_steps(m, x, batch_size=1000, ensemble=1, target_seconds=None):
+    def evaluate_steps(m, x, batch_size=1000, ensemble=1, target_seconds=None, y=None):
         yield len(x)
         return next(scores), 0.1
 
@@ -152,9 +152,9 @@ def test_a_run_killed_within_an_epoch_resumes_from_the_batch_it_reached(tmp_path
     def timed(m):
         real = m.training_loss
 
-        def loss(x):
+        def loss(x, y=None):
             clock["now"] += 10.0
-            return real(x)
+            return real(x, y)
 
         monkeypatch.setattr(m, "training_loss", loss)
         return m
@@ -249,9 +249,9 @@ def test_a_time_limit_stops_between_epochs_and_resume_goes_on(tmp_path, monkeypa
         m = model()
         real = m.training_loss
 
-        def loss(x):
+        def loss(x, y=None):
             clock["now"] += 10.0  # every batch takes 10 s of this fake clock
-            return real(x)
+            return real(x, y)
 
         monkeypatch.setattr(m, "training_loss", loss)
         return m
@@ -281,9 +281,9 @@ def _fake_clock(monkeypatch, seconds_per_batch: float = 10.0):
         m = model()
         real = m.training_loss
 
-        def loss(x):
+        def loss(x, y=None):
             clock["now"] += seconds_per_batch
-            return real(x)
+            return real(x, y)
 
         monkeypatch.setattr(m, "training_loss", loss)
         return m
@@ -349,9 +349,9 @@ def test_a_diverged_run_writes_the_best_checkpoint_it_held_back(tmp_path, monkey
     real, calls = m.training_loss, {"n": 0}
     batches = -(-len(TRAIN_X) // 50)
 
-    def loss(x):
+    def loss(x, y=None):
         calls["n"] += 1
-        return real(x) * (float("nan") if calls["n"] == batches + 2 else 1.0)  # epoch 2, batch 2
+        return real(x, y) * (float("nan") if calls["n"] == batches + 2 else 1.0)  # epoch 2, batch 2
 
     monkeypatch.setattr(m, "training_loss", loss)
     fin = list(train(m, TRAIN_X, VALID_X, cfg(state_every=0), out=out))[-1]
@@ -366,9 +366,9 @@ def test_nan_or_inf_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     real = m.training_loss
     state = {"epoch": 0, "batch": 0}
 
-    def loss(x):
+    def loss(x, y=None):
         state["batch"] += 1
-        v = real(x)
+        v = real(x, y)
         return v * bad if state["epoch"] == 2 and state["batch"] == 3 else v
 
     monkeypatch.setattr(m, "training_loss", loss)
@@ -410,14 +410,14 @@ def test_cuda_out_of_memory_names_the_batch_size(tmp_path, monkeypatch, where):
         def backward(ctx, g):
             raise oom
 
-    def loss(x):
+    def loss(x, y=None):
         count["n"] += 1
         if count["n"] == 8:  # epoch 2, batch 2
             if where == "loss":
                 raise oom
             if where == "backward":
-                return Exploding.apply(real(x))
-        return real(x)
+                return Exploding.apply(real(x, y))
+        return real(x, y)
 
     monkeypatch.setattr(m, "training_loss", loss)
     if where == "validation":
@@ -598,9 +598,9 @@ def test_amp_on_the_cpu_trains_in_bf16_and_validates_in_float32(tmp_path):
     seen: list[tuple[str, bool]] = []
     inner_loss, inner_log_prob = m.training_loss, m.member_log_prob
 
-    def spy_loss(x):
+    def spy_loss(x, y=None):
         seen.append(("train", torch.is_autocast_enabled("cpu")))
-        return inner_loss(x)
+        return inner_loss(x, y)
 
     def spy_log_prob(*a, **k):
         if not torch.is_grad_enabled():  # validation (training calls it too, with gradients)
