@@ -216,8 +216,9 @@ def test_an_unconditional_model_hides_the_class_panel(qtbot, win, class_bundled)
     with qtbot.waitSignal(win.figuresShown, timeout=20000):
         win.checkpoints.open_checkpoint(class_bundled / "pcnn-c10.safetensors")
     assert win.class_panel.isVisible() and win.sampling._form.isRowVisible(win.sampling._digit_row)
-    win.state.set_given(2)
-    with qtbot.waitSignal(win.figuresShown, timeout=20000):
+    with qtbot.waitSignal(win.figuresShown, timeout=20000):  # the figures given y = 2, before the next model
+        win.state.set_given(2)
+    with qtbot.waitSignal(win.state.modelChanged, timeout=20000):
         win.checkpoints.open_checkpoint(class_bundled / "fvsbn.safetensors")
     assert win.state.given is None and not win.class_panel.isVisible()
     assert "given" not in win.maps_title.text()

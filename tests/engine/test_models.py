@@ -364,7 +364,7 @@ def test_made_copy_leaves_the_member_caches_behind_and_scores_the_same():
             m.member_log_prob(x, k % 64)
             k += 1
 
-    m.member_log_prob(x, 0)  # the cache holds a member before the first copy, however the thread is scheduled
+    m.member_log_prob(x, 1)  # the cache holds a member (member 0 uses the built-in masks) before the first copy
     t = threading.Thread(target=fill)
     t.start()
     try:
