@@ -240,9 +240,15 @@ class ForkController(QObject):
         fr = run.frame
         decided = ~np.asarray(run.unknown, bool)
         decided[fr.order.perm[: fr.step + 1]] = True
+        model = self.state.model
+        # a class-conditional model: both continuations keep the class of the run's image, and the
+        # generator replays the run's own draw of the classes where it made one
+        y = None if fr.y is None else int(np.asarray(fr.y).reshape(-1)[0])
+        drew = model.classes if model is not None and model.classes and run.given is None else 0
         self.point = ForkPoint(prefix=np.asarray(fr.x[0], np.float32).copy(), decided=decided, ordering=fr.order,
-                               draws=fr.index + 1, batch=run.n, seed=run.seed, temperature=run.temperature)
-        self.model = self.state.model
+                               draws=fr.index + 1, batch=run.n, seed=run.seed, temperature=run.temperature,
+                               y=y, class_draw=drew)
+        self.model = model
         self.result = None
         self._await_stop = True
         self.state.stop_run()

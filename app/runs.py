@@ -165,7 +165,7 @@ class RunController(QObject):
         if paused:
             self.panel.set_paused(True)
             job.step()
-        st.start_run(Run(job, mode, n, seed, temperature, unknown))
+        st.start_run(Run(job, mode, n, seed, temperature, unknown, given=y))
         st.show_status("Inpainting…" if mode == "inpaint" else "Sampling…")
 
     def start_class_grid(self, per_class: int) -> None:
@@ -186,7 +186,7 @@ class RunController(QObject):
         y = np.repeat(np.arange(c), per_class)
         job = self.requests.submit("grid", sample_job, st.model, n, None, None, st.ordering, temperature, seed, y)
         job.delay = self.panel.delay()
-        st.start_run(Run(job, "grid", n, seed, temperature, unknown))
+        st.start_run(Run(job, "grid", n, seed, temperature, unknown, given=y))
         st.show_status(f"Sampling {per_class} of each digit…")
 
     def step_run(self) -> None:

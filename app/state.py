@@ -53,6 +53,9 @@ class Run:
     temperature: float
     unknown: np.ndarray  #: (D,) bool: the pixels the run generates
     frame: Any = None  #: the latest :class:`app.jobs.Frame` shown
+    #: a class-conditional model: the class the run was given (one, or one per image); None when it
+    #: drew each image's class itself (and for an unconditional model)
+    given: Any = None
 
     @property
     def paused(self) -> bool:

@@ -242,3 +242,33 @@ def test_inpainting_completes_the_canvas_as_the_picked_digit(qtbot, cwin):
     ref = win.model.inpaint(known, values, 3, ordering=win.ordering, generator=torch.Generator().manual_seed(seed), y=7).numpy()
     np.testing.assert_array_equal(s.images, ref)
     np.testing.assert_array_equal(s.images[:, known.reshape(-1)], np.broadcast_to(values[known.reshape(-1)], (3, int(known.sum()))))
+
+
+@pytest.mark.parametrize("given", [None, 7])
+def test_a_fork_of_a_conditional_run_continues_its_image_under_the_same_class(qtbot, cwin, given):
+    """The fork's original continuation is the run's own completion: the image keeps the class it
+    was drawn from (picked, or drawn by the run on its generator), and the forked one shares it."""
+    from PySide6.QtTest import QTest as T
+
+    win, steps = cwin, 30
+    s, fork = win.sampling, win.fork
+    win.state.set_given(given)
+    win.show_panel(s)
+    s.seed.setValue(11)
+    s.count.setValue(3)
+    T.mouseClick(s.step_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: win.state.run is not None and win.state.run.frame is not None, timeout=10000)
+    for _ in range(steps - 1):
+        T.mouseClick(s.step_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: win.state.run.frame.index == steps - 1, timeout=10000)
+    drawn_class = int(win.state.run.frame.y[0])
+    with qtbot.waitSignal(fork.forked, timeout=10000):
+        T.mouseClick(fork.button, Qt.MouseButton.LeftButton)
+    assert fork.point.y == drawn_class and fork.point.class_draw == (10 if given is None else 0)
+    with qtbot.waitSignal(fork.finished, timeout=20000):
+        T.mouseClick(fork.dialog.continue_btn, Qt.MouseButton.LeftButton)
+    x, lp = fork.result
+    gen = torch.Generator().manual_seed(11)
+    full = win.model.sample(3, ordering=win.ordering, temperature=1.0, generator=gen, y=given).numpy()
+    np.testing.assert_array_equal(x[0], full[0])
+    np.testing.assert_array_equal(x[1], x[0])  # nothing edited: the same random numbers, the same class
