@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from PySide6.QtCore import Qt
@@ -122,6 +123,14 @@ class ModelInfo(QGroupBox):
                 rows.append(f"test NLL of an ensemble of {k} {kind} <b>{val:.2f}</b> nats/image "
                             "(log-mean-exp of their joint likelihoods; the heatmaps show one "
                             + ("mask)" if kind == "masks" else "ordering)"))
+        if model.classes:
+            acc, cond = metrics.get("test_accuracy"), metrics.get("test_cond_nll")
+            line = (f"Conditioned on {model.classes} digit classes: the NLL above is of the marginal "
+                    "p(x) = Σ<sub>y</sub> p(y) p(x | y).")
+            if isinstance(acc, (int, float)) and math.isfinite(acc):
+                line += f" Read backwards by Bayes' rule it classifies the test digits: <b>{acc * 100:.2f}%</b> correct"
+                line += (f", test NLL given the true digit {cond:.2f} nats." if isinstance(cond, (int, float)) else ".")
+            rows.append(line)
         if isinstance(vn, (int, float)):
             rows.append(f"validation NLL {vn:.2f} nats/image")
         hist = meta.get("history")

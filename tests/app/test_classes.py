@@ -29,7 +29,8 @@ def class_bundled(tmp_path_factory) -> Path:
         for name, p in model.named_parameters():
             p.copy_(torch.randn_like(p) * (1.0 if name.startswith("class_") else 0.3))
         model.set_class_prior(np.arange(10) + 5)
-    save_checkpoint(folder / "pcnn-c10.safetensors", model, {"name": "pcnn-c10", "metrics": {"test_nll": 80.0}})
+    metrics = {"test_nll": 80.0, "test_accuracy": 0.9677, "test_cond_nll": 78.25}
+    save_checkpoint(folder / "pcnn-c10.safetensors", model, {"name": "pcnn-c10", "metrics": metrics})
     torch.manual_seed(6)
     save_checkpoint(folder / "fvsbn.safetensors", build_model("fvsbn", {}), {"name": "fvsbn", "metrics": {"test_nll": 99.0}})
     return folder
@@ -205,9 +206,14 @@ def test_the_grid_has_one_row_per_digit_and_can_be_stopped(qtbot, cwin):
     np.testing.assert_array_equal(win.session.canvas, canvas)
 
 
+def test_the_model_card_gives_the_classifiers_test_accuracy(cwin):
+    text = cwin.model_info.text.text()
+    assert "Conditioned on 10 digit classes" in text and "<b>96.77%</b> correct" in text and "78.25 nats" in text
+
+
 def test_an_unconditional_model_hides_the_class_panel(qtbot, win, class_bundled):
     assert win.model.classes == 0
-    assert not win.class_panel.isVisible()
+    assert not win.class_panel.isVisible() and "digit classes" not in win.model_info.text.text()
     assert not win.sampling._form.isRowVisible(win.sampling._digit_row)
     assert "marginal" not in win.maps_title.text() and "given" not in win.maps_title.text()
     assert win.figures.classes is None
