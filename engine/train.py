@@ -123,8 +123,8 @@ class TrainConfig:
         0.0, "a class-conditional model: add this times the cross-entropy of its own classifier p(y | x) to the loss "
              "(hybrid generative-discriminative training; 0: off)")
     #: the classifier term of hybrid training on only the first N images of each batch: an unbiased
-    #: estimate of the same loss at a fraction of its cost (N + (B - N) / C passes per class instead of
-    #: B), which is what makes hybrid training of a deep model affordable on a CPU
+    #: estimate of the same loss at a fraction of its cost ((B - N) + C * N image passes per batch of B
+    #: instead of C * B), which is what makes hybrid training of a deep model affordable on a CPU
     class_batch: int = _field(
         0, "hybrid training: the classifier term on only the first N images of each batch (0: all of them)",
         metavar="N")

@@ -129,7 +129,8 @@ class ModelInfo(QGroupBox):
                     "p(x) = Σ<sub>y</sub> p(y) p(x | y).")
             if isinstance(acc, (int, float)) and math.isfinite(acc):
                 line += f" Read backwards by Bayes' rule it classifies the test digits: <b>{acc * 100:.2f}%</b> correct"
-                line += (f", test NLL given the true digit {cond:.2f} nats." if isinstance(cond, (int, float)) else ".")
+                known = isinstance(cond, (int, float)) and math.isfinite(cond)
+                line += f", test NLL given the true digit {cond:.2f} nats." if known else "."
             rows.append(line)
         if isinstance(vn, (int, float)):
             rows.append(f"validation NLL {vn:.2f} nats/image")
