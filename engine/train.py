@@ -57,6 +57,7 @@ __all__ = [
     "resume_path",
     "device_name",
     "marginals",
+    "random_shift",
 ]
 
 
@@ -128,6 +129,13 @@ class TrainConfig:
     class_batch: int = _field(
         0, "hybrid training: the classifier term on only the first N images of each batch (0: all of them)",
         metavar="N")
+    #: a different translation of every image at every visit, drawn from the run's own generator (so a
+    #: resumed run repeats an uninterrupted one); the pixels shifted in are background (level 0).
+    #: Teaches a model, and above all a class-conditional model's classifier, that a digit moved by a
+    #: pixel is the same digit; validation and test images are never moved
+    shift: int = _field(
+        0, "augment: move each training image by a random whole number of pixels, up to N each way in each "
+           "direction (0: off)", metavar="N")
 
     def validate(self) -> None:
         """Raises :class:`TrainingError` (one line) for values that make no sense, before any work."""
@@ -161,6 +169,8 @@ class TrainConfig:
             raise TrainingError(f"class_weight (--class-weight) must be 0 or more, got {self.class_weight!r}")
         if self.class_batch < 0:
             raise TrainingError(f"class_batch (--class-batch) must be 0 or more, got {self.class_batch!r}")
+        if not (0 <= self.shift <= 8):
+            raise TrainingError(f"shift (--shift) must be from 0 to 8 pixels, got {self.shift!r}")
 
 
 @dataclass
@@ -369,6 +379,23 @@ def hybrid_loss(
     if n < len(x):
         generative = generative - model.training_loss(x[n:], y[n:]) * (len(x) - n)
     return -(generative / len(x) + weight * log_post[y[:n], rows].mean())
+
+
+def random_shift(x: torch.Tensor, most: int, height: int, width: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each of the (B, height*width) images ``x`` moved by its own random (dy, dx), each from
+    -``most`` to ``most`` pixels; what moves out is lost and what moves in is 0 (background)."""
+    b = x.shape[0]
+    if x.shape[1:] != (height * width,):
+        raise TrainingError(f"--shift moves {height}x{width} images; these have {tuple(x.shape[1:])} pixels")
+    if most <= 0 or b == 0:
+        return x
+    dy, dx = torch.randint(-most, most + 1, (2, b), generator=generator).to(x.device)
+    # the source of each output row and column, in a frame padded by one background pixel each way
+    rows = (torch.arange(height, device=x.device)[None, :] - dy[:, None]).clamp_(-1, height) + 1
+    cols = (torch.arange(width, device=x.device)[None, :] - dx[:, None]).clamp_(-1, width) + 1
+    padded = torch.nn.functional.pad(x.view(b, height, width), (1, 1, 1, 1))
+    return padded[torch.arange(b, device=x.device)[:, None, None], rows[:, :, None], cols[:, None, :]].reshape(b, -1)
 
 
 def evaluate(model: ARModel, x: np.ndarray | torch.Tensor, batch_size: int = 1000, ensemble: int = 1) -> tuple[float, float]:
@@ -698,7 +725,10 @@ class _Run:
         for b in range(first, batches):
             idx = ddp.shard(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
             yb = None if self.y_all is None else self.y_all[idx.to(self.y_all.device)]
-            lv = self._step(self.x_all[idx.to(self.x_all.device)], yb, epoch, b)
+            xb = self.x_all[idx.to(self.x_all.device)]
+            if cfg.shift:
+                xb = random_shift(xb, cfg.shift, self.model.config.height, self.model.config.width, self.rng)
+            lv = self._step(xb, yb, epoch, b)
             if not math.isfinite(lv):
                 return saver.diverged(lv, epoch, b)
             if lv > DIVERGED_LOSS * self.uniform_nll:

@@ -109,7 +109,7 @@ def test_best_on_validation_is_kept(tmp_path, monkeypatch):
         assert torch.equal(load_checkpoint(resume_path(out)).model.state_dict()[k], snapshots[3][k])
 
 
-@pytest.mark.parametrize("label,extra", [("made-agnostic", {}), ("nade", {}), ("fvsbn", {"ema": 0.9, "l1": 1e-3})])
+@pytest.mark.parametrize("label,extra", [("made-agnostic", {}), ("nade", {"shift": 1}), ("fvsbn", {"ema": 0.9, "l1": 1e-3})])
 def test_resume_after_an_interruption_repeats_an_uninterrupted_run(tmp_path, label, extra):
     c = cfg(epochs=3, lr_min_factor=0.1, **extra)
     full_out, cut_out = tmp_path / "full.safetensors", tmp_path / "cut.safetensors"
@@ -753,6 +753,7 @@ def test_a_run_repeats_from_its_seed_while_another_thread_reseeds_the_global_gen
     ("max_train", -5, "max_train"), ("max_valid", -1, "max_valid"), ("patience", -1, "patience"),
     ("batch_size", -3, "batch size"), ("eval_batch_size", 0, "eval_batch_size"), ("eval_batch_size", -1, "eval_batch_size"),
     ("lr", float("inf"), "learning rate"), ("lr", float("nan"), "learning rate"), ("weight_decay", -0.1, "weight_decay"),
+    ("shift", -1, "shift"), ("shift", 9, "shift"),
 ])
 def test_nonsense_values_are_refused_up_front(tmp_path, field, value, match):
     c = cfg(**{field: value})
@@ -837,3 +838,47 @@ def test_build_seeded_gives_the_seeds_weights_while_another_thread_builds_and_le
     torch.manual_seed(5)
     build_seeded("nade", spec, seed=1)
     assert torch.equal(torch.rand(3), expect)
+
+
+def _shifted(img: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    out = np.zeros_like(img)
+    h, w = img.shape
+    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = img[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
+def test_random_shift_moves_each_image_by_its_own_offset_within_the_limit():
+    h, w, most = 5, 6, 2
+    x = torch.as_tensor(RNG.integers(1, 4, (400, h * w)), dtype=torch.float32)  # no zeros: every move shows
+    out = trainmod.random_shift(x, most, h, w, torch.Generator().manual_seed(3))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    seen = set()
+    for a, b in zip(x.numpy().reshape(-1, h, w), out.numpy().reshape(-1, h, w), strict=True):
+        hits = [(dy, dx) for dy in range(-most, most + 1) for dx in range(-most, most + 1) if np.array_equal(_shifted(a, dy, dx), b)]
+        assert len(hits) == 1
+        seen.add(hits[0])
+    assert len(seen) == (2 * most + 1) ** 2  # every offset in reach is drawn, none beyond
+    again = trainmod.random_shift(x, most, h, w, torch.Generator().manual_seed(3))
+    assert torch.equal(out, again)
+    assert torch.equal(trainmod.random_shift(x, 0, h, w), x)
+    with pytest.raises(TrainingError, match="5x5"):
+        trainmod.random_shift(x, 1, 5, 5)
+
+
+def test_training_with_shift_sees_moved_images_and_validates_on_the_unmoved_ones(monkeypatch):
+    for shift in (0, 1):
+        m = model("nade")
+        seen: list[torch.Tensor] = []
+        real = m.training_loss
+
+        def loss(x, y=None, real=real, seen=seen):
+            seen.append(x.clone())
+            return real(x, y)
+
+        monkeypatch.setattr(m, "training_loss", loss)
+        list(train(m, TRAIN_X, VALID_X, cfg(epochs=1, shift=shift), out=None))
+        rows = {tuple(r) for r in TRAIN_X.tolist()}
+        trained = torch.cat(seen).to(torch.uint8).tolist()
+        assert len(trained) == len(TRAIN_X)
+        strangers = sum(tuple(r) not in rows for r in trained)
+        assert (strangers > 50) if shift else (strangers == 0)
