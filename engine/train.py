@@ -136,6 +136,12 @@ class TrainConfig:
     shift: int = _field(
         0, "augment: move each training image by a random whole number of pixels, up to N each way in each "
            "direction (0: off)", metavar="N")
+    #: ``accuracy`` validates a class-conditional model's Bayes classifier (one pass per class per
+    #: image: C times the cost of the NLL alone) and keeps the epoch it classifies best, ties going to
+    #: the lower NLL; what hybrid training is for, whose NLL and accuracy need not improve together
+    select: str = _field(
+        "nll", "which epoch's weights to keep as the best checkpoint: the lowest validation NLL, or the highest "
+               "validation accuracy of a class-conditional model's classifier", choices=("nll", "accuracy"))
 
     def validate(self) -> None:
         """Raises :class:`TrainingError` (one line) for values that make no sense, before any work."""
@@ -169,6 +175,8 @@ class TrainConfig:
             raise TrainingError(f"class_weight (--class-weight) must be 0 or more, got {self.class_weight!r}")
         if self.class_batch < 0:
             raise TrainingError(f"class_batch (--class-batch) must be 0 or more, got {self.class_batch!r}")
+        if self.select not in ("nll", "accuracy"):
+            raise TrainingError(f"select (--select) is nll or accuracy, got {self.select!r}")
         if not (0 <= self.shift <= 8):
             raise TrainingError(f"shift (--shift) must be from 0 to 8 pixels, got {self.shift!r}")
 
@@ -206,6 +214,9 @@ class EpochEnd:
     epoch_seconds: float
     elapsed: float
     eta: float
+    #: of the classifier, validated with ``select="accuracy"``; the best is the kept epoch's
+    valid_accuracy: float | None = None
+    best_valid_accuracy: float | None = None
 
 
 @dataclass
@@ -488,9 +499,21 @@ class _Start:
     resumed: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
 
-    @property
-    def best(self) -> float:
-        return min([float(h["valid_nll"]) for h in self.history], default=math.inf)
+    def best(self, select: str = "nll") -> dict[str, float] | None:
+        """The history's entry of the kept epoch (None before any)."""
+        for h in self.history:  # every entry must have its numbers
+            float(h["valid_nll"]), float(h.get("valid_accuracy", 0.0))
+        return min(self.history, key=functools.partial(_score, select), default=None)
+
+
+def _score(select: str, entry: dict[str, float]) -> tuple[float, ...]:
+    """The order of the epochs for ``select``, lowest best: the NLL, or the accuracy and then the NLL
+    (an epoch validated without its accuracy, as by a run resumed with another choice, ranks last)."""
+    nll = float(entry["valid_nll"])
+    nll = nll if math.isfinite(nll) else math.inf
+    if select == "accuracy":
+        return (-float(entry.get("valid_accuracy", -1.0)), nll)
+    return (nll,)
 
 
 class _Schedule:
@@ -576,6 +599,10 @@ class _Run:
         self.matrices = [p for p in params if p.dim() >= 2]
         self.avg: _WeightAverage | None = None
         self.loss_fn = ddp.loss_fn(model)  # model.training_loss, gradient-synchronising under DDP
+        if cfg.select == "accuracy" and (not model.classes or ddp.enabled):
+            raise TrainingError("--select accuracy keeps the best classifier: it needs a class-conditional model (--classes) "
+                                "trained in one process" if model.classes else
+                                "--select accuracy keeps the best classifier: the model has no classes")
         if cfg.class_weight:
             if not model.classes:
                 raise TrainingError("--class-weight trains a class-conditional model's classifier: the model has no classes")
@@ -672,7 +699,7 @@ class _Run:
                 start.rng = {k: v for k, v in ck.extra.items() if k.startswith("rng.")}
                 if start.epoch != int(ck.meta["epoch"]) + 1 or not 0 < start.skip or "rng.cpu" not in start.rng:
                     raise ValueError(f"an inconsistent position within an epoch: {partial}")
-            start.best  # noqa: B018 -- every history entry must have a number
+            start.best()
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
             raise TrainingError(f"cannot resume: {rp} holds a damaged training state ({type(exc).__name__}: {exc})") from None
         return start
@@ -781,6 +808,9 @@ class _Run:
         if self.avg is not None:
             self.avg.swap()  # validate and keep the averaged weights
         try:
+            if self.cfg.select == "accuracy":
+                valid_nll, accuracy = yield from self._valid_accuracy(epoch, schedule)
+                return saver.epoch_end(epoch, self.train_nll, valid_nll, schedule, accuracy)
             valid_nll = yield from self._valid_nll(epoch, schedule)
             return saver.epoch_end(epoch, self.train_nll, valid_nll, schedule)
         finally:
@@ -807,6 +837,24 @@ class _Run:
         except torch.cuda.OutOfMemoryError:
             raise _out_of_memory("validation", cfg.eval_batch_size, "TrainConfig.eval_batch_size", epoch, None) from None
 
+    def _valid_accuracy(self, epoch: int, schedule: _Schedule) -> Generator[Event, None, tuple[float, float]]:
+        """-log p(x | y) and the classifier's accuracy on the validation images, from one pass of each
+        under every class, in chunks that a stop can come between."""
+        from .classify import classify_steps
+
+        assert self.valid_y is not None
+        chunk = max(1, self.cfg.eval_batch_size // max(1, self.model.classes))
+        steps = classify_steps(self.model, self.valid_x, self.valid_y, chunk=chunk)
+        try:
+            while True:
+                try:
+                    done = next(steps)
+                except StopIteration as result:
+                    return result.value.cond_nll_nats, result.value.accuracy
+                yield Validating(epoch, schedule.planned, done, len(self.valid_x), time.perf_counter() - schedule.t0)
+        except torch.cuda.OutOfMemoryError:
+            raise _out_of_memory("validation", chunk, "TrainConfig.eval_batch_size", epoch, None) from None
+
     def epoch_event(self, end: EpochEnd, schedule: _Schedule) -> EpochEnd:
         end.epochs, end.epoch_seconds = schedule.planned, time.perf_counter() - self.t_epoch
         end.elapsed, end.eta = time.perf_counter() - schedule.t0, self.eta(schedule)
@@ -824,11 +872,14 @@ class _Saver:
         self.writes = self.out is not None and run.ddp.is_main
         self.partial_start: _Start | None = start if start.skip else None
         self.history = start.history
-        self.best = start.best
+        kept = start.best(self.cfg.select)
+        self.best = math.inf if kept is None else float(kept["valid_nll"])  # the kept epoch's validation NLL
+        self.best_accuracy = None if kept is None else kept.get("valid_accuracy")
+        self.best_score = (math.inf,) if kept is None else _score(self.cfg.select, kept)
         self.best_path = self.out if self.out is not None and self.out.exists() and start.resumed else None
         # epochs since the best one, so that patience counts across a resume
         h = self.history
-        self.bad_epochs = len(h) - 1 - min(range(len(h)), key=lambda i: h[i]["valid_nll"]) if h else 0
+        self.bad_epochs = len(h) - 1 - min(range(len(h)), key=lambda i: _score(self.cfg.select, h[i])) if h else 0
         self.base_meta = dict(meta or {})
         self.base_meta["train_config"] = asdict(self.cfg)
         self.pending_best: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None  # held until the next state save
@@ -913,17 +964,21 @@ class _Saver:
         self.write_best()
         return Finished("diverged", epoch - 1, None if math.isinf(self.best) else self.best, self.best_path, msg, self.history)
 
-    def epoch_end(self, epoch: int, train_nll: float, valid_nll: float, schedule: _Schedule) -> EpochEnd:
+    def epoch_end(self, epoch: int, train_nll: float, valid_nll: float, schedule: _Schedule,
+                  valid_accuracy: float | None = None) -> EpochEnd:
         """Records the epoch's validation: the history, the best and (held back or written) the best
         checkpoint."""
         run = self.run
         far = self.best + max(DIVERGED_MARGIN * abs(self.best), 1.0)
         self.suspect = self.suspect + 1 if not math.isfinite(valid_nll) or valid_nll > far else 0
-        improved = valid_nll < self.best
-        self.history.append({"epoch": epoch, "train_nll": train_nll, "valid_nll": valid_nll,
-                             "seconds": time.perf_counter() - run.t_epoch})
+        entry = {"epoch": epoch, "train_nll": train_nll, "valid_nll": valid_nll, "seconds": time.perf_counter() - run.t_epoch}
+        if valid_accuracy is not None:
+            entry["valid_accuracy"] = valid_accuracy
+        self.history.append(entry)
+        score = _score(self.cfg.select, entry)
+        improved = math.isfinite(valid_nll) and score < self.best_score
         if improved:
-            self.best, self.bad_epochs = valid_nll, 0
+            self.best, self.best_score, self.best_accuracy, self.bad_epochs = valid_nll, score, valid_accuracy, 0
         else:
             self.bad_epochs += 1
         if self.writes:
@@ -932,14 +987,16 @@ class _Saver:
                 m["schedule_epochs"] = schedule.planned
             self.meta = m
             if improved:
-                best_meta = dict(m, history=list(self.history), metrics={"valid_nll": valid_nll})
+                metrics = {"valid_nll": valid_nll, **({"valid_accuracy": valid_accuracy} if valid_accuracy is not None else {})}
+                best_meta = dict(m, history=list(self.history), metrics=metrics)
                 if self.cfg.state_every == 1:
                     assert self.out is not None
                     save_checkpoint(self.out, run.model, best_meta)
                     self.best_path = self.out
                 else:  # the validated (averaged) weights, written with the next state
                     self.pending_best = ({k: v.detach().clone() for k, v in run.model.state_dict().items()}, best_meta)
-        return EpochEnd(epoch, schedule.planned, train_nll, valid_nll, self.best, improved, 0.0, 0.0, 0.0)
+        return EpochEnd(epoch, schedule.planned, train_nll, valid_nll, self.best, improved, 0.0, 0.0, 0.0,
+                        valid_accuracy, self.best_accuracy)
 
     def keep(self, epoch: int, stopping: bool) -> None:
         """The resumable state at the end of ``epoch``, when it is due."""

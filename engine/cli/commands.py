@@ -177,8 +177,12 @@ class _Bar:
         if self.tty:
             sys.stderr.write("\r" + " " * 110 + "\r")
         star = " *" if ev.improved else ""
+        acc = ""
+        if ev.valid_accuracy is not None:
+            best = f"{100 * ev.best_valid_accuracy:.2f}%" if ev.best_valid_accuracy is not None else "-"
+            acc = f"  accuracy {100 * ev.valid_accuracy:.2f}% (best {best})"
         print(
-            f"epoch {ev.epoch}/{ev.epochs}  train {ev.train_nll:.3f}  valid {ev.valid_nll:.3f}  best {ev.best_valid_nll:.3f}  "
+            f"epoch {ev.epoch}/{ev.epochs}  train {ev.train_nll:.3f}  valid {ev.valid_nll:.3f}  best {ev.best_valid_nll:.3f}{acc}  "
             f"({ev.epoch_seconds:.1f}s, eta {fmt_time(ev.eta)}){star}",
             flush=True,
         )
@@ -266,8 +270,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
                 return 2
             if not quiet:
                 best = f"{ev.best_valid_nll:.3f}" if ev.best_valid_nll is not None else "-"
+                kept = "the best classifier's valid NLL" if tc.select == "accuracy" else "best valid NLL"
                 print(f"{ev.reason} after {ev.epochs_run} epochs in {fmt_time(time.perf_counter() - t0)}; "
-                      f"best valid NLL {best} nats -> {ev.best_path}")
+                      f"{kept} {best} nats -> {ev.best_path}")
                 if ev.reason == "time-limit":
                     print(ev.message)
     return 0

@@ -266,3 +266,68 @@ def test_hybrid_training_counts_a_uniform_classifier_in_the_divergence_bound():
     plain = _Run(m, xs, xs, TrainConfig(), None, ys, ys)
     hybrid = _Run(m, xs, xs, TrainConfig(class_weight=50.0), None, ys, ys)
     assert hybrid.uniform_nll == pytest.approx(plain.uniform_nll + 50.0 * math.log(C))
+
+
+def _lit_pixels(n: int = 600):
+    """Images of a 2x2 grid where class c lights pixel c, and their labels."""
+    rng = np.random.default_rng(0)
+    y = rng.choice(C, size=n, p=[0.5, 0.3, 0.2])
+    x = (rng.random((n, D)) < 0.1).astype(np.float32)
+    x[np.arange(n), y] = 1.0
+    return x, y
+
+
+def test_select_accuracy_keeps_the_epoch_that_classifies_best_and_records_its_accuracy(tmp_path):
+    from engine.classify import classify
+    from engine.train import EpochEnd, TrainConfig, train
+
+    x, y = _lit_pixels()
+    m = build_model("made", dict(height=H, width=W, hidden=(16,), classes=C))
+    out = tmp_path / "m.safetensors"
+    tc = TrainConfig(epochs=4, batch_size=50, lr=2e-2, device="cpu", select="accuracy", eval_batch_size=30)
+    ends = [e for e in train(m, x[:500], x[500:], tc, out=out, train_y=y[:500], valid_y=y[500:]) if isinstance(e, EpochEnd)]
+    assert all(e.valid_accuracy is not None for e in ends)
+    ck = load_checkpoint(out)
+    kept = ck.meta["epoch"]
+    accs = [e.valid_accuracy for e in ends]
+    assert accs[kept - 1] == max(accs) and ends[-1].best_valid_accuracy == max(accs)
+    again = classify(ck.model, x[500:], y[500:])  # what was recorded is the kept weights' accuracy and NLL
+    assert again.accuracy == pytest.approx(ck.meta["metrics"]["valid_accuracy"]) == pytest.approx(max(accs))
+    assert again.cond_nll_nats == pytest.approx(ck.meta["metrics"]["valid_nll"], rel=1e-5)
+
+
+def test_select_accuracy_keeps_a_worse_nll_for_a_better_classifier_and_breaks_ties_by_nll(tmp_path, monkeypatch):
+    from engine.train import EpochEnd, TrainConfig, _Run, train
+
+    script = iter([(10.0, 0.5), (9.0, 0.4), (11.0, 0.7), (12.0, 0.6), (10.5, 0.7), (8.0, 0.65)])
+
+    def scripted(self, epoch, schedule):
+        return next(script)
+        yield  # a generator, as the real pass is
+
+    monkeypatch.setattr(_Run, "_valid_accuracy", scripted)
+    x, y = _lit_pixels(200)
+    out = tmp_path / "m.safetensors"
+    tc = TrainConfig(epochs=4, batch_size=50, device="cpu", select="accuracy")
+    make_model = lambda: build_model("made", dict(height=H, width=W, hidden=(8,), classes=C))  # noqa: E731
+    ends = [e for e in train(make_model(), x[:150], x[150:], tc, out=out, train_y=y[:150], valid_y=y[150:])
+            if isinstance(e, EpochEnd)]
+    assert [e.improved for e in ends] == [True, False, True, False]
+    assert load_checkpoint(out).meta["epoch"] == 3 and ends[-1].best_valid_nll == 11.0
+    # resumed, the best is read back from the history with the same rule: 0.7 at 10.5 nats beats 0.7 at 11
+    tc.epochs = 6
+    ends = [e for e in train(make_model(), x[:150], x[150:], tc, out=out, resume=True, train_y=y[:150], valid_y=y[150:])
+            if isinstance(e, EpochEnd)]
+    assert [e.improved for e in ends] == [True, False]
+    assert load_checkpoint(out).meta["epoch"] == 5 and ends[-1].best_valid_accuracy == 0.7
+
+
+def test_select_accuracy_needs_a_conditional_model():
+    from engine.train import TrainConfig, TrainingError, train
+
+    plain = build_model("made", dict(height=H, width=W, hidden=(8,)))
+    xs = np.zeros((4, D), np.float32)
+    with pytest.raises(TrainingError, match="no classes"):
+        next(iter(train(plain, xs, xs, TrainConfig(select="accuracy", device="cpu"))))
+    with pytest.raises(TrainingError, match="nll or accuracy"):
+        TrainConfig(select="loss").validate()

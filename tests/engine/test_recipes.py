@@ -50,7 +50,7 @@ def test_every_train_option_reaches_the_train_config():
                "grad_clip": "2.5", "seed": "4", "device": "cpu", "patience": "3", "max_minutes": "1.5", "state_every": "0",
                "state_minutes": "2.5",
                "max_train": "200", "max_valid": "100", "eval_batch_size": "250", "l1": "3e-05", "ema": "0.999",
-               "class_weight": "2.5", "class_batch": "8", "shift": "2"}
+               "class_weight": "2.5", "class_batch": "8", "shift": "2", "select": "accuracy"}
     switches = [f.name for f in dataclasses.fields(TrainConfig) if f.type in ("bool", bool)]
     assert set(changed) | set(switches) == {f.name for f in dataclasses.fields(TrainConfig)}
     argv = [x for k, v in changed.items() for x in ("--" + k.replace("_", "-"), v)] + ["--" + s.replace("_", "-") for s in switches]
