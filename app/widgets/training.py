@@ -239,7 +239,7 @@ class TrainingPanel(QWidget):
         self.requests.result.connect(self._on_result)
         self.requests.error.connect(self._on_error)
         self.requests.finished.connect(self._on_finished)
-        self._hist: dict[str, list[float]] = {}
+        self._hist: dict[str, list[float]] = self._empty_history()
 
     # -- recipes of bundled models -------------------------------------------------------------
     def set_recipes(self, entries) -> None:
@@ -327,6 +327,11 @@ class TrainingPanel(QWidget):
         self.amp.setChecked(self.amp.isEnabled() and resolve_amp("auto", self._device, self.family.currentData()))
         self._order_set_enabled()
 
+    @staticmethod
+    def _empty_history() -> dict[str, list[float]]:
+        """The curves' points: batches (bx, by) and epochs (ex, train, valid)."""
+        return {"bx": [], "by": [], "ex": [], "train": [], "valid": []}
+
     def _order_set_enabled(self, *_: object) -> None:
         fields = family_class(self.family.currentData()).config_class.__dataclass_fields__
         self.order_set.setEnabled("order_set" in fields and self.order_agnostic.isChecked())
@@ -368,7 +373,7 @@ class TrainingPanel(QWidget):
         stamp = time.strftime("%Y%m%d-%H%M%S")
         oa = "-oa" if cfg.get("order_agnostic") else ""
         self.out = self.out_dir / f"{family}{oa}-{ordering.spec.replace(':', '')}-{stamp}.safetensors"
-        self._hist = {"bx": [], "by": [], "ex": [], "train": [], "valid": []}
+        self._hist = self._empty_history()
         for c in (self.batch_curve, self.train_curve, self.valid_curve):
             c.setData([], [])
         self.epochs_done = 0
@@ -404,7 +409,8 @@ class TrainingPanel(QWidget):
             self.train_curve.setData(self._hist["ex"], self._hist["train"])
             self.valid_curve.setData(self._hist["ex"], self._hist["valid"])
             star = " (best so far, saved)" if ev.improved else ""
-            self.status.setText(f"epoch {ev.epoch}: train {ev.train_nll:.2f}, validation {ev.valid_nll:.2f} nats{star}")
+            acc = f", classifier {100 * ev.valid_accuracy:.2f}% correct" if ev.valid_accuracy is not None else ""
+            self.status.setText(f"epoch {ev.epoch}: train {ev.train_nll:.2f}, validation {ev.valid_nll:.2f} nats{acc}{star}")
         elif isinstance(ev, str):
             self.progress.setFormat(ev)
 

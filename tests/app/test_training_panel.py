@@ -284,3 +284,15 @@ def test_a_recipe_whose_run_started_from_another_checkpoint_says_so(qtbot, tmp_p
     panel.recipe.activated.emit(names["fresh"])  # the note goes with the recipe it belongs to
     assert "started from" not in panel.status.text()
     worker.shutdown()
+
+
+def test_an_epoch_validated_by_accuracy_shows_the_classifier_in_the_status(win):
+    from pathlib import Path
+
+    from engine.train import EpochEnd
+
+    panel = win.training
+    panel._on_progress(Path("c.safetensors"), EpochEnd(3, 10, 95.2, 96.4, 96.1, True, 60.0, 180.0, 420.0, 0.9712, 0.9712))
+    assert "classifier 97.12% correct" in panel.status.text() and "(best so far, saved)" in panel.status.text()
+    panel._on_progress(Path("c.safetensors"), EpochEnd(4, 10, 95.0, 96.0, 96.0, True, 60.0, 240.0, 360.0))
+    assert "correct" not in panel.status.text() and "96.00 nats" in panel.status.text()
