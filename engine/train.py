@@ -840,10 +840,11 @@ class _Run:
     def _valid_accuracy(self, epoch: int, schedule: _Schedule) -> Generator[Event, None, tuple[float, float]]:
         """-log p(x | y) and the classifier's accuracy on the validation images, from one pass of each
         under every class, in chunks that a stop can come between."""
-        from .classify import classify_steps
+        from .classify import classify_steps, default_chunk
 
         assert self.valid_y is not None
-        chunk = max(1, self.cfg.eval_batch_size // max(1, self.model.classes))
+        # the validation batch shared among the classes, and never more than classify's own memory bound
+        chunk = max(1, min(default_chunk(self.model), self.cfg.eval_batch_size // max(1, self.model.classes)))
         steps = classify_steps(self.model, self.valid_x, self.valid_y, chunk=chunk)
         try:
             while True:
