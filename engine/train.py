@@ -500,9 +500,7 @@ class _Start:
     history: list[dict[str, float]] = field(default_factory=list)
 
     def best(self, select: str = "nll") -> dict[str, float] | None:
-        """The history's entry of the kept epoch (None before any)."""
-        for h in self.history:  # every entry must have its numbers
-            float(h["valid_nll"]), float(h.get("valid_accuracy", 0.0))
+        """The history's entry of the kept epoch (None before any); an entry without its numbers raises."""
         return min(self.history, key=functools.partial(_score, select), default=None)
 
 
