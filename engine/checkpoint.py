@@ -409,15 +409,7 @@ def _check_plausible_size(info: dict[str, Any], header: dict[str, Any]) -> None:
         raise ValueError(f"the ordering is for {oh}x{ow} images but the model for {h}x{w}")
     if h < 1 or w < 1 or h * w > MAX_IMAGE_PIXELS:
         raise ValueError(f"an image size of {h}x{w} is not plausible (at most {MAX_IMAGE_PIXELS} pixels)")
-    total = 0
-    for key, v in cfg.items():
-        if "seed" in key or key in ("height", "width"):
-            continue
-        for item in v if isinstance(v, (list, tuple)) else [v]:
-            if isinstance(item, int) and not isinstance(item, bool):
-                if abs(item) > 1 << 31:  # torch would say "Overflow when unpacking long"
-                    raise ValueError(f"config value {key}={item} is out of range")
-                total += abs(item)
+    total = _config_total(cfg)
     numel = 0
     for name, spec in header.items():
         if name != "__metadata__":
@@ -427,6 +419,25 @@ def _check_plausible_size(info: dict[str, Any], header: dict[str, Any]) -> None:
             numel += n
     if total * total + total * h * w > 16 * numel + (1 << 20):
         raise ValueError(f"the config asks for a model far larger than the {numel:,} values stored in the file")
+
+
+def _config_total(cfg: dict[str, Any], depth: int = 0) -> int:
+    """The sum of a config's size hyperparameters (its whole numbers but seeds and the image size),
+    those of a mixture's member configs (``{"family": ..., "config": {...}}`` items) included."""
+    total = 0
+    for key, v in cfg.items():
+        if "seed" in key or key in ("height", "width"):
+            continue
+        for item in v if isinstance(v, (list, tuple)) else [v]:
+            if isinstance(item, dict) and isinstance(item.get("config"), dict):
+                if depth:
+                    raise ValueError("a mixture's member holds members of its own")
+                total += _config_total(item["config"], depth + 1)
+            elif isinstance(item, int) and not isinstance(item, bool):
+                if abs(item) > 1 << 31:  # torch would say "Overflow when unpacking long"
+                    raise ValueError(f"config value {key}={item} is out of range")
+                total += abs(item)
+    return total
 
 
 def _check_int8(path: Path, k: str, spec: dict[str, Any], header: dict[str, Any], info: dict[str, Any]) -> None:

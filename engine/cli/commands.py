@@ -8,6 +8,7 @@
     pixelchain info CKPT            print a checkpoint's metadata
     pixelchain compress|decompress|score|inpaint-eval ...   see engine/cli/tasks.py
     pixelchain classify CKPT [--split test] [--json]        a class-conditional model as a classifier (engine/cli/classify.py)
+    pixelchain mix A B [...] --out OUT                      an ensemble of checkpoints as one model (engine/cli/mix.py)
 
 Errors print one line ``pixelchain: error: ...`` and exit with status 2; no traceback.
 """
@@ -29,8 +30,10 @@ from .options import CommandError
 __all__ = ["ENGINE_COMMANDS", "main", "build_parser", "quiet_broken_pipe"]
 
 #: every subcommand (the launcher hands these to :func:`main` without importing Qt); compress,
-#: decompress, score and inpaint-eval have their parsers and handlers in engine/cli/tasks.py, classify in engine/cli/classify.py
-ENGINE_COMMANDS = frozenset({"train", "eval", "sample", "info", "compress", "decompress", "score", "inpaint-eval", "classify"})
+#: decompress, score and inpaint-eval have their parsers and handlers in engine/cli/tasks.py, classify in
+#: engine/cli/classify.py, mix in engine/cli/mix.py
+ENGINE_COMMANDS = frozenset({"train", "eval", "sample", "info", "compress", "decompress", "score", "inpaint-eval", "classify",
+                             "mix"})
 
 
 DESCRIPTION = """\
@@ -46,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ..recipes import add_family_options, add_train_options
     from ..train import PRECISIONS
     from .classify import add_parser as add_classify_parser
+    from .mix import add_parser as add_mix_parser
     from .options import DATA_HELP, MAX_BATCH, MAX_ENSEMBLE, SEED, Parser, add_command, bounded_int
     from .tasks import add_parsers as add_task_parsers
 
@@ -126,6 +130,7 @@ recorded metrics.""")
 
     add_task_parsers(sub)
     add_classify_parser(sub)
+    add_mix_parser(sub)
     return p
 
 

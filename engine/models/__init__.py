@@ -1,7 +1,8 @@
 """Model families, all behind the interface of :mod:`engine.models.base`.
 
-``FAMILIES`` maps a family name to its class; :func:`build_model` rebuilds a model from the
-family name, a config dict and an ordering (what a checkpoint stores).
+``FAMILIES`` maps the name of a family that trains to its class; ``ASSEMBLED`` those built from
+trained models instead (the mixture of :mod:`engine.models.mixture`). :func:`build_model` rebuilds a
+model of either from the family name, a config dict and an ordering (what a checkpoint stores).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .fvsbn import FVSBN, FVSBNConfig
 from .lmconv import LMConvConfig, LocallyMaskedPixelCNN
 from .lstm import LSTMConfig, PixelLSTM
 from .made import MADE, MADEConfig
+from .mixture import Mixture, MixtureConfig
 from .mlp import MLPConfig, PixelMLP
 from .nade import NADE, NADEConfig
 from .pixelcnn import GatedPixelCNN, PixelCNNConfig
@@ -33,6 +35,9 @@ FAMILIES: dict[str, type[ARModel]] = {
     "lstm": PixelLSTM,
     "transformer": OrderAgnosticTransformer,
 }
+
+#: families assembled from trained models rather than trained (no training form, no recipe)
+ASSEMBLED: dict[str, type[ARModel]] = {"mixture": Mixture}
 
 
 #: Small configurations that train in minutes on a laptop CPU (the bundled quick models use
@@ -54,10 +59,10 @@ class UnknownFamily(PixelchainError, ValueError):
 
 
 def family_class(family: str) -> type[ARModel]:
-    try:
-        return FAMILIES[family]
-    except KeyError:
-        raise UnknownFamily(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}") from None
+    cls = FAMILIES.get(family) or ASSEMBLED.get(family)
+    if cls is None:
+        raise UnknownFamily(f"unknown model family {family!r}; known: {', '.join([*FAMILIES, *ASSEMBLED])}")
+    return cls
 
 
 def build_model(family: str, config: dict[str, Any] | ModelConfig | None = None, ordering: Ordering | None = None) -> ARModel:
@@ -96,6 +101,7 @@ __all__ = [
     "UnsupportedOrdering",
     "UnknownFamily",
     "FAMILIES",
+    "ASSEMBLED",
     "QUICK_CONFIGS",
     "family_class",
     "build_model",
@@ -104,6 +110,8 @@ __all__ = [
     "FVSBNConfig",
     "PixelMLP",
     "MLPConfig",
+    "Mixture",
+    "MixtureConfig",
     "NADE",
     "NADEConfig",
     "MADE",

@@ -517,11 +517,7 @@ class ARModel(nn.Module):
     def _prefix_log_posterior(self, lp: Tensor, ordering: Ordering) -> Tensor:
         """(C, B, D): at each pixel, log p(y | the pixels before it in ``ordering``), from the
         (C, B, D) per-class log-probabilities ``lp``: an exclusive running sum along the ordering."""
-        perm = torch.tensor(np.array(ordering.perm, dtype=np.int64), device=lp.device)
-        in_order = _wide(lp).index_select(-1, perm)
-        before = torch.cumsum(in_order, -1) - in_order
-        cum = torch.empty_like(before)
-        cum[..., perm] = before
+        cum = prefix_sums(lp, ordering)
         joint = self.class_log_prior.to(lp.device, cum.dtype)[:, None, None] + cum
         return joint - torch.logsumexp(joint, dim=0, keepdim=True)
 
@@ -537,10 +533,14 @@ class ARModel(nn.Module):
         levels = _wide(self._level_log_probs(params))  # (C, B, D, K)
         lp = self._observed(params, x)
         post = self._prefix_log_posterior(lp, ordering)
-        mix = torch.logsumexp(post[..., None] + levels, dim=0)  # (B, D, K)
+        return self._params_of_levels(torch.logsumexp(post[..., None] + levels, dim=0)).to(params.dtype)
+
+    def _params_of_levels(self, level_log_probs: Tensor) -> Tensor:
+        """Head numbers of a distribution given as (..., K) log-probabilities of the levels: a Bernoulli
+        logit (...,) for a binary model, else the log-probabilities themselves as categorical logits."""
         if self.binary:
-            return (mix[..., 1] - mix[..., 0]).to(params.dtype)
-        return mix.to(params.dtype)
+            return level_log_probs[..., 1] - level_log_probs[..., 0]
+        return level_log_probs
 
     def set_class_prior(self, counts: Tensor | np.ndarray) -> None:
         """Set p(y) to the frequencies of ``counts`` (C,), the training labels' counts; a class
@@ -811,6 +811,17 @@ def flip_rows(x: Tensor, flips: Tensor, levels: int = 2) -> Tensor:
     rows = torch.arange(len(flips), device=x.device)
     xb[rows, flips] = (levels - 1) - xb[rows, flips]
     return xb
+
+
+def prefix_sums(lp: Tensor, ordering: Ordering) -> Tensor:
+    """(..., D) raster-indexed: at each pixel, the sum of ``lp`` (..., D) over the pixels before it
+    in ``ordering`` (an exclusive running sum along the ordering), in float32 at least."""
+    perm = torch.tensor(np.array(ordering.perm, dtype=np.int64), device=lp.device)
+    in_order = _wide(lp).index_select(-1, perm)
+    before = torch.cumsum(in_order, -1) - in_order
+    cum = torch.empty_like(before)
+    cum[..., perm] = before
+    return cum
 
 
 def _wide(t: Tensor) -> Tensor:

@@ -24,7 +24,7 @@ from engine.cli.options import Progress
 from engine.models import build_model
 
 #: subcommands that only read files and run no model
-NON_COMPUTE = {"info"}
+NON_COMPUTE = {"info", "mix"}
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -70,6 +70,7 @@ def _minimal_argv(name: str, tmp_path) -> list[str]:
         "inpaint-eval": ["inpaint-eval", ck, "--region", "top"],
         "info": ["info", ck],
         "classify": ["classify", ck],
+        "mix": ["mix", ck, ck, "--out", str(tmp_path / "ens.safetensors")],
     }[name]
 
 

@@ -1,0 +1,245 @@
+"""The mixture (an ensemble of checkpoints as one model, engine.models.mixture): its probabilities are
+the mean of its members' (the log-mean-exp of their joint log-likelihoods) for every class and the
+marginal; its conditionals are autoregressive and normalise; the fast sampler equals the
+reference and keeps known pixels; its classifier is Bayes' rule over the members' mean p(x | y);
+`pixelchain mix` writes it, a checkpoint keeps it to the last bit, and bad members or hostile
+files are refused with one line."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from engine.checkpoint import INT8, CheckpointError, load_checkpoint, save_checkpoint
+from engine.classify import classify
+from engine.cli.commands import main
+from engine.models import FAMILIES, Mixture, build_model
+from engine.models.base import log_mean_exp
+from engine.ordering import make_ordering
+
+H, W, C = 2, 2, 3
+D = H * W
+PRIOR = np.array([5, 3, 2])
+
+#: members of different families; the order-agnostic ones follow any ordering
+FIXED = [("made", {"hidden": (9,), "direct": True}), ("nade", {"hidden": 5}), ("pixelcnn", {"channels": 3, "layers": 2, "kernel": 3,
+                                                                                           "first_kernel": 3, "head": 4})]
+AGNOSTIC = [("made", {"hidden": (12,), "order_agnostic": True, "num_masks": 4}),
+            ("transformer", {"d_model": 8, "layers": 1, "heads": 2, "mlp_ratio": 2})]
+HEADS = {2: {}, 4: {"output": "categorical", "levels": 4}}
+CASES = [(k, classes, fixed) for k in (2, 4) for classes in (0, C) for fixed in (True, False)]
+IDS = [f"K{k}-{'c' if classes else 'u'}-{'fixed' if fixed else 'agnostic'}" for k, classes, fixed in CASES]
+
+
+def members(k: int, classes: int, fixed: bool, seed: int = 0) -> list:
+    """Trained-looking members (random weights): the fixed-order ones in raster, the order-agnostic
+    ones in a random ordering."""
+    order = make_ordering("raster", H, W) if fixed else make_ordering("random", H, W, seed=seed)
+    out = []
+    for i, (family, cfg) in enumerate(FIXED if fixed else AGNOSTIC):
+        torch.manual_seed(seed * 10 + i)
+        m = build_model(family, dict(cfg, height=H, width=W, classes=classes, **HEADS[k]), order)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.normal_(0, 0.8)
+            if classes:
+                m.set_class_prior(PRIOR)
+        out.append(m.double().eval())
+    return out
+
+
+def make(k: int, classes: int, fixed: bool, seed: int = 0) -> tuple[Mixture, list]:
+    ms = members(k, classes, fixed, seed)
+    return Mixture.of(ms).double().eval(), ms
+
+
+def all_images(k: int) -> torch.Tensor:
+    return torch.tensor(list(itertools.product(range(k), repeat=D)), dtype=torch.float64)
+
+
+def random_images(n: int, k: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, k, (n, D), generator=torch.Generator().manual_seed(seed)).double()
+
+
+@pytest.mark.parametrize("k,classes,fixed", CASES, ids=IDS)
+def test_the_mixture_is_the_mean_of_its_members_and_normalises(k, classes, fixed):
+    mix, ms = make(k, classes, fixed)
+    xs = all_images(k)
+    with torch.no_grad():
+        for y in [*range(classes), None] if classes else [None]:
+            lp = mix.log_prob(xs, y=y)
+            if y is None and classes:  # the marginal over classes of the mixture of p(x | y)
+                per = torch.stack([log_mean_exp(torch.stack([m.log_prob(xs, mix.ordering, y=c) for m in ms]), 0)
+                                   for c in range(classes)])
+                want = torch.logsumexp(torch.log_softmax(mix.class_log_prior, 0)[:, None] + per, 0)
+            else:
+                want = log_mean_exp(torch.stack([m.log_prob(xs, mix.ordering, y=y) for m in ms]), 0)
+            torch.testing.assert_close(lp, want, atol=1e-9, rtol=0)
+            assert torch.logsumexp(lp, 0).item() == pytest.approx(0.0, abs=1e-9)
+            # its whole conditionals normalise at every pixel
+            torch.testing.assert_close(mix.level_log_probs(xs, y=y).exp().sum(-1), torch.ones(len(xs), D, dtype=torch.float64))
+        # the members differ, so the mixture is not any one of them
+        assert (ms[0].log_prob(xs, mix.ordering, y=0 if classes else None)
+                - ms[1].log_prob(xs, mix.ordering, y=0 if classes else None)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("k,classes,fixed", CASES, ids=IDS)
+def test_every_conditional_of_the_mixture_depends_only_on_earlier_pixels(k, classes, fixed):
+    mix, _ = make(k, classes, fixed, seed=1)
+    orders = [mix.ordering] if fixed else [mix.ordering, make_ordering("spiral-in", H, W)]
+    for order in orders:
+        inv = np.asarray(order.inverse)
+        for y in [0, None] if classes else [None]:
+            x = random_images(3, k, seed=2).requires_grad_(True)
+            params = mix.logits(x, order, y=y)
+            for i in range(D):
+                g, = torch.autograd.grad(params[:, i].sum(), x, retain_graph=True)
+                later = [j for j in range(D) if inv[j] >= inv[i]]
+                assert torch.all(g[:, later] == 0), f"pixel {i}'s conditional depends on itself or a later pixel"
+
+
+@pytest.mark.parametrize("k,classes,fixed", CASES, ids=IDS)
+def test_fast_sampler_equals_reference_and_inpainting_keeps_known_pixels(k, classes, fixed):
+    mix, _ = make(k, classes, fixed, seed=2)
+    for y in ([torch.tensor([0, 2, 1, 2, 0]), None] if classes else [None]):
+        a = mix.sample(5, y=y, generator=torch.Generator().manual_seed(3), fast=True)
+        b = mix.sample(5, y=y, generator=torch.Generator().manual_seed(3), fast=False)
+        assert torch.equal(a, b)
+    known = np.array([True, False, False, True])
+    values = random_images(1, k, seed=4)[0]
+    out = mix.inpaint(known, values, n=6, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out[:, known], values[known].expand(6, -1))
+    assert mix.inpaint_is_exact(known) == (not fixed or bool(np.all(known[np.asarray(mix.ordering.perm)][:2])))
+
+
+def test_the_stepper_weighs_members_by_the_prefix_and_resamples_rows():
+    mix, ms = make(4, 0, False, seed=3)
+    x = random_images(3, 4, seed=5)
+    order = mix.ordering
+    perm = list(order.perm)
+    with torch.no_grad():
+        s = mix.stepper(x.clone(), order)
+        for t, pixel in enumerate(perm):
+            got = mix._level_log_probs(s.logits(pixel))
+            torch.testing.assert_close(got, mix.level_log_probs(x, order)[:, pixel], atol=1e-9, rtol=0)
+            s.observe(pixel, x[:, pixel])
+            if t == 1:  # rows 2, 0, 2 go on: as a stepper that saw those images from the start
+                s.select(torch.tensor([2, 0, 2]))
+                x = x[[2, 0, 2]]
+
+
+def test_members_must_model_the_same_images_and_follow_one_ordering():
+    a = build_model("made", {"height": H, "width": W, "hidden": (5,)})
+    with pytest.raises(ValueError, match="levels"):
+        Mixture.of([a, build_model("made", {"height": H, "width": W, "hidden": (5,), **HEADS[4]})])
+    with pytest.raises(ValueError, match="classes"):
+        Mixture.of([a, build_model("made", {"height": H, "width": W, "hidden": (5,), "classes": 3})])
+    with pytest.raises(ValueError, match="ordering"):
+        Mixture.of([a, build_model("made", {"height": H, "width": W, "hidden": (5,)}, make_ordering("snake", H, W))])
+    with pytest.raises(ValueError, match="mixture"):
+        Mixture.of([Mixture.of([a, a]), a])
+    with pytest.raises(ValueError, match="Bernoulli or categorical"):
+        Mixture.of([build_model("nade", {"height": H, "width": W, "levels": 4, "output": "logistic-mixture"})] * 2)
+    with pytest.raises(ValueError, match="not trained"):
+        Mixture.of([a, a]).training_loss(torch.zeros(1, D))
+    assert "mixture" not in FAMILIES  # nothing offers to train one
+
+
+def test_the_classifier_of_a_mixture_is_bayes_rule_over_the_mean_of_its_members():
+    mix, ms = make(2, C, False, seed=4)
+    x = random_images(40, 2, seed=6)
+    y = torch.randint(0, C, (40,), generator=torch.Generator().manual_seed(1))
+    r = classify(mix, x, y, chunk=7)
+    with torch.no_grad():
+        per = torch.stack([log_mean_exp(torch.stack([m.log_prob(x, mix.ordering, y=c) for m in ms]), 0) for c in range(C)])
+    joint = mix.class_log_prior[:, None] + per
+    np.testing.assert_allclose(r.log_posterior, torch.log_softmax(joint, 0).T.numpy(), atol=1e-6)
+    np.testing.assert_array_equal(r.predictions, joint.argmax(0).numpy())
+
+
+def _save_member(m, path, dataset="binarized-mnist"):
+    save_checkpoint(path, m.float(), {"dataset": dataset, "name": path.stem})
+    return path
+
+
+def test_mix_command_writes_an_ensemble_that_round_trips_to_the_last_bit(tmp_path, capsys):
+    ms = members(2, C, False, seed=5)
+    paths = [_save_member(m, tmp_path / f"m{i}.safetensors") for i, m in enumerate(ms)]
+    out = tmp_path / "ens.safetensors"
+    assert main(["mix", *map(str, paths), "--out", str(out), "--name", "pair"]) == 0
+    assert "an ensemble of 2 models" in capsys.readouterr().out
+    ck = load_checkpoint(out)
+    assert ck.model.family == "mixture" and ck.name == "pair" and ck.meta["dataset"] == "binarized-mnist"
+    assert [m["name"] for m in ck.meta["mixture"]["members"]] == ["m0", "m1"]
+    x = random_images(6, 2, seed=7).float()
+    with torch.no_grad():
+        want = log_mean_exp(torch.stack([load_checkpoint(p).model.log_prob(x, y=1) for p in paths]), 0)
+        torch.testing.assert_close(ck.model.log_prob(x, y=1), want, atol=1e-5, rtol=0)
+    for i, p in enumerate(paths):  # every member's weights to the last bit
+        for k, v in load_checkpoint(p).model.state_dict().items():
+            assert torch.equal(ck.model.state_dict()[f"members.{i}.{k}"], v)
+    again = tmp_path / "again.safetensors"
+    save_checkpoint(again, ck.model, ck.meta)
+    for k, v in load_checkpoint(again).model.state_dict().items():
+        assert torch.equal(v, ck.model.state_dict()[k])
+    small = tmp_path / "int8.safetensors"  # the bundled form: int8 weight matrices
+    save_checkpoint(small, ck.model, ck.meta, dtype=INT8)
+    assert load_checkpoint(small).model.family == "mixture"
+
+
+def test_mix_command_refuses_bad_members_with_one_line(tmp_path, capsys):
+    a = _save_member(build_model("made", {"height": H, "width": W, "hidden": (5,)}), tmp_path / "a.safetensors")
+    grey = _save_member(build_model("made", {"height": H, "width": W, "hidden": (5,), **HEADS[4]}), tmp_path / "g.safetensors",
+                        "mnist")
+    b2 = _save_member(build_model("made", {"height": H, "width": W, "hidden": (5,), "levels": 2}), tmp_path / "b2.safetensors",
+                      "mnist")
+    cases = [([a], "2 to"), ([a, grey], "same data"), ([a, b2], "same data"), ([a, a], "one of the members")]
+    for args, text in cases:
+        out = a if text == "one of the members" else tmp_path / "out.safetensors"
+        assert main(["mix", *map(str, args), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert text in err and err.count("\n") == 1, err
+    ens = tmp_path / "ens.safetensors"
+    assert main(["mix", str(a), str(a), "--out", str(ens)]) == 0
+    assert main(["mix", str(ens), str(a), "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "itself an ensemble" in capsys.readouterr().err
+
+
+def _rewrite(path, out, edit):
+    """A copy of the checkpoint at ``path`` with its pixelchain metadata changed by ``edit``."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        md = f.metadata()
+    info = json.loads(md["pixelchain"])
+    edit(info)
+    save_file(load_file(str(path)), str(out), metadata=dict(md, pixelchain=json.dumps(info)))
+    return out
+
+
+def test_hostile_ensemble_checkpoints_are_refused(tmp_path):
+    a = build_model("made", {"height": H, "width": W, "hidden": (5,)})
+    good = tmp_path / "ens.safetensors"
+    save_checkpoint(good, Mixture.of([a, a]))
+
+    def nested(info):
+        info["config"]["members"][0] = {"family": "mixture", "config": copy.deepcopy(info["config"])}
+
+    def huge(info):
+        info["config"]["members"][1]["config"]["hidden"] = [1 << 30]
+
+    def other_size(info):
+        info["config"]["members"][1]["config"]["height"] = 100_000
+
+    def not_object(info):
+        info["config"]["members"][1] = "made"
+
+    for edit, text in [(nested, "member"), (huge, "far larger"), (other_size, "height"), (not_object, "member 1")]:
+        with pytest.raises(CheckpointError, match=text):
+            load_checkpoint(_rewrite(good, tmp_path / f"{edit.__name__}.safetensors", edit))
