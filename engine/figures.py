@@ -25,6 +25,7 @@ import torch
 
 from .class_figures import ClassFigures, class_pass
 from .models.base import ARModel, ClassArg, flip_rows, log_mean_exp
+from .models.mixture import Mixture
 from .ordering import Ordering
 
 __all__ = [
@@ -60,6 +61,17 @@ class PixelFigures:
     classes: ClassFigures | None = None
     #: the class whose conditionals these are (a conditional model; None: the marginal over classes)
     given: int | None = None
+    #: an ensemble (a mixture): (M, D) each member's weight in every pixel's conditional, p(member |
+    #: the pixels before it), and the members' labels ("1 · MADE")
+    members: np.ndarray | None = None
+    member_labels: list[str] = field(default_factory=list)
+
+    def member_weights(self, pixel: int) -> list[tuple[str, float]]:
+        """An ensemble's members with their weights in raster pixel ``pixel``'s conditional; empty
+        for a single model."""
+        if self.members is None:
+            return []
+        return [(label, float(w)) for label, w in zip(self.member_labels, self.members[:, pixel], strict=True)]
 
     @property
     def bits_per_pixel(self) -> float:
@@ -108,10 +120,14 @@ def pixel_figures(model: ARModel, image: np.ndarray, ordering: Ordering | None =
         figs = _figures_of(model, x, params, order)
         figs.classes = cls
         figs.given = y
-        return figs
-    if y is not None:
+    elif y is not None:
         raise ValueError("this model is not conditioned on a class")
-    return _figures_of(model, x, model.logits(x, order), order)
+    else:
+        figs = _figures_of(model, x, model.logits(x, order), order)
+    if isinstance(model, Mixture):
+        figs.members = model.member_posterior(x.to(model.device), order, y)[:, 0].float().cpu().numpy()
+        figs.member_labels = [f"{k + 1} · {m.family.upper()}" for k, m in enumerate(model.models)]
+    return figs
 
 
 def _figures_of(model: ARModel, x: torch.Tensor, params: torch.Tensor, order: Ordering) -> PixelFigures:

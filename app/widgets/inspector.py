@@ -120,12 +120,12 @@ class Inspector(QGroupBox):
         lay.addWidget(self.mode)
         form = QFormLayout()
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
-        self.fields = {k: _value() for k in ("pixel", "step", "value", "prob", "nll", "context", "entropy", "given")}
+        self.fields = {k: _value() for k in ("pixel", "step", "value", "prob", "nll", "context", "entropy", "given", "members")}
         self.labels: dict[str, QLabel] = {}
         for key, text in (("pixel", "pixel (row, col)"), ("step", "step in ordering"), ("value", "drawn value x<sub>i</sub>"),
                           ("prob", "p(x<sub>i</sub> = 1 | x<sub>&lt;i</sub>)"), ("nll", "&minus;log p(x<sub>i</sub> | x<sub>&lt;i</sub>)"),
                           ("entropy", "entropy H[x<sub>i</sub> | x<sub>&lt;i</sub>]"), ("context", "conditioned on"),
-                          ("given", "and the class")):
+                          ("given", "and the class"), ("members", "members' weights")):
             lab = QLabel(text)
             lab.setTextFormat(Qt.TextFormat.RichText)
             self.labels[key] = lab
@@ -133,6 +133,11 @@ class Inspector(QGroupBox):
         self._form = form
         form.setRowVisible(self.fields["entropy"], False)  # grey models only
         form.setRowVisible(self.fields["given"], False)  # class-conditional models only
+        form.setRowVisible(self.fields["members"], False)  # ensembles (mixtures) only
+        self.fields["members"].setWordWrap(True)
+        self.fields["members"].setTextFormat(Qt.TextFormat.RichText)
+        self.fields["members"].setToolTip("an ensemble's members, each weighted in this pixel's conditional by how well it "
+                                          "explains the pixels before it: p(member | x<sub>&lt;i</sub>)")
         lay.addLayout(form)
         self.chart = LevelChart()
         self.chart.setVisible(False)  # grey models only: a binary pixel's conditional is one number
@@ -169,6 +174,9 @@ class Inspector(QGroupBox):
             self.fields["context"].setText(f"{t} earlier pixels")
         self._form.setRowVisible(self.fields["given"], figures is not None and figures.classes is not None)
         self.fields["given"].setText(given_text(figures))
+        weights = figures.member_weights(idx) if figures is not None else []
+        self._form.setRowVisible(self.fields["members"], bool(weights))
+        self.fields["members"].setText(" &nbsp; ".join(f"{html.escape(label)} <b>{w:.0%}</b>" for label, w in weights))
         if figures is not None and figures.levels > 2:
             k = figures.levels
             drawn = int(np.clip(canvas.reshape(-1)[idx], 0, k - 1))

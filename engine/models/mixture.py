@@ -149,6 +149,25 @@ class Mixture(ARModel):
         order = self.resolve_ordering(ordering)
         return torch.stack([m.log_prob(xb, order, y) for m in self.models])
 
+    def member_posterior(self, x: Tensor, ordering: Ordering | None = None, y: int | None = None) -> Tensor:
+        """(M, B, D) raster-indexed: at each pixel, p(member m | the pixels before it), the weight of
+        member m's conditional in the mixture's. Given class ``y``, of p(x | y)'s mixture; for a
+        conditional model without, under the marginal: the joint posterior over (class, member)
+        from p(y) and each member's p(x_<i | y), summed over the classes."""
+        xb = self._as_batch(x)
+        order = self.resolve_ordering(ordering)
+        with torch.no_grad():
+            if not self.classes or y is not None:
+                yt = self._as_classes(y, len(xb))
+                lp = torch.stack([m.log_prob_per_pixel(xb, order, yt) for m in self.models])  # (M, B, D)
+                return torch.softmax(prefix_sums(lp, order), dim=0)
+            per = torch.stack([m.class_log_probs(xb, order) for m in self.models])  # (M, C, B, D)
+            prior = torch.log_softmax(self.class_log_prior.double(), 0).to(xb.device)
+            joint = prefix_sums(per, order).double() + prior[None, :, None, None]
+            m, c = joint.shape[:2]
+            post = torch.softmax(joint.reshape(m * c, *joint.shape[2:]), dim=0).reshape(joint.shape)
+            return post.sum(1).to(torch.float32)
+
     def training_loss(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         raise ValueError("a mixture is assembled from trained models (pixelchain mix), not trained; train its members")
 

@@ -243,3 +243,42 @@ def test_hostile_ensemble_checkpoints_are_refused(tmp_path):
     for edit, text in [(nested, "member"), (huge, "far larger"), (other_size, "height"), (not_object, "member 1")]:
         with pytest.raises(CheckpointError, match=text):
             load_checkpoint(_rewrite(good, tmp_path / f"{edit.__name__}.safetensors", edit))
+
+
+@pytest.mark.parametrize("k,classes", [(2, 0), (4, C)], ids=["binary", "grey-classes"])
+def test_member_weights_are_each_members_posterior_given_the_earlier_pixels(k, classes):
+    mix, ms = make(k, classes, False, seed=6)
+    x = random_images(2, k, seed=8)
+    order = mix.ordering
+    perm = list(order.perm)
+    with torch.no_grad():
+        for y in ([1, None] if classes else [None]):
+            post = mix.member_posterior(x, y=y)  # (M, B, D)
+            torch.testing.assert_close(post.sum(0).double(), torch.ones(2, D, dtype=torch.float64), atol=1e-6, rtol=0)
+            for t, pixel in enumerate(perm):
+                before = perm[:t]
+                if y is not None or not classes:  # p(m | x_<i) by Bayes' rule over the members' prefix likelihoods
+                    lp = torch.stack([m.log_prob_per_pixel(x, order, y)[:, before].sum(-1) for m in ms])
+                    want = torch.softmax(lp, 0)
+                    # and the weights mix the members' conditionals into the mixture's
+                    mixed = sum(w[:, None] * m.level_log_probs(x, order, y)[:, pixel].exp() for w, m in zip(want, ms))
+                    torch.testing.assert_close(mixed, mix.level_log_probs(x, y=y)[:, pixel].exp(), atol=1e-9, rtol=0)
+                else:  # under the marginal: the joint posterior over (class, member), summed over the classes
+                    prior = torch.log_softmax(mix.class_log_prior, 0)
+                    lp = torch.stack([torch.stack([prior[c] + m.log_prob_per_pixel(x, order, c)[:, before].sum(-1)
+                                                   for c in range(classes)]) for m in ms])  # (M, C, B)
+                    want = torch.softmax(lp.reshape(-1, 2), 0).reshape(lp.shape).sum(1)
+                torch.testing.assert_close(post[:, :, pixel].double(), want, atol=1e-6, rtol=0)
+
+
+def test_the_figures_of_an_ensemble_carry_its_members_weights():
+    from engine.figures import pixel_figures
+
+    mix, ms = make(2, 0, True, seed=7)
+    image = random_images(1, 2, seed=9)[0].numpy()
+    figs = pixel_figures(mix.float(), image)
+    assert figs.member_labels == ["1 · MADE", "2 · NADE", "3 · PIXELCNN"]
+    first = int(mix.ordering.perm[0])
+    assert [w for _, w in figs.member_weights(first)] == pytest.approx([1 / 3] * 3)  # nothing seen yet: the prior
+    np.testing.assert_allclose(figs.members.sum(0), 1.0, atol=1e-6)
+    assert pixel_figures(ms[0].float(), image).member_weights(first) == []
