@@ -261,7 +261,7 @@ def test_member_weights_are_each_members_posterior_given_the_earlier_pixels(k, c
                     lp = torch.stack([m.log_prob_per_pixel(x, order, y)[:, before].sum(-1) for m in ms])
                     want = torch.softmax(lp, 0)
                     # and the weights mix the members' conditionals into the mixture's
-                    mixed = sum(w[:, None] * m.level_log_probs(x, order, y)[:, pixel].exp() for w, m in zip(want, ms))
+                    mixed = sum(w[:, None] * m.level_log_probs(x, order, y)[:, pixel].exp() for w, m in zip(want, ms, strict=True))
                     torch.testing.assert_close(mixed, mix.level_log_probs(x, y=y)[:, pixel].exp(), atol=1e-9, rtol=0)
                 else:  # under the marginal: the joint posterior over (class, member), summed over the classes
                     prior = torch.log_softmax(mix.class_log_prior, 0)
