@@ -61,6 +61,25 @@ def test_bundle_picks_the_smallest_storage_that_keeps_the_reported_nll(tmp_path)
         assert out.stat().st_size < 0.6 * save_checkpoint(tmp_path / "f16.safetensors", m, dtype=torch.float16).stat().st_size
 
 
+def test_forced_int8_records_the_figures_of_the_weights_as_stored(tmp_path):
+    from engine.checkpoint import INT8
+    torch.manual_seed(3)
+    m = build_model("made", {"hidden": (32,), "direct": True})
+    with torch.no_grad():
+        for p in m.parameters():  # large weights: int8 moves the NLL
+            p.mul_(40)
+    src = tmp_path / "run.safetensors"
+    save_checkpoint(src, m, {"history": [], "epoch": 0})
+    x = (np.random.default_rng(2).random((40, 784)) < 0.2).astype(np.uint8)
+    probe = load_checkpoint(save_checkpoint(tmp_path / "probe.safetensors", m, dtype=INT8)).model
+    stored, own = evaluate(probe, x)[0], evaluate(m, x)[0]
+    assert f"{stored:.2f}" != f"{own:.2f}"  # the case the option is for
+    _bundle_module(tmp_path / "out").bundle(str(src), "m", x, first_dtype="int8")
+    ck = load_checkpoint(tmp_path / "out" / "m.safetensors")
+    assert ck.meta["weights_dtype"] == "int8"
+    assert ck.meta["metrics"]["test_nll"] == pytest.approx(stored, abs=1e-4)
+
+
 def test_a_grey_checkpoint_is_measured_on_its_own_data_set(tmp_path, shared_data, monkeypatch):
     from engine.datasets import load_dataset
 
