@@ -53,6 +53,7 @@ class Checkpoints(Protocol):
 
     def open_checkpoint(self, path: Path, source: str = "opened") -> None: ...
     def save_checkpoint_as(self, path: str | Path) -> None: ...
+    def make_ensemble(self, paths: list[Path], out: Path) -> None: ...
 
 
 class Files(Protocol):
@@ -90,6 +91,10 @@ class Actions(QObject):
         self.bundled_menu: QMenu = f.addMenu("&Bundled Models")
         self.act_save = _act(win, "&Save Checkpoint As…", self.save_dialog, "Ctrl+Shift+S", "Save the current model")
         f.addAction(self.act_save)
+        self.act_ensemble = _act(win, "Make &Ensemble…", self.ensemble_dialog, None,
+                                 "Combine two or more trained checkpoints of the same data into one model: their mixture, "
+                                 "p(x) the mean of theirs")
+        f.addAction(self.act_ensemble)
         f.addSeparator()
         self.act_import = _act(win, "&Import Image…", self.import_dialog, "Ctrl+I", "Any image: scaled, centred and binarised like MNIST")
         self.act_export = _act(win, "&Export Image…", self.export_dialog, "Ctrl+E", "Save the canvas as a PNG")
@@ -269,6 +274,22 @@ class Actions(QObject):
             if not path.endswith(".safetensors"):
                 path += ".safetensors"
             self.checkpoints.save_checkpoint_as(path)
+
+    def ensemble_dialog(self) -> None:
+        paths = QFileDialog.getOpenFileNames(self.win, "Choose the ensemble's members: two or more checkpoints",
+                                             self._start(), CKPT_FILTER)[0]
+        if not paths:
+            return
+        self._chosen(paths[0])
+        if len(paths) < 2:
+            self.state.show_error("An ensemble needs two or more checkpoints: select them together (Ctrl+click).")
+            return
+        out = self._chosen(QFileDialog.getSaveFileName(self.win, "Save the ensemble as", self._start("ensemble.safetensors"),
+                                                       CKPT_FILTER)[0])
+        if out:
+            if not out.endswith(".safetensors"):
+                out += ".safetensors"
+            self.checkpoints.make_ensemble([Path(p) for p in paths], Path(out))
 
     def import_dialog(self) -> None:
         path = self._chosen(QFileDialog.getOpenFileName(self.win, "Import image", self._start(), IMAGE_FILTER)[0])

@@ -51,7 +51,7 @@ class CheckpointController(QObject):
         self.settings = settings
         self.bundled_dir = Path(bundled_dir)
         self._loads: dict[int, tuple[Path, str]] = {}  #: checkpoint loads in flight
-        self._misc: dict[int, str] = {}  #: other jobs in flight: "default" or "save"
+        self._misc: dict[int, str] = {}  #: other jobs in flight: "default", "save" or "ensemble"
         self._listing: int | None = None  #: the job reading the recent files' headers
         self._default_pending = False  #: start_default waits for that job
         state.modelChanged.connect(self._on_model_changed)
@@ -185,6 +185,10 @@ class CheckpointController(QObject):
             self.set_model(value, None, {})
             st.show_status("No checkpoints found: showing an untrained FVSBN. "
                            "Train one (Train tab) or open one (File ▸ Open Checkpoint…).")
+        elif kind == "ensemble":
+            path = Path(str(value))
+            st.show_status(f"Wrote the ensemble {plain(path.name)}; opening it…", 6000)
+            self.open_checkpoint(path, "opened")
         elif kind == "save":
             app_settings.add_recent(self.settings, Path(str(value)))
             self.listChanged.emit()
@@ -214,6 +218,13 @@ class CheckpointController(QObject):
         meta["name"] = Path(path).stem
         job = self.compute.submit(jobs.save_job, Path(path), st.model, meta, replace=False)
         self._misc[job.id] = "save"
+
+    def make_ensemble(self, paths: list[Path], out: Path) -> None:
+        """Write the ensemble of the checkpoints at ``paths`` to ``out`` on the compute worker (it
+        reads every member), then open it; a member that does not fit is reported in one line."""
+        job = self.compute.submit(jobs.ensemble_job, [Path(p) for p in paths], Path(out), replace=False)
+        self._misc[job.id] = "ensemble"
+        self.state.show_status(f"Making an ensemble of {len(paths)} checkpoints…")
 
     def add_trained(self, path: Path, how: str) -> None:
         """A training run left ``path``: list it in the picker and the recent files."""

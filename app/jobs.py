@@ -115,6 +115,14 @@ def open_job(job, path: Path, source: str) -> tuple[Checkpoint, ModelEntry]:
     return ck, ModelEntry.from_file(path, source)
 
 
+def ensemble_job(job, paths: list[Path], out: Path) -> Path:
+    """Write the ensemble (mixture) of the checkpoints at ``paths`` to ``out``; returns ``out``."""
+    from engine.ensemble import write_ensemble
+
+    job.check()
+    return write_ensemble(paths, out)[0]
+
+
 def entries_job(job, paths: list[Path], source: str) -> list[ModelEntry]:
     """Picker entries of the readable checkpoints among ``paths`` (the recent files at start-up);
     an unreadable or vanished one is skipped."""

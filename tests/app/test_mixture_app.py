@@ -52,3 +52,43 @@ def test_the_inspector_shows_each_members_weight_in_the_pinned_pixels_conditiona
         win.checkpoints.open_checkpoint(ensemble_bundled / "single.safetensors")
     win.state.set_pin(pixel)
     assert not win.inspector._form.isRowVisible(win.inspector.fields["members"])
+
+
+def test_file_menu_makes_an_ensemble_and_opens_it(qtbot, make_window, ensemble_bundled, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    win = make_window(ensemble_bundled)
+    members = []
+    for seed in (3, 4):
+        torch.manual_seed(seed)
+        members.append(build_model("made", {"hidden": (30,), "direct": True}))
+        save_checkpoint(tmp_path / f"m{seed}.safetensors", members[-1], {"name": f"m{seed}"})
+    out = tmp_path / "both"
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames",
+                        lambda *a, **k: ([str(tmp_path / "m3.safetensors"), str(tmp_path / "m4.safetensors")], ""))
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), ""))
+    with qtbot.waitSignal(win.figuresShown, timeout=20000):
+        win.acts.act_ensemble.trigger()
+    assert win.model.family == "mixture" and [m.family for m in win.model.models] == ["made", "made"]
+    assert (tmp_path / "both.safetensors").is_file()
+    x = torch.zeros(1, 784)
+    x[0, 300:320] = 1
+    with torch.no_grad():
+        want = torch.logsumexp(torch.stack([m.log_prob(x) for m in members]), 0) - np.log(2)
+        np.testing.assert_allclose(win.model.log_prob(x).numpy(), want.numpy(), atol=1e-4)
+    # members that do not fit: one line, and the app keeps its model
+    grey = build_model("made", {"hidden": (30,), "levels": 4, "output": "categorical"})
+    save_checkpoint(tmp_path / "grey.safetensors", grey, {"name": "grey", "dataset": "mnist"})
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames",
+                        lambda *a, **k: ([str(tmp_path / "m3.safetensors"), str(tmp_path / "grey.safetensors")], ""))
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "bad.safetensors"), ""))
+    shown = win.model
+    with qtbot.waitSignal(win.state.error, timeout=20000) as blocker:
+        win.acts.act_ensemble.trigger()
+    assert "same data" in blocker.args[0] and "\n" not in blocker.args[0].strip()
+    assert win.model is shown and not (tmp_path / "bad.safetensors").exists()
+    # one file chosen: said at once, nothing written
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", lambda *a, **k: ([str(tmp_path / "m3.safetensors")], ""))
+    with qtbot.waitSignal(win.state.error, timeout=5000) as blocker:
+        win.acts.act_ensemble.trigger()
+    assert "two or more" in blocker.args[0]
