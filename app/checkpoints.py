@@ -222,7 +222,7 @@ class CheckpointController(QObject):
     def make_ensemble(self, paths: list[Path], out: Path) -> None:
         """Write the ensemble of the checkpoints at ``paths`` to ``out`` on the compute worker (it
         reads every member), then open it; a member that does not fit is reported in one line."""
-        job = self.compute.submit(jobs.ensemble_job, [Path(p) for p in paths], Path(out), replace=False)
+        job = self.compute.submit(jobs.mix_job, [Path(p) for p in paths], Path(out), replace=False)
         self._misc[job.id] = "ensemble"
         self.state.show_status(f"Making an ensemble of {len(paths)} checkpoints…")
 

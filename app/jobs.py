@@ -30,7 +30,7 @@ from engine.reference import checkpoint_sha256, split_log_probs_steps
 from engine.sampling import ForkPoint, continue_fork
 from engine.train import BatchEnd, Finished, TrainConfig, device_name, resolve_device
 
-__all__ = ["figures_job", "ensemble_job", "influence_job", "load_job", "open_job",
+__all__ = ["figures_job", "ensemble_job", "mix_job", "influence_job", "load_job", "open_job",
            "entries_job", "reference_job", "measure_test_split", "checkpoint_key", "test_digit_job", "default_model_job",
            "save_job", "warm_up_job", "sample_job", "fork_job", "training_job", "scorer_job", "canvas_job", "compare_job",
            "Frame", "Throttle", "FRAME_INTERVAL", "REFERENCE_IMAGES", "CODEC_CACHE"]
@@ -115,7 +115,7 @@ def open_job(job, path: Path, source: str) -> tuple[Checkpoint, ModelEntry]:
     return ck, ModelEntry.from_file(path, source)
 
 
-def ensemble_job(job, paths: list[Path], out: Path) -> Path:
+def mix_job(job, paths: list[Path], out: Path) -> Path:
     """Write the ensemble (mixture) of the checkpoints at ``paths`` to ``out``; returns ``out``."""
     from engine.ensemble import write_ensemble
 
