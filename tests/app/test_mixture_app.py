@@ -28,7 +28,10 @@ def ensemble_bundled(tmp_path_factory) -> Path:
                 p.copy_(torch.randn_like(p) * 0.3)
             m.set_class_prior(np.arange(10) + 5)
         members.append(m)
-    save_checkpoint(folder / "pair.safetensors", Mixture.of(members), {"name": "pair", "metrics": {"test_nll": 80.0}})
+    meta = {"name": "pair", "metrics": {"test_nll": 80.0},
+            "mixture": {"members": [{"name": "<b>a</b>", "family": "made", "metrics": {"test_nll": 81.5, "test_accuracy": 0.981}},
+                                    {"name": "b", "family": "nade", "metrics": {}}]}}
+    save_checkpoint(folder / "pair.safetensors", Mixture.of(members), meta)
     save_checkpoint(folder / "single.safetensors", members[0], {"name": "single", "metrics": {"test_nll": 90.0}})
     return folder
 
@@ -36,6 +39,8 @@ def ensemble_bundled(tmp_path_factory) -> Path:
 def test_the_inspector_shows_each_members_weight_in_the_pinned_pixels_conditional(qtbot, make_window, ensemble_bundled):
     win = make_window(ensemble_bundled)  # starts on the best: the ensemble
     assert win.model.family == "mixture" and win.class_panel.isVisible()
+    card = win.model_info.text.text()  # the members, their names escaped, with their recorded figures
+    assert "Members: &lt;b&gt;a&lt;/b&gt; (MADE, test NLL 81.50, 98.10% correct); b (NADE)." in card
     stroke(qtbot, win, [(8, 10), (9, 12), (10, 14), (12, 15), (14, 15)])
     pixel = 16 * 28 + 14
     win.state.set_pin(pixel)
