@@ -70,7 +70,8 @@ def member_lines(meta: dict) -> list[str]:
     for m in members[:16]:
         if not isinstance(m, dict):
             continue
-        metrics = m.get("metrics") if isinstance(m.get("metrics"), dict) else {}
+        found = m.get("metrics")
+        metrics: dict[str, Any] = found if isinstance(found, dict) else {}
         figures = [rich(str(m.get("family", "?")).upper())]
         nll, acc = metrics.get("test_nll"), metrics.get("test_accuracy")
         if isinstance(nll, (int, float)) and math.isfinite(nll):
