@@ -95,13 +95,17 @@ class CheckpointController(QObject):
         return entries
 
     def start_default(self) -> None:
-        """Open the best bundled model, else the most recent one, else an untrained FVSBN."""
+        """Open the best bundled single model (an ensemble only where nothing else is bundled), else
+        the most recent one, else an untrained FVSBN."""
         entries = [e for e in self.model_picker.entries if e.source == "bundled"]
         if not entries and self.listing:  # the recent files may hold one: decide once they are read
             self._default_pending = True
             return
         if entries:
-            best = min(entries, key=lambda e: e.test_nll if e.test_nll is not None else float("inf"))
+            # the best single model: an ensemble runs all its members on every stroke and is a
+            # composite to meet once the parts are known, so it is opened from the picker
+            singles = [e for e in entries if e.family != "mixture"] or entries
+            best = min(singles, key=lambda e: e.test_nll if e.test_nll is not None else float("inf"))
             self.open_checkpoint(best.path, "bundled")
         elif self.model_picker.entries:
             e = self.model_picker.entries[0]

@@ -37,7 +37,10 @@ def ensemble_bundled(tmp_path_factory) -> Path:
 
 
 def test_the_inspector_shows_each_members_weight_in_the_pinned_pixels_conditional(qtbot, make_window, ensemble_bundled):
-    win = make_window(ensemble_bundled)  # starts on the best: the ensemble
+    win = make_window(ensemble_bundled)  # starts on the best single model, though the ensemble's NLL is lower
+    assert win.model.family == "made"
+    with qtbot.waitSignal(win.figuresShown, timeout=20000):
+        win.checkpoints.open_checkpoint(ensemble_bundled / "pair.safetensors")
     assert win.model.family == "mixture" and win.class_panel.isVisible()
     card = win.model_info.text.text()  # the members, their names escaped, with their recorded figures
     assert "Members: &lt;b&gt;a&lt;/b&gt; (MADE, test NLL 81.50, 98.10% correct); b (NADE)." in card
@@ -63,6 +66,7 @@ def test_file_menu_makes_an_ensemble_and_opens_it(qtbot, make_window, ensemble_b
     from PySide6.QtWidgets import QFileDialog
 
     win = make_window(ensemble_bundled)
+    assert win.model.family == "made"
     members = []
     for seed in (3, 4):
         torch.manual_seed(seed)
