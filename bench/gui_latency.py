@@ -147,7 +147,8 @@ def bench_model(app, win, path: Path, strokes: int, train_seconds: float, sample
     pixels_done = win.sampling.progress.value()
     # training stall
     panel = win.training
-    panel.family.setCurrentIndex(panel.family.findData(win.model.family))
+    trains = getattr(win.model, "models", [win.model])[0]  # an ensemble: its first member's family
+    panel.family.setCurrentIndex(panel.family.findData(trains.family))
     panel.epochs.setValue(100)
     panel.max_train.setValue(5000)
     panel.max_valid.setValue(1000)
