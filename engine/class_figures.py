@@ -56,6 +56,9 @@ class ClassFigures:
     upto: int  #: pixels of the ordering the posterior is from
     ordering: Ordering
     shape: tuple[int, int]
+    #: the posterior is an ensemble's vote (the mean of its members' posteriors), not Bayes' rule on
+    #: the ensemble's own p(x | y), so the evidence map's sum is not its log-odds
+    vote: bool = False
 
     @property
     def classes(self) -> int:
@@ -77,7 +80,8 @@ class ClassFigures:
 
     @property
     def note(self) -> str:
-        return prefix_note(self.upto, self.per_pixel.shape[1], self.ordering)
+        note = prefix_note(self.upto, self.per_pixel.shape[1], self.ordering)
+        return f"{note}; the mean of the members' posteriors" if self.vote else note
 
     def in_prefix(self) -> np.ndarray:
         """(D,) bool: the pixels the posterior is from."""
@@ -109,7 +113,7 @@ def class_pass(model: ARModel, x: Tensor, ordering: Ordering, y: int | None = No
     lp = model._observed(params, x)  # (C, 1, D): class_log_probs from the same numbers
     if upto is None:
         upto = drawn_prefix(x[0].cpu().numpy(), ordering)
-    log_post = model.class_log_posterior(x, ordering, upto, per_pixel=lp)[0]
+    log_post = model.classifier_log_posterior(x, ordering, upto, per_pixel=lp)[0]
     if y is not None:
         if not 0 <= int(y) < model.classes:
             raise ValueError(f"a class must be in 0..{model.classes - 1}")
@@ -127,6 +131,7 @@ def class_pass(model: ARModel, x: Tensor, ordering: Ordering, y: int | None = No
         upto=int(upto),
         ordering=ordering,
         shape=(c.height, c.width),
+        vote=getattr(c, "classifier", "bayes") == "vote",
     )
     return shown, figs
 

@@ -5,7 +5,8 @@ ONE batched pass over the classes (:meth:`~engine.models.base.ARModel.class_log_
 (C, B, D) per-pixel log p(x_i | x_<i, y = c)); everything else follows from the C sums
 ``log p(x | y = c)``:
 
-* the posterior ``p(y | x)`` (its argmax is the prediction),
+* the posterior ``p(y | x)`` (its argmax is the prediction; an ensemble that classifies by its
+  members' vote averages their posteriors instead, :meth:`ARModel.classify_batch`),
 * the marginal ``log p(x) = logsumexp_c (log p(y = c) + log p(x | y = c))``, the NLL ``eval``
   reports for a conditional model,
 * the conditional ``log p(x | true y)``, what training minimised.
@@ -125,10 +126,10 @@ def classify_steps(model: ARModel, x: np.ndarray | torch.Tensor, y: np.ndarray |
         for i in range(0, n, chunk):
             xb = torch.as_tensor(np.asarray(x[i : i + chunk]), dtype=torch.float32)
             with torch.no_grad():
-                ll = model.class_log_probs(xb).double().sum(-1).cpu()  # (C, B) log p(x | y = c)
-            joint = prior[:, None] + ll
-            lpx = torch.logsumexp(joint, 0)  # (B,)
-            log_post.append((joint - lpx).T)  # (B, C)
+                ll, post_b = model.classify_batch(xb)  # (C, B) log p(x | y = c), (B, C) log p(y | x)
+            ll, post_b = ll.cpu(), post_b.cpu()
+            lpx = torch.logsumexp(prior[:, None] + ll, 0)  # (B,)
+            log_post.append(post_b)
             log_px.append(lpx)
             yb = torch.as_tensor(labels[i : i + len(xb)])
             log_cond.append(ll[yb, torch.arange(len(xb))])

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from .checkpoint import check_can_save, load_checkpoint, save_checkpoint
 from .datasets import dataset_of, describe
 from .errors import PixelchainError
-from .models.mixture import MAX_MEMBERS, Mixture
+from .models.mixture import CLASSIFIERS, MAX_MEMBERS, Mixture
 
 __all__ = ["EnsembleError", "write_ensemble"]
 
@@ -20,11 +20,15 @@ class EnsembleError(PixelchainError, ValueError):
     """Checkpoints that cannot be members of one ensemble, or an ensemble that cannot be written."""
 
 
-def write_ensemble(paths: Sequence[str | os.PathLike], out: str | os.PathLike,
-                   name: str | None = None) -> tuple[Path, Mixture, dict[str, Any]]:
+def write_ensemble(paths: Sequence[str | os.PathLike], out: str | os.PathLike, name: str | None = None,
+                   classifier: str = "bayes") -> tuple[Path, Mixture, dict[str, Any]]:
     """Load the checkpoints at ``paths`` (2 to :data:`MAX_MEMBERS`, one data set) and save their
-    mixture at ``out``, named ``name`` (default: ``out``'s stem); returns (out, the mixture, its
-    metadata). Raises :class:`EnsembleError` (or the checkpoint's own error) with one line."""
+    mixture at ``out``, named ``name`` (default: ``out``'s stem), classifying by ``classifier``
+    (class-conditional members: "bayes" or "vote", :attr:`MixtureConfig.classifier`); returns (out,
+    the mixture, its metadata). Raises :class:`EnsembleError` (or the checkpoint's own error) with
+    one line."""
+    if classifier not in CLASSIFIERS:
+        raise EnsembleError(f"classifier must be one of {', '.join(CLASSIFIERS)}, got {classifier!r}")
     files = [Path(p) for p in paths]
     target = Path(out)
     if not 2 <= len(files) <= MAX_MEMBERS:
@@ -42,7 +46,7 @@ def write_ensemble(paths: Sequence[str | os.PathLike], out: str | os.PathLike,
             raise EnsembleError(f"{p.name} was trained on {describe(ds, ck.model.levels)}, {files[0].name} on "
                                 f"{describe(datasets[0], cks[0].model.levels)}: the members must model the same data")
     try:
-        mix = Mixture.of([ck.model for ck in cks])
+        mix = Mixture.of([ck.model for ck in cks], classifier)
     except ValueError as exc:
         raise EnsembleError(str(exc)) from None
     members = [{"file": p.name, "name": ck.name, "family": ck.model.family, "metrics": ck.meta.get("metrics", {})}

@@ -28,11 +28,15 @@ pixel's conditional the members' conditionals weighted by how well each explains
 it, so the ensemble is itself an autoregressive model with exact conditionals in the first model's
 ordering. The members must be trained on the same data set, at the same levels, with the same head
 kind and classes; 2 to {MAX_MEMBERS} of them. A class-conditional ensemble mixes p(x | y) class by
-class, so `pixelchain classify` reads p(y | x) ~ p(y) mean_m p_m(x | y). Measure the result with
+class, so `pixelchain classify` reads p(y | x) ~ p(y) mean_m p_m(x | y), or with --classifier vote
+the mean of the members' posteriors p_m(y | x). Measure the result with
 `pixelchain eval` or `pixelchain classify`.""")
     m.add_argument("checkpoints", nargs="+", metavar="CKPT", help="the members' .safetensors checkpoints")
     m.add_argument("--out", required=True, help="where to write the ensemble's checkpoint")
     m.add_argument("--name", default=None, help="the name the app shows (default: OUT's file name)")
+    m.add_argument("--classifier", choices=["bayes", "vote"], default="bayes",
+                   help="how class-conditional members classify together: bayes, Bayes' rule on the ensemble's own "
+                        "p(x | y); vote, the mean of the members' posteriors p_m(y | x) (default: %(default)s)")
     m.set_defaults(handler=_cmd_mix)
 
 
@@ -40,7 +44,7 @@ def _cmd_mix(a: argparse.Namespace) -> int:
     from ..datasets import describe
     from ..ensemble import write_ensemble
 
-    out, mix, meta = write_ensemble(a.checkpoints, a.out, a.name)
+    out, mix, meta = write_ensemble(a.checkpoints, a.out, a.name, a.classifier)
     kinds = ", ".join(f"{m['name']} ({m['family']})" for m in meta["mixture"]["members"])
     print(f"an ensemble of {len(mix.models)} models on {describe(meta['dataset'], mix.levels)} in the {mix.ordering.label} "
           f"ordering, {mix.num_parameters():,} parameters: {kinds} -> {out}")

@@ -514,6 +514,20 @@ class ARModel(nn.Module):
         joint = self.class_log_prior.to(lp.device, _wide(lp).dtype)[:, None] + _wide(lp).index_select(-1, steps).sum(-1)
         return torch.log_softmax(joint, dim=0).T
 
+    def classifier_log_posterior(self, x: Tensor | np.ndarray, ordering: Ordering | None = None, upto: int | None = None,
+                                 per_pixel: Tensor | None = None) -> Tensor:
+        """(B, C) the classifier's log p(y | the first ``upto`` pixels): what ``classify`` and the app's
+        bar chart read. Bayes' rule on the model (:meth:`class_log_posterior`); an ensemble may read
+        its members instead (:class:`~engine.models.mixture.Mixture`)."""
+        return self.class_log_posterior(x, ordering, upto, per_pixel)
+
+    def classify_batch(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """((C, B) float64 log p(x | y = c), (B, C) float64 the classifier's log p(y | x)) of a batch
+        of whole images, from one batched pass over the classes."""
+        ll = self.class_log_probs(x).double().sum(-1)
+        joint = self.class_log_prior.detach().double().to(ll.device)[:, None] + ll
+        return ll, (joint - torch.logsumexp(joint, 0)).T
+
     def _prefix_log_posterior(self, lp: Tensor, ordering: Ordering) -> Tensor:
         """(C, B, D): at each pixel, log p(y | the pixels before it in ``ordering``), from the
         (C, B, D) per-class log-probabilities ``lp``: an exclusive running sum along the ordering."""

@@ -22,27 +22,37 @@ of the prefix.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..ordering import Ordering
 from .base import ARModel, ModelConfig, Stepper, _take, _wide, prefix_sums, typed
 
-__all__ = ["Mixture", "MixtureConfig", "MixtureStepper", "MAX_MEMBERS", "SHARED_FIELDS"]
+__all__ = ["Mixture", "MixtureConfig", "MixtureStepper", "CLASSIFIERS", "MAX_MEMBERS", "SHARED_FIELDS"]
 
 #: the most members a mixture takes (each one is a whole model, run on every pass)
 MAX_MEMBERS = 16
 #: the config fields every member must share with the mixture (and so with each other)
 SHARED_FIELDS = ("height", "width", "levels", "output", "classes")
+#: how a class-conditional ensemble classifies (:attr:`MixtureConfig.classifier`)
+CLASSIFIERS = ("bayes", "vote")
 
 
 @dataclass
 class MixtureConfig(ModelConfig):
     #: the members, each ``{"family": name, "config": that family's config as a dict}``
     members: tuple[dict[str, Any], ...] = ()
+    #: how a class-conditional ensemble classifies: "bayes", Bayes' rule on its own p(x | y) (the
+    #: member that explains the image best carries the answer), or "vote", the mean of the members'
+    #: own posteriors p_m(y | x) (each member's Bayes classifier, weighted equally whatever its
+    #: likelihood of the image). The density, sampling and every figure but the posterior are the
+    #: mixture's either way.
+    classifier: str = "bayes"
 
 
 class Mixture(ARModel):
@@ -58,6 +68,8 @@ class Mixture(ARModel):
 
         if config.output == "logistic-mixture":
             raise ValueError("a mixture needs members with a Bernoulli or categorical head")
+        if config.classifier not in CLASSIFIERS:
+            raise ValueError(f"classifier must be one of {', '.join(CLASSIFIERS)}, got {config.classifier!r}")
         super().__init__(config, ordering)
         specs = config.members
         if not 2 <= len(specs) <= MAX_MEMBERS:
@@ -84,9 +96,10 @@ class Mixture(ARModel):
         return typed(self.members, ARModel)
 
     @classmethod
-    def of(cls, models: list[ARModel]) -> "Mixture":
+    def of(cls, models: list[ARModel], classifier: str = "bayes") -> "Mixture":
         """A mixture of ``models`` (trained, sharing size, levels, head kind and classes) in the first
-        one's ordering, holding their weights; a conditional mixture takes the first one's p(y)."""
+        one's ordering, holding their weights; a conditional mixture takes the first one's p(y) and
+        classifies by ``classifier`` (:attr:`MixtureConfig.classifier`)."""
         if not models:
             raise ValueError("a mixture needs members")
         if any(m.family == cls.family for m in models):
@@ -94,7 +107,7 @@ class Mixture(ARModel):
         first = models[0].config
         shared = {f: getattr(first, f) for f in SHARED_FIELDS}
         config = MixtureConfig(first.height, first.width, levels=first.levels, output=first.output,
-                               components=first.components, classes=first.classes,
+                               components=first.components, classes=first.classes, classifier=classifier,
                                members=tuple({"family": m.family, "config": m.config.to_dict()} for m in models))
         for k, m in enumerate(models[1:], 1):
             for f, v in shared.items():
@@ -167,6 +180,35 @@ class Mixture(ARModel):
             m, c = joint.shape[:2]
             post = torch.softmax(joint.reshape(m * c, *joint.shape[2:]), dim=0).reshape(joint.shape)
             return post.sum(1).to(torch.float32)
+
+    # -- the classifier ------------------------------------------------------------------------
+    @property
+    def votes(self) -> bool:
+        """Whether the ensemble classifies by its members' vote (:attr:`MixtureConfig.classifier`)."""
+        return bool(self.classes) and cast(MixtureConfig, self.config).classifier == "vote"
+
+    def classifier_log_posterior(self, x: Tensor | np.ndarray, ordering: Ordering | None = None, upto: int | None = None,
+                                 per_pixel: Tensor | None = None) -> Tensor:
+        """Bayes' rule on the mixture, or with ``classifier = "vote"`` the log of the mean of the
+        members' posteriors from the same prefix (``per_pixel``, the mixture's own, is not theirs)."""
+        if not self.votes:
+            return super().classifier_log_posterior(x, ordering, upto, per_pixel)
+        xb = self._as_batch(x)
+        posts = torch.stack([m.class_log_posterior(xb, self.resolve_ordering(ordering), upto).double() for m in self.models])
+        return torch.logsumexp(posts, 0) - math.log(len(posts))
+
+    def classify_batch(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """One pass per member over the classes: the mixture's log p(x | y) is the log-mean-exp of
+        the members', and the posterior Bayes' rule on it, or the mean of the members' posteriors."""
+        prior = self.class_log_prior.detach().double().to(x.device)
+        lls = torch.stack([m.class_log_probs(x, self.ordering).double().sum(-1) for m in self.models])  # (M, C, B)
+        ll = torch.logsumexp(lls, 0) - math.log(len(lls))
+        if self.votes:
+            joint = prior[None, :, None] + lls
+            posts = joint - torch.logsumexp(joint, 1, keepdim=True)
+            return ll, (torch.logsumexp(posts, 0) - math.log(len(lls))).T
+        joint = prior[:, None] + ll
+        return ll, (joint - torch.logsumexp(joint, 0)).T
 
     def training_loss(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         raise ValueError("a mixture is assembled from trained models (pixelchain mix), not trained; train its members")

@@ -282,3 +282,49 @@ def test_the_figures_of_an_ensemble_carry_its_members_weights():
     assert [w for _, w in figs.member_weights(first)] == pytest.approx([1 / 3] * 3)  # nothing seen yet: the prior
     np.testing.assert_allclose(figs.members.sum(0), 1.0, atol=1e-6)
     assert pixel_figures(ms[0].float(), image).member_weights(first) == []
+
+
+def test_a_voting_ensemble_classifies_by_the_mean_of_its_members_posteriors():
+    bayes, ms = make(2, C, False, seed=8)
+    vote = Mixture.of(ms, classifier="vote").double().eval()
+    x = random_images(30, 2, seed=10)
+    y = torch.randint(0, C, (30,), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        posts = torch.stack([m.class_log_posterior(x, vote.ordering) for m in ms]).exp()  # (M, B, C)
+        want = posts.mean(0)
+        torch.testing.assert_close(vote.classifier_log_posterior(x).exp(), want, atol=1e-9, rtol=0)
+        for upto in (0, 2, D):  # from a prefix too (the app's bar chart)
+            pre = torch.stack([m.class_log_posterior(x, vote.ordering, upto) for m in ms]).exp().mean(0)
+            torch.testing.assert_close(vote.classifier_log_posterior(x, upto=upto).exp(), pre, atol=1e-9, rtol=0)
+        # the density is the mixture's either way; only the posterior differs
+        torch.testing.assert_close(vote.log_prob(x, y=1), bayes.log_prob(x, y=1))
+        torch.testing.assert_close(bayes.classifier_log_posterior(x), bayes.class_log_posterior(x))
+    r, rb = classify(vote, x, y, chunk=7), classify(bayes, x, y, chunk=7)
+    np.testing.assert_allclose(np.exp(r.log_posterior), want.numpy(), atol=1e-9)
+    np.testing.assert_array_equal(r.predictions, want.argmax(1).numpy())
+    assert r.nll_nats == pytest.approx(rb.nll_nats, abs=1e-9)  # the marginal NLL is the mixture's
+    np.testing.assert_allclose(np.exp(rb.log_posterior), bayes.class_log_posterior(x).detach().exp().numpy(), atol=1e-9)
+    with pytest.raises(ValueError, match="classifier"):
+        Mixture.of(ms, classifier="average")
+
+
+def test_the_class_figures_of_a_voting_ensemble_show_the_vote_and_say_so():
+    from engine.class_figures import class_pass
+
+    _, ms = make(2, C, False, seed=9)
+    vote = Mixture.of(ms, classifier="vote").double().eval()
+    x = random_images(1, 2, seed=11)
+    _, figs = class_pass(vote, x, vote.ordering, upto=3)
+    with torch.no_grad():
+        want = vote.classifier_log_posterior(x, upto=3)[0]
+    np.testing.assert_allclose(figs.log_post, want.numpy(), atol=1e-9)
+    assert figs.vote and "the mean of the members' posteriors" in figs.note
+    assert not class_pass(Mixture.of(ms).double(), x, vote.ordering, upto=3)[1].vote
+
+
+def test_mix_command_writes_a_voting_ensemble(tmp_path):
+    ms = members(2, C, False, seed=10)
+    paths = [_save_member(m, tmp_path / f"v{i}.safetensors") for i, m in enumerate(ms)]
+    out = tmp_path / "vote.safetensors"
+    assert main(["mix", *map(str, paths), "--out", str(out), "--classifier", "vote"]) == 0
+    assert load_checkpoint(out).model.votes
