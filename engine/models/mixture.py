@@ -120,8 +120,9 @@ class Mixture(ARModel):
         mix = cls(config, models[0].ordering).to(models[0].device, models[0]._dtype())
         for own, src in zip(mix.members, models, strict=True):
             own.load_state_dict(src.state_dict())
-        if config.classes:
-            mix.class_log_prior.copy_(models[0].class_log_prior)
+        if config.classes:  # one p(y) for the mixture and every member's own posterior (its vote)
+            for m in (mix, *mix.models):
+                m.class_log_prior.copy_(models[0].class_log_prior)
         return mix
 
     # -- orderings -----------------------------------------------------------------------------
@@ -155,12 +156,6 @@ class Mixture(ARModel):
         weights = torch.log_softmax(prefix_sums(observed, ordering), dim=0)  # (M, B, D): p(member | x_<i)
         mix = torch.logsumexp(weights[..., None] + levels, dim=0)  # (B, D, K)
         return self._params_of_levels(mix).to(self._dtype())
-
-    def member_log_probs(self, x: Tensor, ordering: Ordering | None = None, y: Tensor | None = None) -> Tensor:
-        """(M, B) each member's log p(x) (log p(x | y) given ``y``), in the mixture's ordering by default."""
-        xb = self._as_batch(x)
-        order = self.resolve_ordering(ordering)
-        return torch.stack([m.log_prob(xb, order, y) for m in self.models])
 
     def member_posterior(self, x: Tensor, ordering: Ordering | None = None, y: int | None = None) -> Tensor:
         """(M, B, D) raster-indexed: at each pixel, p(member m | the pixels before it), the weight of
