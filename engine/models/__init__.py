@@ -14,7 +14,7 @@ import torch
 
 from ..errors import PixelchainError
 from ..ordering import Ordering
-from .base import ARModel, ModelConfig, SampleStep, Stepper, UnsupportedOrdering
+from .base import REGISTRY, ARModel, ModelConfig, SampleStep, Stepper, UnsupportedOrdering
 from .fvsbn import FVSBN, FVSBNConfig
 from .lmconv import LMConvConfig, LocallyMaskedPixelCNN
 from .lstm import LSTMConfig, PixelLSTM
@@ -38,6 +38,8 @@ FAMILIES: dict[str, type[ARModel]] = {
 
 #: families assembled from trained models rather than trained (no training form, no recipe)
 ASSEMBLED: dict[str, type[ARModel]] = {"mixture": Mixture}
+REGISTRY.update(FAMILIES)
+REGISTRY.update(ASSEMBLED)
 
 
 #: Small configurations that train in minutes on a laptop CPU (the bundled quick models use

@@ -58,6 +58,9 @@ MARGINAL_CHUNK = 16
 #: a class argument: None (the marginal over classes, or an unconditional model), an int for every image, or one per image
 ClassArg = Tensor | np.ndarray | int | Sequence[int] | None
 
+#: every family by name, filled by :mod:`engine.models` (an ensemble builds its members through it)
+REGISTRY: dict[str, type["ARModel"]] = {}
+
 M = TypeVar("M", bound=nn.Module)
 
 

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ordering import Ordering
-from .base import ARModel, ModelConfig, Stepper, _take, _wide, prefix_sums, typed
+from .base import REGISTRY, ARModel, ModelConfig, Stepper, _take, _wide, prefix_sums, typed
 
 __all__ = ["Mixture", "MixtureConfig", "MixtureStepper", "CLASSIFIERS", "MAX_MEMBERS", "SHARED_FIELDS"]
 
@@ -64,8 +64,6 @@ class Mixture(ARModel):
                    "before it.")
 
     def __init__(self, config: MixtureConfig, ordering: Ordering | None = None):
-        from . import family_class  # the registry imports this module
-
         if config.output == "logistic-mixture":
             raise ValueError("a mixture needs members with a Bernoulli or categorical head")
         if config.classifier not in CLASSIFIERS:
@@ -80,7 +78,9 @@ class Mixture(ARModel):
                 raise ValueError(f"member {m} is not a {{'family': ..., 'config': {{...}}}} object")
             if spec["family"] == self.family:
                 raise ValueError("a mixture cannot hold another mixture: assemble one from the members themselves")
-            cls = family_class(spec["family"])
+            cls = REGISTRY.get(spec["family"])
+            if cls is None:
+                raise ValueError(f"member {m}: unknown model family {spec['family']!r}; known: {', '.join(REGISTRY)}")
             member_config = cls.config_class.from_dict(spec["config"])
             for f in SHARED_FIELDS:  # checked before the member is built: its size is the mixture's
                 if getattr(member_config, f) != getattr(config, f):
