@@ -195,8 +195,8 @@ class Mixture(ARModel):
     def classify_batch(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """One pass per member over the classes: the mixture's log p(x | y) is the log-mean-exp of
         the members', and the posterior Bayes' rule on it, or the mean of the members' posteriors."""
-        prior = self.class_log_prior.detach().double().to(x.device)
         lls = torch.stack([m.class_log_probs(x, self.ordering).double().sum(-1) for m in self.models])  # (M, C, B)
+        prior = self.class_log_prior.detach().double().to(lls.device)
         ll = torch.logsumexp(lls, 0) - math.log(len(lls))
         if self.votes:
             joint = prior[None, :, None] + lls
