@@ -122,7 +122,7 @@ def class_pass(model: ARModel, x: Tensor, ordering: Ordering, y: int | None = No
         levels = model._level_log_probs(params).float()  # (C, 1, D, K), float32 as the engine's marginal
         post = model._prefix_log_posterior(lp, ordering).float()  # (C, 1, D)
         mix = torch.logsumexp(post[..., None] + levels, dim=0)  # (1, D, K)
-        shown = (mix[..., 1] - mix[..., 0] if model.binary else mix).to(params.dtype)
+        shown = model._params_of_levels(mix).to(params.dtype)
     c = model.config
     figs = ClassFigures(
         log_post=log_post.double().cpu().numpy(),

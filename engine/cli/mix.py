@@ -20,7 +20,7 @@ __all__ = ["add_parser"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..models.mixture import MAX_MEMBERS
+    from ..models.mixture import CLASSIFIERS, MAX_MEMBERS
 
     m = add_command(sub, "mix", "make one model of several trained checkpoints: their mixture (an ensemble)", f"""\
 p(x) becomes the mean of the members' p(x) (log-mean-exp of their joint log-likelihoods), and each
@@ -34,7 +34,7 @@ the mean of the members' posteriors p_m(y | x). Measure the result with
     m.add_argument("checkpoints", nargs="+", metavar="CKPT", help="the members' .safetensors checkpoints")
     m.add_argument("--out", required=True, help="where to write the ensemble's checkpoint")
     m.add_argument("--name", default=None, help="the name the app shows (default: OUT's file name)")
-    m.add_argument("--classifier", choices=["bayes", "vote"], default="bayes",
+    m.add_argument("--classifier", choices=CLASSIFIERS, default="bayes",
                    help="how class-conditional members classify together: bayes, Bayes' rule on the ensemble's own "
                         "p(x | y); vote, the mean of the members' posteriors p_m(y | x) (default: %(default)s)")
     m.set_defaults(handler=_cmd_mix)
