@@ -882,3 +882,38 @@ def test_training_with_shift_sees_moved_images_and_validates_on_the_unmoved_ones
         assert len(trained) == len(TRAIN_X)
         strangers = sum(tuple(r) not in rows for r in trained)
         assert (strangers > 50) if shift else (strangers == 0)
+
+
+def _tiny_pixelcnn(seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model("pixelcnn", {"channels": 4, "layers": 2, "head": 8, "height": H, "width": W},
+                       make_ordering("raster", H, W))
+
+
+def test_channels_last_trains_the_same_model_and_resumes(tmp_path):
+    """--channels-last is a layout only: the same run in either layout gives the same weights and
+    figures (float32 rounding), the files hold ordinary tensors, and a channels-last run resumes
+    with its optimiser's moments in the parameters' layout."""
+    c = cfg(epochs=3, lr=0.01, lr_min_factor=0.1, ema=0.9)
+    plain, nhwc = _tiny_pixelcnn(), _tiny_pixelcnn()
+    ref = list(train(plain, TRAIN_X, VALID_X, c, out=tmp_path / "a.safetensors"))[-1]
+    conv = next(p for p in nhwc.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] * p.shape[3] > 1)
+    gen = train(nhwc, TRAIN_X, VALID_X, cfg(epochs=3, lr=0.01, lr_min_factor=0.1, ema=0.9, channels_last=True),
+                out=tmp_path / "b.safetensors")
+    for ev in gen:  # stopped in the middle of epoch 2, as by a kill
+        if isinstance(ev, BatchEnd) and ev.epoch == 2 and ev.batch == 3:
+            assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+            break
+    gen.close()
+    resumed = _tiny_pixelcnn(seed=5)
+    events = list(train(resumed, TRAIN_X, VALID_X, cfg(epochs=3, lr=0.01, lr_min_factor=0.1, ema=0.9, channels_last=True),
+                        out=tmp_path / "b.safetensors", resume=True))
+    fin = events[-1]
+    assert fin.reason == "completed" and [e.epoch for e in events if isinstance(e, EpochEnd)] == [2, 3]
+    for a, b in zip(ref.history, fin.history, strict=True):
+        assert a["valid_nll"] == pytest.approx(b["valid_nll"], rel=1e-4)
+    for k, v in plain.state_dict().items():
+        assert torch.allclose(v, resumed.state_dict()[k], atol=1e-4), k
+    ck = load_checkpoint(tmp_path / "b.safetensors")
+    assert ck.meta["train_config"]["channels_last"] is True
+    assert all(t.is_contiguous() for t in ck.model.state_dict().values())
