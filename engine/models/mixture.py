@@ -152,10 +152,54 @@ class Mixture(ARModel):
         return torch.stack(levels), torch.stack(observed)
 
     def _logits(self, x: Tensor, ordering: Ordering, y: Tensor | None = None) -> Tensor:
-        levels, observed = self._member_levels(x, ordering, y)
+        return self._mix(*self._member_levels(x, ordering, y), ordering)
+
+    def _mix(self, levels: Tensor, observed: Tensor, ordering: Ordering) -> Tensor:
+        """The mixture's head numbers from the members' (M, B, D, K) level log-probabilities and (M, B, D)
+        log p of the values drawn."""
         weights = torch.log_softmax(prefix_sums(observed, ordering), dim=0)  # (M, B, D): p(member | x_<i)
         mix = torch.logsumexp(weights[..., None] + levels, dim=0)  # (B, D, K)
         return self._params_of_levels(mix).to(self._dtype())
+
+    def _per_class_params(self, x: Tensor, ordering: Ordering) -> Tensor:
+        """As every model's, and each member's per-class log-probabilities of ``x`` from the same pass
+        are kept (:meth:`_member_class_log_probs`), so that the vote and the members' weights of the
+        same image cost no second pass."""
+        if not self.classes:
+            raise ValueError("this model is not conditioned on a class")
+        c, b = self.classes, len(x)
+        ys = torch.arange(c, device=x.device).repeat_interleave(b)
+        levels, observed = self._member_levels(x.repeat(c, 1), ordering, ys)
+        self._remember(x, ordering, observed.view(len(observed), c, b, -1))
+        params = self._mix(levels, observed, ordering)
+        return params.view(c, b, *params.shape[1:])
+
+    #: the most images whose members' per-class log-probabilities are kept (the app's one drawing)
+    _REMEMBER_AT_MOST = 4
+
+    def _remember(self, x: Tensor, ordering: Ordering, lp: Tensor) -> None:
+        """Keep (M, C, B, D) ``lp`` of the batch ``x`` in ``ordering``: one entry, replaced as a whole
+        (so a reader on another thread sees either the old entry or the new one)."""
+        if len(x) <= self._REMEMBER_AT_MOST:
+            self._kept = (x.detach().clone(), np.asarray(ordering.perm).copy(), lp.detach())
+
+    def _kept_for(self, x: Tensor, ordering: Ordering) -> Tensor | None:
+        """The kept (M, C, B, D) log-probabilities when they are of the images ``x`` in ``ordering``."""
+        kept = getattr(self, "_kept", None)
+        if (kept is not None and kept[0].shape == x.shape and kept[0].device == x.device
+                and np.array_equal(kept[1], np.asarray(ordering.perm)) and torch.equal(kept[0], x)):
+            return kept[2]
+        return None
+
+    def _member_class_log_probs(self, x: Tensor, ordering: Ordering) -> Tensor:
+        """(M, C, B, D) every member's log p(x_i | x_<i, y = c): those of the last class pass when it was
+        of the same images in the same ordering, else from a pass of each member."""
+        kept = self._kept_for(x, ordering)
+        if kept is not None:
+            return kept
+        lp = torch.stack([_wide(m.class_log_probs(x, ordering)) for m in self.models])
+        self._remember(x, ordering, lp)
+        return lp
 
     def member_posterior(self, x: Tensor, ordering: Ordering | None = None, y: int | None = None) -> Tensor:
         """(M, B, D) raster-indexed: at each pixel, p(member m | the pixels before it), the weight of
@@ -165,11 +209,15 @@ class Mixture(ARModel):
         xb = self._as_batch(x)
         order = self.resolve_ordering(ordering)
         with torch.no_grad():
-            if not self.classes or y is not None:
+            if not self.classes or y is not None:  # one class's pass, or that class of the last class pass
                 yt = self._as_classes(y, len(xb))
-                lp = torch.stack([m.log_prob_per_pixel(xb, order, yt) for m in self.models])  # (M, B, D)
+                kept = self._kept_for(xb, order) if y is not None else None
+                if kept is not None:
+                    lp = kept[:, int(cast(int, y))]  # (M, B, D)
+                else:
+                    lp = torch.stack([_wide(m.log_prob_per_pixel(xb, order, yt)) for m in self.models])
                 return torch.softmax(prefix_sums(lp, order), dim=0)
-            per = torch.stack([m.class_log_probs(xb, order) for m in self.models])  # (M, C, B, D)
+            per = self._member_class_log_probs(xb, order)  # (M, C, B, D)
             prior = torch.log_softmax(self.class_log_prior.double(), 0).to(xb.device)
             joint = prefix_sums(per, order).double() + prior[None, :, None, None]
             m, c = joint.shape[:2]
@@ -188,8 +236,10 @@ class Mixture(ARModel):
         members' posteriors from the same prefix (``per_pixel``, the mixture's own, is not theirs)."""
         if not self.votes:
             return super().classifier_log_posterior(x, ordering, upto, per_pixel)
-        xb = self._as_batch(x)
-        posts = torch.stack([m.class_log_posterior(xb, self.resolve_ordering(ordering), upto).double() for m in self.models])
+        xb, order = self._as_batch(x), self.resolve_ordering(ordering)
+        per = self._member_class_log_probs(xb, order)
+        posts = torch.stack([m.class_log_posterior(xb, order, upto, per_pixel=lp).double()
+                             for m, lp in zip(self.models, per, strict=True)])
         return torch.logsumexp(posts, 0) - math.log(len(posts))
 
     def classify_batch(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -328,3 +328,40 @@ def test_mix_command_writes_a_voting_ensemble(tmp_path):
     out = tmp_path / "vote.safetensors"
     assert main(["mix", *map(str, paths), "--out", str(out), "--classifier", "vote"]) == 0
     assert load_checkpoint(out).model.votes
+
+
+def test_a_stroke_on_a_voting_ensemble_runs_each_member_once_and_never_reuses_another_images_pass():
+    """The app's figures of a drawing (the mixed conditionals under every class, the vote, the members'
+    weights) come from one pass of each member over the classes; the kept pass serves only the same
+    image in the same ordering."""
+    from engine.figures import pixel_figures
+
+    ms = [m.float() for m in members(4, C, False, seed=12)]  # float32, as the app runs
+    vote = Mixture.of(ms, classifier="vote").eval()
+    calls = []
+    for m in vote.models:
+        inner = m._logits
+        m._logits = lambda x, o, y=None, _inner=inner, _m=m: calls.append(_m) or _inner(x, o, y)  # type: ignore[method-assign]
+    a, b = random_images(2, 4, seed=13).float()
+    order = vote.ordering
+    for y in (None, 2):
+        calls.clear()
+        figs = pixel_figures(vote, a.numpy(), order, y)
+        assert sorted(map(id, calls)) == sorted(map(id, vote.models))  # one pass each
+        calls.clear()
+        with torch.no_grad():
+            fresh = Mixture.of(ms, classifier="vote").eval()  # nothing kept
+            upto = figs.classes.upto
+            want_post = fresh.classifier_log_posterior(a[None], order, upto)[0]
+            want_w = fresh.member_posterior(a[None], order, y)[:, 0]
+        np.testing.assert_allclose(figs.classes.log_post, want_post.numpy(), atol=1e-5)
+        np.testing.assert_allclose(figs.members, want_w.numpy(), atol=1e-6)
+    # another image, or the same one in another ordering, is computed afresh
+    with torch.no_grad():
+        for x, o in ((b, order), (a, make_ordering("random", H, W, seed=77))):
+            vote.member_posterior(a[None], order)  # the kept pass is a's in ``order``
+            got = vote.member_posterior(x[None], o)
+            fresh = Mixture.of(ms, classifier="vote").eval()
+            torch.testing.assert_close(got, fresh.member_posterior(x[None], o), atol=1e-5, rtol=0)
+            torch.testing.assert_close(vote.classifier_log_posterior(x[None], o, 3),
+                                       fresh.classifier_log_posterior(x[None], o, 3), atol=1e-5, rtol=0)
