@@ -181,14 +181,21 @@ class Mixture(ARModel):
         """Keep (M, C, B, D) ``lp`` of the batch ``x`` in ``ordering``: one entry, replaced as a whole
         (so a reader on another thread sees either the old entry or the new one)."""
         if len(x) <= self._REMEMBER_AT_MOST:
-            self._kept = (x.detach().clone(), np.asarray(ordering.perm).copy(), lp.detach())
+            self._kept = (self._weights_stamp(), x.detach().clone(), np.asarray(ordering.perm).copy(), lp.detach())
+
+    def _weights_stamp(self) -> tuple[tuple[int, int], ...]:
+        """Where each weight lives and how often it was written in place: changes when the weights do
+        (``load_state_dict``, an optimiser's step, a move to another device or dtype)."""
+        return tuple((p.data_ptr(), p._version) for p in self.parameters())
 
     def _kept_for(self, x: Tensor, ordering: Ordering) -> Tensor | None:
-        """The kept (M, C, B, D) log-probabilities when they are of the images ``x`` in ``ordering``."""
+        """The kept (M, C, B, D) log-probabilities when they are of the images ``x`` in ``ordering``
+        under the weights the model has now."""
         kept = getattr(self, "_kept", None)
-        if (kept is not None and kept[0].shape == x.shape and kept[0].device == x.device
-                and np.array_equal(kept[1], np.asarray(ordering.perm)) and torch.equal(kept[0], x)):
-            return kept[2]
+        if (kept is not None and kept[1].shape == x.shape and kept[1].device == x.device
+                and np.array_equal(kept[2], np.asarray(ordering.perm)) and torch.equal(kept[1], x)
+                and kept[0] == self._weights_stamp()):
+            return kept[3]
         return None
 
     def _member_class_log_probs(self, x: Tensor, ordering: Ordering) -> Tensor:

@@ -365,3 +365,21 @@ def test_a_stroke_on_a_voting_ensemble_runs_each_member_once_and_never_reuses_an
             torch.testing.assert_close(got, fresh.member_posterior(x[None], o), atol=1e-5, rtol=0)
             torch.testing.assert_close(vote.classifier_log_posterior(x[None], o, 3),
                                        fresh.classifier_log_posterior(x[None], o, 3), atol=1e-5, rtol=0)
+
+
+def test_the_kept_pass_is_dropped_when_the_members_weights_change():
+    ms = [m.float() for m in members(2, C, True, seed=14)]
+    vote = Mixture.of(ms, classifier="vote").eval()
+    x = random_images(1, 2, seed=15).float()
+    with torch.no_grad():
+        before = vote.member_posterior(x, vote.ordering)
+        assert vote._kept_for(x, vote.ordering) is not None
+        other = Mixture.of([m.float() for m in members(2, C, True, seed=16)], classifier="vote")
+        vote.load_state_dict(other.state_dict())  # new weights, written in place
+        assert vote._kept_for(x, vote.ordering) is None
+        after = vote.member_posterior(x, vote.ordering)
+        torch.testing.assert_close(after, other.eval().member_posterior(x, vote.ordering), atol=1e-6, rtol=0)
+        assert not torch.allclose(before, after)
+        vote.member_posterior(x, vote.ordering)
+        vote.double()  # another dtype: other tensors
+        assert vote._kept_for(x.double(), vote.ordering) is None
