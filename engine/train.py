@@ -436,6 +436,12 @@ def _load_optim_state(opt: torch.optim.Optimizer, extra: dict[str, torch.Tensor]
         _, idx, name = key.split(".", 2)
         state.setdefault(int(idx), {})[name] = v
     opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+    # each moment in its parameter's memory layout (a channels-last run's): the fused step walks a
+    # moment in its own memory order, so a mismatch would update the wrong entries (measured)
+    for p, st in opt.state.items():
+        for name, v in st.items():
+            if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                st[name] = torch.empty_like(p).copy_(v)
 
 
 def _out_of_memory(what: str, batch: int, option: str, epoch: int, b: int | None) -> TrainingError:
@@ -689,11 +695,6 @@ class _Run:
         start = _Start(resumed=True)
         try:  # the training state in the metadata: a damaged one is an error, not a crash
             _load_optim_state(self.opt, {k: v.to(device) for k, v in ck.extra.items()}, ck.meta["optimizer"])
-            if self.cfg.channels_last:  # the fused step walks a moment in its own memory order: it must match its parameter's
-                for p, st in self.opt.state.items():
-                    for name, v in st.items():
-                        if torch.is_tensor(v) and v.shape == p.shape:
-                            st[name] = torch.empty_like(p).copy_(v)
             if self.cfg.ema > 0:  # the average as saved; a run that had none starts one from here
                 self.avg = _WeightAverage(self.params, self.cfg.ema)
                 if "ema.0" in ck.extra:
