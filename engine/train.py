@@ -82,6 +82,12 @@ class TrainConfig:
     weight_decay: float = _field(0.0, "L2 weight decay of Adam")
     lr_min_factor: float = _field(1.0, "cosine-decay the learning rate to lr * this over the epochs (1: constant)")
     grad_clip: float | None = _field(None, "clip the gradient's norm to this (default: no clipping)")
+    #: counted from the run's first batch (a resumed run finishes the ramp where it left off): a fresh
+    #: Adam's first steps move every weight by about the learning rate whatever its gradient, which can
+    #: throw a trained network (one grown or fine-tuned with --init-from) out of its minimum
+    warmup: int = _field(
+        0, "raise the learning rate linearly from lr / N to the schedule's over the run's first N minibatches (0: off)",
+        metavar="N")
     seed: int = _field(0, "seed of the initial weights, the shuffling and the model's own randomness")
     device: str = _field("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     patience: int | None = _field(None, "stop after this many epochs without a better validation NLL (default: never)")
@@ -173,6 +179,8 @@ class TrainConfig:
             raise TrainingError("fit_schedule needs a time limit (max_minutes) to fit the schedule to")
         if self.state_minutes is not None and not (self.state_minutes > 0 and math.isfinite(self.state_minutes)):
             raise TrainingError(f"state_minutes must be a positive number of minutes, got {self.state_minutes!r}")
+        if self.warmup < 0:
+            raise TrainingError(f"warmup (--warmup) must be 0 or more minibatches, got {self.warmup!r}")
         if self.state_every < 0:
             raise TrainingError(f"state_every must be 0 (only when the run stops) or more, got {self.state_every!r}")
         if not (self.class_weight >= 0.0 and math.isfinite(self.class_weight)):
@@ -756,10 +764,13 @@ class _Run:
         start = saver.take_partial()
         order = self._seed(epoch, start)
         first, total, count = (start.skip, start.part_total, start.part_count) if start is not None else (0, 0.0, 0)
-        for g in self.opt.param_groups:
-            g["lr"] = schedule.lr_at(epoch)
+        lr = schedule.lr_at(epoch)
+        self._set_lr(lr)
         self.model.train()
         for b in range(first, batches):
+            step = (epoch - 1) * batches + b  # the run's minibatches before this one
+            if cfg.warmup and step <= cfg.warmup:
+                self._set_lr(lr * min(1.0, (step + 1) / cfg.warmup))
             idx = ddp.shard(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
             yb = None if self.y_all is None else self.y_all[idx.to(self.y_all.device)]
             xb = self.x_all[idx.to(self.x_all.device)]
@@ -782,6 +793,10 @@ class _Run:
             yield BatchEnd(epoch, schedule.planned, b + 1, batches, lv, time.perf_counter() - schedule.t0, self.eta(schedule))
         self.train_nll = total / max(count, 1)
         return None
+
+    def _set_lr(self, lr: float) -> None:
+        for g in self.opt.param_groups:
+            g["lr"] = lr
 
     def _step(self, xb: torch.Tensor, yb: torch.Tensor | None, epoch: int, b: int) -> float:
         """One optimiser step on ``xb``; returns its loss (nats per image), taking no step when that

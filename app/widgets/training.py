@@ -303,7 +303,7 @@ class TrainingPanel(QWidget):
             self._applying = False
         self._recipe_cfg = cfg
         self.status.setText(_continued_note(info) if info.get("init_from") else self._idle_text)
-        hidden_tc = ("lr_min_factor", "weight_decay", "grad_clip", "seed", "patience", "eval_batch_size")
+        hidden_tc = ("lr_min_factor", "warmup", "weight_decay", "grad_clip", "seed", "patience", "eval_batch_size")
         self._recipe_tc = {k: tc[k] for k in hidden_tc
                            if k in tc and (tc[k] is None or (isinstance(tc[k], (int, float)) and not isinstance(tc[k], bool)))}
         self.recipe.setCurrentIndex(index)

@@ -109,7 +109,10 @@ def test_best_on_validation_is_kept(tmp_path, monkeypatch):
         assert torch.equal(load_checkpoint(resume_path(out)).model.state_dict()[k], snapshots[3][k])
 
 
-@pytest.mark.parametrize("label,extra", [("made-agnostic", {}), ("nade", {"shift": 1}), ("fvsbn", {"ema": 0.9, "l1": 1e-3})])
+@pytest.mark.parametrize("label,extra", [
+    ("made-agnostic", {}), ("nade", {"shift": 1}), ("fvsbn", {"ema": 0.9, "l1": 1e-3}),
+    ("nade", {"warmup": 8}),  # resumed in the middle of the ramp (steps 6-7 of 8): it goes on from there
+])
 def test_resume_after_an_interruption_repeats_an_uninterrupted_run(tmp_path, label, extra):
     c = cfg(epochs=3, lr_min_factor=0.1, **extra)
     full_out, cut_out = tmp_path / "full.safetensors", tmp_path / "cut.safetensors"
@@ -315,6 +318,27 @@ def test_a_fitted_schedule_decays_to_its_floor_within_the_time_limit(tmp_path, m
     assert _last_lr(cut) > 0.9 * 0.02  # without fitting: cut early in a 20-epoch schedule
     with pytest.raises(TrainingError, match="max_minutes"):
         next(train(model(), TRAIN_X, VALID_X, cfg(fit_schedule=True), out=tmp_path / "x.safetensors"))
+
+
+def test_warmup_ramps_the_learning_rate_over_the_runs_first_minibatches(monkeypatch):
+    """``warmup``: minibatch s of the run (from 0) steps at the schedule's rate times (s + 1) / N until
+    s = N - 1, at the schedule's own rate after, across epochs."""
+    seen = []
+    real = trainmod._Run._step
+
+    def spy(self, xb, yb, epoch, b):
+        seen.append(self.opt.param_groups[0]["lr"])
+        return real(self, xb, yb, epoch, b)
+
+    monkeypatch.setattr(trainmod._Run, "_step", spy)
+    batches = -(-len(TRAIN_X) // 50)
+    list(train(model(), TRAIN_X, VALID_X, cfg(epochs=3, lr=0.02, lr_min_factor=0.1, warmup=8)))
+    per_epoch = [0.02, 0.02 * (0.1 + 0.9 * 0.5), 0.02 * 0.1]  # the cosine over three epochs
+    want = [per_epoch[s // batches] * min(1.0, (s + 1) / 8) for s in range(3 * batches)]
+    assert batches == 6 and seen == pytest.approx(want, rel=1e-12)
+    seen.clear()
+    list(train(model(), TRAIN_X, VALID_X, cfg(epochs=2, lr=0.02)))
+    assert seen == [0.02] * (2 * batches)  # no warm-up by default
 
 
 @pytest.mark.parametrize("every, saved_after", [(0, [None, None, 3]), (2, [None, 2, 3]), (1, [1, 2, 3])])
@@ -753,7 +777,7 @@ def test_a_run_repeats_from_its_seed_while_another_thread_reseeds_the_global_gen
     ("max_train", -5, "max_train"), ("max_valid", -1, "max_valid"), ("patience", -1, "patience"),
     ("batch_size", -3, "batch size"), ("eval_batch_size", 0, "eval_batch_size"), ("eval_batch_size", -1, "eval_batch_size"),
     ("lr", float("inf"), "learning rate"), ("lr", float("nan"), "learning rate"), ("weight_decay", -0.1, "weight_decay"),
-    ("shift", -1, "shift"), ("shift", 9, "shift"),
+    ("shift", -1, "shift"), ("shift", 9, "shift"), ("warmup", -1, "warmup"),
 ])
 def test_nonsense_values_are_refused_up_front(tmp_path, field, value, match):
     c = cfg(**{field: value})
