@@ -32,7 +32,7 @@ teacher-forced conditionals. For a convolutional model in other orderings see
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -153,8 +153,62 @@ class GatedPixelCNN(ARModel):
         init_bias_at_marginals(self.pixel_bias, marginals, zero=[self.out2.bias])
 
     def grow_from(self, src: ARModel) -> None:
+        """Deeper (see :meth:`ARModel.grow_from`) and also wider: ``src`` may have fewer ``channels``.
+        Its weights fill the old channels of every tensor (the filter and gate halves of each gated
+        layer's rows, and of a link's columns, which read the vertical stack's pre-activations), and
+        the new channels start closed, so the wider network computes exactly what ``src`` does:
+
+        * the vertical stack's new units stay at zero (tanh(0) = 0): the new filter-half rows of
+          ``v0`` and of every ``vs`` are zeroed; the links' columns reading its new gate halves
+          (which are not zero) are zeroed too;
+        * the horizontal stream's new channels start at zero: the new filter-half rows of ``h0`` and
+          ``link0`` are zeroed, and every ``res`` writes its new rows from zero and reads its new
+          columns (the later layers' new units) with zero weights;
+        * the class terms of new units start at zero; the head reads the new channels (zeros) with
+          random weights.
+
+        The weights writing the new channels get gradients at once, those reading channels that
+        start at zero from the second step on."""
         check_same_levels(self, src)
-        super().grow_from(src)
+        c0, c = getattr(src.config, "channels", None), self.config.channels
+        if src.family != self.family or c0 == c:
+            return super().grow_from(src)
+        assert isinstance(src, GatedPixelCNN) and isinstance(c0, int)
+        if c0 > c:
+            raise ValueError(f"the checkpoint has {c0} channels: a model can grow from it, not shrink ({c})")
+        deep = GatedPixelCNN(replace(self.config, channels=c0))  # the source as deep as this model
+        deep.grow_from(src)
+        old = torch.arange(c0)
+        gated = torch.cat([old, c + old])  # where the old filter and gate halves sit in 2C rows
+        mine, theirs = self.state_dict(), deep.state_dict()
+        with torch.no_grad():
+            for name, t in theirs.items():
+                m = mine[name]
+                module = name.split(".")[0]
+                if module in ("v0", "vs", "h0", "hs"):  # gated rows; columns read the old C channels
+                    m[(gated, slice(None, t.shape[1])) if t.dim() > 1 else gated] = t
+                    if module in ("v0", "vs", "h0"):  # new units closed: their filter half at zero
+                        m[c0:c].zero_()
+                elif module in ("link0", "links"):  # 2C -> 2C 1x1s from the vertical pre-activations
+                    if t.dim() > 1:
+                        m[gated[:, None], gated] = t
+                        m[:, c + c0 :].zero_()  # the vertical stack's new gate halves are not zero
+                    else:
+                        m[gated] = t
+                    if module == "link0":
+                        m[c0:c].zero_()  # the first layer's new units: the horizontal stream starts at zero
+                elif module == "res":  # writes the stream: new rows and columns closed
+                    m.zero_()
+                    m[(slice(None, c0), slice(None, c0)) if t.dim() > 1 else slice(None, c0)] = t
+                elif module == "class_emb":  # (classes, (layers + 1) * 2 * 2C), per layer and stack
+                    n = self.config.layers + 1
+                    m.zero_()
+                    m.view(len(m), n, 2, 2 * c)[..., gated] = t.view(len(t), n, 2, 2 * c0)
+                elif name == "out1.weight":  # reads the stream: new columns random, reading zeros
+                    m[:, :c0] = t
+                else:
+                    m.copy_(t)
+        return None
 
     # -- the network ---------------------------------------------------------------------------
     def _head(self, h: Tensor) -> Tensor:  # (B, C, R, W') -> (B, R, W'), or (B, R, W', P)

@@ -1,7 +1,7 @@
 """Growing a residual model deeper (``ARModel.grow_from``, ``pixelchain train --init-from`` with more
-layers), and an LMConv wider: the grown network starts at exactly the smaller one's conditionals,
-then trains its new layers and channels; other families, other widths (PixelCNN) and shrinking are
-refused with a clear reason."""
+layers), and a PixelCNN or an LMConv wider: the grown network starts at exactly the smaller one's
+conditionals, then trains its new layers and channels; other families, other sizes and shrinking
+are refused with a clear reason."""
 
 from __future__ import annotations
 
@@ -95,6 +95,59 @@ def test_a_wider_lmconv_starts_at_the_narrower_ones_conditionals(layers):
         narrower.grow_from(src)
 
 
+@pytest.mark.parametrize("layers, classes, levels", [(2, 0, 2), (4, 0, 2), (3, 3, 4)])
+def test_a_wider_pixelcnn_starts_at_the_narrower_ones_conditionals(layers, classes, levels):
+    """The gated PixelCNN grows in width (and depth at once), with or without classes, binary or grey:
+    the new units of both stacks start closed, so every conditional is the source's; one gradient step
+    reaches the weights that write the new channels, a second every new weight."""
+    extra = {"classes": classes, "levels": levels, "output": "bernoulli" if levels == 2 else "categorical"}
+    torch.manual_seed(1)
+    src = build_model("pixelcnn", dataclasses.replace(SMALL["pixelcnn"], **extra), None)
+    with torch.no_grad():
+        for p in src.parameters():
+            p.normal_(0, 0.3)
+    big = build_model("pixelcnn", dataclasses.replace(SMALL["pixelcnn"], channels=10, layers=layers, **extra), None)
+    big.grow_from(src)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randint(0, levels, (6, 784), generator=g).float()
+    y = torch.randint(0, 3, (6,), generator=g) if classes else None
+    torch.testing.assert_close(big.log_prob(x, y=y), src.log_prob(x, y=y), atol=1e-4, rtol=0)
+    c0, c = 6, 10
+
+    def new_parts():  # the gradients of the new channels' weights, by the role they play
+        parts = {
+            "vertical filter rows (write the new units)": big.vs[0].weight.grad[c0:c],
+            "first vertical filter rows": big.v0.weight.grad[c0:c],
+            "vertical gate rows": big.vs[1].weight.grad[c + c0 :],
+            "vertical columns (read the new units)": big.vs[1].weight.grad[:, c0:c],
+            "link columns (read the new gate halves)": big.links[0].weight.grad[:, c + c0 :],
+            "first horizontal filter rows (write the stream)": big.h0.weight.grad[c0:c],
+            "horizontal rows (new units)": big.hs[0].weight.grad[c0:c],
+            "horizontal columns (read the new stream)": big.hs[1].weight.grad[:, c0:c],
+            "1x1 rows (write the stream)": big.res[0].weight.grad[c0:c],
+            "1x1 columns (read the new units)": big.res[0].weight.grad[:, c0:c],
+            "head columns": big.out1.weight.grad[:, c0:c],
+        }
+        if classes:
+            parts["class terms of the new units"] = big.class_emb.weight.grad.view(3, layers + 1, 2, 2 * c)[..., c0:c]
+        return parts
+
+    big.training_loss(x, y).backward()
+    later = {"vertical gate rows", "vertical columns (read the new units)", "horizontal rows (new units)",
+             "horizontal columns (read the new stream)", "head columns"}
+    assert {role for role, grad in new_parts().items() if grad.abs().sum() == 0} == later
+    with torch.no_grad():
+        for p in big.parameters():
+            p -= 0.1 * p.grad
+            p.grad = None
+    big.training_loss(x, y).backward()
+    for role, grad in new_parts().items():
+        assert grad.abs().sum() > 0, role
+    narrower = build_model("pixelcnn", dataclasses.replace(SMALL["pixelcnn"], channels=4, **extra), None)
+    with pytest.raises(ValueError, match="not shrink"):
+        narrower.grow_from(src)
+
+
 @pytest.mark.parametrize("channels, layers", [(6, 2), (9, 3)])
 def test_an_lmconv_gains_a_context_without_changing_its_conditionals(channels, layers):
     """A context (the summary of all earlier pixels) may be added to an LMConv that had none, with
@@ -141,8 +194,9 @@ def test_a_grown_order_agnostic_model_may_train_over_other_orderings():
 @pytest.mark.parametrize(
     "change, match",
     [
-        ({"channels": 7}, "not channels"),
+        ({"channels": 5}, "grow from it, not shrink"),
         ({"head": 9}, "not head"),
+        ({"channels": 8, "head": 9}, "not head"),
         ({"layers": 1}, "grow from it, not shrink"),
     ],
 )
@@ -164,6 +218,7 @@ def test_growth_refuses_non_residual_families_and_other_families():
 
 @pytest.mark.parametrize("family, cfg", [
     ("pixelcnn", '{"channels": 6, "layers": 4, "head": 8}'),
+    ("pixelcnn", '{"channels": 9, "layers": 3, "head": 8}'),
     ("lmconv", '{"channels": 9, "layers": 2, "head": 8, "order_agnostic": true, "train_orderings": ["raster", "hilbert"]}'),
 ])
 def test_train_init_from_a_shallower_checkpoint_grows_it(tmp_path, data_dir, family, cfg):
@@ -187,8 +242,8 @@ def test_train_init_from_a_shallower_checkpoint_grows_it(tmp_path, data_dir, fam
 def test_train_init_from_a_wider_checkpoint_says_what_differs(tmp_path, data_dir, capsys):
     src_path = tmp_path / "small.safetensors"
     save_checkpoint(src_path, _trained_looking("pixelcnn"), meta={})
-    argv = ["train", "--model", "pixelcnn", "--config", '{"channels": 8, "layers": 4, "head": 8}', "--init-from", str(src_path),
+    argv = ["train", "--model", "pixelcnn", "--config", '{"channels": 8, "layers": 4, "head": 9}', "--init-from", str(src_path),
             "--epochs", "1", "--max-train", "100", "--quiet", "--out", str(tmp_path / "g.safetensors"), "--data", str(data_dir)]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("pixelchain: error: --init-from") and "not channels" in err, err
+    assert err.startswith("pixelchain: error: --init-from") and "not head" in err, err
