@@ -3,7 +3,8 @@
 # most 10 minutes (the device machine keeps nothing between leases, so each run is whole in one call).
 #
 #   bash scripts/gpu-train.sh prepare    # here, once: copies the data into .gpu-data/ (git-ignored;
-#                                        # the ../shared beside the checkout does not travel)
+#                                        # the ../shared beside the checkout does not travel): the
+#                                        # binarized files, and the grey MNIST files into .gpu-data/mnist/
 #   bash scripts/gpu-train.sh run        # on the device machine: carry .gpu-data, timeout_s 600
 #
 # run: the GPU tests (tests/engine/test_gpu.py), then every recipe of RUNS at the same time, each in
@@ -15,8 +16,11 @@
 # replaces the bundled one of its name only if its validation NLL is better
 # (`pixelchain eval CKPT --split valid`).
 #
-# Recipes (RUNS, default all): pixelcnn-raster lmconv-any lstm-raster transformer-any made-scans
-# made-scans-deep. Settings (environment): MINUTES=6, SIZE=full (tiny: a few units each, for the
+# Recipes (RUNS, default all the binary ones): pixelcnn-raster lmconv-any lstm-raster transformer-any
+# made-scans made-scans-deep; and pixelcnn-grey256-c10 (issue #27's grey model: the bundled one grown
+# to 64 channels and 12 layers, `--init-from` keeps its conditionals, then trained on the GPU; run it
+# alone, RUNS=pixelcnn-grey256-c10 MINUTES=8, and bundle what comes back only if its validation NLL
+# beats the bundled one's). Settings (environment): MINUTES=6, SIZE=full (tiny: a few units each, for the
 # end-to-end check on the CPU), MASKS=32, DEVICE=cuda, PYTHON=python3, MAX_TRAIN/MAX_VALID (quick
 # checks), MAX_EVAL (quick checks: measure and bundle on the first N images of each split only),
 # EXTRA (more `pixelchain train` flags for every run), DEST ($OUT/checkpoints), OUT.
@@ -27,14 +31,21 @@ DATA=${PIXELCHAIN_DATA:-$ROOT/.gpu-data}
 
 if [ "${1:-}" = prepare ]; then
   src=${2:-$ROOT/../shared/data/binarized_mnist}
+  grey=${3:-$(dirname "$src")/mnist}
   dest=${GPU_DATA:-$ROOT/.gpu-data}
   mkdir -p "$dest"
   cp "$src"/binarized_mnist_{train,valid,test}.amat* "$dest/" || exit 1
-  ls -l "$dest"
+  if [ -d "$grey" ]; then
+    mkdir -p "$dest/mnist"
+    cp "$grey"/{train,t10k}-{images-idx3,labels-idx1}-ubyte* "$dest/mnist/" || exit 1
+  else
+    echo "no grey MNIST folder at $grey: the binarized files only (pixelcnn-grey256-c10 needs the grey ones)" >&2
+  fi
+  ls -lR "$dest"
   exit 0
 fi
 if [ "${1:-}" != run ]; then
-  echo "usage: bash scripts/gpu-train.sh prepare [DATA_DIR] | run" >&2
+  echo "usage: bash scripts/gpu-train.sh prepare [BINARIZED_DIR [MNIST_DIR]] | run" >&2
   exit 2
 fi
 
@@ -77,6 +88,12 @@ recipe() {
       [ $full = 1 ] && c="{\"d_model\":256,\"layers\":6,\"heads\":8,\"order_agnostic\":true,\"train_orderings\":$TF_ORDERINGS}" \
                     || c="{\"d_model\":8,\"layers\":1,\"heads\":2,\"order_agnostic\":true,\"train_orderings\":$TF_ORDERINGS}"
       echo "--model transformer --config $c --batch-size 128 --lr 1e-3 --lr-min-factor 0.05 --ema 0.999 --grad-clip 1" ;;
+    pixelcnn-grey256-c10)
+      if [ $full = 1 ]; then
+        echo "--model pixelcnn --config {\"channels\":64,\"layers\":12,\"head\":64} --init-from resources/checkpoints/pixelcnn-grey256-c10.safetensors --dataset mnist --levels 256 --head categorical --classes 10 --batch-size 64 --lr 5e-4 --warmup 500 --lr-min-factor 0.05 --ema 0.999"
+      else
+        echo "--model pixelcnn --config {\"channels\":4,\"layers\":1,\"head\":8} --dataset mnist --levels 256 --head categorical --classes 10 --batch-size 64 --lr 2e-3 --warmup 2 --lr-min-factor 0.05 --ema 0.999"
+      fi ;;
     made-scans | made-scans-deep)
       if [ $full = 1 ]; then h=8000; [ "$1" = made-scans-deep ] && h=8000,8000; else h=16; [ "$1" = made-scans-deep ] && h=8,8; fi
       echo "--model made --hidden $h --direct --order-agnostic --order-set scans --num-masks $MASKS --batch-size 250 --lr 2e-3 --lr-min-factor 0.02 --ema 0.999 --l1 3e-5" ;;
@@ -84,7 +101,7 @@ recipe() {
   esac
 }
 for name in $RUNS; do
-  recipe "$name" >/dev/null || { echo "unknown recipe $name (known: pixelcnn-raster lmconv-any lstm-raster transformer-any made-scans made-scans-deep)" >&2; exit 2; }
+  recipe "$name" >/dev/null || { echo "unknown recipe $name (known: pixelcnn-raster lmconv-any lstm-raster transformer-any made-scans made-scans-deep pixelcnn-grey256-c10)" >&2; exit 2; }
 done
 
 echo "== machine"
@@ -94,7 +111,9 @@ if [ "$DEVICE" = cuda ] && ! "$PY" -c "import torch, sys; sys.exit(not torch.cud
   echo "DEVICE=cuda but torch sees no CUDA device" >&2
   exit 1
 fi
-ls "$DATA"/binarized_mnist_test.amat* >/dev/null 2>&1 || { echo "no data in $DATA: run 'bash scripts/gpu-train.sh prepare' here and carry .gpu-data" >&2; exit 1; }
+# the binarized files in $DATA or in its binarized_mnist/ (as in ../shared/data)
+compgen -G "$DATA/binarized_mnist_test.amat*" >/dev/null || compgen -G "$DATA/binarized_mnist/binarized_mnist_test.amat*" >/dev/null \
+  || { echo "no data in $DATA: run 'bash scripts/gpu-train.sh prepare' here and carry .gpu-data" >&2; exit 1; }
 
 if [ "$DEVICE" = cuda ]; then
   echo "== GPU tests"

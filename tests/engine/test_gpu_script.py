@@ -52,9 +52,28 @@ def test_gpu_script_trains_measures_and_bundles_every_family(tmp_path, data_dir,
     assert not (ROOT / "resources" / "checkpoints" / "made-scans-deep.safetensors").exists()
 
 
+@pytest.mark.slow
+def test_gpu_script_grows_and_trains_the_grey_model(tmp_path, data_dir):
+    """The grey recipe, tiny: it reads the grey MNIST files from a folder holding both data sets (as
+    ../shared/data and the prepared .gpu-data do), and measures and bundles a class-conditional model
+    by its classifier pass."""
+    if not (data_dir.parent / "mnist").is_dir():
+        pytest.skip("no grey MNIST folder beside the binarized one")
+    out, name = tmp_path / "out", "pixelcnn-grey256-c10"
+    env = dict(os.environ, OUT=str(out), DEVICE="cpu", PYTHON=sys.executable, SIZE="tiny", RUNS=name, MINUTES="0.02",
+               MAX_TRAIN="100", MAX_VALID="50", MAX_EVAL="50", PIXELCHAIN_DATA=str(data_dir.parent), OMP_NUM_THREADS="1")
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu-train.sh"), "run"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    test = json.loads((out / f"eval-{name}.json").read_text())
+    assert (test["dataset"], test["levels"], test["classes"], test["n_images"]) == ("mnist", 256, 10, 50)
+    bundled = load_checkpoint(out / "checkpoints" / f"{name}.safetensors")
+    assert bundled.meta["metrics"]["test_nll"] == pytest.approx(test["test_nll_nats"], rel=1e-5)
+    assert "test_accuracy" in bundled.meta["metrics"] and bundled.meta["train_config"]["warmup"] == 2
+
+
 def test_gpu_script_knows_every_recipe_and_refuses_an_unknown_one(tmp_path):
     script = ROOT / "scripts" / "gpu-train.sh"
-    every = "pixelcnn-raster lmconv-any lstm-raster transformer-any made-scans made-scans-deep"
+    every = "pixelcnn-raster lmconv-any lstm-raster transformer-any made-scans made-scans-deep pixelcnn-grey256-c10"
     r = subprocess.run(["bash", str(script), "run"], env=dict(os.environ, RUNS=f"{every} vae", PIXELCHAIN_DATA=str(tmp_path)),
                        capture_output=True, text=True)
     assert r.returncode == 2 and "unknown recipe vae" in r.stderr and every.split()[0] not in r.stderr.split("(")[0]
@@ -78,7 +97,10 @@ def test_gpu_script_prepare_copies_the_data_and_refuses_unknown_commands(tmp_pat
     r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu-train.sh"), "prepare", str(data_dir)], env=dict(os.environ, GPU_DATA=str(dest)),
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in dest.iterdir()) == sorted(p.name for p in data_dir.glob("binarized_mnist_*.amat*"))
+    assert sorted(p.name for p in dest.glob("*.amat*")) == sorted(p.name for p in data_dir.glob("binarized_mnist_*.amat*"))
+    grey = data_dir.parent / "mnist"
+    if grey.is_dir():  # the grey files too, in the mnist/ folder their loader looks for
+        assert sorted(p.name for p in (dest / "mnist").iterdir()) == sorted(p.name for p in grey.glob("*-ubyte*"))
     r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu-train.sh"), "nonsense"], capture_output=True, text=True)
     assert r.returncode == 2 and "usage" in r.stderr
     ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", ".gpu-data/x.amat.gz"])
