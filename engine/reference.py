@@ -3,7 +3,9 @@
 The percentile of a drawing's ``log p(x)`` is taken among the whole test split (10,000 digits),
 never a subset: scoring them all takes minutes for the deep models on a CPU, so it is done once per
 checkpoint and ordering, as a generator a worker can stop between batches, and the result is
-cached in the per-user cache folder (:func:`engine.data.cache_dir`, ``reference/``).
+cached in the per-user cache folder (:func:`engine.data.cache_dir`, ``reference/``). A bundled
+model's figures ship with it, measured when it was bundled (``scripts/bundle.py`` writes them to
+``resources/reference/``, read-only, :data:`BUNDLED_FOLDER`): its first percentile needs no pass.
 
 A cache file is JSON (no pickle) named by, and recording, what the figures depend on:
 
@@ -33,17 +35,23 @@ from typing import Any, Generator
 import numpy as np
 import torch
 
+import resources
+
 from .atomic import atomic_write
+from .data import content_checksum
 from .errors import PixelchainError
 from .jsonsafe import loads
 from .models.base import ARModel
 from .ordering import Ordering
 
-__all__ = ["CACHE_VERSION", "checkpoint_sha256", "cache_file", "read_cached", "split_log_probs_steps"]
+__all__ = ["BUNDLED_FOLDER", "CACHE_VERSION", "checkpoint_sha256", "cache_file", "read_cached", "split_log_probs_steps",
+           "write_reference"]
 
 CACHE_VERSION = 1
 #: a cache of 10,000 float64 values written by ``repr`` is ~200 kB; refuse anything far larger
 MAX_CACHE_BYTES = 8 << 20
+#: the figures of the bundled checkpoints, written by ``scripts/bundle.py`` and read like a cache
+BUNDLED_FOLDER = Path(resources.__file__).resolve().parent / "reference"
 
 
 def checkpoint_sha256(path: str | os.PathLike) -> str:
@@ -96,6 +104,16 @@ def read_cached(path: Path, checkpoint: str, order: Ordering, images_checksum: s
     return values
 
 
+def write_reference(folder: str | os.PathLike, checkpoint: str, order: Ordering, images: np.ndarray, values: np.ndarray) -> Path:
+    """Store ``values``, the (N,) log-likelihoods of ``images`` (N, D) under ``checkpoint`` (its
+    sha256) in ``order``, in ``folder`` as :func:`split_log_probs_steps` reads them back; returns
+    the file (not written for values that are not all finite)."""
+    x = np.asarray(images)
+    path = cache_file(checkpoint, order, content_checksum(x.reshape(len(x), -1)), folder)
+    _write(path, checkpoint, order, content_checksum(x.reshape(len(x), -1)), np.asarray(values, dtype=np.float64))
+    return path
+
+
 def _write(path: Path, checkpoint: str, order: Ordering, images_checksum: str, values: np.ndarray) -> None:
     if not np.all(np.isfinite(values)):
         return  # JSON has no infinity; such a model is re-scored each time rather than cached wrongly
@@ -133,17 +151,19 @@ def split_log_probs_steps(model: ARModel, checkpoint: str | None, ordering: Orde
     between batches; a stopped run stores nothing."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    from .data import content_checksum, load_split
+    from .data import load_split
 
     x = np.asarray(load_split("test", data_dir) if images is None else images).reshape(-1, model.size)
     order = model.resolve_ordering(ordering)
     images_checksum = content_checksum(x)
-    path = cache_file(checkpoint, order, images_checksum, folder) if checkpoint and cache else None
-    if path is not None:
-        cached = read_cached(path, checkpoint or "", order, images_checksum, len(x))
-        if cached is not None:
-            yield 1.0
-            return cached
+    path = None
+    if checkpoint and cache:
+        path = cache_file(checkpoint, order, images_checksum, folder)
+        for where in (path, cache_file(checkpoint, order, images_checksum, BUNDLED_FOLDER)):  # the user's, then shipped
+            cached = read_cached(where, checkpoint, order, images_checksum, len(x))
+            if cached is not None:
+                yield 1.0
+                return cached
     model.eval()
     out = []
     for i in range(0, len(x), batch_size):

@@ -1,6 +1,7 @@
 """Copy trained checkpoints into resources/checkpoints/ for the app, with measured test NLL.
 
     python scripts/bundle.py [--device cuda] [--dest DIR] [--max-images N] runs/made1000d_wd.safetensors:made-raster [more SRC:NAME[:K] ...]
+    python scripts/bundle.py --reference resources/checkpoints/NAME.safetensors [more ...]
 
 For each: evaluate the test NLL in float32, store the weights in the smallest form that leaves the
 reported NLL (two decimals) unchanged after reloading -- int8 with group-wise scales (weight
@@ -11,7 +12,11 @@ accuracy of its Bayes classifier, both recorded). ``--dtype float16|float32`` st
 that form (float32 keeps the weights bit for bit, so it is not measured again: for a model whose
 evaluation is long). ``--dtype int8`` stores int8 whatever it changes and records the figures of
 the weights as stored, measured again after reloading (for a model that must fit the size limit:
-the file's own figures are what is reported). With ``:K`` (order-agnostic models)
+the file's own figures are what is reported). Measured on the whole test split, every test digit's
+log p(x) under the file as written (in the model's own ordering) also goes to ``reference/`` beside
+the destination (``resources/reference/``): the app's percentile among test digits then needs no
+pass of its own (:mod:`engine.reference`). ``--reference`` writes those figures alone for checkpoints
+already bundled, leaving the files as they are. With ``:K`` (order-agnostic models)
 also the test NLL of the ensemble of K orderings (log-mean-exp), recorded as
 ``test_nll_ensembleK``. Prints a Markdown table row each. ``--max-images N`` measures on the first N
 test images only (quick end-to-end checks; the recorded NLL is then not the test NLL).
@@ -24,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +39,8 @@ from engine.checkpoint import INT8, load_checkpoint, save_checkpoint  # noqa: E4
 from engine.classify import classify  # noqa: E402
 from engine.datasets import dataset_of, load_dataset, load_labels  # noqa: E402
 from engine.recipes import nll_metrics, record_metrics, with_metrics  # noqa: E402
+from engine.reference import checkpoint_sha256, split_log_probs_steps, write_reference  # noqa: E402
+from engine.steps import drain  # noqa: E402
 from engine.train import evaluate  # noqa: E402
 
 DEST = ROOT / "resources" / "checkpoints"
@@ -43,26 +51,37 @@ def test_images(ck, max_images: int | None = None):
     return load_dataset(dataset_of(ck.meta), "test", levels=ck.model.levels)[:max_images]
 
 
-def measure(model, test, labels) -> tuple[float, float, dict]:
-    """(NLL, standard error, further metrics): the classifier pass for a conditional model."""
+def measure(model, test, labels) -> tuple[float, float, dict, np.ndarray | None]:
+    """(NLL, standard error, further metrics, each image's log p(x) where the pass gave them): the
+    classifier pass for a conditional model."""
     if not model.classes:
-        return (*evaluate(model, test), {})
+        return (*evaluate(model, test), {}, None)
     r = classify(model, test, labels)
-    return r.nll_nats, r.stderr_nats, {"test_accuracy": r.accuracy, "test_cond_nll": r.cond_nll_nats}
+    return r.nll_nats, r.stderr_nats, {"test_accuracy": r.accuracy, "test_cond_nll": r.cond_nll_nats}, r.log_px
+
+
+def write_test_reference(out: Path, model, test, log_px: np.ndarray | None) -> Path:
+    """Every test digit's log p(x) under the checkpoint ``out`` as written (``model``: its weights,
+    ``log_px``: their figures if already measured), keyed by the file's sha256, in ``reference/``
+    beside its folder."""
+    if log_px is None:
+        log_px = drain(split_log_probs_steps(model, None, None, images=test))[1]
+    return write_reference(out.parent.parent / "reference", checkpoint_sha256(out), model.ordering, test, log_px)
 
 
 def bundle(src: str, name: str, test=None, ensemble: int = 1, device: str = "cpu", dest: Path | None = None,
            max_images: int | None = None, first_dtype: str | None = None) -> str:
     """Bundle ``src`` as ``name``, measured on ``test`` (default: the test split of its data set)."""
     ck = load_checkpoint(src, device=device)
-    labels = None
+    labels, whole = None, test is None and max_images is None  # the whole test split: its reference is written
     if test is None:
         test = test_images(ck, max_images)
         labels = load_labels(dataset_of(ck.meta), "test")[:max_images] if ck.model.classes else None
     elif ck.model.classes:
         raise ValueError("a conditional model is bundled on its own test split (its labels)")
     t0 = time.perf_counter()
-    nll, se, more = measure(ck.model, test, labels)
+    nll, se, more, log_px0 = measure(ck.model, test, labels)
+    stored, log_px = ck.model, log_px0  # the weights as the file holds them, and their figures
     secs = time.perf_counter() - t0
     meta = with_metrics(dict(ck.meta, name=name), dict(nll_metrics("test", nll, se), **more))
     ens = ""
@@ -81,9 +100,11 @@ def bundle(src: str, name: str, test=None, ensemble: int = 1, device: str = "cpu
         meta["weights_dtype"] = INT8 if dtype == INT8 else str(dtype or torch.float32).replace("torch.", "")
         save_checkpoint(out, ck.model, meta, dtype=dtype)
         if dtype is None:
+            stored, log_px = ck.model, log_px0
             break  # float32 is the model's own weights, bit for bit
         reloaded = load_checkpoint(out, device=device).model
-        nll2, se2, more2 = measure(reloaded, test, labels)
+        nll2, se2, more2, log_px = measure(reloaded, test, labels)
+        stored = reloaded
         if only_int8:  # the stored weights are the model: their own figures are the ones recorded
             nll, se, more = nll2, se2, more2
             record_metrics(out, dict(nll_metrics("test", nll, se), **more))
@@ -96,6 +117,8 @@ def bundle(src: str, name: str, test=None, ensemble: int = 1, device: str = "cpu
             same = f"{evaluate(reloaded, test, batch_size=500, ensemble=ensemble)[0]:.2f}" == f"{enll:.2f}"
         if same:
             break
+    if whole:  # the app's percentile among the test digits reads these figures
+        write_test_reference(out, stored, test, log_px)
     hist = ck.meta.get("history", [])
     valid = min((h["valid_nll"] for h in hist), default=float("nan"))
     epochs = ck.meta.get("epoch", len(hist))
@@ -111,7 +134,17 @@ def bundle(src: str, name: str, test=None, ensemble: int = 1, device: str = "cpu
     )
 
 
+def reference(path: Path, device: str = "cpu") -> Path:
+    """The figures :func:`write_test_reference` writes, for the bundled checkpoint ``path`` as it is."""
+    ck = load_checkpoint(path, device=device)
+    return write_test_reference(path, ck.model, test_images(ck), None)
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--reference"]:
+        for arg in argv[1:]:
+            print(reference(Path(arg)), flush=True)
+        return 0
     # where to evaluate; where to write; first N test images; the first stored form tried
     opts = {"--device": "cpu", "--dest": None, "--max-images": None, "--dtype": None}
     while argv[:1] and argv[0] in opts and len(argv) > 1:

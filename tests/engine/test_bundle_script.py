@@ -93,3 +93,52 @@ def test_a_grey_checkpoint_is_measured_on_its_own_data_set(tmp_path, shared_data
     met = load_checkpoint(tmp_path / "out" / "g.safetensors").meta["metrics"]
     assert met["test_nll"] == pytest.approx(evaluate(m, x)[0], abs=0.01)
     assert f"{met['test_nll'] / (784 * np.log(2)):.4f} bits/dim" in row
+
+
+@pytest.mark.parametrize("cfg, dataset", [
+    # from the classifier pass (10,000 digits under ten classes, three times: a minute)
+    pytest.param({"hidden": (8,), "direct": True, "classes": 10, "levels": 4, "output": "categorical"}, "mnist",
+                 marks=pytest.mark.slow),
+    ({"hidden": (8,), "direct": True}, "binarized-mnist"),  # a pass of its own
+])
+def test_bundling_ships_the_test_splits_log_likelihoods_for_the_percentile(tmp_path, shared_data, monkeypatch, cfg, dataset):
+    """Bundled on the whole test split, a checkpoint's figures for every test digit go to reference/
+    beside the checkpoints' folder, keyed by the file as written: the app's percentile (through
+    split_log_probs_steps) reads them without running the model."""
+    import engine.reference as ref
+    from engine.data import content_checksum
+    from engine.datasets import load_dataset
+    from engine.steps import drain
+
+    monkeypatch.setenv("PIXELCHAIN_DATA", str(shared_data))
+    torch.manual_seed(4)
+    m = build_model("made", cfg)
+    src = tmp_path / "run.safetensors"
+    save_checkpoint(src, m, {"history": [], "epoch": 0, "dataset": dataset})
+    _bundle_module(tmp_path / "ck").bundle(str(src), "m")
+    out = tmp_path / "ck" / "m.safetensors"
+    sha, x = ref.checkpoint_sha256(out), load_dataset(dataset, "test", levels=m.levels)
+    want = ref.cache_file(sha, m.ordering, content_checksum(x), tmp_path / "reference")
+    assert sorted((tmp_path / "reference").iterdir()) == [want]
+    bundled = load_checkpoint(out).model
+    fresh = drain(ref.split_log_probs_steps(bundled, None, None, images=x))[1]
+    monkeypatch.setattr(ref, "BUNDLED_FOLDER", tmp_path / "reference")
+    real = type(bundled).log_prob
+    monkeypatch.setattr(type(bundled), "log_prob", lambda *a, **k: pytest.fail("the model was run"))
+    shipped = drain(ref.split_log_probs_steps(bundled, sha, None, images=x, folder=tmp_path / "user"))[1]
+    assert len(shipped) == 10_000
+    np.testing.assert_allclose(shipped, fresh, rtol=0, atol=1e-3)
+    assert not (tmp_path / "user").exists()  # read from the shipped folder, nothing written to the user's
+    # --reference writes the same figures for a checkpoint bundled before, leaving it as it is
+    want.unlink()
+    monkeypatch.setattr(type(bundled), "log_prob", real)
+    _bundle_module(tmp_path / "ck").main(["--reference", str(out)])
+    assert ref.checkpoint_sha256(out) == sha and want.is_file()
+    monkeypatch.setattr(type(bundled), "log_prob", lambda *a, **k: pytest.fail("the model was run"))
+    np.testing.assert_allclose(drain(ref.split_log_probs_steps(bundled, sha, None, images=x, folder=tmp_path / "user"))[1],
+                               fresh, rtol=0, atol=1e-3)
+    # another file (a byte of its metadata changed): not these figures
+    other = tmp_path / "other.safetensors"
+    save_checkpoint(other, bundled, {"name": "other"})
+    with pytest.raises(pytest.fail.Exception, match="the model was run"):
+        drain(ref.split_log_probs_steps(bundled, ref.checkpoint_sha256(other), None, images=x, folder=tmp_path / "user"))
