@@ -18,7 +18,7 @@
 #
 # Recipes (RUNS, default all the binary ones): pixelcnn-raster lmconv-any lstm-raster transformer-any
 # made-scans made-scans-deep; and pixelcnn-grey256-c10 (issue #27's grey model: the bundled one grown
-# to 64 channels and 12 layers, `--init-from` keeps its conditionals, then trained on the GPU; run it
+# to 64 channels and 16 layers, `--init-from` keeps its conditionals, then trained on the GPU; run it
 # alone, RUNS=pixelcnn-grey256-c10 MINUTES=8, and bundle what comes back only if its validation NLL
 # beats the bundled one's). Settings (environment): MINUTES=6, SIZE=full (tiny: a few units each, for the
 # end-to-end check on the CPU), MASKS=32, DEVICE=cuda, PYTHON=python3, MAX_TRAIN/MAX_VALID (quick
@@ -90,7 +90,7 @@ recipe() {
       echo "--model transformer --config $c --batch-size 128 --lr 1e-3 --lr-min-factor 0.05 --ema 0.999 --grad-clip 1" ;;
     pixelcnn-grey256-c10)
       if [ $full = 1 ]; then
-        echo "--model pixelcnn --config {\"channels\":64,\"layers\":12,\"head\":64} --init-from resources/checkpoints/pixelcnn-grey256-c10.safetensors --dataset mnist --levels 256 --head categorical --classes 10 --batch-size 64 --lr 5e-4 --warmup 500 --lr-min-factor 0.05 --ema 0.999"
+        echo "--model pixelcnn --config {\"channels\":64,\"layers\":16,\"head\":64} --init-from resources/checkpoints/pixelcnn-grey256-c10.safetensors --dataset mnist --levels 256 --head categorical --classes 10 --batch-size 64 --lr 5e-4 --warmup 500 --lr-min-factor 0.05 --ema 0.999"
       else
         echo "--model pixelcnn --config {\"channels\":4,\"layers\":1,\"head\":8} --dataset mnist --levels 256 --head categorical --classes 10 --batch-size 64 --lr 2e-3 --warmup 2 --lr-min-factor 0.05 --ema 0.999"
       fi ;;
