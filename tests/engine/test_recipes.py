@@ -47,7 +47,7 @@ def test_train_options_are_the_train_config_fields_with_their_defaults():
 
 def test_every_train_option_reaches_the_train_config():
     changed = {"epochs": "7", "batch_size": "33", "lr": "0.0025", "weight_decay": "1e-05", "lr_min_factor": "0.1",
-               "grad_clip": "2.5", "seed": "4", "device": "cpu", "patience": "3", "max_minutes": "1.5", "state_every": "0",
+               "grad_clip": "2.5", "warmup": "50", "seed": "4", "device": "cpu", "patience": "3", "max_minutes": "1.5", "state_every": "0",
                "state_minutes": "2.5",
                "max_train": "200", "max_valid": "100", "eval_batch_size": "250", "l1": "3e-05", "ema": "0.999",
                "class_weight": "2.5", "class_batch": "8", "shift": "2", "select": "accuracy"}
