@@ -109,8 +109,9 @@ def write_reference(folder: str | os.PathLike, checkpoint: str, order: Ordering,
     sha256) in ``order``, in ``folder`` as :func:`split_log_probs_steps` reads them back; returns
     the file (not written for values that are not all finite)."""
     x = np.asarray(images)
-    path = cache_file(checkpoint, order, content_checksum(x.reshape(len(x), -1)), folder)
-    _write(path, checkpoint, order, content_checksum(x.reshape(len(x), -1)), np.asarray(values, dtype=np.float64))
+    images_checksum = content_checksum(x.reshape(len(x), -1))
+    path = cache_file(checkpoint, order, images_checksum, folder)
+    _write(path, checkpoint, order, images_checksum, np.asarray(values, dtype=np.float64))
     return path
 
 
