@@ -139,6 +139,26 @@ def test_the_key_is_the_checkpoint_files_content_and_the_ordering(tmp_path):
     np.testing.assert_allclose(ls, a.log_prob(torch.as_tensor(x, dtype=torch.float32), spiral).double().detach().numpy(), rtol=1e-6)
 
 
+def test_grey_images_are_keyed_by_their_levels_not_only_by_which_pixels_are_lit(tmp_path):
+    """Two grey sets lit in the same pixels at other levels are two entries: the second is scored,
+    not served the first one's figures."""
+    torch.manual_seed(0)
+    model = build_model("made", {"hidden": (12,), "levels": 4, "output": "categorical", "order_agnostic": True, "num_masks": 2})
+    path = save_checkpoint(tmp_path / "g.safetensors", model, {})
+    model, key = load_checkpoint(path).model, checkpoint_sha256(path)
+    lit = _images() == 1
+    dim = np.where(lit, 1, 0).astype(np.uint8)
+    bright = np.where(lit, 3, 0).astype(np.uint8)
+    assert _checksum(dim) != _checksum(bright)
+    assert _checksum(dim) == _checksum(dim.copy()) and _checksum(_images()) == _checksum(_images())
+    _, ld = drain(split_log_probs_steps(model, key, images=dim))
+    count = _Counting(model)
+    _, lb = drain(split_log_probs_steps(model, key, images=bright))
+    assert count.calls == 1
+    np.testing.assert_allclose(lb, model.log_prob(torch.as_tensor(bright, dtype=torch.float32)).double().detach().numpy(), rtol=1e-6)
+    assert not np.allclose(ld, lb)
+
+
 def test_without_a_checkpoint_nothing_is_cached(tmp_path):
     model, _ = _saved(tmp_path)
     x = _images(5)
